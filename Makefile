@@ -1,0 +1,101 @@
+# ddpm-cluster build. `make` builds the programs, `make test` runs the whole suite
+# (release build, then the same unit/reference tests under ASan+UBSan),
+# `make bench` runs the benchmarks, `make install PREFIX=/usr/local` installs.
+
+PREFIX   ?= /usr/local
+CC       ?= cc
+PKGS     := openblas libzstd yaml-0.1 libprotobuf-c zlib libpng libjpeg libwebp lmdb
+PKG_CFLAGS := $(shell pkg-config --cflags $(PKGS))
+PKG_LIBS   := $(shell pkg-config --libs $(PKGS))
+MPI_CFLAGS := $(shell pkg-config --cflags ompi-c)
+MPI_LIBS   := $(shell pkg-config --libs ompi-c)
+
+WARN     := -Wall -Wextra -Wshadow -Wno-unused-parameter
+BASE_CFLAGS := -std=c11 -D_GNU_SOURCE -g $(WARN) -pthread -Ibuild/gen -I. $(PKG_CFLAGS)
+OPT      ?= -O3
+LDLIBS   := $(PKG_LIBS) -lm -pthread
+
+# Two build flavours share the same rules: build/ (optimised) and build-san/
+# (AddressSanitizer + UndefinedBehaviorSanitizer).
+SAN_FLAGS := -O1 -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined
+
+PROTO_SRC := $(wildcard proto/*.proto)
+PROTO_C   := $(patsubst proto/%.proto,build/gen/proto/%.pb-c.c,$(PROTO_SRC))
+PROTO_H   := $(PROTO_C:.c=.h)
+
+LIB_SRC  := $(shell find common -name '*.c' | sort)
+TRAIN_SRC := $(wildcard coordinator/*.c worker/*.c)
+SAMPLE_SRC := $(wildcard sampler/*.c)
+UNIT_SRC := $(wildcard tests/unit/test_*.c)
+TOOL_SRC := $(wildcard tests/tools/*.c)
+BENCH_SRC := $(wildcard bench/*.c)
+
+define flavour
+# $(1) = build dir, $(2) = extra cflags
+$(1)/obj/%.o: %.c $(PROTO_H)
+	@mkdir -p $$(dir $$@)
+	$$(CC) $$(BASE_CFLAGS) $(2) -MMD -MP -c $$< -o $$@
+
+$(1)/obj/gen/%.o: build/gen/%.c $(PROTO_H)
+	@mkdir -p $$(dir $$@)
+	$$(CC) $$(BASE_CFLAGS) $(2) -Wno-unused-parameter -c $$< -o $$@
+
+$(1)/libddpm.a: $(patsubst %.c,$(1)/obj/%.o,$(LIB_SRC)) $(patsubst build/gen/%.c,$(1)/obj/gen/%.o,$(PROTO_C))
+	@rm -f $$@
+	ar rcs $$@ $$^
+
+$(1)/tests/%: tests/unit/%.c $(1)/libddpm.a tests/unit/test.h
+	@mkdir -p $$(dir $$@)
+	$$(CC) $$(BASE_CFLAGS) $(2) $$< $(1)/libddpm.a -o $$@ $$(LDLIBS)
+
+$(1)/tools/%: tests/tools/%.c $(1)/libddpm.a
+	@mkdir -p $$(dir $$@)
+	$$(CC) $$(BASE_CFLAGS) $(2) $$< $(1)/libddpm.a -o $$@ $$(LDLIBS)
+endef
+
+$(eval $(call flavour,build,$(OPT)))
+$(eval $(call flavour,build-san,$(SAN_FLAGS)))
+
+build/gen/proto/%.pb-c.c build/gen/proto/%.pb-c.h: proto/%.proto
+	@mkdir -p build/gen/proto
+	protoc-c --c_out=build/gen $<
+
+UNIT_BINS := $(patsubst tests/unit/%.c,build/tests/%,$(UNIT_SRC))
+SAN_UNIT_BINS := $(patsubst tests/unit/%.c,build-san/tests/%,$(UNIT_SRC))
+TOOL_BINS := $(patsubst tests/tools/%.c,build/tools/%,$(TOOL_SRC))
+SAN_TOOL_BINS := $(patsubst tests/tools/%.c,build-san/tools/%,$(TOOL_SRC))
+
+PROGRAMS := build/ddpm-train build/ddpm-sample
+
+.PHONY: all test test-build bench install clean
+all: $(PROGRAMS)
+
+build/ddpm-train: $(patsubst %.c,build/obj/%.o,$(TRAIN_SRC)) build/libddpm.a
+	$(CC) $(BASE_CFLAGS) $(OPT) $^ -o $@ $(MPI_LIBS) $(LDLIBS)
+
+$(patsubst %.c,build/obj/%.o,$(TRAIN_SRC)): BASE_CFLAGS += $(MPI_CFLAGS)
+
+build/ddpm-sample: $(patsubst %.c,build/obj/%.o,$(SAMPLE_SRC)) build/libddpm.a
+	$(CC) $(BASE_CFLAGS) $(OPT) $^ -o $@ $(LDLIBS)
+
+test-build: all $(UNIT_BINS) $(SAN_UNIT_BINS) $(TOOL_BINS) $(SAN_TOOL_BINS)
+
+test: test-build
+	bash tests/run_tests.sh
+
+build/bench/%: bench/%.c build/libddpm.a
+	@mkdir -p $(dir $@)
+	$(CC) $(BASE_CFLAGS) $(OPT) $< build/libddpm.a -o $@ $(LDLIBS)
+
+bench: all $(patsubst bench/%.c,build/bench/%,$(BENCH_SRC))
+	bash bench/run_bench.sh
+
+install: all
+	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/share/ddpm-cluster/configs
+	install -m 755 $(PROGRAMS) $(DESTDIR)$(PREFIX)/bin/
+	install -m 644 configs/*.yaml $(DESTDIR)$(PREFIX)/share/ddpm-cluster/configs/
+
+clean:
+	rm -rf build build-san
+
+-include $(shell find build build-san -name '*.d' 2>/dev/null)

@@ -1,0 +1,39 @@
+/* Small shared helpers: error reporting for library code, checked allocation.
+ *
+ * Library code never prints or exits on bad input: it records a message with
+ * err_set() and returns -1; the caller (a program's main) prints err_msg().
+ * Allocation failure is the one fatal case (xmalloc prints file:line and exits 2). */
+#ifndef DDPM_UTIL_H
+#define DDPM_UTIL_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+/* Record an error message (printf-style); always returns -1 so that
+ * `return err_set(...)` is the one-line error path. Thread-local. */
+int err_set(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+/* Prefix the current message with more context ("file x: " + old message); returns -1. */
+int err_prefix(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+const char *err_msg(void);
+
+void *xmalloc_at(size_t n, const char *file, int line);
+void *xcalloc_at(size_t count, size_t size, const char *file, int line);
+void *xrealloc_at(void *p, size_t n, const char *file, int line);
+char *xstrdup_at(const char *s, const char *file, int line);
+/* 64-byte aligned, zero-filled; free with free(). */
+float *xfloats_at(size_t count, const char *file, int line);
+#define xmalloc(n) xmalloc_at((n), __FILE__, __LINE__)
+#define xcalloc(c, s) xcalloc_at((c), (s), __FILE__, __LINE__)
+#define xrealloc(p, n) xrealloc_at((p), (n), __FILE__, __LINE__)
+#define xstrdup(s) xstrdup_at((s), __FILE__, __LINE__)
+#define xfloats(c) xfloats_at((c), __FILE__, __LINE__)
+
+/* Monotonic wall clock in seconds. */
+double now_seconds(void);
+
+/* Logging to stderr with a timestamp prefix; only programs and the top of
+ * long-running loops call these. */
+void log_info(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+void log_warn(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+
+#endif

@@ -1,0 +1,100 @@
+/* Neural-network ops: one forward and one backward per op, same argument order.
+ *
+ * Conventions (every op):
+ *  - Activations are float32, NCHW, contiguous. "HW" is H*W.
+ *  - Weights use PyTorch's layouts: conv [Cout][Cin][k][k], linear [Out][In].
+ *  - backward ACCUMULATES (+=) into every gradient it writes (dinp, dweight,
+ *    dbias); callers zero gradient buffers first. A NULL gradient pointer means
+ *    "not needed" and is skipped.
+ *  - Buffers are borrowed: ops never allocate on the hot path. Scratch space comes
+ *    from the caller (`ws`, sized by the matching *_workspace_floats()).
+ *  - forward saves what backward needs into caller-owned buffers (GroupNorm
+ *    mean/rstd, attention probabilities).
+ *  - All GEMMs go through cblas_sgemm. */
+#ifndef DDPM_OPS_H
+#define DDPM_OPS_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+/* ---- 2-D convolution (square kernel k, stride 1 or 2, TF 'SAME' padding) ----
+ * Output size Ho = ceil(H / stride); total padding = max((Ho-1)*stride + k - H, 0),
+ * split with the smaller half before (TF 'SAME'): k=3,s=1 pads 1/1; k=3,s=2 on an
+ * even size pads 0 before and 1 after. k=1 skips im2col. bias may be NULL. */
+typedef struct {
+    int N, Cin, H, W, Cout, k, stride;
+    int Ho, Wo, pad_top, pad_left;
+} conv_shape;
+
+conv_shape conv_shape_make(int N, int Cin, int H, int W, int Cout, int k, int stride);
+size_t conv_workspace_floats(const conv_shape *s);
+void conv2d_forward(float *out, const float *inp, const float *weight, const float *bias,
+                    const conv_shape *s, float *ws);
+void conv2d_backward(float *dinp, float *dweight, float *dbias, const float *dout,
+                     const float *inp, const float *weight, const conv_shape *s, float *ws);
+
+/* ---- linear: out[N][Out] = inp[N][In] * weight[Out][In]^T + bias ---- */
+void linear_forward(float *out, const float *inp, const float *weight, const float *bias,
+                    int N, int In, int Out);
+void linear_backward(float *dinp, float *dweight, float *dbias, const float *dout,
+                     const float *inp, const float *weight, int N, int In, int Out);
+
+/* ---- GroupNorm over (C/G channels x HW) per sample and group, then affine ----
+ * mean and rstd are [N][G], written by forward and read by backward. */
+void groupnorm_forward(float *out, float *mean, float *rstd, const float *inp,
+                       const float *gamma, const float *beta, int N, int C, int HW, int G,
+                       float eps);
+void groupnorm_backward(float *dinp, float *dgamma, float *dbeta, const float *dout,
+                        const float *inp, const float *mean, const float *rstd,
+                        const float *gamma, int N, int C, int HW, int G);
+
+/* ---- SiLU (swish): out = x * sigmoid(x); out may alias inp in forward ---- */
+void silu_forward(float *out, const float *inp, size_t n);
+void silu_backward(float *dinp, const float *dout, const float *inp, size_t n);
+
+/* ---- single-head self-attention over HW positions ----
+ * q, k, v, out are [N][C][HW] (the outputs of the 1x1 q/k/v projections).
+ * att[N][HW][HW] = softmax_j( sum_c q[c][i] k[c][j] / sqrt(C) ); out[c][i] = sum_j att[i][j] v[c][j].
+ * att is saved for backward. ws: attention_workspace_floats(). */
+size_t attention_workspace_floats(int C, int HW);
+void attention_forward(float *out, float *att, const float *q, const float *k, const float *v,
+                       int N, int C, int HW, float *ws);
+void attention_backward(float *dq, float *dk, float *dv, const float *dout, const float *q,
+                        const float *k, const float *v, const float *att, int N, int C,
+                        int HW, float *ws);
+
+/* ---- nearest-neighbour 2x upsample: [N][C][H][W] -> [N][C][2H][2W] ---- */
+void upsample2x_forward(float *out, const float *inp, int N, int C, int H, int W);
+void upsample2x_backward(float *dinp, const float *dout, int N, int C, int H, int W);
+
+/* ---- channel concat: out[N][Ca+Cb][HW] = [a ; b] ---- */
+void concat_forward(float *out, const float *a, const float *b, int N, int Ca, int Cb, int HW);
+void concat_backward(float *da, float *db, const float *dout, int N, int Ca, int Cb, int HW);
+
+/* ---- dropout with a precomputed mask (values 0 or 1/(1-p)) ----
+ * The mask comes from dropout_mask() with the counter-based RNG, so it is the same
+ * whatever the batch split; out may alias inp. */
+void dropout_forward(float *out, const float *inp, const float *mask, size_t n);
+void dropout_backward(float *dinp, const float *dout, const float *mask, size_t n);
+
+/* ---- residual add: out = a + b (out may alias a or b) ---- */
+void add_forward(float *out, const float *a, const float *b, size_t n);
+void add_backward(float *da, float *db, const float *dout, size_t n);
+
+/* ---- per-(sample, channel) broadcast add: out[n][c][hw] = inp[n][c][hw] + bias[n][c]
+ * (the timestep projection added inside every res block); out may alias inp. */
+void add_channel_forward(float *out, const float *inp, const float *bias, int N, int C, int HW);
+void add_channel_backward(float *dinp, float *dbias, const float *dout, int N, int C, int HW);
+
+/* ---- sinusoidal timestep embedding (authors' get_timestep_embedding) ----
+ * out[N][dim] = [sin(t f_i), cos(t f_i)], f_i = exp(-log(10000) i / (half-1)),
+ * half = dim/2, computed in double. t is the integer index 0..T-1. It has no
+ * backward: its input is an integer and it has no parameters. */
+void timestep_embedding_forward(float *out, const int *t, int N, int dim);
+
+/* ---- mean squared error, L_simple: loss = mean((pred - target)^2) over n values ----
+ * backward: dpred += scale * 2 (pred - target) / n, where scale is dloss. */
+float mse_forward(const float *pred, const float *target, size_t n);
+void mse_backward(float *dpred, const float *pred, const float *target, size_t n, float scale);
+
+#endif

@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# Installs everything ddpm-cluster needs on Debian 12 (run as root, or with sudo available).
+set -euo pipefail
+PKGS=(
+  build-essential pkg-config
+  libopenblas-dev libopenmpi-dev openmpi-bin
+  libprotobuf-c-dev protobuf-c-compiler
+  libzstd-dev libyaml-dev zlib1g-dev libpng-dev libjpeg-dev libwebp-dev liblmdb-dev
+  python3-torch python3-numpy python3-scipy python3-pil
+  dataset-fashion-mnist
+)
+SUDO=""
+if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
+missing=()
+for p in "${PKGS[@]}"; do
+  dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")
+done
+if [ ${#missing[@]} -eq 0 ]; then
+  echo "install-deps: all ${#PKGS[@]} packages present"
+  exit 0
+fi
+echo "install-deps: installing ${missing[*]}"
+export DEBIAN_FRONTEND=noninteractive
+$SUDO apt-get update -q
+$SUDO apt-get install -y -q --no-install-recommends "${missing[@]}"
