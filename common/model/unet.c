@@ -1,0 +1,804 @@
+/* The DDPM U-Net: structure, parameter table, forward and backward.
+ * See unet.h for the architecture and ownership rules, docs/model.md for names. */
+#include "unet.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "../core/util.h"
+#include "../ops/ops.h"
+#include "../rng/rng.h"
+
+#define GN_GROUPS 32
+#define GN_EPS 1e-6f
+
+typedef enum { L_CONV_IN, L_RES, L_ATTN, L_DOWN, L_UP, L_OUT } layer_kind;
+
+/* Parameter slots per layer kind (indices into layer.p, values are tensor indices). */
+enum { R_N1G, R_N1B, R_C1W, R_C1B, R_TW, R_TB, R_N2G, R_N2B, R_C2W, R_C2B, R_SW, R_SB };
+enum { A_NG, A_NB, A_QW, A_QB, A_KW, A_KB, A_VW, A_VB, A_OW, A_OB };
+enum { C_W, C_B };           /* conv_in, down, up */
+enum { O_NG, O_NB, O_W, O_B }; /* output head */
+
+/* Activation slots: with backward every layer owns its own buffers; a forward-only
+ * model shares one buffer per slot across layers (sized for the largest). */
+enum {
+    S_CAT, S_G1, S_A1, S_H1, S_G2, S_A2, S_MASK, S_D2, S_XS, S_Q, S_K, S_V, S_ATT, S_O,
+    S_UP, S_MEAN1, S_RSTD1, S_MEAN2, S_RSTD2, S_TP, S_COUNT
+};
+
+typedef struct {
+    layer_kind kind;
+    int cin, cout;      /* input channels (after concat for up blocks), output channels */
+    int H, W;           /* input spatial size */
+    int Ho, Wo;         /* output spatial size */
+    int src;            /* layer index of the input, -1 = the network input x */
+    int skip;           /* up res blocks: layer index concatenated after src, else -1 */
+    int dropout_id;     /* res blocks: index of the dropout layer (RNG purpose) */
+    int p[12];          /* parameter tensor indices */
+    float *out, *dout;  /* output activation and its gradient */
+    float *s[S_COUNT];  /* saved intermediates */
+} layer;
+
+struct unet {
+    model_config mc;
+    int max_batch, with_backward;
+    int n_tensors, cap_tensors;
+    unet_tensor *tensors;
+    size_t n_params;
+    int n_layers, cap_layers;
+    layer *layers;
+    int p_temb[4];      /* dense0 W, b, dense1 W, b */
+    /* timestep embedding activations */
+    float *emb, *d0, *a0, *d1, *ts, *dts;
+    float *gscratch[4]; /* backward scratch, each max_act floats */
+    size_t max_act;     /* largest layer activation (floats, max_batch images) */
+    float *ws;          /* op workspace */
+    size_t ws_floats;
+    float *shared[S_COUNT];
+    size_t act_bytes;
+    const float *x;     /* input of the last forward (borrowed) */
+    int last_N;
+    int last_t_valid;
+    double macs;
+    /* dropout */
+    unet_rng rng;
+    int use_dropout;
+};
+
+/* ---------- construction ---------- */
+
+static int add_tensor(unet *m, const char *name, int ndim, const int *shape, float init_scale) {
+    if (m->n_tensors == m->cap_tensors) {
+        m->cap_tensors = m->cap_tensors ? 2 * m->cap_tensors : 64;
+        m->tensors = xrealloc(m->tensors, (size_t)m->cap_tensors * sizeof *m->tensors);
+    }
+    unet_tensor *t = &m->tensors[m->n_tensors];
+    memset(t, 0, sizeof *t);
+    snprintf(t->name, sizeof t->name, "%s", name);
+    t->ndim = ndim;
+    t->size = 1;
+    for (int i = 0; i < ndim; i++) {
+        t->shape[i] = shape[i];
+        t->size *= (size_t)shape[i];
+    }
+    t->offset = m->n_params;
+    t->init_scale = init_scale;
+    m->n_params += t->size;
+    return m->n_tensors++;
+}
+
+static void add_conv(unet *m, const char *prefix, int cin, int cout, int k, float scale, int *pw, int *pb) {
+    char name[UNET_NAME_MAX];
+    int ws[4] = {cout, cin, k, k}, bs[1] = {cout};
+    snprintf(name, sizeof name, "%s.weight", prefix);
+    *pw = add_tensor(m, name, 4, ws, scale);
+    snprintf(name, sizeof name, "%s.bias", prefix);
+    *pb = add_tensor(m, name, 1, bs, 0.0f);
+}
+
+static void add_linear(unet *m, const char *prefix, int in, int out, float scale, int *pw, int *pb) {
+    char name[UNET_NAME_MAX];
+    int ws[2] = {out, in}, bs[1] = {out};
+    snprintf(name, sizeof name, "%s.weight", prefix);
+    *pw = add_tensor(m, name, 2, ws, scale);
+    snprintf(name, sizeof name, "%s.bias", prefix);
+    *pb = add_tensor(m, name, 1, bs, 0.0f);
+}
+
+/* GroupNorm affine: init_scale -1 marks gamma (init 1), 0 beta (init 0). */
+static void add_norm(unet *m, const char *prefix, int c, int *pg, int *pb) {
+    char name[UNET_NAME_MAX];
+    int s[1] = {c};
+    snprintf(name, sizeof name, "%s.weight", prefix);
+    *pg = add_tensor(m, name, 1, s, -1.0f);
+    snprintf(name, sizeof name, "%s.bias", prefix);
+    *pb = add_tensor(m, name, 1, s, 0.0f);
+}
+
+static layer *new_layer(unet *m, layer_kind kind, int src, int cin, int cout, int H, int W) {
+    if (m->n_layers == m->cap_layers) {
+        m->cap_layers = m->cap_layers ? 2 * m->cap_layers : 32;
+        m->layers = xrealloc(m->layers, (size_t)m->cap_layers * sizeof *m->layers);
+    }
+    layer *L = &m->layers[m->n_layers++];
+    memset(L, 0, sizeof *L);
+    L->kind = kind;
+    L->src = src;
+    L->skip = -1;
+    L->cin = cin;
+    L->cout = cout;
+    L->H = L->Ho = H;
+    L->W = L->Wo = W;
+    return L;
+}
+
+static const float INIT_ZERO_SCALE = 1e-10f; /* the authors' init_scale=0 */
+
+static int add_res(unet *m, const char *prefix, int src, int skip, int cin, int cout, int H, int W,
+                   int *dropout_count) {
+    layer *L = new_layer(m, L_RES, src, cin, cout, H, W);
+    L->skip = skip;
+    L->dropout_id = (*dropout_count)++;
+    char name[UNET_NAME_MAX];
+    int tch = 4 * m->mc.ch;
+    snprintf(name, sizeof name, "%s.norm1", prefix);
+    add_norm(m, name, cin, &L->p[R_N1G], &L->p[R_N1B]);
+    snprintf(name, sizeof name, "%s.conv1", prefix);
+    add_conv(m, name, cin, cout, 3, 1.0f, &L->p[R_C1W], &L->p[R_C1B]);
+    snprintf(name, sizeof name, "%s.temb_proj", prefix);
+    add_linear(m, name, tch, cout, 1.0f, &L->p[R_TW], &L->p[R_TB]);
+    snprintf(name, sizeof name, "%s.norm2", prefix);
+    add_norm(m, name, cout, &L->p[R_N2G], &L->p[R_N2B]);
+    snprintf(name, sizeof name, "%s.conv2", prefix);
+    add_conv(m, name, cout, cout, 3, INIT_ZERO_SCALE, &L->p[R_C2W], &L->p[R_C2B]);
+    if (cin != cout) {
+        snprintf(name, sizeof name, "%s.nin_shortcut", prefix);
+        add_conv(m, name, cin, cout, 1, 1.0f, &L->p[R_SW], &L->p[R_SB]);
+    } else {
+        L->p[R_SW] = L->p[R_SB] = -1;
+    }
+    return m->n_layers - 1;
+}
+
+static int add_attn(unet *m, const char *prefix, int src, int c, int H, int W) {
+    layer *L = new_layer(m, L_ATTN, src, c, c, H, W);
+    char name[UNET_NAME_MAX];
+    snprintf(name, sizeof name, "%s.norm", prefix);
+    add_norm(m, name, c, &L->p[A_NG], &L->p[A_NB]);
+    snprintf(name, sizeof name, "%s.q", prefix);
+    add_conv(m, name, c, c, 1, 1.0f, &L->p[A_QW], &L->p[A_QB]);
+    snprintf(name, sizeof name, "%s.k", prefix);
+    add_conv(m, name, c, c, 1, 1.0f, &L->p[A_KW], &L->p[A_KB]);
+    snprintf(name, sizeof name, "%s.v", prefix);
+    add_conv(m, name, c, c, 1, 1.0f, &L->p[A_VW], &L->p[A_VB]);
+    snprintf(name, sizeof name, "%s.proj_out", prefix);
+    add_conv(m, name, c, c, 1, INIT_ZERO_SCALE, &L->p[A_OW], &L->p[A_OB]);
+    return m->n_layers - 1;
+}
+
+static int is_attn_res(const model_config *mc, int res) {
+    for (int i = 0; i < mc->num_attn; i++)
+        if (mc->attn_resolutions[i] == res) return 1;
+    return 0;
+}
+
+/* Sizes (floats) of each saved slot of a layer for N images. */
+static void layer_slot_sizes(const layer *L, size_t N, size_t sz[S_COUNT]) {
+    memset(sz, 0, S_COUNT * sizeof sz[0]);
+    size_t in = N * (size_t)L->cin * (size_t)(L->H * L->W);
+    size_t o = N * (size_t)L->cout * (size_t)(L->Ho * L->Wo);
+    switch (L->kind) {
+    case L_RES:
+        if (L->skip >= 0) sz[S_CAT] = in;
+        sz[S_G1] = sz[S_A1] = in;
+        sz[S_H1] = sz[S_G2] = sz[S_A2] = sz[S_MASK] = sz[S_D2] = o;
+        if (L->cin != L->cout) sz[S_XS] = o;
+        sz[S_MEAN1] = sz[S_RSTD1] = sz[S_MEAN2] = sz[S_RSTD2] = N * GN_GROUPS;
+        sz[S_TP] = N * (size_t)L->cout;
+        break;
+    case L_ATTN:
+        sz[S_G1] = sz[S_Q] = sz[S_K] = sz[S_V] = sz[S_O] = in;
+        sz[S_ATT] = N * (size_t)(L->H * L->W) * (size_t)(L->H * L->W);
+        sz[S_MEAN1] = sz[S_RSTD1] = N * GN_GROUPS;
+        break;
+    case L_UP:
+        sz[S_UP] = o / (size_t)L->cout * (size_t)L->cin;
+        break;
+    case L_OUT:
+        sz[S_G1] = sz[S_A1] = in;
+        sz[S_MEAN1] = sz[S_RSTD1] = N * GN_GROUPS;
+        break;
+    default:
+        break;
+    }
+}
+
+static float *alloc_floats(unet *m, size_t n) {
+    m->act_bytes += n * sizeof(float);
+    return xfloats(n);
+}
+
+static void allocate(unet *m) {
+    size_t N = (size_t)m->max_batch;
+    size_t shared_sz[S_COUNT] = {0};
+    m->max_act = 0;
+    m->ws_floats = 0;
+    for (int i = 0; i < m->n_layers; i++) {
+        layer *L = &m->layers[i];
+        size_t sz[S_COUNT];
+        layer_slot_sizes(L, N, sz);
+        size_t in = N * (size_t)L->cin * (size_t)(L->H * L->W);
+        size_t o = N * (size_t)L->cout * (size_t)(L->Ho * L->Wo);
+        if (in > m->max_act) m->max_act = in;
+        if (o > m->max_act) m->max_act = o;
+        if (sz[S_UP] > m->max_act) m->max_act = sz[S_UP];
+        for (int s = 0; s < S_COUNT; s++) {
+            if (m->with_backward) {
+                if (sz[s]) L->s[s] = alloc_floats(m, sz[s]);
+            } else if (sz[s] > shared_sz[s]) {
+                shared_sz[s] = sz[s];
+            }
+        }
+        if (L->kind != L_OUT) {
+            L->out = alloc_floats(m, o);
+            if (m->with_backward) L->dout = alloc_floats(m, o);
+        }
+        /* workspace for the convolutions of this layer */
+        conv_shape cs;
+        size_t w = 0;
+        switch (L->kind) {
+        case L_CONV_IN:
+            cs = conv_shape_make((int)N, L->cin, L->H, L->W, L->cout, 3, 1);
+            w = conv_workspace_floats(&cs);
+            break;
+        case L_RES: {
+            cs = conv_shape_make((int)N, L->cin, L->H, L->W, L->cout, 3, 1);
+            w = conv_workspace_floats(&cs);
+            conv_shape c2 = conv_shape_make((int)N, L->cout, L->H, L->W, L->cout, 3, 1);
+            size_t w2 = conv_workspace_floats(&c2);
+            if (w2 > w) w = w2;
+            if (L->cin != L->cout) {
+                conv_shape c3 = conv_shape_make((int)N, L->cin, L->H, L->W, L->cout, 1, 1);
+                size_t w3 = conv_workspace_floats(&c3);
+                if (w3 > w) w = w3;
+            }
+            break;
+        }
+        case L_ATTN: {
+            cs = conv_shape_make((int)N, L->cin, L->H, L->W, L->cout, 1, 1);
+            w = conv_workspace_floats(&cs);
+            size_t wa = attention_workspace_floats(L->cin, L->H * L->W);
+            if (wa > w) w = wa;
+            break;
+        }
+        case L_DOWN:
+            cs = conv_shape_make((int)N, L->cin, L->H, L->W, L->cout, 3, 2);
+            w = conv_workspace_floats(&cs);
+            break;
+        case L_UP:
+            cs = conv_shape_make((int)N, L->cin, L->Ho, L->Wo, L->cout, 3, 1);
+            w = conv_workspace_floats(&cs);
+            break;
+        case L_OUT:
+            cs = conv_shape_make((int)N, L->cin, L->H, L->W, L->cout, 3, 1);
+            w = conv_workspace_floats(&cs);
+            break;
+        }
+        if (w > m->ws_floats) m->ws_floats = w;
+    }
+    if (!m->with_backward) {
+        for (int s = 0; s < S_COUNT; s++)
+            if (shared_sz[s]) m->shared[s] = alloc_floats(m, shared_sz[s]);
+        for (int i = 0; i < m->n_layers; i++)
+            for (int s = 0; s < S_COUNT; s++) m->layers[i].s[s] = m->shared[s];
+    }
+    int ch = m->mc.ch;
+    m->emb = alloc_floats(m, N * (size_t)ch);
+    m->d0 = alloc_floats(m, N * 4 * (size_t)ch);
+    m->a0 = alloc_floats(m, N * 4 * (size_t)ch);
+    m->d1 = alloc_floats(m, N * 4 * (size_t)ch);
+    m->ts = alloc_floats(m, N * 4 * (size_t)ch);
+    if (m->with_backward) {
+        m->dts = alloc_floats(m, N * 4 * (size_t)ch);
+        for (int g = 0; g < 4; g++) m->gscratch[g] = alloc_floats(m, m->max_act);
+    }
+    m->ws = alloc_floats(m, m->ws_floats ? m->ws_floats : 1);
+}
+
+static double conv_macs(int cin, int cout, int k, int Ho, int Wo) {
+    return (double)cin * cout * k * k * Ho * Wo;
+}
+
+static void count_macs(unet *m) {
+    double macs = 0;
+    int ch = m->mc.ch;
+    macs += (double)ch * 4 * ch + 16.0 * ch * ch;
+    for (int i = 0; i < m->n_layers; i++) {
+        const layer *L = &m->layers[i];
+        switch (L->kind) {
+        case L_CONV_IN: case L_UP: case L_OUT:
+            macs += conv_macs(L->cin, L->cout, 3, L->Ho, L->Wo);
+            break;
+        case L_DOWN:
+            macs += conv_macs(L->cin, L->cout, 3, L->Ho, L->Wo);
+            break;
+        case L_RES:
+            macs += conv_macs(L->cin, L->cout, 3, L->Ho, L->Wo);
+            macs += conv_macs(L->cout, L->cout, 3, L->Ho, L->Wo);
+            macs += 4.0 * ch * L->cout;
+            if (L->cin != L->cout) macs += conv_macs(L->cin, L->cout, 1, L->Ho, L->Wo);
+            break;
+        case L_ATTN: {
+            double hw = (double)L->H * L->W;
+            macs += 4 * conv_macs(L->cin, L->cin, 1, L->H, L->W);
+            macs += 2 * hw * hw * L->cin;
+            break;
+        }
+        }
+    }
+    m->macs = macs;
+}
+
+unet *unet_create(const model_config *mc, int max_batch, int with_backward) {
+    if (max_batch < 1) {
+        err_set("unet: max_batch must be >= 1, got %d", max_batch);
+        return NULL;
+    }
+    if (!mc->resamp_with_conv) {
+        err_set("model.resamp_with_conv: false (average-pool resampling) is not supported; "
+                "the paper's models use true");
+        return NULL;
+    }
+    if (mc->ch % GN_GROUPS != 0 || mc->num_levels < 1 || mc->num_res_blocks < 1) {
+        err_set("unet: invalid model config (ch %d, %d levels, %d res blocks)", mc->ch,
+                mc->num_levels, mc->num_res_blocks);
+        return NULL;
+    }
+    unet *m = xcalloc(1, sizeof *m);
+    m->mc = *mc;
+    m->max_batch = max_batch;
+    m->with_backward = with_backward;
+    int ch = mc->ch, dropout_count = 0;
+    char name[UNET_NAME_MAX];
+
+    add_linear(m, "temb.dense0", ch, 4 * ch, 1.0f, &m->p_temb[0], &m->p_temb[1]);
+    add_linear(m, "temb.dense1", 4 * ch, 4 * ch, 1.0f, &m->p_temb[2], &m->p_temb[3]);
+
+    int S = mc->image_size;
+    layer *L = new_layer(m, L_CONV_IN, -1, mc->in_channels, ch, S, S);
+    add_conv(m, "conv_in", mc->in_channels, ch, 3, 1.0f, &L->p[C_W], &L->p[C_B]);
+    int hs[256], nhs = 0;
+    hs[nhs++] = 0;
+    int cur = 0, cur_ch = ch, res = S;
+
+    for (int lvl = 0; lvl < mc->num_levels; lvl++) {
+        int out_ch = ch * mc->ch_mult[lvl];
+        for (int b = 0; b < mc->num_res_blocks; b++) {
+            snprintf(name, sizeof name, "down.%d.block.%d", lvl, b);
+            cur = add_res(m, name, cur, -1, cur_ch, out_ch, res, res, &dropout_count);
+            cur_ch = out_ch;
+            if (is_attn_res(mc, res)) {
+                snprintf(name, sizeof name, "down.%d.attn.%d", lvl, b);
+                cur = add_attn(m, name, cur, cur_ch, res, res);
+            }
+            hs[nhs++] = cur;
+        }
+        if (lvl != mc->num_levels - 1) {
+            L = new_layer(m, L_DOWN, cur, cur_ch, cur_ch, res, res);
+            L->Ho = L->Wo = (res + 1) / 2;
+            snprintf(name, sizeof name, "down.%d.downsample.conv", lvl);
+            add_conv(m, name, cur_ch, cur_ch, 3, 1.0f, &L->p[C_W], &L->p[C_B]);
+            cur = m->n_layers - 1;
+            res = (res + 1) / 2;
+            hs[nhs++] = cur;
+        }
+    }
+    cur = add_res(m, "mid.block_1", cur, -1, cur_ch, cur_ch, res, res, &dropout_count);
+    cur = add_attn(m, "mid.attn_1", cur, cur_ch, res, res);
+    cur = add_res(m, "mid.block_2", cur, -1, cur_ch, cur_ch, res, res, &dropout_count);
+
+    for (int lvl = mc->num_levels - 1; lvl >= 0; lvl--) {
+        int out_ch = ch * mc->ch_mult[lvl];
+        for (int b = 0; b < mc->num_res_blocks + 1; b++) {
+            int skip = hs[--nhs];
+            int skip_ch = m->layers[skip].cout;
+            snprintf(name, sizeof name, "up.%d.block.%d", lvl, b);
+            cur = add_res(m, name, cur, skip, cur_ch + skip_ch, out_ch, res, res, &dropout_count);
+            cur_ch = out_ch;
+            if (is_attn_res(mc, res)) {
+                snprintf(name, sizeof name, "up.%d.attn.%d", lvl, b);
+                cur = add_attn(m, name, cur, cur_ch, res, res);
+            }
+        }
+        if (lvl != 0) {
+            L = new_layer(m, L_UP, cur, cur_ch, cur_ch, res, res);
+            L->Ho = L->Wo = 2 * res;
+            snprintf(name, sizeof name, "up.%d.upsample.conv", lvl);
+            add_conv(m, name, cur_ch, cur_ch, 3, 1.0f, &L->p[C_W], &L->p[C_B]);
+            cur = m->n_layers - 1;
+            res *= 2;
+        }
+    }
+    if (nhs != 0 || res != S) {
+        err_set("unet: image_size %d does not halve evenly through %d levels", S, mc->num_levels);
+        unet_free(m);
+        return NULL;
+    }
+    L = new_layer(m, L_OUT, cur, cur_ch, mc->in_channels, res, res);
+    add_norm(m, "norm_out", cur_ch, &L->p[O_NG], &L->p[O_NB]);
+    add_conv(m, "conv_out", cur_ch, mc->in_channels, 3, INIT_ZERO_SCALE, &L->p[O_W], &L->p[O_B]);
+
+    allocate(m);
+    count_macs(m);
+    return m;
+}
+
+void unet_free(unet *m) {
+    if (!m) return;
+    for (int i = 0; i < m->n_layers; i++) {
+        layer *L = &m->layers[i];
+        free(L->out);
+        free(L->dout);
+        if (m->with_backward)
+            for (int s = 0; s < S_COUNT; s++) free(L->s[s]);
+    }
+    for (int s = 0; s < S_COUNT; s++) free(m->shared[s]);
+    free(m->emb); free(m->d0); free(m->a0); free(m->d1); free(m->ts); free(m->dts);
+    for (int g = 0; g < 4; g++) free(m->gscratch[g]);
+    free(m->ws);
+    free(m->layers);
+    free(m->tensors);
+    free(m);
+}
+
+size_t unet_num_params(const unet *m) { return m->n_params; }
+int unet_num_tensors(const unet *m) { return m->n_tensors; }
+const unet_tensor *unet_tensors(const unet *m) { return m->tensors; }
+int unet_max_batch(const unet *m) { return m->max_batch; }
+size_t unet_activation_bytes(const unet *m) { return m->act_bytes; }
+double unet_forward_macs(const unet *m) { return m->macs; }
+
+int unet_find_tensor(const unet *m, const char *name) {
+    for (int i = 0; i < m->n_tensors; i++)
+        if (strcmp(m->tensors[i].name, name) == 0) return i;
+    return -1;
+}
+
+/* ---------- initialisation ---------- */
+
+void unet_init(const unet *m, float *params, uint64_t seed) {
+    for (int i = 0; i < m->n_tensors; i++) {
+        const unet_tensor *t = &m->tensors[i];
+        float *p = params + t->offset;
+        if (t->init_scale < 0) {
+            for (size_t j = 0; j < t->size; j++) p[j] = 1.0f;
+        } else if (t->init_scale == 0) {
+            memset(p, 0, t->size * sizeof *p);
+        } else {
+            /* variance_scaling(scale, 'fan_avg', 'uniform'): limit = sqrt(3 scale / fan_avg),
+             * fans include the receptive field (k*k) for convolutions. */
+            double receptive = t->ndim == 4 ? (double)t->shape[2] * t->shape[3] : 1.0;
+            double fan_in = t->shape[1] * receptive, fan_out = t->shape[0] * receptive;
+            double limit = sqrt(3.0 * t->init_scale / ((fan_in + fan_out) / 2.0));
+            rng_key key = {seed, 0, (uint64_t)i, RNG_PURPOSE_INIT};
+            rng_uniform(&key, p, t->size);
+            for (size_t j = 0; j < t->size; j++) p[j] = (float)((2.0 * p[j] - 1.0) * limit);
+        }
+    }
+}
+
+/* ---------- forward ---------- */
+
+#define PW(L, slot) (params + m->tensors[(L)->p[slot]].offset)
+#define GW(L, slot) (grads + m->tensors[(L)->p[slot]].offset)
+
+static const float *layer_input(const unet *m, const layer *L) {
+    return L->src < 0 ? m->x : m->layers[L->src].out;
+}
+
+static void make_dropout_mask(unet *m, const layer *L, float *mask, int N, size_t per_sample) {
+    double p = m->mc.dropout;
+    float keep = (float)(1.0 / (1.0 - p));
+    for (int n = 0; n < N; n++) {
+        rng_key key = {m->rng.seed, m->rng.step, m->rng.sample_ids[n],
+                       (uint32_t)(RNG_PURPOSE_DROPOUT + L->dropout_id)};
+        float *mk = mask + (size_t)n * per_sample;
+        rng_uniform(&key, mk, per_sample);
+        for (size_t j = 0; j < per_sample; j++) mk[j] = mk[j] < p ? 0.0f : keep;
+    }
+}
+
+static void res_forward(unet *m, layer *L, const float *params, int N) {
+    int HW = L->H * L->W;
+    const float *x = layer_input(m, L);
+    if (L->skip >= 0) {
+        const layer *A = &m->layers[L->src], *B = &m->layers[L->skip];
+        concat_forward(L->s[S_CAT], A->out, B->out, N, A->cout, B->cout, HW);
+        x = L->s[S_CAT];
+    }
+    size_t o = (size_t)N * L->cout * HW;
+    groupnorm_forward(L->s[S_G1], L->s[S_MEAN1], L->s[S_RSTD1], x, PW(L, R_N1G), PW(L, R_N1B), N,
+                      L->cin, HW, GN_GROUPS, GN_EPS);
+    silu_forward(L->s[S_A1], L->s[S_G1], (size_t)N * L->cin * HW);
+    conv_shape c1 = conv_shape_make(N, L->cin, L->H, L->W, L->cout, 3, 1);
+    conv2d_forward(L->s[S_H1], L->s[S_A1], PW(L, R_C1W), PW(L, R_C1B), &c1, m->ws);
+    linear_forward(L->s[S_TP], m->ts, PW(L, R_TW), PW(L, R_TB), N, 4 * m->mc.ch, L->cout);
+    add_channel_forward(L->s[S_H1], L->s[S_H1], L->s[S_TP], N, L->cout, HW);
+    groupnorm_forward(L->s[S_G2], L->s[S_MEAN2], L->s[S_RSTD2], L->s[S_H1], PW(L, R_N2G),
+                      PW(L, R_N2B), N, L->cout, HW, GN_GROUPS, GN_EPS);
+    silu_forward(L->s[S_A2], L->s[S_G2], o);
+    const float *conv2_in = L->s[S_A2];
+    if (m->use_dropout) {
+        make_dropout_mask(m, L, L->s[S_MASK], N, (size_t)L->cout * HW);
+        dropout_forward(L->s[S_D2], L->s[S_A2], L->s[S_MASK], o);
+        conv2_in = L->s[S_D2];
+    }
+    conv_shape c2 = conv_shape_make(N, L->cout, L->H, L->W, L->cout, 3, 1);
+    conv2d_forward(L->out, conv2_in, PW(L, R_C2W), PW(L, R_C2B), &c2, m->ws);
+    if (L->cin != L->cout) {
+        conv_shape cs = conv_shape_make(N, L->cin, L->H, L->W, L->cout, 1, 1);
+        conv2d_forward(L->s[S_XS], x, PW(L, R_SW), PW(L, R_SB), &cs, m->ws);
+        add_forward(L->out, L->out, L->s[S_XS], o);
+    } else {
+        add_forward(L->out, L->out, x, o);
+    }
+}
+
+static void attn_forward(unet *m, layer *L, const float *params, int N) {
+    int C = L->cin, HW = L->H * L->W;
+    const float *x = layer_input(m, L);
+    groupnorm_forward(L->s[S_G1], L->s[S_MEAN1], L->s[S_RSTD1], x, PW(L, A_NG), PW(L, A_NB), N, C,
+                      HW, GN_GROUPS, GN_EPS);
+    conv_shape cs = conv_shape_make(N, C, L->H, L->W, C, 1, 1);
+    conv2d_forward(L->s[S_Q], L->s[S_G1], PW(L, A_QW), PW(L, A_QB), &cs, m->ws);
+    conv2d_forward(L->s[S_K], L->s[S_G1], PW(L, A_KW), PW(L, A_KB), &cs, m->ws);
+    conv2d_forward(L->s[S_V], L->s[S_G1], PW(L, A_VW), PW(L, A_VB), &cs, m->ws);
+    attention_forward(L->s[S_O], L->s[S_ATT], L->s[S_Q], L->s[S_K], L->s[S_V], N, C, HW, m->ws);
+    conv2d_forward(L->out, L->s[S_O], PW(L, A_OW), PW(L, A_OB), &cs, m->ws);
+    add_forward(L->out, L->out, x, (size_t)N * C * HW);
+}
+
+void unet_forward(unet *m, const float *params, const float *x, const int *t, int N,
+                  const unet_rng *rng, float *out) {
+    m->x = x;
+    m->last_N = N;
+    m->use_dropout = rng != NULL && m->mc.dropout > 0;
+    if (rng) m->rng = *rng;
+    int ch = m->mc.ch;
+    timestep_embedding_forward(m->emb, t, N, ch);
+    linear_forward(m->d0, m->emb, params + m->tensors[m->p_temb[0]].offset,
+                   params + m->tensors[m->p_temb[1]].offset, N, ch, 4 * ch);
+    silu_forward(m->a0, m->d0, (size_t)N * 4 * ch);
+    linear_forward(m->d1, m->a0, params + m->tensors[m->p_temb[2]].offset,
+                   params + m->tensors[m->p_temb[3]].offset, N, 4 * ch, 4 * ch);
+    silu_forward(m->ts, m->d1, (size_t)N * 4 * ch);
+
+    for (int i = 0; i < m->n_layers; i++) {
+        layer *L = &m->layers[i];
+        switch (L->kind) {
+        case L_CONV_IN: {
+            conv_shape cs = conv_shape_make(N, L->cin, L->H, L->W, L->cout, 3, 1);
+            conv2d_forward(L->out, x, PW(L, C_W), PW(L, C_B), &cs, m->ws);
+            break;
+        }
+        case L_RES:
+            res_forward(m, L, params, N);
+            break;
+        case L_ATTN:
+            attn_forward(m, L, params, N);
+            break;
+        case L_DOWN: {
+            conv_shape cs = conv_shape_make(N, L->cin, L->H, L->W, L->cout, 3, 2);
+            conv2d_forward(L->out, layer_input(m, L), PW(L, C_W), PW(L, C_B), &cs, m->ws);
+            break;
+        }
+        case L_UP: {
+            upsample2x_forward(L->s[S_UP], layer_input(m, L), N, L->cin, L->H, L->W);
+            conv_shape cs = conv_shape_make(N, L->cin, L->Ho, L->Wo, L->cout, 3, 1);
+            conv2d_forward(L->out, L->s[S_UP], PW(L, C_W), PW(L, C_B), &cs, m->ws);
+            break;
+        }
+        case L_OUT: {
+            int HW = L->H * L->W;
+            groupnorm_forward(L->s[S_G1], L->s[S_MEAN1], L->s[S_RSTD1], layer_input(m, L),
+                              PW(L, O_NG), PW(L, O_NB), N, L->cin, HW, GN_GROUPS, GN_EPS);
+            silu_forward(L->s[S_A1], L->s[S_G1], (size_t)N * L->cin * HW);
+            conv_shape cs = conv_shape_make(N, L->cin, L->H, L->W, L->cout, 3, 1);
+            conv2d_forward(out, L->s[S_A1], PW(L, O_W), PW(L, O_B), &cs, m->ws);
+            break;
+        }
+        }
+    }
+}
+
+/* ---------- backward ---------- */
+
+static float *zeroed(float *buf, size_t n) {
+    memset(buf, 0, n * sizeof *buf);
+    return buf;
+}
+
+/* Gradient destination of a layer's input: its source's dout (NULL for x). */
+static float *input_grad(unet *m, const layer *L) {
+    return L->src < 0 ? NULL : m->layers[L->src].dout;
+}
+
+static void res_backward(unet *m, layer *L, const float *params, float *grads, int N) {
+    int HW = L->H * L->W;
+    size_t in = (size_t)N * L->cin * HW, o = (size_t)N * L->cout * HW;
+    float **G = m->gscratch;
+    const float *x = L->skip >= 0 ? L->s[S_CAT] : layer_input(m, L);
+    float *dx = L->skip >= 0 ? zeroed(G[3], in) : input_grad(m, L);
+    const float *dout = L->dout;
+
+    conv_shape c2 = conv_shape_make(N, L->cout, L->H, L->W, L->cout, 3, 1);
+    const float *conv2_in = m->use_dropout ? L->s[S_D2] : L->s[S_A2];
+    float *dd2 = zeroed(G[0], o);
+    conv2d_backward(dd2, GW(L, R_C2W), GW(L, R_C2B), dout, conv2_in, PW(L, R_C2W), &c2, m->ws);
+    float *da2 = dd2;
+    if (m->use_dropout) {
+        da2 = zeroed(G[1], o);
+        dropout_backward(da2, dd2, L->s[S_MASK], o);
+    }
+    float *dg2 = zeroed(da2 == G[0] ? G[1] : G[0], o);
+    silu_backward(dg2, da2, L->s[S_G2], o);
+    float *dh1 = zeroed(dg2 == G[0] ? G[1] : G[0], o);
+    groupnorm_backward(dh1, GW(L, R_N2G), GW(L, R_N2B), dg2, L->s[S_H1], L->s[S_MEAN2],
+                       L->s[S_RSTD2], PW(L, R_N2G), N, L->cout, HW, GN_GROUPS);
+    float *dtp = zeroed(L->s[S_TP], (size_t)N * L->cout); /* tp is no longer needed */
+    add_channel_backward(NULL, dtp, dh1, N, L->cout, HW);
+    linear_backward(m->dts, GW(L, R_TW), GW(L, R_TB), dtp, m->ts, PW(L, R_TW), N, 4 * m->mc.ch,
+                    L->cout);
+    conv_shape c1 = conv_shape_make(N, L->cin, L->H, L->W, L->cout, 3, 1);
+    float *da1 = zeroed(dh1 == G[0] ? G[1] : G[0], in);
+    conv2d_backward(da1, GW(L, R_C1W), GW(L, R_C1B), dh1, L->s[S_A1], PW(L, R_C1W), &c1, m->ws);
+    float *dg1 = zeroed(G[2], in);
+    silu_backward(dg1, da1, L->s[S_G1], in);
+    groupnorm_backward(dx, GW(L, R_N1G), GW(L, R_N1B), dg1, x, L->s[S_MEAN1], L->s[S_RSTD1],
+                       PW(L, R_N1G), N, L->cin, HW, GN_GROUPS);
+    if (L->cin != L->cout) {
+        conv_shape cs = conv_shape_make(N, L->cin, L->H, L->W, L->cout, 1, 1);
+        conv2d_backward(dx, GW(L, R_SW), GW(L, R_SB), dout, x, PW(L, R_SW), &cs, m->ws);
+    } else {
+        add_backward(dx, NULL, dout, o);
+    }
+    if (L->skip >= 0) {
+        layer *A = &m->layers[L->src], *B = &m->layers[L->skip];
+        concat_backward(A->dout, B->dout, dx, N, A->cout, B->cout, HW);
+    }
+}
+
+static void attn_backward(unet *m, layer *L, const float *params, float *grads, int N) {
+    int C = L->cin, HW = L->H * L->W;
+    size_t n = (size_t)N * C * HW;
+    float **G = m->gscratch;
+    float *dx = input_grad(m, L);
+    conv_shape cs = conv_shape_make(N, C, L->H, L->W, C, 1, 1);
+    float *dov = zeroed(G[0], n);
+    conv2d_backward(dov, GW(L, A_OW), GW(L, A_OB), L->dout, L->s[S_O], PW(L, A_OW), &cs, m->ws);
+    float *dq = zeroed(G[1], n), *dk = zeroed(G[2], n), *dv = zeroed(G[3], n);
+    attention_backward(dq, dk, dv, dov, L->s[S_Q], L->s[S_K], L->s[S_V], L->s[S_ATT], N, C, HW,
+                       m->ws);
+    float *dg = zeroed(G[0], n);
+    conv2d_backward(dg, GW(L, A_QW), GW(L, A_QB), dq, L->s[S_G1], PW(L, A_QW), &cs, m->ws);
+    conv2d_backward(dg, GW(L, A_KW), GW(L, A_KB), dk, L->s[S_G1], PW(L, A_KW), &cs, m->ws);
+    conv2d_backward(dg, GW(L, A_VW), GW(L, A_VB), dv, L->s[S_G1], PW(L, A_VW), &cs, m->ws);
+    groupnorm_backward(dx, GW(L, A_NG), GW(L, A_NB), dg, layer_input(m, L), L->s[S_MEAN1],
+                       L->s[S_RSTD1], PW(L, A_NG), N, C, HW, GN_GROUPS);
+    add_backward(dx, NULL, L->dout, n);
+}
+
+void unet_backward(unet *m, const float *params, float *grads, const float *dout) {
+    if (!m->with_backward) return;
+    int N = m->last_N, ch = m->mc.ch;
+    float **G = m->gscratch;
+    for (int i = 0; i < m->n_layers; i++) {
+        layer *L = &m->layers[i];
+        if (L->dout) zeroed(L->dout, (size_t)N * L->cout * L->Ho * L->Wo);
+    }
+    zeroed(m->dts, (size_t)N * 4 * ch);
+
+    for (int i = m->n_layers - 1; i >= 0; i--) {
+        layer *L = &m->layers[i];
+        switch (L->kind) {
+        case L_OUT: {
+            int HW = L->H * L->W;
+            size_t in = (size_t)N * L->cin * HW;
+            conv_shape cs = conv_shape_make(N, L->cin, L->H, L->W, L->cout, 3, 1);
+            float *da = zeroed(G[0], in);
+            conv2d_backward(da, GW(L, O_W), GW(L, O_B), dout, L->s[S_A1], PW(L, O_W), &cs, m->ws);
+            float *dg = zeroed(G[1], in);
+            silu_backward(dg, da, L->s[S_G1], in);
+            groupnorm_backward(input_grad(m, L), GW(L, O_NG), GW(L, O_NB), dg, layer_input(m, L),
+                               L->s[S_MEAN1], L->s[S_RSTD1], PW(L, O_NG), N, L->cin, HW,
+                               GN_GROUPS);
+            break;
+        }
+        case L_UP: {
+            conv_shape cs = conv_shape_make(N, L->cin, L->Ho, L->Wo, L->cout, 3, 1);
+            float *du = zeroed(G[0], (size_t)N * L->cin * L->Ho * L->Wo);
+            conv2d_backward(du, GW(L, C_W), GW(L, C_B), L->dout, L->s[S_UP], PW(L, C_W), &cs, m->ws);
+            upsample2x_backward(input_grad(m, L), du, N, L->cin, L->H, L->W);
+            break;
+        }
+        case L_DOWN: {
+            conv_shape cs = conv_shape_make(N, L->cin, L->H, L->W, L->cout, 3, 2);
+            conv2d_backward(input_grad(m, L), GW(L, C_W), GW(L, C_B), L->dout, layer_input(m, L),
+                            PW(L, C_W), &cs, m->ws);
+            break;
+        }
+        case L_ATTN:
+            attn_backward(m, L, params, grads, N);
+            break;
+        case L_RES:
+            res_backward(m, L, params, grads, N);
+            break;
+        case L_CONV_IN: {
+            conv_shape cs = conv_shape_make(N, L->cin, L->H, L->W, L->cout, 3, 1);
+            conv2d_backward(NULL, GW(L, C_W), GW(L, C_B), L->dout, m->x, PW(L, C_W), &cs, m->ws);
+            break;
+        }
+        }
+    }
+    /* timestep MLP */
+    size_t nt = (size_t)N * 4 * ch;
+    float *dd1 = zeroed(G[0], nt);
+    silu_backward(dd1, m->dts, m->d1, nt);
+    float *da0 = zeroed(G[1], nt);
+    linear_backward(da0, grads + m->tensors[m->p_temb[2]].offset,
+                    grads + m->tensors[m->p_temb[3]].offset, dd1, m->a0,
+                    params + m->tensors[m->p_temb[2]].offset, N, 4 * ch, 4 * ch);
+    float *dd0 = zeroed(G[2], nt);
+    silu_backward(dd0, da0, m->d0, nt);
+    linear_backward(NULL, grads + m->tensors[m->p_temb[0]].offset,
+                    grads + m->tensors[m->p_temb[1]].offset, dd0, m->emb,
+                    params + m->tensors[m->p_temb[0]].offset, N, ch, 4 * ch);
+}
+
+int unet_num_dropout(const unet *m) {
+    int n = 0;
+    for (int i = 0; i < m->n_layers; i++) n += m->layers[i].kind == L_RES;
+    return n;
+}
+
+const float *unet_dropout_mask(const unet *m, int id, size_t *n, const char **block_name) {
+    if (!m->with_backward || !m->use_dropout) return NULL;
+    for (int i = 0; i < m->n_layers; i++) {
+        const layer *L = &m->layers[i];
+        if (L->kind != L_RES || L->dropout_id != id) continue;
+        *n = (size_t)m->last_N * L->cout * L->Ho * L->Wo;
+        /* the block's name is its first tensor's name up to ".norm1.weight" */
+        if (block_name) *block_name = m->tensors[L->p[R_N1G]].name;
+        return L->s[S_MASK];
+    }
+    return NULL;
+}
+
+/* ---------- summary ---------- */
+
+void unet_print_summary(const unet *m, const model_config *mc, void *file) {
+    FILE *f = file;
+    fprintf(f, "DDPM U-Net: image %dx%dx%d, ch %d, ch_mult [", mc->image_size, mc->image_size,
+            mc->in_channels, mc->ch);
+    for (int i = 0; i < mc->num_levels; i++) fprintf(f, "%s%d", i ? "," : "", mc->ch_mult[i]);
+    fprintf(f, "], %d res blocks, attention at [", mc->num_res_blocks);
+    for (int i = 0; i < mc->num_attn; i++) fprintf(f, "%s%d", i ? "," : "", mc->attn_resolutions[i]);
+    fprintf(f, "], dropout %g\n", mc->dropout);
+    fprintf(f, "%-4s %-44s %-20s %12s %12s\n", "#", "tensor", "shape", "params", "offset");
+    for (int i = 0; i < m->n_tensors; i++) {
+        const unet_tensor *t = &m->tensors[i];
+        char shape[64];
+        int n = 0;
+        shape[0] = 0;
+        for (int d = 0; d < t->ndim; d++)
+            n += snprintf(shape + n, sizeof shape - (size_t)n, "%s%d", d ? "x" : "", t->shape[d]);
+        fprintf(f, "%-4d %-44s %-20s %12zu %12zu\n", i, t->name, shape, t->size, t->offset);
+    }
+    fprintf(f, "total parameters: %zu (%.2f M) in %d tensors\n", m->n_params,
+            (double)m->n_params / 1e6, m->n_tensors);
+    fprintf(f, "forward: %.3f GMAC per image; activations for batch %d: %.1f MiB\n", m->macs / 1e9,
+            m->max_batch, (double)m->act_bytes / (1024.0 * 1024.0));
+}

@@ -1,0 +1,84 @@
+/* The DDPM U-Net of Ho et al. (2020), built from config exactly as the authors'
+ * diffusion_tf/models/unet.py builds it: conv_in; per level num_res_blocks ResNet
+ * blocks (GroupNorm-SiLU-conv, + dense(SiLU(temb)), GroupNorm-SiLU-dropout-conv,
+ * 1x1 shortcut when channels change), self-attention at the configured
+ * resolutions, stride-2 conv downsample; middle block-attn-block; the up path with
+ * num_res_blocks+1 blocks per level on skip concatenations and nearest+conv
+ * upsampling; GroupNorm-SiLU-conv_out. Output: epsilon, same shape as the input.
+ *
+ * Ownership: the model (unet) owns its structure, the parameter table and the
+ * activation/gradient scratch sized for max_batch images. Parameters, their
+ * gradients and any copies (EMA, Adam moments) are flat float buffers of
+ * unet_num_params() values owned by the caller; every function borrows them. */
+#ifndef DDPM_UNET_H
+#define DDPM_UNET_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "../config/config.h"
+
+#define UNET_NAME_MAX 64
+
+/* One named tensor inside the flat parameter buffer. Names are stable (see
+ * docs/model.md): checkpoints and exports use them. */
+typedef struct {
+    char name[UNET_NAME_MAX];
+    int ndim;
+    int shape[4];
+    size_t offset; /* in floats */
+    size_t size;   /* in floats */
+    float init_scale; /* variance-scaling scale used by unet_init (0: constant init) */
+} unet_tensor;
+
+typedef struct unet unet;
+
+/* Randomness of one forward pass: dropout masks are keyed on
+ * (seed, step, sample_ids[i], RNG_PURPOSE_DROPOUT + layer), so they do not depend on
+ * how a batch is split. NULL (or dropout 0) disables dropout (evaluation). */
+typedef struct {
+    uint64_t seed;
+    uint64_t step;
+    const uint64_t *sample_ids; /* N global sample indices */
+} unet_rng;
+
+/* Builds the model for batches of at most max_batch images. with_backward = 0 keeps
+ * only what a forward pass needs (sampling). Returns NULL with err_msg() on an
+ * unsupported config. */
+unet *unet_create(const model_config *mc, int max_batch, int with_backward);
+void unet_free(unet *m);
+
+size_t unet_num_params(const unet *m);
+int unet_num_tensors(const unet *m);
+const unet_tensor *unet_tensors(const unet *m);
+/* Index of the tensor named `name`, or -1. */
+int unet_find_tensor(const unet *m, const char *name);
+int unet_max_batch(const unet *m);
+/* Bytes of activation and scratch memory the model holds. */
+size_t unet_activation_bytes(const unet *m);
+/* Forward multiply-accumulates per image (convolutions, linears, attention GEMMs). */
+double unet_forward_macs(const unet *m);
+
+/* The authors' initialisation: variance scaling (fan_avg, uniform) for every conv
+ * and dense weight, scale 1e-10 for each block's conv2, attention proj_out and
+ * conv_out; biases 0; GroupNorm gamma 1, beta 0. Deterministic in seed. */
+void unet_init(const unet *m, float *params, uint64_t seed);
+
+/* out[N][C][H][W] = eps_theta(x, t). x and out are borrowed; N <= max_batch.
+ * Keeps the activations that unet_backward needs (if built with_backward). */
+void unet_forward(unet *m, const float *params, const float *x, const int *t, int N,
+                  const unet_rng *rng, float *out);
+/* Accumulates d(loss)/d(params) into grads given dout = d(loss)/d(out) of the last
+ * forward pass. No gradient w.r.t. x is produced. */
+void unet_backward(unet *m, const float *params, float *grads, const float *dout);
+
+/* The dropout mask (values 0 or 1/(1-p), [N][C][H][W]) that res block number `id`
+ * used in the last training forward pass, or NULL (no dropout, id out of range, or
+ * a forward-only model). *n receives its length. For reference tests and debugging. */
+const float *unet_dropout_mask(const unet *m, int id, size_t *n, const char **block_name);
+int unet_num_dropout(const unet *m);
+
+/* Prints the parameter table and total to f (the `--summary` of the programs). */
+void unet_print_summary(const unet *m, const model_config *mc, void *file);
+
+#endif

@@ -1,0 +1,103 @@
+#include "grad.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#include "../core/util.h"
+#include "../ops/ops.h"
+#include "../rng/rng.h"
+
+void grad_worker_init(grad_worker *w, unet *model, const diffusion *diff, const dataset *ds,
+                      uint64_t seed, int micro, int channels, int size) {
+    memset(w, 0, sizeof *w);
+    w->model = model;
+    w->diff = diff;
+    w->ds = ds;
+    w->seed = seed;
+    w->micro = micro;
+    w->channels = channels;
+    w->size = size;
+    w->D = (size_t)channels * size * size;
+    size_t nd = (size_t)micro * w->D;
+    w->u8 = xmalloc(nd);
+    w->flip = xmalloc((size_t)micro);
+    w->x0 = xfloats(nd);
+    w->xt = xfloats(nd);
+    w->eps = xfloats(nd);
+    w->pred = xfloats(nd);
+    w->dpred = xfloats(nd);
+    w->t = xcalloc((size_t)micro, sizeof *w->t);
+    w->ids = xcalloc((size_t)micro, sizeof *w->ids);
+}
+
+void grad_worker_free(grad_worker *w) {
+    free(w->u8); free(w->flip); free(w->x0); free(w->xt); free(w->eps); free(w->pred);
+    free(w->dpred); free(w->t); free(w->ids);
+    memset(w, 0, sizeof *w);
+}
+
+/* x0 (flipped), eps, t and ids of a chunk of at most micro items. */
+static int load_chunk(grad_worker *w, uint64_t step, const batch_item *items, int n) {
+    for (int i = 0; i < n; i++) {
+        if (dataset_get(w->ds, items[i].index, w->u8 + (size_t)i * w->D) != 0)
+            return err_prefix("step %llu, sample %llu: ", (unsigned long long)step,
+                              (unsigned long long)items[i].sample_id);
+        w->flip[i] = items[i].flip;
+        w->t[i] = items[i].t;
+        w->ids[i] = items[i].sample_id;
+        rng_key ke = {w->seed, step, items[i].sample_id, RNG_PURPOSE_NOISE};
+        rng_normal(&ke, w->eps + (size_t)i * w->D, w->D);
+    }
+    dataset_to_float(w->x0, w->u8, n, w->channels, w->size, w->flip);
+    return 0;
+}
+
+int grad_worker_inputs(grad_worker *w, uint64_t step, const batch_item *items, int n, float *x0,
+                       float *eps) {
+    for (int s = 0; s < n; s += w->micro) {
+        int c = n - s < w->micro ? n - s : w->micro;
+        if (load_chunk(w, step, items + s, c) != 0) return -1;
+        memcpy(x0 + (size_t)s * w->D, w->x0, (size_t)c * w->D * sizeof(float));
+        memcpy(eps + (size_t)s * w->D, w->eps, (size_t)c * w->D * sizeof(float));
+    }
+    return 0;
+}
+
+int grad_worker_run(grad_worker *w, const float *params, float *grads, uint64_t step,
+                    const batch_item *items, int n, int total_batch, loss_stats *st) {
+    int T = w->diff->T;
+    for (int s = 0; s < n; s += w->micro) {
+        int c = n - s < w->micro ? n - s : w->micro;
+        if (load_chunk(w, step, items + s, c) != 0) return -1;
+        diffusion_q_sample(w->diff, w->xt, w->x0, w->eps, w->t, c, w->D);
+        unet_rng r = {w->seed, step, w->ids};
+        unet_forward(w->model, params, w->xt, w->t, c, &r, w->pred);
+        for (int i = 0; i < c; i++) {
+            double l = 0;
+            const float *p = w->pred + (size_t)i * w->D, *e = w->eps + (size_t)i * w->D;
+            for (size_t d = 0; d < w->D; d++) {
+                double diff = (double)p[d] - (double)e[d];
+                l += diff * diff;
+            }
+            l /= (double)w->D;
+            int q = (int)((long)w->t[i] * 4 / T);
+            st->loss_sum += l;
+            st->q_sum[q] += l;
+            st->q_count[q]++;
+            st->n++;
+        }
+        memset(w->dpred, 0, (size_t)c * w->D * sizeof(float));
+        mse_backward(w->dpred, w->pred, w->eps, (size_t)c * w->D, (float)c / (float)total_batch);
+        unet_backward(w->model, params, grads, w->dpred);
+    }
+    return 0;
+}
+
+void loss_stats_add(loss_stats *dst, const loss_stats *src) {
+    dst->loss_sum += src->loss_sum;
+    for (int q = 0; q < 4; q++) {
+        dst->q_sum[q] += src->q_sum[q];
+        dst->q_count[q] += src->q_count[q];
+    }
+    dst->n += src->n;
+}

@@ -1,0 +1,52 @@
+/* Algorithm 1's per-sample work: load x0, draw eps (keyed on the sample id), form
+ * x_t, run eps_theta forward and backward, and accumulate the gradient of
+ * L = (1/B) sum_i mean_D (eps_theta(x_t, t) - eps)^2 over the global batch B.
+ * A single process and a distributed worker run the same code on their share. */
+#ifndef DDPM_GRAD_H
+#define DDPM_GRAD_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "../data/dataset.h"
+#include "../diffusion/diffusion.h"
+#include "../model/unet.h"
+#include "batch.h"
+
+typedef struct {
+    double loss_sum;      /* sum over samples of their L_simple */
+    double q_sum[4];      /* per timestep quartile (t * 4 / T) */
+    long q_count[4];
+    long n;
+} loss_stats;
+
+typedef struct {
+    unet *model;             /* borrowed */
+    const diffusion *diff;   /* borrowed */
+    const dataset *ds;       /* borrowed */
+    uint64_t seed;
+    int micro, channels, size;
+    size_t D;
+    /* owned scratch, micro images each */
+    uint8_t *u8, *flip;
+    float *x0, *xt, *eps, *pred, *dpred;
+    int *t;
+    uint64_t *ids;
+} grad_worker;
+
+/* micro: images per forward/backward (<= the model's max_batch). */
+void grad_worker_init(grad_worker *w, unet *model, const diffusion *diff, const dataset *ds,
+                      uint64_t seed, int micro, int channels, int size);
+void grad_worker_free(grad_worker *w);
+/* Accumulates into grads (n_params floats) for items[0..n-1] of step `step`, whose
+ * global batch has total_batch samples. Adds to *st. Returns 0 or -1 (data error). */
+int grad_worker_run(grad_worker *w, const float *params, float *grads, uint64_t step,
+                    const batch_item *items, int n, int total_batch, loss_stats *st);
+/* The same inputs grad_worker_run would build for items (x0 after flip, eps) —
+ * for reference dumps. x0 and eps hold n * D floats. */
+int grad_worker_inputs(grad_worker *w, uint64_t step, const batch_item *items, int n, float *x0,
+                       float *eps);
+
+void loss_stats_add(loss_stats *dst, const loss_stats *src);
+
+#endif

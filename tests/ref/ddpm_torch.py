@@ -1,0 +1,173 @@
+"""An independent PyTorch implementation of the DDPM U-Net (Ho et al. 2020),
+written from the authors' diffusion_tf/models/unet.py, with the parameter names
+that ddpm-cluster uses (docs/model.md). Used only by the reference tests."""
+import math
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+
+def timestep_embedding(t, dim):
+    half = dim // 2
+    freq = torch.exp(torch.arange(half, dtype=torch.float64) * -(math.log(10000.0) / (half - 1)))
+    arg = t.to(torch.float64)[:, None] * freq[None, :]
+    return torch.cat([torch.sin(arg), torch.cos(arg)], dim=1)
+
+
+def norm(c):
+    return nn.GroupNorm(32, c, eps=1e-6)
+
+
+class ResBlock(nn.Module):
+    def __init__(self, cin, cout, tch):
+        super().__init__()
+        self.norm1 = norm(cin)
+        self.conv1 = nn.Conv2d(cin, cout, 3, padding=1)
+        self.temb_proj = nn.Linear(tch, cout)
+        self.norm2 = norm(cout)
+        self.conv2 = nn.Conv2d(cout, cout, 3, padding=1)
+        self.nin_shortcut = nn.Conv2d(cin, cout, 1) if cin != cout else None
+        self.mask = None  # dropout mask to apply (the C side's), or None
+
+    def forward(self, x, temb_act):
+        h = self.conv1(F.silu(self.norm1(x)))
+        h = h + self.temb_proj(temb_act)[:, :, None, None]
+        h = F.silu(self.norm2(h))
+        if self.mask is not None:
+            h = h * self.mask
+        h = self.conv2(h)
+        if self.nin_shortcut is not None:
+            x = self.nin_shortcut(x)
+        return x + h
+
+
+class AttnBlock(nn.Module):
+    def __init__(self, c):
+        super().__init__()
+        self.norm = norm(c)
+        self.q = nn.Conv2d(c, c, 1)
+        self.k = nn.Conv2d(c, c, 1)
+        self.v = nn.Conv2d(c, c, 1)
+        self.proj_out = nn.Conv2d(c, c, 1)
+
+    def forward(self, x):
+        B, C, H, W = x.shape
+        h = self.norm(x)
+        q = self.q(h).reshape(B, C, H * W)
+        k = self.k(h).reshape(B, C, H * W)
+        v = self.v(h).reshape(B, C, H * W)
+        w = torch.einsum("bci,bcj->bij", q, k) * (C ** -0.5)
+        w = torch.softmax(w, dim=2)
+        o = torch.einsum("bij,bcj->bci", w, v).reshape(B, C, H, W)
+        return x + self.proj_out(o)
+
+
+class Down(nn.Module):
+    def __init__(self, c):
+        super().__init__()
+        self.conv = nn.Conv2d(c, c, 3, stride=2, padding=0)
+
+    def forward(self, x):
+        # TF 'SAME' for stride 2: total pad max((ceil(H/2)-1)*2+3-H, 0), less before
+        H = x.shape[2]
+        total = max(((H + 1) // 2 - 1) * 2 + 3 - H, 0)
+        return self.conv(F.pad(x, (total // 2, total - total // 2, total // 2, total - total // 2)))
+
+
+class Up(nn.Module):
+    def __init__(self, c):
+        super().__init__()
+        self.conv = nn.Conv2d(c, c, 3, padding=1)
+
+    def forward(self, x):
+        return self.conv(F.interpolate(x, scale_factor=2.0, mode="nearest"))
+
+
+class Level(nn.Module):
+    pass
+
+
+class UNet(nn.Module):
+    def __init__(self, image_size, in_ch, ch, ch_mult, num_res_blocks, attn_res):
+        super().__init__()
+        self.ch = ch
+        self.temb = nn.Module()
+        self.temb.dense0 = nn.Linear(ch, 4 * ch)
+        self.temb.dense1 = nn.Linear(4 * ch, 4 * ch)
+        self.conv_in = nn.Conv2d(in_ch, ch, 3, padding=1)
+        self.num_res_blocks = num_res_blocks
+        res = image_size
+        hs_ch = [ch]
+        cur = ch
+        self.down = nn.ModuleList()
+        for lvl, mult in enumerate(ch_mult):
+            L = Level()
+            L.block = nn.ModuleList()
+            L.attn = nn.ModuleList()
+            for _ in range(num_res_blocks):
+                L.block.append(ResBlock(cur, ch * mult, 4 * ch))
+                cur = ch * mult
+                if res in attn_res:
+                    L.attn.append(AttnBlock(cur))
+                hs_ch.append(cur)
+            if lvl != len(ch_mult) - 1:
+                L.downsample = Down(cur)
+                res = (res + 1) // 2
+                hs_ch.append(cur)
+            self.down.append(L)
+        self.mid = nn.Module()
+        self.mid.block_1 = ResBlock(cur, cur, 4 * ch)
+        self.mid.attn_1 = AttnBlock(cur)
+        self.mid.block_2 = ResBlock(cur, cur, 4 * ch)
+        self.up = nn.ModuleList([None] * len(ch_mult))
+        for lvl in reversed(range(len(ch_mult))):
+            L = Level()
+            L.block = nn.ModuleList()
+            L.attn = nn.ModuleList()
+            for _ in range(num_res_blocks + 1):
+                L.block.append(ResBlock(cur + hs_ch.pop(), ch * ch_mult[lvl], 4 * ch))
+                cur = ch * ch_mult[lvl]
+                if res in attn_res:
+                    L.attn.append(AttnBlock(cur))
+            if lvl != 0:
+                L.upsample = Up(cur)
+                res *= 2
+            self.up[lvl] = L
+        self.norm_out = norm(cur)
+        self.conv_out = nn.Conv2d(cur, in_ch, 3, padding=1)
+
+    def forward(self, x, t):
+        emb = timestep_embedding(t, self.ch).to(x.dtype)
+        temb = self.temb.dense1(F.silu(self.temb.dense0(emb)))
+        ta = F.silu(temb)
+        hs = [self.conv_in(x)]
+        for lvl, L in enumerate(self.down):
+            for b in range(self.num_res_blocks):
+                h = L.block[b](hs[-1], ta)
+                if len(L.attn):
+                    h = L.attn[b](h)
+                hs.append(h)
+            if hasattr(L, "downsample"):
+                hs.append(L.downsample(hs[-1]))
+        h = hs[-1]
+        h = self.mid.block_2(self.mid.attn_1(self.mid.block_1(h, ta)), ta)
+        for lvl in reversed(range(len(self.up))):
+            L = self.up[lvl]
+            for b in range(self.num_res_blocks + 1):
+                h = L.block[b](torch.cat([h, hs.pop()], dim=1), ta)
+                if len(L.attn):
+                    h = L.attn[b](h)
+            if hasattr(L, "upsample"):
+                h = L.upsample(h)
+        return self.conv_out(F.silu(self.norm_out(h)))
+
+
+def from_meta(meta):
+    m = [int(round(v)) if i != 4 else float(v) for i, v in enumerate(meta)]
+    image_size, in_ch, ch, nrb = m[0], m[1], m[2], m[3]
+    nlev = m[5]
+    mult = m[6:6 + nlev]
+    nattn = m[6 + nlev]
+    attn = m[7 + nlev:7 + nlev + nattn]
+    return UNet(image_size, in_ch, ch, mult, nrb, attn)

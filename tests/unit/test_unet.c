@@ -1,0 +1,128 @@
+/* U-Net structure tests: the paper's parameter counts, the parameter table, the
+ * authors' initialisation, and forward-pass consistency (forward-only model equals
+ * the training model; a batch equals its images run one by one). Numerical
+ * correctness against PyTorch is tests/ref/test_unet_ref.sh. */
+#include <math.h>
+#include <string.h>
+
+#include "common/config/config.h"
+#include "common/core/util.h"
+#include "common/model/unet.h"
+#include "common/rng/rng.h"
+#include "test.h"
+
+static void check_count(const char *path, size_t expect) {
+    config c;
+    if (!test_check(config_load_file(&c, path) == 0, "load %s (%s)", path, err_msg())) return;
+    unet *m = unet_create(&c.model, 1, 0);
+    if (!test_check(m != NULL, "build %s", path)) return;
+    test_check(unet_num_params(m) == expect, "%s: %zu parameters (paper: %zu)", path,
+               unet_num_params(m), expect);
+    /* table: contiguous, unique names */
+    const unet_tensor *t = unet_tensors(m);
+    size_t off = 0;
+    int ok = 1, unique = 1;
+    for (int i = 0; i < unet_num_tensors(m); i++) {
+        if (t[i].offset != off) ok = 0;
+        off += t[i].size;
+        for (int j = 0; j < i; j++)
+            if (strcmp(t[i].name, t[j].name) == 0) unique = 0;
+    }
+    test_check(ok && off == expect, "%s: tensor table is contiguous", path);
+    test_check(unique, "%s: tensor names are unique", path);
+    unet_free(m);
+}
+
+static void check_init(void) {
+    config c;
+    config_load_file(&c, "configs/fashion_mnist.yaml");
+    unet *m = unet_create(&c.model, 1, 0);
+    size_t P = unet_num_params(m);
+    float *p = xfloats(P), *q = xfloats(P);
+    unet_init(m, p, 42);
+    unet_init(m, q, 42);
+    test_check(memcmp(p, q, P * sizeof *p) == 0, "init is deterministic in the seed");
+    const unet_tensor *t = unet_tensors(m);
+    int bad_tiny = 0, bad_ones = 0, bad_zero = 0, bad_limit = 0, n_tiny = 0;
+    for (int i = 0; i < unet_num_tensors(m); i++) {
+        const float *v = p + t[i].offset;
+        const char *nm = t[i].name;
+        size_t len = strlen(nm);
+        int is_bias = len > 5 && strcmp(nm + len - 5, ".bias") == 0;
+        int is_norm = strstr(nm, "norm") != NULL;
+        int tiny = strstr(nm, ".conv2.weight") || strstr(nm, "proj_out.weight") ||
+                   strcmp(nm, "conv_out.weight") == 0;
+        double amax = 0;
+        for (size_t j = 0; j < t[i].size; j++) amax = fmax(amax, fabs(v[j]));
+        if (is_norm && !is_bias) {
+            for (size_t j = 0; j < t[i].size; j++) bad_ones += v[j] != 1.0f;
+        } else if (is_bias) {
+            bad_zero += amax != 0;
+        } else {
+            double rec = t[i].ndim == 4 ? (double)t[i].shape[2] * t[i].shape[3] : 1.0;
+            double scale = tiny ? 1e-10 : 1.0;
+            double limit = sqrt(3.0 * scale / ((t[i].shape[0] + t[i].shape[1]) * rec / 2.0));
+            if (amax > limit * (1 + 1e-6) || amax < 0.5 * limit) bad_limit++;
+            n_tiny += tiny;
+        }
+    }
+    test_check(bad_ones == 0, "GroupNorm gammas start at 1");
+    test_check(bad_zero == 0, "biases and GroupNorm betas start at 0");
+    test_check(bad_limit == 0, "weights are variance-scaling fan_avg uniform within their limit");
+    /* fashion_mnist: 3 levels x (2 down + 3 up) + 2 mid = 17 conv2, 2+3 attn at 14 + mid = 6 proj_out, conv_out */
+    test_check(n_tiny == 17 + 6 + 1, "1e-10 init on every conv2, proj_out and conv_out (%d)", n_tiny);
+    free(p);
+    free(q);
+    unet_free(m);
+}
+
+static void check_forward_consistency(void) {
+    config c;
+    if (config_load_file(&c, "tests/configs/ref_small.yaml") != 0) {
+        test_check(0, "load tests/configs/ref_small.yaml: %s", err_msg());
+        return;
+    }
+    const int N = 3;
+    unet *train = unet_create(&c.model, N, 1), *eval = unet_create(&c.model, N, 0),
+         *one = unet_create(&c.model, 1, 0);
+    size_t P = unet_num_params(train);
+    float *p = xfloats(P);
+    rng_key kp = {5, 0, 0, RNG_PURPOSE_INIT};
+    rng_uniform(&kp, p, P);
+    for (size_t i = 0; i < P; i++) p[i] = 0.2f * (p[i] - 0.5f);
+    size_t D = (size_t)c.model.in_channels * c.model.image_size * c.model.image_size;
+    float *x = xfloats(N * D), *a = xfloats(N * D), *b = xfloats(N * D), *s = xfloats(N * D);
+    rng_key kx = {5, 1, 0, RNG_PURPOSE_NOISE};
+    rng_normal(&kx, x, N * D);
+    int t[3] = {0, 17, 99};
+    unet_forward(train, p, x, t, N, NULL, a);
+    unet_forward(eval, p, x, t, N, NULL, b);
+    for (int n = 0; n < N; n++) unet_forward(one, p, x + n * D, t + n, 1, NULL, s + n * D);
+    test_check(memcmp(a, b, N * D * sizeof *a) == 0,
+               "forward-only model gives bit-identical output to the training model");
+    double e = test_rel_err(s, a, N * D);
+    test_check(e < 1e-5, "a batch of 3 equals its images run one by one (rel err %.2e)", e);
+    double amax = 0;
+    for (size_t i = 0; i < N * D; i++) amax = fmax(amax, fabs(a[i]));
+    test_check(amax > 1e-3 && isfinite(amax), "output is non-trivial (max |eps| %.3g)", amax);
+    /* dropout masks depend on sample ids, not on batch position */
+    uint64_t ids[3] = {10, 11, 12};
+    unet_rng r = {9, 3, ids};
+    unet_forward(train, p, x, t, N, &r, a);
+    unet *train1 = unet_create(&c.model, 1, 1);
+    unet_rng r1 = {9, 3, ids + 2};
+    unet_forward(train1, p, x + 2 * D, t + 2, 1, &r1, s);
+    e = test_rel_err(s, a + 2 * D, D);
+    test_check(e < 1e-5, "dropout keyed on the sample id: image 2 alone equals image 2 in a batch (%.2e)", e);
+    free(p); free(x); free(a); free(b); free(s);
+    unet_free(train); unet_free(eval); unet_free(one); unet_free(train1);
+}
+
+int main(void) {
+    check_count("configs/fashion_mnist.yaml", 1623169);
+    check_count("configs/cifar10.yaml", 35746307);
+    check_count("configs/lsun256.yaml", 113673219);
+    check_init();
+    check_forward_consistency();
+    return test_done();
+}
