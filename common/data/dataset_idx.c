@@ -2,6 +2,7 @@
 #include "common/data/dataset_internal.h"
 
 #include <errno.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -82,6 +83,10 @@ int dataset_load_idx(struct dataset *ds) {
         return err_set("%s: IDX header says 0 images", path);
     }
     size_t rec = (size_t)rows * cols;
+    if (rec == 0 || (size_t)n > SIZE_MAX / rec) {
+        gzclose(g);
+        return err_set("%s: IDX header declares an impossible size (%u images of %ux%u)", path, n, rows, cols);
+    }
     size_t want = (size_t)n * rec;
     /* Grow the buffer as data arrives, so that a corrupt count in the header of a
      * short file cannot make us allocate gigabytes. */

@@ -72,6 +72,22 @@ def smooth_noise(rng, h, w, c):
     return np.clip(base, 0, 255).astype(np.uint8)
 
 
+def png_rgb16(path, arr16):
+    """A 16-bit RGB PNG (PIL cannot write one): signature, IHDR, one IDAT, IEND."""
+    import struct
+    import zlib
+
+    h, w, _ = arr16.shape
+    raw = b"".join(b"\x00" + arr16[y].astype(">u2").tobytes() for y in range(h))
+
+    def chunk(kind, data):
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    with open(path, "wb") as f:
+        f.write(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 16, 2, 0, 0, 0))
+                + chunk(b"IDAT", zlib.compress(raw)) + chunk(b"IEND", b""))
+
+
 def make_images(root):
     rng = np.random.default_rng(1234)
     os.makedirs(os.path.join(root, "sub", "deeper"), exist_ok=True)
@@ -99,6 +115,9 @@ def make_images(root):
     save("sub/deeper/m_la_70x33.png", Image.fromarray(smooth_noise(rng, 33, 70, 1)[..., 0], "L").convert("LA"))
     save("n_odd_333x251.png", Image.fromarray(smooth_noise(rng, 251, 333, 3)))
     save("o_thin_1023x129.png", Image.fromarray(smooth_noise(rng, 129, 1023, 3)))
+    p16 = os.path.join(root, "p_rgb16_50x41.png")
+    png_rgb16(p16, smooth_noise(rng, 41, 50, 3).astype(np.uint16) * 256 + rng.integers(0, 256, (41, 50, 3)).astype(np.uint16))
+    files.append(p16)
     with open(os.path.join(root, "notes.txt"), "w") as f:  # not an image: must be skipped
         f.write("not an image\n")
     return files
@@ -126,7 +145,7 @@ def main():
     os.makedirs(work, exist_ok=True)
     files = make_images(root)
     listing = list_image_files_recursively(root)
-    check(sorted(listing) == sorted(files) and len(listing) == 15, "reference lists the %d generated images" % len(files))
+    check(sorted(listing) == sorted(files) and len(listing) == 16, "reference lists the %d generated images" % len(files))
 
     # Decoding alone: lossless PNGs must match exactly; JPEG too (same libjpeg-turbo as PIL).
     for path in listing:
