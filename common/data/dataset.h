@@ -1,0 +1,39 @@
+/* Training datasets: IDX (MNIST / Fashion-MNIST), CIFAR-10 binary batches and
+ * folders of PNG/JPEG images, all decoded once at open time into memory as uint8
+ * CHW images of a fixed channels x size x size shape.
+ *
+ * Image folders are preprocessed exactly as guided-diffusion's image_datasets.py
+ * (convert("RGB"), optional PIL "L" grey conversion, center_crop_arr with PIL's BOX
+ * and BICUBIC filters); see docs/data.md. */
+#ifndef DDPM_DATASET_H
+#define DDPM_DATASET_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "common/config/config.h"
+
+typedef struct dataset dataset; /* opaque, owns its memory (images, path) */
+
+/* Opens the dataset described by format/path (borrowed) and checks it yields
+ * channels x size x size images (IDX: 28x28x1 must match; CIFAR-10: 32x32x3;
+ * image folder: resized to size, channels 1 or 3). On success *out is owned by
+ * the caller (dataset_close). Returns 0, or -1 with err_msg() naming the file and
+ * the record (image index / byte offset). */
+int dataset_open(dataset **out, data_format format, const char *path, int image_size, int channels);
+size_t dataset_size(const dataset *ds);
+/* Bytes per image: channels * size * size. */
+size_t dataset_image_bytes(const dataset *ds);
+/* Copies image `index` as uint8 CHW (channels*size*size bytes) into caller-owned `out`.
+ * Returns 0, or -1 if index is out of range. Thread-safe for concurrent readers
+ * (the images are immutable after open). */
+int dataset_get(const dataset *ds, size_t index, uint8_t *out);
+/* Frees everything; NULL is ignored. */
+void dataset_close(dataset *ds);
+
+/* Fill x (float CHW, n images, caller-owned) from u8 (borrowed): x = v/127.5 - 1 in
+ * float arithmetic (as numpy's float32 does), i.e. data in [-1, 1]; image i is
+ * flipped horizontally where flip[i] != 0 (flip may be NULL: no flips). */
+void dataset_to_float(float *x, const uint8_t *u8, int n, int channels, int size, const uint8_t *flip);
+
+#endif

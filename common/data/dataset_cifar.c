@@ -1,0 +1,76 @@
+/* CIFAR-10 binary version: records of 1 label byte + 3072 bytes (R, G, B planes of 32x32). */
+#include "common/data/dataset_internal.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include "common/core/util.h"
+
+#define CIFAR_SIDE 32
+#define CIFAR_IMAGE (3 * CIFAR_SIDE * CIFAR_SIDE)
+#define CIFAR_RECORD (1 + CIFAR_IMAGE)
+#define CIFAR_BATCHES 5
+
+/* Append the records of one batch file to ds->images. */
+static int load_batch(struct dataset *ds, const char *file) {
+    FILE *f = fopen(file, "rb");
+    if (!f) return err_set("%s: cannot open CIFAR-10 batch: %s", file, strerror(errno));
+    struct stat st;
+    if (fstat(fileno(f), &st) != 0 || !S_ISREG(st.st_mode)) {
+        fclose(f);
+        return err_set("%s: not a regular file", file);
+    }
+    size_t bytes = (size_t)st.st_size;
+    if (bytes == 0) {
+        fclose(f);
+        return err_set("%s: empty CIFAR-10 batch", file);
+    }
+    size_t records = bytes / CIFAR_RECORD;
+    if (bytes % CIFAR_RECORD != 0) {
+        fclose(f);
+        return err_set("%s: truncated: %zu bytes is not a whole number of %d-byte records; "
+                       "record %zu (byte offset %zu) is incomplete",
+                       file, bytes, CIFAR_RECORD, records, records * CIFAR_RECORD);
+    }
+    ds->images = xrealloc(ds->images, (ds->count + records) * (size_t)CIFAR_IMAGE);
+    uint8_t rec[CIFAR_RECORD];
+    for (size_t i = 0; i < records; i++) {
+        if (fread(rec, 1, CIFAR_RECORD, f) != CIFAR_RECORD) {
+            int e = ferror(f);
+            fclose(f);
+            return err_set("%s: record %zu (byte offset %zu): %s", file, i, i * CIFAR_RECORD,
+                           e ? "read error" : "unexpected end of file");
+        }
+        if (rec[0] > 9) {
+            fclose(f);
+            return err_set("%s: record %zu (byte offset %zu): label %u out of range 0..9", file, i,
+                           i * CIFAR_RECORD, rec[0]);
+        }
+        memcpy(ds->images + (ds->count + i) * CIFAR_IMAGE, rec + 1, CIFAR_IMAGE); /* already CHW */
+    }
+    fclose(f);
+    ds->count += records;
+    return 0;
+}
+
+int dataset_load_cifar10(struct dataset *ds) {
+    if (ds->size != CIFAR_SIDE || ds->channels != 3)
+        return err_set("%s: CIFAR-10 images are %dx%dx3, expected %dx%dx%d", ds->path, CIFAR_SIDE, CIFAR_SIDE,
+                       ds->size, ds->size, ds->channels);
+    struct stat st;
+    if (stat(ds->path, &st) != 0) return err_set("%s: cannot open CIFAR-10 data: %s", ds->path, strerror(errno));
+    if (!S_ISDIR(st.st_mode)) return load_batch(ds, ds->path);
+    /* A folder: the five training batches, in order. */
+    size_t n = strlen(ds->path) + 32;
+    char *file = xmalloc(n);
+    int rc = 0;
+    for (int b = 1; b <= CIFAR_BATCHES && rc == 0; b++) {
+        snprintf(file, n, "%s/data_batch_%d.bin", ds->path, b);
+        rc = load_batch(ds, file);
+    }
+    free(file);
+    return rc;
+}

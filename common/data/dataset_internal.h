@@ -1,0 +1,22 @@
+/* Shared between the dataset loaders (not a public header). */
+#ifndef DDPM_DATASET_INTERNAL_H
+#define DDPM_DATASET_INTERNAL_H
+
+#include "common/data/dataset.h"
+
+struct dataset {
+    data_format format;
+    char *path;
+    int size, channels;
+    size_t image_bytes;  /* channels * size * size */
+    size_t count;
+    uint8_t *images;     /* count * image_bytes, CHW per image */
+};
+
+/* Each loader fills ds->count and ds->images (ds->size/channels/path already set).
+ * Return 0 or -1 with err_msg(). */
+int dataset_load_idx(struct dataset *ds);
+int dataset_load_cifar10(struct dataset *ds);
+int dataset_load_folder(struct dataset *ds);
+
+#endif
