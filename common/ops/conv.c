@@ -23,7 +23,9 @@
 
 /* Target number of GEMM columns per chunk: wide enough for good SGEMM speed,
  * small enough to keep the column buffer modest. */
+#ifndef CONV_CHUNK_COLS
 #define CONV_CHUNK_COLS 4096
+#endif
 
 conv_shape conv_shape_make(int N, int Cin, int H, int W, int Cout, int k, int stride) {
     conv_shape s = {.N = N, .Cin = Cin, .H = H, .W = W, .Cout = Cout, .k = k, .stride = stride};
@@ -68,10 +70,83 @@ static void conv_valid_range(int n_out, int n_in, int stride, int pad, int kk, i
     *hi = h;
 }
 
+/* Stride 1 ('SAME' keeps H x W): the plane of row (c,kh,kw) is the input
+ * plane shifted by off = (kh-pt)*W + (kw-pl) in flat index, so it is copied
+ * with one contiguous memcpy; only the rows that fall in the vertical padding
+ * and the |kw-pl| columns that wrap around a row edge are then zeroed. This
+ * turns ~H short copies per plane into one long one. */
+typedef struct {
+    int row_lo, row_hi, col_lo, col_hi; /* valid output rows / columns */
+    long i_lo, i_hi;                    /* flat output range whose source is in bounds */
+    long off;                           /* source index = output index + off */
+} conv_plane;
+
+static conv_plane conv_plane_make(const conv_shape *s, int kh, int kw) {
+    conv_plane p;
+    conv_valid_range(s->H, s->H, 1, s->pad_top, kh, &p.row_lo, &p.row_hi);
+    conv_valid_range(s->W, s->W, 1, s->pad_left, kw, &p.col_lo, &p.col_hi);
+    const long W = s->W, HW = (long)s->H * W;
+    p.off = (long)(kh - s->pad_top) * W + (kw - s->pad_left);
+    p.i_lo = (long)p.row_lo * W;
+    p.i_hi = (long)p.row_hi * W;
+    if (p.i_lo + p.off < 0) p.i_lo = -p.off;
+    if (p.i_hi + p.off > HW) p.i_hi = HW - p.off;
+    if (p.i_hi < p.i_lo) p.i_hi = p.i_lo;
+    return p;
+}
+
+/* Zero the padded columns of the valid rows of one plane d[H][W]. */
+static void conv_plane_zero_cols(float *d, const conv_plane *p, int W) {
+    for (int r = p->row_lo; r < p->row_hi; r++) {
+        float *row = d + (size_t)r * W;
+        for (int c = 0; c < p->col_lo; c++) row[c] = 0;
+        for (int c = p->col_hi; c < W; c++) row[c] = 0;
+    }
+}
+
+static void im2col_s1(float *cols, size_t ld, size_t off, const float *x, const conv_shape *s) {
+    const int k = s->k, W = s->W;
+    const size_t HW = (size_t)s->H * W;
+    for (int kh = 0; kh < k; kh++)
+        for (int kw = 0; kw < k; kw++) {
+            const conv_plane p = conv_plane_make(s, kh, kw);
+            for (int c = 0; c < s->Cin; c++) {
+                float *d = cols + ((size_t)(c * k + kh) * k + kw) * ld + off;
+                const float *xc = x + (size_t)c * HW;
+                memset(d, 0, sizeof(float) * (size_t)p.row_lo * W);
+                memset(d + (size_t)p.row_hi * W, 0, sizeof(float) * (HW - (size_t)p.row_hi * W));
+                if (p.i_hi > p.i_lo)
+                    memcpy(d + p.i_lo, xc + p.i_lo + p.off, sizeof(float) * (size_t)(p.i_hi - p.i_lo));
+                conv_plane_zero_cols(d, &p, W);
+            }
+        }
+}
+
+/* Adjoint of im2col_s1. Zeroing the padded columns of the column gradient
+ * first (it is scratch) lets one contiguous loop add the whole plane. */
+static void col2im_add_s1(float *dx, float *cols, size_t ld, size_t off, const conv_shape *s) {
+    const int k = s->k, W = s->W;
+    const size_t HW = (size_t)s->H * W;
+    for (int kh = 0; kh < k; kh++)
+        for (int kw = 0; kw < k; kw++) {
+            const conv_plane p = conv_plane_make(s, kh, kw);
+            for (int c = 0; c < s->Cin; c++) {
+                float *d = cols + ((size_t)(c * k + kh) * k + kw) * ld + off;
+                float *xc = dx + (size_t)c * HW; /* xc[i + off] is in bounds for i in [i_lo, i_hi) */
+                conv_plane_zero_cols(d, &p, W);
+                for (long i = p.i_lo; i < p.i_hi; i++) xc[i + p.off] += d[i];
+            }
+        }
+}
+
 /* Columns of one image x[Cin][H][W] into cols (rows of length ld, starting at
  * column `off`): row (c,kh,kw), column (oh,ow) holds x[c][oh*s-pt+kh][ow*s-pl+kw]
  * or 0 in the padding. */
 static void im2col(float *cols, size_t ld, size_t off, const float *x, const conv_shape *s) {
+    if (s->stride == 1) {
+        im2col_s1(cols, ld, off, x, s);
+        return;
+    }
     const int k = s->k, st = s->stride, H = s->H, W = s->W, Ho = s->Ho, Wo = s->Wo;
     for (int c = 0; c < s->Cin; c++) {
         const float *xc = x + (size_t)c * H * W;
@@ -94,6 +169,8 @@ static void im2col(float *cols, size_t ld, size_t off, const float *x, const con
                     if (st == 1) {
                         if (hi > lo)
                             memcpy(d + lo, src + lo + base, sizeof(float) * (size_t)(hi - lo));
+                    } else if (st == 2) { /* a constant stride lets gcc vectorise */
+                        for (int ow = lo; ow < hi; ow++) d[ow] = src[2 * ow + base];
                     } else {
                         for (int ow = lo; ow < hi; ow++) d[ow] = src[ow * st + base];
                     }
@@ -104,8 +181,13 @@ static void im2col(float *cols, size_t ld, size_t off, const float *x, const con
     }
 }
 
-/* The adjoint of im2col: adds the column gradient back into dx[Cin][H][W]. */
-static void col2im_add(float *dx, const float *cols, size_t ld, size_t off, const conv_shape *s) {
+/* The adjoint of im2col: adds the column gradient back into dx[Cin][H][W].
+ * cols is scratch and may be modified (the stride-1 path zeroes padding). */
+static void col2im_add(float *dx, float *cols, size_t ld, size_t off, const conv_shape *s) {
+    if (s->stride == 1) {
+        col2im_add_s1(dx, cols, ld, off, s);
+        return;
+    }
     const int k = s->k, st = s->stride, H = s->H, W = s->W, Ho = s->Ho, Wo = s->Wo;
     for (int c = 0; c < s->Cin; c++) {
         float *xc = dx + (size_t)c * H * W;
@@ -122,6 +204,8 @@ static void col2im_add(float *dx, const float *cols, size_t ld, size_t off, cons
                     const int base = kw - s->pad_left;
                     if (st == 1) {
                         for (int ow = lo; ow < hi; ow++) dst[ow + base] += d[ow];
+                    } else if (st == 2) {
+                        for (int ow = lo; ow < hi; ow++) dst[2 * ow + base] += d[ow];
                     } else {
                         for (int ow = lo; ow < hi; ow++) dst[ow * st + base] += d[ow];
                     }

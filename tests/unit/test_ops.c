@@ -284,6 +284,11 @@ static void test_conv(void) {
     check_conv("k3 s2 mixed 6x7 4->3", 2, 4, 6, 7, 3, 3, 2, 1);
     check_conv("k1 s1 5x5 3->4", 2, 3, 5, 5, 4, 1, 1, 1);
     check_conv("k1 s2 5x6 3->2", 2, 3, 5, 6, 2, 1, 2, 1);
+    /* other kernels and strides through the general code: k=5 (pad 2/2), even
+     * k=2 (pad 0 before, 1 after), stride 3 */
+    check_conv("k5 s1 6x7 2->3", 2, 2, 6, 7, 3, 5, 1, 1);
+    check_conv("k2 s1 5x6 2->3", 2, 2, 5, 6, 3, 2, 1, 1);
+    check_conv("k3 s3 7x8 2->3", 2, 2, 7, 8, 3, 3, 3, 1);
     /* the chunking paths: one image per GEMM (P >= 4096), and several images
      * per chunk with a partial last chunk (P = 400: chunks of 10, N = 12) */
     check_conv("k3 s1 64x64 one image per chunk", 2, 2, 64, 64, 3, 3, 1, 0);
