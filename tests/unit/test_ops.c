@@ -445,7 +445,10 @@ static void test_groupnorm(void) {
     fwd_report("groupnorm out, group of 1200", b.out, refb, nb);
     float *dxb = zeros(nb), *dgb = zeros((size_t)b.C), *dbb = zeros((size_t)b.C);
     groupnorm_backward(dxb, dgb, dbb, b.R, b.x, b.mean, b.rstd, b.gamma, b.N, b.C, b.HW, b.G);
-    fd_report("groupnorm dinp, group of 1200", gn_loss, &b, b.x, nb, dxb, 1e-3f);
+    /* 4800 outputs carry more rounding noise into L; one value moves the group
+     * statistics by ~1/1200 only, so the larger h = 1e-2 adds little truncation
+     * (measured 3e-4 here vs 2e-3 at h = 1e-3). */
+    fd_report("groupnorm dinp, group of 1200", gn_loss, &b, b.x, nb, dxb, 1e-2f);
     fd_report("groupnorm dgamma, group of 1200", gn_loss, &b, b.gamma, (size_t)b.C, dgb, 1e-2f);
 
     free(c.x); free(c.gamma); free(c.beta); free(c.R); free(c.out); free(c.mean); free(c.rstd);
