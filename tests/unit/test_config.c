@@ -13,6 +13,9 @@
 #include <unistd.h>
 
 static char g_tmp[512];
+static int g_tmp_made = 0;       /* we made g_tmp, so we remove it */
+static char *g_written[256];
+static int g_n_written = 0;
 
 static void setup_tmp(void) {
     const char *t = getenv("DDPM_TEST_TMP");
@@ -25,6 +28,15 @@ static void setup_tmp(void) {
         perror("mkdtemp");
         exit(1);
     }
+    g_tmp_made = 1;
+}
+
+static void cleanup_tmp(void) {
+    for (int i = 0; i < g_n_written; i++) {
+        if (g_tmp_made) unlink(g_written[i]);
+        free(g_written[i]);
+    }
+    if (g_tmp_made) rmdir(g_tmp);
 }
 
 static void write_file(const char *path, const char *data, size_t len) {
@@ -34,6 +46,12 @@ static void write_file(const char *path, const char *data, size_t len) {
         exit(1);
     }
     fclose(f);
+    for (int i = 0; i < g_n_written; i++)
+        if (!strcmp(g_written[i], path)) return;
+    if (g_n_written < (int)(sizeof g_written / sizeof g_written[0])) {
+        g_written[g_n_written] = malloc(strlen(path) + 1);
+        strcpy(g_written[g_n_written++], path);
+    }
 }
 
 static int contains(const char *hay, const char *needle) { return strstr(hay, needle) != NULL; }
@@ -321,6 +339,24 @@ static void test_errors(void) {
     test_check(rc == 0 && c.key_line[0] == 3, "key_line records where image_size was set");
     free(base);
 
+    /* Block-style lists and flow-style sections are YAML too. */
+    {
+        char *text = base_with(6, "  ch_mult:\n    - 1\n    - 2");
+        rc = config_load_string(&c, text, strlen(text), "block.yaml");
+        test_check(rc == 0 && c.model.num_levels == 2 && c.model.ch_mult[1] == 2,
+                   "block-style list accepted (%s)", rc ? err_msg() : "ok");
+        free(text);
+        text = base_with(20, "  dir: /tmp/run\ndistributed: {servers: 2, codec: bf16_zstd}");
+        rc = config_load_string(&c, text, strlen(text), "flow.yaml");
+        test_check(rc == 0 && c.distributed.servers == 2 && c.distributed.codec == CODEC_BF16_ZSTD &&
+                       c.distributed.zstd_level == 1,
+                   "flow-style section accepted, other keys default (%s)", rc ? err_msg() : "ok");
+        free(text);
+        rc = config_load_string(&c, NULL, 0, NULL);
+        test_check(rc == -1 && contains(err_msg(), "<string>:1:") && contains(err_msg(), "empty config"),
+                   "NULL text: %s", err_msg());
+    }
+
     /* unknown key / section */
     expect_error_line("unknown key", 5, "  chx: 32", ":5:", "model.chx", "unknown key");
     expect_error_line("unknown section", 10, "diffusionn:", ":10:", "diffusionn", "unknown section");
@@ -542,6 +578,7 @@ static void test_overrides(void) {
                "overrides changed exactly the values given");
     test_check(c.model.image_size == 28 && c.training.batch_size == 64, "other values kept");
     test_check(config_validate(&c) == 0, "overridden config validates (%s)", err_msg());
+    test_check(c.key_line[3] == -1 && c.key_line[0] > 0, "key_line marks overridden keys with -1");
 
     expect_override_error(&c, "training.stepz=1", "training.stepz", "unknown key");
     expect_override_error(&c, "trainin.steps=1", "trainin.steps", "unknown key");
@@ -664,5 +701,6 @@ int main(void) {
     test_overrides();
     test_diffs();
     test_validate_in_code();
+    cleanup_tmp();
     return test_done();
 }
