@@ -2,9 +2,17 @@
  * diffusion, training, data, distributed and output, plus dotted command-line
  * overrides (`training.steps=200`) validated exactly like the file.
  *
- * Errors name the file, line and key: "configs/x.yaml:12: model.ch: expected a
- * positive integer, got 'abc'". Unknown keys, wrong types, out-of-range values and
- * missing required keys are all errors. */
+ * Errors name the file, line and key: "configs/x.yaml:12: model.ch: expected an
+ * integer, got 'abc'". Unknown sections or keys, wrong types, out-of-range values,
+ * duplicate keys, malformed YAML and missing required keys are all errors.
+ * docs/config.md lists every key with its type, default, range and meaning.
+ *
+ * YAML key names equal the field names, except diffusion.sampling_variance
+ * (field sampling_var) and training.timestep_sampler (field t_sampler).
+ * Ranges below are inclusive unless written with a parenthesis. Numbers must be
+ * plain YAML scalars (a quoted "32" is a string, not an integer); booleans are
+ * true/false. A section may be left out only if none of its keys is required
+ * (distributed). */
 #ifndef DDPM_CONFIG_H
 #define DDPM_CONFIG_H
 
@@ -14,6 +22,8 @@
 #define CONFIG_MAX_LEVELS 8
 #define CONFIG_MAX_ATTN 8
 #define CONFIG_PATH_MAX 1024
+/* Size of config.key_line: every key and every section has a slot. */
+#define CONFIG_MAX_KEYS 64
 
 typedef enum { BETA_SCHEDULE_LINEAR = 0, BETA_SCHEDULE_COSINE = 1 } beta_schedule;
 typedef enum { SAMPLING_VAR_BETA = 0, SAMPLING_VAR_BETA_TILDE = 1 } sampling_variance;
@@ -22,58 +32,63 @@ typedef enum { DATA_IDX = 0, DATA_CIFAR10 = 1, DATA_IMAGE_FOLDER = 2, DATA_SHARD
 typedef enum { CODEC_FP32 = 0, CODEC_FP32_ZSTD = 1, CODEC_BF16_ZSTD = 2 } wire_codec;
 
 typedef struct {
-    int image_size;         /* required, >= 4 */
+    int image_size;         /* required, 4..4096; divisible by 2^(num_levels-1) */
     int in_channels;        /* required, 1..4; the output has the same count (epsilon) */
-    int ch;                 /* required, multiple of 32 (GroupNorm 32 groups) */
-    int ch_mult[CONFIG_MAX_LEVELS];
+    int ch;                 /* required, 32..4096, multiple of 32 (GroupNorm 32 groups) */
+    int ch_mult[CONFIG_MAX_LEVELS]; /* required list, entries 1..64; ch*mult multiple of 32 */
     int num_levels;         /* length of ch_mult, 1..8 */
-    int num_res_blocks;     /* required, >= 1 */
-    int attn_resolutions[CONFIG_MAX_ATTN];
-    int num_attn;           /* length of attn_resolutions, may be 0 */
-    double dropout;         /* [0, 1) */
+    int num_res_blocks;     /* required, 1..64 */
+    int attn_resolutions[CONFIG_MAX_ATTN]; /* default []; each one of image_size/2^i,
+                                              i < num_levels, no repeats */
+    int num_attn;           /* length of attn_resolutions, 0..8 */
+    double dropout;         /* [0, 1), default 0.0 */
     int resamp_with_conv;   /* bool, default true */
 } model_config;
 
 typedef struct {
-    int timesteps;                /* T, required, >= 1 */
+    int timesteps;                /* T, required, 1..100000 */
     beta_schedule schedule;       /* "linear" | "cosine", default linear */
-    double beta_start, beta_end;  /* linear schedule, default 1e-4, 0.02 */
-    sampling_variance sampling_var; /* "beta" | "beta_tilde", default beta */
+    double beta_start, beta_end;  /* linear schedule, default 1e-4, 0.02; each in (0, 1),
+                                     beta_start <= beta_end */
+    sampling_variance sampling_var; /* key sampling_variance: "beta" | "beta_tilde",
+                                       default beta */
 } diffusion_config;
 
 typedef struct {
-    uint64_t seed;          /* default 0 */
-    int batch_size;         /* global batch, required */
-    int micro_batch;        /* per forward/backward; 0 = the whole local batch */
-    long steps;             /* required, >= 0 */
-    double lr;              /* required, > 0 */
-    int warmup_steps;       /* default 0 */
-    double grad_clip;       /* global-norm clip, default 1.0; 0 disables */
+    uint64_t seed;          /* default 0, 0..2^64-1 */
+    int batch_size;         /* global batch, required, 1..1048576 */
+    int micro_batch;        /* per forward/backward, default 0 = the whole local batch;
+                               0..batch_size */
+    long steps;             /* required, 0..10^12 */
+    double lr;              /* required, (0, 1] */
+    int warmup_steps;       /* default 0, >= 0 */
+    double grad_clip;       /* global-norm clip, default 1.0; 0 disables; [0, 1e6] */
     double ema_decay;       /* default 0.9999, [0,1) */
-    double adam_beta1, adam_beta2, adam_eps; /* 0.9, 0.999, 1e-8 */
-    timestep_sampler t_sampler; /* "uniform" | "stratified", default uniform */
-    int log_every;          /* default 10 */
-    int checkpoint_every;   /* default 1000; 0 = only at the end */
-    int keep_checkpoints;   /* default 3, >= 1 */
-    int threads;            /* 0 = the cores given to the process */
+    double adam_beta1, adam_beta2, adam_eps; /* 0.9, 0.999, 1e-8; betas [0,1), eps (0,1] */
+    timestep_sampler t_sampler; /* key timestep_sampler: "uniform" | "stratified",
+                                   default uniform */
+    int log_every;          /* default 10, >= 1 */
+    int checkpoint_every;   /* default 1000, >= 0; 0 = only at the end */
+    int keep_checkpoints;   /* default 3, 1..1000 */
+    int threads;            /* default 0 = the cores given to the process; 0..1024 */
 } training_config;
 
 typedef struct {
     data_format format;      /* "idx" | "cifar10" | "image_folder" | "shards", required */
-    char path[CONFIG_PATH_MAX];      /* required: file or folder */
-    char eval_path[CONFIG_PATH_MAX]; /* optional held-out set, "" if none */
+    char path[CONFIG_PATH_MAX];      /* required, non-empty: file or folder */
+    char eval_path[CONFIG_PATH_MAX]; /* optional held-out set, "" (or null) if none */
     int random_flip;         /* bool, default false */
 } data_config;
 
 typedef struct {
-    int servers;             /* S, default 1 */
+    int servers;             /* S, default 1, 1..4096 */
     wire_codec codec;        /* "fp32" | "fp32_zstd" | "bf16_zstd", default fp32 */
     int zstd_level;          /* default 1, 1..19 */
-    double timeout_s;        /* default 60 */
+    double timeout_s;        /* default 60, (0, 1e6] */
 } distributed_config;
 
 typedef struct {
-    char dir[CONFIG_PATH_MAX]; /* required: run folder (checkpoints, metrics.jsonl) */
+    char dir[CONFIG_PATH_MAX]; /* required, non-empty: run folder (checkpoints, metrics.jsonl) */
 } output_config;
 
 typedef struct {
@@ -84,25 +99,35 @@ typedef struct {
     data_config data;
     distributed_config distributed;
     output_config output;
+    /* Where each key and section was set, for error messages only: its line in
+     * source (> 0), 0 = default / set in code, -1 = command line override.
+     * Indexed internally by config.c; ignored by config_diff_* and round trips. */
+    int key_line[CONFIG_MAX_KEYS];
 } config;
 
-/* Fill every field with its default (required fields zero). */
+/* Fill every field with its default (required fields zero), source "<string>". */
 void config_defaults(config *c);
-/* Parse a YAML file. Returns 0, or -1 with err_msg() naming file:line: key. */
+/* Parse a YAML file (at most 1 MiB). Returns 0, or -1 with err_msg() naming
+ * file:line: key. On error *c is left unchanged. */
 int config_load_file(config *c, const char *path);
-/* Parse YAML text (name is used in messages, e.g. a checkpoint's path). */
+/* Parse YAML text of len bytes (need not be NUL-terminated; borrowed). name is used
+ * in messages and stored as source (NULL gives "<string>"). *c unchanged on error. */
 int config_load_string(config *c, const char *text, size_t len, const char *name);
 /* Apply one "section.key=value" override, validated like the file. Lists use
- * YAML flow syntax: model.ch_mult=[1,2,2]. Must be followed by config_validate(). */
+ * YAML flow syntax: model.ch_mult=[1,2,2]. Must be followed by config_validate().
+ * Errors read "<command line>: section.key: ..."; *c unchanged on error. */
 int config_override(config *c, const char *assignment);
-/* Cross-field checks (required keys present, ch multiple of 32, image size divisible
- * by 2^(levels-1), ...). config_load_* call it; call it again after overrides. */
+/* Every key's range plus cross-field checks (required keys set, ch multiple of 32,
+ * image size divisible by 2^(levels-1), attention resolutions that exist, micro
+ * batch <= batch, ...). config_load_* call it; call it again after overrides. */
 int config_validate(const config *c);
 /* Canonical YAML text of the whole config (every key, fixed order); caller frees.
  * config_load_string(config_to_yaml(c)) gives back an equal config. */
 char *config_to_yaml(const config *c);
 /* Compare the sections a checkpoint must match on resume (model, diffusion).
- * Writes a comma-separated list of differing dotted keys into out; returns the count. */
+ * Writes a comma-separated list of differing dotted keys into out (truncated to
+ * out_len, always NUL-terminated; out may be NULL when out_len is 0); returns the
+ * count of differing keys. */
 int config_diff_model(const config *a, const config *b, char *out, size_t out_len);
 /* Dotted keys that differ anywhere (for the resume log). Same conventions. */
 int config_diff_all(const config *a, const config *b, char *out, size_t out_len);

@@ -1,0 +1,119 @@
+/* Checkpoint files: everything needed to resume a run, in one file.
+ *
+ * A checkpoint is a zstd stream (frame checksum on) of length-delimited
+ * protobuf records (proto/checkpoint.proto): a Header (config text, step, seed,
+ * data cursor, world layout, tensor table), the float32 sections as TensorChunk
+ * records of at most 4 MiB, and a Footer with per-section counts and CRC-32s.
+ * docs/checkpoint-format.md is the full description.
+ *
+ * Sections are the flat parameter buffer and its companions, each n_params
+ * floats laid out by the same tensor table: parameters, EMA parameters, Adam
+ * first and second moments. A reader may take any subset; a sampler reads only
+ * EMA and skips the optimizer state without buffering it.
+ *
+ * All functions return -1 on failure after err_set() with a message naming the
+ * file and what is wrong (see common/core/util.h); they never print or exit. */
+#ifndef DDPM_CHECKPOINT_H
+#define DDPM_CHECKPOINT_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#define CKPT_FORMAT_VERSION 1u
+#define CKPT_MAGIC "ddpm-checkpoint"
+/* Floats per TensorChunk record (4 MiB of data). */
+#define CKPT_CHUNK_FLOATS ((uint64_t)1 << 20)
+/* Sanity bound on n_params a reader accepts (256 GiB per section). */
+#define CKPT_MAX_PARAMS ((uint64_t)1 << 36)
+#define CKPT_MAX_NDIM 4
+/* Default rng_algorithm written when the header leaves it NULL. */
+#define CKPT_DEFAULT_RNG "philox4x32-10"
+
+/* Section flags (also the values of the proto enum Section). */
+enum { CKPT_PARAMS = 1, CKPT_EMA = 2, CKPT_ADAM_M = 4, CKPT_ADAM_V = 8, CKPT_ALL = 15 };
+
+typedef struct {
+    char *name;           /* owned by the enclosing header */
+    int ndim;             /* 0..4 */
+    int64_t shape[4];
+    uint64_t offset, size; /* in floats, into every section's flat buffer */
+} ckpt_tensor;
+
+/* What a run needs besides the float buffers. On write every pointer is
+ * borrowed; on read every pointer is owned by the struct (ckpt_header_free). */
+typedef struct {
+    uint32_t format_version;   /* read: the file's; write: ignored (CKPT_FORMAT_VERSION) */
+    char *config_yaml;         /* full config text; NULL writes "" */
+    uint64_t step, seed;       /* seed: the counter-based RNG's key seed, its only state */
+    uint64_t data_epoch, data_position, permutation_seed;
+    uint32_t world_size, servers, workers;
+    uint64_t n_params;         /* floats per section */
+    int n_tensors;
+    ckpt_tensor *tensors;
+    /* Added fields (zero-initialise the struct when writing): */
+    char *rng_algorithm;       /* NULL writes CKPT_DEFAULT_RNG */
+    int sections;              /* read: CKPT_* flags present; write: ignored (from non-NULL buffers) */
+} ckpt_header;
+
+/* Frees the owned strings and arrays of a header returned by a reader and zeroes
+ * it; safe on a zeroed header. Do not call it on a header whose pointers are
+ * borrowed (as passed to ckpt_write). */
+void ckpt_header_free(ckpt_header *h);
+
+/* Writer tuning; zero fields take the defaults. */
+typedef struct {
+    int level;     /* zstd level, default 3 */
+    int threads;   /* zstd worker threads, default 0 (compress in the caller's thread) */
+} ckpt_write_opts;
+
+/* Atomic write: writes DIR/.ckpt-STEP.tmp (STEP as %010llu), fsyncs it, renames
+ * it to DIR/ckpt-%010llu.ddpm and fsyncs DIR, so a crash leaves either the old
+ * set of checkpoints or the new complete file, never a partial ckpt-*.ddpm.
+ * h and the buffers are borrowed; each buffer holds h->n_params floats and a
+ * NULL buffer's section is not written. The path written is copied into
+ * written_path (may be NULL) when it fits in path_len. On failure the temp file
+ * is removed and -1 returned with err_msg naming the path.
+ *
+ * Test-only hook: if the environment variable DDPM_TEST_KILL_AT_BYTE=N is set,
+ * the writer writes exactly N bytes of the temp file and then raises SIGKILL on
+ * its own process (used by the crash-consistency tests; never set it in
+ * production). */
+int ckpt_write(const char *dir, const ckpt_header *h, const float *params, const float *ema,
+               const float *adam_m, const float *adam_v, char *written_path, size_t path_len);
+/* As ckpt_write, with compression options (opts may be NULL). */
+int ckpt_write_ex(const char *dir, const ckpt_header *h, const float *params, const float *ema,
+                  const float *adam_m, const float *adam_v, const ckpt_write_opts *opts,
+                  char *written_path, size_t path_len);
+
+/* Reads and fully verifies a checkpoint while streaming it: the sections named
+ * in `want` are copied into the caller's buffers (each n_params floats, NULL for
+ * sections not wanted); other sections are decoded, checksummed and dropped
+ * without an n_params-sized allocation. On success *h receives the header
+ * (owned by the caller: ckpt_header_free); h may be NULL if not needed. If
+ * expect_n_params != 0 and the file's differs, that is an error. On failure -1,
+ * *h is zeroed, and the wanted buffers may hold partial data; err_msg names the
+ * path and the problem (not found, not a checkpoint, truncated, checksum
+ * mismatch, missing section, bad record #k, size mismatch). */
+int ckpt_read(const char *path, ckpt_header *h, uint64_t expect_n_params, int want, float *params,
+              float *ema, float *adam_m, float *adam_v);
+
+/* Reads and validates only the header record (fast; the rest is not verified).
+ * *h is owned by the caller (ckpt_header_free); zeroed on failure. */
+int ckpt_read_header(const char *path, ckpt_header *h);
+
+/* Lists DIR's checkpoints (files named ckpt-<digits>.ddpm, temp files excluded)
+ * newest (highest step) first. Returns the count and sets *paths to a malloc'd
+ * array of malloc'd "DIR/name" strings (free with ckpt_list_free; NULL when the
+ * count is 0), or -1 if DIR cannot be read. */
+int ckpt_list(const char *dir, char ***paths);
+void ckpt_list_free(char **paths, int n);
+
+/* Deletes all but the newest `keep` (>= 1) checkpoints in DIR, and stale
+ * .ckpt-*.tmp files (call it from the one process that writes checkpoints).
+ * Returns the number of files removed, or -1. */
+int ckpt_prune(const char *dir, int keep);
+
+/* "PARAMS", "EMA", "ADAM_M", "ADAM_V" for a single flag, else "?". */
+const char *ckpt_section_name(int section);
+
+#endif

@@ -1,0 +1,314 @@
+/* 2-D convolution as im2col + SGEMM (darknet's scheme), TF 'SAME' padding.
+ *
+ * The batch is processed in chunks of `nb` images. Small feature maps (7x7,
+ * 14x14) make per-image GEMMs too narrow for OpenBLAS to run well, so the
+ * columns of nb images sit side by side in one [K][nb*P] matrix (K = Cin*k*k,
+ * P = Ho*Wo) and one GEMM serves the chunk; its [Cout][nb*P] result is then
+ * scattered to NCHW. nb = min(N, max(1, CONV_CHUNK_COLS / P)), so large maps
+ * (P >= CONV_CHUNK_COLS) go one image at a time and the GEMM writes straight
+ * into `out` with no scatter.
+ *
+ * Workspace (floats), the same for forward and backward:
+ *   cols : K * nb * P          (im2col of the chunk; backward reuses it for
+ *                               the column gradient after dweight is done)
+ *   tmp  : Cout * nb * P       (only when nb > 1: GEMM result / gathered dout)
+ * A 1x1 stride-1 conv with nb == 1 needs no workspace at all: the input image
+ * already is its column matrix. */
+#include "ops.h"
+
+#include <cblas.h>
+#include <string.h>
+
+#include "ops_internal.h"
+
+/* Target number of GEMM columns per chunk: wide enough for good SGEMM speed,
+ * small enough to keep the column buffer modest. */
+#ifndef CONV_CHUNK_COLS
+#define CONV_CHUNK_COLS 4096
+#endif
+
+conv_shape conv_shape_make(int N, int Cin, int H, int W, int Cout, int k, int stride) {
+    conv_shape s = {.N = N, .Cin = Cin, .H = H, .W = W, .Cout = Cout, .k = k, .stride = stride};
+    s.Ho = (H + stride - 1) / stride;
+    s.Wo = (W + stride - 1) / stride;
+    int pad_h = (s.Ho - 1) * stride + k - H;
+    int pad_w = (s.Wo - 1) * stride + k - W;
+    if (pad_h < 0) pad_h = 0;
+    if (pad_w < 0) pad_w = 0;
+    s.pad_top = pad_h / 2; /* TF 'SAME': the smaller half goes before */
+    s.pad_left = pad_w / 2;
+    return s;
+}
+
+static int conv_is_pointwise(const conv_shape *s) { return s->k == 1 && s->stride == 1; }
+
+static int conv_chunk_images(const conv_shape *s) {
+    size_t P = (size_t)s->Ho * (size_t)s->Wo;
+    size_t nb = P >= CONV_CHUNK_COLS ? 1 : CONV_CHUNK_COLS / P;
+    if (nb > (size_t)s->N) nb = (size_t)s->N;
+    return nb < 1 ? 1 : (int)nb;
+}
+
+size_t conv_workspace_floats(const conv_shape *s) {
+    size_t P = (size_t)s->Ho * (size_t)s->Wo;
+    size_t K = (size_t)s->Cin * (size_t)s->k * (size_t)s->k;
+    size_t nb = (size_t)conv_chunk_images(s);
+    if (nb == 1) return conv_is_pointwise(s) ? 0 : K * P;
+    return (K + (size_t)s->Cout) * nb * P;
+}
+
+/* Valid output-column range [lo, hi) for kernel column kw: those ow whose input
+ * column ow*stride - pad_left + kw lies inside [0, W). */
+static void conv_valid_range(int n_out, int n_in, int stride, int pad, int kk, int *lo, int *hi) {
+    int a = pad - kk;           /* need ow*stride >= a */
+    int b = n_in - 1 + pad - kk; /* need ow*stride <= b */
+    int l = a <= 0 ? 0 : (a + stride - 1) / stride;
+    int h = b < 0 ? 0 : b / stride + 1;
+    if (h > n_out) h = n_out;
+    if (l > h) l = h;
+    *lo = l;
+    *hi = h;
+}
+
+/* Stride 1 ('SAME' keeps H x W): the plane of row (c,kh,kw) is the input
+ * plane shifted by off = (kh-pt)*W + (kw-pl) in flat index, so it is copied
+ * with one contiguous memcpy; only the rows that fall in the vertical padding
+ * and the |kw-pl| columns that wrap around a row edge are then zeroed. This
+ * turns ~H short copies per plane into one long one. */
+typedef struct {
+    int row_lo, row_hi, col_lo, col_hi; /* valid output rows / columns */
+    long i_lo, i_hi;                    /* flat output range whose source is in bounds */
+    long off;                           /* source index = output index + off */
+} conv_plane;
+
+static conv_plane conv_plane_make(const conv_shape *s, int kh, int kw) {
+    conv_plane p;
+    conv_valid_range(s->H, s->H, 1, s->pad_top, kh, &p.row_lo, &p.row_hi);
+    conv_valid_range(s->W, s->W, 1, s->pad_left, kw, &p.col_lo, &p.col_hi);
+    const long W = s->W, HW = (long)s->H * W;
+    p.off = (long)(kh - s->pad_top) * W + (kw - s->pad_left);
+    p.i_lo = (long)p.row_lo * W;
+    p.i_hi = (long)p.row_hi * W;
+    if (p.i_lo + p.off < 0) p.i_lo = -p.off;
+    if (p.i_hi + p.off > HW) p.i_hi = HW - p.off;
+    if (p.i_hi < p.i_lo) p.i_hi = p.i_lo;
+    return p;
+}
+
+/* Zero the padded columns of the valid rows of one plane d[H][W]. */
+static void conv_plane_zero_cols(float *d, const conv_plane *p, int W) {
+    for (int r = p->row_lo; r < p->row_hi; r++) {
+        float *row = d + (size_t)r * W;
+        for (int c = 0; c < p->col_lo; c++) row[c] = 0;
+        for (int c = p->col_hi; c < W; c++) row[c] = 0;
+    }
+}
+
+static void im2col_s1(float *cols, size_t ld, size_t off, const float *x, const conv_shape *s) {
+    const int k = s->k, W = s->W;
+    const size_t HW = (size_t)s->H * W;
+    for (int kh = 0; kh < k; kh++)
+        for (int kw = 0; kw < k; kw++) {
+            const conv_plane p = conv_plane_make(s, kh, kw);
+            for (int c = 0; c < s->Cin; c++) {
+                float *d = cols + ((size_t)(c * k + kh) * k + kw) * ld + off;
+                const float *xc = x + (size_t)c * HW;
+                memset(d, 0, sizeof(float) * (size_t)p.row_lo * W);
+                memset(d + (size_t)p.row_hi * W, 0, sizeof(float) * (HW - (size_t)p.row_hi * W));
+                if (p.i_hi > p.i_lo)
+                    memcpy(d + p.i_lo, xc + p.i_lo + p.off, sizeof(float) * (size_t)(p.i_hi - p.i_lo));
+                conv_plane_zero_cols(d, &p, W);
+            }
+        }
+}
+
+/* Adjoint of im2col_s1. Zeroing the padded columns of the column gradient
+ * first (it is scratch) lets one contiguous loop add the whole plane. */
+static void col2im_add_s1(float *dx, float *cols, size_t ld, size_t off, const conv_shape *s) {
+    const int k = s->k, W = s->W;
+    const size_t HW = (size_t)s->H * W;
+    for (int kh = 0; kh < k; kh++)
+        for (int kw = 0; kw < k; kw++) {
+            const conv_plane p = conv_plane_make(s, kh, kw);
+            for (int c = 0; c < s->Cin; c++) {
+                float *d = cols + ((size_t)(c * k + kh) * k + kw) * ld + off;
+                float *xc = dx + (size_t)c * HW; /* xc[i + off] is in bounds for i in [i_lo, i_hi) */
+                conv_plane_zero_cols(d, &p, W);
+                for (long i = p.i_lo; i < p.i_hi; i++) xc[i + p.off] += d[i];
+            }
+        }
+}
+
+/* Columns of one image x[Cin][H][W] into cols (rows of length ld, starting at
+ * column `off`): row (c,kh,kw), column (oh,ow) holds x[c][oh*s-pt+kh][ow*s-pl+kw]
+ * or 0 in the padding. */
+static void im2col(float *cols, size_t ld, size_t off, const float *x, const conv_shape *s) {
+    if (s->stride == 1) {
+        im2col_s1(cols, ld, off, x, s);
+        return;
+    }
+    const int k = s->k, st = s->stride, H = s->H, W = s->W, Ho = s->Ho, Wo = s->Wo;
+    for (int c = 0; c < s->Cin; c++) {
+        const float *xc = x + (size_t)c * H * W;
+        for (int kh = 0; kh < k; kh++) {
+            for (int kw = 0; kw < k; kw++) {
+                float *dst = cols + ((size_t)(c * k + kh) * k + kw) * ld + off;
+                int lo, hi;
+                conv_valid_range(Wo, W, st, s->pad_left, kw, &lo, &hi);
+                for (int oh = 0; oh < Ho; oh++) {
+                    float *d = dst + (size_t)oh * Wo;
+                    int ih = oh * st - s->pad_top + kh;
+                    if (ih < 0 || ih >= H) {
+                        memset(d, 0, sizeof(float) * (size_t)Wo);
+                        continue;
+                    }
+                    /* src[ow*st + base] is in bounds for ow in [lo, hi) */
+                    const float *src = xc + (size_t)ih * W;
+                    const int base = kw - s->pad_left;
+                    for (int ow = 0; ow < lo; ow++) d[ow] = 0;
+                    if (st == 1) {
+                        if (hi > lo)
+                            memcpy(d + lo, src + lo + base, sizeof(float) * (size_t)(hi - lo));
+                    } else if (st == 2) { /* a constant stride lets gcc vectorise */
+                        for (int ow = lo; ow < hi; ow++) d[ow] = src[2 * ow + base];
+                    } else {
+                        for (int ow = lo; ow < hi; ow++) d[ow] = src[ow * st + base];
+                    }
+                    for (int ow = hi; ow < Wo; ow++) d[ow] = 0;
+                }
+            }
+        }
+    }
+}
+
+/* The adjoint of im2col: adds the column gradient back into dx[Cin][H][W].
+ * cols is scratch and may be modified (the stride-1 path zeroes padding). */
+static void col2im_add(float *dx, float *cols, size_t ld, size_t off, const conv_shape *s) {
+    if (s->stride == 1) {
+        col2im_add_s1(dx, cols, ld, off, s);
+        return;
+    }
+    const int k = s->k, st = s->stride, H = s->H, W = s->W, Ho = s->Ho, Wo = s->Wo;
+    for (int c = 0; c < s->Cin; c++) {
+        float *xc = dx + (size_t)c * H * W;
+        for (int kh = 0; kh < k; kh++) {
+            for (int kw = 0; kw < k; kw++) {
+                const float *srcrow = cols + ((size_t)(c * k + kh) * k + kw) * ld + off;
+                int lo, hi;
+                conv_valid_range(Wo, W, st, s->pad_left, kw, &lo, &hi);
+                for (int oh = 0; oh < Ho; oh++) {
+                    int ih = oh * st - s->pad_top + kh;
+                    if (ih < 0 || ih >= H) continue;
+                    const float *d = srcrow + (size_t)oh * Wo;
+                    float *dst = xc + (size_t)ih * W;
+                    const int base = kw - s->pad_left;
+                    if (st == 1) {
+                        for (int ow = lo; ow < hi; ow++) dst[ow + base] += d[ow];
+                    } else if (st == 2) {
+                        for (int ow = lo; ow < hi; ow++) dst[2 * ow + base] += d[ow];
+                    } else {
+                        for (int ow = lo; ow < hi; ow++) dst[ow * st + base] += d[ow];
+                    }
+                }
+            }
+        }
+    }
+}
+
+void conv2d_forward(float *out, const float *inp, const float *weight, const float *bias,
+                    const conv_shape *s, float *ws) {
+    const size_t P = (size_t)s->Ho * s->Wo, HWin = (size_t)s->H * s->W;
+    const int K = s->Cin * s->k * s->k, Cout = s->Cout;
+    const int nb = conv_chunk_images(s);
+    for (int n0 = 0; n0 < s->N; n0 += nb) {
+        const int cn = s->N - n0 < nb ? s->N - n0 : nb;
+        const size_t ld = (size_t)cn * P;
+        const float *cols;
+        if (conv_is_pointwise(s) && cn == 1) {
+            cols = inp + (size_t)n0 * s->Cin * HWin;
+        } else {
+            for (int j = 0; j < cn; j++)
+                im2col(ws, ld, (size_t)j * P, inp + (size_t)(n0 + j) * s->Cin * HWin, s);
+            cols = ws;
+        }
+        if (nb == 1) {
+            /* Write straight into out; the bias pre-fill makes GEMM's beta=1 add it. */
+            float *o = out + (size_t)n0 * Cout * P;
+            if (bias)
+                for (int co = 0; co < Cout; co++)
+                    for (size_t p = 0; p < P; p++) o[co * P + p] = bias[co];
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, Cout, (int)ld, K, 1.0f,
+                        weight, K, cols, (int)ld, bias ? 1.0f : 0.0f, o, (int)ld);
+        } else {
+            float *tmp = ws + (size_t)K * nb * P;
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, Cout, (int)ld, K, 1.0f,
+                        weight, K, cols, (int)ld, 0.0f, tmp, (int)ld);
+            for (int j = 0; j < cn; j++)
+                for (int co = 0; co < Cout; co++) {
+                    float *o = out + ((size_t)(n0 + j) * Cout + co) * P;
+                    const float *t = tmp + (size_t)co * ld + (size_t)j * P;
+                    const float b = bias ? bias[co] : 0.0f;
+                    for (size_t p = 0; p < P; p++) o[p] = t[p] + b;
+                }
+        }
+    }
+}
+
+void conv2d_backward(float *dinp, float *dweight, float *dbias, const float *dout,
+                     const float *inp, const float *weight, const conv_shape *s, float *ws) {
+    const size_t P = (size_t)s->Ho * s->Wo, HWin = (size_t)s->H * s->W;
+    const int K = s->Cin * s->k * s->k, Cout = s->Cout, Cin = s->Cin;
+    const int nb = conv_chunk_images(s);
+    const int pointwise = conv_is_pointwise(s);
+
+    if (dbias)
+        for (int n = 0; n < s->N; n++)
+            for (int co = 0; co < Cout; co++)
+                dbias[co] += (float)ops_sum(dout + ((size_t)n * Cout + co) * P, P);
+    if (!dinp && !dweight) return;
+
+    for (int n0 = 0; n0 < s->N; n0 += nb) {
+        const int cn = s->N - n0 < nb ? s->N - n0 : nb;
+        const size_t ld = (size_t)cn * P;
+        /* dout of the chunk as one [Cout][cn*P] matrix. */
+        const float *D;
+        if (nb == 1) {
+            D = dout + (size_t)n0 * Cout * P;
+        } else {
+            float *tmp = ws + (size_t)K * nb * P;
+            for (int j = 0; j < cn; j++)
+                for (int co = 0; co < Cout; co++)
+                    memcpy(tmp + (size_t)co * ld + (size_t)j * P,
+                           dout + ((size_t)(n0 + j) * Cout + co) * P, sizeof(float) * P);
+            D = tmp;
+        }
+        const int direct = pointwise && cn == 1; /* the input image is its own column matrix */
+        if (dweight) {
+            const float *cols;
+            if (direct) {
+                cols = inp + (size_t)n0 * Cin * HWin;
+            } else {
+                for (int j = 0; j < cn; j++)
+                    im2col(ws, ld, (size_t)j * P, inp + (size_t)(n0 + j) * Cin * HWin, s);
+                cols = ws;
+            }
+            /* dW[Cout][K] += D[Cout][ld] * cols[K][ld]^T */
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, Cout, K, (int)ld, 1.0f, D,
+                        (int)ld, cols, (int)ld, 1.0f, dweight, K);
+        }
+        if (dinp) {
+            if (direct) {
+                /* dinp[Cin][P] += W^T[Cin][Cout] * D[Cout][P] */
+                cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, Cin, (int)P, Cout, 1.0f,
+                            weight, K, D, (int)ld, 1.0f, dinp + (size_t)n0 * Cin * HWin,
+                            (int)P);
+            } else {
+                /* dcols[K][ld] = W^T * D, overwriting the (finished) columns. */
+                cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, K, (int)ld, Cout, 1.0f,
+                            weight, K, D, (int)ld, 0.0f, ws, (int)ld);
+                for (int j = 0; j < cn; j++)
+                    col2im_add(dinp + (size_t)(n0 + j) * Cin * HWin, ws, ld, (size_t)j * P, s);
+            }
+        }
+    }
+}
