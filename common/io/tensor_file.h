@@ -1,5 +1,5 @@
 /* A tiny named-tensor file for exchanging tensors with reference scripts
- * (tests/ref/*.py read it with numpy) and for debugging dumps.
+ * (tests/ref/ scripts read it with numpy) and for debugging dumps.
  * Layout (little endian): "DDPMTNS1", then records of
  *   u32 name_len, name bytes, u32 ndim, u64 dims[ndim], float32 data[prod(dims)]. */
 #ifndef DDPM_TENSOR_FILE_H

@@ -90,6 +90,9 @@ static int add_tensor(unet *m, const char *name, int ndim, const int *shape, flo
     return m->n_tensors++;
 }
 
+#define PREFIX_MAX 48 /* block prefixes ("up.7.block.63.nin_shortcut") */
+/* Tensor names are "<prefix>.weight" / "<prefix>.bias"; prefixes are built by
+ * unet_create and stay far below UNET_NAME_MAX - 8. */
 static void add_conv(unet *m, const char *prefix, int cin, int cout, int k, float scale, int *pw, int *pb) {
     char name[UNET_NAME_MAX];
     int ws[4] = {cout, cin, k, k}, bs[1] = {cout};
@@ -142,7 +145,7 @@ static int add_res(unet *m, const char *prefix, int src, int skip, int cin, int 
     layer *L = new_layer(m, L_RES, src, cin, cout, H, W);
     L->skip = skip;
     L->dropout_id = (*dropout_count)++;
-    char name[UNET_NAME_MAX];
+    char name[PREFIX_MAX];
     int tch = 4 * m->mc.ch;
     snprintf(name, sizeof name, "%s.norm1", prefix);
     add_norm(m, name, cin, &L->p[R_N1G], &L->p[R_N1B]);
@@ -165,7 +168,7 @@ static int add_res(unet *m, const char *prefix, int src, int skip, int cin, int 
 
 static int add_attn(unet *m, const char *prefix, int src, int c, int H, int W) {
     layer *L = new_layer(m, L_ATTN, src, c, c, H, W);
-    char name[UNET_NAME_MAX];
+    char name[PREFIX_MAX];
     snprintf(name, sizeof name, "%s.norm", prefix);
     add_norm(m, name, c, &L->p[A_NG], &L->p[A_NB]);
     snprintf(name, sizeof name, "%s.q", prefix);
@@ -362,7 +365,7 @@ unet *unet_create(const model_config *mc, int max_batch, int with_backward) {
     m->max_batch = max_batch;
     m->with_backward = with_backward;
     int ch = mc->ch, dropout_count = 0;
-    char name[UNET_NAME_MAX];
+    char name[PREFIX_MAX];
 
     add_linear(m, "temb.dense0", ch, 4 * ch, 1.0f, &m->p_temb[0], &m->p_temb[1]);
     add_linear(m, "temb.dense1", 4 * ch, 4 * ch, 1.0f, &m->p_temb[2], &m->p_temb[3]);

@@ -18,7 +18,7 @@
 
 #include "../config/config.h"
 
-#define UNET_NAME_MAX 64
+#define UNET_NAME_MAX 96
 
 /* One named tensor inside the flat parameter buffer. Names are stable (see
  * docs/model.md): checkpoints and exports use them. */

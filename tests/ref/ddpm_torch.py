@@ -35,7 +35,7 @@ class ResBlock(nn.Module):
         h = h + self.temb_proj(temb_act)[:, :, None, None]
         h = F.silu(self.norm2(h))
         if self.mask is not None:
-            h = h * self.mask
+            h = h * self.mask.reshape(h.shape)
         h = self.conv2(h)
         if self.nin_shortcut is not None:
             x = self.nin_shortcut(x)

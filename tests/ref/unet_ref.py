@@ -17,6 +17,14 @@ import ddpm_torch  # noqa: E402
 import tensor_file  # noqa: E402
 
 TOL = 1e-4
+# Some gradients are exactly zero in exact arithmetic: a bias (or the timestep
+# projection) feeding a GroupNorm whose groups hold one channel, or the bias of k
+# in attention (softmax is shift invariant). The float64 reference then holds only
+# rounding noise (~1e-17) and max|C-ref|/max|ref| is 0/0. Such a tensor is
+# recognised by max|ref| <= ZERO_REL * (largest reference gradient) and must
+# satisfy max|C| <= ZERO_TOL * (largest reference gradient) instead.
+ZERO_REL = 1e-9
+ZERO_TOL = 1e-6
 
 
 def main():
@@ -46,10 +54,22 @@ def main():
     loss.backward()
 
     results = []
+    grads = dict(model.named_parameters())
+    gscale = max(float(grads[k].grad.abs().max()) for k in sd)
+    nzero = 0
 
-    def compare(name, c, ref):
+    def compare(name, c, ref, zero_ok=False):
+        nonlocal nzero
         ref = np.asarray(ref, dtype=np.float64).reshape(-1)
         c = np.asarray(c, dtype=np.float64).reshape(-1)
+        if zero_ok and np.abs(ref).max() <= ZERO_REL * gscale:
+            nzero += 1
+            err = np.abs(c).max() / gscale
+            ok = err <= ZERO_TOL and np.isfinite(err)
+            results.append((err * TOL / ZERO_TOL, name))
+            print(f"{'ok' if ok else 'not ok'} - {name}: zero in exact arithmetic; "
+                  f"max|C|/max|all ref grads| = {err:.3e}")
+            return ok
         denom = max(np.abs(ref).max(), 1e-30)
         err = np.abs(c - ref).max() / denom
         results.append((err, name))
@@ -59,15 +79,14 @@ def main():
 
     compare("output eps_theta", d["out"], out.detach().numpy())
     compare("loss L_simple", d["loss"], [loss.item()])
-    grads = dict(model.named_parameters())
     for k in sd:
         g = d["grad/" + k].astype(np.float64).copy()
         if perturb == k:
             g.reshape(-1)[g.size // 2] += 1e-3 * np.abs(g).max() + 1e-6
-        compare("grad " + k, g, grads[k].grad.numpy())
+        compare("grad " + k, g, grads[k].grad.numpy(), zero_ok=True)
     worst = max(results)
     print(f"# {len(results)} tensors compared ({len(sd)} parameter gradients, {nmask} dropout masks "
-          f"applied); worst {worst[0]:.3e} at {worst[1]}")
+          f"applied, {nzero} gradients zero in exact arithmetic); worst {worst[0]:.3e} at {worst[1]}")
     return 0 if all(e <= TOL for e, _ in results) else 1
 
 

@@ -115,7 +115,7 @@ int main(int argc, char **argv) {
     add(&tf, "noise", 4, dx, noise);
     add(&tf, "out", 4, dx, out);
     add(&tf, "loss", 1, d1, &loss);
-    char name[128];
+    char name[256];
     for (int i = 0; i < unet_num_tensors(m); i++) {
         const unet_tensor *te = &tt[i];
         int64_t dims[4];
@@ -131,7 +131,7 @@ int main(int argc, char **argv) {
         const float *mask = unet_dropout_mask(m, id, &n, &bn);
         if (!mask) continue;
         /* block name = tensor name without ".norm1.weight" */
-        char block[128];
+        char block[96];
         snprintf(block, sizeof block, "%s", bn);
         char *cut = strstr(block, ".norm1.weight");
         if (cut) *cut = 0;

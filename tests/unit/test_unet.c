@@ -13,7 +13,10 @@
 
 static void check_count(const char *path, size_t expect) {
     config c;
-    if (!test_check(config_load_file(&c, path) == 0, "load %s (%s)", path, err_msg())) return;
+    if (config_load_file(&c, path) != 0) {
+        test_check(0, "load %s: %s", path, err_msg());
+        return;
+    }
     unet *m = unet_create(&c.model, 1, 0);
     if (!test_check(m != NULL, "build %s", path)) return;
     test_check(unet_num_params(m) == expect, "%s: %zu parameters (paper: %zu)", path,
@@ -43,7 +46,7 @@ static void check_init(void) {
     unet_init(m, q, 42);
     test_check(memcmp(p, q, P * sizeof *p) == 0, "init is deterministic in the seed");
     const unet_tensor *t = unet_tensors(m);
-    int bad_tiny = 0, bad_ones = 0, bad_zero = 0, bad_limit = 0, n_tiny = 0;
+    int bad_ones = 0, bad_zero = 0, bad_limit = 0, n_tiny = 0;
     for (int i = 0; i < unet_num_tensors(m); i++) {
         const float *v = p + t[i].offset;
         const char *nm = t[i].name;
