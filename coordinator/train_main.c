@@ -274,7 +274,13 @@ static int train(trainer *tr, int *exit_code) {
     int B = tc->batch_size;
     double t_start = now_seconds(), t_window = t_start;
     uint64_t window_images = 0;
-    if (tr->dumping && dump_params(tr, "init", tr->params) != 0) return -1;
+    if (tr->dumping) {
+        float meta[32];
+        int64_t dk[1] = {unet_describe(&tr->cfg.model, meta)};
+        if (tensor_file_add(&tr->dump, "meta/model", 1, dk, meta) != 0 ||
+            dump_params(tr, "init", tr->params) != 0)
+            return -1;
+    }
     while ((long)tr->step < tc->steps) {
         if (g_signal) break;
         batch_plan(&tr->bp, tr->step, tr->items);

@@ -780,6 +780,20 @@ const float *unet_dropout_mask(const unet *m, int id, size_t *n, const char **bl
     return NULL;
 }
 
+int unet_describe(const model_config *mc, float *meta) {
+    int k = 0;
+    meta[k++] = (float)mc->image_size;
+    meta[k++] = (float)mc->in_channels;
+    meta[k++] = (float)mc->ch;
+    meta[k++] = (float)mc->num_res_blocks;
+    meta[k++] = (float)mc->dropout;
+    meta[k++] = (float)mc->num_levels;
+    for (int i = 0; i < mc->num_levels; i++) meta[k++] = (float)mc->ch_mult[i];
+    meta[k++] = (float)mc->num_attn;
+    for (int i = 0; i < mc->num_attn; i++) meta[k++] = (float)mc->attn_resolutions[i];
+    return k;
+}
+
 /* ---------- summary ---------- */
 
 void unet_print_summary(const unet *m, const model_config *mc, void *file) {

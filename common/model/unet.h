@@ -78,6 +78,12 @@ void unet_backward(unet *m, const float *params, float *grads, const float *dout
 const float *unet_dropout_mask(const unet *m, int id, size_t *n, const char **block_name);
 int unet_num_dropout(const unet *m);
 
+/* The model's hyper-parameters as a float vector for reference scripts
+ * (tests/ref/ddpm_torch.py from_meta): image_size, in_channels, ch, num_res_blocks,
+ * dropout, num_levels, ch_mult..., num_attn, attn_resolutions... Returns the count
+ * (at most 32). */
+int unet_describe(const model_config *mc, float *meta);
+
 /* Prints the parameter table and total to f (the `--summary` of the programs). */
 void unet_print_summary(const unet *m, const model_config *mc, void *file);
 

@@ -6,9 +6,9 @@
 set -u
 TMP="${DDPM_TEST_TMP:-$(mktemp -d)}"
 PY=/usr/bin/python3
-run_ref() {   # label config N
-    local label="$1" cfg="$2" n="$3"
-    if ! build/tools/unet_ref_dump "$cfg" "$TMP/$label.tns" "$n" 4321 >"$TMP/$label.dump.log" 2>&1; then
+run_ref() {   # label config N [build dir]
+    local label="$1" cfg="$2" n="$3" bdir="${4:-build}"
+    if ! $bdir/tools/unet_ref_dump "$cfg" "$TMP/$label.tns" "$n" 4321 >"$TMP/$label.dump.log" 2>&1; then
         echo "not ok - $label: unet_ref_dump failed: $(cat "$TMP/$label.dump.log")"
         return
     fi
@@ -23,6 +23,8 @@ run_ref() {   # label config N
 }
 run_ref fashion_mnist configs/fashion_mnist.yaml 2
 run_ref small_rgb tests/configs/ref_small.yaml 3
+# The same computation under AddressSanitizer + UndefinedBehaviorSanitizer.
+run_ref small_rgb_san tests/configs/ref_small.yaml 2 build-san
 
 # The comparison must be able to fail: perturb one gradient of the small model.
 if $PY tests/ref/unet_ref.py "$TMP/small_rgb.tns" --perturb down.1.block.0.conv1.weight >"$TMP/perturb.log" 2>&1; then

@@ -97,16 +97,7 @@ int main(int argc, char **argv) {
         return 1;
     }
     float meta[32];
-    int k = 0;
-    meta[k++] = (float)mc->image_size;
-    meta[k++] = (float)mc->in_channels;
-    meta[k++] = (float)mc->ch;
-    meta[k++] = (float)mc->num_res_blocks;
-    meta[k++] = (float)mc->dropout;
-    meta[k++] = (float)mc->num_levels;
-    for (int i = 0; i < mc->num_levels; i++) meta[k++] = (float)mc->ch_mult[i];
-    meta[k++] = (float)mc->num_attn;
-    for (int i = 0; i < mc->num_attn; i++) meta[k++] = (float)mc->attn_resolutions[i];
+    int k = unet_describe(mc, meta);
     int64_t dk[1] = {k};
     add(&tf, "meta/model", 1, dk, meta);
     int64_t dx[4] = {N, C, S, S}, dn[1] = {N}, d1[1] = {1};
