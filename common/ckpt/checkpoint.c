@@ -31,7 +31,10 @@
 #define MAX_HEADER_BYTES ((uint64_t)64 << 20)
 #define MAX_RECORD_BYTES ((uint64_t)CHUNK_BYTES + 1024)
 #define MAX_TENSORS (1 << 20)
-#define ZSTD_WINDOW_LOG_MAX 27 /* zstd's own default: 128 MiB, enough for level 22 */
+/* Decoder window bound: 8 MiB, what levels up to 19 use (the writer clamps its
+ * level there), so a hostile frame cannot make the reader allocate 128 MiB+. */
+#define ZSTD_WINDOW_LOG_MAX 23
+#define MAX_LEVEL 19
 
 #if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_BIG_ENDIAN__
 #define CKPT_BIG_ENDIAN 1
@@ -249,6 +252,7 @@ int ckpt_write_ex(const char *dir, const ckpt_header *h, const float *params, co
     for (int i = 0; i < 4; i++)
         if (bufs[i]) sections |= k_sections[i];
     int level = opts && opts->level ? opts->level : 3;
+    if (level > MAX_LEVEL) level = MAX_LEVEL;
     int threads = opts && opts->threads > 0 ? opts->threads : 0;
 
     /* Header message: borrows the caller's strings; entries live in arrays
@@ -474,6 +478,9 @@ static int src_read(zsrc *s, uint8_t *dst, size_t n, size_t *got) {
             ZSTD_ErrorCode code = ZSTD_getErrorCode(ret);
             if (code == ZSTD_error_checksum_wrong)
                 return err_set("checkpoint %s: checksum mismatch (zstd frame checksum): the file is corrupt", s->path);
+            if (code == ZSTD_error_frameParameter_windowTooLarge)
+                return err_set("checkpoint %s: zstd frame asks for a window above %d MiB (not written by ckpt_write)",
+                               s->path, 1 << (ZSTD_WINDOW_LOG_MAX - 20));
             if (code == ZSTD_error_prefix_unknown)
                 return err_set("checkpoint %s: corrupt data: bytes after a zstd frame are not a zstd frame", s->path);
             return err_set("checkpoint %s: corrupt compressed data (zstd: %s)", s->path, ZSTD_getErrorName(ret));

@@ -62,7 +62,7 @@ void ckpt_header_free(ckpt_header *h);
 
 /* Writer tuning; zero fields take the defaults. */
 typedef struct {
-    int level;     /* zstd level, default 3 */
+    int level;     /* zstd level, default 3; above 19 is clamped to 19 (readers bound the window to 8 MiB) */
     int threads;   /* zstd worker threads, default 0 (compress in the caller's thread) */
 } ckpt_write_opts;
 

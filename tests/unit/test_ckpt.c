@@ -141,6 +141,27 @@ static void zstd_spit(const char *path, const uint8_t *src, size_t n) {
     ZSTD_freeCCtx(c);
 }
 
+/* Same, streamed with unknown size and a 32 MiB window declared in the frame. */
+static void zstd_spit_big_window(const char *path, const uint8_t *src, size_t n) {
+    ZSTD_CCtx *c = ZSTD_createCCtx();
+    ZSTD_CCtx_setParameter(c, ZSTD_c_checksumFlag, 1);
+    ZSTD_CCtx_setParameter(c, ZSTD_c_windowLog, 25);
+    size_t cap = ZSTD_compressBound(n) + 1024, len = 0;
+    uint8_t *out = xmalloc(cap);
+    ZSTD_inBuffer in = {src, n, 0};
+    for (int mode = 0; mode < 2; mode++) {
+        size_t r;
+        do {
+            ZSTD_outBuffer o = {out + len, cap - len, 0};
+            r = ZSTD_compressStream2(c, &o, &in, mode ? ZSTD_e_end : ZSTD_e_continue);
+            len += o.pos;
+        } while (mode ? r != 0 && !ZSTD_isError(r) : in.pos < in.size);
+    }
+    spit(path, out, len);
+    free(out);
+    ZSTD_freeCCtx(c);
+}
+
 /* Offsets where records start in decompressed content (plus the end). */
 static int record_starts(const uint8_t *b, size_t n, size_t *starts, int max) {
     size_t p = 0;
@@ -367,6 +388,18 @@ static void test_edges(void) {
     ckpt_header_free(&r);
     expect_fail("edge: PARAMS wanted from an EMA-only file", path, 0, CKPT_PARAMS, "missing section");
 
+    /* Writer options: the highest level is clamped so readers can decode it;
+     * worker threads produce an equivalent file. */
+    ckpt_write_opts opts[2] = {{22, 0}, {1, 2}};
+    for (int i = 0; i < 2; i++) {
+        h.step = 10 + (uint64_t)i;
+        rc = ckpt_write_ex(dir, &h, a, NULL, NULL, NULL, &opts[i], path, sizeof path);
+        memset(c, 0, n * 4);
+        rc = rc ? rc : ckpt_read(path, NULL, n, CKPT_PARAMS, c, NULL, NULL, NULL);
+        test_check(rc == 0 && !memcmp(a, c, n * 4), "write level %d threads %d: reads back bit-exact %s",
+                   opts[i].level, opts[i].threads, rc ? err_msg() : "");
+    }
+
     /* One float, no tensors, NULL config and rng name. */
     ckpt_header one;
     memset(&one, 0, sizeof one);
@@ -524,6 +557,8 @@ static void test_corruption(void) {
         snprintf(what, sizeof what, "no footer after record #%d", k - 1);
         expect_fail(label, bad, 0, CKPT_EMA, what);
     }
+    zstd_spit_big_window(bad, content, clen);
+    expect_fail("zstd frame declaring a 32 MiB window", bad, 0, CKPT_ALL, "window");
     zstd_spit(bad, content, st[1] - 3);
     expect_fail("complete zstd stream cut inside the header", bad, 0, CKPT_ALL, "truncated inside the header");
     zstd_spit(bad, content, st[4] + 1000);
