@@ -129,20 +129,24 @@ static int save_checkpoint(trainer *tr) {
 static int load_checkpoint(trainer *tr, const char *path) {
     ckpt_header h;
     memset(&h, 0, sizeof h);
-    if (ckpt_read(path, &h, tr->P, CKPT_ALL, tr->params, tr->ema, tr->adam_m, tr->adam_v) != 0)
-        return -1;
+    /* The header first: a checkpoint of another model is refused by name before
+     * its tensors are read. */
+    if (ckpt_read_header(path, &h) != 0) return -1;
     config saved;
     int rc = 0;
+    char diff[2048];
     if (config_load_string(&saved, h.config_yaml, strlen(h.config_yaml), path) != 0) {
         rc = err_prefix("%s: its config text does not parse: ", path);
         goto done;
     }
-    char diff[2048];
     if (config_diff_model(&saved, &tr->cfg, diff, sizeof diff) > 0) {
         rc = err_set("%s: the checkpoint's model/diffusion settings differ from the config: %s",
                      path, diff);
         goto done;
     }
+    ckpt_header_free(&h);
+    if (ckpt_read(path, &h, tr->P, CKPT_ALL, tr->params, tr->ema, tr->adam_m, tr->adam_v) != 0)
+        return -1;
     if (h.sections != CKPT_ALL) {
         rc = err_set("%s: training state incomplete (sections 0x%x); cannot resume", path,
                      (unsigned)h.sections);
