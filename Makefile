@@ -10,7 +10,11 @@ PKG_LIBS   := $(shell pkg-config --libs $(PKGS))
 MPI_CFLAGS := $(shell pkg-config --cflags ompi-c)
 MPI_LIBS   := $(shell pkg-config --libs ompi-c)
 
-WARN     := -Wall -Wextra -Wshadow -Wno-unused-parameter
+WARN     := -Wall -Wextra -Wshadow
+# CI builds with WERROR=1 so that a new warning fails the build.
+ifeq ($(WERROR),1)
+WARN     += -Werror
+endif
 BASE_CFLAGS := -std=c11 -D_GNU_SOURCE -g $(WARN) -pthread -Ibuild/gen -I. $(PKG_CFLAGS)
 OPT      ?= -O3
 LDLIBS   := $(PKG_LIBS) -lm -pthread

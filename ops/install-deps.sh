@@ -6,7 +6,7 @@ PKGS=(
   libopenblas-dev libopenmpi-dev openmpi-bin
   libprotobuf-c-dev protobuf-c-compiler
   libzstd-dev libyaml-dev zlib1g-dev libpng-dev libjpeg-dev libwebp-dev liblmdb-dev
-  python3-torch python3-numpy python3-scipy python3-pil
+  python3-torch python3-numpy python3-scipy python3-pil python3-yaml zstd
   dataset-fashion-mnist
 )
 SUDO=""
