@@ -27,11 +27,10 @@
 #include "common/optim/optim.h"
 #include "common/train/batch.h"
 #include "common/train/grad.h"
+#include "dist.h"
+#include "trainer.h"
 
-/* Exit codes a launcher can act on. */
-enum { EXIT_OK = 0, EXIT_ERROR = 1, EXIT_USAGE = 2, EXIT_PREEMPTED = 3 };
-
-static volatile sig_atomic_t g_signal = 0;
+volatile sig_atomic_t g_signal = 0;
 static void on_signal(int sig) { g_signal = sig; }
 
 static void usage(FILE *f) {
@@ -52,285 +51,6 @@ static void usage(FILE *f) {
             "On SIGINT/SIGTERM the run checkpoints at the next step boundary and exits 0;\n"
             "on SIGUSR1 it checkpoints and exits %d (requeue me).\n",
             EXIT_PREEMPTED);
-}
-
-static int mkdir_p(const char *path) {
-    char tmp[CONFIG_PATH_MAX];
-    snprintf(tmp, sizeof tmp, "%s", path);
-    for (char *p = tmp + 1; *p; p++) {
-        if (*p != '/') continue;
-        *p = 0;
-        if (mkdir(tmp, 0755) != 0 && errno != EEXIST) return err_set("%s: cannot create: %m", tmp);
-        *p = '/';
-    }
-    if (mkdir(tmp, 0755) != 0 && errno != EEXIST) return err_set("%s: cannot create: %m", tmp);
-    return 0;
-}
-
-typedef struct {
-    config cfg;
-    char *cfg_yaml;
-    dataset *ds;
-    diffusion diff;
-    unet *model;
-    size_t P;
-    float *params, *grads, *adam_m, *adam_v, *ema;
-    uint64_t step;
-    optim_config oc;
-    batch_planner bp;
-    grad_worker gw;
-    batch_item *items;
-    FILE *metrics;
-    tensor_file dump;
-    int dumping;
-} trainer;
-
-static void fill_header(const trainer *tr, ckpt_header *h, ckpt_tensor *tens) {
-    memset(h, 0, sizeof *h);
-    h->config_yaml = tr->cfg_yaml;
-    h->step = tr->step;
-    h->seed = tr->cfg.training.seed;
-    batch_cursor(&tr->bp, tr->step, &h->data_epoch, &h->data_position);
-    h->permutation_seed = tr->cfg.training.seed;
-    h->world_size = 1;
-    h->servers = 1;
-    h->workers = 1;
-    h->n_params = tr->P;
-    const unet_tensor *t = unet_tensors(tr->model);
-    h->n_tensors = unet_num_tensors(tr->model);
-    for (int i = 0; i < h->n_tensors; i++) {
-        tens[i].name = (char *)t[i].name;
-        tens[i].ndim = t[i].ndim;
-        for (int d = 0; d < t[i].ndim; d++) tens[i].shape[d] = t[i].shape[d];
-        tens[i].offset = t[i].offset;
-        tens[i].size = t[i].size;
-    }
-    h->tensors = tens;
-}
-
-static int save_checkpoint(trainer *tr) {
-    ckpt_header h;
-    ckpt_tensor *tens = xcalloc((size_t)unet_num_tensors(tr->model), sizeof *tens);
-    fill_header(tr, &h, tens);
-    char path[CONFIG_PATH_MAX + 64];
-    double t0 = now_seconds();
-    int rc = ckpt_write(tr->cfg.output.dir, &h, tr->params, tr->ema, tr->adam_m, tr->adam_v, path,
-                        sizeof path);
-    free(tens);
-    if (rc != 0) return -1;
-    if (ckpt_prune(tr->cfg.output.dir, tr->cfg.training.keep_checkpoints) != 0)
-        log_warn("pruning old checkpoints: %s", err_msg());
-    log_info("checkpoint step %llu -> %s (%.1f s)", (unsigned long long)tr->step, path,
-             now_seconds() - t0);
-    return 0;
-}
-
-/* Loads a checkpoint into the trainer after checking it belongs to this run. */
-static int load_checkpoint(trainer *tr, const char *path) {
-    ckpt_header h;
-    memset(&h, 0, sizeof h);
-    /* The header first: a checkpoint of another model is refused by name before
-     * its tensors are read. */
-    if (ckpt_read_header(path, &h) != 0) return -1;
-    config saved;
-    int rc = 0;
-    char diff[2048];
-    if (config_load_string(&saved, h.config_yaml, strlen(h.config_yaml), path) != 0) {
-        rc = err_prefix("%s: its config text does not parse: ", path);
-        goto done;
-    }
-    if (config_diff_model(&saved, &tr->cfg, diff, sizeof diff) > 0) {
-        rc = err_set("%s: the checkpoint's model/diffusion settings differ from the config: %s",
-                     path, diff);
-        goto done;
-    }
-    ckpt_header_free(&h);
-    if (ckpt_read(path, &h, tr->P, CKPT_ALL, tr->params, tr->ema, tr->adam_m, tr->adam_v) != 0)
-        return -1;
-    if (h.sections != CKPT_ALL) {
-        rc = err_set("%s: training state incomplete (sections 0x%x); cannot resume", path,
-                     (unsigned)h.sections);
-        goto done;
-    }
-    /* The data cursor must describe the same stream. */
-    uint64_t ep, pos;
-    batch_cursor(&tr->bp, h.step, &ep, &pos);
-    if (saved.data.format != tr->cfg.data.format || ep != h.data_epoch || pos != h.data_position) {
-        rc = err_set("%s: the dataset differs from the one the checkpoint was trained on "
-                     "(checkpoint cursor epoch %llu position %llu; with this dataset of %zu "
-                     "records and batch %d it would be epoch %llu position %llu)",
-                     path, (unsigned long long)h.data_epoch, (unsigned long long)h.data_position,
-                     dataset_size(tr->ds), tr->cfg.training.batch_size, (unsigned long long)ep,
-                     (unsigned long long)pos);
-        goto done;
-    }
-    if (saved.training.batch_size != tr->cfg.training.batch_size ||
-        saved.training.seed != tr->cfg.training.seed) {
-        rc = err_set("%s: training.batch_size and training.seed must stay the same on resume "
-                     "(checkpoint: %d, %llu)", path, saved.training.batch_size,
-                     (unsigned long long)saved.training.seed);
-        goto done;
-    }
-    if (config_diff_all(&saved, &tr->cfg, diff, sizeof diff) > 0)
-        log_info("resume: settings changed since the checkpoint: %s", diff);
-    tr->step = h.step;
-    log_info("resumed from %s at step %llu (written by %u rank(s))", path,
-             (unsigned long long)h.step, h.world_size);
-done:
-    ckpt_header_free(&h);
-    return rc;
-}
-
-static int resume(trainer *tr, const char *mode) {
-    if (strcmp(mode, "none") == 0) {
-        char **paths = NULL;
-        int n = ckpt_list(tr->cfg.output.dir, &paths);
-        ckpt_list_free(paths, n > 0 ? n : 0);
-        if (n > 0)
-            return err_set("%s already holds %d checkpoint(s); pass --resume auto to continue "
-                           "that run, or choose another output.dir",
-                           tr->cfg.output.dir, n);
-        return 0;
-    }
-    if (strcmp(mode, "auto") != 0) return load_checkpoint(tr, mode);
-    char **paths = NULL;
-    int n = ckpt_list(tr->cfg.output.dir, &paths);
-    if (n < 0) return -1;
-    if (n == 0) {
-        log_info("resume auto: no checkpoint in %s, starting fresh", tr->cfg.output.dir);
-        return 0;
-    }
-    int rc = -1;
-    for (int i = 0; i < n; i++) {
-        if (load_checkpoint(tr, paths[i]) == 0) {
-            rc = 0;
-            break;
-        }
-        log_warn("skipping checkpoint: %s", err_msg());
-    }
-    if (rc != 0) err_set("resume auto: none of the %d checkpoint(s) in %s is usable", n,
-                         tr->cfg.output.dir);
-    ckpt_list_free(paths, n);
-    return rc;
-}
-
-static void log_metrics(trainer *tr, const loss_stats *st, double gnorm, double lr, double ips,
-                        double elapsed) {
-    double pnorm = sqrt(optim_sum_squares(tr->params, tr->P));
-    double loss = st->n ? st->loss_sum / (double)st->n : 0;
-    char q[4][32];
-    for (int i = 0; i < 4; i++) {
-        if (st->q_count[i])
-            snprintf(q[i], sizeof q[i], "%.9g", st->q_sum[i] / (double)st->q_count[i]);
-        else
-            snprintf(q[i], sizeof q[i], "null");
-    }
-    fprintf(tr->metrics,
-            "{\"step\": %llu, \"loss\": %.9g, \"q0\": %s, \"q1\": %s, \"q2\": %s, \"q3\": %s, "
-            "\"grad_norm\": %.9g, \"param_norm\": %.9g, \"lr\": %.9g, \"images_per_s\": %.4g, "
-            "\"elapsed\": %.3f}\n",
-            (unsigned long long)tr->step, loss, q[0], q[1], q[2], q[3], gnorm, pnorm, lr, ips,
-            elapsed);
-    fflush(tr->metrics);
-    fprintf(stderr, "step %llu/%ld  loss %.5f  grad_norm %.3f  lr %.3g  %.1f img/s  %.0f s\n",
-            (unsigned long long)tr->step, tr->cfg.training.steps, loss, gnorm, lr, ips, elapsed);
-}
-
-static int dump_step(trainer *tr, uint64_t step, float loss) {
-    int B = tr->cfg.training.batch_size;
-    size_t D = tr->gw.D;
-    float *x0 = xfloats((size_t)B * D), *eps = xfloats((size_t)B * D), *t = xfloats((size_t)B);
-    int rc = grad_worker_inputs(&tr->gw, step, tr->items, B, x0, eps);
-    for (int i = 0; i < B; i++) t[i] = (float)tr->items[i].t;
-    char name[64];
-    int S = tr->cfg.model.image_size;
-    int64_t dx[4] = {B, tr->cfg.model.in_channels, S, S}, dt[1] = {B}, d1[1] = {1};
-    if (rc == 0) {
-        snprintf(name, sizeof name, "step%llu/x0", (unsigned long long)step);
-        rc = tensor_file_add(&tr->dump, name, 4, dx, x0);
-        snprintf(name, sizeof name, "step%llu/t", (unsigned long long)step);
-        if (!rc) rc = tensor_file_add(&tr->dump, name, 1, dt, t);
-        snprintf(name, sizeof name, "step%llu/eps", (unsigned long long)step);
-        if (!rc) rc = tensor_file_add(&tr->dump, name, 4, dx, eps);
-        snprintf(name, sizeof name, "step%llu/loss", (unsigned long long)step);
-        if (!rc) rc = tensor_file_add(&tr->dump, name, 1, d1, &loss);
-    }
-    free(x0);
-    free(eps);
-    free(t);
-    return rc;
-}
-
-static int dump_params(trainer *tr, const char *prefix, const float *buf) {
-    const unet_tensor *t = unet_tensors(tr->model);
-    char name[128];
-    for (int i = 0; i < unet_num_tensors(tr->model); i++) {
-        int64_t dims[4];
-        for (int d = 0; d < t[i].ndim; d++) dims[d] = t[i].shape[d];
-        snprintf(name, sizeof name, "%s/%s", prefix, t[i].name);
-        if (tensor_file_add(&tr->dump, name, t[i].ndim, dims, buf + t[i].offset) != 0) return -1;
-    }
-    return 0;
-}
-
-static int train(trainer *tr, int *exit_code) {
-    const training_config *tc = &tr->cfg.training;
-    int B = tc->batch_size;
-    double t_start = now_seconds(), t_window = t_start;
-    uint64_t window_images = 0;
-    if (tr->dumping) {
-        float meta[32];
-        int64_t dk[1] = {unet_describe(&tr->cfg.model, meta)};
-        if (tensor_file_add(&tr->dump, "meta/model", 1, dk, meta) != 0 ||
-            dump_params(tr, "init", tr->params) != 0)
-            return -1;
-    }
-    while ((long)tr->step < tc->steps) {
-        if (g_signal) break;
-        batch_plan(&tr->bp, tr->step, tr->items);
-        memset(tr->grads, 0, tr->P * sizeof(float));
-        loss_stats st;
-        memset(&st, 0, sizeof st);
-        if (grad_worker_run(&tr->gw, tr->params, tr->grads, tr->step, tr->items, B, B, &st) != 0)
-            return -1;
-        double loss = st.loss_sum / (double)st.n;
-        if (!isfinite(loss))
-            return err_set("step %llu: loss is %g; stopping (the last checkpoint is intact)",
-                           (unsigned long long)tr->step, loss);
-        if (tr->dumping && dump_step(tr, tr->step, (float)loss) != 0) return -1;
-        double gnorm = sqrt(optim_sum_squares(tr->grads, tr->P));
-        double lr = optim_lr(&tr->oc, tr->step);
-        optim_adam(tr->params, tr->grads, tr->adam_m, tr->adam_v, tr->P, lr,
-                   optim_clip_scale(&tr->oc, gnorm), &tr->oc, tr->step + 1);
-        optim_ema(tr->ema, tr->params, tr->P, tr->oc.ema_decay);
-        tr->step++;
-        window_images += (uint64_t)B;
-        if (tc->log_every > 0 && (tr->step % (uint64_t)tc->log_every == 0 ||
-                                  (long)tr->step == tc->steps)) {
-            double now = now_seconds();
-            log_metrics(tr, &st, gnorm, lr, (double)window_images / (now - t_window),
-                        now - t_start);
-            t_window = now;
-            window_images = 0;
-        }
-        if (tc->checkpoint_every > 0 && tr->step % (uint64_t)tc->checkpoint_every == 0 &&
-            (long)tr->step != tc->steps) {
-            if (save_checkpoint(tr) != 0) return -1;
-        }
-    }
-    if (tr->dumping) {
-        if (dump_params(tr, "final", tr->params) != 0 || dump_params(tr, "ema", tr->ema) != 0)
-            return -1;
-    }
-    if (save_checkpoint(tr) != 0) return -1;
-    if (g_signal) {
-        log_info("stopped by signal %d at step %llu; checkpoint written", (int)g_signal,
-                 (unsigned long long)tr->step);
-        *exit_code = g_signal == SIGUSR1 ? EXIT_PREEMPTED : EXIT_OK;
-    } else {
-        log_info("finished %llu steps", (unsigned long long)tr->step);
-    }
-    return 0;
 }
 
 int main(int argc, char **argv) {
@@ -402,59 +122,126 @@ int main(int argc, char **argv) {
         setenv("OMPI_ALLOW_RUN_AS_ROOT_CONFIRM", "1", 0);
     }
     MPI_Init(&argc, &argv);
-    int world = 1;
+    int world = 1, rank = 0;
     MPI_Comm_size(MPI_COMM_WORLD, &world);
-    if (world != 1) {
-        fprintf(stderr, "ddpm-train: %d ranks given, but this build trains on one process only "
-                        "(distributed training is not implemented yet)\n", world);
+    MPI_Comm_rank(MPI_COMM_WORLD, &rank);
+    int code = EXIT_OK;
+    dist_layout d;
+    memset(&d, 0, sizeof d);
+    int distributed = world > 1;
+    /* Roles: one process does everything; otherwise rank 0 coordinates, ranks below
+     * distributed.servers are server shards and the rest are workers. */
+    int is_coord = rank == 0;
+    int is_worker = !distributed || rank >= tr.cfg.distributed.servers;
+    int is_server = !distributed || rank < tr.cfg.distributed.servers;
+    tr.cfg_yaml = config_to_yaml(&tr.cfg);
+    tr.world_size = (uint32_t)world;
+    tr.servers = distributed ? (uint32_t)tr.cfg.distributed.servers : 1;
+    tr.workers = distributed ? (uint32_t)(world - tr.cfg.distributed.servers) : 1;
+    int ranks_on_node = 1;
+    if (distributed) {
+        MPI_Comm node;
+        MPI_Comm_split_type(MPI_COMM_WORLD, MPI_COMM_TYPE_SHARED, rank, MPI_INFO_NULL, &node);
+        MPI_Comm_size(node, &ranks_on_node);
+        MPI_Comm_free(&node);
+    }
+    int threads = blas_set_threads(tc->threads, ranks_on_node);
+    if (is_coord)
+        log_info("OpenBLAS kernel %s (%s), %d thread(s) per rank, %d rank(s) on this node",
+                 blas_kernel_name(), blas_kernel_origin(), threads, ranks_on_node);
+    if (distributed && tr.cfg.distributed.servers >= world) {
+        if (is_coord)
+            fprintf(stderr, "ddpm-train: distributed.servers is %d but only %d ranks were "
+                            "started: ranks = server shards + workers, with at least one worker\n",
+                    tr.cfg.distributed.servers, world);
         MPI_Finalize();
         return EXIT_USAGE;
     }
-    int code = EXIT_OK;
-    int threads = blas_set_threads(tc->threads, 1);
-    log_info("OpenBLAS kernel %s (%s), %d thread(s)", blas_kernel_name(), blas_kernel_origin(),
-             threads);
-    tr.cfg_yaml = config_to_yaml(&tr.cfg);
-    if (mkdir_p(tr.cfg.output.dir) != 0) goto fail;
-    if (dataset_open(&tr.ds, tr.cfg.data.format, tr.cfg.data.path, tr.cfg.model.image_size,
-                     tr.cfg.model.in_channels) != 0)
-        goto fail;
-    log_info("dataset %s: %zu images", tr.cfg.data.path, dataset_size(tr.ds));
-    if (diffusion_init(&tr.diff, tr.cfg.diffusion.schedule, tr.cfg.diffusion.timesteps,
-                       tr.cfg.diffusion.beta_start, tr.cfg.diffusion.beta_end) != 0)
-        goto fail;
-    tr.model = unet_create(&tr.cfg.model, micro, 1);
-    if (!tr.model) goto fail;
-    tr.P = unet_num_params(tr.model);
-    log_info("model: %zu parameters, %.3f GMAC/image forward, activations %.1f MiB (micro-batch %d)",
-             tr.P, unet_forward_macs(tr.model) / 1e9,
-             (double)unet_activation_bytes(tr.model) / 1048576.0, micro);
-    tr.params = xfloats(tr.P);
-    tr.grads = xfloats(tr.P);
-    tr.adam_m = xfloats(tr.P);
-    tr.adam_v = xfloats(tr.P);
-    tr.ema = xfloats(tr.P);
-    tr.oc = (optim_config){tc->lr, tc->adam_beta1, tc->adam_beta2, tc->adam_eps,
-                           tc->warmup_steps, tc->grad_clip, tc->ema_decay};
-    if (batch_planner_init(&tr.bp, tc->seed, dataset_size(tr.ds), tc->batch_size,
-                           tr.cfg.diffusion.timesteps, tc->t_sampler, tr.cfg.data.random_flip) != 0)
-        goto fail;
-    tr.items = xcalloc((size_t)tc->batch_size, sizeof *tr.items);
-    grad_worker_init(&tr.gw, tr.model, &tr.diff, tr.ds, tc->seed, micro, tr.cfg.model.in_channels,
-                     tr.cfg.model.image_size);
-    unet_init(tr.model, tr.params, tc->seed);
-    memcpy(tr.ema, tr.params, tr.P * sizeof(float));
-    if (resume(&tr, resume_mode) != 0) goto fail;
-    char mpath[CONFIG_PATH_MAX + 32];
-    snprintf(mpath, sizeof mpath, "%s/metrics.jsonl", tr.cfg.output.dir);
-    tr.metrics = fopen(mpath, "a");
-    if (!tr.metrics) {
-        err_set("%s: cannot open for appending: %m", mpath);
-        goto fail;
+    /* Set-up; any rank's failure stops every rank (no rank waits forever). */
+    int ok = 1;
+    if (is_coord && mkdir_p(tr.cfg.output.dir) != 0) ok = 0;
+    if (ok && (is_coord || is_worker)) {
+        if (dataset_open(&tr.ds, tr.cfg.data.format, tr.cfg.data.path, tr.cfg.model.image_size,
+                         tr.cfg.model.in_channels) != 0)
+            ok = 0;
+        else
+            tr.dataset_size = dataset_size(tr.ds);
+        if (ok && is_coord)
+            log_info("dataset %s: %llu images", tr.cfg.data.path,
+                     (unsigned long long)tr.dataset_size);
     }
-    if (dump_path) {
-        if (tensor_file_create(&tr.dump, dump_path) != 0) goto fail;
-        tr.dumping = 1;
+    if (ok && diffusion_init(&tr.diff, tr.cfg.diffusion.schedule, tr.cfg.diffusion.timesteps,
+                             tr.cfg.diffusion.beta_start, tr.cfg.diffusion.beta_end) != 0)
+        ok = 0;
+    if (ok) {
+        /* servers only need the parameter table: a one-image forward-only model */
+        tr.model = is_worker ? unet_create(&tr.cfg.model, micro, 1)
+                             : unet_create(&tr.cfg.model, 1, 0);
+        if (!tr.model) ok = 0;
+    }
+    if (ok) {
+        tr.P = unet_num_params(tr.model);
+        if (is_coord)
+            log_info("model: %zu parameters, %.3f GMAC/image forward; %d rank(s): %u server "
+                     "shard(s), %u worker(s), codec %s",
+                     tr.P, unet_forward_macs(tr.model) / 1e9, world, tr.servers, tr.workers,
+                     tr.cfg.distributed.codec == CODEC_FP32        ? "fp32"
+                     : tr.cfg.distributed.codec == CODEC_FP32_ZSTD ? "fp32_zstd"
+                                                                   : "bf16_zstd");
+        if (is_worker)
+            log_info("rank %d: activations %.1f MiB (micro-batch %d)", rank,
+                     (double)unet_activation_bytes(tr.model) / 1048576.0, micro);
+        tr.params = xfloats(tr.P);
+        tr.grads = xfloats(tr.P);
+        if (is_server) {
+            tr.adam_m = xfloats(tr.P);
+            tr.adam_v = xfloats(tr.P);
+            tr.ema = xfloats(tr.P);
+        }
+        tr.oc = (optim_config){tc->lr, tc->adam_beta1, tc->adam_beta2, tc->adam_eps,
+                               tc->warmup_steps, tc->grad_clip, tc->ema_decay};
+    }
+    if (ok && is_coord) {
+        if (batch_planner_init(&tr.bp, tc->seed, tr.dataset_size, tc->batch_size,
+                               tr.cfg.diffusion.timesteps, tc->t_sampler,
+                               tr.cfg.data.random_flip) != 0)
+            ok = 0;
+        tr.items = xcalloc((size_t)tc->batch_size, sizeof *tr.items);
+    }
+    if (ok && is_worker)
+        grad_worker_init(&tr.gw, tr.model, &tr.diff, tr.ds, tc->seed, micro,
+                         tr.cfg.model.in_channels, tr.cfg.model.image_size);
+    if (ok && is_coord) {
+        unet_init(tr.model, tr.params, tc->seed);
+        memcpy(tr.ema, tr.params, tr.P * sizeof(float));
+        if (trainer_resume(&tr, resume_mode) != 0) ok = 0;
+    }
+    if (ok && is_coord) {
+        char mpath[CONFIG_PATH_MAX + 32];
+        snprintf(mpath, sizeof mpath, "%s/metrics.jsonl", tr.cfg.output.dir);
+        tr.metrics = fopen(mpath, "a");
+        if (!tr.metrics) ok = err_set("%s: cannot open for appending: %m", mpath) + 1;
+    }
+    if (ok && dump_path) {
+        if (distributed) {
+            ok = err_set("--dump-batches works on a single process only") + 1;
+        } else if (tensor_file_create(&tr.dump, dump_path) != 0) {
+            ok = 0;
+        } else {
+            tr.dumping = 1;
+        }
+    }
+    if (!ok) fprintf(stderr, "ddpm-train: %s%s\n", distributed ? "" : "", err_msg());
+    if (distributed) {
+        int all_ok = 0;
+        MPI_Allreduce(&ok, &all_ok, 1, MPI_INT, MPI_MIN, MPI_COMM_WORLD);
+        if (!all_ok) {
+            code = EXIT_ERROR;
+            goto out;
+        }
+    } else if (!ok) {
+        code = EXIT_ERROR;
+        goto out;
     }
     struct sigaction sa;
     memset(&sa, 0, sizeof sa);
@@ -462,10 +249,28 @@ int main(int argc, char **argv) {
     sigaction(SIGINT, &sa, NULL);
     sigaction(SIGTERM, &sa, NULL);
     sigaction(SIGUSR1, &sa, NULL);
-    log_info("training %s from step %llu to %ld, batch %d, lr %g, output %s", cfg_path,
-             (unsigned long long)tr.step, tc->steps, tc->batch_size, tc->lr, tr.cfg.output.dir);
-    if (train(&tr, &code) != 0) goto fail;
-    if (tr.dumping && tensor_file_close(&tr.dump) != 0) goto fail;
+    if (is_coord)
+        log_info("training %s from step %llu to %ld, batch %d, lr %g, output %s", cfg_path,
+                 (unsigned long long)tr.step, tc->steps, tc->batch_size, tc->lr,
+                 tr.cfg.output.dir);
+    if (!distributed) {
+        if (train_local(&tr, &code) != 0) goto fail;
+        if (tr.dumping && tensor_file_close(&tr.dump) != 0) goto fail;
+        goto out;
+    }
+    if (dist_layout_init(&d, tr.cfg.distributed.servers, tr.P, tr.cfg.distributed.timeout_s) != 0)
+        dist_fail(&d);
+    /* start or resume: the step and every parameter from rank 0, the shards' state */
+    int64_t step0 = (int64_t)tr.step;
+    MPI_Bcast(&step0, 1, MPI_INT64_T, 0, MPI_COMM_WORLD);
+    tr.step = (uint64_t)step0;
+    if (dist_bcast_params(&d, tr.params, 1) != 0) dist_fail(&d);
+    if (is_server && dist_scatter_state(&d, &tr) != 0) dist_fail(&d);
+    if (is_server) {
+        if (dist_serve(&tr, &d, &code) != 0) dist_fail(&d);
+    } else {
+        if (dist_work(&tr, &d, &code) != 0) dist_fail(&d);
+    }
     goto out;
 fail:
     fprintf(stderr, "ddpm-train: %s\n", err_msg());
@@ -480,6 +285,7 @@ out:
     if (tr.diff.betas) diffusion_free(&tr.diff);
     if (tr.ds) dataset_close(tr.ds);
     free(tr.cfg_yaml);
+    dist_layout_free(&d);
     MPI_Finalize();
     return code;
 }

@@ -66,6 +66,8 @@ struct unet {
     /* dropout */
     unet_rng rng;
     int use_dropout;
+    unet_backward_hook hook;
+    void *hook_ctx;
 };
 
 /* ---------- construction ---------- */
@@ -745,6 +747,7 @@ void unet_backward(unet *m, const float *params, float *grads, const float *dout
             break;
         }
         }
+        if (m->hook) m->hook(m->hook_ctx, m->tensors[L->p[0]].offset);
     }
     /* timestep MLP */
     size_t nt = (size_t)N * 4 * ch;
@@ -759,6 +762,12 @@ void unet_backward(unet *m, const float *params, float *grads, const float *dout
     linear_backward(NULL, grads + m->tensors[m->p_temb[0]].offset,
                     grads + m->tensors[m->p_temb[1]].offset, dd0, m->emb,
                     params + m->tensors[m->p_temb[0]].offset, N, ch, 4 * ch);
+    if (m->hook) m->hook(m->hook_ctx, 0);
+}
+
+void unet_set_backward_hook(unet *m, unet_backward_hook hook, void *ctx) {
+    m->hook = hook;
+    m->hook_ctx = ctx;
 }
 
 int unet_num_dropout(const unet *m) {

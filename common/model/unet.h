@@ -72,6 +72,14 @@ void unet_forward(unet *m, const float *params, const float *x, const int *t, in
  * forward pass. No gradient w.r.t. x is produced. */
 void unet_backward(unet *m, const float *params, float *grads, const float *dout);
 
+/* Called during unet_backward after each layer: every parameter at flat offset >=
+ * done_from now holds its final gradient of this backward pass (parameters are laid
+ * out in forward order and backward visits layers in reverse; the timestep MLP at
+ * offset 0 is finished last, with done_from = 0). Lets a distributed worker push
+ * gradient chunks while the rest of backward runs. NULL removes the hook. */
+typedef void (*unet_backward_hook)(void *ctx, size_t done_from);
+void unet_set_backward_hook(unet *m, unet_backward_hook hook, void *ctx);
+
 /* The dropout mask (values 0 or 1/(1-p), [N][C][H][W]) that res block number `id`
  * used in the last training forward pass, or NULL (no dropout, id out of range, or
  * a forward-only model). *n receives its length. For reference tests and debugging. */

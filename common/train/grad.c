@@ -88,7 +88,10 @@ int grad_worker_run(grad_worker *w, const float *params, float *grads, uint64_t 
         }
         memset(w->dpred, 0, (size_t)c * w->D * sizeof(float));
         mse_backward(w->dpred, w->pred, w->eps, (size_t)c * w->D, (float)c / (float)total_batch);
+        int last = s + c >= n;
+        if (last && w->final_hook) unet_set_backward_hook(w->model, w->final_hook, w->final_hook_ctx);
         unet_backward(w->model, params, grads, w->dpred);
+        if (last && w->final_hook) unet_set_backward_hook(w->model, NULL, NULL);
     }
     return 0;
 }

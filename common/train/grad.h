@@ -32,6 +32,10 @@ typedef struct {
     float *x0, *xt, *eps, *pred, *dpred;
     int *t;
     uint64_t *ids;
+    /* optional: installed on the model for the last micro-batch's backward only,
+     * when the step's gradients become final (see unet_set_backward_hook) */
+    unet_backward_hook final_hook;
+    void *final_hook_ctx;
 } grad_worker;
 
 /* micro: images per forward/backward (<= the model's max_batch). */

@@ -33,6 +33,15 @@ int main(int argc, char **argv) {
         const char *names[4] = {"params", "ema", "adam_m", "adam_v"};
         rc = tensor_file_add(&tf, "meta", 1, d6, meta);
         for (int i = 0; rc == 0 && i < 4; i++) rc = tensor_file_add(&tf, names[i], 1, dp, buf[i]);
+        /* and per named tensor, for per-tensor comparisons */
+        for (int t = 0; rc == 0 && t < h.n_tensors; t++) {
+            char name[256];
+            int64_t dn[1] = {(int64_t)h.tensors[t].size};
+            for (int i = 0; rc == 0 && i < 4; i++) {
+                snprintf(name, sizeof name, "%s/%s", names[i], h.tensors[t].name);
+                rc = tensor_file_add(&tf, name, 1, dn, buf[i] + h.tensors[t].offset);
+            }
+        }
         if (tensor_file_close(&tf) != 0) rc = -1;
     }
     if (rc != 0) fprintf(stderr, "ckpt_state: %s\n", err_msg());

@@ -1,0 +1,226 @@
+/* The coordinator (rank 0) and the server shards: plan and hand out each global
+ * batch, sum the workers' gradient pushes, clip by the global norm, apply Adam and
+ * the EMA to the owned chunks, broadcast them, log and checkpoint. */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "common/core/util.h"
+#include "common/wire/wire.h"
+#include "dist.h"
+
+/* Rank 0: each worker's share of the global batch; the first B mod W get one more. */
+static int send_assignments(trainer *tr, const dist_layout *d) {
+    int B = tr->cfg.training.batch_size, W = d->W;
+    batch_plan(&tr->bp, tr->step, tr->items);
+    int start = 0;
+    for (int w = 0; w < W; w++) {
+        int n = B / W + (w < B % W ? 1 : 0);
+        wire_work wk;
+        memset(&wk, 0, sizeof wk);
+        wk.step = tr->step;
+        wk.seed = tr->cfg.training.seed;
+        wk.total_batch = (uint32_t)B;
+        wk.n = n;
+        wk.sample_ids = xcalloc((size_t)n + 1, sizeof *wk.sample_ids);
+        wk.indices = xcalloc((size_t)n + 1, sizeof *wk.indices);
+        wk.t = xcalloc((size_t)n + 1, sizeof *wk.t);
+        wk.flip = xcalloc((size_t)n + 1, 1);
+        for (int i = 0; i < n; i++) {
+            const batch_item *it = &tr->items[start + i];
+            wk.sample_ids[i] = it->sample_id;
+            wk.indices[i] = it->index;
+            wk.t[i] = it->t;
+            wk.flip[i] = it->flip;
+        }
+        start += n;
+        uint8_t *buf = NULL;
+        size_t len = 0;
+        int rc = wire_work_pack(&wk, &buf, &len);
+        wire_work_free(&wk);
+        if (rc != 0) return -1;
+        MPI_Send(buf, (int)len, MPI_BYTE, dist_worker_rank(d, w), TAG_WORK, MPI_COMM_WORLD);
+        free(buf);
+    }
+    return 0;
+}
+
+typedef struct {
+    loss_stats st;
+    double bytes_raw, bytes_sent;
+} step_stats;
+
+/* Receives every worker's push of every chunk this shard owns and sums them into
+ * tr->grads. Names the sender of anything malformed and a worker that is late. */
+static int receive_pushes(trainer *tr, const dist_layout *d, wire_ctx *wc, uint8_t **buf,
+                          size_t *cap, uint8_t *got, step_stats *ss) {
+    int owned = 0;
+    for (int k = 0; k < d->n_chunks; k++) {
+        if (dist_chunk_owner(d, k) != d->shard) continue;
+        owned++;
+        memset(tr->grads + d->chunk_off[k], 0, d->chunk_cnt[k] * sizeof(float));
+    }
+    memset(got, 0, (size_t)d->W * (size_t)d->n_chunks);
+    int expected = owned * d->W;
+    double deadline = now_seconds() + d->timeout_s;
+    for (int received = 0; received < expected; received++) {
+        int len = 0, from = -1;
+        if (dist_recv_any(MPI_ANY_SOURCE, TAG_GRAD, deadline, buf, cap, &len, &from) != 0) {
+            for (int w = 0; w < d->W; w++)
+                for (int k = 0; k < d->n_chunks; k++)
+                    if (dist_chunk_owner(d, k) == d->shard && !got[w * d->n_chunks + k])
+                        return err_set("worker rank %d sent no gradient for chunk %d of step %llu "
+                                       "within %g s (distributed.timeout_s): it died or hangs",
+                                       dist_worker_rank(d, w), k, (unsigned long long)tr->step,
+                                       d->timeout_s);
+        }
+        wire_push p;
+        if (wire_push_unpack(*buf, (size_t)len, tr->step, d->n_chunks, d->chunk_off, d->chunk_cnt,
+                             &p) != 0)
+            return err_prefix("gradient push from rank %d: ", from);
+        int rc = 0, w = from - d->S;
+        if (w < 0 || (int)p.worker != w)
+            rc = err_set("gradient push from rank %d claims to come from worker %u", from,
+                         (unsigned)p.worker);
+        else if (dist_chunk_owner(d, (int)p.chunk) != d->shard)
+            rc = err_set("gradient push from rank %d: chunk %u belongs to shard %d, not %d", from,
+                         (unsigned)p.chunk, dist_chunk_owner(d, (int)p.chunk), d->shard);
+        else if (got[w * d->n_chunks + (int)p.chunk])
+            rc = err_set("gradient push from rank %d: chunk %u of step %llu sent twice", from,
+                         (unsigned)p.chunk, (unsigned long long)tr->step);
+        else if (p.codec != tr->cfg.distributed.codec)
+            rc = err_set("gradient push from rank %d: codec %d, the run uses %d", from,
+                         (int)p.codec, (int)tr->cfg.distributed.codec);
+        else if (wire_decode_add(wc, p.codec, p.data, p.data_len, tr->grads + p.offset,
+                                 (size_t)p.count) != 0)
+            rc = err_prefix("gradient push from rank %d, chunk %u: ", from, (unsigned)p.chunk);
+        if (rc == 0) {
+            got[w * d->n_chunks + (int)p.chunk] = 1;
+            if (p.has_stats) {
+                ss->st.loss_sum += p.loss_sum;
+                for (int q = 0; q < 4; q++) {
+                    ss->st.q_sum[q] += p.q_sum[q];
+                    ss->st.q_count[q] += (long)p.q_count[q];
+                }
+                ss->st.n += (long)p.n_samples;
+                ss->bytes_raw += (double)p.bytes_raw_total;
+                ss->bytes_sent += (double)p.bytes_sent_total;
+            }
+        }
+        wire_push_free(&p);
+        if (rc != 0) return -1;
+    }
+    return 0;
+}
+
+/* Clip by the global norm (reduced over shards), Adam and EMA on the owned chunks.
+ * Returns the global gradient norm. */
+static int update_owned(trainer *tr, const dist_layout *d, double *gnorm, double *lr) {
+    double local = 0, total = 0;
+    for (int k = 0; k < d->n_chunks; k++)
+        if (dist_chunk_owner(d, k) == d->shard)
+            local += optim_sum_squares(tr->grads + d->chunk_off[k], d->chunk_cnt[k]);
+    MPI_Request r;
+    MPI_Iallreduce(&local, &total, 1, MPI_DOUBLE, MPI_SUM, d->servers, &r);
+    if (dist_wait(&r, d->timeout_s) != 0)
+        return err_set("the gradient-norm reduction across server shards did not complete "
+                       "within %g s", d->timeout_s);
+    *gnorm = sqrt(total);
+    double scale = optim_clip_scale(&tr->oc, *gnorm);
+    *lr = optim_lr(&tr->oc, tr->step);
+    for (int k = 0; k < d->n_chunks; k++) {
+        if (dist_chunk_owner(d, k) != d->shard) continue;
+        size_t o = d->chunk_off[k], n = d->chunk_cnt[k];
+        optim_adam(tr->params + o, tr->grads + o, tr->adam_m + o, tr->adam_v + o, n, *lr, scale,
+                   &tr->oc, tr->step + 1);
+        optim_ema(tr->ema + o, tr->params + o, n, tr->oc.ema_decay);
+    }
+    return 0;
+}
+
+static int checkpoint(trainer *tr, const dist_layout *d) {
+    if (dist_gather_state(d, tr) != 0) return -1;
+    if (d->rank == 0 && trainer_save_checkpoint(tr) != 0) return -1;
+    return 0;
+}
+
+int dist_serve(trainer *tr, dist_layout *d, int *exit_code) {
+    const training_config *tc = &tr->cfg.training;
+    int coord = d->rank == 0;
+    wire_ctx *wc = wire_ctx_create();
+    uint8_t *buf = NULL;
+    size_t cap = 0;
+    uint8_t *got = xcalloc((size_t)d->W * (size_t)d->n_chunks, 1);
+    double t_start = now_seconds(), t_window = t_start, busy = 0, wait = 0;
+    uint64_t window_images = 0;
+    for (;;) {
+        int64_t ctl[DIST_CTL_LEN] = {(int64_t)tr->step, DIST_CTL_STEP, EXIT_OK};
+        if (coord && ((long)tr->step >= tc->steps || g_signal)) {
+            ctl[1] = DIST_CTL_STOP;
+            ctl[2] = g_signal == SIGUSR1 ? EXIT_PREEMPTED : EXIT_OK;
+        }
+        MPI_Request r;
+        MPI_Ibcast(ctl, DIST_CTL_LEN, MPI_INT64_T, 0, MPI_COMM_WORLD, &r);
+        if (dist_wait(&r, d->timeout_s) != 0) {
+            err_set("no step control from rank 0 within %g s", d->timeout_s);
+            dist_fail(d);
+        }
+        if (ctl[1] == DIST_CTL_STOP) {
+            *exit_code = (int)ctl[2];
+            break;
+        }
+        double t0 = now_seconds();
+        if (coord && send_assignments(tr, d) != 0) dist_fail(d);
+        step_stats ss;
+        memset(&ss, 0, sizeof ss);
+        double t1 = now_seconds();
+        if (receive_pushes(tr, d, wc, &buf, &cap, got, &ss) != 0) dist_fail(d);
+        double t2 = now_seconds();
+        double gnorm = 0, lr = 0;
+        if (update_owned(tr, d, &gnorm, &lr) != 0) dist_fail(d);
+        if (dist_bcast_params(d, tr->params, 0) != 0) dist_fail(d);
+        double t3 = now_seconds();
+        wait += t2 - t1;
+        busy += (t1 - t0) + (t3 - t2);
+        tr->step++;
+        window_images += (uint64_t)tc->batch_size;
+        if (coord) {
+            double loss = ss.st.n ? ss.st.loss_sum / (double)ss.st.n : NAN;
+            if (!isfinite(loss) || ss.st.n != tc->batch_size) {
+                err_set("step %llu: loss %g over %ld samples (expected %d); stopping, the last "
+                        "checkpoint is intact",
+                        (unsigned long long)tr->step - 1, loss, ss.st.n, tc->batch_size);
+                dist_fail(d);
+            }
+            if (tc->log_every > 0 && (tr->step % (uint64_t)tc->log_every == 0 ||
+                                      (long)tr->step == tc->steps)) {
+                double now = now_seconds();
+                trainer_log_metrics(tr, &ss.st, gnorm, lr,
+                                    (double)window_images / (now - t_window), now - t_start,
+                                    ss.bytes_sent, ss.bytes_raw);
+                t_window = now;
+                window_images = 0;
+            }
+        }
+        if (tc->checkpoint_every > 0 && tr->step % (uint64_t)tc->checkpoint_every == 0 &&
+            (long)tr->step != tc->steps && checkpoint(tr, d) != 0)
+            dist_fail(d);
+    }
+    if (checkpoint(tr, d) != 0) dist_fail(d);
+    if (coord) {
+        double total = busy + wait;
+        log_info("coordinator busy %.1f%% of step time (%.1f s busy, %.1f s waiting for workers)",
+                 total > 0 ? 100 * busy / total : 0, busy, wait);
+        if (g_signal) {
+            log_info("stopped by signal %d at step %llu; checkpoint written", (int)g_signal,
+                     (unsigned long long)tr->step);
+        } else {
+            log_info("finished %llu steps", (unsigned long long)tr->step);
+        }
+    }
+    free(got);
+    free(buf);
+    wire_ctx_free(wc);
+    return 0;
+}

@@ -1,0 +1,185 @@
+/* Checkpoints, resume and metrics of ddpm-train (no MPI here). */
+#include <errno.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include "common/ckpt/checkpoint.h"
+#include "common/core/util.h"
+#include "trainer.h"
+
+int mkdir_p(const char *path) {
+    char tmp[CONFIG_PATH_MAX];
+    snprintf(tmp, sizeof tmp, "%s", path);
+    for (char *p = tmp + 1; *p; p++) {
+        if (*p != '/') continue;
+        *p = 0;
+        if (mkdir(tmp, 0755) != 0 && errno != EEXIST) return err_set("%s: cannot create: %m", tmp);
+        *p = '/';
+    }
+    if (mkdir(tmp, 0755) != 0 && errno != EEXIST) return err_set("%s: cannot create: %m", tmp);
+    return 0;
+}
+
+static void fill_header(const trainer *tr, ckpt_header *h, ckpt_tensor *tens) {
+    memset(h, 0, sizeof *h);
+    h->config_yaml = tr->cfg_yaml;
+    h->step = tr->step;
+    h->seed = tr->cfg.training.seed;
+    batch_cursor(&tr->bp, tr->step, &h->data_epoch, &h->data_position);
+    h->permutation_seed = tr->cfg.training.seed;
+    h->world_size = tr->world_size;
+    h->servers = tr->servers;
+    h->workers = tr->workers;
+    h->n_params = tr->P;
+    const unet_tensor *t = unet_tensors(tr->model);
+    h->n_tensors = unet_num_tensors(tr->model);
+    for (int i = 0; i < h->n_tensors; i++) {
+        tens[i].name = (char *)t[i].name;
+        tens[i].ndim = t[i].ndim;
+        for (int d = 0; d < t[i].ndim; d++) tens[i].shape[d] = t[i].shape[d];
+        tens[i].offset = t[i].offset;
+        tens[i].size = t[i].size;
+    }
+    h->tensors = tens;
+}
+
+int trainer_save_checkpoint(trainer *tr) {
+    ckpt_header h;
+    ckpt_tensor *tens = xcalloc((size_t)unet_num_tensors(tr->model), sizeof *tens);
+    fill_header(tr, &h, tens);
+    char path[CONFIG_PATH_MAX + 64];
+    double t0 = now_seconds();
+    int rc = ckpt_write(tr->cfg.output.dir, &h, tr->params, tr->ema, tr->adam_m, tr->adam_v, path,
+                        sizeof path);
+    free(tens);
+    if (rc != 0) return -1;
+    if (ckpt_prune(tr->cfg.output.dir, tr->cfg.training.keep_checkpoints) != 0)
+        log_warn("pruning old checkpoints: %s", err_msg());
+    log_info("checkpoint step %llu -> %s (%.1f s)", (unsigned long long)tr->step, path,
+             now_seconds() - t0);
+    return 0;
+}
+
+/* Loads a checkpoint into the trainer after checking it belongs to this run. */
+static int load_checkpoint(trainer *tr, const char *path) {
+    ckpt_header h;
+    memset(&h, 0, sizeof h);
+    /* The header first: a checkpoint of another model is refused by name before
+     * its tensors are read. */
+    if (ckpt_read_header(path, &h) != 0) return -1;
+    config saved;
+    int rc = 0;
+    char diff[2048];
+    if (config_load_string(&saved, h.config_yaml, strlen(h.config_yaml), path) != 0) {
+        rc = err_prefix("%s: its config text does not parse: ", path);
+        goto done;
+    }
+    if (config_diff_model(&saved, &tr->cfg, diff, sizeof diff) > 0) {
+        rc = err_set("%s: the checkpoint's model/diffusion settings differ from the config: %s",
+                     path, diff);
+        goto done;
+    }
+    ckpt_header_free(&h);
+    if (ckpt_read(path, &h, tr->P, CKPT_ALL, tr->params, tr->ema, tr->adam_m, tr->adam_v) != 0)
+        return -1;
+    if (h.sections != CKPT_ALL) {
+        rc = err_set("%s: training state incomplete (sections 0x%x); cannot resume", path,
+                     (unsigned)h.sections);
+        goto done;
+    }
+    /* The data cursor must describe the same stream. */
+    uint64_t ep, pos;
+    batch_cursor(&tr->bp, h.step, &ep, &pos);
+    if (saved.data.format != tr->cfg.data.format || ep != h.data_epoch || pos != h.data_position) {
+        rc = err_set("%s: the dataset differs from the one the checkpoint was trained on "
+                     "(checkpoint cursor epoch %llu position %llu; with this dataset of %zu "
+                     "records and batch %d it would be epoch %llu position %llu)",
+                     path, (unsigned long long)h.data_epoch, (unsigned long long)h.data_position,
+                     (size_t)tr->dataset_size, tr->cfg.training.batch_size, (unsigned long long)ep,
+                     (unsigned long long)pos);
+        goto done;
+    }
+    if (saved.training.batch_size != tr->cfg.training.batch_size ||
+        saved.training.seed != tr->cfg.training.seed) {
+        rc = err_set("%s: training.batch_size and training.seed must stay the same on resume "
+                     "(checkpoint: %d, %llu)", path, saved.training.batch_size,
+                     (unsigned long long)saved.training.seed);
+        goto done;
+    }
+    if (config_diff_all(&saved, &tr->cfg, diff, sizeof diff) > 0)
+        log_info("resume: settings changed since the checkpoint: %s", diff);
+    tr->step = h.step;
+    log_info("resumed from %s at step %llu (written by %u rank(s))", path,
+             (unsigned long long)h.step, h.world_size);
+done:
+    ckpt_header_free(&h);
+    return rc;
+}
+
+int trainer_resume(trainer *tr, const char *mode) {
+    if (strcmp(mode, "none") == 0) {
+        char **paths = NULL;
+        int n = ckpt_list(tr->cfg.output.dir, &paths);
+        ckpt_list_free(paths, n > 0 ? n : 0);
+        if (n > 0)
+            return err_set("%s already holds %d checkpoint(s); pass --resume auto to continue "
+                           "that run, or choose another output.dir",
+                           tr->cfg.output.dir, n);
+        return 0;
+    }
+    if (strcmp(mode, "auto") != 0) return load_checkpoint(tr, mode);
+    char **paths = NULL;
+    int n = ckpt_list(tr->cfg.output.dir, &paths);
+    if (n < 0) return -1;
+    if (n == 0) {
+        log_info("resume auto: no checkpoint in %s, starting fresh", tr->cfg.output.dir);
+        return 0;
+    }
+    int rc = -1;
+    for (int i = 0; i < n; i++) {
+        if (load_checkpoint(tr, paths[i]) == 0) {
+            rc = 0;
+            break;
+        }
+        log_warn("skipping checkpoint: %s", err_msg());
+    }
+    if (rc != 0) err_set("resume auto: none of the %d checkpoint(s) in %s is usable", n,
+                         tr->cfg.output.dir);
+    ckpt_list_free(paths, n);
+    return rc;
+}
+
+void trainer_log_metrics(trainer *tr, const loss_stats *st, double gnorm, double lr, double ips,
+                         double elapsed, double bytes_sent, double bytes_raw) {
+    double pnorm = sqrt(optim_sum_squares(tr->params, tr->P));
+    double loss = st->n ? st->loss_sum / (double)st->n : 0;
+    char q[4][32];
+    for (int i = 0; i < 4; i++) {
+        if (st->q_count[i])
+            snprintf(q[i], sizeof q[i], "%.9g", st->q_sum[i] / (double)st->q_count[i]);
+        else
+            snprintf(q[i], sizeof q[i], "null");
+    }
+    fprintf(tr->metrics,
+            "{\"step\": %llu, \"loss\": %.9g, \"q0\": %s, \"q1\": %s, \"q2\": %s, \"q3\": %s, "
+            "\"grad_norm\": %.9g, \"param_norm\": %.9g, \"lr\": %.9g, \"images_per_s\": %.4g, "
+            "\"elapsed\": %.3f",
+            (unsigned long long)tr->step, loss, q[0], q[1], q[2], q[3], gnorm, pnorm, lr, ips,
+            elapsed);
+    char wire[96] = "";
+    if (bytes_raw > 0) {
+        fprintf(tr->metrics, ", \"bytes_per_step\": %.0f, \"compression\": %.4g", bytes_sent,
+                bytes_raw / bytes_sent);
+        snprintf(wire, sizeof wire, "  %.2f MB/step sent (%.2fx)", bytes_sent / 1e6,
+                 bytes_raw / bytes_sent);
+    }
+    fprintf(tr->metrics, "}\n");
+    fflush(tr->metrics);
+    fprintf(stderr, "step %llu/%ld  loss %.5f  grad_norm %.3f  lr %.3g  %.1f img/s  %.0f s%s\n",
+            (unsigned long long)tr->step, tr->cfg.training.steps, loss, gnorm, lr, ips, elapsed,
+            wire);
+}
+

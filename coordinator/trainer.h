@@ -1,0 +1,61 @@
+/* The training state every role of ddpm-train shares, and the pieces of the
+ * coordinator that do not depend on MPI: checkpoints, resume, metrics, and the
+ * single-process training loop. */
+#ifndef DDPM_TRAINER_H
+#define DDPM_TRAINER_H
+
+#include <signal.h>
+#include <stdint.h>
+#include <stdio.h>
+
+#include "common/config/config.h"
+#include "common/data/dataset.h"
+#include "common/diffusion/diffusion.h"
+#include "common/io/tensor_file.h"
+#include "common/model/unet.h"
+#include "common/optim/optim.h"
+#include "common/train/batch.h"
+#include "common/train/grad.h"
+
+/* Exit codes a launcher can act on. */
+enum { EXIT_OK = 0, EXIT_ERROR = 1, EXIT_USAGE = 2, EXIT_PREEMPTED = 3 };
+
+/* Set by the signal handler (SIGINT, SIGTERM, SIGUSR1); the coordinator acts on it
+ * at the next step boundary. */
+extern volatile sig_atomic_t g_signal;
+
+typedef struct {
+    config cfg;
+    char *cfg_yaml;            /* canonical config text (owned) */
+    dataset *ds;               /* NULL on ranks that read no data */
+    uint64_t dataset_size;
+    diffusion diff;
+    unet *model;
+    size_t P;
+    /* flat buffers of P floats (owned; NULL where a role needs none) */
+    float *params, *grads, *adam_m, *adam_v, *ema;
+    uint64_t step;
+    optim_config oc;
+    batch_planner bp;          /* coordinator */
+    grad_worker gw;            /* ranks that compute gradients */
+    batch_item *items;
+    FILE *metrics;
+    tensor_file dump;
+    int dumping;
+    /* the layout the run uses (recorded in checkpoints) */
+    uint32_t world_size, servers, workers;
+} trainer;
+
+int mkdir_p(const char *path);
+/* Writes a checkpoint of params/EMA/Adam (all P floats present in tr) and prunes. */
+int trainer_save_checkpoint(trainer *tr);
+/* mode: "none" (refuse a folder with checkpoints), "auto", or a path. Fills params,
+ * EMA, Adam m/v and step. */
+int trainer_resume(trainer *tr, const char *mode);
+/* One metrics.jsonl line and the progress line. bytes_sent/bytes_raw < 0: no wire. */
+void trainer_log_metrics(trainer *tr, const loss_stats *st, double gnorm, double lr, double ips,
+                         double elapsed, double bytes_sent, double bytes_raw);
+/* Algorithm 1 on one process. */
+int train_local(trainer *tr, int *exit_code);
+
+#endif

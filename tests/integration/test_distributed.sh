@@ -1,0 +1,99 @@
+#!/usr/bin/env bash
+# Distributed training over Open MPI (ranks = server shards + workers): results do
+# not depend on the layout, a checkpoint resumes on another layout, the codecs run
+# and report their bytes, and a worker that hangs or dies ends the job with a
+# message naming it.
+set -u
+TMP="${DDPM_TEST_TMP:-$(mktemp -d)}/dist"
+rm -rf "$TMP"; mkdir -p "$TMP"
+PY=/usr/bin/python3
+MPIRUN=(mpirun --allow-run-as-root --oversubscribe --bind-to none)
+export OMPI_MCA_btl_vader_single_copy_mechanism=none   # containers without CMA
+CFG=configs/tiny_fashion.yaml
+STEPS=20
+# batch 5: uneven shares (3+2, 2+2+1) on purpose. ch 64 gives every GroupNorm two
+# channels per group, so that only the attention key biases have a gradient that is
+# zero in exact arithmetic (compare_runs.py checks those against Adam's step bound).
+COMMON=(model.ch=64 model.ch_mult=[1,2] model.num_res_blocks=1 training.batch_size=5 training.steps=$STEPS
+        training.log_every=1 training.checkpoint_every=10 training.warmup_steps=5
+        distributed.codec=fp32 distributed.timeout_s=20)
+# sum of the learning rates over the 20 steps: warmup 5 (0, .2, .4, .6, .8) + 15 full
+ZERO=('attn[._][0-9]*\.k\.bias' 0.0034)
+ok() { echo "ok - $*"; }
+fail() { echo "not ok - $*"; }
+state() { build/tools/ckpt_state "$1" "$2" >/dev/null 2>&1; }
+final() { ls "$1"/ckpt-*.ddpm 2>/dev/null | sort | tail -n 1; }
+
+build/ddpm-train $CFG "${COMMON[@]}" output.dir="$TMP/single" >"$TMP/single.log" 2>&1 \
+    || fail "single-process reference run: $(tail -2 "$TMP/single.log")"
+state "$(final "$TMP/single")" "$TMP/single.tns"
+
+for layout in "1 1" "2 1" "3 1" "2 2"; do
+    set -- $layout; W=$1; S=$2; N=$((W + S)); name="w${W}s${S}"
+    if timeout 300 "${MPIRUN[@]}" -np $N build/ddpm-train $CFG "${COMMON[@]}" distributed.servers=$S \
+            output.dir="$TMP/$name" >"$TMP/$name.log" 2>&1 && state "$(final "$TMP/$name")" "$TMP/$name.tns"; then
+        if $PY tests/ref/compare_runs.py "$TMP/$name.tns" "$TMP/single.tns" "$TMP/$name/metrics.jsonl" \
+                "$TMP/single/metrics.jsonl" 1e-4 1e-5 "${ZERO[@]}" >"$TMP/$name.cmp" 2>&1; then
+            ok "$W worker(s), $S shard(s) ($N ranks) equal the single process after $STEPS steps: $(grep -o 'worst.*' "$TMP/$name.cmp" | head -1 | cut -d, -f1); losses $(grep -o 'worst relative difference [^,]*' "$TMP/$name.cmp")"
+        else
+            fail "$W worker(s), $S shard(s) differ from the single process: $(grep 'not ok' "$TMP/$name.cmp" | head -3)"
+        fi
+    else
+        fail "mpirun -np $N ($W workers, $S shards) failed: $(grep -v '^\[' "$TMP/$name.log" | tail -5)"
+    fi
+done
+
+# resume on another layout: 10 steps on (2 workers, 2 shards), then 10 more on (1, 1)
+"${MPIRUN[@]}" -np 4 build/ddpm-train $CFG "${COMMON[@]}" training.steps=10 distributed.servers=2 \
+    output.dir="$TMP/relayout" >"$TMP/relayout1.log" 2>&1
+"${MPIRUN[@]}" -np 2 build/ddpm-train $CFG "${COMMON[@]}" distributed.servers=1 \
+    output.dir="$TMP/relayout" --resume auto >"$TMP/relayout2.log" 2>&1
+if grep -q "resumed from .*ckpt-0000000010.ddpm at step 10 (written by 4 rank(s))" "$TMP/relayout2.log" \
+   && state "$(final "$TMP/relayout")" "$TMP/relayout.tns" \
+   && $PY tests/ref/compare_runs.py "$TMP/relayout.tns" "$TMP/single.tns" "$TMP/relayout/metrics.jsonl" \
+        "$TMP/single/metrics.jsonl" 1e-4 1e-5 "${ZERO[@]}" >"$TMP/relayout.cmp" 2>&1; then
+    ok "a checkpoint written by 2 workers + 2 shards resumes on 1 worker + 1 shard and ends equal to the single process"
+else
+    fail "resume on another layout: $(tail -3 "$TMP/relayout2.log") $(grep 'not ok' "$TMP/relayout.cmp" 2>/dev/null)"
+fi
+
+# compressed codecs run, log bytes per step and a compression ratio
+for codec in fp32_zstd bf16_zstd; do
+    if "${MPIRUN[@]}" -np 3 build/ddpm-train $CFG "${COMMON[@]}" training.steps=4 distributed.codec=$codec \
+            output.dir="$TMP/$codec" >"$TMP/$codec.log" 2>&1 \
+       && $PY -c "
+import json,sys
+r=[json.loads(l) for l in open('$TMP/$codec/metrics.jsonl')]
+assert len(r)==4 and all(x['bytes_per_step']>0 and x['compression']>1.0 for x in r), r[-1]
+print(f\"{r[-1]['bytes_per_step']:.0f} bytes/step, {r[-1]['compression']:.2f}x\")" >"$TMP/$codec.out" 2>&1; then
+        ok "codec $codec: 2 workers train and log $(cat "$TMP/$codec.out")"
+    else
+        fail "codec $codec: $(tail -3 "$TMP/$codec.log") $(cat "$TMP/$codec.out" 2>/dev/null)"
+    fi
+done
+
+# a worker that hangs: the job ends within the timeout, naming the rank
+t0=$(date +%s)
+DDPM_TEST_HANG_RANK=2 DDPM_TEST_HANG_STEP=3 timeout 120 "${MPIRUN[@]}" -x DDPM_TEST_HANG_RANK -x DDPM_TEST_HANG_STEP \
+    -np 3 build/ddpm-train $CFG "${COMMON[@]}" distributed.timeout_s=3 output.dir="$TMP/hang" >"$TMP/hang.log" 2>&1
+rc=$?; dt=$(( $(date +%s) - t0 ))
+if [ $rc -ne 0 ] && [ $rc -ne 124 ] && grep -q "worker rank 2 sent no gradient" "$TMP/hang.log"; then
+    ok "a hanging worker ends the job (exit $rc after ${dt} s, timeout 3 s): $(grep -o 'worker rank 2 sent no gradient[^(]*' "$TMP/hang.log" | head -1)"
+else
+    fail "hanging worker: exit $rc after ${dt} s: $(tail -4 "$TMP/hang.log")"
+fi
+# a worker that dies
+t0=$(date +%s)
+DDPM_TEST_CRASH_RANK=1 DDPM_TEST_CRASH_STEP=2 timeout 120 "${MPIRUN[@]}" -x DDPM_TEST_CRASH_RANK -x DDPM_TEST_CRASH_STEP \
+    -np 3 build/ddpm-train $CFG "${COMMON[@]}" distributed.timeout_s=3 output.dir="$TMP/crash" >"$TMP/crash.log" 2>&1
+rc=$?; dt=$(( $(date +%s) - t0 ))
+if [ $rc -ne 0 ] && [ $rc -ne 124 ] && grep -q "process rank 1 .*exited on signal 9" "$TMP/crash.log"; then
+    ok "a worker killed by SIGKILL ends the job (exit $rc after ${dt} s), the message names rank 1"
+else
+    fail "dying worker: exit $rc after ${dt} s: $(tail -4 "$TMP/crash.log")"
+fi
+# more servers than ranks allow
+"${MPIRUN[@]}" -np 2 build/ddpm-train $CFG "${COMMON[@]}" distributed.servers=2 output.dir="$TMP/bad" >"$TMP/bad.log" 2>&1
+rc=$?
+[ $rc -ne 0 ] && grep -q "at least one worker" "$TMP/bad.log" && ok "servers >= ranks is refused with a message" \
+    || fail "servers >= ranks: exit $rc: $(tail -2 "$TMP/bad.log")"

@@ -1,0 +1,211 @@
+/* A worker rank: for each step, its share of the global batch -> gradients ->
+ * one push per parameter chunk to the chunk's owner shard, sent as soon as backward
+ * has finished the layers in that chunk, then the new parameters by broadcast. */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <signal.h>
+#include <unistd.h>
+
+#include "common/core/util.h"
+#include "common/wire/wire.h"
+#include "coordinator/dist.h"
+
+typedef struct {
+    trainer *tr;
+    const dist_layout *d;
+    wire_ctx *wc;
+    float *residual;          /* bf16 error feedback (P floats) or NULL */
+    int next;                 /* highest chunk not pushed yet */
+    const loss_stats *st;
+    MPI_Request *reqs;
+    uint8_t **bufs;
+    double bytes_raw, bytes_sent;
+    int failed;
+    FILE *timeline;
+    double t_step;
+} pusher;
+
+static void push_chunk(pusher *ps, int k) {
+    const dist_layout *d = ps->d;
+    trainer *tr = ps->tr;
+    size_t off = d->chunk_off[k], n = d->chunk_cnt[k];
+    const uint8_t *data = NULL;
+    size_t len = 0;
+    if (wire_encode(ps->wc, tr->cfg.distributed.codec, tr->cfg.distributed.zstd_level,
+                    tr->grads + off, ps->residual ? ps->residual + off : NULL, n, &data,
+                    &len) != 0) {
+        ps->failed = 1;
+        return;
+    }
+    ps->bytes_raw += (double)n * sizeof(float);
+    ps->bytes_sent += (double)len;
+    wire_push p;
+    memset(&p, 0, sizeof p);
+    p.step = tr->step;
+    p.worker = (uint32_t)d->worker;
+    p.chunk = (uint32_t)k;
+    p.offset = off;
+    p.count = n;
+    p.codec = tr->cfg.distributed.codec;
+    p.data = data;
+    p.data_len = len;
+    p.raw_bytes = n * sizeof(float);
+    if (k == 0) { /* chunk 0 is always last and owned by rank 0: it carries the stats */
+        p.has_stats = 1;
+        p.loss_sum = ps->st->loss_sum;
+        for (int q = 0; q < 4; q++) {
+            p.q_sum[q] = ps->st->q_sum[q];
+            p.q_count[q] = (uint64_t)ps->st->q_count[q];
+        }
+        p.n_samples = (uint64_t)ps->st->n;
+        p.bytes_raw_total = (uint64_t)ps->bytes_raw;
+        p.bytes_sent_total = (uint64_t)ps->bytes_sent;
+    }
+    size_t plen = 0;
+    if (wire_push_pack(&p, &ps->bufs[k], &plen) != 0) {
+        ps->failed = 1;
+        return;
+    }
+    MPI_Isend(ps->bufs[k], (int)plen, MPI_BYTE, dist_chunk_owner(d, k), TAG_GRAD, MPI_COMM_WORLD,
+              &ps->reqs[k]);
+    if (ps->timeline)
+        fprintf(ps->timeline, "{\"rank\": %d, \"step\": %llu, \"event\": \"push\", \"chunk\": %d, "
+                "\"t\": %.6f, \"bytes\": %zu}\n", d->rank, (unsigned long long)tr->step, k,
+                now_seconds() - ps->t_step, plen);
+}
+
+/* Backward hook: push every chunk that backward has finished. */
+static void on_backward(void *ctx, size_t done_from) {
+    pusher *ps = ctx;
+    while (ps->next >= 0 && ps->d->chunk_off[ps->next] >= done_from && !ps->failed)
+        push_chunk(ps, ps->next--);
+    int flag;
+    MPI_Testall(ps->d->n_chunks, ps->reqs, &flag, MPI_STATUSES_IGNORE); /* progress sends */
+}
+
+/* Test-only: DDPM_TEST_HANG_RANK=r DDPM_TEST_HANG_STEP=s make rank r stop
+ * answering at step s, DDPM_TEST_CRASH_RANK/STEP kill it (to test that the job
+ * ends and names it). */
+static void maybe_hang(const dist_layout *d, uint64_t step) {
+    const char *r = getenv("DDPM_TEST_HANG_RANK"), *s = getenv("DDPM_TEST_HANG_STEP");
+    if (r && s && atoi(r) == d->rank && strtoull(s, NULL, 10) == step)
+        for (;;) pause();
+    r = getenv("DDPM_TEST_CRASH_RANK");
+    s = getenv("DDPM_TEST_CRASH_STEP");
+    if (r && s && atoi(r) == d->rank && strtoull(s, NULL, 10) == step) raise(SIGKILL);
+}
+
+int dist_work(trainer *tr, dist_layout *d, int *exit_code) {
+    const training_config *tc = &tr->cfg.training;
+    pusher ps;
+    memset(&ps, 0, sizeof ps);
+    ps.tr = tr;
+    ps.d = d;
+    ps.wc = wire_ctx_create();
+    if (tr->cfg.distributed.codec == CODEC_BF16_ZSTD) ps.residual = xfloats(tr->P);
+    ps.reqs = xcalloc((size_t)d->n_chunks, sizeof *ps.reqs);
+    ps.bufs = xcalloc((size_t)d->n_chunks, sizeof *ps.bufs);
+    const char *tl = getenv("DDPM_TIMELINE");
+    if (tl) {
+        char path[1024];
+        snprintf(path, sizeof path, "%s.rank%d", tl, d->rank);
+        ps.timeline = fopen(path, "w");
+    }
+    uint8_t *buf = NULL;
+    size_t cap = 0;
+    batch_item *items = xcalloc((size_t)tc->batch_size, sizeof *items);
+    for (;;) {
+        int64_t ctl[DIST_CTL_LEN];
+        MPI_Request r;
+        MPI_Ibcast(ctl, DIST_CTL_LEN, MPI_INT64_T, 0, MPI_COMM_WORLD, &r);
+        if (dist_wait(&r, d->timeout_s) != 0) {
+            err_set("no step control from rank 0 within %g s", d->timeout_s);
+            dist_fail(d);
+        }
+        if (ctl[1] == DIST_CTL_STOP) {
+            *exit_code = (int)ctl[2];
+            break;
+        }
+        if ((uint64_t)ctl[0] != tr->step) {
+            err_set("rank 0 announced step %lld, this worker is at step %llu", (long long)ctl[0],
+                    (unsigned long long)tr->step);
+            dist_fail(d);
+        }
+        maybe_hang(d, tr->step);
+        int len = 0, from = 0;
+        if (dist_recv_any(0, TAG_WORK, now_seconds() + d->timeout_s, &buf, &cap, &len, &from) != 0) {
+            err_set("the coordinator (rank 0) sent no work for step %llu within %g s",
+                    (unsigned long long)tr->step, d->timeout_s);
+            dist_fail(d);
+        }
+        wire_work wk;
+        if (wire_work_unpack(buf, (size_t)len, tc->batch_size, tr->cfg.diffusion.timesteps,
+                             tr->dataset_size, &wk) != 0) {
+            err_prefix("work assignment from rank 0: ");
+            dist_fail(d);
+        }
+        if (wk.step != tr->step || wk.total_batch != (uint32_t)tc->batch_size ||
+            wk.seed != tc->seed) {
+            err_set("work assignment from rank 0: step %llu, batch %u, seed %llu; expected "
+                    "step %llu, batch %d, seed %llu", (unsigned long long)wk.step,
+                    (unsigned)wk.total_batch, (unsigned long long)wk.seed,
+                    (unsigned long long)tr->step, tc->batch_size,
+                    (unsigned long long)tc->seed);
+            dist_fail(d);
+        }
+        for (int i = 0; i < wk.n; i++) {
+            items[i].sample_id = wk.sample_ids[i];
+            items[i].index = wk.indices[i];
+            items[i].t = wk.t[i];
+            items[i].flip = wk.flip[i];
+        }
+        ps.t_step = now_seconds();
+        loss_stats st;
+        memset(&st, 0, sizeof st);
+        memset(tr->grads, 0, tr->P * sizeof(float));
+        ps.st = &st;
+        ps.next = d->n_chunks - 1;
+        ps.bytes_raw = ps.bytes_sent = 0;
+        for (int k = 0; k < d->n_chunks; k++) ps.reqs[k] = MPI_REQUEST_NULL;
+        tr->gw.final_hook = on_backward;
+        tr->gw.final_hook_ctx = &ps;
+        if (ps.timeline)
+            fprintf(ps.timeline, "{\"rank\": %d, \"step\": %llu, \"event\": \"compute_start\", "
+                    "\"t\": 0}\n", d->rank, (unsigned long long)tr->step);
+        if (grad_worker_run(&tr->gw, tr->params, tr->grads, tr->step, items, wk.n, tc->batch_size,
+                            &st) != 0)
+            dist_fail(d);
+        if (ps.timeline)
+            fprintf(ps.timeline, "{\"rank\": %d, \"step\": %llu, \"event\": \"backward_end\", "
+                    "\"t\": %.6f}\n", d->rank, (unsigned long long)tr->step,
+                    now_seconds() - ps.t_step);
+        while (ps.next >= 0 && !ps.failed) push_chunk(&ps, ps.next--); /* e.g. an empty share */
+        if (ps.failed) dist_fail(d);
+        wire_work_free(&wk);
+        if (dist_wait_all(d->n_chunks, ps.reqs, d->timeout_s) != 0) {
+            err_set("gradient pushes of step %llu were not taken within %g s",
+                    (unsigned long long)tr->step, d->timeout_s);
+            dist_fail(d);
+        }
+        for (int k = 0; k < d->n_chunks; k++) {
+            free(ps.bufs[k]);
+            ps.bufs[k] = NULL;
+        }
+        if (dist_bcast_params(d, tr->params, 0) != 0) dist_fail(d);
+        if (ps.timeline)
+            fprintf(ps.timeline, "{\"rank\": %d, \"step\": %llu, \"event\": \"params_received\", "
+                    "\"t\": %.6f}\n", d->rank, (unsigned long long)tr->step,
+                    now_seconds() - ps.t_step);
+        tr->step++;
+    }
+    if (ps.timeline) fclose(ps.timeline);
+    free(items);
+    free(buf);
+    free(ps.reqs);
+    free(ps.bufs);
+    free(ps.residual);
+    wire_ctx_free(ps.wc);
+    return 0;
+}
