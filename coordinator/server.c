@@ -49,6 +49,7 @@ static int send_assignments(trainer *tr, const dist_layout *d) {
 typedef struct {
     loss_stats st;
     double bytes_raw, bytes_sent;
+    double t_decode;
 } step_stats;
 
 /* Receives every worker's push of every chunk this shard owns and sums them into
@@ -92,9 +93,13 @@ static int receive_pushes(trainer *tr, const dist_layout *d, wire_ctx *wc, uint8
         else if (p.codec != tr->cfg.distributed.codec)
             rc = err_set("gradient push from rank %d: codec %d, the run uses %d", from,
                          (int)p.codec, (int)tr->cfg.distributed.codec);
-        else if (wire_decode_add(wc, p.codec, p.data, p.data_len, tr->grads + p.offset,
-                                 (size_t)p.count) != 0)
-            rc = err_prefix("gradient push from rank %d, chunk %u: ", from, (unsigned)p.chunk);
+        else {
+            double t0 = now_seconds();
+            if (wire_decode_add(wc, p.codec, p.data, p.data_len, tr->grads + p.offset,
+                                (size_t)p.count) != 0)
+                rc = err_prefix("gradient push from rank %d, chunk %u: ", from, (unsigned)p.chunk);
+            ss->t_decode += now_seconds() - t0;
+        }
         if (rc == 0) {
             got[w * d->n_chunks + (int)p.chunk] = 1;
             if (p.has_stats) {
@@ -153,6 +158,8 @@ int dist_serve(trainer *tr, dist_layout *d, int *exit_code) {
     size_t cap = 0;
     uint8_t *got = xcalloc((size_t)d->W * (size_t)d->n_chunks, 1);
     double t_start = now_seconds(), t_window = t_start, busy = 0, wait = 0;
+    double t_plan = 0, t_recv = 0, t_update = 0, t_bcast = 0;
+    uint64_t steps_done = 0;
     uint64_t window_images = 0;
     for (;;) {
         int64_t ctl[DIST_CTL_LEN] = {(int64_t)tr->step, DIST_CTL_STEP, EXIT_OK};
@@ -179,10 +186,17 @@ int dist_serve(trainer *tr, dist_layout *d, int *exit_code) {
         double t2 = now_seconds();
         double gnorm = 0, lr = 0;
         if (update_owned(tr, d, &gnorm, &lr) != 0) dist_fail(d);
+        double t2b = now_seconds();
         if (dist_bcast_params(d, tr->params, 0) != 0) dist_fail(d);
         double t3 = now_seconds();
-        wait += t2 - t1;
-        busy += (t1 - t0) + (t3 - t2);
+        /* time blocked in receive is waiting, except the decoding inside it */
+        wait += (t2 - t1) - ss.t_decode;
+        busy += (t1 - t0) + ss.t_decode + (t3 - t2);
+        t_plan += t1 - t0;
+        t_recv += t2 - t1;
+        t_update += t2b - t2;
+        t_bcast += t3 - t2b;
+        steps_done++;
         tr->step++;
         window_images += (uint64_t)tc->batch_size;
         if (coord) {
@@ -208,10 +222,16 @@ int dist_serve(trainer *tr, dist_layout *d, int *exit_code) {
             dist_fail(d);
     }
     if (checkpoint(tr, d) != 0) dist_fail(d);
+    if (steps_done) {
+        double n = (double)steps_done, total = busy + wait;
+        log_info("%s rank %d: busy %.1f%% of step time; per step: planning and sending work %.4f s, "
+                 "receiving and decoding pushes %.4f s (decoding %.4f s of it), "
+                 "update %.4f s, parameter broadcast %.4f s",
+                 coord ? "coordinator" : "server shard", d->rank,
+                 total > 0 ? 100 * busy / total : 0, t_plan / n, t_recv / n,
+                 (busy - t_plan - t_update - t_bcast) / n, t_update / n, t_bcast / n);
+    }
     if (coord) {
-        double total = busy + wait;
-        log_info("coordinator busy %.1f%% of step time (%.1f s busy, %.1f s waiting for workers)",
-                 total > 0 ? 100 * busy / total : 0, busy, wait);
         if (g_signal) {
             log_info("stopped by signal %d at step %llu; checkpoint written", (int)g_signal,
                      (unsigned long long)tr->step);

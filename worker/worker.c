@@ -25,6 +25,7 @@ typedef struct {
     int failed;
     FILE *timeline;
     double t_step;
+    double t_encode;          /* seconds spent encoding, this run */
 } pusher;
 
 static void push_chunk(pusher *ps, int k) {
@@ -33,6 +34,7 @@ static void push_chunk(pusher *ps, int k) {
     size_t off = d->chunk_off[k], n = d->chunk_cnt[k];
     const uint8_t *data = NULL;
     size_t len = 0;
+    double t0 = now_seconds();
     if (wire_encode(ps->wc, tr->cfg.distributed.codec, tr->cfg.distributed.zstd_level,
                     tr->grads + off, ps->residual ? ps->residual + off : NULL, n, &data,
                     &len) != 0) {
@@ -70,6 +72,7 @@ static void push_chunk(pusher *ps, int k) {
     }
     MPI_Isend(ps->bufs[k], (int)plen, MPI_BYTE, dist_chunk_owner(d, k), TAG_GRAD, MPI_COMM_WORLD,
               &ps->reqs[k]);
+    ps->t_encode += now_seconds() - t0;
     if (ps->timeline)
         fprintf(ps->timeline, "{\"rank\": %d, \"step\": %llu, \"event\": \"push\", \"chunk\": %d, "
                 "\"t\": %.6f, \"bytes\": %zu}\n", d->rank, (unsigned long long)tr->step, k,
@@ -116,7 +119,10 @@ int dist_work(trainer *tr, dist_layout *d, int *exit_code) {
     uint8_t *buf = NULL;
     size_t cap = 0;
     batch_item *items = xcalloc((size_t)tc->batch_size, sizeof *items);
+    double t_wait_work = 0, t_compute = 0, t_send = 0, t_bcast = 0;
+    uint64_t steps_done = 0;
     for (;;) {
+        double ta = now_seconds();
         int64_t ctl[DIST_CTL_LEN];
         MPI_Request r;
         MPI_Ibcast(ctl, DIST_CTL_LEN, MPI_INT64_T, 0, MPI_COMM_WORLD, &r);
@@ -162,6 +168,8 @@ int dist_work(trainer *tr, dist_layout *d, int *exit_code) {
             items[i].flip = wk.flip[i];
         }
         ps.t_step = now_seconds();
+        t_wait_work += ps.t_step - ta;
+        double enc0 = ps.t_encode;
         loss_stats st;
         memset(&st, 0, sizeof st);
         memset(tr->grads, 0, tr->P * sizeof(float));
@@ -184,6 +192,8 @@ int dist_work(trainer *tr, dist_layout *d, int *exit_code) {
         while (ps.next >= 0 && !ps.failed) push_chunk(&ps, ps.next--); /* e.g. an empty share */
         if (ps.failed) dist_fail(d);
         wire_work_free(&wk);
+        double tb = now_seconds();
+        t_compute += (tb - ps.t_step) - (ps.t_encode - enc0);
         if (dist_wait_all(d->n_chunks, ps.reqs, d->timeout_s) != 0) {
             err_set("gradient pushes of step %llu were not taken within %g s",
                     (unsigned long long)tr->step, d->timeout_s);
@@ -193,12 +203,23 @@ int dist_work(trainer *tr, dist_layout *d, int *exit_code) {
             free(ps.bufs[k]);
             ps.bufs[k] = NULL;
         }
+        double tc0 = now_seconds();
+        t_send += tc0 - tb;
         if (dist_bcast_params(d, tr->params, 0) != 0) dist_fail(d);
+        t_bcast += now_seconds() - tc0;
+        steps_done++;
         if (ps.timeline)
             fprintf(ps.timeline, "{\"rank\": %d, \"step\": %llu, \"event\": \"params_received\", "
                     "\"t\": %.6f}\n", d->rank, (unsigned long long)tr->step,
                     now_seconds() - ps.t_step);
         tr->step++;
+    }
+    if (steps_done) {
+        double n = (double)steps_done;
+        log_info("worker rank %d, per step: compute %.3f s, encode %.3f s, sending %.3f s, "
+                 "parameter broadcast %.3f s, waiting for work %.3f s",
+                 d->rank, t_compute / n, ps.t_encode / n, t_send / n, t_bcast / n,
+                 t_wait_work / n);
     }
     if (ps.timeline) fclose(ps.timeline);
     free(items);
