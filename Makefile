@@ -103,3 +103,43 @@ clean:
 	rm -rf build build-san
 
 -include $(shell find build build-san -name '*.d' 2>/dev/null)
+
+# ---- wire fuzzing (libFuzzer; needs clang). `make fuzz` builds build/fuzz/fuzz_wire_*;
+# `make fuzz-run FUZZ_TIME=60` runs each target that long from tests/fuzz_corpus/<target>
+# and merges inputs with new coverage back into it (fuzz/run_fuzz.sh);
+# `make fuzz-seeds` rewrites the valid_* seeds. The corpus is replayed in the normal
+# suite by tests/unit/test_wire_corpus.c, which includes the targets' check functions.
+FUZZ_CC    ?= clang-14
+FUZZ_TIME  ?= 60
+FUZZ_SAN   := -g -O1 -fno-omit-frame-pointer -fsanitize=address,undefined -fno-sanitize-recover=undefined
+FUZZ_BINS  := $(patsubst fuzz/%.c,build/fuzz/%,$(wildcard fuzz/fuzz_*.c))
+FUZZ_OBJS  := build/fuzz/obj/common/wire/wire.o build/fuzz/obj/common/core/util.o build/fuzz/obj/gen/proto/wire.pb-c.o
+FUZZ_LIBS  := $(shell pkg-config --libs libzstd libprotobuf-c) -lm -pthread
+
+build/fuzz/obj/common/%.o: common/%.c $(PROTO_H) $(wildcard common/wire/*.h common/core/*.h)
+	@mkdir -p $(dir $@)
+	$(FUZZ_CC) $(BASE_CFLAGS) $(FUZZ_SAN) -fsanitize=fuzzer-no-link -c $< -o $@
+
+build/fuzz/obj/gen/%.o: build/gen/%.c $(PROTO_H)
+	@mkdir -p $(dir $@)
+	$(FUZZ_CC) $(BASE_CFLAGS) $(FUZZ_SAN) -fsanitize=fuzzer-no-link -Wno-unused-parameter -c $< -o $@
+
+build/fuzz/fuzz_%: fuzz/fuzz_%.c fuzz/fuzz_wire.h $(FUZZ_OBJS)
+	@mkdir -p $(dir $@)
+	$(FUZZ_CC) $(BASE_CFLAGS) $(FUZZ_SAN) -fsanitize=fuzzer $< $(FUZZ_OBJS) -o $@ $(FUZZ_LIBS)
+
+build/fuzz/gen_seeds: fuzz/gen_seeds.c build/libddpm.a
+	@mkdir -p $(dir $@)
+	$(CC) $(BASE_CFLAGS) $(OPT) $< build/libddpm.a -o $@ $(LDLIBS)
+
+# The replay test includes the fuzz targets' sources.
+build/tests/test_wire_corpus build-san/tests/test_wire_corpus: $(wildcard fuzz/*.c fuzz/*.h)
+
+.PHONY: fuzz fuzz-run fuzz-seeds
+fuzz: $(FUZZ_BINS)
+
+fuzz-seeds: build/fuzz/gen_seeds
+	build/fuzz/gen_seeds tests/fuzz_corpus
+
+fuzz-run: fuzz
+	bash fuzz/run_fuzz.sh $(FUZZ_TIME)

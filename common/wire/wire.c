@@ -200,9 +200,19 @@ static int decompress_exact(wire_ctx *c, const char *codec, const uint8_t *in, s
                             size_t expect) {
     if (len == 0)
         return err_set("wire: %s payload is empty, expected a zstd frame of %zu bytes", codec, expect);
+    /* Exactly one standard frame: no skippable or legacy-format frames (we never write
+     * them, and the legacy decoders are attack surface we do not need), no trailing bytes. */
+    if (len < 4 || ((uint32_t)in[0] | (uint32_t)in[1] << 8 | (uint32_t)in[2] << 16 | (uint32_t)in[3] << 24) !=
+                       ZSTD_MAGICNUMBER)
+        return err_set("wire: %s payload (%zu bytes) is not a zstd frame (bad magic)", codec, len);
+    size_t frame = ZSTD_findFrameCompressedSize(in, len);
+    if (ZSTD_isError(frame))
+        return err_set("wire: corrupt %s payload (%zu bytes): zstd: %s", codec, len, ZSTD_getErrorName(frame));
+    if (frame != len)
+        return err_set("wire: %s payload has %zu bytes after its zstd frame", codec, len - frame);
     unsigned long long declared = ZSTD_getFrameContentSize(in, len);
     if (declared == ZSTD_CONTENTSIZE_ERROR)
-        return err_set("wire: %s payload (%zu bytes) is not a zstd frame (bad magic or truncated header)",
+        return err_set("wire: %s payload (%zu bytes) has a truncated or invalid zstd frame header",
                        codec, len);
     if (declared != ZSTD_CONTENTSIZE_UNKNOWN && declared != (unsigned long long)expect)
         return err_set("wire: %s payload declares %llu decompressed bytes, expected %zu", codec,

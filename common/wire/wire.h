@@ -49,8 +49,8 @@ int wire_encode(wire_ctx *c, wire_codec codec, int level, const float *g, float 
 
 /* Decodes in[0..len) (borrowed), which must hold exactly n values of `codec`, and ADDS
  * them into acc[0..n) (borrowed). Refused, with err_msg saying what is wrong: an unknown
- * codec, a size that does not match n (fp32: len != 4n), an empty/corrupt/truncated zstd
- * payload, a frame declaring or decompressing to a size other than 4n (bf16: 2n) bytes,
+ * codec, a size that does not match n (fp32: len != 4n), anything but exactly one standard
+ * zstd frame (no skippable/legacy frames, no trailing bytes), a corrupt/truncated frame, a frame declaring or decompressing to a size other than 4n (bf16: 2n) bytes,
  * a checksum mismatch, or any non-finite decoded value. Decompression writes into a
  * buffer of exactly the expected size, so a "zstd bomb" fails without allocating.
  * On error acc is left unchanged (values are checked before any is added).

@@ -244,6 +244,21 @@ static void test_ratios(wire_ctx *c) {
                raw / plain_b, raw / len_b, n);
         printf("# ratio level %d: bf16 shuffle+zstd is %.3fx smaller than the 16-bit baseline (bf16 raw)\n",
                level, 2.0 * n / len_b);
+        /* Speed, for the docs (not checked: it depends on the machine and the build). */
+        float *acc = xfloats(n);
+        double t0 = now_seconds();
+        wire_encode(c, CODEC_BF16_ZSTD, level, g, res, n, &out, &len_b);
+        double t1 = now_seconds();
+        wire_decode_add(c, CODEC_BF16_ZSTD, out, len_b, acc, n);
+        double t2 = now_seconds();
+        wire_encode(c, CODEC_FP32_ZSTD, level, g, NULL, n, &out, &len_f);
+        double t3 = now_seconds();
+        wire_decode_add(c, CODEC_FP32_ZSTD, out, len_f, acc, n);
+        double t4 = now_seconds();
+        printf("# speed level %d (MB of fp32 per second): bf16_zstd encode %.0f decode %.0f, "
+               "fp32_zstd encode %.0f decode %.0f\n", level, raw / 1e6 / (t1 - t0), raw / 1e6 / (t2 - t1),
+               raw / 1e6 / (t3 - t2), raw / 1e6 / (t4 - t3));
+        free(acc);
         test_check(len_f < plain_f, "byte shuffle helps fp32 at level %d (%zu < %zu bytes)", level, len_f, plain_f);
         test_check(len_b < plain_b, "byte shuffle helps bf16 at level %d (%zu < %zu bytes)", level, len_b, plain_b);
     }
@@ -304,6 +319,16 @@ static void test_bad_payloads(wire_ctx *c) {
             else printf("# %s corruption at %zu: %s\n", nm, pos, err_msg());
         }
         test_check(caught == tried && acc_untouched(acc, N), "%s corrupted bodies refused (%d of %d)", nm, caught, tried);
+        memcpy(buf, out, len);
+        memcpy(buf + len, "\x28\xb5\x2f\xfd\x00", 5);
+        rc = wire_decode_add(c, codec, buf, len + 5, acc, N);
+        test_check(rc == -1 && msg_has("5 bytes after its zstd frame") && acc_untouched(acc, N),
+                   "%s trailing bytes refused: %s", nm, err_msg());
+        /* a skippable frame (magic 0x184D2A50, 4-byte size, 0 bytes) before the data */
+        memmove(buf + 8, buf, len);
+        memcpy(buf, "\x50\x2a\x4d\x18\x00\x00\x00\x00", 8);
+        rc = wire_decode_add(c, codec, buf, len + 8, acc, N);
+        test_check(rc == -1 && msg_has("bad magic"), "%s skippable frame refused: %s", nm, err_msg());
         memcpy(buf, out, len);
         buf[0] ^= 0xFF;
         rc = wire_decode_add(c, codec, buf, len, acc, N);
