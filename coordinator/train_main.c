@@ -21,6 +21,7 @@
 #include "common/core/blas_setup.h"
 #include "common/core/util.h"
 #include "common/data/dataset.h"
+#include "common/data/prefetch.h"
 #include "common/diffusion/diffusion.h"
 #include "common/io/tensor_file.h"
 #include "common/model/unet.h"
@@ -80,6 +81,8 @@ typedef struct {
     batch_planner bp;
     grad_worker gw;
     batch_item *items;
+    prefetcher *pf;          /* shards only: reads the next step's records ahead */
+    batch_item *next_items;
     FILE *metrics;
     tensor_file dump;
     int dumping;
@@ -285,9 +288,15 @@ static int train(trainer *tr, int *exit_code) {
             dump_params(tr, "init", tr->params) != 0)
             return -1;
     }
+    int primed = 0;
     while ((long)tr->step < tc->steps) {
         if (g_signal) break;
         batch_plan(&tr->bp, tr->step, tr->items);
+        if (tr->pf) { /* read step+1's records while this step computes */
+            if (!primed++) grad_worker_prefetch(&tr->gw, tr->items, B);
+            batch_plan(&tr->bp, tr->step + 1, tr->next_items);
+            grad_worker_prefetch(&tr->gw, tr->next_items, B);
+        }
         memset(tr->grads, 0, tr->P * sizeof(float));
         loss_stats st;
         memset(&st, 0, sizeof st);
@@ -442,6 +451,11 @@ int main(int argc, char **argv) {
     tr.items = xcalloc((size_t)tc->batch_size, sizeof *tr.items);
     grad_worker_init(&tr.gw, tr.model, &tr.diff, tr.ds, tc->seed, micro, tr.cfg.model.in_channels,
                      tr.cfg.model.image_size);
+    if (tr.cfg.data.format == DATA_SHARDS) {
+        if (prefetcher_create(&tr.pf, tr.ds) != 0) goto fail;
+        grad_worker_set_prefetcher(&tr.gw, tr.pf);
+        tr.next_items = xcalloc((size_t)tc->batch_size, sizeof *tr.next_items);
+    }
     unet_init(tr.model, tr.params, tc->seed);
     memcpy(tr.ema, tr.params, tr.P * sizeof(float));
     if (resume(&tr, resume_mode) != 0) goto fail;
@@ -472,6 +486,14 @@ fail:
     code = EXIT_ERROR;
 out:
     if (tr.metrics) fclose(tr.metrics);
+    if (tr.pf) {
+        uint64_t hits, misses;
+        prefetcher_stats(tr.pf, &hits, &misses);
+        log_info("prefetch: %llu records read ahead, %llu read on demand",
+                 (unsigned long long)hits, (unsigned long long)misses);
+        prefetcher_free(tr.pf);
+    }
+    free(tr.next_items);
     grad_worker_free(&tr.gw);
     batch_planner_free(&tr.bp);
     free(tr.items);
