@@ -6,6 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include <lmdb.h>
 
@@ -51,6 +52,14 @@ static int open_lmdb(image_source *s) {
     struct stat st;
     if (stat(s->path, &st) != 0) return err_set("%s: cannot open LMDB: %s", s->path, strerror(errno));
     /* read-only without the lock file: works on read-only copies of the export */
+    if (S_ISDIR(st.st_mode)) {
+        size_t len = strlen(s->path) + 16;
+        char *dm = xmalloc(len);
+        snprintf(dm, len, "%s/data.mdb", s->path);
+        int has = access(dm, R_OK) == 0;
+        free(dm);
+        if (!has) return err_set("%s: cannot open LMDB: no readable data.mdb in this folder", s->path);
+    }
     unsigned flags = MDB_RDONLY | MDB_NOLOCK | MDB_NORDAHEAD | (S_ISDIR(st.st_mode) ? 0 : MDB_NOSUBDIR);
     int rc = mdb_env_create(&s->env);
     if (rc == 0) rc = mdb_env_open(s->env, s->path, flags, 0644);

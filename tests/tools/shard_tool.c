@@ -3,9 +3,10 @@
  *       every record through the `shards` dataset, in order, as uint8 CHW; prints "records N"
  *   shard_tool make DIR N SIZE CHANNELS PER_SHARD SEED
  *       N pseudo-random (incompressible) records packed with the library's writer
- *   shard_tool read DIR SIZE CHANNELS STEPS BATCH [direct]
+ *   shard_tool read DIR SIZE CHANNELS STEPS BATCH [direct|inmemory]
  *       reads STEPS batches in the training order (batch_plan, seed 0) through the
- *       prefetcher (or dataset_get with "direct"); prints records, seconds, images/s,
+ *       prefetcher (or dataset_get with "direct"; "inmemory" first copies every record
+ *       into memory, as the in-memory formats do: the RSS test's negative control); prints records, seconds, images/s,
  *       peak RSS (getrusage ru_maxrss, KiB), prefetch hits and misses and a checksum */
 #include <stdio.h>
 #include <stdlib.h>
@@ -105,6 +106,8 @@ static int cmd_read(int argc, char **argv) {
     if (dataset_open(&ds, DATA_SHARDS, argv[2], atoi(argv[3]), atoi(argv[4])) != 0) return die("open");
     long steps = atol(argv[5]);
     int B = atoi(argv[6]), direct = argc > 7 && !strcmp(argv[7], "direct");
+    int inmem = argc > 7 && !strcmp(argv[7], "inmemory");
+    direct |= inmem;
     batch_planner bp;
     if (batch_planner_init(&bp, 0, dataset_size(ds), B, 1000, TIMESTEP_UNIFORM, 1) != 0) return die("planner");
     batch_item *cur = xcalloc((size_t)B, sizeof *cur), *next = xcalloc((size_t)B, sizeof *next);
@@ -113,6 +116,12 @@ static int cmd_read(int argc, char **argv) {
     uint8_t *img = xmalloc(rb);
     prefetcher *pf = NULL;
     if (!direct && prefetcher_create(&pf, ds) != 0) return die("prefetcher");
+    uint8_t *all = NULL;
+    if (inmem) {
+        all = xmalloc(dataset_size(ds) * rb);
+        for (size_t i = 0; i < dataset_size(ds); i++)
+            if (dataset_get(ds, i, all + i * rb) != 0) return die("read");
+    }
     uint64_t sum = 0;
     double t0 = now_seconds();
     batch_plan(&bp, 0, cur);
@@ -124,7 +133,9 @@ static int cmd_read(int argc, char **argv) {
         for (int i = 0; i < B; i++) idx[i] = next[i].index;
         if (pf) prefetcher_request(pf, idx, (size_t)B);
         for (int i = 0; i < B && rc == 0; i++) {
-            int r = pf ? prefetcher_get(pf, cur[i].index, img) : dataset_get(ds, cur[i].index, img);
+            int r = 0;
+            if (all) memcpy(img, all + (size_t)cur[i].index * rb, rb);
+            else r = pf ? prefetcher_get(pf, cur[i].index, img) : dataset_get(ds, cur[i].index, img);
             if (r != 0) rc = die("read");
             for (size_t b = 0; b < rb; b += 61) sum = sum * 31 + img[b];
         }
@@ -142,7 +153,7 @@ static int cmd_read(int argc, char **argv) {
                steps * B, sec, (double)(steps * B) / sec, ru.ru_maxrss, (unsigned long long)hits,
                (unsigned long long)misses, (unsigned long long)sum, dataset_size(ds));
     prefetcher_free(pf);
-    free(cur); free(next); free(idx); free(img);
+    free(cur); free(next); free(idx); free(img); free(all);
     batch_planner_free(&bp);
     dataset_close(ds);
     return rc;

@@ -35,10 +35,12 @@ static int msg_has(const char *a, const char *b) {
 }
 
 static const char *path_in(const char *dir, const char *name) {
-    static char buf[4][1024];
+    static char buf[4][1100];
     static int k = 0;
     k = (k + 1) % 4;
-    snprintf(buf[k], sizeof buf[k], "%s/%s", dir, name);
+    char d[1024]; /* dir may be an earlier result of this function */
+    snprintf(d, sizeof d, "%s", dir);
+    snprintf(buf[k], sizeof buf[k], "%s/%s", d, name);
     return buf[k];
 }
 
