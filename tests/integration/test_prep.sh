@@ -30,7 +30,7 @@ $PREP "${COMMON[@]}" --out "$TMP/straight" --threads 1 --quiet >"$TMP/straight.l
     || fail "ddpm-prep straight run: $(tail -3 "$TMP/straight.log")"
 
 # --- 3 threads, killed with SIGKILL once two shards are on disk, then resumed ---
-$PREP "${COMMON[@]}" --out "$TMP/killed" --threads 3 --test-delay-ms 120 >"$TMP/k1.log" 2>&1 &
+$PREP "${COMMON[@]}" --out "$TMP/killed" --threads 3 --test-delay-ms 200 >"$TMP/k1.log" 2>&1 &
 pid=$!
 for _ in $(seq 1 300); do
     [ "$(nshards "$TMP/killed")" -ge 2 ] && break
