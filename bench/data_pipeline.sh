@@ -57,10 +57,14 @@ for fmt in webp jpeg; do
     for th in 1 $CORES; do
         rm -rf "$W/sh"
         t0=$(secs)
-        /usr/bin/time -f "%U %S" -o "$W/time" build/ddpm-prep --input "$W/lmdb_$fmt" --format lmdb --size 256 \
-            --out "$W/sh" --threads $th --quiet 2>/dev/null
+        # CPU time of the child from getrusage (no dependency on /usr/bin/time)
+        cpu=$($PY -c "
+import resource, subprocess, sys
+subprocess.run(sys.argv[2:], check=True, stderr=subprocess.DEVNULL)
+r = resource.getrusage(resource.RUSAGE_CHILDREN)
+print('%.1f' % (int(sys.argv[1]) / max(r.ru_utime + r.ru_stime, 1e-3)))" $N \
+            build/ddpm-prep --input "$W/lmdb_$fmt" --format lmdb --size 256 --out "$W/sh" --threads $th --quiet)
         t1=$(secs)
-        cpu=$($PY -c "import sys; u, s = map(float, open(sys.argv[1]).read().split()[-2:]); print('%.1f' % ($N / max(u + s, 1e-3)))" "$W/time")
         printf '%-44s %12s %16s\n' "prep $fmt LMDB ($mb MB) -> 256 shards, $th thr" "$(rate $N $t0 $t1)" "$cpu"
     done
 done
