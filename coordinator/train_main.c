@@ -293,7 +293,8 @@ static int train(trainer *tr, int *exit_code) {
         if (g_signal) break;
         batch_plan(&tr->bp, tr->step, tr->items);
         if (tr->pf) { /* read step+1's records while this step computes */
-            if (!primed++) grad_worker_prefetch(&tr->gw, tr->items, B);
+            if (!primed) grad_worker_prefetch(&tr->gw, tr->items, B);
+            primed = 1;
             batch_plan(&tr->bp, tr->step + 1, tr->next_items);
             grad_worker_prefetch(&tr->gw, tr->next_items, B);
         }
