@@ -30,6 +30,7 @@ PROTO_H   := $(PROTO_C:.c=.h)
 LIB_SRC  := $(shell find common -name '*.c' | sort)
 TRAIN_SRC := $(wildcard coordinator/*.c worker/*.c)
 SAMPLE_SRC := $(wildcard sampler/*.c)
+PREP_SRC := $(wildcard prep/*.c)
 UNIT_SRC := $(wildcard tests/unit/test_*.c)
 TOOL_SRC := $(wildcard tests/tools/*.c)
 BENCH_SRC := $(wildcard bench/*.c)
@@ -69,7 +70,7 @@ SAN_UNIT_BINS := $(patsubst tests/unit/%.c,build-san/tests/%,$(UNIT_SRC))
 TOOL_BINS := $(patsubst tests/tools/%.c,build/tools/%,$(TOOL_SRC))
 SAN_TOOL_BINS := $(patsubst tests/tools/%.c,build-san/tools/%,$(TOOL_SRC))
 
-PROGRAMS := build/ddpm-train build/ddpm-sample
+PROGRAMS := build/ddpm-train build/ddpm-sample build/ddpm-prep
 
 .PHONY: all test test-build bench install clean
 all: $(PROGRAMS)
@@ -80,6 +81,9 @@ build/ddpm-train: $(patsubst %.c,build/obj/%.o,$(TRAIN_SRC)) build/libddpm.a
 $(patsubst %.c,build/obj/%.o,$(TRAIN_SRC)): BASE_CFLAGS += $(MPI_CFLAGS)
 
 build/ddpm-sample: $(patsubst %.c,build/obj/%.o,$(SAMPLE_SRC)) build/libddpm.a
+	$(CC) $(BASE_CFLAGS) $(OPT) $^ -o $@ $(LDLIBS)
+
+build/ddpm-prep: $(patsubst %.c,build/obj/%.o,$(PREP_SRC)) build/libddpm.a
 	$(CC) $(BASE_CFLAGS) $(OPT) $^ -o $@ $(LDLIBS)
 
 test-build: all $(UNIT_BINS) $(SAN_UNIT_BINS) $(TOOL_BINS) $(SAN_TOOL_BINS)

@@ -46,6 +46,12 @@ int dist_layout_init(dist_layout *d, int S, size_t n_params, double timeout_s);
 void dist_layout_free(dist_layout *d);
 static inline int dist_chunk_owner(const dist_layout *d, int k) { return k % d->S; }
 static inline int dist_worker_rank(const dist_layout *d, int w) { return d->S + w; }
+/* Worker w's share of a global batch of B: the first B mod W workers get one more. */
+static inline void dist_share(int B, int W, int w, int *start, int *n) {
+    int base = B / W, extra = B % W;
+    *n = base + (w < extra ? 1 : 0);
+    *start = w * base + (w < extra ? w : extra);
+}
 
 /* Prints "ddpm-train: rank R: <err_msg()>" and aborts the whole job (exit 1). */
 void dist_fail(const dist_layout *d) __attribute__((noreturn));

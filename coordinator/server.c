@@ -14,9 +14,9 @@
 static int send_assignments(trainer *tr, const dist_layout *d) {
     int B = tr->cfg.training.batch_size, W = d->W;
     batch_plan(&tr->bp, tr->step, tr->items);
-    int start = 0;
     for (int w = 0; w < W; w++) {
-        int n = B / W + (w < B % W ? 1 : 0);
+        int start, n;
+        dist_share(B, W, w, &start, &n);
         wire_work wk;
         memset(&wk, 0, sizeof wk);
         wk.step = tr->step;
@@ -34,7 +34,6 @@ static int send_assignments(trainer *tr, const dist_layout *d) {
             wk.t[i] = it->t;
             wk.flip[i] = it->flip;
         }
-        start += n;
         uint8_t *buf = NULL;
         size_t len = 0;
         int rc = wire_work_pack(&wk, &buf, &len);

@@ -59,9 +59,16 @@ int train_local(trainer *tr, int *exit_code) {
             dump_params(tr, "init", tr->params) != 0)
             return -1;
     }
+    int primed = 0;
     while ((long)tr->step < tc->steps) {
         if (g_signal) break;
         batch_plan(&tr->bp, tr->step, tr->items);
+        if (tr->pf) { /* read step+1's records while this step computes */
+            if (!primed) grad_worker_prefetch(&tr->gw, tr->items, B);
+            primed = 1;
+            batch_plan(&tr->bp, tr->step + 1, tr->next_items);
+            grad_worker_prefetch(&tr->gw, tr->next_items, B);
+        }
         memset(tr->grads, 0, tr->P * sizeof(float));
         loss_stats st;
         memset(&st, 0, sizeof st);

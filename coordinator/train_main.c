@@ -208,9 +208,22 @@ int main(int argc, char **argv) {
             ok = 0;
         tr.items = xcalloc((size_t)tc->batch_size, sizeof *tr.items);
     }
-    if (ok && is_worker)
+    if (ok && is_worker) {
         grad_worker_init(&tr.gw, tr.model, &tr.diff, tr.ds, tc->seed, micro,
                          tr.cfg.model.in_channels, tr.cfg.model.image_size);
+        if (tr.cfg.data.format == DATA_SHARDS) {
+            /* read the next step's records while this one computes; a distributed
+             * worker plans the next batch itself to know its next share */
+            if (prefetcher_create(&tr.pf, tr.ds) != 0) ok = 0;
+            else grad_worker_set_prefetcher(&tr.gw, tr.pf);
+            tr.next_items = xcalloc((size_t)tc->batch_size, sizeof *tr.next_items);
+            if (ok && !is_coord &&
+                batch_planner_init(&tr.bp, tc->seed, tr.dataset_size, tc->batch_size,
+                                   tr.cfg.diffusion.timesteps, tc->t_sampler,
+                                   tr.cfg.data.random_flip) != 0)
+                ok = 0;
+        }
+    }
     if (ok && is_coord) {
         unet_init(tr.model, tr.params, tc->seed);
         memcpy(tr.ema, tr.params, tr.P * sizeof(float));
@@ -277,6 +290,14 @@ fail:
     code = EXIT_ERROR;
 out:
     if (tr.metrics) fclose(tr.metrics);
+    if (tr.pf) {
+        uint64_t hits, misses;
+        prefetcher_stats(tr.pf, &hits, &misses);
+        log_info("prefetch: %llu records read ahead, %llu read on demand",
+                 (unsigned long long)hits, (unsigned long long)misses);
+        prefetcher_free(tr.pf);
+    }
+    free(tr.next_items);
     grad_worker_free(&tr.gw);
     batch_planner_free(&tr.bp);
     free(tr.items);

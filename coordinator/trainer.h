@@ -10,6 +10,7 @@
 
 #include "common/config/config.h"
 #include "common/data/dataset.h"
+#include "common/data/prefetch.h"
 #include "common/diffusion/diffusion.h"
 #include "common/io/tensor_file.h"
 #include "common/model/unet.h"
@@ -39,6 +40,8 @@ typedef struct {
     batch_planner bp;          /* coordinator */
     grad_worker gw;            /* ranks that compute gradients */
     batch_item *items;
+    prefetcher *pf;            /* shards only: reads the next step's records ahead */
+    batch_item *next_items;
     FILE *metrics;
     tensor_file dump;
     int dumping;

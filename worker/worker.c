@@ -121,6 +121,7 @@ int dist_work(trainer *tr, dist_layout *d, int *exit_code) {
     batch_item *items = xcalloc((size_t)tc->batch_size, sizeof *items);
     double t_wait_work = 0, t_compute = 0, t_send = 0, t_bcast = 0;
     uint64_t steps_done = 0;
+    int primed = 0;
     for (;;) {
         double ta = now_seconds();
         int64_t ctl[DIST_CTL_LEN];
@@ -166,6 +167,14 @@ int dist_work(trainer *tr, dist_layout *d, int *exit_code) {
             items[i].index = wk.indices[i];
             items[i].t = wk.t[i];
             items[i].flip = wk.flip[i];
+        }
+        if (tr->pf) { /* the next step's share is read while this step computes */
+            if (!primed) grad_worker_prefetch(&tr->gw, items, wk.n);
+            primed = 1;
+            int start, n;
+            dist_share(tc->batch_size, d->W, d->worker, &start, &n);
+            batch_plan(&tr->bp, tr->step + 1, tr->next_items);
+            grad_worker_prefetch(&tr->gw, tr->next_items + start, n);
         }
         ps.t_step = now_seconds();
         t_wait_work += ps.t_step - ta;

@@ -22,7 +22,7 @@ int dataset_open(dataset **out, data_format format, const char *path, int image_
     case DATA_IDX: rc = dataset_load_idx(ds); break;
     case DATA_CIFAR10: rc = dataset_load_cifar10(ds); break;
     case DATA_IMAGE_FOLDER: rc = dataset_load_folder(ds); break;
-    case DATA_SHARDS: rc = err_set("dataset %s: shards format not supported yet", path); break;
+    case DATA_SHARDS: rc = dataset_load_shards(ds); break;
     default: rc = err_set("dataset %s: unknown format %d", path, (int)format); break;
     }
     if (rc != 0) {
@@ -40,6 +40,7 @@ size_t dataset_image_bytes(const dataset *ds) { return ds->image_bytes; }
 int dataset_get(const dataset *ds, size_t index, uint8_t *out) {
     if (index >= ds->count)
         return err_set("dataset %s: index %zu out of range (size %zu)", ds->path, index, ds->count);
+    if (ds->shards) return dataset_shards_get(ds, index, out);
     memcpy(out, ds->images + index * ds->image_bytes, ds->image_bytes);
     return 0;
 }
@@ -47,6 +48,7 @@ int dataset_get(const dataset *ds, size_t index, uint8_t *out) {
 void dataset_close(dataset *ds) {
     if (!ds) return;
     free(ds->images);
+    if (ds->shards) dataset_shards_free(ds);
     free(ds->path);
     free(ds);
 }

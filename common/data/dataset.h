@@ -1,6 +1,8 @@
 /* Training datasets: IDX (MNIST / Fashion-MNIST), CIFAR-10 binary batches and
  * folders of PNG/JPEG images, all decoded once at open time into memory as uint8
- * CHW images of a fixed channels x size x size shape.
+ * CHW images of a fixed channels x size x size shape; and packed shards written by
+ * ddpm-prep (docs/shards.md), of which only the index (16 bytes a record) is kept in
+ * memory: each dataset_get reads and decompresses one record with pread.
  *
  * Image folders are preprocessed exactly as guided-diffusion's image_datasets.py
  * (convert("RGB"), optional PIL "L" grey conversion, center_crop_arr with PIL's BOX
@@ -25,8 +27,10 @@ size_t dataset_size(const dataset *ds);
 /* Bytes per image: channels * size * size. */
 size_t dataset_image_bytes(const dataset *ds);
 /* Copies image `index` as uint8 CHW (channels*size*size bytes) into caller-owned `out`.
- * Returns 0, or -1 if index is out of range. Thread-safe for concurrent readers
- * (the images are immutable after open). */
+ * Returns 0, or -1 if index is out of range or (shards) the record cannot be read or
+ * fails its checksum (err_msg names the shard file and record). Thread-safe for
+ * concurrent readers (in-memory images are immutable after open; shards use pread and
+ * a locked pool of decompression contexts). */
 int dataset_get(const dataset *ds, size_t index, uint8_t *out);
 /* Frees everything; NULL is ignored. */
 void dataset_close(dataset *ds);

@@ -10,7 +10,8 @@ struct dataset {
     int size, channels;
     size_t image_bytes;  /* channels * size * size */
     size_t count;
-    uint8_t *images;     /* count * image_bytes, CHW per image */
+    uint8_t *images;     /* count * image_bytes, CHW per image (NULL for shards) */
+    struct shard_set *shards; /* format shards: open files and their indexes, no images */
 };
 
 /* Each loader fills ds->count and ds->images (ds->size/channels/path already set).
@@ -18,5 +19,9 @@ struct dataset {
 int dataset_load_idx(struct dataset *ds);
 int dataset_load_cifar10(struct dataset *ds);
 int dataset_load_folder(struct dataset *ds);
+/* Shards (dataset_shards.c): opens the manifest and every shard, keeps only the index. */
+int dataset_load_shards(struct dataset *ds);
+int dataset_shards_get(const struct dataset *ds, size_t index, uint8_t *out);
+void dataset_shards_free(struct dataset *ds);
 
 #endif

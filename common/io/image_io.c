@@ -11,6 +11,7 @@
 
 #include <jpeglib.h>
 #include <jerror.h>
+#include <webp/decode.h>
 
 #include "common/core/util.h"
 
@@ -193,6 +194,31 @@ static int jpeg_decode(jpeg_read_ctx *c, const char *name, const uint8_t *data, 
     return 0;
 }
 
+/* ---------- WebP decode ---------- */
+
+/* libwebp's simple decoder (fancy upsampling on, as PIL's WebP plugin uses it).
+ * Alpha is dropped without compositing, as PIL's convert("RGB"); animations are refused. */
+static int webp_decode(const uint8_t *data, size_t len, const char *name, uint8_t **rgb,
+                       int *width, int *height) {
+    WebPBitstreamFeatures f;
+    VP8StatusCode st = WebPGetFeatures(data, len, &f);
+    if (st != VP8_STATUS_OK) return err_set("%s: corrupt WebP: bad header (libwebp status %d)", name, (int)st);
+    if (f.has_animation) return err_set("%s: animated WebP is not supported", name);
+    if (f.width < 1 || f.height < 1) return err_set("%s: corrupt WebP: size %dx%d", name, f.width, f.height);
+    size_t pixels = (size_t)f.width * (size_t)f.height;
+    if (pixels > IMAGE_MAX_PIXELS)
+        return err_set("%s: image %dx%d is too large (limit %zu pixels)", name, f.width, f.height, IMAGE_MAX_PIXELS);
+    uint8_t *out = xmalloc(pixels * 3);
+    if (!WebPDecodeRGBInto(data, len, out, pixels * 3, f.width * 3)) {
+        free(out);
+        return err_set("%s: corrupt WebP: the bitstream does not decode (truncated or damaged)", name);
+    }
+    *rgb = out;
+    *width = f.width;
+    *height = f.height;
+    return 0;
+}
+
 /* ---------- public decode ---------- */
 
 int image_decode_rgb(const uint8_t *data, size_t len, const char *name, uint8_t **rgb,
@@ -211,7 +237,9 @@ int image_decode_rgb(const uint8_t *data, size_t len, const char *name, uint8_t 
         free(c);
         return rc;
     }
-    return err_set("%s: not a PNG or JPEG file (unrecognised magic bytes)", name);
+    if (len >= 12 && memcmp(data, "RIFF", 4) == 0 && memcmp(data + 8, "WEBP", 4) == 0)
+        return webp_decode(data, len, name, rgb, width, height);
+    return err_set("%s: not a PNG, JPEG or WebP file (unrecognised magic bytes)", name);
 }
 
 int image_load_rgb(const char *path, uint8_t **rgb, int *width, int *height) {

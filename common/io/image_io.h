@@ -1,4 +1,4 @@
-/* Image files: decode PNG/JPEG to 8-bit RGB, write PNG images and image grids.
+/* Image files: decode PNG/JPEG/WebP to 8-bit RGB, write PNG images and image grids.
  * (The .npz writer lives in common/io/npz.h and is included here for convenience.)
  *
  * Decoding matches what PIL's Image.open(f).convert("RGB") returns: 16-bit samples
@@ -15,7 +15,7 @@
 /* Largest image (in pixels) we agree to decode: guards against decompression bombs. */
 #define IMAGE_MAX_PIXELS ((size_t)1 << 28)
 
-/* Decode a PNG or JPEG file (recognised by its magic bytes, not its name) into
+/* Decode a PNG, JPEG or WebP file (recognised by its magic bytes, not its name) into
  * *rgb (HWC, 3 bytes a pixel; caller owns and frees it). Returns 0, or -1 with
  * err_msg() naming the file (missing, unknown format, corrupt, truncated, too large). */
 int image_load_rgb(const char *path, uint8_t **rgb, int *width, int *height);

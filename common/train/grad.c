@@ -32,14 +32,29 @@ void grad_worker_init(grad_worker *w, unet *model, const diffusion *diff, const 
 
 void grad_worker_free(grad_worker *w) {
     free(w->u8); free(w->flip); free(w->x0); free(w->xt); free(w->eps); free(w->pred);
-    free(w->dpred); free(w->t); free(w->ids);
+    free(w->dpred); free(w->t); free(w->ids); free(w->pf_idx);
     memset(w, 0, sizeof *w);
+}
+
+void grad_worker_set_prefetcher(grad_worker *w, prefetcher *pf) { w->pf = pf; }
+
+void grad_worker_prefetch(grad_worker *w, const batch_item *items, int n) {
+    if (!w->pf || n <= 0) return;
+    if ((size_t)n > w->pf_cap) {
+        free(w->pf_idx);
+        w->pf_idx = xmalloc((size_t)n * sizeof *w->pf_idx);
+        w->pf_cap = (size_t)n;
+    }
+    for (int i = 0; i < n; i++) w->pf_idx[i] = items[i].index;
+    prefetcher_request(w->pf, w->pf_idx, (size_t)n);
 }
 
 /* x0 (flipped), eps, t and ids of a chunk of at most micro items. */
 static int load_chunk(grad_worker *w, uint64_t step, const batch_item *items, int n) {
     for (int i = 0; i < n; i++) {
-        if (dataset_get(w->ds, items[i].index, w->u8 + (size_t)i * w->D) != 0)
+        uint8_t *dst = w->u8 + (size_t)i * w->D;
+        int rc = w->pf ? prefetcher_get(w->pf, items[i].index, dst) : dataset_get(w->ds, items[i].index, dst);
+        if (rc != 0)
             return err_prefix("step %llu, sample %llu: ", (unsigned long long)step,
                               (unsigned long long)items[i].sample_id);
         w->flip[i] = items[i].flip;

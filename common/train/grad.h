@@ -9,6 +9,7 @@
 #include <stdint.h>
 
 #include "../data/dataset.h"
+#include "../data/prefetch.h"
 #include "../diffusion/diffusion.h"
 #include "../model/unet.h"
 #include "batch.h"
@@ -24,6 +25,7 @@ typedef struct {
     unet *model;             /* borrowed */
     const diffusion *diff;   /* borrowed */
     const dataset *ds;       /* borrowed */
+    prefetcher *pf;          /* borrowed, optional: when set, x0 is read through it */
     uint64_t seed;
     int micro, channels, size;
     size_t D;
@@ -36,12 +38,19 @@ typedef struct {
      * when the step's gradients become final (see unet_set_backward_hook) */
     unet_backward_hook final_hook;
     void *final_hook_ctx;
+    uint32_t *pf_idx;        /* owned scratch for grad_worker_prefetch */
+    size_t pf_cap;
 } grad_worker;
 
 /* micro: images per forward/backward (<= the model's max_batch). */
 void grad_worker_init(grad_worker *w, unet *model, const diffusion *diff, const dataset *ds,
                       uint64_t seed, int micro, int channels, int size);
 void grad_worker_free(grad_worker *w);
+/* Reads records through `pf` (borrowed, NULL to stop) from now on. */
+void grad_worker_set_prefetcher(grad_worker *w, prefetcher *pf);
+/* Asks the prefetcher (if set) to read the records of items[0..n-1] in the background:
+ * call it with this worker's share of the next step before computing the current one. */
+void grad_worker_prefetch(grad_worker *w, const batch_item *items, int n);
 /* Accumulates into grads (n_params floats) for items[0..n-1] of step `step`, whose
  * global batch has total_batch samples. Adds to *st. Returns 0 or -1 (data error). */
 int grad_worker_run(grad_worker *w, const float *params, float *grads, uint64_t step,

@@ -1,0 +1,135 @@
+/* The `shards` dataset: packed records read on demand (docs/shards.md). Memory holds
+ * the per-record index (16 bytes each) and one decompression context + frame buffer
+ * per concurrent reader, never the images, so it does not grow with image count
+ * beyond the index. */
+#include "common/data/dataset_internal.h"
+
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <zstd.h>
+
+#include "common/core/util.h"
+#include "common/data/shards.h"
+
+typedef struct reader_slot {
+    ZSTD_DCtx *dctx;
+    uint8_t *frame; /* max_frame bytes */
+    struct reader_slot *next;
+} reader_slot;
+
+struct shard_set {
+    size_t n;
+    char **paths;
+    int *fds;
+    shard_index_entry **index;
+    uint64_t *first; /* n + 1 cumulative record counts */
+    size_t max_frame;
+    pthread_mutex_t lock;
+    reader_slot *free_slots; /* a stack; grows to the number of concurrent readers */
+};
+
+void dataset_shards_free(struct dataset *ds) {
+    struct shard_set *s = ds->shards;
+    if (!s) return;
+    for (size_t i = 0; i < s->n; i++) {
+        if (s->fds[i] >= 0) close(s->fds[i]);
+        free(s->paths[i]);
+        free(s->index[i]);
+    }
+    while (s->free_slots) {
+        reader_slot *r = s->free_slots;
+        s->free_slots = r->next;
+        ZSTD_freeDCtx(r->dctx);
+        free(r->frame);
+        free(r);
+    }
+    pthread_mutex_destroy(&s->lock);
+    free(s->paths);
+    free(s->fds);
+    free(s->index);
+    free(s->first);
+    free(s);
+    ds->shards = NULL;
+}
+
+int dataset_load_shards(struct dataset *ds) {
+    shard_manifest m;
+    if (shard_manifest_read(&m, ds->path) != 0) return -1;
+    int rc = 0;
+    if (!m.complete)
+        rc = err_set("%s: shard preparation is incomplete (%llu records so far); finish it by "
+                     "running the same ddpm-prep command again", ds->path,
+                     (unsigned long long)shard_manifest_records(&m));
+    else if (m.channels != ds->channels || m.size != ds->size)
+        rc = err_set("%s: the shards hold %dx%dx%d images, the config asks for %dx%dx%d (prepare "
+                     "them again with --size %d --channels %d)", ds->path, m.channels, m.size, m.size,
+                     ds->channels, ds->size, ds->size, ds->size, ds->channels);
+    else if (m.n_shards == 0)
+        rc = err_set("%s: the manifest lists no shards", ds->path);
+    if (rc != 0) {
+        shard_manifest_free(&m);
+        return -1;
+    }
+    struct shard_set *s = xcalloc(1, sizeof *s);
+    ds->shards = s;
+    pthread_mutex_init(&s->lock, NULL);
+    s->paths = xcalloc(m.n_shards, sizeof *s->paths);
+    s->fds = xmalloc(m.n_shards * sizeof *s->fds);
+    s->index = xcalloc(m.n_shards, sizeof *s->index);
+    s->first = xcalloc(m.n_shards + 1, sizeof *s->first);
+    for (size_t i = 0; i < m.n_shards; i++) s->fds[i] = -1;
+    s->n = m.n_shards;
+    for (size_t i = 0; i < m.n_shards && rc == 0; i++) {
+        size_t len = strlen(ds->path) + strlen(m.shards[i].name) + 2;
+        s->paths[i] = xmalloc(len);
+        snprintf(s->paths[i], len, "%s/%s", ds->path, m.shards[i].name);
+        uint64_t n = 0;
+        rc = shard_file_open(s->paths[i], ds->channels, ds->size, &s->fds[i], &s->index[i], &n);
+        if (rc == 0 && n != m.shards[i].records)
+            rc = err_set("%s: holds %llu records, the manifest says %llu", s->paths[i],
+                         (unsigned long long)n, (unsigned long long)m.shards[i].records);
+        s->first[i + 1] = s->first[i] + n;
+        for (uint64_t r = 0; rc == 0 && r < n; r++)
+            if (s->index[i][r].length > s->max_frame) s->max_frame = s->index[i][r].length;
+    }
+    if (rc == 0) ds->count = (size_t)s->first[s->n];
+    shard_manifest_free(&m);
+    return rc; /* on error dataset_close frees the partial set */
+}
+
+int dataset_shards_get(const struct dataset *ds, size_t index, uint8_t *out) {
+    struct shard_set *s = ds->shards;
+    /* the shard holding `index`: the last i with first[i] <= index */
+    size_t lo = 0, hi = s->n - 1;
+    while (lo < hi) {
+        size_t mid = (lo + hi + 1) / 2;
+        if (s->first[mid] <= index) lo = mid;
+        else hi = mid - 1;
+    }
+    uint64_t rec = index - s->first[lo];
+    pthread_mutex_lock(&s->lock);
+    reader_slot *r = s->free_slots;
+    if (r) s->free_slots = r->next;
+    pthread_mutex_unlock(&s->lock);
+    if (!r) { /* first use by one more concurrent reader */
+        r = xcalloc(1, sizeof *r);
+        r->dctx = ZSTD_createDCtx();
+        if (!r->dctx) {
+            free(r);
+            return err_set("%s: cannot create a zstd decompression context", ds->path);
+        }
+        r->frame = xmalloc(s->max_frame);
+    }
+    int rc = shard_record_read(s->fds[lo], s->paths[lo], rec, &s->index[lo][rec], r->frame, r->dctx,
+                               out, ds->image_bytes);
+    if (rc != 0) err_prefix("dataset image %zu: ", index);
+    pthread_mutex_lock(&s->lock);
+    r->next = s->free_slots;
+    s->free_slots = r;
+    pthread_mutex_unlock(&s->lock);
+    return rc;
+}

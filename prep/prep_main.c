@@ -1,0 +1,497 @@
+/* ddpm-prep: decode, resize and pack a dataset into shards (docs/shards.md).
+ *
+ *   ddpm-prep --input PATH --format lmdb|image_folder|idx|cifar10 --size N --out DIR
+ *             [--channels 3] [--threads N] [--records-per-shard N] [--level L] [--quiet]
+ *
+ * The main thread reads the source in order into a ring of slots; worker threads
+ * decode + resize (guided-diffusion's center_crop_arr) + compress the slots in any
+ * order; the main thread commits them in source order, so the shards are the same
+ * whatever the thread count. Each full shard is renamed into place and then the
+ * manifest is rewritten atomically: a killed run continues from the last shard the
+ * manifest lists when the same command is run again. Items that do not decode are
+ * skipped, logged and listed in the manifest. */
+#include <errno.h>
+#include <limits.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <dirent.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <zstd.h>
+
+#include "common/core/util.h"
+#include "common/data/image_source.h"
+#include "common/data/preprocess.h"
+#include "common/data/shards.h"
+
+enum { EXIT_OK = 0, EXIT_ERROR = 1, EXIT_USAGE = 2 };
+enum { SLOT_FREE, SLOT_FILLED, SLOT_BUSY, SLOT_DONE };
+
+typedef struct {
+    const char *input, *format, *out;
+    int size, channels, threads, level, delay_ms, quiet;
+    long records_per_shard;
+} options;
+
+static void usage(FILE *f) {
+    fprintf(f,
+            "usage: ddpm-prep --input PATH --format FORMAT --size N --out DIR [options]\n"
+            "  --input PATH             the dataset to pack\n"
+            "  --format FORMAT          lmdb (LSUN exports: WebP/JPEG values, key order),\n"
+            "                           image_folder (png/jpg/jpeg, guided-diffusion's order),\n"
+            "                           idx, cifar10 (already at their native size)\n"
+            "  --size N                 output images are N x N (BOX halvings, BICUBIC, centre crop)\n"
+            "  --out DIR                shard folder (created; a partial one is resumed)\n"
+            "options:\n"
+            "  --channels C             3 (RGB, default) or 1 (PIL's L)\n"
+            "  --threads N              decode/compress threads (default: the CPU count)\n"
+            "  --records-per-shard N    records per shard file (default 4096): at most this\n"
+            "                           much work is redone after a kill\n"
+            "  --level L                zstd level, 1..19 (default 3)\n"
+            "  --quiet                  no progress bar\n"
+            "  --test-delay-ms MS       sleep MS per record in each worker (tests only)\n"
+            "  -h, --help               this text\n"
+            "Running the same command again after a kill continues where it stopped; a\n"
+            "finished folder is left as it is. Exit 0 when every item is packed or skipped.\n");
+}
+
+static int parse_int(const char *s, long lo, long hi, long *v) {
+    char *end;
+    errno = 0;
+    long x = strtol(s, &end, 10);
+    if (errno || !*s || *end || x < lo || x > hi) return -1;
+    *v = x;
+    return 0;
+}
+
+static int parse_args(int argc, char **argv, options *o) {
+    memset(o, 0, sizeof *o);
+    o->channels = 3;
+    o->threads = (int)sysconf(_SC_NPROCESSORS_ONLN);
+    if (o->threads < 1) o->threads = 1;
+    o->level = 3;
+    o->records_per_shard = 4096;
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i];
+        const char *v = i + 1 < argc ? argv[i + 1] : NULL;
+        long x;
+        if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
+            usage(stdout);
+            exit(EXIT_OK);
+        } else if (!strcmp(a, "--quiet")) {
+            o->quiet = 1;
+            continue;
+        }
+        if (!v) {
+            fprintf(stderr, "ddpm-prep: %s needs a value (or is unknown)\n", a);
+            return -1;
+        }
+        i++;
+        if (!strcmp(a, "--input")) o->input = v;
+        else if (!strcmp(a, "--format")) o->format = v;
+        else if (!strcmp(a, "--out")) o->out = v;
+        else if (!strcmp(a, "--size") && !parse_int(v, 1, 4096, &x)) o->size = (int)x;
+        else if (!strcmp(a, "--channels") && !parse_int(v, 1, 3, &x) && x != 2) o->channels = (int)x;
+        else if (!strcmp(a, "--threads") && !parse_int(v, 1, 1024, &x)) o->threads = (int)x;
+        else if (!strcmp(a, "--records-per-shard") && !parse_int(v, 1, 1L << 30, &x)) o->records_per_shard = x;
+        else if (!strcmp(a, "--level") && !parse_int(v, 1, 19, &x)) o->level = (int)x;
+        else if (!strcmp(a, "--test-delay-ms") && !parse_int(v, 0, 60000, &x)) o->delay_ms = (int)x;
+        else {
+            fprintf(stderr, "ddpm-prep: bad option or value: %s %s\n", a, v);
+            return -1;
+        }
+    }
+    if (!o->input || !o->format || !o->out || !o->size) {
+        fprintf(stderr, "ddpm-prep: --input, --format, --size and --out are required\n");
+        return -1;
+    }
+    return 0;
+}
+
+/* ---------- the pipeline ---------- */
+
+typedef struct {
+    int state;
+    uint64_t seq;
+    uint8_t *in;
+    size_t in_len, in_cap;
+    int decoded, readable;
+    char *key;
+    size_t key_cap;
+    uint8_t *frame;
+    size_t frame_len;
+    uint32_t crc;
+    int bad; /* 1: skip this item (reason), 2: fatal */
+    char reason[512];
+} slot;
+
+typedef struct {
+    pthread_mutex_t mu;
+    pthread_cond_t work, done;
+    slot *ring;
+    size_t R;
+    uint64_t next_write, next_read;
+    int stop;
+    const options *o;
+    size_t rb, frame_cap;
+} pipeline;
+
+static void set_reason(slot *s, const char *msg) {
+    snprintf(s->reason, sizeof s->reason, "%s", msg);
+}
+
+static void process(pipeline *p, slot *s, ZSTD_CCtx *cc, uint8_t *chw) {
+    s->bad = 0;
+    if (!s->readable) {
+        s->bad = 1;
+        return;
+    }
+    if (s->decoded) {
+        memcpy(chw, s->in, p->rb);
+    } else if (image_preprocess(s->in, s->in_len, s->key, p->o->size, p->o->channels, chw) != 0) {
+        s->bad = 1;
+        set_reason(s, err_msg());
+        return;
+    }
+    s->crc = shard_crc32(chw, p->rb);
+    size_t z = ZSTD_compressCCtx(cc, s->frame, p->frame_cap, chw, p->rb, p->o->level);
+    if (ZSTD_isError(z)) {
+        s->bad = 2;
+        snprintf(s->reason, sizeof s->reason, "%s: zstd: %s", s->key, ZSTD_getErrorName(z));
+        return;
+    }
+    s->frame_len = z;
+    if (p->o->delay_ms) usleep((useconds_t)p->o->delay_ms * 1000u);
+}
+
+static void *worker_main(void *arg) {
+    pipeline *p = arg;
+    ZSTD_CCtx *cc = ZSTD_createCCtx();
+    uint8_t *chw = xmalloc(p->rb);
+    pthread_mutex_lock(&p->mu);
+    for (;;) {
+        slot *s = NULL;
+        for (uint64_t q = p->next_write; q < p->next_read && !s; q++)
+            if (p->ring[q % p->R].state == SLOT_FILLED) s = &p->ring[q % p->R];
+        if (!s) {
+            if (p->stop) break;
+            pthread_cond_wait(&p->work, &p->mu);
+            continue;
+        }
+        s->state = SLOT_BUSY;
+        pthread_mutex_unlock(&p->mu);
+        if (cc) {
+            process(p, s, cc, chw);
+        } else {
+            s->bad = 2;
+            set_reason(s, "cannot create a zstd compression context");
+        }
+        pthread_mutex_lock(&p->mu);
+        s->state = SLOT_DONE;
+        pthread_cond_broadcast(&p->done);
+    }
+    pthread_mutex_unlock(&p->mu);
+    ZSTD_freeCCtx(cc);
+    free(chw);
+    return NULL;
+}
+
+/* ---------- progress ---------- */
+
+typedef struct {
+    int tty, quiet;
+    uint64_t total, start, last_pct;
+    double t0, last;
+} progress;
+
+static void progress_show(progress *pg, uint64_t done, uint64_t records, uint64_t skipped, int final) {
+    if (pg->quiet) return;
+    double now = now_seconds();
+    uint64_t pct = pg->total ? done * 100 / pg->total : 100;
+    if (!final && pg->tty && now - pg->last < 0.25) return;
+    if (!pg->tty && (final ? pg->last_pct == 100 : pct / 10 == pg->last_pct / 10)) return;
+    pg->last = now;
+    pg->last_pct = pct;
+    double rate = (double)(done - pg->start) / (now - pg->t0 + 1e-9);
+    double eta = rate > 0 ? (double)(pg->total - done) / rate : 0;
+    char bar[31];
+    int fill = (int)(pct * 30 / 100);
+    for (int i = 0; i < 30; i++) bar[i] = i < fill ? '#' : '.';
+    bar[30] = 0;
+    fprintf(stderr, "%s[%s] %3llu%% %llu/%llu items, %llu packed, %llu skipped, %.0f img/s, ETA %.0f s%s",
+            pg->tty ? "\r" : "", bar, (unsigned long long)pct, (unsigned long long)done,
+            (unsigned long long)pg->total, (unsigned long long)records, (unsigned long long)skipped,
+            rate, eta, pg->tty && !final ? "   " : "\n");
+    fflush(stderr);
+}
+
+/* ---------- resume bookkeeping ---------- */
+
+static int mkdir_p(const char *path) {
+    char tmp[PATH_MAX];
+    if (snprintf(tmp, sizeof tmp, "%s", path) >= (int)sizeof tmp) return err_set("%s: path too long", path);
+    for (char *q = tmp + 1; *q; q++) {
+        if (*q != '/') continue;
+        *q = 0;
+        if (mkdir(tmp, 0755) != 0 && errno != EEXIST) return err_set("%s: cannot create: %s", tmp, strerror(errno));
+        *q = '/';
+    }
+    if (mkdir(tmp, 0755) != 0 && errno != EEXIST) return err_set("%s: cannot create: %s", tmp, strerror(errno));
+    return 0;
+}
+
+/* Removes what a killed run may have left beyond the manifest: temporary files and
+ * shard files numbered from `first_unlisted` on. */
+static int clean_leftovers(const char *dir, unsigned first_unlisted) {
+    DIR *d = opendir(dir);
+    if (!d) return err_set("%s: cannot open: %s", dir, strerror(errno));
+    struct dirent *e;
+    int rc = 0;
+    while ((e = readdir(d)) != NULL) {
+        unsigned num;
+        char tail[16];
+        int stale = 0;
+        if (sscanf(e->d_name, "shard-%u.ddsh%15s", &num, tail) == 2 && !strcmp(tail, ".tmp")) stale = 1;
+        else if (sscanf(e->d_name, "shard-%u.ddsh%15s", &num, tail) == 1 && num >= first_unlisted) stale = 1;
+        else if (!strcmp(e->d_name, SHARD_MANIFEST_NAME ".tmp")) stale = 1;
+        if (!stale) continue;
+        char path[PATH_MAX];
+        snprintf(path, sizeof path, "%s/%s", dir, e->d_name);
+        if (unlink(path) != 0) rc = err_set("%s: cannot remove: %s", path, strerror(errno));
+        else log_info("removed %s (left by an interrupted run)", path);
+    }
+    closedir(d);
+    return rc;
+}
+
+static int check_same(const shard_manifest *m, const options *o, const char *input, uint64_t count,
+                      const char *dir) {
+    char what[512] = "";
+    size_t n = 0;
+#define DIFF(cond, ...) \
+    if (cond) n += (size_t)snprintf(what + n, n < sizeof what ? sizeof what - n : 0, __VA_ARGS__)
+    DIFF(m->size != o->size, " size %d (now %d)", m->size, o->size);
+    DIFF(m->channels != o->channels, " channels %d (now %d)", m->channels, o->channels);
+    DIFF(m->records_per_shard != (uint32_t)o->records_per_shard, " records_per_shard %u (now %ld)",
+         m->records_per_shard, o->records_per_shard);
+    DIFF(m->zstd_level != o->level, " level %d (now %d)", m->zstd_level, o->level);
+    DIFF(strcmp(m->source_format, o->format) != 0, " format %s (now %s)", m->source_format, o->format);
+    DIFF(strcmp(m->source_path, input) != 0, " input %s (now %s)", m->source_path, input);
+    DIFF(m->source_items != count, " input items %llu (now %llu)", (unsigned long long)m->source_items,
+         (unsigned long long)count);
+#undef DIFF
+    if (n == 0) return 0;
+    return err_set("%s holds a preparation with other settings:%s; run the original command to "
+                   "finish it, or choose another --out", dir, what);
+}
+
+/* ---------- main ---------- */
+
+static int run(const options *o) {
+    char input[PATH_MAX];
+    if (!realpath(o->input, input)) return err_set("%s: %s", o->input, strerror(errno));
+    if (mkdir_p(o->out) != 0) return -1;
+    image_source *src = NULL;
+    if (image_source_open(&src, o->format, input, o->size, o->channels) != 0) return -1;
+    uint64_t total = image_source_count(src);
+    shard_manifest m;
+    char mpath[PATH_MAX];
+    snprintf(mpath, sizeof mpath, "%s/%s", o->out, SHARD_MANIFEST_NAME);
+    int rc = 0;
+    if (access(mpath, F_OK) == 0) {
+        if (shard_manifest_read(&m, o->out) != 0) {
+            image_source_close(src);
+            return err_prefix("cannot resume (remove %s to start over): ", o->out);
+        }
+        if (check_same(&m, o, input, total, o->out) != 0) {
+            shard_manifest_free(&m);
+            image_source_close(src);
+            return -1;
+        }
+        if (m.complete) {
+            log_info("%s is already complete: %llu records in %zu shard(s), %zu skipped; nothing to do",
+                     o->out, (unsigned long long)shard_manifest_records(&m), m.n_shards, m.n_skips);
+            shard_manifest_free(&m);
+            image_source_close(src);
+            return 0;
+        }
+    } else {
+        memset(&m, 0, sizeof m);
+        m.channels = o->channels;
+        m.size = o->size;
+        m.records_per_shard = (uint32_t)o->records_per_shard;
+        m.zstd_level = o->level;
+        m.source_format = xstrdup(o->format);
+        m.source_path = xstrdup(input);
+        m.source_items = total;
+        if (shard_manifest_write(&m, o->out) != 0) {
+            shard_manifest_free(&m);
+            image_source_close(src);
+            return -1;
+        }
+    }
+    uint64_t consumed = m.n_shards ? m.shards[m.n_shards - 1].source_end : 0;
+    /* skips past the last committed shard belong to work that will be redone */
+    while (m.n_skips && m.skips[m.n_skips - 1].source_index >= consumed) {
+        m.n_skips--;
+        free(m.skips[m.n_skips].key);
+        free(m.skips[m.n_skips].reason);
+    }
+    uint64_t records = shard_manifest_records(&m), skipped = m.n_skips;
+    unsigned shard_no = (unsigned)m.n_shards;
+    if (clean_leftovers(o->out, shard_no) != 0 || image_source_skip(src, consumed) != 0) {
+        shard_manifest_free(&m);
+        image_source_close(src);
+        return -1;
+    }
+    if (consumed)
+        log_info("resuming %s: %zu shard(s) with %llu records done, continuing at input item %llu of %llu",
+                 o->out, m.n_shards, (unsigned long long)records, (unsigned long long)consumed,
+                 (unsigned long long)total);
+    log_info("packing %llu %s item(s) from %s into %s: %dx%dx%d, %ld per shard, zstd %d, %d thread(s)",
+             (unsigned long long)(total - consumed), o->format, input, o->out, o->channels, o->size,
+             o->size, o->records_per_shard, o->level, o->threads);
+
+    pipeline p;
+    memset(&p, 0, sizeof p);
+    pthread_mutex_init(&p.mu, NULL);
+    pthread_cond_init(&p.work, NULL);
+    pthread_cond_init(&p.done, NULL);
+    p.o = o;
+    p.rb = (size_t)o->channels * o->size * o->size;
+    p.frame_cap = ZSTD_compressBound(p.rb);
+    p.R = (size_t)o->threads * 4 + 4;
+    p.ring = xcalloc(p.R, sizeof *p.ring);
+    for (size_t i = 0; i < p.R; i++) p.ring[i].frame = xmalloc(p.frame_cap);
+    p.next_write = p.next_read = consumed;
+    pthread_t *th = xcalloc((size_t)o->threads, sizeof *th);
+    int started = 0;
+    for (; started < o->threads; started++)
+        if (pthread_create(&th[started], NULL, worker_main, &p) != 0) break;
+    if (started == 0) rc = err_set("cannot start worker threads");
+
+    progress pg = {isatty(2), o->quiet, total, consumed, 0, now_seconds(), 0};
+    shard_writer *w = NULL;
+    int eof = 0;
+    pthread_mutex_lock(&p.mu);
+    while (rc == 0) {
+        while (!eof && p.next_read - p.next_write < p.R) {
+            slot *s = &p.ring[p.next_read % p.R];
+            pthread_mutex_unlock(&p.mu);
+            image_source_item it;
+            int r = image_source_next(src, &it);
+            if (r > 0) {
+                s->readable = it.data != NULL;
+                s->decoded = it.decoded;
+                if (!s->readable) set_reason(s, err_msg());
+                if (it.len > s->in_cap) s->in = xrealloc(s->in, s->in_cap = it.len);
+                if (it.len) memcpy(s->in, it.data, it.len);
+                s->in_len = it.len;
+                size_t kl = strlen(it.key) + 1;
+                if (kl > s->key_cap) s->key = xrealloc(s->key, s->key_cap = kl);
+                memcpy(s->key, it.key, kl);
+            }
+            pthread_mutex_lock(&p.mu);
+            if (r < 0) rc = -1;
+            if (r <= 0) {
+                eof = 1;
+                break;
+            }
+            s->seq = p.next_read++;
+            s->state = SLOT_FILLED;
+            pthread_cond_signal(&p.work);
+        }
+        if (rc != 0 || (eof && p.next_write == p.next_read)) break;
+        slot *s = &p.ring[p.next_write % p.R];
+        while (s->state != SLOT_DONE) pthread_cond_wait(&p.done, &p.mu);
+        pthread_mutex_unlock(&p.mu);
+        /* commit in source order (only this thread touches a DONE slot) */
+        if (s->bad == 2) {
+            rc = err_set("input item %llu: %s", (unsigned long long)s->seq, s->reason);
+        } else if (s->bad) {
+            log_warn("skipping input item %llu (%s): %s", (unsigned long long)s->seq, s->key, s->reason);
+            shard_manifest_add_skip(&m, s->seq, s->key, s->reason);
+            skipped++;
+        } else {
+            char name[64];
+            shard_file_name(name, sizeof name, shard_no);
+            if (!w && shard_writer_open(&w, o->out, name, o->channels, o->size) != 0) rc = -1;
+            if (rc == 0) rc = shard_writer_add(w, s->frame, s->frame_len, s->crc);
+            if (rc == 0) records++;
+            if (rc == 0 && shard_writer_count(w) == (uint64_t)o->records_per_shard) {
+                shard_writer *full = w;
+                w = NULL;
+                rc = shard_writer_finish(full);
+                if (rc == 0) {
+                    shard_manifest_add_shard(&m, name, (uint64_t)o->records_per_shard, s->seq + 1);
+                    rc = shard_manifest_write(&m, o->out);
+                    shard_no++;
+                }
+            }
+        }
+        progress_show(&pg, s->seq + 1, records, skipped, 0);
+        pthread_mutex_lock(&p.mu);
+        s->state = SLOT_FREE;
+        p.next_write++;
+    }
+    p.stop = 1;
+    pthread_cond_broadcast(&p.work);
+    pthread_mutex_unlock(&p.mu);
+    for (int i = 0; i < started; i++) pthread_join(th[i], NULL);
+    if (rc == 0 && w) { /* the last, partial shard */
+        char name[64];
+        shard_file_name(name, sizeof name, shard_no);
+        uint64_t n = shard_writer_count(w);
+        rc = shard_writer_finish(w);
+        w = NULL;
+        if (rc == 0) shard_manifest_add_shard(&m, name, n, p.next_write);
+    }
+    if (rc == 0 && records == 0)
+        rc = err_set("%s: none of the %llu input items could be used (%llu skipped; see the log)",
+                     input, (unsigned long long)total, (unsigned long long)skipped);
+    if (rc == 0 && p.next_write != total)
+        rc = err_set("%s: the input ended after %llu items, it announced %llu", input,
+                     (unsigned long long)p.next_write, (unsigned long long)total);
+    if (rc == 0) {
+        m.complete = 1;
+        rc = shard_manifest_write(&m, o->out);
+    }
+    shard_writer_abort(w);
+    if (rc == 0) {
+        progress_show(&pg, total, records, skipped, 1);
+        log_info("done: %llu records in %zu shard(s) under %s; %llu bad item(s) skipped%s",
+                 (unsigned long long)records, m.n_shards, o->out, (unsigned long long)skipped,
+                 skipped ? " (listed as 'skip' lines in the manifest)" : "");
+    } else if (!o->quiet && pg.tty) {
+        fputc('\n', stderr);
+    }
+    for (size_t i = 0; i < p.R; i++) {
+        free(p.ring[i].in);
+        free(p.ring[i].key);
+        free(p.ring[i].frame);
+    }
+    free(p.ring);
+    free(th);
+    pthread_mutex_destroy(&p.mu);
+    pthread_cond_destroy(&p.work);
+    pthread_cond_destroy(&p.done);
+    shard_manifest_free(&m);
+    image_source_close(src);
+    return rc;
+}
+
+int main(int argc, char **argv) {
+    options o;
+    if (parse_args(argc, argv, &o) != 0) {
+        usage(stderr);
+        return EXIT_USAGE;
+    }
+    if (run(&o) != 0) {
+        fprintf(stderr, "ddpm-prep: %s\n", err_msg());
+        return EXIT_ERROR;
+    }
+    return EXIT_OK;
+}
