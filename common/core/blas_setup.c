@@ -7,6 +7,9 @@
 #include <unistd.h>
 
 #include <cblas.h>
+#ifdef _OPENMP
+#include <omp.h>
+#endif
 
 #define REEXEC_MARK "DDPM_BLAS_REEXEC"
 
@@ -62,7 +65,15 @@ int blas_set_threads(int threads, int ranks_per_node) {
         n = cpu_count_available() / (ranks_per_node > 0 ? ranks_per_node : 1);
         if (n < 1) n = 1;
     }
+    /* The ops run their own threads (OpenMP) and call OpenBLAS from them, one
+     * single-threaded GEMM per thread (common/ops/ops_internal.h): two thread
+     * pools spinning on the same cores would slow each other down. */
+#ifdef _OPENMP
+    omp_set_num_threads(n);
+    openblas_set_num_threads(1);
+#else
     openblas_set_num_threads(n);
+#endif
     return n;
 }
 

@@ -11,8 +11,10 @@
 
 /* May not return (re-exec). argv must be main's argv. */
 void blas_setup(char **argv);
-/* Sets OpenBLAS's thread count: threads > 0 as given, else the CPUs this process
- * may run on (sched_getaffinity) divided by ranks_per_node (at least 1). Returns it. */
+/* Sets the compute thread count: threads > 0 as given, else the CPUs this process
+ * may run on (sched_getaffinity) divided by ranks_per_node (at least 1). Returns it.
+ * Built with OpenMP (the default), that is the OpenMP thread count and OpenBLAS
+ * runs single-threaded inside the ops' threads; without OpenMP it is OpenBLAS's. */
 int blas_set_threads(int threads, int ranks_per_node);
 /* The kernel OpenBLAS runs ("SkylakeX", "Haswell", "Prescott", ...) and how it was
  * chosen ("detected", "OPENBLAS_CORETYPE from the environment", "corrected from Prescott"). */
