@@ -208,7 +208,9 @@ int main(int argc, char **argv) {
     }
     if (npos < 1 || threads < 1 || steps < 1 || warmup < 0 || reps < 1) return usage();
     blas_set_threads(threads, 1);
-    printf("threads %d\nkernel %s\n", threads, blas_kernel_name());
+    const char *spin = getenv("GOMP_SPINCOUNT"), *wait = getenv("OMP_WAIT_POLICY");
+    printf("threads %d\nkernel %s\nomp_wait %s\n", threads, blas_kernel_name(),
+           wait ? wait : spin ? spin : "default");
     if (strcmp(pos[0], "sgemm") == 0) return npos == 1 ? bench_sgemm(reps, threads) : usage();
     if (npos != 3 || (strcmp(pos[0], "train") != 0 && strcmp(pos[0], "forward") != 0))
         return usage();

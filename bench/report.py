@@ -18,8 +18,9 @@ def main():
     out, cases = sys.argv[1], [c.split(":") for c in sys.argv[2:]]
     sg = load(os.path.join(out, "sgemm"))
     peak = float(sg["sgemm_gflops"])
-    print("OpenBLAS kernel %s, %s threads; SGEMM 2048^3 peak %.1f GFLOP/s (median)" %
-          (sg["kernel"], sg["threads"], peak))
+    print("OpenBLAS kernel %s, %s threads, OpenMP wait (GOMP_SPINCOUNT) %s; "
+          "SGEMM 2048^3 peak %.1f GFLOP/s (median)" %
+          (sg["kernel"], sg["threads"], sg.get("omp_wait", "?"), peak))
     print()
     print("| config | batch | mode | C img/s | PyTorch img/s | C/PyTorch | C GFLOP/s | of SGEMM peak |")
     print("| --- | --- | --- | --- | --- | --- | --- | --- |")

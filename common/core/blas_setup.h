@@ -5,7 +5,10 @@
  * OPENBLAS_CORETYPE only when the library loads, so blas_setup() re-executes the
  * program once with the variable set when it sees that fallback on a CPU with
  * AVX-512 (SkylakeX) or AVX2 (Haswell). A value already in the environment is
- * respected. Call it first thing in main(), before MPI_Init and before threads. */
+ * respected. The same re-exec sets GOMP_SPINCOUNT=10000 when neither it nor
+ * OMP_WAIT_POLICY is set (libgomp's default spinning collapses the speed on a
+ * shared machine; docs/performance.md). Call it first thing in main(), before
+ * MPI_Init and before threads. */
 #ifndef DDPM_BLAS_SETUP_H
 #define DDPM_BLAS_SETUP_H
 

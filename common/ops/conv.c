@@ -42,6 +42,11 @@ conv_shape conv_shape_make(int N, int Cin, int H, int W, int Cout, int k, int st
     return s;
 }
 
+/* Output maps of at least this many pixels get one forward GEMM per image. */
+#ifndef CONV_DIRECT_P
+#define CONV_DIRECT_P 256
+#endif
+
 static int conv_is_pointwise(const conv_shape *s) { return s->k == 1 && s->stride == 1; }
 
 static int conv_chunk_images(const conv_shape *s) {
@@ -272,6 +277,20 @@ void conv2d_forward(float *out, const float *inp, const float *weight, const flo
             }
             ops_sgemm(CblasNoTrans, CblasNoTrans, Cout, (int)ld, K, 1.0f,
                         weight, K, cols, (int)ld, bias ? 1.0f : 0.0f, o, (int)ld);
+        } else if (P >= CONV_DIRECT_P) {
+            /* Maps big enough for a good GEMM each: one GEMM per image straight
+             * into out (columns j*P.. of the chunk), which saves the scatter pass
+             * and GEMM's zeroing of tmp. */
+            for (int j = 0; j < cn; j++) {
+                float *o = out + (size_t)(n0 + j) * Cout * P;
+                if (bias) {
+#pragma omp parallel for schedule(static) if ((size_t)Cout * P >= OPS_PAR_MIN)
+                    for (int co = 0; co < Cout; co++)
+                        for (size_t p = 0; p < P; p++) o[co * P + p] = bias[co];
+                }
+                ops_sgemm(CblasNoTrans, CblasNoTrans, Cout, (int)P, K, 1.0f, weight, K,
+                          ws + (size_t)j * P, (int)ld, bias ? 1.0f : 0.0f, o, (int)P);
+            }
         } else {
             float *tmp = ws + (size_t)K * nb * P;
             ops_sgemm(CblasNoTrans, CblasNoTrans, Cout, (int)ld, K, 1.0f,
