@@ -15,9 +15,12 @@ WARN     := -Wall -Wextra -Wshadow
 ifeq ($(WERROR),1)
 WARN     += -Werror
 endif
-BASE_CFLAGS := -std=c11 -D_GNU_SOURCE -g $(WARN) -pthread -Ibuild/gen -I. $(PKG_CFLAGS)
-OPT      ?= -O3
-LDLIBS   := $(PKG_LIBS) -lm -pthread
+# -fopenmp: the ops parallelise with OpenMP (docs/performance.md)
+BASE_CFLAGS := -std=c11 -D_GNU_SOURCE -g $(WARN) -pthread -fopenmp -Ibuild/gen -I. $(PKG_CFLAGS)
+# -fno-trapping-math: nothing reads the floating-point exception flags, and it
+# lets gcc vectorise loops with float selects (the vectorised expf of the ops)
+OPT      ?= -O3 -fno-trapping-math
+LDLIBS   := $(PKG_LIBS) -lm -pthread -fopenmp
 
 # Two build flavours share the same rules: build/ (optimised) and build-san/
 # (AddressSanitizer + UndefinedBehaviorSanitizer).

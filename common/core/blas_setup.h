@@ -5,14 +5,19 @@
  * OPENBLAS_CORETYPE only when the library loads, so blas_setup() re-executes the
  * program once with the variable set when it sees that fallback on a CPU with
  * AVX-512 (SkylakeX) or AVX2 (Haswell). A value already in the environment is
- * respected. Call it first thing in main(), before MPI_Init and before threads. */
+ * respected. The same re-exec sets GOMP_SPINCOUNT=10000 when neither it nor
+ * OMP_WAIT_POLICY is set (libgomp's default spinning collapses the speed on a
+ * shared machine; docs/performance.md). Call it first thing in main(), before
+ * MPI_Init and before threads. */
 #ifndef DDPM_BLAS_SETUP_H
 #define DDPM_BLAS_SETUP_H
 
 /* May not return (re-exec). argv must be main's argv. */
 void blas_setup(char **argv);
-/* Sets OpenBLAS's thread count: threads > 0 as given, else the CPUs this process
- * may run on (sched_getaffinity) divided by ranks_per_node (at least 1). Returns it. */
+/* Sets the compute thread count: threads > 0 as given, else the CPUs this process
+ * may run on (sched_getaffinity) divided by ranks_per_node (at least 1). Returns it.
+ * Built with OpenMP (the default), that is the OpenMP thread count and OpenBLAS
+ * runs single-threaded inside the ops' threads; without OpenMP it is OpenBLAS's. */
 int blas_set_threads(int threads, int ranks_per_node);
 /* The kernel OpenBLAS runs ("SkylakeX", "Haswell", "Prescott", ...) and how it was
  * chosen ("detected", "OPENBLAS_CORETYPE from the environment", "corrected from Prescott"). */

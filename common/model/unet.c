@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "../core/prof.h"
 #include "../core/util.h"
 #include "../ops/ops.h"
 #include "../rng/rng.h"
@@ -505,8 +506,11 @@ static const float *layer_input(const unet *m, const layer *L) {
 }
 
 static void make_dropout_mask(unet *m, const layer *L, float *mask, int N, size_t per_sample) {
+    PROF_SCOPE(PROF_OTHER);
     double p = m->mc.dropout;
     float keep = (float)(1.0 / (1.0 - p));
+    /* each image has its own RNG stream: parallel and independent of the split */
+#pragma omp parallel for schedule(static)
     for (int n = 0; n < N; n++) {
         rng_key key = {m->rng.seed, m->rng.step, m->rng.sample_ids[n],
                        (uint32_t)(RNG_PURPOSE_DROPOUT + L->dropout_id)};
@@ -622,7 +626,15 @@ void unet_forward(unet *m, const float *params, const float *x, const int *t, in
 /* ---------- backward ---------- */
 
 static float *zeroed(float *buf, size_t n) {
-    memset(buf, 0, n * sizeof *buf);
+    PROF_SCOPE(PROF_OTHER);
+    /* blocks of 64 Ki floats, spread over the threads: a single thread does not
+     * saturate the memory bandwidth */
+    const size_t blk = 65536, nblk = (n + blk - 1) / blk;
+#pragma omp parallel for schedule(static) if (nblk > 1)
+    for (size_t b = 0; b < nblk; b++) {
+        size_t len = n - b * blk < blk ? n - b * blk : blk;
+        memset(buf + b * blk, 0, len * sizeof *buf);
+    }
     return buf;
 }
 

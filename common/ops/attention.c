@@ -4,6 +4,9 @@
  * backward needs one HW x HW scratch matrix (attention_workspace_floats). */
 #include "ops.h"
 
+#include "../core/prof.h"
+#include "ops_internal.h"
+
 #include <cblas.h>
 #include <math.h>
 
@@ -14,6 +17,7 @@ size_t attention_workspace_floats(int C, int HW) {
 
 void attention_forward(float *out, float *att, const float *q, const float *k, const float *v,
                        int N, int C, int HW, float *ws) {
+    PROF_SCOPE(PROF_ATTENTION);
     (void)ws; /* forward works in att itself */
     const float scale = (float)(1.0 / sqrt((double)C));
     const size_t chw = (size_t)C * HW, hw2 = (size_t)HW * HW;
@@ -21,22 +25,21 @@ void attention_forward(float *out, float *att, const float *q, const float *k, c
         const float *qn = q + n * chw, *kn = k + n * chw, *vn = v + n * chw;
         float *a = att + n * hw2;
         /* scores[i][j] = scale * sum_c q[c][i] k[c][j] */
-        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, HW, HW, C, scale, qn, HW, kn, HW,
+        ops_sgemm(CblasTrans, CblasNoTrans, HW, HW, C, scale, qn, HW, kn, HW,
                     0.0f, a, HW);
+#pragma omp parallel for schedule(static) if ((size_t)HW * HW >= OPS_PAR_MIN)
         for (int i = 0; i < HW; i++) {
             float *row = a + (size_t)i * HW;
             float mx = row[0];
             for (int j = 1; j < HW; j++) mx = row[j] > mx ? row[j] : mx;
-            double sum = 0; /* subtracting the max keeps exp in range */
-            for (int j = 0; j < HW; j++) {
-                row[j] = expf(row[j] - mx);
-                sum += row[j];
-            }
+            /* subtracting the max keeps exp in range */
+            for (int j = 0; j < HW; j++) row[j] = ops_expf(row[j] - mx);
+            const double sum = ops_sum(row, (size_t)HW);
             const float inv = (float)(1.0 / sum);
             for (int j = 0; j < HW; j++) row[j] *= inv;
         }
         /* out[c][i] = sum_j v[c][j] att[i][j] */
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, C, HW, HW, 1.0f, vn, HW, a, HW,
+        ops_sgemm(CblasNoTrans, CblasTrans, C, HW, HW, 1.0f, vn, HW, a, HW,
                     0.0f, out + n * chw, HW);
     }
 }
@@ -44,6 +47,7 @@ void attention_forward(float *out, float *att, const float *q, const float *k, c
 void attention_backward(float *dq, float *dk, float *dv, const float *dout, const float *q,
                         const float *k, const float *v, const float *att, int N, int C,
                         int HW, float *ws) {
+    PROF_SCOPE(PROF_ATTENTION);
     const float scale = (float)(1.0 / sqrt((double)C));
     const size_t chw = (size_t)C * HW, hw2 = (size_t)HW * HW;
     for (int n = 0; n < N; n++) {
@@ -51,27 +55,26 @@ void attention_backward(float *dq, float *dk, float *dv, const float *dout, cons
         const float *don = dout + n * chw;
         const float *a = att + n * hw2;
         if (dv) /* dv[c][j] += sum_i dout[c][i] att[i][j] */
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, C, HW, HW, 1.0f, don, HW, a,
+            ops_sgemm(CblasNoTrans, CblasNoTrans, C, HW, HW, 1.0f, don, HW, a,
                         HW, 1.0f, dv + n * chw, HW);
         if (!dq && !dk) continue;
         /* datt[i][j] = sum_c dout[c][i] v[c][j] */
         float *ds = ws;
-        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, HW, HW, C, 1.0f, don, HW, vn, HW,
+        ops_sgemm(CblasTrans, CblasNoTrans, HW, HW, C, 1.0f, don, HW, vn, HW,
                     0.0f, ds, HW);
         /* softmax backward: ds = att * (datt - sum_j att datt), in place */
+#pragma omp parallel for schedule(static) if ((size_t)HW * HW >= OPS_PAR_MIN)
         for (int i = 0; i < HW; i++) {
             float *r = ds + (size_t)i * HW;
             const float *ar = a + (size_t)i * HW;
-            double dot = 0;
-            for (int j = 0; j < HW; j++) dot += (double)ar[j] * r[j];
-            const float d = (float)dot;
+            const float d = (float)ops_dot(ar, r, (size_t)HW);
             for (int j = 0; j < HW; j++) r[j] = ar[j] * (r[j] - d);
         }
         if (dq) /* dq[c][i] += scale sum_j k[c][j] ds[i][j] */
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, C, HW, HW, scale, kn, HW, ds,
+            ops_sgemm(CblasNoTrans, CblasTrans, C, HW, HW, scale, kn, HW, ds,
                         HW, 1.0f, dq + n * chw, HW);
         if (dk) /* dk[c][j] += scale sum_i q[c][i] ds[i][j] */
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, C, HW, HW, scale, qn, HW, ds,
+            ops_sgemm(CblasNoTrans, CblasNoTrans, C, HW, HW, scale, qn, HW, ds,
                         HW, 1.0f, dk + n * chw, HW);
     }
 }

@@ -16,6 +16,8 @@
  * already is its column matrix. */
 #include "ops.h"
 
+#include "../core/prof.h"
+
 #include <cblas.h>
 #include <string.h>
 
@@ -39,6 +41,11 @@ conv_shape conv_shape_make(int N, int Cin, int H, int W, int Cout, int k, int st
     s.pad_left = pad_w / 2;
     return s;
 }
+
+/* Output maps of at least this many pixels get one forward GEMM per image. */
+#ifndef CONV_DIRECT_P
+#define CONV_DIRECT_P 256
+#endif
 
 static int conv_is_pointwise(const conv_shape *s) { return s->k == 1 && s->stride == 1; }
 
@@ -104,13 +111,14 @@ static void conv_plane_zero_cols(float *d, const conv_plane *p, int W) {
     }
 }
 
-static void im2col_s1(float *cols, size_t ld, size_t off, const float *x, const conv_shape *s) {
+static void im2col_s1(float *cols, size_t ld, size_t off, const float *x, const conv_shape *s,
+                      int c0, int c1) {
     const int k = s->k, W = s->W;
     const size_t HW = (size_t)s->H * W;
     for (int kh = 0; kh < k; kh++)
         for (int kw = 0; kw < k; kw++) {
             const conv_plane p = conv_plane_make(s, kh, kw);
-            for (int c = 0; c < s->Cin; c++) {
+            for (int c = c0; c < c1; c++) {
                 float *d = cols + ((size_t)(c * k + kh) * k + kw) * ld + off;
                 const float *xc = x + (size_t)c * HW;
                 memset(d, 0, sizeof(float) * (size_t)p.row_lo * W);
@@ -124,13 +132,14 @@ static void im2col_s1(float *cols, size_t ld, size_t off, const float *x, const 
 
 /* Adjoint of im2col_s1. Zeroing the padded columns of the column gradient
  * first (it is scratch) lets one contiguous loop add the whole plane. */
-static void col2im_add_s1(float *dx, float *cols, size_t ld, size_t off, const conv_shape *s) {
+static void col2im_add_s1(float *dx, float *cols, size_t ld, size_t off, const conv_shape *s,
+                          int c0, int c1) {
     const int k = s->k, W = s->W;
     const size_t HW = (size_t)s->H * W;
     for (int kh = 0; kh < k; kh++)
         for (int kw = 0; kw < k; kw++) {
             const conv_plane p = conv_plane_make(s, kh, kw);
-            for (int c = 0; c < s->Cin; c++) {
+            for (int c = c0; c < c1; c++) {
                 float *d = cols + ((size_t)(c * k + kh) * k + kw) * ld + off;
                 float *xc = dx + (size_t)c * HW; /* xc[i + off] is in bounds for i in [i_lo, i_hi) */
                 conv_plane_zero_cols(d, &p, W);
@@ -142,13 +151,14 @@ static void col2im_add_s1(float *dx, float *cols, size_t ld, size_t off, const c
 /* Columns of one image x[Cin][H][W] into cols (rows of length ld, starting at
  * column `off`): row (c,kh,kw), column (oh,ow) holds x[c][oh*s-pt+kh][ow*s-pl+kw]
  * or 0 in the padding. */
-static void im2col(float *cols, size_t ld, size_t off, const float *x, const conv_shape *s) {
+static void im2col(float *cols, size_t ld, size_t off, const float *x, const conv_shape *s,
+                   int c0, int c1) {
     if (s->stride == 1) {
-        im2col_s1(cols, ld, off, x, s);
+        im2col_s1(cols, ld, off, x, s, c0, c1);
         return;
     }
     const int k = s->k, st = s->stride, H = s->H, W = s->W, Ho = s->Ho, Wo = s->Wo;
-    for (int c = 0; c < s->Cin; c++) {
+    for (int c = c0; c < c1; c++) {
         const float *xc = x + (size_t)c * H * W;
         for (int kh = 0; kh < k; kh++) {
             for (int kw = 0; kw < k; kw++) {
@@ -183,13 +193,14 @@ static void im2col(float *cols, size_t ld, size_t off, const float *x, const con
 
 /* The adjoint of im2col: adds the column gradient back into dx[Cin][H][W].
  * cols is scratch and may be modified (the stride-1 path zeroes padding). */
-static void col2im_add(float *dx, float *cols, size_t ld, size_t off, const conv_shape *s) {
+static void col2im_add(float *dx, float *cols, size_t ld, size_t off, const conv_shape *s,
+                       int c0, int c1) {
     if (s->stride == 1) {
-        col2im_add_s1(dx, cols, ld, off, s);
+        col2im_add_s1(dx, cols, ld, off, s, c0, c1);
         return;
     }
     const int k = s->k, st = s->stride, H = s->H, W = s->W, Ho = s->Ho, Wo = s->Wo;
-    for (int c = 0; c < s->Cin; c++) {
+    for (int c = c0; c < c1; c++) {
         float *xc = dx + (size_t)c * H * W;
         for (int kh = 0; kh < k; kh++) {
             for (int kw = 0; kw < k; kw++) {
@@ -215,8 +226,34 @@ static void col2im_add(float *dx, float *cols, size_t ld, size_t off, const conv
     }
 }
 
+/* The column matrix of images n0..n0+cn-1, one task per (image, channel) so that
+ * even a chunk of one or two images spreads over all threads. */
+static void im2col_chunk(float *cols, size_t ld, size_t P, const float *inp, int n0, int cn,
+                         const conv_shape *s) {
+    const size_t HWin = (size_t)s->H * s->W;
+    const int tasks = cn * s->Cin;
+#pragma omp parallel for schedule(static) if ((size_t)tasks * HWin * s->k * s->k >= OPS_PAR_MIN)
+    for (int task = 0; task < tasks; task++) {
+        const int j = task / s->Cin, c = task % s->Cin;
+        im2col(cols, ld, (size_t)j * P, inp + (size_t)(n0 + j) * s->Cin * HWin, s, c, c + 1);
+    }
+}
+
+/* col2im of the chunk; each task adds into its own (image, channel) plane of dinp. */
+static void col2im_chunk(float *dinp, float *cols, size_t ld, size_t P, int n0, int cn,
+                         const conv_shape *s) {
+    const size_t HWin = (size_t)s->H * s->W;
+    const int tasks = cn * s->Cin;
+#pragma omp parallel for schedule(static) if ((size_t)tasks * HWin * s->k * s->k >= OPS_PAR_MIN)
+    for (int task = 0; task < tasks; task++) {
+        const int j = task / s->Cin, c = task % s->Cin;
+        col2im_add(dinp + (size_t)(n0 + j) * s->Cin * HWin, cols, ld, (size_t)j * P, s, c, c + 1);
+    }
+}
+
 void conv2d_forward(float *out, const float *inp, const float *weight, const float *bias,
                     const conv_shape *s, float *ws) {
+    PROF_SCOPE(PROF_CONV_FWD);
     const size_t P = (size_t)s->Ho * s->Wo, HWin = (size_t)s->H * s->W;
     const int K = s->Cin * s->k * s->k, Cout = s->Cout;
     const int nb = conv_chunk_images(s);
@@ -227,22 +264,38 @@ void conv2d_forward(float *out, const float *inp, const float *weight, const flo
         if (conv_is_pointwise(s) && cn == 1) {
             cols = inp + (size_t)n0 * s->Cin * HWin;
         } else {
-            for (int j = 0; j < cn; j++)
-                im2col(ws, ld, (size_t)j * P, inp + (size_t)(n0 + j) * s->Cin * HWin, s);
+            im2col_chunk(ws, ld, P, inp, n0, cn, s);
             cols = ws;
         }
         if (nb == 1) {
             /* Write straight into out; the bias pre-fill makes GEMM's beta=1 add it. */
             float *o = out + (size_t)n0 * Cout * P;
-            if (bias)
+            if (bias) {
+#pragma omp parallel for schedule(static) if ((size_t)Cout * P >= OPS_PAR_MIN)
                 for (int co = 0; co < Cout; co++)
                     for (size_t p = 0; p < P; p++) o[co * P + p] = bias[co];
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, Cout, (int)ld, K, 1.0f,
+            }
+            ops_sgemm(CblasNoTrans, CblasNoTrans, Cout, (int)ld, K, 1.0f,
                         weight, K, cols, (int)ld, bias ? 1.0f : 0.0f, o, (int)ld);
+        } else if (P >= CONV_DIRECT_P) {
+            /* Maps big enough for a good GEMM each: one GEMM per image straight
+             * into out (columns j*P.. of the chunk), which saves the scatter pass
+             * and GEMM's zeroing of tmp. */
+            for (int j = 0; j < cn; j++) {
+                float *o = out + (size_t)(n0 + j) * Cout * P;
+                if (bias) {
+#pragma omp parallel for schedule(static) if ((size_t)Cout * P >= OPS_PAR_MIN)
+                    for (int co = 0; co < Cout; co++)
+                        for (size_t p = 0; p < P; p++) o[co * P + p] = bias[co];
+                }
+                ops_sgemm(CblasNoTrans, CblasNoTrans, Cout, (int)P, K, 1.0f, weight, K,
+                          ws + (size_t)j * P, (int)ld, bias ? 1.0f : 0.0f, o, (int)P);
+            }
         } else {
             float *tmp = ws + (size_t)K * nb * P;
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, Cout, (int)ld, K, 1.0f,
+            ops_sgemm(CblasNoTrans, CblasNoTrans, Cout, (int)ld, K, 1.0f,
                         weight, K, cols, (int)ld, 0.0f, tmp, (int)ld);
+#pragma omp parallel for collapse(2) schedule(static) if ((size_t)cn * Cout * P >= OPS_PAR_MIN)
             for (int j = 0; j < cn; j++)
                 for (int co = 0; co < Cout; co++) {
                     float *o = out + ((size_t)(n0 + j) * Cout + co) * P;
@@ -256,15 +309,19 @@ void conv2d_forward(float *out, const float *inp, const float *weight, const flo
 
 void conv2d_backward(float *dinp, float *dweight, float *dbias, const float *dout,
                      const float *inp, const float *weight, const conv_shape *s, float *ws) {
+    PROF_SCOPE(PROF_CONV_BWD);
     const size_t P = (size_t)s->Ho * s->Wo, HWin = (size_t)s->H * s->W;
     const int K = s->Cin * s->k * s->k, Cout = s->Cout, Cin = s->Cin;
     const int nb = conv_chunk_images(s);
     const int pointwise = conv_is_pointwise(s);
 
-    if (dbias)
-        for (int n = 0; n < s->N; n++)
-            for (int co = 0; co < Cout; co++)
+    if (dbias) {
+        /* per channel, images in order: the same sums as a serial loop */
+#pragma omp parallel for schedule(static) if ((size_t)s->N * Cout * P >= OPS_PAR_MIN)
+        for (int co = 0; co < Cout; co++)
+            for (int n = 0; n < s->N; n++)
                 dbias[co] += (float)ops_sum(dout + ((size_t)n * Cout + co) * P, P);
+    }
     if (!dinp && !dweight) return;
 
     for (int n0 = 0; n0 < s->N; n0 += nb) {
@@ -276,6 +333,7 @@ void conv2d_backward(float *dinp, float *dweight, float *dbias, const float *dou
             D = dout + (size_t)n0 * Cout * P;
         } else {
             float *tmp = ws + (size_t)K * nb * P;
+#pragma omp parallel for collapse(2) schedule(static) if ((size_t)cn * Cout * P >= OPS_PAR_MIN)
             for (int j = 0; j < cn; j++)
                 for (int co = 0; co < Cout; co++)
                     memcpy(tmp + (size_t)co * ld + (size_t)j * P,
@@ -288,26 +346,24 @@ void conv2d_backward(float *dinp, float *dweight, float *dbias, const float *dou
             if (direct) {
                 cols = inp + (size_t)n0 * Cin * HWin;
             } else {
-                for (int j = 0; j < cn; j++)
-                    im2col(ws, ld, (size_t)j * P, inp + (size_t)(n0 + j) * Cin * HWin, s);
+                im2col_chunk(ws, ld, P, inp, n0, cn, s);
                 cols = ws;
             }
             /* dW[Cout][K] += D[Cout][ld] * cols[K][ld]^T */
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, Cout, K, (int)ld, 1.0f, D,
+            ops_sgemm(CblasNoTrans, CblasTrans, Cout, K, (int)ld, 1.0f, D,
                         (int)ld, cols, (int)ld, 1.0f, dweight, K);
         }
         if (dinp) {
             if (direct) {
                 /* dinp[Cin][P] += W^T[Cin][Cout] * D[Cout][P] */
-                cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, Cin, (int)P, Cout, 1.0f,
+                ops_sgemm(CblasTrans, CblasNoTrans, Cin, (int)P, Cout, 1.0f,
                             weight, K, D, (int)ld, 1.0f, dinp + (size_t)n0 * Cin * HWin,
                             (int)P);
             } else {
                 /* dcols[K][ld] = W^T * D, overwriting the (finished) columns. */
-                cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, K, (int)ld, Cout, 1.0f,
+                ops_sgemm(CblasTrans, CblasNoTrans, K, (int)ld, Cout, 1.0f,
                             weight, K, D, (int)ld, 0.0f, ws, (int)ld);
-                for (int j = 0; j < cn; j++)
-                    col2im_add(dinp + (size_t)(n0 + j) * Cin * HWin, ws, ld, (size_t)j * P, s);
+                col2im_chunk(dinp, ws, ld, P, n0, cn, s);
             }
         }
     }

@@ -4,9 +4,12 @@
  * their zero pad). Computed in double, rounded once to float. */
 #include "ops.h"
 
+#include "../core/prof.h"
+
 #include <math.h>
 
 void timestep_embedding_forward(float *out, const int *t, int N, int dim) {
+    PROF_SCOPE(PROF_OTHER);
     const int half = dim / 2;
     /* half == 1 would divide by zero in the authors' formula; use f_0 = 1 then. */
     const double step = half > 1 ? log(10000.0) / (double)(half - 1) : 0.0;

@@ -1,27 +1,31 @@
 /* Fully connected layer on SGEMM. weight is [Out][In] (PyTorch layout). */
 #include "ops.h"
 
+#include "../core/prof.h"
+
 #include <cblas.h>
 
 #include "ops_internal.h"
 
 void linear_forward(float *out, const float *inp, const float *weight, const float *bias,
                     int N, int In, int Out) {
+    PROF_SCOPE(PROF_LINEAR);
     /* The bias pre-fill lets GEMM's beta=1 add it in the same pass. */
     if (bias)
         for (int n = 0; n < N; n++)
             for (int o = 0; o < Out; o++) out[(size_t)n * Out + o] = bias[o];
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, N, Out, In, 1.0f, inp, In, weight, In,
+    ops_sgemm(CblasNoTrans, CblasTrans, N, Out, In, 1.0f, inp, In, weight, In,
                 bias ? 1.0f : 0.0f, out, Out);
 }
 
 void linear_backward(float *dinp, float *dweight, float *dbias, const float *dout,
                      const float *inp, const float *weight, int N, int In, int Out) {
+    PROF_SCOPE(PROF_LINEAR);
     if (dinp) /* dinp[N][In] += dout[N][Out] * W[Out][In] */
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, N, In, Out, 1.0f, dout, Out,
+        ops_sgemm(CblasNoTrans, CblasNoTrans, N, In, Out, 1.0f, dout, Out,
                     weight, In, 1.0f, dinp, In);
     if (dweight) /* dW[Out][In] += dout^T * inp */
-        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, Out, In, N, 1.0f, dout, Out, inp,
+        ops_sgemm(CblasTrans, CblasNoTrans, Out, In, N, 1.0f, dout, Out, inp,
                     In, 1.0f, dweight, In);
     if (dbias)
         for (int o = 0; o < Out; o++) {

@@ -27,6 +27,8 @@ void optim_adam(float *params, const float *grads, float *m, float *v, size_t n,
     const float step_size = (float)(lr / bc1);
     const float inv_sqrt_bc2 = (float)(1.0 / sqrt(bc2));
     const float eps = (float)oc->eps;
+    /* elementwise, so threads change nothing but the speed */
+#pragma omp parallel for simd schedule(static) if (n >= 65536)
     for (size_t i = 0; i < n; i++) {
         float g = grads[i] * gs;
         float mi = b1 * m[i] + (1.0f - b1) * g;

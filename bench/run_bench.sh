@@ -1,0 +1,38 @@
+#!/usr/bin/env bash
+# `make bench`: the C training step and sampling forward pass against PyTorch 1.13
+# on this machine, plus the SGEMM peak, printed as one table (bench/report.py).
+# C and PyTorch run one after the other, never at the same time, so they do not
+# compete for the cores. PyTorch gets the same OpenBLAS kernel as the C programs
+# (OPENBLAS_CORETYPE, see common/core/blas_setup.h): its linear layers and attention
+# matmuls go through Debian's OpenBLAS, which otherwise falls back to Prescott.
+#
+# Environment: BENCH_THREADS (2), BENCH_STEPS (7 timed), BENCH_WARMUP (2),
+# BENCH_CASES ("fashion_mnist:64 cifar10:8").
+set -euo pipefail
+cd "$(dirname "$0")/.."
+BIN=build/bench/bench_step
+PY=/usr/bin/python3
+THREADS="${BENCH_THREADS:-2}"
+STEPS="${BENCH_STEPS:-7}"
+WARMUP="${BENCH_WARMUP:-2}"
+CASES="${BENCH_CASES:-fashion_mnist:64 cifar10:8}"
+OUT="$(mktemp -d)"
+trap 'rm -rf "$OUT"' EXIT
+
+[ -x "$BIN" ] || { echo "run_bench.sh: $BIN missing (run make bench)" >&2; exit 1; }
+"$BIN" sgemm --threads "$THREADS" >"$OUT/sgemm"
+KERNEL="$(awk '$1 == "kernel" { print $2 }' "$OUT/sgemm")"
+echo "# SGEMM done; OpenBLAS kernel $KERNEL, $THREADS threads" >&2
+for c in $CASES; do
+    name="${c%%:*}" batch="${c##*:}"
+    for mode in train forward; do
+        echo "# $name batch $batch $mode: C" >&2
+        "$BIN" "$mode" "configs/$name.yaml" "$batch" --threads "$THREADS" --steps "$STEPS" \
+            --warmup "$WARMUP" >"$OUT/c_${name}_${batch}_$mode"
+        echo "# $name batch $batch $mode: PyTorch" >&2
+        OPENBLAS_CORETYPE="$KERNEL" "$PY" bench/torch_step.py "$mode" "configs/$name.yaml" \
+            "$batch" --threads "$THREADS" --steps "$STEPS" --warmup "$WARMUP" \
+            >"$OUT/t_${name}_${batch}_$mode"
+    done
+done
+"$PY" bench/report.py "$OUT" $CASES

@@ -1,0 +1,22 @@
+#include "prof.h"
+
+#include <string.h>
+#include <time.h>
+
+int prof_enabled;
+double prof_seconds[PROF_COUNT];
+
+double prof_now(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+void prof_reset(void) { memset(prof_seconds, 0, sizeof prof_seconds); }
+
+const char *prof_kind_name(prof_kind k) {
+    static const char *names[PROF_COUNT] = {"conv fwd", "conv bwd", "groupnorm", "silu",
+                                            "attention", "linear", "elementwise", "other",
+                                            "gemm (inside the above)"};
+    return (unsigned)k < PROF_COUNT ? names[k] : "?";
+}
