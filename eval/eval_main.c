@@ -184,7 +184,8 @@ int main(int argc, char **argv) {
         usage(stderr);
         return 2;
     }
-    inc_opts o = {getenv("DDPM_INCEPTION_WEIGHTS"), 10, 0, 0};
+    const char *env_w = getenv("DDPM_INCEPTION_WEIGHTS");
+    inc_opts o = {env_w && env_w[0] ? env_w : NULL, 10, 0, 0};
     const char *pos[2] = {NULL, NULL};
     int npos = 0;
     for (int i = 2; i < argc; i++) {

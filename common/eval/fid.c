@@ -2,6 +2,7 @@
 #include "common/eval/fid.h"
 
 #include <cblas.h>
+#include <float.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -62,6 +63,15 @@ int fid_stats_compute(const float *feat, size_t N, int d, double *mu, double *si
     return 0;
 }
 
+/* Eigenvalues below d * DBL_EPSILON * (largest) are rounding noise of a singular
+ * matrix (a covariance of fewer than d + 1 images): they count as zero, else the
+ * square roots of ~d noise values would add up to a visible error. */
+static double noise_floor(const double *w, int d) {
+    double mx = 0;
+    for (int i = 0; i < d; i++) mx = fabs(w[i]) > mx ? fabs(w[i]) : mx;
+    return (double)d * DBL_EPSILON * mx;
+}
+
 int fid_trace_sqrt_product(const double *s1, const double *s2, int d, double *out) {
     size_t dd = (size_t)d * d;
     double *v = xcalloc(dd, sizeof *v), *w = xcalloc((size_t)d, sizeof *w);
@@ -71,8 +81,9 @@ int fid_trace_sqrt_product(const double *s1, const double *s2, int d, double *ou
     if (sym_eig(v, d, w, 1) != 0) goto out;
     /* v holds the eigenvectors as rows (row-major view of the column-major result):
      * sqrt(S1) = V^T diag(sqrt(w)) V. r = diag(w^1/4) V, so sqrt(S1) = r^T r. */
+    double floor1 = noise_floor(w, d);
     for (int i = 0; i < d; i++) {
-        double s = w[i] > 0 ? sqrt(sqrt(w[i])) : 0.0;
+        double s = w[i] > floor1 ? sqrt(sqrt(w[i])) : 0.0;
         for (int j = 0; j < d; j++) r[(size_t)i * d + j] = s * v[(size_t)i * d + j];
     }
     cblas_dgemm(CblasRowMajor, CblasTrans, CblasNoTrans, d, d, d, 1.0, r, d, r, d, 0.0, m, d);
@@ -85,8 +96,8 @@ int fid_trace_sqrt_product(const double *s1, const double *s2, int d, double *ou
             r[(size_t)i * d + j] = r[(size_t)j * d + i] = a;
         }
     if (sym_eig(r, d, w, 0) != 0) goto out;
-    double tr = 0;
-    for (int i = 0; i < d; i++) tr += w[i] > 0 ? sqrt(w[i]) : 0.0;
+    double tr = 0, floor2 = noise_floor(w, d);
+    for (int i = 0; i < d; i++) tr += w[i] > floor2 ? sqrt(w[i]) : 0.0;
     *out = tr;
     rc = 0;
 out:

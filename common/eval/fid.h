@@ -6,7 +6,8 @@
  * square roots of the eigenvalues of the symmetric matrix sqrt(S1) S2 sqrt(S1)
  * (similar to S1 S2 when S1 is positive definite; both have the same non-zero
  * eigenvalues in general), from two LAPACK dsyevd eigendecompositions in double;
- * eigenvalues below zero (rounding) count as zero.
+ * eigenvalues below d * DBL_EPSILON * (largest eigenvalue) are rounding noise and
+ * count as zero (this matters only for singular covariances, N <= d).
  *
  * Inception Score (Salimans et al. 2016, their code's split rule): the N softmax
  * rows p(y|x) are cut into `splits` consecutive parts [i N/splits, (i+1) N/splits);

@@ -44,7 +44,8 @@ void global_avgpool_forward(float *out, const float *inp, int N, int C, int HW);
 
 /* ---- bilinear resize [N][C][H][W] -> [N][C][Ho][Wo] as torch.nn.functional.interpolate(
  * mode='bilinear', align_corners=False) with an explicit size: source coordinate
- * (dst + 0.5) * (in/out) - 0.5, clamped at 0; the upper neighbour clamped to in-1. */
+ * (dst + 0.5) * (in/out) - 0.5, clamped at 0; the upper neighbour clamped to in-1;
+ * rounded exactly as PyTorch's CPU kernel does for float32 (pool.c). */
 void resize_bilinear_forward(float *out, const float *inp, int N, int C, int H, int W, int Ho,
                              int Wo);
 
