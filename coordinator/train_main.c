@@ -22,6 +22,7 @@
 #include "common/core/util.h"
 #include "common/data/dataset.h"
 #include "common/diffusion/diffusion.h"
+#include "common/eval/bpd.h"
 #include "common/io/tensor_file.h"
 #include "common/model/unet.h"
 #include "common/optim/optim.h"
@@ -236,6 +237,56 @@ static void log_metrics(trainer *tr, const loss_stats *st, double gnorm, double 
             (unsigned long long)tr->step, tr->cfg.training.steps, loss, gnorm, lr, ips, elapsed);
 }
 
+/* training.eval_every: bits/dim of the EMA weights on the first training.eval_images
+ * images of data.eval_path, the unbiased strided estimate (training.eval_stride) with
+ * offsets and noise keyed on training.seed, so every evaluation sees the same
+ * images, timesteps and noise and `ddpm-eval bpd CKPT --images N --stride K --seed
+ * SEED` reproduces it. The set is reopened each time (no state kept between calls);
+ * the training model runs it without dropout. One more line in metrics.jsonl. */
+static int eval_bpd(trainer *tr) {
+    const training_config *tc = &tr->cfg.training;
+    int C = tr->cfg.model.in_channels, S = tr->cfg.model.image_size;
+    double t0 = now_seconds();
+    dataset *ds;
+    if (dataset_open(&ds, tr->cfg.data.format, tr->cfg.data.eval_path, S, C) != 0)
+        return err_prefix("data.eval_path: ");
+    size_t n = dataset_size(ds) < (size_t)tc->eval_images ? dataset_size(ds) : (size_t)tc->eval_images;
+    size_t D = (size_t)C * S * S;
+    uint8_t *u8 = xmalloc(n * D + 1);
+    uint64_t *ids = xcalloc(n + 1, sizeof *ids);
+    for (size_t i = 0; i < n; i++) {
+        dataset_get(ds, i, u8 + i * D);
+        ids[i] = i;
+    }
+    dataset_close(ds);
+    bpd_result r;
+    bpd_config bc = {&tr->diff, (int)tr->cfg.diffusion.sampling_var, 1, tc->eval_stride,
+                     BPD_ESTIMATE_UNBIASED, tc->seed};
+    int rc = n == 0 ? err_set("data.eval_path %s holds no images", tr->cfg.data.eval_path)
+                    : bpd_result_init(&r, tr->diff.T);
+    if (rc == 0) {
+        rc = bpd_evaluate_u8(tr->model, tr->ema, &bc, u8, ids, (int)n, C, S, &r, NULL, NULL, NULL);
+        if (rc == 0) {
+            double ni = r.scalars[BPD_S_IMAGES], secs = now_seconds() - t0;
+            fprintf(tr->metrics,
+                    "{\"step\": %llu, \"eval_bpd\": %.9g, \"eval_bpd_stderr\": %.9g, "
+                    "\"eval_decoder\": %.9g, \"eval_prior\": %.9g, \"eval_images\": %zu, "
+                    "\"eval_stride\": %d, \"eval_weights\": \"ema\", \"eval_seconds\": %.3f}\n",
+                    (unsigned long long)tr->step, bpd_result_mean(&r), bpd_result_stderr(&r),
+                    r.scalars[BPD_S_DECODER] / ni, r.scalars[BPD_S_PRIOR] / ni, n, tc->eval_stride,
+                    secs);
+            fflush(tr->metrics);
+            fprintf(stderr, "step %llu  eval bits/dim %.4f +- %.4f (EMA, %zu images, stride %d, %.1f s)\n",
+                    (unsigned long long)tr->step, bpd_result_mean(&r), bpd_result_stderr(&r), n,
+                    tc->eval_stride, secs);
+        }
+        bpd_result_free(&r);
+    }
+    free(u8);
+    free(ids);
+    return rc;
+}
+
 static int dump_step(trainer *tr, uint64_t step, float loss) {
     int B = tr->cfg.training.batch_size;
     size_t D = tr->gw.D;
@@ -317,6 +368,8 @@ static int train(trainer *tr, int *exit_code) {
             (long)tr->step != tc->steps) {
             if (save_checkpoint(tr) != 0) return -1;
         }
+        if (tc->eval_every > 0 && tr->step % (uint64_t)tc->eval_every == 0 && eval_bpd(tr) != 0)
+            return -1;
     }
     if (tr->dumping) {
         if (dump_params(tr, "final", tr->params) != 0 || dump_params(tr, "ema", tr->ema) != 0)
