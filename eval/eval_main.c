@@ -253,7 +253,7 @@ int main(int argc, char **argv) {
         rc = fid_distance(m1, s1, m2, s2, d, &fid);
         free(m1); free(s1); free(m2); free(s2);
         if (rc != 0) goto fail;
-        printf("FID %.6f\n", fid);
+        printf("FID %.10g\n", fid);
     } else if (!strcmp(cmd, "is")) {
         float *p, *l;
         size_t N;

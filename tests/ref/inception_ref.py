@@ -11,11 +11,13 @@ usage:
       weights and compares pool3 and the logits with what `ddpm-eval features` wrote:
       max|C - ref| / max|ref| <= 1e-4 each
       and saves the PyTorch features to IMAGES.npz.ref.npz (pool3, logits)
-  inception_ref.py program REF.npz STATS.npz FID_SELF IS_LINE
+  inception_ref.py program REF.npz STATS.npz FID_SELF IS_LINE FID_PYSTATS
       `ddpm-eval stats` output (np.load: float64 mu [2048], sigma [2048][2048]) against
       numpy's mean/cov of the PyTorch pool3 (rel err <= 1e-4, the feature bound);
       `ddpm-eval fid A A` ~ 0 (<= 1e-9 tr(sigma)); `ddpm-eval is` against the
-      Salimans formula on the PyTorch logits (rel err <= 1e-4)
+      Salimans formula on the PyTorch logits (rel err <= 1e-4); `ddpm-eval fid A
+      S.npz` with S pytorch-fid-style statistics of the PyTorch features
+      (np.savez_compressed): ~0 (<= 1e-6 tr(sigma); the features differ by ~1e-7)
   inception_ref.py converter IN.pth DIR
       the converter's refusals: a missing key, an unexpected key, a wrong shape"""
 import os
@@ -65,6 +67,9 @@ def check(pth, feats, images, label):
     with torch.no_grad():
         pool3, logits = model(x)
     np.savez(images + ".ref.npz", pool3=pool3.numpy(), logits=logits.numpy())
+    if pool3.shape[0] >= 2:  # pytorch-fid's statistics file: savez_compressed, float64
+        p = pool3.numpy()
+        np.savez_compressed(images + ".refstats.npz", mu=p.mean(0), sigma=np.cov(p, rowvar=False))
     c = tensor_file.read(feats)
     ok = True
     for name, ref in (("pool3", pool3.numpy()), ("logits", logits.numpy())):
@@ -79,7 +84,7 @@ def check(pth, feats, images, label):
     return 0 if ok else 1
 
 
-def program(ref, stats, fid_self, is_line):
+def program(ref, stats, fid_self, is_line, fid_py):
     r = np.load(ref)
     pool3, logits = r["pool3"], r["logits"]
     st = np.load(stats)
@@ -97,6 +102,9 @@ def program(ref, stats, fid_self, is_line):
     f = float(fid_self.split()[1])
     ok &= report(abs(f) <= 1e-9 * np.trace(sigma), f"ddpm-eval fid A A.stats = {f:.3g} "
                  f"(|.| <= 1e-9 tr(sigma) = {1e-9 * np.trace(sigma):.2g})")
+    f = float(fid_py.split()[1]) if fid_py.startswith("FID ") else float("nan")
+    ok &= report(abs(f) <= 1e-6 * np.trace(sigma), f"ddpm-eval fid A S.npz (statistics written by "
+                 f"numpy, compressed) = {f:.3g} (|.| <= 1e-6 tr(sigma) = {1e-6 * np.trace(sigma):.2g})")
     n = logits.shape[0]
     x = logits - logits.max(1, keepdims=True)
     p = np.exp(x) / np.exp(x).sum(1, keepdims=True)
@@ -139,7 +147,7 @@ def main():
     if cmd == "check":
         return check(*sys.argv[2:6])
     if cmd == "program":
-        return program(*sys.argv[2:6])
+        return program(*sys.argv[2:7])
     if cmd == "converter":
         return converter(sys.argv[2], sys.argv[3])
     raise SystemExit(f"unknown command {cmd}")

@@ -55,7 +55,9 @@ $PY tests/ref/inception_ref.py check "$TMP/w.pth" "$TMP/grey.tns" "$TMP/grey.npz
 if build/ddpm-eval stats "$TMP/rgb.npz" "$TMP/rgb.stats" -q 2>"$TMP/s.log"; then
     fid_self=$(build/ddpm-eval fid "$TMP/rgb.npz" "$TMP/rgb.stats" -q 2>"$TMP/fs.log")
     is_line=$(build/ddpm-eval is "$TMP/rgb.npz" --splits 1 -q 2>"$TMP/is.log")
-    $PY tests/ref/inception_ref.py program "$TMP/rgb.npz.ref.npz" "$TMP/rgb.stats" "$fid_self" "$is_line"
+    fid_py=$(build/ddpm-eval fid "$TMP/rgb.npz" "$TMP/rgb.npz.refstats.npz" -q 2>"$TMP/fp.log")
+    $PY tests/ref/inception_ref.py program "$TMP/rgb.npz.ref.npz" "$TMP/rgb.stats" "$fid_self" \
+        "$is_line" "${fid_py:-error: $(cat "$TMP/fp.log")}"
 else
     fail "ddpm-eval stats: $(cat "$TMP/s.log")"
 fi
