@@ -41,7 +41,8 @@ const inception_conv_info *inception_conv_layer(int i);
 
 /* x: N images [3][H][W] with values in [0, 1] (borrowed). Writes pool3[N][2048]
  * and, when logits is not NULL, logits[N][1008] (caller's). Images are run one at
- * a time; the BLAS threads do the work. */
+ * a time; the BLAS threads do the work. The net's buffers are reused: one caller
+ * at a time per inception object. */
 void inception_forward(inception *net, const float *x, int N, int H, int W, float *pool3,
                        float *logits);
 
