@@ -34,6 +34,7 @@ LIB_SRC  := $(shell find common -name '*.c' | sort)
 TRAIN_SRC := $(wildcard coordinator/*.c worker/*.c)
 SAMPLE_SRC := $(wildcard sampler/*.c)
 PREP_SRC := $(wildcard prep/*.c)
+EVAL_SRC := $(wildcard eval/*.c)
 UNIT_SRC := $(wildcard tests/unit/test_*.c)
 TOOL_SRC := $(wildcard tests/tools/*.c)
 BENCH_SRC := $(wildcard bench/*.c)
@@ -73,7 +74,7 @@ SAN_UNIT_BINS := $(patsubst tests/unit/%.c,build-san/tests/%,$(UNIT_SRC))
 TOOL_BINS := $(patsubst tests/tools/%.c,build/tools/%,$(TOOL_SRC))
 SAN_TOOL_BINS := $(patsubst tests/tools/%.c,build-san/tools/%,$(TOOL_SRC))
 
-PROGRAMS := build/ddpm-train build/ddpm-sample build/ddpm-prep
+PROGRAMS := build/ddpm-train build/ddpm-sample build/ddpm-prep build/ddpm-eval
 
 .PHONY: all test test-build bench install clean
 all: $(PROGRAMS)
@@ -88,6 +89,11 @@ build/ddpm-sample: $(patsubst %.c,build/obj/%.o,$(SAMPLE_SRC)) build/libddpm.a
 
 build/ddpm-prep: $(patsubst %.c,build/obj/%.o,$(PREP_SRC)) build/libddpm.a
 	$(CC) $(BASE_CFLAGS) $(OPT) $^ -o $@ $(LDLIBS)
+# ddpm-eval: only its bpd subcommand (eval/eval_bpd.c) uses MPI.
+build/ddpm-eval: $(patsubst %.c,build/obj/%.o,$(EVAL_SRC)) build/libddpm.a
+	$(CC) $(BASE_CFLAGS) $(OPT) $^ -o $@ $(MPI_LIBS) $(LDLIBS)
+
+build/obj/eval/eval_bpd.o: BASE_CFLAGS += $(MPI_CFLAGS)
 
 test-build: all $(UNIT_BINS) $(SAN_UNIT_BINS) $(TOOL_BINS) $(SAN_TOOL_BINS)
 

@@ -98,6 +98,9 @@ int train_local(trainer *tr, int *exit_code) {
             (long)tr->step != tc->steps) {
             if (trainer_save_checkpoint(tr) != 0) return -1;
         }
+        if (tc->eval_every > 0 && tr->step % (uint64_t)tc->eval_every == 0 &&
+            trainer_eval_bpd(tr) != 0)
+            return -1;
     }
     if (tr->dumping) {
         if (dump_params(tr, "final", tr->params) != 0 || dump_params(tr, "ema", tr->ema) != 0)

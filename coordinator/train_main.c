@@ -149,6 +149,14 @@ int main(int argc, char **argv) {
     if (is_coord)
         log_info("OpenBLAS kernel %s (%s), %d thread(s) per rank, %d rank(s) on this node",
                  blas_kernel_name(), blas_kernel_origin(), threads, ranks_on_node);
+    if (distributed && tc->eval_every > 0) {
+        if (is_coord)
+            fprintf(stderr, "ddpm-train: training.eval_every runs on a single process only; in a "
+                            "distributed run evaluate the checkpoints with `mpirun ddpm-eval bpd`, "
+                            "which spreads the images over the ranks\n");
+        MPI_Finalize();
+        return EXIT_USAGE;
+    }
     if (distributed && tr.cfg.distributed.servers >= world) {
         if (is_coord)
             fprintf(stderr, "ddpm-train: distributed.servers is %d but only %d ranks were "

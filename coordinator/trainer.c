@@ -8,6 +8,7 @@
 
 #include "common/ckpt/checkpoint.h"
 #include "common/core/util.h"
+#include "common/eval/bpd.h"
 #include "trainer.h"
 
 int mkdir_p(const char *path) {
@@ -183,3 +184,52 @@ void trainer_log_metrics(trainer *tr, const loss_stats *st, double gnorm, double
             wire);
 }
 
+/* training.eval_every: bits/dim of the EMA weights on the first training.eval_images
+ * images of data.eval_path, the unbiased strided estimate (training.eval_stride) with
+ * offsets and noise keyed on training.seed, so every evaluation sees the same
+ * images, timesteps and noise and `ddpm-eval bpd CKPT --images N --stride K --seed
+ * SEED` reproduces it. The set is reopened each time (no state kept between calls);
+ * the training model runs it without dropout. One more line in metrics.jsonl. */
+int trainer_eval_bpd(trainer *tr) {
+    const training_config *tc = &tr->cfg.training;
+    int C = tr->cfg.model.in_channels, S = tr->cfg.model.image_size;
+    double t0 = now_seconds();
+    dataset *ds;
+    if (dataset_open(&ds, tr->cfg.data.format, tr->cfg.data.eval_path, S, C) != 0)
+        return err_prefix("data.eval_path: ");
+    size_t n = dataset_size(ds) < (size_t)tc->eval_images ? dataset_size(ds) : (size_t)tc->eval_images;
+    size_t D = (size_t)C * S * S;
+    uint8_t *u8 = xmalloc(n * D + 1);
+    uint64_t *ids = xcalloc(n + 1, sizeof *ids);
+    for (size_t i = 0; i < n; i++) {
+        dataset_get(ds, i, u8 + i * D);
+        ids[i] = i;
+    }
+    dataset_close(ds);
+    bpd_result r;
+    bpd_config bc = {&tr->diff, (int)tr->cfg.diffusion.sampling_var, 1, tc->eval_stride,
+                     BPD_ESTIMATE_UNBIASED, tc->seed};
+    int rc = n == 0 ? err_set("data.eval_path %s holds no images", tr->cfg.data.eval_path)
+                    : bpd_result_init(&r, tr->diff.T);
+    if (rc == 0) {
+        rc = bpd_evaluate_u8(tr->model, tr->ema, &bc, u8, ids, (int)n, C, S, &r, NULL, NULL, NULL);
+        if (rc == 0) {
+            double ni = r.scalars[BPD_S_IMAGES], secs = now_seconds() - t0;
+            fprintf(tr->metrics,
+                    "{\"step\": %llu, \"eval_bpd\": %.9g, \"eval_bpd_stderr\": %.9g, "
+                    "\"eval_decoder\": %.9g, \"eval_prior\": %.9g, \"eval_images\": %zu, "
+                    "\"eval_stride\": %d, \"eval_weights\": \"ema\", \"eval_seconds\": %.3f}\n",
+                    (unsigned long long)tr->step, bpd_result_mean(&r), bpd_result_stderr(&r),
+                    r.scalars[BPD_S_DECODER] / ni, r.scalars[BPD_S_PRIOR] / ni, n, tc->eval_stride,
+                    secs);
+            fflush(tr->metrics);
+            fprintf(stderr, "step %llu  eval bits/dim %.4f +- %.4f (EMA, %zu images, stride %d, %.1f s)\n",
+                    (unsigned long long)tr->step, bpd_result_mean(&r), bpd_result_stderr(&r), n,
+                    tc->eval_stride, secs);
+        }
+        bpd_result_free(&r);
+    }
+    free(u8);
+    free(ids);
+    return rc;
+}

@@ -58,6 +58,9 @@ int trainer_resume(trainer *tr, const char *mode);
 /* One metrics.jsonl line and the progress line. bytes_sent/bytes_raw < 0: no wire. */
 void trainer_log_metrics(trainer *tr, const loss_stats *st, double gnorm, double lr, double ips,
                          double elapsed, double bytes_sent, double bytes_raw);
+/* training.eval_every: strided bits/dim of the EMA weights on data.eval_path, one
+ * more metrics.jsonl line (single process). */
+int trainer_eval_bpd(trainer *tr);
 /* Algorithm 1 on one process. */
 int train_local(trainer *tr, int *exit_code);
 

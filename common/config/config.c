@@ -114,6 +114,9 @@ static const key_def g_keys[] = {
     INT_MIN_KEY(SEC_TRAINING, "checkpoint_every", training.checkpoint_every, 0, 0),
     INT_KEY(SEC_TRAINING, "keep_checkpoints", training.keep_checkpoints, 1, 1000, 0),
     INT_KEY(SEC_TRAINING, "threads", training.threads, 0, 1024, 0),
+    INT_MIN_KEY(SEC_TRAINING, "eval_every", training.eval_every, 0, 0),
+    INT_KEY(SEC_TRAINING, "eval_images", training.eval_images, 1, 1000000, 0),
+    INT_KEY(SEC_TRAINING, "eval_stride", training.eval_stride, 1, 100000, 0),
 
     ENUM_KEY(SEC_DATA, "format", data.format, g_formats, 1),
     STR_KEY(SEC_DATA, "path", data.path, 1),
@@ -164,6 +167,9 @@ void config_defaults(config *c) {
     c->training.log_every = 10;
     c->training.checkpoint_every = 1000;
     c->training.keep_checkpoints = 3;
+    c->training.eval_every = 0;
+    c->training.eval_images = 64;
+    c->training.eval_stride = 50;
     c->data.format = DATA_IDX;
     c->distributed.servers = 1;
     c->distributed.codec = CODEC_FP32;
@@ -882,6 +888,9 @@ int config_validate(const config *c) {
     if (t->micro_batch > t->batch_size)
         return fail_key(c, find_key("training.micro_batch"), "%d is larger than batch_size %d",
                         t->micro_batch, t->batch_size);
+    if (t->eval_every > 0 && !c->data.eval_path[0])
+        return fail_key(c, find_key("training.eval_every"),
+                        "%d needs a held-out set in data.eval_path", t->eval_every);
     return 0;
 }
 

@@ -71,6 +71,11 @@ typedef struct {
     int checkpoint_every;   /* default 1000, >= 0; 0 = only at the end */
     int keep_checkpoints;   /* default 3, 1..1000 */
     int threads;            /* default 0 = the cores given to the process; 0..1024 */
+    int eval_every;         /* default 0 = off; >= 0: bits/dim on data.eval_path every K steps
+                               (needs data.eval_path) */
+    int eval_images;        /* default 64, 1..10^6: first images of data.eval_path evaluated */
+    int eval_stride;        /* default 50, 1..100000: every K-th timestep (common/eval/bpd.h,
+                               unbiased strided estimate) */
 } training_config;
 
 typedef struct {

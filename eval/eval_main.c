@@ -1,0 +1,288 @@
+/* ddpm-eval: evaluation of trained models and their samples.
+ *
+ *   ddpm-eval bpd CHECKPOINT [--images N] [--stride K] [--out terms.csv] ...
+ *   ddpm-eval stats A.npz OUT.stats
+ *   ddpm-eval fid A.npz B.npz|B.stats
+ *   ddpm-eval is A.npz [--splits 10]
+ *   ddpm-eval features A.npz OUT.tns
+ *
+ * bpd is the only MPI part (eval/eval_bpd.c). The Inception subcommands read
+ * uint8 NHWC images from arr_0 of an .npz (what ddpm-sample writes) and need the
+ * converted pytorch-fid weights (--inception PATH or $DDPM_INCEPTION_WEIGHTS). */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "common/core/blas_setup.h"
+#include "common/core/util.h"
+#include "common/eval/fid.h"
+#include "common/eval/inception.h"
+#include "common/io/npz_array.h"
+#include "common/io/tensor_file.h"
+#include "eval/eval.h"
+
+static void usage(FILE *f) {
+    fprintf(f,
+            "usage: ddpm-eval COMMAND ...\n"
+            "  bpd CHECKPOINT [--images N] [--stride K] [--out terms.csv] [...]\n"
+            "                        negative log-likelihood bound in bits/dim (MPI: images\n"
+            "                        spread over ranks); ddpm-eval bpd --help for all options\n"
+            "  stats A.npz OUT.stats Inception pool3 mean and covariance of A's images, saved as\n"
+            "                        an .npz with float64 'mu' and 'sigma' (pytorch-fid's format)\n"
+            "  fid A.npz B           FID between A's images and B (images, or statistics: any .npz\n"
+            "                        holding 'mu' and 'sigma', e.g. from `stats` or pytorch-fid)\n"
+            "  is A.npz              Inception Score of A's images (mean and std over splits)\n"
+            "  features A.npz OUT.tns  pool3 features and logits of every image (tensor file)\n"
+            "options of the Inception commands:\n"
+            "  --inception PATH      weights from ops/convert_inception.py (default:\n"
+            "                        $DDPM_INCEPTION_WEIGHTS)\n"
+            "  --splits N            Inception Score splits (default 10)\n"
+            "  --threads N           BLAS threads (default: the cores given)\n"
+            "  -q, --quiet           no progress line\n"
+            "Images: uint8 under arr_0, shape [N][H][W][C] with C = 1 or 3 (or [N][H][W]);\n"
+            "they are resized to 299x299 as pytorch-fid does.\n");
+}
+
+typedef struct {
+    const char *inception;
+    int splits, quiet;
+    long threads;
+} inc_opts;
+
+/* pool3 (and logits, when wanted) of every image of path's arr_0; caller frees. */
+static int npz_features(const char *path, inception *net, const inc_opts *o, float **pool3,
+                        float **logits, size_t *count) {
+    *pool3 = NULL;
+    if (logits) *logits = NULL;
+    npz_reader *r;
+    if (npz_reader_open(&r, path, "arr_0") != 0) return -1;
+    const int64_t *sh = npz_reader_shape(r);
+    int nd = npz_reader_ndim(r);
+    if (npz_reader_dtype(r) != NPZ_DTYPE_U8 || (nd != 3 && nd != 4) || sh[0] < 1 || sh[1] < 1 ||
+        sh[2] < 1 || sh[1] > 8192 || sh[2] > 8192) {
+        npz_reader_close(r);
+        return err_set("%s: arr_0 must be uint8 images [N][H][W][C] (or [N][H][W])", path);
+    }
+    size_t N = (size_t)sh[0];
+    int H = (int)sh[1], W = (int)sh[2], C = nd == 4 ? (int)sh[3] : 1;
+    if (C != 1 && C != 3) {
+        npz_reader_close(r);
+        return err_set("%s: images have %d channels (1 or 3 supported)", path, C);
+    }
+    size_t D = (size_t)H * W * C;
+    uint8_t *img = xmalloc(D);
+    float *p = xfloats(N * INCEPTION_FEATURES);
+    float *l = logits ? xfloats(N * INCEPTION_CLASSES) : NULL;
+    double t0 = now_seconds();
+    int rc = 0;
+    for (size_t i = 0; i < N && rc == 0; i++) {
+        if ((rc = npz_reader_read(r, img, D)) != 0) break;
+        rc = inception_forward_u8(net, img, 1, H, W, C, p + i * INCEPTION_FEATURES,
+                                  l ? l + i * INCEPTION_CLASSES : NULL);
+        if (!o->quiet) {
+            double el = now_seconds() - t0;
+            fprintf(stderr, "\r%s: %zu/%zu images, %.2f images/s  ", path, i + 1, N,
+                    (double)(i + 1) / el);
+            if (i + 1 == N) fputc('\n', stderr);
+        }
+    }
+    free(img);
+    npz_reader_close(r);
+    if (rc != 0) {
+        free(p);
+        free(l);
+        return -1;
+    }
+    *pool3 = p;
+    if (logits) *logits = l;
+    *count = N;
+    return 0;
+}
+
+/* mu, sigma of path: read from an .npz with 'mu' and 'sigma', or computed from its images. */
+static int load_or_compute_stats(const char *path, inception **net, const inc_opts *o, double **mu,
+                                 double **sigma) {
+    const int d = INCEPTION_FEATURES;
+    *mu = NULL;
+    *sigma = NULL;
+    int has_mu = npz_has_key(path, "mu");
+    if (has_mu < 0) return -1;
+    if (has_mu && npz_has_key(path, "sigma") == 1) {
+        double *m = xcalloc((size_t)d, sizeof *m), *s = xcalloc((size_t)d * d, sizeof *s);
+        const char *keys[2] = {"mu", "sigma"};
+        double *dst[2] = {m, s};
+        for (int k = 0; k < 2; k++) {
+            npz_reader *r;
+            if (npz_reader_open(&r, path, keys[k]) != 0) goto bad;
+            uint64_t want = k == 0 ? (uint64_t)d : (uint64_t)d * d;
+            int ok = npz_reader_count(r) == want && npz_reader_ndim(r) == k + 1;
+            if (ok && npz_reader_dtype(r) == NPZ_DTYPE_F64) {
+                ok = npz_reader_read(r, dst[k], want) == 0;
+            } else if (ok && npz_reader_dtype(r) == NPZ_DTYPE_F32) {
+                float *tmp = xfloats(want);
+                ok = npz_reader_read(r, tmp, want) == 0;
+                for (uint64_t i = 0; ok && i < want; i++) dst[k][i] = tmp[i];
+                free(tmp);
+            } else if (ok) {
+                err_set("%s: '%s' must be float32 or float64", path, keys[k]);
+                ok = 0;
+            } else {
+                err_set("%s: '%s' must have shape %s", path, keys[k], k == 0 ? "[2048]" : "[2048][2048]");
+            }
+            npz_reader_close(r);
+            if (!ok) goto bad;
+        }
+        *mu = m;
+        *sigma = s;
+        return 0;
+    bad:
+        free(m);
+        free(s);
+        return -1;
+    }
+    if (!*net) {
+        if (!o->inception)
+            return err_set("no Inception weights: pass --inception PATH or set "
+                           "DDPM_INCEPTION_WEIGHTS (convert pytorch-fid's weights with "
+                           "ops/convert_inception.py)");
+        if (inception_load(net, o->inception) != 0) return -1;
+    }
+    float *feat;
+    size_t N;
+    if (npz_features(path, *net, o, &feat, NULL, &N) != 0) return -1;
+    *mu = xcalloc((size_t)d, sizeof **mu);
+    *sigma = xcalloc((size_t)d * d, sizeof **sigma);
+    int rc = fid_stats_compute(feat, N, d, *mu, *sigma);
+    free(feat);
+    if (rc != 0) {
+        err_prefix("%s: ", path);
+        free(*mu);
+        free(*sigma);
+        *mu = *sigma = NULL;
+    }
+    return rc;
+}
+
+static int need_net(inception **net, const inc_opts *o) {
+    if (*net) return 0;
+    if (!o->inception)
+        return err_set("no Inception weights: pass --inception PATH or set DDPM_INCEPTION_WEIGHTS "
+                       "(convert pytorch-fid's weights with ops/convert_inception.py)");
+    return inception_load(net, o->inception);
+}
+
+int main(int argc, char **argv) {
+    blas_setup(argv);
+    if (argc < 2 || !strcmp(argv[1], "-h") || !strcmp(argv[1], "--help")) {
+        usage(argc < 2 ? stderr : stdout);
+        return argc < 2 ? 2 : 0;
+    }
+    const char *cmd = argv[1];
+    if (!strcmp(cmd, "bpd")) return eval_bpd_main(argc - 1, argv + 1);
+    if (strcmp(cmd, "stats") && strcmp(cmd, "fid") && strcmp(cmd, "is") && strcmp(cmd, "features")) {
+        fprintf(stderr, "ddpm-eval: unknown command '%s'\n", cmd);
+        usage(stderr);
+        return 2;
+    }
+    const char *env_w = getenv("DDPM_INCEPTION_WEIGHTS");
+    inc_opts o = {env_w && env_w[0] ? env_w : NULL, 10, 0, 0};
+    const char *pos[2] = {NULL, NULL};
+    int npos = 0;
+    for (int i = 2; i < argc; i++) {
+        const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
+        char *end = NULL;
+        if (!strcmp(a, "--inception") || !strcmp(a, "--splits") || !strcmp(a, "--threads")) {
+            if (!v) {
+                fprintf(stderr, "ddpm-eval %s: option %s needs a value\n", cmd, a);
+                return 2;
+            }
+            i++;
+            if (!strcmp(a, "--inception")) {
+                o.inception = v;
+            } else if (!strcmp(a, "--splits")) {
+                o.splits = (int)strtol(v, &end, 10);
+                if (*end || o.splits < 1) goto bad;
+            } else {
+                o.threads = strtol(v, &end, 10);
+                if (*end || o.threads < 0) goto bad;
+            }
+            continue;
+        bad:
+            fprintf(stderr, "ddpm-eval %s: invalid value '%s' for %s\n", cmd, v, a);
+            return 2;
+        } else if (!strcmp(a, "-q") || !strcmp(a, "--quiet")) {
+            o.quiet = 1;
+        } else if (a[0] == '-') {
+            fprintf(stderr, "ddpm-eval %s: unknown option '%s'\n", cmd, a);
+            return 2;
+        } else if (npos < 2) {
+            pos[npos++] = a;
+        } else {
+            fprintf(stderr, "ddpm-eval %s: unexpected argument '%s'\n", cmd, a);
+            return 2;
+        }
+    }
+    int want = !strcmp(cmd, "is") ? 1 : 2;
+    if (npos != want) {
+        fprintf(stderr, "ddpm-eval %s: expected %d file argument(s)\n", cmd, want);
+        usage(stderr);
+        return 2;
+    }
+    blas_set_threads((int)o.threads, 1);
+    inception *net = NULL;
+    int rc = -1;
+    const int d = INCEPTION_FEATURES;
+    if (!strcmp(cmd, "stats")) {
+        double *mu, *sigma;
+        if (need_net(&net, &o) != 0 || load_or_compute_stats(pos[0], &net, &o, &mu, &sigma) != 0)
+            goto fail;
+        npz_f64_array arr[2] = {{"mu", mu, 1, {d}}, {"sigma", sigma, 2, {d, d}}};
+        rc = npz_write_f64(pos[1], arr, 2);
+        free(mu);
+        free(sigma);
+        if (rc != 0) goto fail;
+        log_info("wrote %s (mu [2048], sigma [2048][2048], float64)", pos[1]);
+    } else if (!strcmp(cmd, "fid")) {
+        double *m1, *s1, *m2, *s2, fid;
+        if (load_or_compute_stats(pos[0], &net, &o, &m1, &s1) != 0) goto fail;
+        if (load_or_compute_stats(pos[1], &net, &o, &m2, &s2) != 0) {
+            free(m1);
+            free(s1);
+            goto fail;
+        }
+        rc = fid_distance(m1, s1, m2, s2, d, &fid);
+        free(m1); free(s1); free(m2); free(s2);
+        if (rc != 0) goto fail;
+        printf("FID %.10g\n", fid);
+    } else if (!strcmp(cmd, "is")) {
+        float *p, *l;
+        size_t N;
+        double mean, sd;
+        if (need_net(&net, &o) != 0 || npz_features(pos[0], net, &o, &p, &l, &N) != 0) goto fail;
+        rc = inception_score(l, N, INCEPTION_CLASSES, o.splits > (int)N ? (int)N : o.splits, &mean, &sd);
+        free(p);
+        free(l);
+        if (rc != 0) goto fail;
+        printf("IS %.6f +- %.6f (%zu images, %d splits)\n", mean, sd, N,
+               o.splits > (int)N ? (int)N : o.splits);
+    } else { /* features */
+        float *p, *l;
+        size_t N;
+        if (need_net(&net, &o) != 0 || npz_features(pos[0], net, &o, &p, &l, &N) != 0) goto fail;
+        tensor_file tf;
+        int64_t dp[2] = {(int64_t)N, d}, dl[2] = {(int64_t)N, INCEPTION_CLASSES};
+        rc = tensor_file_create(&tf, pos[1]);
+        if (rc == 0) rc = tensor_file_add(&tf, "pool3", 2, dp, p);
+        if (rc == 0) rc = tensor_file_add(&tf, "logits", 2, dl, l);
+        if (rc == 0) rc = tensor_file_close(&tf);
+        free(p);
+        free(l);
+        if (rc != 0) goto fail;
+    }
+    inception_free(net);
+    return 0;
+fail:
+    fprintf(stderr, "ddpm-eval %s: %s\n", cmd, err_msg());
+    inception_free(net);
+    return 1;
+}

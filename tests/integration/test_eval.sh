@@ -1,0 +1,109 @@
+#!/usr/bin/env bash
+# Bits/dim end to end: training logs the strided bound every K steps
+# (training.eval_every), `ddpm-eval bpd` reproduces the logged value from the
+# checkpoint, the result does not depend on how images are spread over MPI ranks,
+# the CSV of per-timestep terms adds up, and bad input is refused with a message.
+set -u
+TMP="${DDPM_TEST_TMP:-$(mktemp -d)}/eval"
+rm -rf "$TMP"; mkdir -p "$TMP"
+PY=/usr/bin/python3
+ok() { echo "ok - $*"; }
+fail() { echo "not ok - $*"; }
+CFG=configs/tiny_fashion.yaml
+RUN="$TMP/run"
+EV=(training.eval_every=2 training.eval_images=3 training.eval_stride=250)
+if build/ddpm-train $CFG training.steps=4 training.batch_size=4 training.checkpoint_every=0 \
+        "${EV[@]}" output.dir="$RUN" >"$TMP/train.log" 2>&1; then
+    ok "training with training.eval_every=2 ran"
+else
+    fail "training with eval: $(tail -3 "$TMP/train.log")"
+fi
+CKPT=$(ls "$RUN"/ckpt-*.ddpm 2>/dev/null | tail -1)
+logged=$($PY - "$RUN/metrics.jsonl" <<'PY'
+import json, math, sys
+ev = [json.loads(l) for l in open(sys.argv[1]) if '"eval_bpd"' in l]
+ok = [e["step"] for e in ev] == [2, 4] and all(
+    math.isfinite(e["eval_bpd"]) and e["eval_bpd"] > 0 and e["eval_bpd_stderr"] > 0
+    and e["eval_images"] == 3 and e["eval_stride"] == 250 for e in ev)
+print(("%.12g" % ev[-1]["eval_bpd"]) if ok and ev else "bad")
+PY
+)
+if [ "$logged" != bad ] && [ -n "$logged" ]; then
+    ok "metrics.jsonl has eval_bpd lines at steps 2 and 4 (last: $logged bits/dim)"
+else
+    fail "metrics.jsonl eval lines: $(grep eval_bpd "$RUN/metrics.jsonl")"
+fi
+
+# ddpm-eval reproduces the logged value (same EMA weights, images, seed and stride)
+out=$(build/ddpm-eval bpd "$CKPT" --images 3 --stride 250 --seed 0 --batch 4 -q --out "$TMP/terms.csv" 2>"$TMP/bpd.log")
+got=$(echo "$out" | awk '/^bpd /{print $2}')
+if $PY -c "import sys; a, b = float('$got'), float('$logged'); sys.exit(abs(a - b) > 1e-6 * abs(b))" 2>/dev/null; then
+    ok "ddpm-eval bpd reproduces the logged bound: $got vs $logged"
+else
+    fail "ddpm-eval bpd gave '$got', training logged '$logged': $(tail -2 "$TMP/bpd.log")"
+fi
+$PY - "$TMP/terms.csv" "$got" <<'PY' && ok "terms.csv: decoder + 4 KL rows x 3 images, prior, total; the weighted terms add up to the total" || fail "terms.csv: $(head -3 "$TMP/terms.csv")"
+import csv, sys
+rows = list(csv.DictReader(open(sys.argv[1])))
+dec = [r for r in rows if r["term"] == "decoder"]
+kl = [r for r in rows if r["term"] == "kl"]
+prior = [r for r in rows if r["term"] == "prior"][0]
+total = [r for r in rows if r["term"] == "total"][0]
+n = 3
+assert len(dec) == 1 and int(dec[0]["images"]) == n
+assert sum(int(r["images"]) for r in kl) == n * 4  # T 1000, stride 250: 4 KL terms per image
+# unbiased estimate: total = decoder + prior + 250 * (sum over evaluated KL terms) / n
+est = float(dec[0]["mean_bpd"]) + float(prior["mean_bpd"]) + 250 * sum(
+    float(r["mean_bpd"]) * int(r["images"]) for r in kl) / n
+assert abs(est - float(total["mean_bpd"])) <= 1e-8 * abs(est), (est, total)
+assert abs(float(total["mean_bpd"]) - float(sys.argv[2])) <= 1e-6 * abs(est)
+PY
+
+# images spread over MPI ranks: the same result (batch 1, so every forward pass is the same)
+build/ddpm-eval bpd "$CKPT" --images 3 --stride 250 --batch 1 -q --out "$TMP/one.csv" >"$TMP/one.out" 2>"$TMP/one.log"
+mpirun --allow-run-as-root --oversubscribe -np 2 build/ddpm-eval bpd "$CKPT" --images 3 --stride 250 \
+    --batch 1 -q --out "$TMP/two.csv" >"$TMP/two.out" 2>"$TMP/two.log"
+if $PY - "$TMP/one.csv" "$TMP/two.csv" <<'PY'
+import csv, sys
+a, b = (list(csv.DictReader(open(p))) for p in sys.argv[1:3])
+assert len(a) == len(b) and len(a) > 3
+for x, y in zip(a, b):
+    assert (x["term"], x["t"], x["images"]) == (y["term"], y["t"], y["images"]), (x, y)
+    fx, fy = float(x["mean_bpd"]), float(y["mean_bpd"])
+    assert abs(fx - fy) <= 1e-9 * abs(fx), (x, y)  # the CSV has 10 significant digits
+PY
+then
+    ok "1 rank and 2 MPI ranks give the same terms and total ($(head -1 "$TMP/two.out"))"
+else
+    fail "1 rank vs 2 ranks differ: $(head -1 "$TMP/one.out") / $(head -1 "$TMP/two.out"); $(tail -2 "$TMP/two.log")"
+fi
+
+# the exact bound (all 1000 terms) of one image, and the trapezoid estimate
+exact=$(build/ddpm-eval bpd "$CKPT" --images 1 -q 2>"$TMP/exact.log" | awk '/^bpd /{print $2}')
+trap_=$(build/ddpm-eval bpd "$CKPT" --images 1 --stride 250 --estimate trapezoid -q 2>/dev/null | awk '/^bpd /{print $2}')
+if [ -n "$exact" ] && [ -n "$trap_" ]; then
+    ok "exact bound of image 0 (1000 terms): $exact bits/dim; trapezoid stride 250: $trap_"
+else
+    fail "exact/trapezoid runs: $(tail -2 "$TMP/exact.log")"
+fi
+
+# refusals
+check_fail() {   # label pattern command...
+    local label="$1" pat="$2"; shift 2
+    "$@" >"$TMP/f.log" 2>&1
+    local rc=$?
+    if [ $rc -ne 0 ] && grep -q -- "$pat" "$TMP/f.log"; then
+        ok "$label (exit $rc: $(grep -m1 -- "$pat" "$TMP/f.log" | cut -c1-140))"
+    else
+        fail "$label: exit $rc; got: $(tail -2 "$TMP/f.log")"
+    fi
+}
+check_fail "bpd of a missing checkpoint" "nonexistent.ddpm" build/ddpm-eval bpd "$TMP/nonexistent.ddpm" -q
+check_fail "more images than the set holds" "holds 10000 images; asked for 20000" \
+    build/ddpm-eval bpd "$CKPT" --images 20000 -q
+$PY -c "import numpy as np; np.savez('$TMP/rgb.npz', arr_0=np.zeros((2, 32, 32, 3), np.uint8))"
+check_fail "a .npz of the wrong image size" "arr_0 must be uint8 images \[N\]\[28\]\[28\]\[1\]" \
+    build/ddpm-eval bpd "$CKPT" --data "$TMP/rgb.npz" -q
+check_fail "bad --stride" "invalid value '0' for --stride" build/ddpm-eval bpd "$CKPT" --stride 0
+check_fail "eval_every without data.eval_path" "training.eval_every: 2 needs a held-out set in data.eval_path" \
+    build/ddpm-train $CFG training.eval_every=2 data.eval_path= output.dir="$TMP/x"
