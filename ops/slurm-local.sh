@@ -54,7 +54,7 @@ start() {
     cat >"$conf" <<EOF
 # written by ops/slurm-local.sh
 ClusterName=ddpmlocal
-SlurmctldHost=$host
+SlurmctldHost=$host(127.0.0.1)
 SlurmctldPort=$port
 SlurmdPort=$((port + 1))
 SlurmUser=root
@@ -83,7 +83,7 @@ MinJobAge=3600
 InactiveLimit=0
 AccountingStorageType=accounting_storage/none
 JobCompType=jobcomp/none
-NodeName=$host CPUs=$ncpu RealMemory=$mem State=UNKNOWN
+NodeName=$host NodeAddr=127.0.0.1 CPUs=$ncpu RealMemory=$mem State=UNKNOWN
 PartitionName=debug Nodes=$host Default=YES MaxTime=INFINITE State=UP
 EOF
     if ! alive "$dir/slurmctld.pid"; then
