@@ -103,3 +103,9 @@ clean:
 	rm -rf build build-san
 
 -include $(shell find build build-san -name '*.d' 2>/dev/null)
+
+# SIGKILL chaos beyond the suite's 6 kills: 24 by default (CHAOS_KILLS=N), half of
+# them inside a checkpoint write (tests/integration/test_chaos.sh).
+.PHONY: chaos
+chaos: all $(TOOL_BINS)
+	CHAOS_KILLS=$${CHAOS_KILLS:-24} bash tests/integration/test_chaos.sh
