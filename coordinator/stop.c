@@ -40,7 +40,9 @@ static void on_signal(int sig) {
 }
 
 void stop_install(void) {
-    clock_gettime(CLOCK_MONOTONIC, &g_base);
+    static int based = 0;
+    if (!based) clock_gettime(CLOCK_MONOTONIC, &g_base); /* a second call keeps the base */
+    based = 1;
     struct sigaction sa;
     memset(&sa, 0, sizeof sa);
     sa.sa_handler = on_signal;

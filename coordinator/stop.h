@@ -22,7 +22,8 @@
 /* The last stopping signal received (0: none); for logs. */
 extern volatile sig_atomic_t g_signal;
 
-/* Installs the handler for SIGINT, SIGTERM, SIGUSR1 and SIGUSR2 (SA_RESTART). */
+/* Installs the handler for SIGINT, SIGTERM, SIGUSR1 and SIGUSR2 (SA_RESTART); may be
+ * called again (after MPI_Init) without losing what arrived before. */
 void stop_install(void);
 /* The names of the stopping signals received so far, "SIGTERM+SIGUSR2" (buf). */
 const char *stop_signal_names(char *buf, size_t len);

@@ -60,7 +60,8 @@ static void usage(FILE *f) {
 }
 
 int main(int argc, char **argv) {
-    blas_setup(argv);
+    blas_setup(argv); /* may re-exec, which resets handlers: install them after it */
+    stop_install();
     const char *cfg_path = NULL, *resume_mode = "none", *dump_path = NULL;
     int summary = 0, n_over = 0;
     double grace_s = getenv("SLURM_JOB_ID") ? SLURM_DEFAULT_GRACE_S : 0;
@@ -137,8 +138,9 @@ int main(int argc, char **argv) {
         setenv("OMPI_ALLOW_RUN_AS_ROOT_CONFIRM", "1", 0);
     }
     MPI_Init(&argc, &argv);
-    /* From here on a signal never kills the run outright: it stops at a step boundary
-     * (set-up included: a run told to stop while loading stops before its first step). */
+    /* Again, in case MPI_Init replaced a handler. A signal never kills the run
+     * outright: it stops at a step boundary (one that comes during set-up stops the
+     * run before its first step). */
     stop_install();
     int world = 1, rank = 0;
     MPI_Comm_size(MPI_COMM_WORLD, &world);

@@ -68,8 +68,8 @@ int trainer_save_checkpoint(trainer *tr) {
 int trainer_want_final_checkpoint(const trainer *tr, int stopping) {
     if (tr->ckpt_step == tr->step) {
         if (stopping)
-            log_info("step %llu is already in a checkpoint; nothing to write",
-                     (unsigned long long)tr->step);
+            log_info("no step done since the last checkpoint or the start (step %llu); "
+                     "nothing to write", (unsigned long long)tr->step);
         return 0;
     }
     if (!stopping) return 1;
@@ -95,7 +95,7 @@ void trainer_log_end(const trainer *tr, int stopping, int wrote) {
     log_info("stopped at step %llu on %s; %s; exit code %d", (unsigned long long)tr->step,
              stop_signal_names(names, sizeof names),
              wrote ? "checkpoint written"
-             : tr->ckpt_step == tr->step ? "checkpoint already there"
+             : tr->ckpt_step == tr->step ? "nothing new to checkpoint"
                                          : "no final checkpoint",
              stop_exit_code());
 }
