@@ -70,12 +70,13 @@ scenario() {
     if ! wait_for 60 log_has "$log" "restart count 1,"; then
         fail "$name: no restart after SIGUSR1: $(grep -v '^step' "$log" | tail -4)"; $abort; return
     fi
-    local s1; s1=$(sed -n 's/.*stopped at step \([0-9]*\) on SIGUSR1; checkpoint written; exit code 3/\1/p' "$log" | head -1)
+    # "nothing new to checkpoint" when the signal met a periodic checkpoint's step
+    local s1; s1=$(sed -n 's/.*stopped at step \([0-9]*\) on SIGUSR1; \(checkpoint written\|nothing new to checkpoint\); exit code 3.*/\1/p' "$log" | head -1)
     if [ -n "$s1" ] && grep -q "exited 3 (preempted): requeueing job $job" "$log" \
        && wait_for 60 log_has "$log" "resumed from .*ckpt-0*$s1.ddpm at step $s1 "; then
         ok "$name: scancel --signal=USR1 --batch at step $s1: checkpoint, exit 3, the script requeued job $job, restart 1 resumed at step $s1 (nothing lost)"
     else
-        fail "$name: USR1 preemption: $(grep -E 'stopped|requeue|resumed|error' "$log" | tail -4)"; $abort; return
+        fail "$name: USR1 preemption: $(grep -E 'stopped|requeue|resumed|error' "$log" | tail -4 | tr '\n' ' ')"; $abort; return
     fi
 
     # preemption 2: scontrol requeue (SIGTERM to every process of the job, as preemption)
@@ -86,11 +87,11 @@ scenario() {
     if ! wait_for 90 log_has "$log" "restart count 2,"; then
         fail "$name: no restart after scontrol requeue: $(grep -v '^step' "$log" | tail -4)"; $abort; return
     fi
-    local s2; s2=$(sed -n 's/.*stopped at step \([0-9]*\) on [A-Z0-9+]*SIGTERM[A-Z0-9+]*; checkpoint written; exit code 0/\1/p' "$log" | head -1)
+    local s2; s2=$(sed -n 's/.*stopped at step \([0-9]*\) on [A-Z0-9+]*SIGTERM[A-Z0-9+]*; \(checkpoint written\|nothing new to checkpoint\); exit code 0.*/\1/p' "$log" | head -1)
     if [ -n "$s2" ] && [ "$s2" -gt "$s1" ] && wait_for 60 log_has "$log" "resumed from .*ckpt-0*$s2.ddpm at step $s2 "; then
-        ok "$name: scontrol requeue at step $s2: SIGTERM reached ddpm-train, checkpoint within the grace time, Slurm requeued, restart 2 resumed at step $s2 (nothing lost)"
+        ok "$name: scontrol requeue at step $s2: SIGTERM reached ddpm-train, checkpoint within the grace time ($(grep -o "step $s2 on [^;]*; [^;]*" "$log" | head -1 | cut -d';' -f2)), Slurm requeued, restart 2 resumed at step $s2 (nothing lost)"
     else
-        fail "$name: scontrol requeue: $(grep -E 'stopped|requeue|resumed|error|warning' "$log" | tail -4)"; $abort; return
+        fail "$name: scontrol requeue: $(grep -E 'stopped|requeue|resumed|error|warning' "$log" | tail -4 | tr '\n' ' ')"; $abort; return
     fi
 
     # let it finish
