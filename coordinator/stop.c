@@ -27,6 +27,11 @@ static long ds_since_base(void) {
 
 static void on_signal(int sig) {
     int saved = errno;
+    if (sig == SIGINT && (g_seen & 1)) {
+        /* a second Ctrl-C: the user does not want to wait for the step boundary */
+        signal(SIGINT, SIG_DFL);
+        raise(SIGINT);
+    }
     if (sig == SIGUSR1) {
         g_usr1 = 1;
     } else if (sig == SIGTERM || sig == SIGUSR2) {
@@ -68,22 +73,11 @@ int stop_requested(void) { return g_signal != 0; }
 
 int stop_exit_code(void) { return g_usr1 ? EXIT_PREEMPTED : EXIT_OK; }
 
-int stop_should_checkpoint(double grace_s, double est_s, double *since_s, const char **why) {
+int stop_should_checkpoint(double grace_s, double est_s, double *since_s) {
     *since_s = 0;
-    if (!g_term) {
-        *why = "no deadline";
-        return 1;
-    }
+    if (!g_term) return 1;
     *since_s = (double)(ds_since_base() - g_term_ds) / 10.0;
     if (*since_s < 0) *since_s = 0;
-    if (grace_s <= 0) {
-        *why = "no grace time set";
-        return 1;
-    }
-    if (*since_s + 1.5 * est_s + 1.0 <= grace_s) {
-        *why = "fits in the grace time";
-        return 1;
-    }
-    *why = "would not finish within the grace time";
-    return 0;
+    if (grace_s <= 0) return 1;
+    return *since_s + 1.5 * est_s + 1.0 <= grace_s;
 }

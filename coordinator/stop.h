@@ -8,7 +8,8 @@
  *            TERM): checkpoint only if it can finish before SIGKILL, i.e. within the
  *            grace time counted from the first SIGTERM; otherwise leave at once and
  *            the newest periodic checkpoint is where the next run resumes. Exit 0.
- *   SIGINT   interactive stop: always checkpoint, exit 0.
+ *   SIGINT   interactive stop: always checkpoint, exit 0; a second SIGINT ends the
+ *            process at once (default action).
  * A run that has already reached training.steps exits 0 whatever it received.
  *
  * The handler only records flags and the time of the first SIGTERM; the training
@@ -36,7 +37,7 @@ int stop_exit_code(void);
  * Yes for SIGUSR1 and SIGINT; after SIGTERM/SIGUSR2 only if the seconds since the
  * first of them, plus 1.5 est_s, plus 1 s to exit, fit in grace_s (grace_s <= 0:
  * no deadline known, always yes). *since_s gets the seconds since that signal
- * (0 when there was none); *why a short reason for the log (static text). */
-int stop_should_checkpoint(double grace_s, double est_s, double *since_s, const char **why);
+ * (0 when there was none). */
+int stop_should_checkpoint(double grace_s, double est_s, double *since_s);
 
 #endif

@@ -52,7 +52,8 @@ static void usage(FILE *f) {
             "  --dump-batches FILE  write each step's x0, t, eps, loss and the final\n"
             "                       parameters and EMA to FILE (reference tests)\n"
             "  -h, --help           this text\n"
-            "Signals take effect at the next step boundary: SIGINT checkpoints and exits 0;\n"
+            "Signals take effect at the next step boundary: SIGINT checkpoints and exits 0\n"
+            "(a second SIGINT ends the program at once);\n"
             "SIGTERM (or SIGUSR2, as mpirun relays it) checkpoints if that fits in the grace\n"
             "time and exits 0; SIGUSR1 checkpoints and exits %d (requeue me). A run that\n"
             "has reached training.steps exits 0. docs/slurm.md has the details.\n",

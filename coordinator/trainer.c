@@ -77,8 +77,7 @@ int trainer_want_final_checkpoint(const trainer *tr, int stopping) {
      * sections) at an assumed 100 MB/s of compression and disk. */
     double est = tr->ckpt_seconds > 0 ? tr->ckpt_seconds : (double)tr->P * 16.0 / 1e8;
     double since = 0;
-    const char *why = "";
-    if (stop_should_checkpoint(tr->grace_s, est, &since, &why)) return 1;
+    if (stop_should_checkpoint(tr->grace_s, est, &since)) return 1;
     log_warn("SIGTERM came %.1f s ago, a checkpoint takes about %.1f s and the grace time is "
              "%g s (--grace-time): leaving without a final checkpoint; the next run resumes "
              "from the newest checkpoint (step %llu)",

@@ -76,6 +76,14 @@ else
     fail "finished run + SIGUSR1: exit $rc: $(tail -2 "$d.2.log")"
 fi
 
+# a second SIGINT does not wait for the step boundary
+d="$TMP/int2"
+build/ddpm-train "${SMALL[@]}" training.batch_size=64 output.dir="$d" >"$d.log" 2>&1 &
+pid=$!
+wait_step "$d" 1; kill -INT $pid; sleep 0.1; kill -INT $pid; wait $pid; rc=$?
+[ $rc -eq 130 ] && ok "a second SIGINT ends the run at once (exit 130, killed by SIGINT)" \
+    || fail "second SIGINT: exit $rc: $(tail -2 "$d.log")"
+
 d="$TMP/bad"
 build/ddpm-train "${SMALL[@]}" output.dir="$d" --grace-time soon >"$d.log" 2>&1
 rc=$?
