@@ -33,7 +33,7 @@ export SLURM_CONF="$CL/slurm.conf"
 
 STEPS=70
 COMMON=(model.ch_mult=[1,2] model.num_res_blocks=1 training.batch_size=4 training.log_every=1
-        training.steps=$STEPS training.checkpoint_every=25 distributed.codec=fp32)
+        training.steps=$STEPS training.checkpoint_every=30 distributed.codec=fp32)
 CFG="$PWD/configs/tiny_fashion.yaml"
 state() { build/tools/ckpt_state "$1" "$2" >/dev/null 2>&1; }
 last_step() { tail -n 1 "$1/metrics.jsonl" 2>/dev/null | sed -n 's/^{"step": \([0-9]*\),.*/\1/p'; }
@@ -89,7 +89,7 @@ scenario() {
     fi
     local s2; s2=$(sed -n 's/.*stopped at step \([0-9]*\) on [A-Z0-9+]*SIGTERM[A-Z0-9+]*; \(checkpoint written\|nothing new to checkpoint\); exit code 0.*/\1/p' "$log" | head -1)
     if [ -n "$s2" ] && [ "$s2" -gt "$s1" ] && wait_for 60 log_has "$log" "resumed from .*ckpt-0*$s2.ddpm at step $s2 "; then
-        ok "$name: scontrol requeue at step $s2: SIGTERM reached ddpm-train, checkpoint within the grace time ($(grep -o "step $s2 on [^;]*; [^;]*" "$log" | head -1 | cut -d';' -f2)), Slurm requeued, restart 2 resumed at step $s2 (nothing lost)"
+        ok "$name: scontrol requeue at step $s2: SIGTERM reached ddpm-train, which stopped at the step boundary within the grace time ($(grep -o "step $s2 on [^;]*; [^;]*" "$log" | head -1 | cut -d';' -f2 | sed 's/^ //')), Slurm requeued, restart 2 resumed at step $s2 (nothing lost)"
     else
         fail "$name: scontrol requeue: $(grep -E 'stopped|requeue|resumed|error|warning' "$log" | tail -4 | tr '\n' ' ')"; $abort; return
     fi
