@@ -3,6 +3,7 @@
 # `make bench` runs the benchmarks, `make install PREFIX=/usr/local` installs.
 
 PREFIX   ?= /usr/local
+.DEFAULT_GOAL := all
 CC       ?= cc
 PKGS     := openblas libzstd yaml-0.1 libprotobuf-c zlib libpng libjpeg libwebp lmdb
 PKG_CFLAGS := $(shell pkg-config --cflags $(PKGS))
@@ -156,3 +157,9 @@ fuzz-seeds: build/fuzz/gen_seeds
 
 fuzz-run: fuzz
 	bash fuzz/run_fuzz.sh $(FUZZ_TIME)
+
+# SIGKILL chaos beyond the suite's 6 kills: 24 by default (CHAOS_KILLS=N), half of
+# them inside a checkpoint write (tests/integration/test_chaos.sh).
+.PHONY: chaos
+chaos: all $(TOOL_BINS)
+	CHAOS_KILLS=$${CHAOS_KILLS:-24} bash tests/integration/test_chaos.sh

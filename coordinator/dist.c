@@ -163,3 +163,11 @@ int dist_gather_state(const dist_layout *d, trainer *tr) {
     }
     return 0;
 }
+
+void dist_final_barrier(const dist_layout *d, double wait_s) {
+    MPI_Request r;
+    MPI_Ibarrier(MPI_COMM_WORLD, &r);
+    if (dist_wait(&r, wait_s) != 0)
+        log_warn("rank %d: rank 0 did not finish its final checkpoint within %g s; leaving "
+                 "without waiting for it", d->rank, wait_s);
+}

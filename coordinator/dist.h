@@ -24,8 +24,9 @@
 
 enum { TAG_WORK = 11, TAG_GRAD = 12, TAG_STATE = 13 };
 
-/* The control word rank 0 broadcasts before each step: {step, action, exit code}. */
-enum { DIST_CTL_STEP = 1, DIST_CTL_STOP = 2, DIST_CTL_LEN = 3 };
+/* The control word rank 0 broadcasts before each step: {step, action, exit code,
+ * write a final checkpoint} (the last two matter with DIST_CTL_STOP only). */
+enum { DIST_CTL_STEP = 1, DIST_CTL_STOP = 2, DIST_CTL_LEN = 4 };
 
 typedef struct {
     int rank, world;
@@ -75,5 +76,9 @@ int dist_gather_state(const dist_layout *d, trainer *tr);
 /* The roles' loops. Return 0 when the run is over (exit code in *exit_code). */
 int dist_serve(trainer *tr, dist_layout *d, int *exit_code);
 int dist_work(trainer *tr, dist_layout *d, int *exit_code);
+/* Every rank, after its loop: waits until rank 0 has finished its final checkpoint,
+ * so that no rank exits (and makes mpirun end the job) while rank 0 still writes.
+ * Waits at most wait_s; a rank that gives up says so and exits with its code. */
+void dist_final_barrier(const dist_layout *d, double wait_s);
 
 #endif

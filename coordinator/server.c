@@ -144,8 +144,10 @@ static int update_owned(trainer *tr, const dist_layout *d, double *gnorm, double
 }
 
 static int checkpoint(trainer *tr, const dist_layout *d) {
+    double t0 = now_seconds();
     if (dist_gather_state(d, tr) != 0) return -1;
     if (d->rank == 0 && trainer_save_checkpoint(tr) != 0) return -1;
+    tr->ckpt_seconds = now_seconds() - t0; /* the gather counts towards a grace time */
     return 0;
 }
 
@@ -160,11 +162,15 @@ int dist_serve(trainer *tr, dist_layout *d, int *exit_code) {
     double t_plan = 0, t_recv = 0, t_update = 0, t_bcast = 0;
     uint64_t steps_done = 0;
     uint64_t window_images = 0;
+    int stopping = 0, wrote = 0;
     for (;;) {
-        int64_t ctl[DIST_CTL_LEN] = {(int64_t)tr->step, DIST_CTL_STEP, EXIT_OK};
-        if (coord && ((long)tr->step >= tc->steps || g_signal)) {
+        int64_t ctl[DIST_CTL_LEN] = {(int64_t)tr->step, DIST_CTL_STEP, EXIT_OK, 0};
+        if (coord && ((long)tr->step >= tc->steps || stop_requested())) {
+            /* a run that has reached its last step is finished, whatever signal came */
+            stopping = (long)tr->step < tc->steps;
             ctl[1] = DIST_CTL_STOP;
-            ctl[2] = g_signal == SIGUSR1 ? EXIT_PREEMPTED : EXIT_OK;
+            ctl[2] = stopping ? stop_exit_code() : EXIT_OK;
+            ctl[3] = trainer_want_final_checkpoint(tr, stopping);
         }
         MPI_Request r;
         MPI_Ibcast(ctl, DIST_CTL_LEN, MPI_INT64_T, 0, MPI_COMM_WORLD, &r);
@@ -174,6 +180,7 @@ int dist_serve(trainer *tr, dist_layout *d, int *exit_code) {
         }
         if (ctl[1] == DIST_CTL_STOP) {
             *exit_code = (int)ctl[2];
+            wrote = (int)ctl[3];
             break;
         }
         double t0 = now_seconds();
@@ -220,7 +227,7 @@ int dist_serve(trainer *tr, dist_layout *d, int *exit_code) {
             (long)tr->step != tc->steps && checkpoint(tr, d) != 0)
             dist_fail(d);
     }
-    if (checkpoint(tr, d) != 0) dist_fail(d);
+    if (wrote && checkpoint(tr, d) != 0) dist_fail(d);
     if (steps_done) {
         double n = (double)steps_done, total = busy + wait;
         log_info("%s rank %d: busy %.1f%% of step time; per step: planning and sending work %.4f s, "
@@ -230,14 +237,7 @@ int dist_serve(trainer *tr, dist_layout *d, int *exit_code) {
                  total > 0 ? 100 * busy / total : 0, t_plan / n, t_recv / n,
                  (busy - t_plan - t_update - t_bcast) / n, t_update / n, t_bcast / n);
     }
-    if (coord) {
-        if (g_signal) {
-            log_info("stopped by signal %d at step %llu; checkpoint written", (int)g_signal,
-                     (unsigned long long)tr->step);
-        } else {
-            log_info("finished %llu steps", (unsigned long long)tr->step);
-        }
-    }
+    if (coord) trainer_log_end(tr, stopping, wrote);
     free(got);
     free(buf);
     wire_ctx_free(wc);

@@ -61,7 +61,7 @@ int train_local(trainer *tr, int *exit_code) {
     }
     int primed = 0;
     while ((long)tr->step < tc->steps) {
-        if (g_signal) break;
+        if (stop_requested()) break; /* the step boundary is where a signal takes effect */
         batch_plan(&tr->bp, tr->step, tr->items);
         if (tr->pf) { /* read step+1's records while this step computes */
             if (!primed) grad_worker_prefetch(&tr->gw, tr->items, B);
@@ -106,14 +106,12 @@ int train_local(trainer *tr, int *exit_code) {
         if (dump_params(tr, "final", tr->params) != 0 || dump_params(tr, "ema", tr->ema) != 0)
             return -1;
     }
-    if (trainer_save_checkpoint(tr) != 0) return -1;
-    if (g_signal) {
-        log_info("stopped by signal %d at step %llu; checkpoint written", (int)g_signal,
-                 (unsigned long long)tr->step);
-        *exit_code = g_signal == SIGUSR1 ? EXIT_PREEMPTED : EXIT_OK;
-    } else {
-        log_info("finished %llu steps", (unsigned long long)tr->step);
-    }
+    /* a run that has reached its last step is finished, whatever signal came */
+    int stopping = stop_requested() && (long)tr->step < tc->steps;
+    int wrote = trainer_want_final_checkpoint(tr, stopping);
+    if (wrote && trainer_save_checkpoint(tr) != 0) return -1;
+    trainer_log_end(tr, stopping, wrote);
+    *exit_code = stopping ? stop_exit_code() : EXIT_OK;
     return 0;
 }
 

@@ -30,8 +30,8 @@
 #include "dist.h"
 #include "trainer.h"
 
-volatile sig_atomic_t g_signal = 0;
-static void on_signal(int sig) { g_signal = sig; }
+/* Slurm's KillWait default: SIGTERM to SIGKILL when nothing else is known. */
+#define SLURM_DEFAULT_GRACE_S 30.0
 
 static void usage(FILE *f) {
     fprintf(f,
@@ -45,18 +45,27 @@ static void usage(FILE *f) {
             "  --resume PATH        continue from this checkpoint file\n"
             "  --resume none        start fresh (refused if output.dir has checkpoints)\n"
             "  --summary            print the model's parameter table and exit\n"
+            "  --grace-time SEC     seconds from SIGTERM to SIGKILL (Slurm: KillWait, plus\n"
+            "                       the partition's GraceTime on preemption); a final\n"
+            "                       checkpoint after SIGTERM is written only if it fits.\n"
+            "                       Default %g inside a Slurm job, else no limit\n"
             "  --dump-batches FILE  write each step's x0, t, eps, loss and the final\n"
             "                       parameters and EMA to FILE (reference tests)\n"
             "  -h, --help           this text\n"
-            "On SIGINT/SIGTERM the run checkpoints at the next step boundary and exits 0;\n"
-            "on SIGUSR1 it checkpoints and exits %d (requeue me).\n",
-            EXIT_PREEMPTED);
+            "Signals take effect at the next step boundary: SIGINT checkpoints and exits 0\n"
+            "(a second SIGINT ends the program at once);\n"
+            "SIGTERM (or SIGUSR2, as mpirun relays it) checkpoints if that fits in the grace\n"
+            "time and exits 0; SIGUSR1 checkpoints and exits %d (requeue me). A run that\n"
+            "has reached training.steps exits 0. docs/slurm.md has the details.\n",
+            SLURM_DEFAULT_GRACE_S, EXIT_PREEMPTED);
 }
 
 int main(int argc, char **argv) {
-    blas_setup(argv);
+    blas_setup(argv); /* may re-exec, which resets handlers: install them after it */
+    stop_install();
     const char *cfg_path = NULL, *resume_mode = "none", *dump_path = NULL;
     int summary = 0, n_over = 0;
+    double grace_s = getenv("SLURM_JOB_ID") ? SLURM_DEFAULT_GRACE_S : 0;
     const char **overrides = xcalloc((size_t)argc, sizeof *overrides);
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
@@ -67,6 +76,14 @@ int main(int argc, char **argv) {
             summary = 1;
         } else if (!strcmp(a, "--resume") && i + 1 < argc) {
             resume_mode = argv[++i];
+        } else if (!strcmp(a, "--grace-time") && i + 1 < argc) {
+            char *end = NULL;
+            grace_s = strtod(argv[++i], &end);
+            if (!end || *end || end == argv[i] || !(grace_s >= 0) || grace_s > 1e7) {
+                fprintf(stderr, "ddpm-train: --grace-time: '%s' is not a number of seconds "
+                                "(0 or more)\n", argv[i]);
+                return EXIT_USAGE;
+            }
         } else if (!strcmp(a, "--dump-batches") && i + 1 < argc) {
             dump_path = argv[++i];
         } else if (a[0] == '-') {
@@ -122,6 +139,10 @@ int main(int argc, char **argv) {
         setenv("OMPI_ALLOW_RUN_AS_ROOT_CONFIRM", "1", 0);
     }
     MPI_Init(&argc, &argv);
+    /* Again, in case MPI_Init replaced a handler. A signal never kills the run
+     * outright: it stops at a step boundary (one that comes during set-up stops the
+     * run before its first step). */
+    stop_install();
     int world = 1, rank = 0;
     MPI_Comm_size(MPI_COMM_WORLD, &world);
     MPI_Comm_rank(MPI_COMM_WORLD, &rank);
@@ -156,6 +177,15 @@ int main(int argc, char **argv) {
                             "which spreads the images over the ranks\n");
         MPI_Finalize();
         return EXIT_USAGE;
+    }
+    tr.grace_s = grace_s;
+    if (is_coord && getenv("SLURM_JOB_ID")) {
+        const char *rc = getenv("SLURM_RESTART_COUNT");
+        log_info("Slurm job %s, restart count %s, %s task(s), %s CPU(s) per task; grace time "
+                 "after SIGTERM %g s",
+                 getenv("SLURM_JOB_ID"), rc ? rc : "0",
+                 getenv("SLURM_NTASKS") ? getenv("SLURM_NTASKS") : "?",
+                 getenv("SLURM_CPUS_PER_TASK") ? getenv("SLURM_CPUS_PER_TASK") : "?", grace_s);
     }
     if (distributed && tr.cfg.distributed.servers >= world) {
         if (is_coord)
@@ -264,12 +294,6 @@ int main(int argc, char **argv) {
         code = EXIT_ERROR;
         goto out;
     }
-    struct sigaction sa;
-    memset(&sa, 0, sizeof sa);
-    sa.sa_handler = on_signal;
-    sigaction(SIGINT, &sa, NULL);
-    sigaction(SIGTERM, &sa, NULL);
-    sigaction(SIGUSR1, &sa, NULL);
     if (is_coord)
         log_info("training %s from step %llu to %ld, batch %d, lr %g, output %s", cfg_path,
                  (unsigned long long)tr.step, tc->steps, tc->batch_size, tc->lr,
@@ -292,6 +316,11 @@ int main(int argc, char **argv) {
     } else {
         if (dist_work(&tr, &d, &code) != 0) dist_fail(&d);
     }
+    /* mpirun ends the whole job when one rank exits non-zero (EXIT_PREEMPTED): no
+     * rank may leave before rank 0's final checkpoint is on disk. A checkpoint takes
+     * seconds to minutes; past an hour something else is wrong. */
+    dist_final_barrier(&d, tr.cfg.distributed.timeout_s > 3600 ? tr.cfg.distributed.timeout_s
+                                                               : 3600);
     goto out;
 fail:
     fprintf(stderr, "ddpm-train: %s\n", err_msg());

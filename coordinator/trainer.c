@@ -57,11 +57,47 @@ int trainer_save_checkpoint(trainer *tr) {
                         sizeof path);
     free(tens);
     if (rc != 0) return -1;
-    if (ckpt_prune(tr->cfg.output.dir, tr->cfg.training.keep_checkpoints) != 0)
+    if (ckpt_prune(tr->cfg.output.dir, tr->cfg.training.keep_checkpoints) < 0)
         log_warn("pruning old checkpoints: %s", err_msg());
+    tr->ckpt_step = tr->step;
+    tr->ckpt_seconds = now_seconds() - t0;
     log_info("checkpoint step %llu -> %s (%.1f s)", (unsigned long long)tr->step, path,
-             now_seconds() - t0);
+             tr->ckpt_seconds);
     return 0;
+}
+
+int trainer_want_final_checkpoint(const trainer *tr, int stopping) {
+    if (tr->ckpt_step == tr->step) {
+        if (stopping)
+            log_info("no step done since the last checkpoint or the start (step %llu); "
+                     "nothing to write", (unsigned long long)tr->step);
+        return 0;
+    }
+    if (!stopping) return 1;
+    /* Before the first checkpoint of this process: 16 bytes per parameter (four
+     * sections) at an assumed 100 MB/s of compression and disk. */
+    double est = tr->ckpt_seconds > 0 ? tr->ckpt_seconds : (double)tr->P * 16.0 / 1e8;
+    double since = 0;
+    if (stop_should_checkpoint(tr->grace_s, est, &since)) return 1;
+    log_warn("SIGTERM came %.1f s ago, a checkpoint takes about %.1f s and the grace time is "
+             "%g s (--grace-time): leaving without a final checkpoint; the next run resumes "
+             "from the newest checkpoint (step %llu)",
+             since, est, tr->grace_s, (unsigned long long)tr->ckpt_step);
+    return 0;
+}
+
+void trainer_log_end(const trainer *tr, int stopping, int wrote) {
+    if (!stopping) {
+        log_info("finished %llu steps", (unsigned long long)tr->step);
+        return;
+    }
+    char names[64];
+    log_info("stopped at step %llu on %s; %s; exit code %d", (unsigned long long)tr->step,
+             stop_signal_names(names, sizeof names),
+             wrote ? "checkpoint written"
+             : tr->ckpt_step == tr->step ? "nothing new to checkpoint"
+                                         : "no final checkpoint",
+             stop_exit_code());
 }
 
 /* Loads a checkpoint into the trainer after checking it belongs to this run. */
@@ -113,6 +149,7 @@ static int load_checkpoint(trainer *tr, const char *path) {
     if (config_diff_all(&saved, &tr->cfg, diff, sizeof diff) > 0)
         log_info("resume: settings changed since the checkpoint: %s", diff);
     tr->step = h.step;
+    tr->ckpt_step = h.step;
     log_info("resumed from %s at step %llu (written by %u rank(s))", path,
              (unsigned long long)h.step, h.world_size);
 done:

@@ -21,9 +21,7 @@
 /* Exit codes a launcher can act on. */
 enum { EXIT_OK = 0, EXIT_ERROR = 1, EXIT_USAGE = 2, EXIT_PREEMPTED = 3 };
 
-/* Set by the signal handler (SIGINT, SIGTERM, SIGUSR1); the coordinator acts on it
- * at the next step boundary. */
-extern volatile sig_atomic_t g_signal;
+#include "stop.h"
 
 typedef struct {
     config cfg;
@@ -47,11 +45,26 @@ typedef struct {
     int dumping;
     /* the layout the run uses (recorded in checkpoints) */
     uint32_t world_size, servers, workers;
+    /* coordinator: the step of the newest checkpoint on disk that this state equals
+     * (written or resumed from; the start step of a fresh run, which the seed
+     * reproduces), so that no checkpoint is written twice */
+    uint64_t ckpt_step;
+    double ckpt_seconds;       /* how long the last checkpoint took (0: none yet) */
+    double grace_s;            /* seconds from SIGTERM to SIGKILL (<= 0: unknown) */
 } trainer;
 
 int mkdir_p(const char *path);
-/* Writes a checkpoint of params/EMA/Adam (all P floats present in tr) and prunes. */
+/* Writes a checkpoint of params/EMA/Adam (all P floats present in tr) and prunes;
+ * sets ckpt_step and ckpt_seconds. */
 int trainer_save_checkpoint(trainer *tr);
+/* At the end of a run (stopping: on a signal before training.steps) decides whether
+ * a final checkpoint is to be written now and logs why not when it is not: not when
+ * this step is already on disk, not after SIGTERM when it would not finish within
+ * the grace time (stop.h). Uses ckpt_seconds, or a size-based guess before the
+ * first checkpoint. */
+int trainer_want_final_checkpoint(const trainer *tr, int stopping);
+/* The closing log line of a run. */
+void trainer_log_end(const trainer *tr, int stopping, int wrote);
 /* mode: "none" (refuse a folder with checkpoints), "auto", or a path. Fills params,
  * EMA, Adam m/v and step. */
 int trainer_resume(trainer *tr, const char *mode);

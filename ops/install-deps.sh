@@ -8,6 +8,8 @@ PKGS=(
   libzstd-dev libyaml-dev zlib1g-dev libpng-dev libjpeg-dev libwebp-dev liblmdb-dev
   python3-torch python3-numpy python3-scipy python3-pil python3-yaml zstd
   dataset-fashion-mnist
+  # a real single-node Slurm cluster for tests/integration/test_slurm.sh (ops/slurm-local.sh)
+  munge slurmctld slurmd slurm-client
 )
 SUDO=""
 if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
