@@ -288,8 +288,10 @@ void conv2d_forward(float *out, const float *inp, const float *weight, const flo
                     for (int co = 0; co < Cout; co++)
                         for (size_t p = 0; p < P; p++) o[co * P + p] = bias[co];
                 }
+                /* cols, not ws: a pointwise conv's single-image tail chunk reads
+                 * the input directly (no im2col) */
                 ops_sgemm(CblasNoTrans, CblasNoTrans, Cout, (int)P, K, 1.0f, weight, K,
-                          ws + (size_t)j * P, (int)ld, bias ? 1.0f : 0.0f, o, (int)P);
+                          cols + (size_t)j * P, (int)ld, bias ? 1.0f : 0.0f, o, (int)P);
             }
         } else {
             float *tmp = ws + (size_t)K * nb * P;

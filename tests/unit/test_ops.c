@@ -296,6 +296,11 @@ static void test_conv(void) {
     check_conv("k3 s2 128x64 one image per chunk", 2, 2, 128, 130, 3, 3, 2, 0);
     check_conv("k3 s1 20x20 partial chunk", 12, 3, 20, 20, 5, 3, 1, 0);
     check_conv("k1 s1 20x20 partial chunk", 12, 3, 20, 20, 5, 1, 1, 0);
+    /* a single-image tail chunk (N = 11 at P = 400: chunks of 10, then 1), where a
+     * pointwise conv reads its input directly instead of im2col columns (this once
+     * read stale workspace: found by sampling at batch 16) */
+    check_conv("k3 s1 20x20 tail chunk of 1", 11, 3, 20, 20, 5, 3, 1, 0);
+    check_conv("k1 s1 20x20 tail chunk of 1", 11, 3, 20, 20, 5, 1, 1, 0);
 }
 
 /* =================== linear =================== */

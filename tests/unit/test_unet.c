@@ -121,7 +121,36 @@ static void check_forward_consistency(void) {
     unet_free(train); unet_free(eval); unet_free(one); unet_free(train1);
 }
 
+/* A batch whose last conv chunk holds one image (fashion_mnist at 28x28: chunks of
+ * 5 images, N = 6) equals its images run one by one. */
+static void check_tail_chunk(void) {
+    config c;
+    if (config_load_file(&c, "configs/fashion_mnist.yaml") != 0) {
+        test_check(0, "load configs/fashion_mnist.yaml: %s", err_msg());
+        return;
+    }
+    const int N = 6;
+    unet *m = unet_create(&c.model, N, 0), *one = unet_create(&c.model, 1, 0);
+    size_t P = unet_num_params(m), D = 28 * 28;
+    float *p = xfloats(P), *x = xfloats(N * D), *a = xfloats(N * D), *b = xfloats(N * D);
+    rng_key kp = {6, 0, 0, RNG_PURPOSE_INIT};
+    rng_uniform(&kp, p, P);
+    for (size_t i = 0; i < P; i++) p[i] = 0.2f * (p[i] - 0.5f);
+    rng_key kx = {6, 1, 0, RNG_PURPOSE_NOISE};
+    rng_normal(&kx, x, N * D);
+    int t[6] = {0, 100, 200, 300, 400, 999};
+    unet_forward(m, p, x, t, N, NULL, a);
+    for (int n = 0; n < N; n++) unet_forward(one, p, x + n * D, t + n, 1, NULL, b + n * D);
+    double e = test_rel_err(a + 5 * D, b + 5 * D, D);
+    test_check(e < 1e-5, "fashion_mnist batch of 6 (last conv chunk of 1 image): image 5 equals "
+               "its lone run (rel err %.2e)", e);
+    free(p); free(x); free(a); free(b);
+    unet_free(m);
+    unet_free(one);
+}
+
 int main(void) {
+    check_tail_chunk();
     check_count("configs/fashion_mnist.yaml", 1623169);
     check_count("configs/cifar10.yaml", 35746307);
     check_count("configs/lsun256.yaml", 113673219);
