@@ -61,8 +61,8 @@ int main(int argc, char **argv) {
     size_t D = (size_t)c.model.in_channels * c.model.image_size * c.model.image_size;
     double act_mib = (double)unet_activation_bytes(model) / 1048576.0;
     double est_mib = act_mib + 4.0 * (double)P * sizeof(float) / 1048576.0;
-    printf("kernel %s\nmicro %d\nthreads %d\nactivation_mib %.1f\nestimate_mib %.1f\n", blas_kernel_name(), N, threads, act_mib,
-           est_mib);
+    printf("kernel %s\nmicro %d\nthreads %d\nactivation_mib %.1f\nestimate_mib %.1f\n",
+           blas_kernel_name(), N, threads, act_mib, est_mib);
     fflush(stdout);
     if (est_mib > limit_mib) {
         printf("skip estimate %.0f MiB exceeds the limit %.0f MiB\n", est_mib, limit_mib);

@@ -67,6 +67,7 @@ struct unet {
     size_t ws_floats;
     float *shared[S_COUNT];
     size_t act_bytes;
+    size_t part_bytes[5]; /* act_bytes by part: outputs, kept, dout pool, scratch, workspace */
     const float *x;     /* input of the last forward (borrowed) */
     int last_N;
     int last_t_valid;
@@ -322,6 +323,7 @@ static void plan_dout_pool(unet *m) {
         }
     }
     m->dout_pool = alloc_floats(m, total ? total : 1);
+    m->part_bytes[2] = (total ? total : 1) * sizeof(float);
     for (int k = 0; k < np; k++) m->layers[placed[k]].dout = m->dout_pool + off[placed[k]];
     free(off);
     free(size);
@@ -349,12 +351,18 @@ static void allocate(unet *m) {
         if (sz[S_UP] > m->max_act) m->max_act = sz[S_UP];
         for (int s = 0; s < S_COUNT; s++) {
             if (m->with_backward) {
-                if (sz[s] && slot_kept(L, s)) L->s[s] = alloc_floats(m, sz[s]);
+                if (sz[s] && slot_kept(L, s)) {
+                    L->s[s] = alloc_floats(m, sz[s]);
+                    m->part_bytes[1] += sz[s] * sizeof(float);
+                }
             } else if (sz[s] > shared_sz[s]) {
                 shared_sz[s] = sz[s];
             }
         }
-        if (L->kind != L_OUT) L->out = alloc_floats(m, o);
+        if (L->kind != L_OUT) {
+            L->out = alloc_floats(m, o);
+            m->part_bytes[0] += o * sizeof(float);
+        }
         /* workspace for the convolutions of this layer */
         conv_shape cs;
         size_t w = 0;
@@ -413,12 +421,14 @@ static void allocate(unet *m) {
     if (m->with_backward) {
         m->dts = alloc_floats(m, N * 4 * (size_t)ch);
         for (int g = 0; g < NSCRATCH; g++) m->scratch[g] = alloc_floats(m, m->max_act);
+        m->part_bytes[3] = NSCRATCH * m->max_act * sizeof(float);
         m->ids = xcalloc(N, sizeof *m->ids);
         m->act_bytes += N * sizeof *m->ids;
         for (int i = 0; i < m->n_layers; i++) point_transients(m, &m->layers[i]);
         plan_dout_pool(m);
     }
     m->ws = alloc_floats(m, m->ws_floats ? m->ws_floats : 1);
+    m->part_bytes[4] = (m->ws_floats ? m->ws_floats : 1) * sizeof(float);
 }
 
 static double conv_macs(int cin, int cout, int k, int Ho, int Wo) {
@@ -988,4 +998,9 @@ void unet_print_summary(const unet *m, const model_config *mc, void *file) {
             (double)m->n_params / 1e6, m->n_tensors);
     fprintf(f, "forward: %.3f GMAC per image; activations for batch %d: %.1f MiB\n", m->macs / 1e9,
             m->max_batch, (double)m->act_bytes / (1024.0 * 1024.0));
+    const double mib = 1024.0 * 1024.0;
+    fprintf(f, "  layer outputs %.1f MiB, kept for backward %.1f MiB, gradient pool %.1f MiB, "
+            "scratch %.1f MiB, op workspace %.1f MiB\n", (double)m->part_bytes[0] / mib,
+            (double)m->part_bytes[1] / mib, (double)m->part_bytes[2] / mib,
+            (double)m->part_bytes[3] / mib, (double)m->part_bytes[4] / mib);
 }
