@@ -77,7 +77,7 @@ SAN_TOOL_BINS := $(patsubst tests/tools/%.c,build-san/tools/%,$(TOOL_SRC))
 
 PROGRAMS := build/ddpm-train build/ddpm-sample build/ddpm-prep build/ddpm-eval
 
-.PHONY: all test test-build bench install clean
+.PHONY: all test test-build bench bench-memory install clean
 all: $(PROGRAMS)
 
 build/ddpm-train: $(patsubst %.c,build/obj/%.o,$(TRAIN_SRC)) build/libddpm.a
@@ -107,6 +107,10 @@ build/bench/%: bench/%.c build/libddpm.a
 
 bench: all $(patsubst bench/%.c,build/bench/%,$(BENCH_SRC))
 	bash bench/run_bench.sh
+
+# peak RSS of one lsun256 training step, C against PyTorch (docs/memory.md); ~10 min
+bench-memory: all build/bench/mem_step
+	bash bench/memory_bench.sh
 
 install: all
 	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/share/ddpm-cluster/configs

@@ -14,6 +14,7 @@
 
 #define GN_GROUPS 32
 #define GN_EPS 1e-6f
+#define NSCRATCH 5
 
 typedef enum { L_CONV_IN, L_RES, L_ATTN, L_DOWN, L_UP, L_OUT } layer_kind;
 
@@ -23,8 +24,10 @@ enum { A_NG, A_NB, A_QW, A_QB, A_KW, A_KB, A_VW, A_VB, A_OW, A_OB };
 enum { C_W, C_B };           /* conv_in, down, up */
 enum { O_NG, O_NB, O_W, O_B }; /* output head */
 
-/* Activation slots: with backward every layer owns its own buffers; a forward-only
- * model shares one buffer per slot across layers (sized for the largest). */
+/* Activation slots. A forward-only model shares one buffer per slot across layers
+ * (sized for the largest). A training model keeps per layer only what backward
+ * cannot cheaply redo (slot_kept()); the other slots point into the NSCRATCH shared
+ * scratch buffers during forward, and backward recomputes them there (docs/memory.md). */
 enum {
     S_CAT, S_G1, S_A1, S_H1, S_G2, S_A2, S_MASK, S_D2, S_XS, S_Q, S_K, S_V, S_ATT, S_O,
     S_UP, S_MEAN1, S_RSTD1, S_MEAN2, S_RSTD2, S_TP, S_COUNT
@@ -39,7 +42,9 @@ typedef struct {
     int skip;           /* up res blocks: layer index concatenated after src, else -1 */
     int dropout_id;     /* res blocks: index of the dropout layer (RNG purpose) */
     int p[12];          /* parameter tensor indices */
-    float *out, *dout;  /* output activation and its gradient */
+    float *out, *dout;  /* output activation and its gradient (dout: in the pool) */
+    int first_use;      /* training: highest layer index reading out (its dout is
+                           zeroed when backward reaches that layer) */
     float *s[S_COUNT];  /* saved intermediates */
 } layer;
 
@@ -54,12 +59,15 @@ struct unet {
     int p_temb[4];      /* dense0 W, b, dense1 W, b */
     /* timestep embedding activations */
     float *emb, *d0, *a0, *d1, *ts, *dts;
-    float *gscratch[4]; /* backward scratch, each max_act floats */
+    float *scratch[NSCRATCH]; /* forward transients and backward scratch, max_act floats each */
+    float *dout_pool;   /* every layer's dout, placed by lifetime (plan_dout_pool) */
+    uint64_t *ids;      /* copy of the last forward's sample ids (dropout masks) */
     size_t max_act;     /* largest layer activation (floats, max_batch images) */
     float *ws;          /* op workspace */
     size_t ws_floats;
     float *shared[S_COUNT];
     size_t act_bytes;
+    size_t part_bytes[5]; /* act_bytes by part: outputs, kept, dout pool, scratch, workspace */
     const float *x;     /* input of the last forward (borrowed) */
     int last_N;
     int last_t_valid;
@@ -222,6 +230,106 @@ static void layer_slot_sizes(const layer *L, size_t N, size_t sz[S_COUNT]) {
     }
 }
 
+static float *alloc_floats(unet *m, size_t n);
+
+/* Training model: the slots a layer keeps from forward to backward. Everything else
+ * is either recomputed by backward from what is kept (concat: a copy; GroupNorm
+ * output: the same GroupNorm again; SiLU output; dropout mask: the counter-based
+ * RNG; masked activation; upsampled input) or never read by backward (shortcut
+ * output). Recomputing runs the same op on the same inputs, so it is bit-identical. */
+static int slot_kept(const layer *L, int s) {
+    switch (L->kind) {
+    case L_RES:
+        return s == S_H1 || s == S_MEAN1 || s == S_RSTD1 || s == S_MEAN2 || s == S_RSTD2 ||
+               s == S_TP;
+    case L_ATTN: /* 16x16 maps (or smaller): small, and kept whole */
+        return 1;
+    case L_OUT:
+        return s == S_MEAN1 || s == S_RSTD1;
+    default:
+        return 0;
+    }
+}
+
+/* Forward placement of a training layer's transient slots in the scratch buffers;
+ * res_forward's order of use makes these reuses safe: G1/A1 die at conv1, G2 takes
+ * G1's buffer, A2 A1's, and the shortcut output G2's once SiLU has read it. The
+ * backward functions pick their own placement. */
+static void point_transients(unet *m, layer *L) {
+    float **R = m->scratch;
+    switch (L->kind) {
+    case L_RES:
+        L->s[S_CAT] = R[0];
+        L->s[S_G1] = R[1];
+        L->s[S_A1] = R[2];
+        L->s[S_G2] = R[1];
+        L->s[S_A2] = R[2];
+        L->s[S_MASK] = R[3];
+        L->s[S_D2] = R[4];
+        L->s[S_XS] = R[1];
+        break;
+    case L_UP:
+        L->s[S_UP] = R[0];
+        break;
+    case L_OUT:
+        L->s[S_G1] = R[1];
+        L->s[S_A1] = R[2];
+        break;
+    default:
+        break;
+    }
+}
+
+/* Places every layer's dout in one pool. Layer j's dout is live during backward
+ * from the first consumer visited (the highest index reading j's output, first_use;
+ * up blocks read skips from the down path, so those live long) down to layer j
+ * itself. Intervals are placed first-fit in order of their start; two douts share
+ * memory only if their intervals are disjoint. */
+static void plan_dout_pool(unet *m) {
+    int n = m->n_layers;
+    size_t N = (size_t)m->max_batch;
+    size_t *off = xcalloc((size_t)n, sizeof *off), *size = xcalloc((size_t)n, sizeof *size);
+    int *placed = xcalloc((size_t)n, sizeof *placed), np = 0;
+    size_t total = 0;
+    for (int j = 0; j < n; j++) m->layers[j].first_use = -1;
+    for (int i = 0; i < n; i++) {
+        const layer *L = &m->layers[i];
+        if (L->src >= 0 && m->layers[L->src].first_use < i) m->layers[L->src].first_use = i;
+        if (L->skip >= 0 && m->layers[L->skip].first_use < i) m->layers[L->skip].first_use = i;
+    }
+    /* backward visits layers n-1..0: an interval [j, first_use] of layer indices */
+    for (int c = n - 1; c >= 0; c--) {
+        for (int j = 0; j < n; j++) {
+            layer *L = &m->layers[j];
+            if (L->first_use != c) continue;
+            size[j] = (N * (size_t)L->cout * (size_t)(L->Ho * L->Wo) + 15) & ~(size_t)15;
+            /* lowest offset not overlapping any placed dout whose interval meets [j, c] */
+            size_t o = 0;
+            for (int again = 1; again;) {
+                again = 0;
+                for (int k = 0; k < np; k++) {
+                    int q = placed[k];
+                    const layer *Q = &m->layers[q];
+                    int meets = q <= c && j <= Q->first_use;
+                    if (meets && o < off[q] + size[q] && off[q] < o + size[j]) {
+                        o = off[q] + size[q];
+                        again = 1;
+                    }
+                }
+            }
+            off[j] = o;
+            placed[np++] = j;
+            if (o + size[j] > total) total = o + size[j];
+        }
+    }
+    m->dout_pool = alloc_floats(m, total ? total : 1);
+    m->part_bytes[2] = (total ? total : 1) * sizeof(float);
+    for (int k = 0; k < np; k++) m->layers[placed[k]].dout = m->dout_pool + off[placed[k]];
+    free(off);
+    free(size);
+    free(placed);
+}
+
 static float *alloc_floats(unet *m, size_t n) {
     m->act_bytes += n * sizeof(float);
     return xfloats(n);
@@ -243,14 +351,17 @@ static void allocate(unet *m) {
         if (sz[S_UP] > m->max_act) m->max_act = sz[S_UP];
         for (int s = 0; s < S_COUNT; s++) {
             if (m->with_backward) {
-                if (sz[s]) L->s[s] = alloc_floats(m, sz[s]);
+                if (sz[s] && slot_kept(L, s)) {
+                    L->s[s] = alloc_floats(m, sz[s]);
+                    m->part_bytes[1] += sz[s] * sizeof(float);
+                }
             } else if (sz[s] > shared_sz[s]) {
                 shared_sz[s] = sz[s];
             }
         }
         if (L->kind != L_OUT) {
             L->out = alloc_floats(m, o);
-            if (m->with_backward) L->dout = alloc_floats(m, o);
+            m->part_bytes[0] += o * sizeof(float);
         }
         /* workspace for the convolutions of this layer */
         conv_shape cs;
@@ -309,9 +420,15 @@ static void allocate(unet *m) {
     m->ts = alloc_floats(m, N * 4 * (size_t)ch);
     if (m->with_backward) {
         m->dts = alloc_floats(m, N * 4 * (size_t)ch);
-        for (int g = 0; g < 4; g++) m->gscratch[g] = alloc_floats(m, m->max_act);
+        for (int g = 0; g < NSCRATCH; g++) m->scratch[g] = alloc_floats(m, m->max_act);
+        m->part_bytes[3] = NSCRATCH * m->max_act * sizeof(float);
+        m->ids = xcalloc(N, sizeof *m->ids);
+        m->act_bytes += N * sizeof *m->ids;
+        for (int i = 0; i < m->n_layers; i++) point_transients(m, &m->layers[i]);
+        plan_dout_pool(m);
     }
     m->ws = alloc_floats(m, m->ws_floats ? m->ws_floats : 1);
+    m->part_bytes[4] = (m->ws_floats ? m->ws_floats : 1) * sizeof(float);
 }
 
 static double conv_macs(int cin, int cout, int k, int Ho, int Wo) {
@@ -447,13 +564,15 @@ void unet_free(unet *m) {
     for (int i = 0; i < m->n_layers; i++) {
         layer *L = &m->layers[i];
         free(L->out);
-        free(L->dout);
         if (m->with_backward)
-            for (int s = 0; s < S_COUNT; s++) free(L->s[s]);
+            for (int s = 0; s < S_COUNT; s++)
+                if (slot_kept(L, s)) free(L->s[s]);
     }
+    free(m->dout_pool);
+    free(m->ids);
     for (int s = 0; s < S_COUNT; s++) free(m->shared[s]);
     free(m->emb); free(m->d0); free(m->a0); free(m->d1); free(m->ts); free(m->dts);
-    for (int g = 0; g < 4; g++) free(m->gscratch[g]);
+    for (int g = 0; g < NSCRATCH; g++) free(m->scratch[g]);
     free(m->ws);
     free(m->layers);
     free(m->tensors);
@@ -576,6 +695,11 @@ void unet_forward(unet *m, const float *params, const float *x, const int *t, in
     m->last_N = N;
     m->use_dropout = rng != NULL && m->mc.dropout > 0;
     if (rng) m->rng = *rng;
+    if (m->use_dropout && m->ids) {
+        /* backward regenerates the masks: keep the ids, not the caller's pointer */
+        memcpy(m->ids, rng->sample_ids, (size_t)N * sizeof *m->ids);
+        m->rng.sample_ids = m->ids;
+    }
     int ch = m->mc.ch;
     timestep_embedding_forward(m->emb, t, N, ch);
     linear_forward(m->d0, m->emb, params + m->tensors[m->p_temb[0]].offset,
@@ -643,37 +767,62 @@ static float *input_grad(unet *m, const layer *L) {
     return L->src < 0 ? NULL : m->layers[L->src].dout;
 }
 
+/* Backward of a res block. Kept from forward: the input (the source layers' outputs),
+ * H1 (conv1 + temb), both GroupNorms' statistics. Recomputed here, in the scratch
+ * buffers R[0..4]: GroupNorm2 -> SiLU (-> mask -> dropout) for conv2's input, then
+ * concat -> GroupNorm1 -> SiLU for conv1's. Buffer use (each live interval in one):
+ *   R1 G2 | R2 A2 | R3 mask | R4 D2 | R0 dd2 | R2 da2 (dropout) | R0/R2 dg2 | R3 dh1 |
+ *   R0 concat | R1 G1 | R2 A1 | R4 da1 | R2 dg1 | R1 dx (concat) */
 static void res_backward(unet *m, layer *L, const float *params, float *grads, int N) {
     int HW = L->H * L->W;
     size_t in = (size_t)N * L->cin * HW, o = (size_t)N * L->cout * HW;
-    float **G = m->gscratch;
-    const float *x = L->skip >= 0 ? L->s[S_CAT] : layer_input(m, L);
-    float *dx = L->skip >= 0 ? zeroed(G[3], in) : input_grad(m, L);
+    float **R = m->scratch;
     const float *dout = L->dout;
 
+    float *g2 = R[1], *a2 = R[2];
+    groupnorm_forward(g2, L->s[S_MEAN2], L->s[S_RSTD2], L->s[S_H1], PW(L, R_N2G), PW(L, R_N2B),
+                      N, L->cout, HW, GN_GROUPS, GN_EPS);
+    silu_forward(a2, g2, o);
+    const float *conv2_in = a2;
+    if (m->use_dropout) {
+        make_dropout_mask(m, L, R[3], N, (size_t)L->cout * HW);
+        dropout_forward(R[4], a2, R[3], o);
+        conv2_in = R[4];
+    }
     conv_shape c2 = conv_shape_make(N, L->cout, L->H, L->W, L->cout, 3, 1);
-    const float *conv2_in = m->use_dropout ? L->s[S_D2] : L->s[S_A2];
-    float *dd2 = zeroed(G[0], o);
+    float *dd2 = zeroed(R[0], o);
     conv2d_backward(dd2, GW(L, R_C2W), GW(L, R_C2B), dout, conv2_in, PW(L, R_C2W), &c2, m->ws);
     float *da2 = dd2;
     if (m->use_dropout) {
-        da2 = zeroed(G[1], o);
-        dropout_backward(da2, dd2, L->s[S_MASK], o);
+        da2 = zeroed(R[2], o);
+        dropout_backward(da2, dd2, R[3], o);
     }
-    float *dg2 = zeroed(da2 == G[0] ? G[1] : G[0], o);
-    silu_backward(dg2, da2, L->s[S_G2], o);
-    float *dh1 = zeroed(dg2 == G[0] ? G[1] : G[0], o);
+    float *dg2 = zeroed(da2 == R[0] ? R[2] : R[0], o);
+    silu_backward(dg2, da2, g2, o);
+    float *dh1 = zeroed(R[3], o);
     groupnorm_backward(dh1, GW(L, R_N2G), GW(L, R_N2B), dg2, L->s[S_H1], L->s[S_MEAN2],
                        L->s[S_RSTD2], PW(L, R_N2G), N, L->cout, HW, GN_GROUPS);
     float *dtp = zeroed(L->s[S_TP], (size_t)N * L->cout); /* tp is no longer needed */
     add_channel_backward(NULL, dtp, dh1, N, L->cout, HW);
     linear_backward(m->dts, GW(L, R_TW), GW(L, R_TB), dtp, m->ts, PW(L, R_TW), N, 4 * m->mc.ch,
                     L->cout);
+
+    const float *x = layer_input(m, L);
+    if (L->skip >= 0) {
+        const layer *A = &m->layers[L->src], *B = &m->layers[L->skip];
+        concat_forward(R[0], A->out, B->out, N, A->cout, B->cout, HW);
+        x = R[0];
+    }
+    float *g1 = R[1], *a1 = R[2];
+    groupnorm_forward(g1, L->s[S_MEAN1], L->s[S_RSTD1], x, PW(L, R_N1G), PW(L, R_N1B), N, L->cin,
+                      HW, GN_GROUPS, GN_EPS);
+    silu_forward(a1, g1, in);
     conv_shape c1 = conv_shape_make(N, L->cin, L->H, L->W, L->cout, 3, 1);
-    float *da1 = zeroed(dh1 == G[0] ? G[1] : G[0], in);
-    conv2d_backward(da1, GW(L, R_C1W), GW(L, R_C1B), dh1, L->s[S_A1], PW(L, R_C1W), &c1, m->ws);
-    float *dg1 = zeroed(G[2], in);
-    silu_backward(dg1, da1, L->s[S_G1], in);
+    float *da1 = zeroed(R[4], in);
+    conv2d_backward(da1, GW(L, R_C1W), GW(L, R_C1B), dh1, a1, PW(L, R_C1W), &c1, m->ws);
+    float *dg1 = zeroed(R[2], in);
+    silu_backward(dg1, da1, g1, in);
+    float *dx = L->skip >= 0 ? zeroed(R[1], in) : input_grad(m, L);
     groupnorm_backward(dx, GW(L, R_N1G), GW(L, R_N1B), dg1, x, L->s[S_MEAN1], L->s[S_RSTD1],
                        PW(L, R_N1G), N, L->cin, HW, GN_GROUPS);
     if (L->cin != L->cout) {
@@ -691,7 +840,7 @@ static void res_backward(unet *m, layer *L, const float *params, float *grads, i
 static void attn_backward(unet *m, layer *L, const float *params, float *grads, int N) {
     int C = L->cin, HW = L->H * L->W;
     size_t n = (size_t)N * C * HW;
-    float **G = m->gscratch;
+    float **G = m->scratch;
     float *dx = input_grad(m, L);
     conv_shape cs = conv_shape_make(N, C, L->H, L->W, C, 1, 1);
     float *dov = zeroed(G[0], n);
@@ -711,24 +860,30 @@ static void attn_backward(unet *m, layer *L, const float *params, float *grads, 
 void unet_backward(unet *m, const float *params, float *grads, const float *dout) {
     if (!m->with_backward) return;
     int N = m->last_N, ch = m->mc.ch;
-    float **G = m->gscratch;
-    for (int i = 0; i < m->n_layers; i++) {
-        layer *L = &m->layers[i];
-        if (L->dout) zeroed(L->dout, (size_t)N * L->cout * L->Ho * L->Wo);
-    }
+    float **G = m->scratch;
     zeroed(m->dts, (size_t)N * 4 * ch);
 
     for (int i = m->n_layers - 1; i >= 0; i--) {
         layer *L = &m->layers[i];
+        /* douts whose first consumer is this layer come alive now (plan_dout_pool) */
+        for (int j = 0; j < i; j++) {
+            const layer *J = &m->layers[j];
+            if (J->first_use == i) zeroed(J->dout, (size_t)N * J->cout * J->Ho * J->Wo);
+        }
         switch (L->kind) {
         case L_OUT: {
             int HW = L->H * L->W;
             size_t in = (size_t)N * L->cin * HW;
+            /* GroupNorm -> SiLU again (kept: statistics only) */
+            float *g = G[1], *a = G[2];
+            groupnorm_forward(g, L->s[S_MEAN1], L->s[S_RSTD1], layer_input(m, L), PW(L, O_NG),
+                              PW(L, O_NB), N, L->cin, HW, GN_GROUPS, GN_EPS);
+            silu_forward(a, g, in);
             conv_shape cs = conv_shape_make(N, L->cin, L->H, L->W, L->cout, 3, 1);
             float *da = zeroed(G[0], in);
-            conv2d_backward(da, GW(L, O_W), GW(L, O_B), dout, L->s[S_A1], PW(L, O_W), &cs, m->ws);
-            float *dg = zeroed(G[1], in);
-            silu_backward(dg, da, L->s[S_G1], in);
+            conv2d_backward(da, GW(L, O_W), GW(L, O_B), dout, a, PW(L, O_W), &cs, m->ws);
+            float *dg = zeroed(G[3], in);
+            silu_backward(dg, da, g, in);
             groupnorm_backward(input_grad(m, L), GW(L, O_NG), GW(L, O_NB), dg, layer_input(m, L),
                                L->s[S_MEAN1], L->s[S_RSTD1], PW(L, O_NG), N, L->cin, HW,
                                GN_GROUPS);
@@ -736,8 +891,10 @@ void unet_backward(unet *m, const float *params, float *grads, const float *dout
         }
         case L_UP: {
             conv_shape cs = conv_shape_make(N, L->cin, L->Ho, L->Wo, L->cout, 3, 1);
+            float *up = G[1]; /* the upsampled input again: a copy */
+            upsample2x_forward(up, layer_input(m, L), N, L->cin, L->H, L->W);
             float *du = zeroed(G[0], (size_t)N * L->cin * L->Ho * L->Wo);
-            conv2d_backward(du, GW(L, C_W), GW(L, C_B), L->dout, L->s[S_UP], PW(L, C_W), &cs, m->ws);
+            conv2d_backward(du, GW(L, C_W), GW(L, C_B), L->dout, up, PW(L, C_W), &cs, m->ws);
             upsample2x_backward(input_grad(m, L), du, N, L->cin, L->H, L->W);
             break;
         }
@@ -788,7 +945,7 @@ int unet_num_dropout(const unet *m) {
     return n;
 }
 
-const float *unet_dropout_mask(const unet *m, int id, size_t *n, const char **block_name) {
+const float *unet_dropout_mask(unet *m, int id, size_t *n, const char **block_name) {
     if (!m->with_backward || !m->use_dropout) return NULL;
     for (int i = 0; i < m->n_layers; i++) {
         const layer *L = &m->layers[i];
@@ -796,7 +953,9 @@ const float *unet_dropout_mask(const unet *m, int id, size_t *n, const char **bl
         *n = (size_t)m->last_N * L->cout * L->Ho * L->Wo;
         /* the block's name is its first tensor's name up to ".norm1.weight" */
         if (block_name) *block_name = m->tensors[L->p[R_N1G]].name;
-        return L->s[S_MASK];
+        /* not kept: regenerated from the counter-based RNG into a scratch buffer */
+        make_dropout_mask(m, L, m->scratch[3], m->last_N, (size_t)L->cout * L->Ho * L->Wo);
+        return m->scratch[3];
     }
     return NULL;
 }
@@ -839,4 +998,9 @@ void unet_print_summary(const unet *m, const model_config *mc, void *file) {
             (double)m->n_params / 1e6, m->n_tensors);
     fprintf(f, "forward: %.3f GMAC per image; activations for batch %d: %.1f MiB\n", m->macs / 1e9,
             m->max_batch, (double)m->act_bytes / (1024.0 * 1024.0));
+    const double mib = 1024.0 * 1024.0;
+    fprintf(f, "  layer outputs %.1f MiB, kept for backward %.1f MiB, gradient pool %.1f MiB, "
+            "scratch %.1f MiB, op workspace %.1f MiB\n", (double)m->part_bytes[0] / mib,
+            (double)m->part_bytes[1] / mib, (double)m->part_bytes[2] / mib,
+            (double)m->part_bytes[3] / mib, (double)m->part_bytes[4] / mib);
 }

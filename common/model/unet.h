@@ -82,8 +82,11 @@ void unet_set_backward_hook(unet *m, unet_backward_hook hook, void *ctx);
 
 /* The dropout mask (values 0 or 1/(1-p), [N][C][H][W]) that res block number `id`
  * used in the last training forward pass, or NULL (no dropout, id out of range, or
- * a forward-only model). *n receives its length. For reference tests and debugging. */
-const float *unet_dropout_mask(const unet *m, int id, size_t *n, const char **block_name);
+ * a forward-only model). *n receives its length. The model does not keep masks: it
+ * regenerates this one (counter-based RNG) into its scratch, which the model owns and
+ * the next unet_forward/unet_backward/unet_dropout_mask call overwrites. For
+ * reference tests and debugging. */
+const float *unet_dropout_mask(unet *m, int id, size_t *n, const char **block_name);
 int unet_num_dropout(const unet *m);
 
 /* The model's hyper-parameters as a float vector for reference scripts
