@@ -77,7 +77,7 @@ SAN_TOOL_BINS := $(patsubst tests/tools/%.c,build-san/tools/%,$(TOOL_SRC))
 
 PROGRAMS := build/ddpm-train build/ddpm-sample build/ddpm-prep build/ddpm-eval
 
-.PHONY: all test test-build bench bench-memory install clean
+.PHONY: all test test-build bench bench-memory bench-dist install clean
 all: $(PROGRAMS)
 
 build/ddpm-train: $(patsubst %.c,build/obj/%.o,$(TRAIN_SRC)) build/libddpm.a
@@ -111,6 +111,12 @@ bench: all $(patsubst bench/%.c,build/bench/%,$(BENCH_SRC))
 # peak RSS of one lsun256 training step, C against PyTorch (docs/memory.md); ~10 min
 bench-memory: all build/bench/mem_step
 	bash bench/memory_bench.sh
+
+# distributed training on this machine (1 and 2 workers, each codec, timeline), the
+# single-core wire/optimizer costs, and the lsun256 scaling model (docs/scaling.md)
+bench-dist: all build/bench/wire_bench
+	bash bench/dist_bench.sh
+	OMP_NUM_THREADS=1 build/bench/wire_bench
 
 install: all
 	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/share/ddpm-cluster/configs
