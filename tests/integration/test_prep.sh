@@ -80,6 +80,23 @@ fi
 grep -q "prefetch: 12 records read ahead, 0 read on demand" "$TMP/train.log" \
     && ok "every record of the 3 steps came from the prefetch thread (12 of 12)" \
     || fail "prefetch statistics: $(grep prefetch "$TMP/train.log")"
+# the same on 2 workers + 1 server over MPI: each worker reads only its share, read
+# ahead, and the run ends equal to the single process (same losses)
+mpirun --allow-run-as-root --oversubscribe --bind-to none -np 3 build/ddpm-train tests/configs/tiny_shards.yaml \
+    data.path="$TMP/killed" output.dir="$TMP/run_mpi" distributed.timeout_s=30 >"$TMP/train_mpi.log" 2>&1
+rc=$?
+ahead=$(grep -o 'prefetch: [0-9]* records read ahead, [0-9]* read on demand' "$TMP/train_mpi.log" | awk '{a += $2; d += $6} END {print a, d}')
+if [ $rc = 0 ] && [ "$ahead" = "12 0" ] && /usr/bin/python3 - "$TMP/run/metrics.jsonl" "$TMP/run_mpi/metrics.jsonl" <<'PYEOF'
+import json, sys
+a = [json.loads(l)["loss"] for l in open(sys.argv[1])]
+b = [json.loads(l)["loss"] for l in open(sys.argv[2])]
+assert len(a) == len(b) == 3 and all(abs(x - y) <= 1e-5 * abs(x) for x, y in zip(a, b)), (a, b)
+PYEOF
+then
+    ok "2 MPI workers train on the shards: each worker's records come from its prefetch thread (12 of 12 over both), losses equal the single process"
+else
+    fail "distributed training on shards: exit $rc, prefetch '$ahead': $(grep -v '^\[' "$TMP/train_mpi.log" | tail -3)"
+fi
 build/ddpm-train tests/configs/tiny_shards.yaml data.path="$TMP/killed" model.image_size=16 output.dir="$TMP/run16" >"$TMP/t16.log" 2>&1
 grep -q "the shards hold 3x32x32 images, the config asks for 3x16x16" "$TMP/t16.log" \
     && ok "ddpm-train refuses shards of another size: $(grep -o 'the shards hold.*' "$TMP/t16.log" | cut -c1-90)" \
