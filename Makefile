@@ -66,6 +66,10 @@ endef
 $(eval $(call flavour,build,$(OPT)))
 $(eval $(call flavour,build-san,$(SAN_FLAGS)))
 
+# keep the generated files: as intermediates of a pattern rule make would delete
+# them after each build and then rebuild everything that includes them
+.SECONDARY: $(PROTO_C) $(PROTO_H)
+
 build/gen/proto/%.pb-c.c build/gen/proto/%.pb-c.h: proto/%.proto
 	@mkdir -p build/gen/proto
 	protoc-c --c_out=build/gen $<
