@@ -98,6 +98,15 @@ int dist_recv_any(int source, int tag, double deadline, uint8_t **buf, size_t *c
     return 0;
 }
 
+void dist_bcast_control(const dist_layout *d, int64_t *ctl) {
+    MPI_Request r;
+    MPI_Ibcast(ctl, DIST_CTL_LEN, MPI_INT64_T, 0, MPI_COMM_WORLD, &r);
+    if (dist_wait(&r, d->timeout_s) != 0) {
+        err_set("no step control from rank 0 within %g s", d->timeout_s);
+        dist_fail(d);
+    }
+}
+
 int dist_bcast_params(const dist_layout *d, float *params, int from_rank0) {
     MPI_Request *reqs = xcalloc((size_t)d->n_chunks, sizeof *reqs);
     for (int k = 0; k < d->n_chunks; k++)

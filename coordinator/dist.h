@@ -65,6 +65,9 @@ int dist_wait_all(int n, MPI_Request *reqs, double timeout_s);
 int dist_recv_any(int source, int tag, double deadline, uint8_t **buf, size_t *cap, int *len,
                   int *from);
 
+/* Every rank: rank 0's control word (DIST_CTL_LEN values) for the next step; aborts
+ * the job if it does not come within the deadline. */
+void dist_bcast_control(const dist_layout *d, int64_t *ctl);
 /* Every rank: the parameters of every chunk from its owner (root = owner shard),
  * or from rank 0 for all chunks when from_rank0 is set (start and resume). */
 int dist_bcast_params(const dist_layout *d, float *params, int from_rank0);

@@ -172,12 +172,7 @@ int dist_serve(trainer *tr, dist_layout *d, int *exit_code) {
             ctl[2] = stopping ? stop_exit_code() : EXIT_OK;
             ctl[3] = trainer_want_final_checkpoint(tr, stopping);
         }
-        MPI_Request r;
-        MPI_Ibcast(ctl, DIST_CTL_LEN, MPI_INT64_T, 0, MPI_COMM_WORLD, &r);
-        if (dist_wait(&r, d->timeout_s) != 0) {
-            err_set("no step control from rank 0 within %g s", d->timeout_s);
-            dist_fail(d);
-        }
+        dist_bcast_control(d, ctl);
         if (ctl[1] == DIST_CTL_STOP) {
             *exit_code = (int)ctl[2];
             wrote = (int)ctl[3];

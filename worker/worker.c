@@ -125,12 +125,7 @@ int dist_work(trainer *tr, dist_layout *d, int *exit_code) {
     for (;;) {
         double ta = now_seconds();
         int64_t ctl[DIST_CTL_LEN];
-        MPI_Request r;
-        MPI_Ibcast(ctl, DIST_CTL_LEN, MPI_INT64_T, 0, MPI_COMM_WORLD, &r);
-        if (dist_wait(&r, d->timeout_s) != 0) {
-            err_set("no step control from rank 0 within %g s", d->timeout_s);
-            dist_fail(d);
-        }
+        dist_bcast_control(d, ctl);
         if (ctl[1] == DIST_CTL_STOP) {
             *exit_code = (int)ctl[2];
             break;
