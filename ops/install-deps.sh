@@ -7,6 +7,8 @@ PKGS=(
   libprotobuf-c-dev protobuf-c-compiler
   libzstd-dev libyaml-dev zlib1g-dev libpng-dev libjpeg-dev libwebp-dev liblmdb-dev
   python3-torch python3-numpy python3-scipy python3-pil python3-yaml zstd
+  # tools the tests call: /usr/bin/time (peak RSS), pgrep; not on every minimal image
+  time procps
   dataset-fashion-mnist
   # a real single-node Slurm cluster for tests/integration/test_slurm.sh (ops/slurm-local.sh)
   munge slurmctld slurmd slurm-client
