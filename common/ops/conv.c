@@ -56,7 +56,11 @@ static int conv_chunk_images(const conv_shape *s) {
     return nb < 1 ? 1 : (int)nb;
 }
 
+static size_t shift_workspace_floats(const conv_shape *s);
+static int conv_is_shift3(const conv_shape *s);
+
 size_t conv_workspace_floats(const conv_shape *s) {
+    if (conv_is_shift3(s)) return shift_workspace_floats(s);
     size_t P = (size_t)s->Ho * (size_t)s->Wo;
     size_t K = (size_t)s->Cin * (size_t)s->k * (size_t)s->k;
     size_t nb = (size_t)conv_chunk_images(s);
@@ -251,9 +255,185 @@ static void col2im_chunk(float *dinp, float *cols, size_t ld, size_t P, int n0, 
     }
 }
 
+/* ---------- 3x3 stride-1 convolution as nine shifted GEMMs ----------
+ *
+ * No im2col: a chunk of nb images is copied once into a zero-bordered layout
+ * xp[Cin][nb*PP] (image j's plane at columns j*PP.., PP = (H+2)(W+2), row
+ * length Wp = W+2). In that layout the input pixel under kernel tap (kh,kw) of
+ * output position q is at q + off, off = (kh-1)*Wp + (kw-1), for every q, so
+ * the nine taps are nine GEMMs over shifted column windows of the same matrix:
+ *
+ *   O[Cout][L] += W_tap[Cout][Cin] * xp[Cin][q0+off .. q0+off+L)
+ *
+ * with q0 = Wp+1 (image 0's first interior pixel) and L columns reaching image
+ * nb-1's last interior pixel; the windows never leave [0, nb*PP). Columns that
+ * land on a border position hold garbage and are never read out. Backward uses
+ * the same layout for dout (zero borders, so the garbage columns contribute
+ * nothing): dW_tap += dP[Cout][L] * xp_window^T, and dx = sum over taps of
+ * W_tap^T * dP window shifted by -off (the transposed convolution).
+ *
+ * Per element the input is copied once (plus OpenBLAS's packing of each
+ * window), against nine copies (im2col) plus packing; the workspace is a few
+ * padded planes instead of a 9x column matrix. */
+
+static int conv_is_shift3(const conv_shape *s) {
+    return s->k == 3 && s->stride == 1 && s->pad_top == 1 && s->pad_left == 1;
+}
+
+typedef struct {
+    int Wp, nb;
+    size_t PP, ld, q0, L; /* ld = nb*PP; L computed columns from q0 */
+} shift_geom;
+
+static shift_geom shift_geom_make(const conv_shape *s, int cn) {
+    shift_geom g;
+    g.Wp = s->W + 2;
+    g.PP = (size_t)(s->H + 2) * (size_t)g.Wp;
+    g.nb = cn;
+    g.ld = (size_t)cn * g.PP;
+    g.q0 = (size_t)g.Wp + 1;
+    g.L = (size_t)(cn - 1) * g.PP + (size_t)(s->H - 1) * g.Wp + (size_t)s->W;
+    return g;
+}
+
+static int shift_chunk_images(const conv_shape *s) {
+    size_t PP = (size_t)(s->H + 2) * (size_t)(s->W + 2);
+    size_t nb = PP >= CONV_CHUNK_COLS ? 1 : CONV_CHUNK_COLS / PP;
+    if (nb > (size_t)s->N) nb = (size_t)s->N;
+    return nb < 1 ? 1 : (int)nb;
+}
+
+/* floats: xp[Cin][ld] + dp[Cout][ld] + dxl[Cin][ld] + Wt[9][Cout][Cin] + dWt */
+static size_t shift_workspace_floats(const conv_shape *s) {
+    size_t ld = (size_t)shift_chunk_images(s) * (size_t)(s->H + 2) * (size_t)(s->W + 2);
+    size_t taps = 9 * (size_t)s->Cin * (size_t)s->Cout;
+    return (2 * (size_t)s->Cin + (size_t)s->Cout) * ld + 2 * taps;
+}
+
+/* Planes c of images n0..n0+cn-1 of src[N][C][H][W] into the bordered layout
+ * dst[C][ld]; one task per (image, channel). */
+static void shift_pad(float *dst, const float *src, int C, int n0, const shift_geom *g,
+                      const conv_shape *s) {
+    const int H = s->H, W = s->W, Wp = g->Wp;
+    const size_t HW = (size_t)H * W;
+    const int tasks = g->nb * C;
+#pragma omp parallel for schedule(static) if ((size_t)tasks * g->PP >= OPS_PAR_MIN)
+    for (int task = 0; task < tasks; task++) {
+        const int j = task / C, c = task % C;
+        const float *x = src + ((size_t)(n0 + j) * C + c) * HW;
+        float *d = dst + (size_t)c * g->ld + (size_t)j * g->PP;
+        memset(d, 0, sizeof(float) * (size_t)Wp);
+        for (int h = 0; h < H; h++) {
+            float *r = d + (size_t)(h + 1) * Wp;
+            r[0] = 0;
+            memcpy(r + 1, x + (size_t)h * W, sizeof(float) * (size_t)W);
+            r[W + 1] = 0;
+        }
+        memset(d + (size_t)(H + 1) * Wp, 0, sizeof(float) * (size_t)Wp);
+    }
+}
+
+/* dst[n0+j][c][h][w] (+)= src[c][j*PP + (h+1)*Wp + w+1 - q0] (+ bias[c]): the
+ * interior of a computed [C][L] block back to NCHW. */
+static void shift_unpad(float *dst, const float *src, const float *bias, int C, int n0,
+                        int accumulate, const shift_geom *g, const conv_shape *s) {
+    const int H = s->H, W = s->W, Wp = g->Wp;
+    const size_t HW = (size_t)H * W;
+    const int tasks = g->nb * C;
+#pragma omp parallel for schedule(static) if ((size_t)tasks * HW >= OPS_PAR_MIN)
+    for (int task = 0; task < tasks; task++) {
+        const int j = task / C, c = task % C;
+        float *o = dst + ((size_t)(n0 + j) * C + c) * HW;
+        const float *r0 = src + (size_t)c * g->L + (size_t)j * g->PP;
+        const float b = bias ? bias[c] : 0.0f;
+        for (int h = 0; h < H; h++) {
+            const float *r = r0 + (size_t)h * Wp; /* q0 is row 1, column 1 */
+            float *oh = o + (size_t)h * W;
+            if (accumulate)
+                for (int w = 0; w < W; w++) oh[w] += r[w];
+            else
+                for (int w = 0; w < W; w++) oh[w] = r[w] + b;
+        }
+    }
+}
+
+/* Wt[tap][co][c] = weight[co][c][tap] */
+static void shift_taps(float *Wt, const float *weight, int Cout, int Cin) {
+#pragma omp parallel for schedule(static) if ((size_t)Cout * Cin * 9 >= OPS_PAR_MIN)
+    for (int co = 0; co < Cout; co++)
+        for (int c = 0; c < Cin; c++)
+            for (int tap = 0; tap < 9; tap++)
+                Wt[((size_t)tap * Cout + co) * Cin + c] = weight[((size_t)co * Cin + c) * 9 + tap];
+}
+
+static long shift_off(const shift_geom *g, int tap) {
+    return (long)(tap / 3 - 1) * g->Wp + (tap % 3 - 1);
+}
+
+static void shift_forward(float *out, const float *inp, const float *weight, const float *bias,
+                          const conv_shape *s, float *ws) {
+    const int Cin = s->Cin, Cout = s->Cout, nbmax = shift_chunk_images(s);
+    const size_t ldmax = (size_t)nbmax * (size_t)(s->H + 2) * (size_t)(s->W + 2);
+    float *xp = ws, *op = xp + (size_t)Cin * ldmax, *Wt = op + (size_t)Cout * ldmax;
+    shift_taps(Wt, weight, Cout, Cin);
+    for (int n0 = 0; n0 < s->N; n0 += nbmax) {
+        const int cn = s->N - n0 < nbmax ? s->N - n0 : nbmax;
+        const shift_geom g = shift_geom_make(s, cn);
+        shift_pad(xp, inp, Cin, n0, &g, s);
+        for (int tap = 0; tap < 9; tap++)
+            ops_sgemm(CblasNoTrans, CblasNoTrans, Cout, (int)g.L, Cin, 1.0f,
+                      Wt + (size_t)tap * Cout * Cin, Cin, xp + g.q0 + shift_off(&g, tap),
+                      (int)g.ld, tap ? 1.0f : 0.0f, op, (int)g.L);
+        shift_unpad(out, op, bias, Cout, n0, 0, &g, s);
+    }
+}
+
+static void shift_backward(float *dinp, float *dweight, const float *dout, const float *inp,
+                           const float *weight, const conv_shape *s, float *ws) {
+    const int Cin = s->Cin, Cout = s->Cout, nbmax = shift_chunk_images(s);
+    const size_t ldmax = (size_t)nbmax * (size_t)(s->H + 2) * (size_t)(s->W + 2);
+    const size_t taps = 9 * (size_t)Cin * Cout;
+    float *xp = ws, *dp = xp + (size_t)Cin * ldmax, *dxl = dp + (size_t)Cout * ldmax;
+    float *Wt = dxl + (size_t)Cin * ldmax, *dWt = Wt + taps;
+    shift_taps(Wt, weight, Cout, Cin);
+    for (int n0 = 0; n0 < s->N; n0 += nbmax) {
+        const int cn = s->N - n0 < nbmax ? s->N - n0 : nbmax;
+        const shift_geom g = shift_geom_make(s, cn);
+        shift_pad(dp, dout, Cout, n0, &g, s);
+        if (dweight) {
+            shift_pad(xp, inp, Cin, n0, &g, s);
+            /* dWt[tap][Cout][Cin] (+)= dP[Cout][L] * xp_window[Cin][L]^T */
+            for (int tap = 0; tap < 9; tap++)
+                ops_sgemm(CblasNoTrans, CblasTrans, Cout, Cin, (int)g.L, 1.0f, dp + g.q0,
+                          (int)g.ld, xp + g.q0 + shift_off(&g, tap), (int)g.ld,
+                          n0 ? 1.0f : 0.0f, dWt + (size_t)tap * Cout * Cin, Cin);
+        }
+        if (dinp) {
+            /* dx[c][q] = sum_tap sum_co W[co][c][tap] dP[co][q - off] */
+            for (int tap = 0; tap < 9; tap++)
+                ops_sgemm(CblasTrans, CblasNoTrans, Cin, (int)g.L, Cout, 1.0f,
+                          Wt + (size_t)tap * Cout * Cin, Cin, dp + g.q0 - shift_off(&g, tap),
+                          (int)g.ld, tap ? 1.0f : 0.0f, dxl, (int)g.L);
+            shift_unpad(dinp, dxl, NULL, Cin, n0, 1, &g, s);
+        }
+    }
+    if (dweight) {
+#pragma omp parallel for schedule(static) if (taps >= OPS_PAR_MIN)
+        for (int co = 0; co < Cout; co++)
+            for (int c = 0; c < Cin; c++)
+                for (int tap = 0; tap < 9; tap++)
+                    dweight[((size_t)co * Cin + c) * 9 + tap] +=
+                        dWt[((size_t)tap * Cout + co) * Cin + c];
+    }
+}
+
 void conv2d_forward(float *out, const float *inp, const float *weight, const float *bias,
                     const conv_shape *s, float *ws) {
     PROF_SCOPE(PROF_CONV_FWD);
+    if (conv_is_shift3(s)) {
+        shift_forward(out, inp, weight, bias, s, ws);
+        return;
+    }
     const size_t P = (size_t)s->Ho * s->Wo, HWin = (size_t)s->H * s->W;
     const int K = s->Cin * s->k * s->k, Cout = s->Cout;
     const int nb = conv_chunk_images(s);
@@ -325,6 +505,10 @@ void conv2d_backward(float *dinp, float *dweight, float *dbias, const float *dou
                 dbias[co] += (float)ops_sum(dout + ((size_t)n * Cout + co) * P, P);
     }
     if (!dinp && !dweight) return;
+    if (conv_is_shift3(s)) {
+        shift_backward(dinp, dweight, dout, inp, weight, s, ws);
+        return;
+    }
 
     for (int n0 = 0; n0 < s->N; n0 += nb) {
         const int cn = s->N - n0 < nb ? s->N - n0 : nb;

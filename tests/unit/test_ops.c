@@ -301,6 +301,15 @@ static void test_conv(void) {
      * read stale workspace: found by sampling at batch 16) */
     check_conv("k3 s1 20x20 tail chunk of 1", 11, 3, 20, 20, 5, 3, 1, 0);
     check_conv("k1 s1 20x20 tail chunk of 1", 11, 3, 20, 20, 5, 1, 1, 0);
+    /* 3x3 stride 1 runs as nine shifted GEMMs over a zero-bordered copy (chunks of
+     * 4096 / ((H+2)(W+2)) images): maps of one row or column, a 1x1 map (every tap
+     * but the centre reads border), and chunks of 8 with tails of 3 and 1 at 20x20 */
+    check_conv("k3 s1 1x1 map", 3, 2, 1, 1, 3, 3, 1, 1);
+    check_conv("k3 s1 1x7 map", 2, 3, 1, 7, 2, 3, 1, 1);
+    check_conv("k3 s1 6x1 map", 2, 2, 6, 1, 3, 3, 1, 1);
+    check_conv("k3 s1 2x3 many images per chunk", 5, 3, 2, 3, 4, 3, 1, 1);
+    check_conv("k3 s1 20x20 tail chunk of 3", 11, 4, 20, 20, 3, 3, 1, 0);
+    check_conv("k3 s1 20x20 chunk of 8 + tail of 1", 9, 3, 20, 20, 4, 3, 1, 0);
 }
 
 /* =================== linear =================== */
