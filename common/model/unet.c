@@ -12,9 +12,17 @@
 #include "../ops/ops.h"
 #include "../rng/rng.h"
 
+#ifdef _OPENMP
+#include <omp.h>
+#else
+static int omp_get_max_threads(void) { return 1; }
+#endif
+
 #define GN_GROUPS 32
 #define GN_EPS 1e-6f
 #define NSCRATCH 5
+/* Lanes beyond the first each hold a gradient buffer; their total is capped here. */
+#define UNET_LANE_GRAD_BYTES ((size_t)1 << 30)
 
 typedef enum { L_CONV_IN, L_RES, L_ATTN, L_DOWN, L_UP, L_OUT } layer_kind;
 
@@ -77,6 +85,16 @@ struct unet {
     int use_dropout;
     unet_backward_hook hook;
     void *hook_ctx;
+    /* Lanes (nlanes > 1): the batch is split into nlanes contiguous slices, each run
+     * by a complete sub-model (lane[l], built for ceil(max_batch / nlanes) images)
+     * on its own thread; the parent holds only the tables. Lane 0 accumulates into
+     * the caller's gradients, lanes 1.. into lane_grads[l], which backward adds in
+     * after every layer (lane order fixed), before the hook sees that layer. */
+    int nlanes, active_lanes;
+    struct unet **lane;
+    float **lane_grads;
+    int *lane_start;    /* active_lanes + 1 image offsets of the last forward */
+    float *mask_buf;    /* unet_dropout_mask's gathered mask (lanes only) */
 };
 
 /* ---------- construction ---------- */
@@ -465,7 +483,7 @@ static void count_macs(unet *m) {
     m->macs = macs;
 }
 
-unet *unet_create(const model_config *mc, int max_batch, int with_backward) {
+static unet *create(const model_config *mc, int max_batch, int with_backward, int lanes) {
     if (max_batch < 1) {
         err_set("unet: max_batch must be >= 1, got %d", max_batch);
         return NULL;
@@ -554,13 +572,67 @@ unet *unet_create(const model_config *mc, int max_batch, int with_backward) {
     add_norm(m, "norm_out", cur_ch, &L->p[O_NG], &L->p[O_NB]);
     add_conv(m, "conv_out", cur_ch, mc->in_channels, 3, INIT_ZERO_SCALE, &L->p[O_W], &L->p[O_B]);
 
-    allocate(m);
     count_macs(m);
+    /* Lanes only when every thread gets one: with fewer lanes than threads the
+     * other threads would idle, where one model with every op split over all the
+     * threads keeps them busy. Every lane but the first holds a gradient buffer. */
+    if (lanes > max_batch ||
+        (with_backward && (size_t)(lanes - 1) * m->n_params * sizeof(float) > UNET_LANE_GRAD_BYTES))
+        lanes = 1;
+    if (lanes <= 1) {
+        m->nlanes = 1;
+        allocate(m);
+        return m;
+    }
+    m->nlanes = lanes;
+    m->lane = xcalloc((size_t)lanes, sizeof *m->lane);
+    m->lane_grads = xcalloc((size_t)lanes, sizeof *m->lane_grads);
+    m->lane_start = xcalloc((size_t)lanes + 1, sizeof *m->lane_start);
+    int per = (max_batch + lanes - 1) / lanes;
+    for (int l = 0; l < lanes; l++) {
+        m->lane[l] = create(mc, per, with_backward, 1);
+        if (!m->lane[l]) {
+            unet_free(m);
+            return NULL;
+        }
+        m->act_bytes += m->lane[l]->act_bytes;
+        for (int k = 0; k < 5; k++) m->part_bytes[k] += m->lane[l]->part_bytes[k];
+        if (with_backward && l > 0) {
+            m->lane_grads[l] = alloc_floats(m, m->n_params);
+            m->part_bytes[4] += m->n_params * sizeof(float);
+        }
+    }
     return m;
 }
 
+int unet_default_lanes(void) {
+    const char *e = getenv("DDPM_LANES");
+    int lanes = e && *e ? atoi(e) : omp_get_max_threads();
+    return lanes < 1 ? 1 : lanes;
+}
+
+unet *unet_create_lanes(const model_config *mc, int max_batch, int with_backward, int lanes) {
+    return create(mc, max_batch, with_backward, lanes < 1 ? 1 : lanes);
+}
+
+unet *unet_create(const model_config *mc, int max_batch, int with_backward) {
+    return create(mc, max_batch, with_backward, unet_default_lanes());
+}
+
+int unet_num_lanes(const unet *m) { return m->nlanes; }
+
 void unet_free(unet *m) {
     if (!m) return;
+    if (m->lane) {
+        for (int l = 0; l < m->nlanes; l++) {
+            unet_free(m->lane[l]);
+            free(m->lane_grads[l]);
+        }
+        free(m->lane);
+        free(m->lane_grads);
+        free(m->lane_start);
+        free(m->mask_buf);
+    }
     for (int i = 0; i < m->n_layers; i++) {
         layer *L = &m->layers[i];
         free(L->out);
@@ -650,22 +722,19 @@ static void res_forward(unet *m, layer *L, const float *params, int N) {
     size_t o = (size_t)N * L->cout * HW;
     groupnorm_forward(L->s[S_G1], L->s[S_MEAN1], L->s[S_RSTD1], x, PW(L, R_N1G), PW(L, R_N1B), N,
                       L->cin, HW, GN_GROUPS, GN_EPS);
-    silu_forward(L->s[S_A1], L->s[S_G1], (size_t)N * L->cin * HW);
     conv_shape c1 = conv_shape_make(N, L->cin, L->H, L->W, L->cout, 3, 1);
-    conv2d_forward(L->s[S_H1], L->s[S_A1], PW(L, R_C1W), PW(L, R_C1B), &c1, m->ws);
+    silu_conv2d_forward(L->s[S_H1], L->s[S_G1], NULL, PW(L, R_C1W), PW(L, R_C1B), &c1, m->ws);
     linear_forward(L->s[S_TP], m->ts, PW(L, R_TW), PW(L, R_TB), N, 4 * m->mc.ch, L->cout);
     add_channel_forward(L->s[S_H1], L->s[S_H1], L->s[S_TP], N, L->cout, HW);
     groupnorm_forward(L->s[S_G2], L->s[S_MEAN2], L->s[S_RSTD2], L->s[S_H1], PW(L, R_N2G),
                       PW(L, R_N2B), N, L->cout, HW, GN_GROUPS, GN_EPS);
-    silu_forward(L->s[S_A2], L->s[S_G2], o);
-    const float *conv2_in = L->s[S_A2];
+    const float *mask = NULL;
     if (m->use_dropout) {
         make_dropout_mask(m, L, L->s[S_MASK], N, (size_t)L->cout * HW);
-        dropout_forward(L->s[S_D2], L->s[S_A2], L->s[S_MASK], o);
-        conv2_in = L->s[S_D2];
+        mask = L->s[S_MASK];
     }
     conv_shape c2 = conv_shape_make(N, L->cout, L->H, L->W, L->cout, 3, 1);
-    conv2d_forward(L->out, conv2_in, PW(L, R_C2W), PW(L, R_C2B), &c2, m->ws);
+    silu_conv2d_forward(L->out, L->s[S_G2], mask, PW(L, R_C2W), PW(L, R_C2B), &c2, m->ws);
     if (L->cin != L->cout) {
         conv_shape cs = conv_shape_make(N, L->cin, L->H, L->W, L->cout, 1, 1);
         conv2d_forward(L->s[S_XS], x, PW(L, R_SW), PW(L, R_SB), &cs, m->ws);
@@ -689,8 +758,32 @@ static void attn_forward(unet *m, layer *L, const float *params, int N) {
     add_forward(L->out, L->out, x, (size_t)N * C * HW);
 }
 
+/* The slices of a batch of N over the lanes: as even as possible, at most nlanes. */
+static void split_lanes(unet *m, int N) {
+    int k = N < m->nlanes ? N : m->nlanes;
+    m->active_lanes = k;
+    for (int l = 0; l <= k; l++) m->lane_start[l] = (int)((long)N * l / k);
+}
+
 void unet_forward(unet *m, const float *params, const float *x, const int *t, int N,
                   const unet_rng *rng, float *out) {
+    if (m->nlanes > 1) {
+        m->last_N = N;
+        split_lanes(m, N);
+        const size_t img = (size_t)m->mc.in_channels * m->mc.image_size * m->mc.image_size;
+#pragma omp parallel for num_threads(m->active_lanes) schedule(static, 1)
+        for (int l = 0; l < m->active_lanes; l++) {
+            const int n0 = m->lane_start[l], n = m->lane_start[l + 1] - n0;
+            unet_rng r;
+            if (rng) {
+                r = *rng;
+                r.sample_ids = rng->sample_ids + n0;
+            }
+            unet_forward(m->lane[l], params, x + (size_t)n0 * img, t + n0, n, rng ? &r : NULL,
+                         out + (size_t)n0 * img);
+        }
+        return;
+    }
     m->x = x;
     m->last_N = N;
     m->use_dropout = rng != NULL && m->mc.dropout > 0;
@@ -738,9 +831,8 @@ void unet_forward(unet *m, const float *params, const float *x, const int *t, in
             int HW = L->H * L->W;
             groupnorm_forward(L->s[S_G1], L->s[S_MEAN1], L->s[S_RSTD1], layer_input(m, L),
                               PW(L, O_NG), PW(L, O_NB), N, L->cin, HW, GN_GROUPS, GN_EPS);
-            silu_forward(L->s[S_A1], L->s[S_G1], (size_t)N * L->cin * HW);
             conv_shape cs = conv_shape_make(N, L->cin, L->H, L->W, L->cout, 3, 1);
-            conv2d_forward(out, L->s[S_A1], PW(L, O_W), PW(L, O_B), &cs, m->ws);
+            silu_conv2d_forward(out, L->s[S_G1], NULL, PW(L, O_W), PW(L, O_B), &cs, m->ws);
             break;
         }
         }
@@ -779,27 +871,19 @@ static void res_backward(unet *m, layer *L, const float *params, float *grads, i
     float **R = m->scratch;
     const float *dout = L->dout;
 
-    float *g2 = R[1], *a2 = R[2];
+    float *g2 = R[1];
     groupnorm_forward(g2, L->s[S_MEAN2], L->s[S_RSTD2], L->s[S_H1], PW(L, R_N2G), PW(L, R_N2B),
                       N, L->cout, HW, GN_GROUPS, GN_EPS);
-    silu_forward(a2, g2, o);
-    const float *conv2_in = a2;
+    const float *mask = NULL;
     if (m->use_dropout) {
         make_dropout_mask(m, L, R[3], N, (size_t)L->cout * HW);
-        dropout_forward(R[4], a2, R[3], o);
-        conv2_in = R[4];
+        mask = R[3];
     }
     conv_shape c2 = conv_shape_make(N, L->cout, L->H, L->W, L->cout, 3, 1);
-    float *dd2 = zeroed(R[0], o);
-    conv2d_backward(dd2, GW(L, R_C2W), GW(L, R_C2B), dout, conv2_in, PW(L, R_C2W), &c2, m->ws);
-    float *da2 = dd2;
-    if (m->use_dropout) {
-        da2 = zeroed(R[2], o);
-        dropout_backward(da2, dd2, R[3], o);
-    }
-    float *dg2 = zeroed(da2 == R[0] ? R[2] : R[0], o);
-    silu_backward(dg2, da2, g2, o);
-    float *dh1 = zeroed(R[3], o);
+    float *dg2 = zeroed(R[0], o);
+    silu_conv2d_backward(dg2, GW(L, R_C2W), GW(L, R_C2B), dout, g2, mask, PW(L, R_C2W), &c2,
+                         m->ws);
+    float *dh1 = zeroed(R[3], o); /* the mask is dead */
     groupnorm_backward(dh1, GW(L, R_N2G), GW(L, R_N2B), dg2, L->s[S_H1], L->s[S_MEAN2],
                        L->s[S_RSTD2], PW(L, R_N2G), N, L->cout, HW, GN_GROUPS);
     float *dtp = zeroed(L->s[S_TP], (size_t)N * L->cout); /* tp is no longer needed */
@@ -813,15 +897,13 @@ static void res_backward(unet *m, layer *L, const float *params, float *grads, i
         concat_forward(R[0], A->out, B->out, N, A->cout, B->cout, HW);
         x = R[0];
     }
-    float *g1 = R[1], *a1 = R[2];
+    float *g1 = R[1];
     groupnorm_forward(g1, L->s[S_MEAN1], L->s[S_RSTD1], x, PW(L, R_N1G), PW(L, R_N1B), N, L->cin,
                       HW, GN_GROUPS, GN_EPS);
-    silu_forward(a1, g1, in);
     conv_shape c1 = conv_shape_make(N, L->cin, L->H, L->W, L->cout, 3, 1);
-    float *da1 = zeroed(R[4], in);
-    conv2d_backward(da1, GW(L, R_C1W), GW(L, R_C1B), dh1, a1, PW(L, R_C1W), &c1, m->ws);
     float *dg1 = zeroed(R[2], in);
-    silu_backward(dg1, da1, g1, in);
+    silu_conv2d_backward(dg1, GW(L, R_C1W), GW(L, R_C1B), dh1, g1, NULL, PW(L, R_C1W), &c1,
+                         m->ws);
     float *dx = L->skip >= 0 ? zeroed(R[1], in) : input_grad(m, L);
     groupnorm_backward(dx, GW(L, R_N1G), GW(L, R_N1B), dg1, x, L->s[S_MEAN1], L->s[S_RSTD1],
                        PW(L, R_N1G), N, L->cin, HW, GN_GROUPS);
@@ -857,13 +939,11 @@ static void attn_backward(unet *m, layer *L, const float *params, float *grads, 
     add_backward(dx, NULL, L->dout, n);
 }
 
-void unet_backward(unet *m, const float *params, float *grads, const float *dout) {
-    if (!m->with_backward) return;
-    int N = m->last_N, ch = m->mc.ch;
+/* Backward of layer i (layers are visited n_layers-1 .. 0 after backward_begin). */
+static void backward_layer(unet *m, int i, const float *params, float *grads, const float *dout) {
+    int N = m->last_N;
     float **G = m->scratch;
-    zeroed(m->dts, (size_t)N * 4 * ch);
-
-    for (int i = m->n_layers - 1; i >= 0; i--) {
+    {
         layer *L = &m->layers[i];
         /* douts whose first consumer is this layer come alive now (plan_dout_pool) */
         for (int j = 0; j < i; j++) {
@@ -875,15 +955,13 @@ void unet_backward(unet *m, const float *params, float *grads, const float *dout
             int HW = L->H * L->W;
             size_t in = (size_t)N * L->cin * HW;
             /* GroupNorm -> SiLU again (kept: statistics only) */
-            float *g = G[1], *a = G[2];
+            float *g = G[1];
             groupnorm_forward(g, L->s[S_MEAN1], L->s[S_RSTD1], layer_input(m, L), PW(L, O_NG),
                               PW(L, O_NB), N, L->cin, HW, GN_GROUPS, GN_EPS);
-            silu_forward(a, g, in);
             conv_shape cs = conv_shape_make(N, L->cin, L->H, L->W, L->cout, 3, 1);
-            float *da = zeroed(G[0], in);
-            conv2d_backward(da, GW(L, O_W), GW(L, O_B), dout, a, PW(L, O_W), &cs, m->ws);
             float *dg = zeroed(G[3], in);
-            silu_backward(dg, da, g, in);
+            silu_conv2d_backward(dg, GW(L, O_W), GW(L, O_B), dout, g, NULL, PW(L, O_W), &cs,
+                                 m->ws);
             groupnorm_backward(input_grad(m, L), GW(L, O_NG), GW(L, O_NB), dg, layer_input(m, L),
                                L->s[S_MEAN1], L->s[S_RSTD1], PW(L, O_NG), N, L->cin, HW,
                                GN_GROUPS);
@@ -916,9 +994,13 @@ void unet_backward(unet *m, const float *params, float *grads, const float *dout
             break;
         }
         }
-        if (m->hook) m->hook(m->hook_ctx, m->tensors[L->p[0]].offset);
     }
-    /* timestep MLP */
+}
+
+/* The timestep MLP, after every layer. */
+static void backward_temb(unet *m, const float *params, float *grads) {
+    int N = m->last_N, ch = m->mc.ch;
+    float **G = m->scratch;
     size_t nt = (size_t)N * 4 * ch;
     float *dd1 = zeroed(G[0], nt);
     silu_backward(dd1, m->dts, m->d1, nt);
@@ -931,6 +1013,55 @@ void unet_backward(unet *m, const float *params, float *grads, const float *dout
     linear_backward(NULL, grads + m->tensors[m->p_temb[0]].offset,
                     grads + m->tensors[m->p_temb[1]].offset, dd0, m->emb,
                     params + m->tensors[m->p_temb[0]].offset, N, ch, 4 * ch);
+}
+
+/* grads[lo, hi) += the lanes' private gradients there, lanes in order. */
+static void reduce_lanes(unet *m, float *grads, size_t lo, size_t hi) {
+    PROF_SCOPE(PROF_OTHER);
+    const size_t blk = 16384, nblk = (hi - lo + blk - 1) / blk;
+#pragma omp parallel for schedule(static) if (nblk > 1)
+    for (size_t b = 0; b < nblk; b++) {
+        size_t a = lo + b * blk, e = a + blk < hi ? a + blk : hi;
+        for (int l = 1; l < m->active_lanes; l++) {
+            const float *g = m->lane_grads[l];
+            for (size_t j = a; j < e; j++) grads[j] += g[j];
+        }
+    }
+}
+
+void unet_backward(unet *m, const float *params, float *grads, const float *dout) {
+    if (!m->with_backward) return;
+    if (m->nlanes > 1) {
+        const int k = m->active_lanes;
+        const size_t img = (size_t)m->mc.in_channels * m->mc.image_size * m->mc.image_size;
+#pragma omp parallel for num_threads(k) schedule(static, 1)
+        for (int l = 0; l < k; l++) {
+            if (l > 0) zeroed(m->lane_grads[l], m->n_params);
+            zeroed(m->lane[l]->dts, (size_t)m->lane[l]->last_N * 4 * m->mc.ch);
+        }
+        size_t done = m->n_params;
+        for (int i = m->n_layers - 1; i >= 0; i--) {
+#pragma omp parallel for num_threads(k) schedule(static, 1)
+            for (int l = 0; l < k; l++)
+                backward_layer(m->lane[l], i, params, l ? m->lane_grads[l] : grads,
+                               dout + (size_t)m->lane_start[l] * img);
+            size_t from = m->tensors[m->layers[i].p[0]].offset;
+            reduce_lanes(m, grads, from, done);
+            done = from;
+            if (m->hook) m->hook(m->hook_ctx, from);
+        }
+#pragma omp parallel for num_threads(k) schedule(static, 1)
+        for (int l = 0; l < k; l++) backward_temb(m->lane[l], params, l ? m->lane_grads[l] : grads);
+        reduce_lanes(m, grads, 0, done);
+        if (m->hook) m->hook(m->hook_ctx, 0);
+        return;
+    }
+    zeroed(m->dts, (size_t)m->last_N * 4 * m->mc.ch);
+    for (int i = m->n_layers - 1; i >= 0; i--) {
+        backward_layer(m, i, params, grads, dout);
+        if (m->hook) m->hook(m->hook_ctx, m->tensors[m->layers[i].p[0]].offset);
+    }
+    backward_temb(m, params, grads);
     if (m->hook) m->hook(m->hook_ctx, 0);
 }
 
@@ -946,6 +1077,23 @@ int unet_num_dropout(const unet *m) {
 }
 
 const float *unet_dropout_mask(unet *m, int id, size_t *n, const char **block_name) {
+    if (m->nlanes > 1) {
+        /* each lane's slice, gathered in image order into a buffer of the parent */
+        size_t total = 0;
+        for (int l = 0; l < m->active_lanes; l++) {
+            size_t nl = 0;
+            const float *mk = unet_dropout_mask(m->lane[l], id, &nl, block_name);
+            if (!mk) return NULL;
+            if (l == 0) {
+                free(m->mask_buf);
+                m->mask_buf = xfloats(nl / (size_t)m->lane[0]->last_N * (size_t)m->last_N);
+            }
+            memcpy(m->mask_buf + total, mk, nl * sizeof *mk);
+            total += nl;
+        }
+        *n = total;
+        return m->mask_buf;
+    }
     if (!m->with_backward || !m->use_dropout) return NULL;
     for (int i = 0; i < m->n_layers; i++) {
         const layer *L = &m->layers[i];

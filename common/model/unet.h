@@ -46,6 +46,21 @@ typedef struct {
  * only what a forward pass needs (sampling). Returns NULL with err_msg() on an
  * unsupported config. */
 unet *unet_create(const model_config *mc, int max_batch, int with_backward);
+/* Lanes: with lanes > 1 the model is lanes complete sub-models, each for
+ * ceil(max_batch / lanes) images, and a batch is split into contiguous slices that
+ * run on one thread each (forward whole, backward layer by layer with the lanes'
+ * parameter gradients summed in lane order after each layer, before the hook).
+ * Small models run much faster this way than with every op split over the threads
+ * (docs/performance.md); the results equal a single lane's up to the order of the
+ * gradient sums. The model falls back to one lane (every op split over the
+ * threads) when lanes > max_batch, or when the lanes' extra gradient buffers
+ * (lanes - 1 of n_params floats) would exceed 1 GiB. */
+unet *unet_create_lanes(const model_config *mc, int max_batch, int with_backward, int lanes);
+/* $DDPM_LANES if set (1 turns lanes off), else the OpenMP thread count: call after
+ * blas_set_threads. unet_create(mc, N, b) = unet_create_lanes(mc, N, b,
+ * unet_default_lanes()). */
+int unet_default_lanes(void);
+int unet_num_lanes(const unet *m);
 void unet_free(unet *m);
 
 size_t unet_num_params(const unet *m);

@@ -19,6 +19,8 @@
 #include "../core/prof.h"
 
 #include <cblas.h>
+#include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "ops_internal.h"
@@ -310,23 +312,46 @@ static size_t shift_workspace_floats(const conv_shape *s) {
     return (2 * (size_t)s->Cin + (size_t)s->Cout) * ld + 2 * taps;
 }
 
+/* The fused input activation of silu_conv2d: the conv sees silu(g) * mask
+ * (mask optional), computed while the input is copied into the bordered layout;
+ * backward multiplies the input gradient by mask * silu'(g) as it leaves it. */
+typedef struct {
+    int silu;          /* 0: plain conv */
+    const float *g;    /* the pre-activation input [N][C][H][W] (backward) */
+    const float *mask; /* NULL or [N][C][H][W] */
+} shift_act;
+
 /* Planes c of images n0..n0+cn-1 of src[N][C][H][W] into the bordered layout
- * dst[C][ld]; one task per (image, channel). */
-static void shift_pad(float *dst, const float *src, int C, int n0, const shift_geom *g,
-                      const conv_shape *s) {
+ * dst[C][ld], through the activation when act->silu; one task per (image, channel). */
+static void shift_pad(float *dst, const float *src, const shift_act *act, int C, int n0,
+                      const shift_geom *g, const conv_shape *s) {
     const int H = s->H, W = s->W, Wp = g->Wp;
     const size_t HW = (size_t)H * W;
     const int tasks = g->nb * C;
+    const int silu = act && act->silu;
+    const float *mask = act ? act->mask : NULL;
 #pragma omp parallel for schedule(static) if ((size_t)tasks * g->PP >= OPS_PAR_MIN)
     for (int task = 0; task < tasks; task++) {
         const int j = task / C, c = task % C;
-        const float *x = src + ((size_t)(n0 + j) * C + c) * HW;
+        const size_t plane = ((size_t)(n0 + j) * C + c) * HW;
+        const float *x = src + plane;
+        const float *mk = mask ? mask + plane : NULL;
         float *d = dst + (size_t)c * g->ld + (size_t)j * g->PP;
         memset(d, 0, sizeof(float) * (size_t)Wp);
         for (int h = 0; h < H; h++) {
             float *r = d + (size_t)(h + 1) * Wp;
+            const float *xr = x + (size_t)h * W;
             r[0] = 0;
-            memcpy(r + 1, x + (size_t)h * W, sizeof(float) * (size_t)W);
+            if (!silu) {
+                memcpy(r + 1, xr, sizeof(float) * (size_t)W);
+            } else if (mk) {
+                const float *mr = mk + (size_t)h * W;
+#pragma omp simd
+                for (int w = 0; w < W; w++) r[1 + w] = xr[w] / (1.0f + ops_expf(-xr[w])) * mr[w];
+            } else {
+#pragma omp simd
+                for (int w = 0; w < W; w++) r[1 + w] = xr[w] / (1.0f + ops_expf(-xr[w]));
+            }
             r[W + 1] = 0;
         }
         memset(d + (size_t)(H + 1) * Wp, 0, sizeof(float) * (size_t)Wp);
@@ -334,25 +359,50 @@ static void shift_pad(float *dst, const float *src, int C, int n0, const shift_g
 }
 
 /* dst[n0+j][c][h][w] (+)= src[c][j*PP + (h+1)*Wp + w+1 - q0] (+ bias[c]): the
- * interior of a computed [C][L] block back to NCHW. */
-static void shift_unpad(float *dst, const float *src, const float *bias, int C, int n0,
-                        int accumulate, const shift_geom *g, const conv_shape *s) {
+ * interior of a computed [C][L] block back to NCHW. When accumulating through an
+ * activation, the value added is src * mask * silu'(g) (the chain rule through
+ * the fused silu and dropout, in silu_backward's and dropout_backward's order). */
+static void shift_unpad(float *dst, const float *src, const float *bias, const shift_act *act,
+                        int C, int n0, int accumulate, const shift_geom *g,
+                        const conv_shape *s) {
     const int H = s->H, W = s->W, Wp = g->Wp;
     const size_t HW = (size_t)H * W;
     const int tasks = g->nb * C;
+    const int silu = act && act->silu;
 #pragma omp parallel for schedule(static) if ((size_t)tasks * HW >= OPS_PAR_MIN)
     for (int task = 0; task < tasks; task++) {
         const int j = task / C, c = task % C;
-        float *o = dst + ((size_t)(n0 + j) * C + c) * HW;
+        const size_t plane = ((size_t)(n0 + j) * C + c) * HW;
+        float *o = dst + plane;
         const float *r0 = src + (size_t)c * g->L + (size_t)j * g->PP;
         const float b = bias ? bias[c] : 0.0f;
         for (int h = 0; h < H; h++) {
             const float *r = r0 + (size_t)h * Wp; /* q0 is row 1, column 1 */
             float *oh = o + (size_t)h * W;
-            if (accumulate)
-                for (int w = 0; w < W; w++) oh[w] += r[w];
-            else
+            if (!accumulate) {
                 for (int w = 0; w < W; w++) oh[w] = r[w] + b;
+            } else if (!silu) {
+                for (int w = 0; w < W; w++) oh[w] += r[w];
+            } else {
+                const float *gr = act->g + plane + (size_t)h * W;
+                float *restrict d = oh;
+                if (act->mask) {
+                    const float *mr = act->mask + plane + (size_t)h * W;
+#pragma omp simd
+                    for (int w = 0; w < W; w++) {
+                        const float x = gr[w];
+                        const float sg = 1.0f / (1.0f + ops_expf(-x));
+                        d[w] += r[w] * mr[w] * sg * (1.0f + x * (1.0f - sg));
+                    }
+                } else {
+#pragma omp simd
+                    for (int w = 0; w < W; w++) {
+                        const float x = gr[w];
+                        const float sg = 1.0f / (1.0f + ops_expf(-x));
+                        d[w] += r[w] * sg * (1.0f + x * (1.0f - sg));
+                    }
+                }
+            }
         }
     }
 }
@@ -370,8 +420,9 @@ static long shift_off(const shift_geom *g, int tap) {
     return (long)(tap / 3 - 1) * g->Wp + (tap % 3 - 1);
 }
 
-static void shift_forward(float *out, const float *inp, const float *weight, const float *bias,
-                          const conv_shape *s, float *ws) {
+static void shift_forward(float *out, const float *inp, const shift_act *act,
+                          const float *weight, const float *bias, const conv_shape *s,
+                          float *ws) {
     const int Cin = s->Cin, Cout = s->Cout, nbmax = shift_chunk_images(s);
     const size_t ldmax = (size_t)nbmax * (size_t)(s->H + 2) * (size_t)(s->W + 2);
     float *xp = ws, *op = xp + (size_t)Cin * ldmax, *Wt = op + (size_t)Cout * ldmax;
@@ -379,17 +430,18 @@ static void shift_forward(float *out, const float *inp, const float *weight, con
     for (int n0 = 0; n0 < s->N; n0 += nbmax) {
         const int cn = s->N - n0 < nbmax ? s->N - n0 : nbmax;
         const shift_geom g = shift_geom_make(s, cn);
-        shift_pad(xp, inp, Cin, n0, &g, s);
+        shift_pad(xp, inp, act, Cin, n0, &g, s);
         for (int tap = 0; tap < 9; tap++)
             ops_sgemm(CblasNoTrans, CblasNoTrans, Cout, (int)g.L, Cin, 1.0f,
                       Wt + (size_t)tap * Cout * Cin, Cin, xp + g.q0 + shift_off(&g, tap),
                       (int)g.ld, tap ? 1.0f : 0.0f, op, (int)g.L);
-        shift_unpad(out, op, bias, Cout, n0, 0, &g, s);
+        shift_unpad(out, op, bias, NULL, Cout, n0, 0, &g, s);
     }
 }
 
 static void shift_backward(float *dinp, float *dweight, const float *dout, const float *inp,
-                           const float *weight, const conv_shape *s, float *ws) {
+                           const shift_act *act, const float *weight, const conv_shape *s,
+                           float *ws) {
     const int Cin = s->Cin, Cout = s->Cout, nbmax = shift_chunk_images(s);
     const size_t ldmax = (size_t)nbmax * (size_t)(s->H + 2) * (size_t)(s->W + 2);
     const size_t taps = 9 * (size_t)Cin * Cout;
@@ -399,9 +451,9 @@ static void shift_backward(float *dinp, float *dweight, const float *dout, const
     for (int n0 = 0; n0 < s->N; n0 += nbmax) {
         const int cn = s->N - n0 < nbmax ? s->N - n0 : nbmax;
         const shift_geom g = shift_geom_make(s, cn);
-        shift_pad(dp, dout, Cout, n0, &g, s);
+        shift_pad(dp, dout, NULL, Cout, n0, &g, s);
         if (dweight) {
-            shift_pad(xp, inp, Cin, n0, &g, s);
+            shift_pad(xp, inp, act, Cin, n0, &g, s);
             /* dWt[tap][Cout][Cin] (+)= dP[Cout][L] * xp_window[Cin][L]^T */
             for (int tap = 0; tap < 9; tap++)
                 ops_sgemm(CblasNoTrans, CblasTrans, Cout, Cin, (int)g.L, 1.0f, dp + g.q0,
@@ -414,7 +466,7 @@ static void shift_backward(float *dinp, float *dweight, const float *dout, const
                 ops_sgemm(CblasTrans, CblasNoTrans, Cin, (int)g.L, Cout, 1.0f,
                           Wt + (size_t)tap * Cout * Cin, Cin, dp + g.q0 - shift_off(&g, tap),
                           (int)g.ld, tap ? 1.0f : 0.0f, dxl, (int)g.L);
-            shift_unpad(dinp, dxl, NULL, Cin, n0, 1, &g, s);
+            shift_unpad(dinp, dxl, NULL, act, Cin, n0, 1, &g, s);
         }
     }
     if (dweight) {
@@ -431,7 +483,7 @@ void conv2d_forward(float *out, const float *inp, const float *weight, const flo
                     const conv_shape *s, float *ws) {
     PROF_SCOPE(PROF_CONV_FWD);
     if (conv_is_shift3(s)) {
-        shift_forward(out, inp, weight, bias, s, ws);
+        shift_forward(out, inp, NULL, weight, bias, s, ws);
         return;
     }
     const size_t P = (size_t)s->Ho * s->Wo, HWin = (size_t)s->H * s->W;
@@ -506,7 +558,7 @@ void conv2d_backward(float *dinp, float *dweight, float *dbias, const float *dou
     }
     if (!dinp && !dweight) return;
     if (conv_is_shift3(s)) {
-        shift_backward(dinp, dweight, dout, inp, weight, s, ws);
+        shift_backward(dinp, dweight, dout, inp, NULL, weight, s, ws);
         return;
     }
 
@@ -553,4 +605,39 @@ void conv2d_backward(float *dinp, float *dweight, float *dbias, const float *dou
             }
         }
     }
+}
+
+/* ---------- SiLU (and dropout) fused into a 3x3 stride-1 convolution ---------- */
+
+static void silu_conv_check(const conv_shape *s) {
+    if (!conv_is_shift3(s)) {
+        fprintf(stderr, "silu_conv2d: only 3x3 stride-1 convolutions (got k %d stride %d)\n",
+                s->k, s->stride);
+        abort();
+    }
+}
+
+void silu_conv2d_forward(float *out, const float *inp, const float *mask, const float *weight,
+                         const float *bias, const conv_shape *s, float *ws) {
+    PROF_SCOPE(PROF_CONV_FWD);
+    silu_conv_check(s);
+    const shift_act act = {.silu = 1, .g = inp, .mask = mask};
+    shift_forward(out, inp, &act, weight, bias, s, ws);
+}
+
+void silu_conv2d_backward(float *dinp, float *dweight, float *dbias, const float *dout,
+                          const float *inp, const float *mask, const float *weight,
+                          const conv_shape *s, float *ws) {
+    PROF_SCOPE(PROF_CONV_BWD);
+    silu_conv_check(s);
+    const size_t P = (size_t)s->Ho * s->Wo;
+    if (dbias) {
+#pragma omp parallel for schedule(static) if ((size_t)s->N * s->Cout * P >= OPS_PAR_MIN)
+        for (int co = 0; co < s->Cout; co++)
+            for (int n = 0; n < s->N; n++)
+                dbias[co] += (float)ops_sum(dout + ((size_t)n * s->Cout + co) * P, P);
+    }
+    if (!dinp && !dweight) return;
+    const shift_act act = {.silu = 1, .g = inp, .mask = mask};
+    shift_backward(dinp, dweight, dout, inp, &act, weight, s, ws);
 }

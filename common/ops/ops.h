@@ -33,6 +33,18 @@ void conv2d_forward(float *out, const float *inp, const float *weight, const flo
 void conv2d_backward(float *dinp, float *dweight, float *dbias, const float *dout,
                      const float *inp, const float *weight, const conv_shape *s, float *ws);
 
+/* SiLU, an optional dropout mask, then a 3x3 stride-1 convolution, fused: out =
+ * conv(silu(inp) * mask) (mask NULL: no dropout), with the activation applied
+ * while the conv copies its input, so silu(inp) is never stored. backward adds
+ * d/d inp (through mask and silu') into dinp and the weight/bias gradients into
+ * dweight/dbias; any of them may be NULL. Same workspace as conv2d_* for s.
+ * Only k = 3, stride 1 (aborts otherwise: a programming error). */
+void silu_conv2d_forward(float *out, const float *inp, const float *mask, const float *weight,
+                         const float *bias, const conv_shape *s, float *ws);
+void silu_conv2d_backward(float *dinp, float *dweight, float *dbias, const float *dout,
+                          const float *inp, const float *mask, const float *weight,
+                          const conv_shape *s, float *ws);
+
 /* ---- linear: out[N][Out] = inp[N][In] * weight[Out][In]^T + bias ---- */
 void linear_forward(float *out, const float *inp, const float *weight, const float *bias,
                     int N, int In, int Out);

@@ -312,6 +312,95 @@ static void test_conv(void) {
     check_conv("k3 s1 20x20 chunk of 8 + tail of 1", 9, 3, 20, 20, 4, 3, 1, 0);
 }
 
+/* =================== silu_conv2d (SiLU, dropout, 3x3 conv fused) =================== */
+
+typedef struct {
+    conv_shape s;
+    float *x, *mask, *w, *b, *out, *R, *ws;
+} silu_conv_ctx;
+
+static double silu_conv_loss(void *p) {
+    silu_conv_ctx *c = p;
+    silu_conv2d_forward(c->out, c->x, c->mask, c->w, c->b, &c->s, c->ws);
+    return dot_d(c->out, c->R, (size_t)c->s.N * c->s.Cout * c->s.Ho * c->s.Wo);
+}
+
+/* The fused op against the unfused chain silu -> dropout -> conv2d (forward and
+ * every gradient), FD, accumulation and NULL gradients. */
+static void check_silu_conv(const char *name, int N, int Cin, int H, int W, int Cout,
+                            int with_mask, int fd) {
+    conv_shape s = conv_shape_make(N, Cin, H, W, Cout, 3, 1);
+    size_t nx = (size_t)N * Cin * H * W, nw = (size_t)Cout * Cin * 9, no = (size_t)N * Cout * H * W;
+    silu_conv_ctx c = {.s = s};
+    c.x = rnd_tensor(nx, -3, 3);
+    c.w = rnd_tensor(nw, -1, 1);
+    c.b = rnd_tensor((size_t)Cout, -1, 1);
+    c.R = rnd_tensor(no, -1, 1);
+    c.out = zeros(no);
+    c.ws = exact_ws(conv_workspace_floats(&s));
+    if (with_mask) {
+        c.mask = rnd_tensor(nx, 0, 1);
+        for (size_t i = 0; i < nx; i++) c.mask[i] = c.mask[i] < 0.3f ? 0.0f : 1.0f / 0.7f;
+    }
+    /* the unfused chain */
+    float *a = zeros(nx), *d = zeros(nx), *ref = zeros(no);
+    silu_forward(a, c.x, nx);
+    const float *cin = a;
+    if (c.mask) {
+        dropout_forward(d, a, c.mask, nx);
+        cin = d;
+    }
+    conv2d_forward(ref, cin, c.w, c.b, &s, c.ws);
+    silu_conv2d_forward(c.out, c.x, c.mask, c.w, c.b, &s, c.ws);
+    char what[128];
+    snprintf(what, sizeof what, "silu_conv %s", name);
+    fwd_report(what, c.out, ref, no);
+
+    float *dcin = zeros(nx), *dd = zeros(nx), *rdx = zeros(nx), *rdw = zeros(nw);
+    float *rdb = zeros((size_t)Cout);
+    conv2d_backward(dcin, rdw, rdb, c.R, cin, c.w, &s, c.ws);
+    const float *da = dcin;
+    if (c.mask) {
+        dropout_backward(dd, dcin, c.mask, nx);
+        da = dd;
+    }
+    silu_backward(rdx, da, c.x, nx);
+    float *dx = zeros(nx), *dw = zeros(nw), *db = zeros((size_t)Cout);
+    silu_conv2d_backward(dx, dw, db, c.R, c.x, c.mask, c.w, &s, c.ws);
+    snprintf(what, sizeof what, "silu_conv %s dinp (vs the unfused ops)", name);
+    fwd_report(what, dx, rdx, nx);
+    snprintf(what, sizeof what, "silu_conv %s dweight (vs the unfused ops)", name);
+    fwd_report(what, dw, rdw, nw);
+    snprintf(what, sizeof what, "silu_conv %s dbias (vs the unfused ops)", name);
+    fwd_report(what, db, rdb, (size_t)Cout);
+    if (fd) {
+        snprintf(what, sizeof what, "silu_conv %s dinp", name);
+        fd_report(what, silu_conv_loss, &c, c.x, nx, dx, 1e-3f);
+        snprintf(what, sizeof what, "silu_conv %s dweight", name);
+        fd_report(what, silu_conv_loss, &c, c.w, nw, dw, 1e-2f);
+    }
+    float *dx2 = copy_of(dx, nx), *dw2 = copy_of(dw, nw);
+    silu_conv2d_backward(dx2, dw2, NULL, c.R, c.x, c.mask, c.w, &s, c.ws);
+    snprintf(what, sizeof what, "silu_conv %s dinp", name);
+    acc_report(what, dx, dx2, nx);
+    snprintf(what, sizeof what, "silu_conv %s dweight", name);
+    acc_report(what, dw, dw2, nw);
+    float *dxo = zeros(nx), *dwo = zeros(nw);
+    silu_conv2d_backward(dxo, NULL, NULL, c.R, c.x, c.mask, c.w, &s, c.ws);
+    silu_conv2d_backward(NULL, dwo, NULL, c.R, c.x, c.mask, c.w, &s, c.ws);
+    test_check(test_rel_err(dxo, dx, nx) < ACC_TOL && test_rel_err(dwo, dw, nw) < ACC_TOL,
+               "silu_conv %s: NULL gradients skipped, others unchanged", name);
+    free(c.x); free(c.mask); free(c.w); free(c.b); free(c.R); free(c.out); free(c.ws);
+    free(a); free(d); free(ref); free(dcin); free(dd); free(rdx); free(rdw); free(rdb);
+    free(dx); free(dw); free(db); free(dx2); free(dw2); free(dxo); free(dwo);
+}
+
+static void test_silu_conv(void) {
+    check_silu_conv("5x6 3->4", 2, 3, 5, 6, 4, 0, 1);
+    check_silu_conv("5x6 3->4 with dropout mask", 2, 3, 5, 6, 4, 1, 1);
+    check_silu_conv("20x20 chunks of 8 + tail of 3, mask", 11, 3, 20, 20, 4, 1, 0);
+}
+
 /* =================== linear =================== */
 
 typedef struct {
@@ -917,6 +1006,7 @@ static void test_fd_detects_bugs(void) {
 
 int main(void) {
     test_conv();
+    test_silu_conv();
     test_linear();
     test_groupnorm();
     test_silu();

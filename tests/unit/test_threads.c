@@ -1,8 +1,11 @@
-/* The ops parallelise with OpenMP and split GEMMs over threads
- * (common/ops/ops_internal.h): a training forward + backward of the fashion_mnist
- * U-Net must give the same output and gradients with 1 thread and with 2 and 3
- * threads, up to float rounding. The 1-thread run is the reference: there every
- * loop is the plain serial one. */
+/* The two ways the U-Net uses threads (docs/ARCHITECTURE.md, Threads) must give the
+ * same results as one thread, up to float rounding: a training forward + backward of
+ * the fashion_mnist U-Net (a) as one model whose ops split every loop and GEMM over
+ * 2 and 3 threads (common/ops/ops_internal.h), and (b) in 2 and 3 lanes (sub-models
+ * on slices of the batch, gradients summed per layer). The reference is one lane on
+ * one thread, where every loop is the plain serial one. With lanes, the backward
+ * hook must see each layer's gradients final: what it is shown never changes
+ * afterwards, and its offsets fall to 0. */
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -16,6 +19,21 @@
 #include "test.h"
 
 #define NB 6
+
+typedef struct {
+    const float *grads;
+    float *seen; /* the gradient as the hook saw each region */
+    size_t prev;
+    int calls, order_ok;
+} hook_log;
+
+static void hook(void *ctx, size_t done_from) {
+    hook_log *h = ctx;
+    h->calls++;
+    if (done_from > h->prev) h->order_ok = 0;
+    memcpy(h->seen + done_from, h->grads + done_from, (h->prev - done_from) * sizeof(float));
+    h->prev = done_from;
+}
 
 static void run(unet *m, const float *params, const float *x, const float *eps, const int *t,
                 const uint64_t *ids, size_t D, float *pred, float *grads, size_t P) {
@@ -32,7 +50,7 @@ int main(void) {
     config c;
     if (!test_check(config_load_file(&c, "configs/fashion_mnist.yaml") == 0, "load config"))
         return test_done();
-    unet *m = unet_create(&c.model, NB, 1);
+    unet *m = unet_create_lanes(&c.model, NB, 1, 1);
     size_t P = unet_num_params(m);
     size_t D = (size_t)c.model.in_channels * c.model.image_size * c.model.image_size;
     float *params = xfloats(P), *noise = xfloats(P);
@@ -57,13 +75,43 @@ int main(void) {
     run(m, params, x, eps, t, ids, D, pred1, g1, P);
     for (int threads = 2; threads <= 3; threads++) {
         blas_set_threads(threads, 1);
-        run(m, params, x, eps, t, ids, D, pred, g, P);
-        double eo = test_rel_err(pred, pred1, NB * D), eg = test_rel_err(g, g1, P);
-        test_check(eo < 1e-5, "%d threads: output equals the 1-thread output (rel err %.2e)",
-                   threads, eo);
-        test_check(eg < 1e-5, "%d threads: gradients equal the 1-thread ones (rel err %.2e)",
-                   threads, eg);
+        for (int lanes = 1; lanes <= threads; lanes += threads - 1) {
+            unet *mt = unet_create_lanes(&c.model, NB, 1, lanes);
+            test_check(unet_num_lanes(mt) == lanes, "model built with %d lane(s)", lanes);
+            hook_log h = {g, xfloats(P), P, 0, 1};
+            unet_set_backward_hook(mt, hook, &h);
+            run(mt, params, x, eps, t, ids, D, pred, g, P);
+            double eo = test_rel_err(pred, pred1, NB * D), eg = test_rel_err(g, g1, P);
+            const char *how = lanes > 1 ? "lanes" : "threads in every op";
+            test_check(eo < 1e-5, "%d %s: output equals the 1-thread output (rel err %.2e)",
+                       threads, how, eo);
+            test_check(eg < 1e-5, "%d %s: gradients equal the 1-thread ones (rel err %.2e)",
+                       threads, how, eg);
+            test_check(h.order_ok && h.prev == 0 && memcmp(h.seen, g, P * sizeof(float)) == 0,
+                       "%d %s: the hook (%d calls, offsets falling to 0) saw every gradient "
+                       "final", threads, how, h.calls);
+            free(h.seen);
+            unet_free(mt);
+        }
     }
+    /* fewer images than lanes: the batch is split over as many lanes as images */
+    blas_set_threads(3, 1);
+    unet *ml = unet_create_lanes(&c.model, NB, 1, 3);
+    float *pred2 = xfloats(2 * D), *g2 = xfloats(P), *pred2r = xfloats(2 * D), *g2r = xfloats(P);
+    unet_rng r2 = {9, 3, ids};
+    unet_forward(ml, params, x, t, 2, &r2, pred2);
+    unet_forward(m, params, x, t, 2, &r2, pred2r);
+    float *dp2 = xcalloc(2 * D, sizeof(float));
+    mse_backward(dp2, pred2r, eps, 2 * D, 1.0f);
+    memset(g2, 0, P * sizeof(float));
+    memset(g2r, 0, P * sizeof(float));
+    unet_backward(ml, params, g2, dp2);
+    unet_backward(m, params, g2r, dp2);
+    test_check(test_rel_err(pred2, pred2r, 2 * D) < 1e-5 && test_rel_err(g2, g2r, P) < 1e-5,
+               "3 lanes, batch of 2: output and gradients equal one lane's (%.2e, %.2e)",
+               test_rel_err(pred2, pred2r, 2 * D), test_rel_err(g2, g2r, P));
+    free(pred2); free(g2); free(pred2r); free(g2r); free(dp2);
+    unet_free(ml);
     free(params); free(noise); free(x); free(eps); free(pred1); free(g1); free(pred); free(g);
     unet_free(m);
     return test_done();
