@@ -20,7 +20,7 @@ static int omp_get_max_threads(void) { return 1; }
 
 #define GN_GROUPS 32
 #define GN_EPS 1e-6f
-#define NSCRATCH 5
+#define NSCRATCH 4
 /* Lanes beyond the first each hold a gradient buffer; their total is capped here. */
 #define UNET_LANE_GRAD_BYTES ((size_t)1 << 30)
 
@@ -37,7 +37,7 @@ enum { O_NG, O_NB, O_W, O_B }; /* output head */
  * cannot cheaply redo (slot_kept()); the other slots point into the NSCRATCH shared
  * scratch buffers during forward, and backward recomputes them there (docs/memory.md). */
 enum {
-    S_CAT, S_G1, S_A1, S_H1, S_G2, S_A2, S_MASK, S_D2, S_XS, S_Q, S_K, S_V, S_ATT, S_O,
+    S_CAT, S_G1, S_H1, S_G2, S_MASK, S_XS, S_Q, S_K, S_V, S_ATT, S_O,
     S_UP, S_MEAN1, S_RSTD1, S_MEAN2, S_RSTD2, S_TP, S_COUNT
 };
 
@@ -225,8 +225,8 @@ static void layer_slot_sizes(const layer *L, size_t N, size_t sz[S_COUNT]) {
     switch (L->kind) {
     case L_RES:
         if (L->skip >= 0) sz[S_CAT] = in;
-        sz[S_G1] = sz[S_A1] = in;
-        sz[S_H1] = sz[S_G2] = sz[S_A2] = sz[S_MASK] = sz[S_D2] = o;
+        sz[S_G1] = in;
+        sz[S_H1] = sz[S_G2] = sz[S_MASK] = o;
         if (L->cin != L->cout) sz[S_XS] = o;
         sz[S_MEAN1] = sz[S_RSTD1] = sz[S_MEAN2] = sz[S_RSTD2] = N * GN_GROUPS;
         sz[S_TP] = N * (size_t)L->cout;
@@ -240,7 +240,7 @@ static void layer_slot_sizes(const layer *L, size_t N, size_t sz[S_COUNT]) {
         sz[S_UP] = o / (size_t)L->cout * (size_t)L->cin;
         break;
     case L_OUT:
-        sz[S_G1] = sz[S_A1] = in;
+        sz[S_G1] = in;
         sz[S_MEAN1] = sz[S_RSTD1] = N * GN_GROUPS;
         break;
     default:
@@ -270,20 +270,18 @@ static int slot_kept(const layer *L, int s) {
 }
 
 /* Forward placement of a training layer's transient slots in the scratch buffers;
- * res_forward's order of use makes these reuses safe: G1/A1 die at conv1, G2 takes
- * G1's buffer, A2 A1's, and the shortcut output G2's once SiLU has read it. The
- * backward functions pick their own placement. */
+ * res_forward's order of use makes these reuses safe: G1 dies at conv1 (whose
+ * fused SiLU reads it), G2 takes G1's buffer, and the shortcut output G2's once
+ * conv2 has read it. SiLU outputs and the masked activation are never stored
+ * (silu_conv2d). The backward functions pick their own placement. */
 static void point_transients(unet *m, layer *L) {
     float **R = m->scratch;
     switch (L->kind) {
     case L_RES:
         L->s[S_CAT] = R[0];
         L->s[S_G1] = R[1];
-        L->s[S_A1] = R[2];
         L->s[S_G2] = R[1];
-        L->s[S_A2] = R[2];
         L->s[S_MASK] = R[3];
-        L->s[S_D2] = R[4];
         L->s[S_XS] = R[1];
         break;
     case L_UP:
@@ -291,7 +289,6 @@ static void point_transients(unet *m, layer *L) {
         break;
     case L_OUT:
         L->s[S_G1] = R[1];
-        L->s[S_A1] = R[2];
         break;
     default:
         break;
@@ -861,10 +858,9 @@ static float *input_grad(unet *m, const layer *L) {
 
 /* Backward of a res block. Kept from forward: the input (the source layers' outputs),
  * H1 (conv1 + temb), both GroupNorms' statistics. Recomputed here, in the scratch
- * buffers R[0..4]: GroupNorm2 -> SiLU (-> mask -> dropout) for conv2's input, then
- * concat -> GroupNorm1 -> SiLU for conv1's. Buffer use (each live interval in one):
- *   R1 G2 | R2 A2 | R3 mask | R4 D2 | R0 dd2 | R2 da2 (dropout) | R0/R2 dg2 | R3 dh1 |
- *   R0 concat | R1 G1 | R2 A1 | R4 da1 | R2 dg1 | R1 dx (concat) */
+ * buffers R[0..3]: GroupNorm2 (and the dropout mask) for conv2's fused SiLU, then
+ * concat -> GroupNorm1 for conv1's. Buffer use (each live interval in one):
+ *   R1 G2 | R3 mask | R0 dg2 | R3 dh1 | R0 concat | R1 G1 | R2 dg1 | R1 dx (concat) */
 static void res_backward(unet *m, layer *L, const float *params, float *grads, int N) {
     int HW = L->H * L->W;
     size_t in = (size_t)N * L->cin * HW, o = (size_t)N * L->cout * HW;
@@ -1151,4 +1147,8 @@ void unet_print_summary(const unet *m, const model_config *mc, void *file) {
             "scratch %.1f MiB, op workspace %.1f MiB\n", (double)m->part_bytes[0] / mib,
             (double)m->part_bytes[1] / mib, (double)m->part_bytes[2] / mib,
             (double)m->part_bytes[3] / mib, (double)m->part_bytes[4] / mib);
+    if (m->nlanes > 1)
+        fprintf(f, "  in %d lanes of %d images (one per thread; the op workspace figure "
+                "includes lanes 2..%d's gradient buffers)\n", m->nlanes, m->lane[0]->max_batch,
+                m->nlanes);
 }
