@@ -479,6 +479,17 @@ static void shift_backward(float *dinp, float *dweight, const float *dout, const
     }
 }
 
+/* dbias[co] += sum of dout's channel co over every image: per channel, images in
+ * order (the same sums as a serial loop). */
+static void conv_dbias(float *dbias, const float *dout, const conv_shape *s) {
+    const size_t P = (size_t)s->Ho * s->Wo;
+    const int Cout = s->Cout;
+#pragma omp parallel for schedule(static) if ((size_t)s->N * Cout * P >= OPS_PAR_MIN)
+    for (int co = 0; co < Cout; co++)
+        for (int n = 0; n < s->N; n++)
+            dbias[co] += (float)ops_sum(dout + ((size_t)n * Cout + co) * P, P);
+}
+
 void conv2d_forward(float *out, const float *inp, const float *weight, const float *bias,
                     const conv_shape *s, float *ws) {
     PROF_SCOPE(PROF_CONV_FWD);
@@ -549,13 +560,7 @@ void conv2d_backward(float *dinp, float *dweight, float *dbias, const float *dou
     const int nb = conv_chunk_images(s);
     const int pointwise = conv_is_pointwise(s);
 
-    if (dbias) {
-        /* per channel, images in order: the same sums as a serial loop */
-#pragma omp parallel for schedule(static) if ((size_t)s->N * Cout * P >= OPS_PAR_MIN)
-        for (int co = 0; co < Cout; co++)
-            for (int n = 0; n < s->N; n++)
-                dbias[co] += (float)ops_sum(dout + ((size_t)n * Cout + co) * P, P);
-    }
+    if (dbias) conv_dbias(dbias, dout, s);
     if (!dinp && !dweight) return;
     if (conv_is_shift3(s)) {
         shift_backward(dinp, dweight, dout, inp, NULL, weight, s, ws);
@@ -630,13 +635,7 @@ void silu_conv2d_backward(float *dinp, float *dweight, float *dbias, const float
                           const conv_shape *s, float *ws) {
     PROF_SCOPE(PROF_CONV_BWD);
     silu_conv_check(s);
-    const size_t P = (size_t)s->Ho * s->Wo;
-    if (dbias) {
-#pragma omp parallel for schedule(static) if ((size_t)s->N * s->Cout * P >= OPS_PAR_MIN)
-        for (int co = 0; co < s->Cout; co++)
-            for (int n = 0; n < s->N; n++)
-                dbias[co] += (float)ops_sum(dout + ((size_t)n * s->Cout + co) * P, P);
-    }
+    if (dbias) conv_dbias(dbias, dout, s);
     if (!dinp && !dweight) return;
     const shift_act act = {.silu = 1, .g = inp, .mask = mask};
     shift_backward(dinp, dweight, dout, inp, &act, weight, s, ws);
