@@ -604,8 +604,14 @@ static unet *create(const model_config *mc, int max_batch, int with_backward, in
 
 int unet_default_lanes(void) {
     const char *e = getenv("DDPM_LANES");
-    int lanes = e && *e ? atoi(e) : omp_get_max_threads();
-    return lanes < 1 ? 1 : lanes;
+    if (!e || !*e) return omp_get_max_threads() < 1 ? 1 : omp_get_max_threads();
+    char *end;
+    long v = strtol(e, &end, 10);
+    if (*end || v < 1 || v > 1024) {
+        err_set("DDPM_LANES='%s': expected a whole number of lanes in 1..1024 (1: no lanes)", e);
+        return 0;
+    }
+    return (int)v;
 }
 
 unet *unet_create_lanes(const model_config *mc, int max_batch, int with_backward, int lanes) {
@@ -613,7 +619,8 @@ unet *unet_create_lanes(const model_config *mc, int max_batch, int with_backward
 }
 
 unet *unet_create(const model_config *mc, int max_batch, int with_backward) {
-    return create(mc, max_batch, with_backward, unet_default_lanes());
+    int lanes = unet_default_lanes();
+    return lanes ? create(mc, max_batch, with_backward, lanes) : NULL;
 }
 
 int unet_num_lanes(const unet *m) { return m->nlanes; }

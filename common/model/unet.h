@@ -57,8 +57,9 @@ unet *unet_create(const model_config *mc, int max_batch, int with_backward);
  * (lanes - 1 of n_params floats) would exceed 1 GiB. */
 unet *unet_create_lanes(const model_config *mc, int max_batch, int with_backward, int lanes);
 /* $DDPM_LANES if set (1 turns lanes off), else the OpenMP thread count: call after
- * blas_set_threads. unet_create(mc, N, b) = unet_create_lanes(mc, N, b,
- * unet_default_lanes()). */
+ * blas_set_threads. Returns 0 with err_msg() when DDPM_LANES is not a whole number
+ * in 1..1024. unet_create(mc, N, b) = unet_create_lanes(mc, N, b,
+ * unet_default_lanes()), or NULL on that error. */
 int unet_default_lanes(void);
 int unet_num_lanes(const unet *m);
 void unet_free(unet *m);

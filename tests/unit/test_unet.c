@@ -3,6 +3,7 @@
  * the training model; a batch equals its images run one by one). Numerical
  * correctness against PyTorch is tests/ref/test_unet_ref.sh. */
 #include <math.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "common/config/config.h"
@@ -149,7 +150,28 @@ static void check_tail_chunk(void) {
     unet_free(one);
 }
 
+/* DDPM_LANES is read strictly: a malformed value fails unet_create with a message
+ * naming the variable; a valid one sets the lane count. */
+static void check_lanes_env(void) {
+    config c;
+    if (!test_check(config_load_file(&c, "configs/tiny.yaml") == 0, "load tiny")) return;
+    const char *bad[] = {"abc", "0", "-2", "3x", "5000"};
+    for (int i = 0; i < 5; i++) {
+        setenv("DDPM_LANES", bad[i], 1);
+        unet *m = unet_create(&c.model, 4, 1);
+        test_check(m == NULL && strstr(err_msg(), "DDPM_LANES") != NULL,
+                   "DDPM_LANES=%s refused: %s", bad[i], m ? "(built)" : err_msg());
+        unet_free(m);
+    }
+    setenv("DDPM_LANES", "2", 1);
+    unet *m = unet_create(&c.model, 4, 1);
+    test_check(m && unet_num_lanes(m) == 2, "DDPM_LANES=2: two lanes");
+    unet_free(m);
+    unsetenv("DDPM_LANES");
+}
+
 int main(void) {
+    check_lanes_env();
     check_tail_chunk();
     check_count("configs/fashion_mnist.yaml", 1623169);
     check_count("configs/cifar10.yaml", 35746307);
