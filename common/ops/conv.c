@@ -321,6 +321,53 @@ typedef struct {
     const float *mask; /* NULL or [N][C][H][W] */
 } shift_act;
 
+/* The activations of the fused conv are computed over whole runs of rows at a
+ * time, as flat arrays in a stack buffer of ACT_TMP floats (in L1): the rows
+ * themselves are short (7..32 values in the small models), and a row-by-row
+ * loop spent most of its time in scalar remainders. */
+#define ACT_TMP 2048
+
+/* One H x W plane x into its bordered (H+2) x Wp copy d, through silu (and
+ * the mask mk, NULL for none) when silu is set. */
+OPS_CLONES
+static void pad_plane(float *restrict d, const float *restrict x, const float *restrict mk,
+                      int silu, int H, int W, int Wp) {
+    float t[ACT_TMP];
+    const int rows = W >= ACT_TMP ? 1 : ACT_TMP / W;
+    memset(d, 0, sizeof(float) * (size_t)Wp);
+    for (int h0 = 0; h0 < H; h0 += rows) {
+        const int nr = H - h0 < rows ? H - h0 : rows;
+        const float *src = x + (size_t)h0 * W;
+        const size_t n = (size_t)nr * W;
+        if (silu) {
+            /* a row longer than the buffer (then nr = 1) goes straight to d */
+            float *restrict tt = W > ACT_TMP ? d + (size_t)(h0 + 1) * Wp + 1 : t;
+            const float *restrict xs = src;
+            if (mk) {
+                const float *restrict ms = mk + (size_t)h0 * W;
+#pragma omp simd
+                for (size_t i = 0; i < n; i++) tt[i] = xs[i] / (1.0f + ops_expf(-xs[i])) * ms[i];
+            } else {
+#pragma omp simd
+                for (size_t i = 0; i < n; i++) tt[i] = xs[i] / (1.0f + ops_expf(-xs[i]));
+            }
+            if (W > ACT_TMP) {
+                d[(size_t)(h0 + 1) * Wp] = 0;
+                d[(size_t)(h0 + 1) * Wp + W + 1] = 0;
+                continue;
+            }
+            src = t;
+        }
+        for (int h = 0; h < nr; h++) {
+            float *r = d + (size_t)(h0 + h + 1) * Wp;
+            r[0] = 0;
+            memcpy(r + 1, src + (size_t)h * W, sizeof(float) * (size_t)W);
+            r[W + 1] = 0;
+        }
+    }
+    memset(d + (size_t)(H + 1) * Wp, 0, sizeof(float) * (size_t)Wp);
+}
+
 /* Planes c of images n0..n0+cn-1 of src[N][C][H][W] into the bordered layout
  * dst[C][ld], through the activation when act->silu; one task per (image, channel). */
 static void shift_pad(float *dst, const float *src, const shift_act *act, int C, int n0,
@@ -334,27 +381,68 @@ static void shift_pad(float *dst, const float *src, const shift_act *act, int C,
     for (int task = 0; task < tasks; task++) {
         const int j = task / C, c = task % C;
         const size_t plane = ((size_t)(n0 + j) * C + c) * HW;
-        const float *x = src + plane;
-        const float *mk = mask ? mask + plane : NULL;
-        float *d = dst + (size_t)c * g->ld + (size_t)j * g->PP;
-        memset(d, 0, sizeof(float) * (size_t)Wp);
-        for (int h = 0; h < H; h++) {
-            float *r = d + (size_t)(h + 1) * Wp;
-            const float *xr = x + (size_t)h * W;
-            r[0] = 0;
-            if (!silu) {
-                memcpy(r + 1, xr, sizeof(float) * (size_t)W);
-            } else if (mk) {
-                const float *mr = mk + (size_t)h * W;
+        pad_plane(dst + (size_t)c * g->ld + (size_t)j * g->PP, src + plane,
+                  mask ? mask + plane : NULL, silu, H, W, Wp);
+    }
+}
+
+/* The interior of one computed plane r0 (row pitch Wp, q0 at its start) into
+ * the H x W plane o: o = r + b (accumulate 0), o += r (accumulate, no g), or
+ * o += r * (mk * silu'(g)) (accumulate through the fused activation, mk
+ * optional; the factor is computed flat over runs of rows, see ACT_TMP). */
+OPS_CLONES
+static void unpad_plane(float *restrict o, const float *restrict r0, float b, int accumulate,
+                        const float *restrict g, const float *restrict mk, int H, int W,
+                        int Wp) {
+    float f[ACT_TMP];
+    const int rows = W >= ACT_TMP ? 1 : ACT_TMP / W;
+    for (int h0 = 0; h0 < H; h0 += rows) {
+        const int nr = H - h0 < rows ? H - h0 : rows;
+        if (accumulate && g) {
+            for (int w0 = 0; w0 < W; w0 += ACT_TMP) { /* one pass unless W > ACT_TMP */
+                const int nw = W - w0 < ACT_TMP ? W - w0 : ACT_TMP;
+                const size_t n = W > ACT_TMP ? (size_t)nw : (size_t)nr * W;
+                const float *restrict gs = g + (size_t)h0 * W + w0;
+                if (mk) {
+                    const float *restrict ms = mk + (size_t)h0 * W + w0;
 #pragma omp simd
-                for (int w = 0; w < W; w++) r[1 + w] = xr[w] / (1.0f + ops_expf(-xr[w])) * mr[w];
-            } else {
+                    for (size_t i = 0; i < n; i++) {
+                        const float x = gs[i];
+                        const float sg = 1.0f / (1.0f + ops_expf(-x));
+                        f[i] = ms[i] * sg * (1.0f + x * (1.0f - sg));
+                    }
+                } else {
 #pragma omp simd
-                for (int w = 0; w < W; w++) r[1 + w] = xr[w] / (1.0f + ops_expf(-xr[w]));
+                    for (size_t i = 0; i < n; i++) {
+                        const float x = gs[i];
+                        const float sg = 1.0f / (1.0f + ops_expf(-x));
+                        f[i] = sg * (1.0f + x * (1.0f - sg));
+                    }
+                }
+                if (W > ACT_TMP) { /* nr = 1: apply this piece of the row now */
+                    const float *restrict r = r0 + (size_t)h0 * Wp + w0;
+                    float *restrict d = o + (size_t)h0 * W + w0;
+#pragma omp simd
+                    for (int w = 0; w < nw; w++) d[w] += r[w] * f[w];
+                }
             }
-            r[W + 1] = 0;
+            if (W > ACT_TMP) continue;
         }
-        memset(d + (size_t)(H + 1) * Wp, 0, sizeof(float) * (size_t)Wp);
+        for (int h = h0; h < h0 + nr; h++) {
+            const float *restrict r = r0 + (size_t)h * Wp; /* q0 is row 1, column 1 */
+            float *restrict d = o + (size_t)h * W;
+            if (!accumulate) {
+#pragma omp simd
+                for (int w = 0; w < W; w++) d[w] = r[w] + b;
+            } else if (!g) {
+#pragma omp simd
+                for (int w = 0; w < W; w++) d[w] += r[w];
+            } else {
+                const float *restrict fr = f + (size_t)(h - h0) * W;
+#pragma omp simd
+                for (int w = 0; w < W; w++) d[w] += r[w] * fr[w];
+            }
+        }
     }
 }
 
@@ -373,37 +461,9 @@ static void shift_unpad(float *dst, const float *src, const float *bias, const s
     for (int task = 0; task < tasks; task++) {
         const int j = task / C, c = task % C;
         const size_t plane = ((size_t)(n0 + j) * C + c) * HW;
-        float *o = dst + plane;
-        const float *r0 = src + (size_t)c * g->L + (size_t)j * g->PP;
-        const float b = bias ? bias[c] : 0.0f;
-        for (int h = 0; h < H; h++) {
-            const float *r = r0 + (size_t)h * Wp; /* q0 is row 1, column 1 */
-            float *oh = o + (size_t)h * W;
-            if (!accumulate) {
-                for (int w = 0; w < W; w++) oh[w] = r[w] + b;
-            } else if (!silu) {
-                for (int w = 0; w < W; w++) oh[w] += r[w];
-            } else {
-                const float *gr = act->g + plane + (size_t)h * W;
-                float *restrict d = oh;
-                if (act->mask) {
-                    const float *mr = act->mask + plane + (size_t)h * W;
-#pragma omp simd
-                    for (int w = 0; w < W; w++) {
-                        const float x = gr[w];
-                        const float sg = 1.0f / (1.0f + ops_expf(-x));
-                        d[w] += r[w] * mr[w] * sg * (1.0f + x * (1.0f - sg));
-                    }
-                } else {
-#pragma omp simd
-                    for (int w = 0; w < W; w++) {
-                        const float x = gr[w];
-                        const float sg = 1.0f / (1.0f + ops_expf(-x));
-                        d[w] += r[w] * sg * (1.0f + x * (1.0f - sg));
-                    }
-                }
-            }
-        }
+        unpad_plane(dst + plane, src + (size_t)c * g->L + (size_t)j * g->PP,
+                    bias ? bias[c] : 0.0f, accumulate, silu ? act->g + plane : NULL,
+                    silu && act->mask ? act->mask + plane : NULL, H, W, Wp);
     }
 }
 

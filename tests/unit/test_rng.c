@@ -81,7 +81,8 @@ static void test_mapping(void) {
 }
 
 static void test_uniform(void) {
-    const size_t n = 1000000;
+    /* not a multiple of 4 or of the 16-block batches: the tail is exercised */
+    const size_t n = 1000003;
     float *u = xfloats(n);
     rng_key k = {.seed = 12345, .step = 3, .sample = 1, .purpose = RNG_PURPOSE_FLIP};
     rng_uniform(&k, u, n);
@@ -93,14 +94,25 @@ static void test_uniform(void) {
         s2 += (double)u[i] * u[i];
         if (u[i] < lo) lo = u[i];
         if (u[i] > hi) hi = u[i];
-        if (i < 1000 && u[i] != (float)(rng_u32(&k, i) >> 8) / 16777216.0f) exact = 0;
+        if ((i < 1000 || i + 1000 >= n) && u[i] != (float)(rng_u32(&k, i) >> 8) / 16777216.0f)
+            exact = 0;
     }
     double mean = s / n, var = s2 / n - mean * mean;
     test_check(lo >= 0.0f && hi < 1.0f, "uniforms in [0, 1): min %g max %.9g", lo, hi);
     /* sd of the mean: sqrt(1/12 / n) = 2.9e-4; of the variance: sqrt(1/180 / n) = 7.5e-5. */
     test_check(fabs(mean - 0.5) < 5 * 2.9e-4, "uniform mean %.6f near 0.5", mean);
     test_check(fabs(var - 1.0 / 12) < 5 * 7.5e-5, "uniform variance %.6f near 1/12", var);
-    test_check(exact, "uniform j is (word j >> 8) * 2^-24");
+    test_check(exact, "uniform j is (word j >> 8) * 2^-24 (first and last 1000)");
+    /* short streams, and lengths around the batch of 64 words */
+    const size_t lens[] = {1, 3, 7, 63, 64, 65, 130};
+    int short_exact = 1;
+    for (size_t li = 0; li < sizeof lens / sizeof *lens; li++) {
+        float v[130];
+        rng_uniform(&k, v, lens[li]);
+        for (size_t i = 0; i < lens[li]; i++)
+            if (v[i] != u[i]) short_exact = 0;
+    }
+    test_check(short_exact, "a shorter draw is a prefix of the longer one (1..130 words)");
     free(u);
 }
 
