@@ -3,6 +3,7 @@
  *   bench_step sgemm [--threads T] [--reps R]
  *       median GFLOP/s of cblas_sgemm 2048x2048x2048
  *   bench_step train|forward CONFIG.yaml BATCH [--threads T] [--steps S] [--warmup W]
+ *              [--conv auto|shift|winograd]   (the 3x3 stride-1 formulation, conv_set_algo)
  *       train: forward + backward + Adam update of one batch (dropout on, as in
  *       training); forward: eps_theta only, no dropout (a sampling step).
  *       Prints the median seconds per step over S timed steps after W warm-up
@@ -188,7 +189,7 @@ static int usage(void) {
     fprintf(stderr,
             "usage: bench_step sgemm [--threads T] [--reps R]\n"
             "       bench_step train|forward CONFIG.yaml BATCH [--threads T] [--steps S] "
-            "[--warmup W]\n");
+            "[--warmup W] [--conv auto|shift|winograd]\n");
     return 2;
 }
 
@@ -202,6 +203,13 @@ int main(int argc, char **argv) {
         else if (i + 1 < argc && strcmp(argv[i], "--steps") == 0) steps = atoi(argv[++i]);
         else if (i + 1 < argc && strcmp(argv[i], "--warmup") == 0) warmup = atoi(argv[++i]);
         else if (i + 1 < argc && strcmp(argv[i], "--reps") == 0) reps = atoi(argv[++i]);
+        else if (i + 1 < argc && strcmp(argv[i], "--conv") == 0) {
+            const char *a = argv[++i];
+            if (strcmp(a, "auto") == 0) conv_set_algo(CONV_ALGO_AUTO);
+            else if (strcmp(a, "shift") == 0) conv_set_algo(CONV_ALGO_SHIFT);
+            else if (strcmp(a, "winograd") == 0) conv_set_algo(CONV_ALGO_WINOGRAD);
+            else return usage();
+        }
         else if (argv[i][0] == '-') return usage();
         else if (npos < 3) pos[npos++] = argv[i];
         else return usage();

@@ -618,9 +618,23 @@ unet *unet_create_lanes(const model_config *mc, int max_batch, int with_backward
     return create(mc, max_batch, with_backward, lanes < 1 ? 1 : lanes);
 }
 
+int unet_conv_from_env(void) {
+    const char *e = getenv("DDPM_CONV");
+    if (!e || !*e) return 0;
+    if (strcmp(e, "auto") == 0) conv_set_algo(CONV_ALGO_AUTO);
+    else if (strcmp(e, "shift") == 0) conv_set_algo(CONV_ALGO_SHIFT);
+    else if (strcmp(e, "winograd") == 0) conv_set_algo(CONV_ALGO_WINOGRAD);
+    else {
+        err_set("DDPM_CONV='%s': expected auto, shift or winograd", e);
+        return -1;
+    }
+    return 0;
+}
+
 unet *unet_create(const model_config *mc, int max_batch, int with_backward) {
     int lanes = unet_default_lanes();
-    return lanes ? create(mc, max_batch, with_backward, lanes) : NULL;
+    if (!lanes || unet_conv_from_env() != 0) return NULL;
+    return create(mc, max_batch, with_backward, lanes);
 }
 
 int unet_num_lanes(const unet *m) { return m->nlanes; }

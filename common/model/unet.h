@@ -59,8 +59,12 @@ unet *unet_create_lanes(const model_config *mc, int max_batch, int with_backward
 /* $DDPM_LANES if set (1 turns lanes off), else the OpenMP thread count: call after
  * blas_set_threads. Returns 0 with err_msg() when DDPM_LANES is not a whole number
  * in 1..1024. unet_create(mc, N, b) = unet_create_lanes(mc, N, b,
- * unet_default_lanes()), or NULL on that error. */
+ * unet_default_lanes()) after unet_conv_from_env(), or NULL on either error. */
 int unet_default_lanes(void);
+/* $DDPM_CONV (auto, shift or winograd; unset: leave the setting) applied with
+ * conv_set_algo: the formulation of the 3x3 stride-1 convolutions. Returns -1
+ * with err_msg() for any other value. */
+int unet_conv_from_env(void);
 int unet_num_lanes(const unet *m);
 void unet_free(unet *m);
 

@@ -61,8 +61,27 @@ static int conv_chunk_images(const conv_shape *s) {
 static size_t shift_workspace_floats(const conv_shape *s);
 static int conv_is_shift3(const conv_shape *s);
 
+static conv_algo conv_algo_setting = CONV_ALGO_AUTO;
+
+void conv_set_algo(conv_algo a) { conv_algo_setting = a; }
+
+int conv_uses_winograd(const conv_shape *s) {
+    if (!conv_is_shift3(s) || !conv_winograd_fits(s)) return 0;
+    switch (conv_algo_setting) {
+    case CONV_ALGO_SHIFT: return 0;
+    case CONV_ALGO_WINOGRAD: return 1;
+    default: return s->Cin >= CONV_WINOGRAD_MIN_CH && s->Cout >= CONV_WINOGRAD_MIN_CH;
+    }
+}
+
+/* A 3x3 stride-1 workspace fits both formulations, so that conv_set_algo may
+ * change between sizing and running (tests switch it on live models). */
 size_t conv_workspace_floats(const conv_shape *s) {
-    if (conv_is_shift3(s)) return shift_workspace_floats(s);
+    if (conv_is_shift3(s)) {
+        size_t a = shift_workspace_floats(s);
+        size_t b = conv_winograd_fits(s) ? conv_winograd_workspace_floats(s) : 0;
+        return a > b ? a : b;
+    }
     size_t P = (size_t)s->Ho * (size_t)s->Wo;
     size_t K = (size_t)s->Cin * (size_t)s->k * (size_t)s->k;
     size_t nb = (size_t)conv_chunk_images(s);
@@ -312,14 +331,6 @@ static size_t shift_workspace_floats(const conv_shape *s) {
     return (2 * (size_t)s->Cin + (size_t)s->Cout) * ld + 2 * taps;
 }
 
-/* The fused input activation of silu_conv2d: the conv sees silu(g) * mask
- * (mask optional), computed while the input is copied into the bordered layout;
- * backward multiplies the input gradient by mask * silu'(g) as it leaves it. */
-typedef struct {
-    int silu;          /* 0: plain conv */
-    const float *g;    /* the pre-activation input [N][C][H][W] (backward) */
-    const float *mask; /* NULL or [N][C][H][W] */
-} shift_act;
 
 /* The activations of the fused conv are computed over whole runs of rows at a
  * time, as flat arrays in a stack buffer of ACT_TMP floats (in L1): the rows
@@ -370,7 +381,7 @@ static void pad_plane(float *restrict d, const float *restrict x, const float *r
 
 /* Planes c of images n0..n0+cn-1 of src[N][C][H][W] into the bordered layout
  * dst[C][ld], through the activation when act->silu; one task per (image, channel). */
-static void shift_pad(float *dst, const float *src, const shift_act *act, int C, int n0,
+static void shift_pad(float *dst, const float *src, const conv_act *act, int C, int n0,
                       const shift_geom *g, const conv_shape *s) {
     const int H = s->H, W = s->W, Wp = g->Wp;
     const size_t HW = (size_t)H * W;
@@ -391,7 +402,7 @@ static void shift_pad(float *dst, const float *src, const shift_act *act, int C,
  * o += r * (mk * silu'(g)) (accumulate through the fused activation, mk
  * optional; the factor is computed flat over runs of rows, see ACT_TMP). */
 OPS_CLONES
-static void unpad_plane(float *restrict o, const float *restrict r0, float b, int accumulate,
+void conv_unpad_plane(float *restrict o, const float *restrict r0, float b, int accumulate,
                         const float *restrict g, const float *restrict mk, int H, int W,
                         int Wp) {
     float f[ACT_TMP];
@@ -450,7 +461,7 @@ static void unpad_plane(float *restrict o, const float *restrict r0, float b, in
  * interior of a computed [C][L] block back to NCHW. When accumulating through an
  * activation, the value added is src * mask * silu'(g) (the chain rule through
  * the fused silu and dropout, in silu_backward's and dropout_backward's order). */
-static void shift_unpad(float *dst, const float *src, const float *bias, const shift_act *act,
+static void shift_unpad(float *dst, const float *src, const float *bias, const conv_act *act,
                         int C, int n0, int accumulate, const shift_geom *g,
                         const conv_shape *s) {
     const int H = s->H, W = s->W, Wp = g->Wp;
@@ -461,7 +472,7 @@ static void shift_unpad(float *dst, const float *src, const float *bias, const s
     for (int task = 0; task < tasks; task++) {
         const int j = task / C, c = task % C;
         const size_t plane = ((size_t)(n0 + j) * C + c) * HW;
-        unpad_plane(dst + plane, src + (size_t)c * g->L + (size_t)j * g->PP,
+        conv_unpad_plane(dst + plane, src + (size_t)c * g->L + (size_t)j * g->PP,
                     bias ? bias[c] : 0.0f, accumulate, silu ? act->g + plane : NULL,
                     silu && act->mask ? act->mask + plane : NULL, H, W, Wp);
     }
@@ -480,9 +491,13 @@ static long shift_off(const shift_geom *g, int tap) {
     return (long)(tap / 3 - 1) * g->Wp + (tap % 3 - 1);
 }
 
-static void shift_forward(float *out, const float *inp, const shift_act *act,
+static void shift_forward(float *out, const float *inp, const conv_act *act,
                           const float *weight, const float *bias, const conv_shape *s,
                           float *ws) {
+    if (conv_uses_winograd(s)) {
+        conv_winograd_forward(out, inp, act, weight, bias, s, ws);
+        return;
+    }
     const int Cin = s->Cin, Cout = s->Cout, nbmax = shift_chunk_images(s);
     const size_t ldmax = (size_t)nbmax * (size_t)(s->H + 2) * (size_t)(s->W + 2);
     float *xp = ws, *op = xp + (size_t)Cin * ldmax, *Wt = op + (size_t)Cout * ldmax;
@@ -500,8 +515,12 @@ static void shift_forward(float *out, const float *inp, const shift_act *act,
 }
 
 static void shift_backward(float *dinp, float *dweight, const float *dout, const float *inp,
-                           const shift_act *act, const float *weight, const conv_shape *s,
+                           const conv_act *act, const float *weight, const conv_shape *s,
                            float *ws) {
+    if (conv_uses_winograd(s)) {
+        conv_winograd_backward(dinp, dweight, dout, inp, act, weight, s, ws);
+        return;
+    }
     const int Cin = s->Cin, Cout = s->Cout, nbmax = shift_chunk_images(s);
     const size_t ldmax = (size_t)nbmax * (size_t)(s->H + 2) * (size_t)(s->W + 2);
     const size_t taps = 9 * (size_t)Cin * Cout;
@@ -686,7 +705,7 @@ void silu_conv2d_forward(float *out, const float *inp, const float *mask, const 
                          const float *bias, const conv_shape *s, float *ws) {
     PROF_SCOPE(PROF_CONV_FWD);
     silu_conv_check(s);
-    const shift_act act = {.silu = 1, .g = inp, .mask = mask};
+    const conv_act act = {.silu = 1, .g = inp, .mask = mask};
     shift_forward(out, inp, &act, weight, bias, s, ws);
 }
 
@@ -697,6 +716,6 @@ void silu_conv2d_backward(float *dinp, float *dweight, float *dbias, const float
     silu_conv_check(s);
     if (dbias) conv_dbias(dbias, dout, s);
     if (!dinp && !dweight) return;
-    const shift_act act = {.silu = 1, .g = inp, .mask = mask};
+    const conv_act act = {.silu = 1, .g = inp, .mask = mask};
     shift_backward(dinp, dweight, dout, inp, &act, weight, s, ws);
 }

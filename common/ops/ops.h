@@ -27,6 +27,21 @@ typedef struct {
 } conv_shape;
 
 conv_shape conv_shape_make(int N, int Cin, int H, int W, int Cout, int k, int stride);
+
+/* The formulation of 3x3 stride-1 convolutions: nine shifted GEMMs, or
+ * Winograd F(2x2, 3x3) as 16 GEMMs (common/ops/winograd.c). AUTO (the default)
+ * takes Winograd when both channel counts are at least CONV_WINOGRAD_MIN_CH
+ * and the map is at most 908 wide. Process-wide (for tests, benchmarks and
+ * $DDPM_CONV); workspaces fit either formulation, but do not change it while
+ * ops run. */
+typedef enum { CONV_ALGO_AUTO = 0, CONV_ALGO_SHIFT, CONV_ALGO_WINOGRAD } conv_algo;
+#define CONV_WINOGRAD_MIN_CH 128
+void conv_set_algo(conv_algo a);
+/* Winograd works on chunks of about `floats` floats of transformed tiles (0:
+ * the default, 8 Mi); tests make it small to exercise the chunk boundaries. */
+void conv_winograd_set_chunk_floats(size_t floats);
+/* Whether the convolution of shape s runs as Winograd under the current setting. */
+int conv_uses_winograd(const conv_shape *s);
 size_t conv_workspace_floats(const conv_shape *s);
 void conv2d_forward(float *out, const float *inp, const float *weight, const float *bias,
                     const conv_shape *s, float *ws);

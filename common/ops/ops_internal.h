@@ -185,4 +185,31 @@ static inline double ops_sum_sq_diff(const float *a, const float *b, size_t n) {
     return total_;
 }
 
+/* The fused input activation of silu_conv2d: the conv sees silu(g) * mask
+ * (mask optional), computed while the conv copies its input; backward multiplies
+ * the input gradient by mask * silu'(g) as it leaves. */
+typedef struct {
+    int silu;          /* 0: plain conv */
+    const float *g;    /* the pre-activation input [N][C][H][W] (backward) */
+    const float *mask; /* NULL or [N][C][H][W] */
+} conv_act;
+
+/* The interior of one computed plane r0 (rows of pitch Wp) into the H x W plane
+ * o: o = r + b (accumulate 0), o += r (accumulate, g NULL), or
+ * o += r * (mk * silu'(g)) (accumulate through the fused activation; mk may be
+ * NULL). conv.c; shared with winograd.c. */
+void conv_unpad_plane(float *restrict o, const float *restrict r0, float b, int accumulate,
+                      const float *restrict g, const float *restrict mk, int H, int W, int Wp);
+
+/* winograd.c: 3x3 stride-1 pad-1 convolutions by F(2x2, 3x3). fits: the map is
+ * narrow enough for its strip buffers. */
+int conv_winograd_fits(const conv_shape *s);
+size_t conv_winograd_workspace_floats(const conv_shape *s);
+void conv_winograd_forward(float *out, const float *inp, const conv_act *act,
+                           const float *weight, const float *bias, const conv_shape *s,
+                           float *ws);
+void conv_winograd_backward(float *dinp, float *dweight, const float *dout, const float *inp,
+                            const conv_act *act, const float *weight, const conv_shape *s,
+                            float *ws);
+
 #endif

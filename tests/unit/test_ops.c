@@ -312,6 +312,45 @@ static void test_conv(void) {
     check_conv("k3 s1 20x20 chunk of 8 + tail of 1", 9, 3, 20, 20, 4, 3, 1, 0);
 }
 
+/* Winograd F(2x2, 3x3) for 3x3 stride-1 convolutions: the same direct reference
+ * and FD checks, forced on small shapes. Odd sizes leave partial 2x2 tiles;
+ * small chunks make a chunk end inside an image and span several images. */
+static void test_conv_winograd(void) {
+    conv_set_algo(CONV_ALGO_WINOGRAD);
+    conv_shape s = conv_shape_make(2, 3, 5, 6, 4, 3, 1);
+    test_check(conv_uses_winograd(&s), "winograd: forced on for k3 s1");
+    conv_shape s2 = conv_shape_make(2, 3, 6, 6, 4, 3, 2);
+    test_check(!conv_uses_winograd(&s2), "winograd: never for stride 2");
+    check_conv("winograd k3 s1 5x6 3->4", 2, 3, 5, 6, 4, 3, 1, 1);
+    check_conv("winograd k3 s1 7x7 4->3", 2, 4, 7, 7, 3, 3, 1, 1);
+    check_conv("winograd k3 s1 1x1 map", 3, 2, 1, 1, 3, 3, 1, 1);
+    check_conv("winograd k3 s1 1x7 map", 2, 3, 1, 7, 2, 3, 1, 1);
+    check_conv("winograd k3 s1 6x1 map", 2, 2, 6, 1, 3, 3, 1, 1);
+    check_conv("winograd k3 s1 32x32 8->8", 2, 8, 32, 32, 8, 3, 1, 0);
+    /* A tile costs 16 (Cin + Cout) = 112 floats here; both maps have 3 tiles per
+     * row, 4 in the buffers (one virtual). Chunks of 2 tile rows on 3-row images
+     * (5x6), and of 4 rows on 6-row images (11x5): chunks start and end inside
+     * images. */
+    conv_winograd_set_chunk_floats(16 * 7 * 4 * 2);
+    check_conv("winograd k3 s1 5x6 chunks of 2 tile rows", 3, 3, 5, 6, 4, 3, 1, 1);
+    conv_winograd_set_chunk_floats(16 * 7 * 4 * 4);
+    check_conv("winograd k3 s1 11x5 chunks of 4 tile rows", 2, 3, 11, 5, 4, 3, 1, 0);
+    conv_winograd_set_chunk_floats(16 * 7 * 1000); /* many images per chunk, a tail */
+    check_conv("winograd k3 s1 7x7 many images per chunk", 9, 3, 7, 7, 4, 3, 1, 0);
+    conv_winograd_set_chunk_floats(0);
+    /* maps too wide for the strip buffers fall back to the shifted GEMMs */
+    conv_shape wide = conv_shape_make(1, 1, 2, 1100, 1, 3, 1);
+    conv_shape edge = conv_shape_make(1, 1, 2, 908, 1, 3, 1);
+    test_check(!conv_uses_winograd(&wide) && conv_uses_winograd(&edge),
+               "winograd: for maps up to 908 wide, not 1100");
+    check_conv("winograd k3 s1 3x908 (the widest)", 1, 2, 3, 908, 2, 3, 1, 0);
+    conv_set_algo(CONV_ALGO_AUTO);
+    conv_shape big = conv_shape_make(2, 128, 8, 8, 256, 3, 1);
+    conv_shape small = conv_shape_make(2, 64, 8, 8, 128, 3, 1);
+    test_check(conv_uses_winograd(&big) && !conv_uses_winograd(&small),
+               "winograd: auto picks it from %d channels on", CONV_WINOGRAD_MIN_CH);
+}
+
 /* =================== silu_conv2d (SiLU, dropout, 3x3 conv fused) =================== */
 
 typedef struct {
@@ -399,6 +438,13 @@ static void test_silu_conv(void) {
     check_silu_conv("5x6 3->4", 2, 3, 5, 6, 4, 0, 1);
     check_silu_conv("5x6 3->4 with dropout mask", 2, 3, 5, 6, 4, 1, 1);
     check_silu_conv("20x20 chunks of 8 + tail of 3, mask", 11, 3, 20, 20, 4, 1, 0);
+    conv_set_algo(CONV_ALGO_WINOGRAD);
+    check_silu_conv("winograd 5x6 3->4", 2, 3, 5, 6, 4, 0, 1);
+    check_silu_conv("winograd 7x7 3->4 with dropout mask", 2, 3, 7, 7, 4, 1, 1);
+    conv_winograd_set_chunk_floats(16 * 7 * 11 * 3); /* 3 tile rows of 10 (+1 virtual) */
+    check_silu_conv("winograd 20x20 chunks of 3 tile rows, mask", 3, 3, 20, 20, 4, 1, 0);
+    conv_winograd_set_chunk_floats(0);
+    conv_set_algo(CONV_ALGO_AUTO);
 }
 
 /* =================== linear =================== */
@@ -1006,6 +1052,7 @@ static void test_fd_detects_bugs(void) {
 
 int main(void) {
     test_conv();
+    test_conv_winograd();
     test_silu_conv();
     test_linear();
     test_groupnorm();

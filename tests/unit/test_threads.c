@@ -71,29 +71,36 @@ int main(void) {
         ids[i] = (uint64_t)(40 + i);
     }
     float *pred1 = xfloats(NB * D), *g1 = xfloats(P), *pred = xfloats(NB * D), *g = xfloats(P);
-    blas_set_threads(1, 1);
-    run(m, params, x, eps, t, ids, D, pred1, g1, P);
-    for (int threads = 2; threads <= 3; threads++) {
-        blas_set_threads(threads, 1);
-        for (int lanes = 1; lanes <= threads; lanes += threads - 1) {
-            unet *mt = unet_create_lanes(&c.model, NB, 1, lanes);
-            test_check(unet_num_lanes(mt) == lanes, "model built with %d lane(s)", lanes);
-            hook_log h = {g, xfloats(P), P, 0, 1};
-            unet_set_backward_hook(mt, hook, &h);
-            run(mt, params, x, eps, t, ids, D, pred, g, P);
-            double eo = test_rel_err(pred, pred1, NB * D), eg = test_rel_err(g, g1, P);
-            const char *how = lanes > 1 ? "lanes" : "threads in every op";
-            test_check(eo < 1e-5, "%d %s: output equals the 1-thread output (rel err %.2e)",
-                       threads, how, eo);
-            test_check(eg < 1e-5, "%d %s: gradients equal the 1-thread ones (rel err %.2e)",
-                       threads, how, eg);
-            test_check(h.order_ok && h.prev == 0 && memcmp(h.seen, g, P * sizeof(float)) == 0,
-                       "%d %s: the hook (%d calls, offsets falling to 0) saw every gradient "
-                       "final", threads, how, h.calls);
-            free(h.seen);
-            unet_free(mt);
+    /* the model's 3x3 convs as shifted GEMMs (auto, under 128 channels), then
+     * as Winograd: either way, threads and lanes change nothing but rounding */
+    for (int algo = 0; algo < 2; algo++) {
+        conv_set_algo(algo ? CONV_ALGO_WINOGRAD : CONV_ALGO_AUTO);
+        const char *an = algo ? "winograd: " : "";
+        blas_set_threads(1, 1);
+        run(m, params, x, eps, t, ids, D, pred1, g1, P);
+        for (int threads = 2; threads <= 3; threads++) {
+            blas_set_threads(threads, 1);
+            for (int lanes = 1; lanes <= threads; lanes += threads - 1) {
+                unet *mt = unet_create_lanes(&c.model, NB, 1, lanes);
+                test_check(unet_num_lanes(mt) == lanes, "%smodel built with %d lane(s)", an, lanes);
+                hook_log h = {g, xfloats(P), P, 0, 1};
+                unet_set_backward_hook(mt, hook, &h);
+                run(mt, params, x, eps, t, ids, D, pred, g, P);
+                double eo = test_rel_err(pred, pred1, NB * D), eg = test_rel_err(g, g1, P);
+                const char *how = lanes > 1 ? "lanes" : "threads in every op";
+                test_check(eo < 1e-5, "%s%d %s: output equals the 1-thread output (rel err %.2e)",
+                           an, threads, how, eo);
+                test_check(eg < 1e-5, "%s%d %s: gradients equal the 1-thread ones (rel err %.2e)",
+                           an, threads, how, eg);
+                test_check(h.order_ok && h.prev == 0 && memcmp(h.seen, g, P * sizeof(float)) == 0,
+                           "%s%d %s: the hook (%d calls, offsets falling to 0) saw every gradient "
+                           "final", an, threads, how, h.calls);
+                free(h.seen);
+                unet_free(mt);
+            }
         }
     }
+    conv_set_algo(CONV_ALGO_AUTO);
     /* fewer images than lanes: the batch is split over as many lanes as images */
     blas_set_threads(3, 1);
     unet *ml = unet_create_lanes(&c.model, NB, 1, 3);

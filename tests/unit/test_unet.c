@@ -9,6 +9,7 @@
 #include "common/config/config.h"
 #include "common/core/util.h"
 #include "common/model/unet.h"
+#include "common/ops/ops.h"
 #include "common/rng/rng.h"
 #include "test.h"
 
@@ -170,8 +171,34 @@ static void check_lanes_env(void) {
     unsetenv("DDPM_LANES");
 }
 
+/* DDPM_CONV likewise: auto, shift or winograd, anything else refused. */
+static void check_conv_env(void) {
+    config c;
+    if (!test_check(config_load_file(&c, "configs/tiny.yaml") == 0, "load tiny")) return;
+    const char *bad[] = {"Winograd", "fast", "shift ", "1"};
+    for (int i = 0; i < 4; i++) {
+        setenv("DDPM_CONV", bad[i], 1);
+        unet *m = unet_create(&c.model, 2, 1);
+        test_check(m == NULL && strstr(err_msg(), "DDPM_CONV") != NULL,
+                   "DDPM_CONV='%s' refused: %s", bad[i], m ? "(built)" : err_msg());
+        unet_free(m);
+    }
+    conv_shape s = conv_shape_make(1, 32, 8, 8, 32, 3, 1);
+    setenv("DDPM_CONV", "winograd", 1);
+    unet *m = unet_create(&c.model, 2, 1);
+    test_check(m && conv_uses_winograd(&s), "DDPM_CONV=winograd: 3x3 convs of 32 channels use it");
+    unet_free(m);
+    setenv("DDPM_CONV", "auto", 1);
+    m = unet_create(&c.model, 2, 1);
+    test_check(m && !conv_uses_winograd(&s), "DDPM_CONV=auto: not below %d channels",
+               CONV_WINOGRAD_MIN_CH);
+    unet_free(m);
+    unsetenv("DDPM_CONV");
+}
+
 int main(void) {
     check_lanes_env();
+    check_conv_env();
     check_tail_chunk();
     check_count("configs/fashion_mnist.yaml", 1623169);
     check_count("configs/cifar10.yaml", 35746307);

@@ -1,0 +1,476 @@
+/* 3x3 stride-1 convolutions (pad 1) by Winograd's minimal filtering F(2x2, 3x3)
+ * (Lavin & Gray 2016), as 16 SGEMMs per chunk: another GEMM formulation of
+ * the convolution, with 2.25x fewer multiplications than the nine shifted GEMMs
+ * of conv.c.
+ *
+ * The output is cut into 2x2 tiles; tile (i, j) reads the 4x4 input patch at
+ * rows 2i-1..2i+2, columns 2j-1..2j+2 (zero outside the map). With
+ *   B^T = [1 0 -1 0; 0 1 1 0; 0 -1 1 0; 0 1 0 -1]
+ *   G   = [1 0 0; 1/2 1/2 1/2; 1/2 -1/2 1/2; 0 0 1]
+ *   A^T = [1 1 1 0; 0 1 -1 -1]
+ * a tile of the correlation of patch d with the 3x3 kernel g is
+ *   Y = A^T [ (G g G^T) .* (B^T d B) ] A.
+ * For a whole layer, element e (of 16) of the transformed tiles is one GEMM:
+ *   M_e [Cout][T] = U_e [Cout][Cin] * V_e [Cin][T],
+ * U = G g G^T per (co, ci), V = B^T d B per (ci, tile), T tiles in the chunk.
+ *
+ * backward:
+ *   dweight: dU_e [Cout][Cin] += dM_e [Cout][T] * V_e^T, dM = A dY A^T per tile
+ *            (the adjoint of the output transform), then dg = G^T dU G.
+ *   dinp:    the forward convolution of dout with the flipped, transposed
+ *            kernels (W'[ci][co] = rot180(W[co][ci])), accumulated into dinp.
+ *
+ * Chunks are runs of tile rows over the batch (an image may be split, or a
+ * chunk may hold many images), T <= WINO_TILES(Cin + Cout) tiles. Workspace
+ * (floats): 16 Cout Cin (U, dU or U') + 16 (Cin + Cout) T, the same for both
+ * directions. The transforms of one (channel, image) strip run in a stack
+ * buffer of WINO_BUF floats, so maps up to 908 columns are supported (wider
+ * ones use the shifted GEMMs).
+ *
+ * The transforms only add, subtract and halve, so F(2x2, 3x3) keeps the
+ * accuracy of the direct sums (tests/unit/test_ops.c checks both paths against
+ * the same direct reference and by finite differences). */
+#include "ops.h"
+
+#include "../core/prof.h"
+
+#include <string.h>
+
+#include "ops_internal.h"
+
+#define WINO_BUF 8192 /* floats per stack buffer of a strip (32 KiB, in L1) */
+#define WINO_WS_DEFAULT ((size_t)8 << 20) /* floats of V + M per chunk, about */
+
+static size_t wino_ws = WINO_WS_DEFAULT;
+
+void conv_winograd_set_chunk_floats(size_t floats) {
+    wino_ws = floats ? floats : WINO_WS_DEFAULT;
+}
+
+typedef struct {
+    int th, tw;  /* tile rows and columns of one image */
+    int tp;      /* tiles per tile row in the buffers: tw + 1 (one virtual) */
+    int rows;    /* tile rows per chunk */
+    size_t tmax; /* rows * tp */
+} wino_geom;
+
+static wino_geom wino_geom_make(const conv_shape *s) {
+    wino_geom g;
+    g.th = (s->H + 1) / 2;
+    g.tw = (s->W + 1) / 2;
+    g.tp = g.tw + 1;
+    size_t cap = wino_ws / (16 * (size_t)(s->Cin + s->Cout));
+    size_t rows = cap / (size_t)g.tp;
+    if (rows < 1) rows = 1;
+    if (rows > (size_t)s->N * g.th) rows = (size_t)s->N * g.th;
+    g.rows = (int)rows;
+    g.tmax = rows * (size_t)g.tp;
+    return g;
+}
+
+/* The 16 matrices of U, V and M sit WINO_PAD floats apart beyond their size:
+ * at power-of-two sizes (256 x 256 kernels, 1024 tiles) the 16 streams a
+ * transform writes would otherwise share cache sets and evict each other. */
+#define WINO_PAD 16
+
+size_t conv_winograd_workspace_floats(const conv_shape *s) {
+    wino_geom g = wino_geom_make(s);
+    return 16 * ((size_t)s->Cin * s->Cout + WINO_PAD) +
+           16 * ((size_t)(s->Cin + s->Cout) * g.tmax + 2 * WINO_PAD);
+}
+
+/* ---------- weight transforms ---------- */
+
+/* U[e][a][b] = (G w G^T)[e] for the kernel w of (a, b): w = weight[a][b] when
+ * !flip (a = co, b = ci), w = rot180(weight[b][a]) when flip (a = ci, b = co). */
+static void wino_weights(float *U, const float *weight, int A, int B, int flip) {
+    const size_t ab = (size_t)A * B + WINO_PAD;
+#pragma omp parallel for schedule(static) if (ab * 16 >= OPS_PAR_MIN)
+    for (int a = 0; a < A; a++)
+        for (int b = 0; b < B; b++) {
+            const float *w = flip ? weight + ((size_t)b * A + a) * 9 : weight + ((size_t)a * B + b) * 9;
+            float g[9];
+            for (int k = 0; k < 9; k++) g[k] = flip ? w[8 - k] : w[k];
+            float t[4][3]; /* G g */
+            for (int c = 0; c < 3; c++) {
+                t[0][c] = g[c];
+                t[1][c] = 0.5f * (g[c] + g[3 + c] + g[6 + c]);
+                t[2][c] = 0.5f * (g[c] - g[3 + c] + g[6 + c]);
+                t[3][c] = g[6 + c];
+            }
+            float *u = U + (size_t)a * B + b;
+            for (int r = 0; r < 4; r++) {
+                u[(4 * r + 0) * ab] = t[r][0];
+                u[(4 * r + 1) * ab] = 0.5f * (t[r][0] + t[r][1] + t[r][2]);
+                u[(4 * r + 2) * ab] = 0.5f * (t[r][0] - t[r][1] + t[r][2]);
+                u[(4 * r + 3) * ab] = t[r][2];
+            }
+        }
+}
+
+/* dweight[co][ci] += G^T dU[co][ci] G */
+static void wino_dweights(float *dweight, const float *dU, int Cout, int Cin) {
+    const size_t ab = (size_t)Cout * Cin + WINO_PAD;
+#pragma omp parallel for schedule(static) if (ab * 16 >= OPS_PAR_MIN)
+    for (int co = 0; co < Cout; co++)
+        for (int ci = 0; ci < Cin; ci++) {
+            const float *u = dU + (size_t)co * Cin + ci;
+            float d[16];
+            for (int e = 0; e < 16; e++) d[e] = u[e * ab];
+            float q[3][4]; /* G^T dU */
+            for (int c = 0; c < 4; c++) {
+                q[0][c] = d[c] + 0.5f * (d[4 + c] + d[8 + c]);
+                q[1][c] = 0.5f * (d[4 + c] - d[8 + c]);
+                q[2][c] = 0.5f * (d[4 + c] + d[8 + c]) + d[12 + c];
+            }
+            float *w = dweight + ((size_t)co * Cin + ci) * 9;
+            for (int r = 0; r < 3; r++) {
+                w[3 * r + 0] += q[r][0] + 0.5f * (q[r][1] + q[r][2]);
+                w[3 * r + 1] += 0.5f * (q[r][1] - q[r][2]);
+                w[3 * r + 2] += 0.5f * (q[r][1] + q[r][2]) + q[r][3];
+            }
+        }
+}
+
+/* ---------- per-strip transforms (tile rows i0..i1 of one plane) ---------- */
+
+/* The transforms work on polyphase arrays: a strip of ni tile rows is split
+ * into the four (row parity, column parity) phases of its padded map, each
+ * stored with row pitch p = tw + 1. Tile (r, j)'s patch element (u, v) is then
+ * phase (u & 1, v & 1) at flat index r p + j + (u >> 1) p + (v >> 1), so every
+ * pass is one flat loop over all tiles of the strip (gcc vectorises them; the
+ * maps are too small for loops over rows). Each tile row carries one virtual
+ * tile j = tw: computed, never written out, and zero in dout's transform, so
+ * it adds nothing to dweight. This costs 1 / (tw + 1) of the GEMM work. */
+
+/* Floats a strip of ni tile rows needs in wino_in_strip's buffer. */
+static size_t wino_in_need(int ni, int W, int p) {
+    return (size_t)(2 * ni + 2) * W + 4 * ((size_t)(ni + 1) * p + 1) + 2 * ((size_t)ni * p + 1);
+}
+
+/* V[e * es + (i - i0) * p + j] = (B^T d B)[e] of tile (i, j) of the plane x,
+ * seen through silu (and mk) when silu is set. */
+OPS_CLONES
+static void wino_in_strip(float *restrict V, size_t es, const float *restrict x,
+                          const float *restrict mk, int silu, int H, int W, int p, int i0,
+                          int i1) {
+    float buf[WINO_BUF];
+    int nimax = 1;
+    while (nimax < i1 - i0 && wino_in_need(nimax + 1, W, p) <= WINO_BUF) nimax++;
+    const int ne = W / 2, tw = p - 1; /* odd columns 1..2ne-1 and even 0..2tw-2 exist */
+    for (int ia = i0; ia < i1; ia += nimax) {
+        const int ni = i1 - ia < nimax ? i1 - ia : nimax;
+        const size_t np = (size_t)(ni + 1) * p + 1, nq = (size_t)ni * p + 1;
+        float *restrict t = buf;
+        float *restrict P = t + (size_t)(2 * ni + 2) * W; /* P[ph][np], ph = 2 a + b */
+        float *restrict Q0 = P + 4 * np, *restrict Q1 = Q0 + nq;
+        /* bordered row R = 2 (ia + r) + a is input row y = R - 1 */
+        const int y0 = 2 * ia - 1, y1 = 2 * (ia + ni) + 1;
+        const int va = y0 < 0 ? 0 : y0, vb = y1 < H ? y1 : H;
+        const float *src = x + (size_t)va * W;
+        if (silu && vb > va) {
+            const size_t n = (size_t)(vb - va) * W;
+            const float *restrict xs = src;
+            if (mk) {
+                const float *restrict ms = mk + (size_t)va * W;
+#pragma omp simd
+                for (size_t i = 0; i < n; i++) t[i] = xs[i] / (1.0f + ops_expf(-xs[i])) * ms[i];
+            } else {
+#pragma omp simd
+                for (size_t i = 0; i < n; i++) t[i] = xs[i] / (1.0f + ops_expf(-xs[i]));
+            }
+            src = t;
+        }
+        for (int y = y0; y < y1; y++) {
+            const int R = y + 1 - 2 * ia, a = R & 1, r = R >> 1;
+            float *restrict E = P + (size_t)(2 * a) * np + (size_t)r * p; /* column 2c */
+            float *restrict O = E + np;                                    /* column 2c + 1 */
+            if (y < 0 || y >= H) {
+                memset(E, 0, sizeof(float) * (size_t)p);
+                memset(O, 0, sizeof(float) * (size_t)p);
+                continue;
+            }
+            /* bordered column c holds x[c - 1]: E[m] = x[2m - 1], O[m] = x[2m] */
+            const float *restrict xr = src + (size_t)(y - va) * W;
+            E[0] = 0;
+            for (int m = 1; m <= ne; m++) E[m] = xr[2 * m - 1];
+            for (int m = ne + 1; m < p; m++) E[m] = 0;
+            for (int m = 0; m < tw; m++) O[m] = xr[2 * m];
+            O[tw] = 0;
+        }
+        for (int ph = 0; ph < 4; ph++) P[(size_t)ph * np + np - 1] = 0; /* read by j = tw */
+        const float *restrict P00 = P, *restrict P01 = P + np, *restrict P10 = P + 2 * np;
+        const float *restrict P11 = P + 3 * np;
+        float *restrict v = V;
+        const int n = ni * p;
+        for (int k = 0; k < 4; k++) {
+            /* row k of B^T d, at column phases 0 and 1: d0 = P0b[f], d1 = P1b[f],
+             * d2 = P0b[f + p], d3 = P1b[f + p] */
+#pragma omp simd
+            for (int f = 0; f < n + 1; f++) {
+                const float a0 = P00[f], a1 = P10[f], a2 = P00[f + p], a3 = P10[f + p];
+                const float b0 = P01[f], b1 = P11[f], b2 = P01[f + p], b3 = P11[f + p];
+                Q0[f] = k == 0 ? a0 - a2 : k == 1 ? a1 + a2 : k == 2 ? a2 - a1 : a1 - a3;
+                Q1[f] = k == 0 ? b0 - b2 : k == 1 ? b1 + b2 : k == 2 ? b2 - b1 : b1 - b3;
+            }
+            /* (B^T d) B along the row: columns 2j .. 2j+3 are Q0[f], Q1[f], Q0[f+1], Q1[f+1] */
+            float *restrict o0 = v + (size_t)(4 * k) * es, *restrict o1 = o0 + es;
+            float *restrict o2 = o1 + es, *restrict o3 = o2 + es;
+#pragma omp simd
+            for (int f = 0; f < n; f++) {
+                o0[f] = Q0[f] - Q0[f + 1];
+                o1[f] = Q1[f] + Q0[f + 1];
+                o2[f] = Q0[f + 1] - Q1[f];
+                o3[f] = Q1[f] - Q1[f + 1];
+            }
+        }
+        V += (size_t)n;
+    }
+}
+
+/* The 2x2 tiles A^T M A of tile rows i0..i1 into the plane o (rows 2 i0 ..
+ * min(2 i1, H)), with conv_unpad_plane's modes: o = y + b, o += y, or
+ * o += y * mk * silu'(g). */
+OPS_CLONES
+static void wino_out_strip(float *restrict o, const float *restrict M, size_t es, int H, int W,
+                           int p, int i0, int i1, float b, int accumulate,
+                           const float *restrict g, const float *restrict mk) {
+    float buf[WINO_BUF];
+    const int Wo = 2 * p; /* a row of the buffer: 2 tw columns and 2 virtual ones */
+    const int nimax = WINO_BUF / (2 * Wo);
+    for (int ia = i0; ia < i1; ia += nimax) {
+        const int ni = i1 - ia < nimax ? i1 - ia : nimax;
+        const float *restrict m0 = M, *restrict m1 = M + es, *restrict m2 = M + 2 * es;
+        const float *restrict m3 = M + 3 * es, *restrict m4 = M + 4 * es;
+        const float *restrict m5 = M + 5 * es, *restrict m6 = M + 6 * es;
+        const float *restrict m7 = M + 7 * es, *restrict m8 = M + 8 * es;
+        const float *restrict m9 = M + 9 * es, *restrict m10 = M + 10 * es;
+        const float *restrict m11 = M + 11 * es, *restrict m12 = M + 12 * es;
+        const float *restrict m13 = M + 13 * es, *restrict m14 = M + 14 * es;
+        const float *restrict m15 = M + 15 * es;
+        /* tile f = r p + j: its outputs at buffer rows 2r, 2r + 1, columns 2j, 2j + 1 */
+        for (int r = 0; r < ni; r++) {
+            float *restrict y0 = buf + (size_t)(2 * r) * Wo, *restrict y1 = y0 + Wo;
+            const int f0 = r * p;
+#pragma omp simd
+            for (int j = 0; j < p; j++) {
+                const int f = f0 + j;
+                /* A^T m: s0 = rows 0 + 1 + 2, s1 = rows 1 - 2 - 3 */
+                const float s00 = m0[f] + m4[f] + m8[f], s01 = m1[f] + m5[f] + m9[f];
+                const float s02 = m2[f] + m6[f] + m10[f], s03 = m3[f] + m7[f] + m11[f];
+                const float s10 = m4[f] - m8[f] - m12[f], s11 = m5[f] - m9[f] - m13[f];
+                const float s12 = m6[f] - m10[f] - m14[f], s13 = m7[f] - m11[f] - m15[f];
+                y0[2 * j] = s00 + s01 + s02;
+                y0[2 * j + 1] = s01 - s02 - s03;
+                y1[2 * j] = s10 + s11 + s12;
+                y1[2 * j + 1] = s11 - s12 - s13;
+            }
+        }
+        const int h0 = 2 * ia, h1 = 2 * (ia + ni) < H ? 2 * (ia + ni) : H;
+        const size_t off = (size_t)h0 * W;
+        conv_unpad_plane(o + off, buf, b, accumulate, g ? g + off : NULL, mk ? mk + off : NULL,
+                         h1 - h0, W, Wo);
+        M += (size_t)ni * p;
+    }
+}
+
+/* dM[e * es + (i - i0) * p + j] = (A dY A^T)[e] of the 2x2 tile (i, j) of the
+ * plane dy (zero outside the map, and for the virtual tile j = tw). */
+OPS_CLONES
+static void wino_dout_strip(float *restrict dM, size_t es, const float *restrict dy, int H,
+                            int W, int p, int i0, int i1) {
+    float buf[WINO_BUF];
+    const int nimax = WINO_BUF / (4 * p);
+    const int tw = p - 1, no = W / 2; /* even columns 0..2tw-2, odd 1..2no-1 */
+    for (int ia = i0; ia < i1; ia += nimax) {
+        const int ni = i1 - ia < nimax ? i1 - ia : nimax;
+        const int n = ni * p;
+        float *restrict D = buf; /* D[2 a + b][n]: dY[2 (ia + r) + a][2 j + b] at r p + j */
+        for (int h = 2 * ia; h < 2 * (ia + ni); h++) {
+            const int a = h & 1, r = (h - 2 * ia) >> 1;
+            float *restrict E = D + (size_t)(2 * a) * n + (size_t)r * p, *restrict O = E + n;
+            if (h >= H) {
+                memset(E, 0, sizeof(float) * (size_t)p);
+                memset(O, 0, sizeof(float) * (size_t)p);
+                continue;
+            }
+            const float *restrict row = dy + (size_t)h * W;
+            for (int m = 0; m < tw; m++) E[m] = row[2 * m];
+            E[tw] = 0;
+            for (int m = 0; m < no; m++) O[m] = row[2 * m + 1];
+            for (int m = no; m < p; m++) O[m] = 0;
+        }
+        const float *restrict a0 = D, *restrict b0 = D + n, *restrict a1 = D + 2 * n;
+        const float *restrict b1 = D + 3 * n;
+        for (int k = 0; k < 4; k++) {
+            /* row k of A Y: y0, y0 + y1, y0 - y1, -y1 (2-vectors of the tile) */
+            float *restrict o0 = dM + (size_t)(4 * k) * es, *restrict o1 = o0 + es;
+            float *restrict o2 = o1 + es, *restrict o3 = o2 + es;
+#pragma omp simd
+            for (int f = 0; f < n; f++) {
+                const float pv = k == 0 ? a0[f] : k == 1 ? a0[f] + a1[f] : k == 2 ? a0[f] - a1[f] : -a1[f];
+                const float qv = k == 0 ? b0[f] : k == 1 ? b0[f] + b1[f] : k == 2 ? b0[f] - b1[f] : -b1[f];
+                /* (A Y) A^T: p, p + q, p - q, -q */
+                o0[f] = pv;
+                o1[f] = pv + qv;
+                o2[f] = pv - qv;
+                o3[f] = -qv;
+            }
+        }
+        dM += (size_t)n;
+    }
+}
+
+int conv_winograd_fits(const conv_shape *s) {
+    const int p = (s->W + 1) / 2 + 1;
+    return s->k == 3 && s->stride == 1 && s->pad_top == 1 && s->pad_left == 1 &&
+           wino_in_need(1, s->W, p) <= WINO_BUF && 4 * (size_t)p <= WINO_BUF;
+}
+
+/* ---------- chunks ---------- */
+
+/* One chunk: tile rows r0..r1 of the batch (r = image * th + tile row). A task
+ * is one (channel, image) strip; seg counts the images the chunk touches. */
+typedef struct {
+    int r0, r1, j0, nseg;
+    size_t T;
+} wino_chunk;
+
+static wino_chunk wino_chunk_make(const wino_geom *g, int r0, int R) {
+    wino_chunk k;
+    k.r0 = r0;
+    k.r1 = r0 + g->rows < R ? r0 + g->rows : R;
+    k.j0 = r0 / g->th;
+    k.nseg = (k.r1 - 1) / g->th - k.j0 + 1;
+    k.T = (size_t)(k.r1 - k.r0) * g->tp;
+    return k;
+}
+
+/* Segment `seg` of the chunk: image j, its tile rows i0..i1, and the offset of
+ * its first tile in the chunk. */
+static void wino_seg(const wino_geom *g, const wino_chunk *k, int seg, int *j, int *i0, int *i1,
+                     size_t *off) {
+    const int jj = k->j0 + seg;
+    const int a = jj * g->th > k->r0 ? jj * g->th : k->r0;
+    const int b = (jj + 1) * g->th < k->r1 ? (jj + 1) * g->th : k->r1;
+    *j = jj;
+    *i0 = a - jj * g->th;
+    *i1 = b - jj * g->th;
+    *off = (size_t)(a - k->r0) * g->tp;
+}
+
+/* V[16][C][T] of the chunk from x[N][C][H][W] (through act when it has silu). */
+static void wino_input(float *V, const float *x, const conv_act *act, int C,
+                       const wino_geom *g, const wino_chunk *k, const conv_shape *s) {
+    const size_t HW = (size_t)s->H * s->W;
+    const int tasks = C * k->nseg;
+    const int silu = act && act->silu;
+#pragma omp parallel for schedule(static) if ((size_t)tasks * 4 * g->tw * g->th >= OPS_PAR_MIN)
+    for (int task = 0; task < tasks; task++) {
+        const int c = task % C, seg = task / C;
+        int j, i0, i1;
+        size_t off;
+        wino_seg(g, k, seg, &j, &i0, &i1, &off);
+        const size_t plane = ((size_t)j * C + c) * HW;
+        wino_in_strip(V + (size_t)c * k->T + off, (size_t)C * k->T + WINO_PAD, x + plane,
+                      silu && act->mask ? act->mask + plane : NULL, silu, s->H, s->W, g->tp, i0,
+                      i1);
+    }
+}
+
+/* out[N][C][H][W] from M[16][C][T] of the chunk (see wino_out_strip's modes). */
+static void wino_output(float *out, const float *M, const float *bias, int accumulate,
+                        const conv_act *act, int C, const wino_geom *g, const wino_chunk *k,
+                        const conv_shape *s) {
+    const size_t HW = (size_t)s->H * s->W;
+    const int tasks = C * k->nseg;
+    const int silu = act && act->silu;
+#pragma omp parallel for schedule(static) if ((size_t)tasks * 4 * g->tw * g->th >= OPS_PAR_MIN)
+    for (int task = 0; task < tasks; task++) {
+        const int c = task % C, seg = task / C;
+        int j, i0, i1;
+        size_t off;
+        wino_seg(g, k, seg, &j, &i0, &i1, &off);
+        const size_t plane = ((size_t)j * C + c) * HW;
+        wino_out_strip(out + plane, M + (size_t)c * k->T + off, (size_t)C * k->T + WINO_PAD,
+                       s->H, s->W,
+                       g->tp, i0, i1, bias ? bias[c] : 0.0f, accumulate,
+                       silu ? act->g + plane : NULL, silu && act->mask ? act->mask + plane : NULL);
+    }
+}
+
+/* dM[16][C][T] of the chunk from dy[N][C][H][W]. */
+static void wino_doutput(float *dM, const float *dy, int C, const wino_geom *g,
+                         const wino_chunk *k, const conv_shape *s) {
+    const size_t HW = (size_t)s->H * s->W;
+    const int tasks = C * k->nseg;
+#pragma omp parallel for schedule(static) if ((size_t)tasks * 4 * g->tw * g->th >= OPS_PAR_MIN)
+    for (int task = 0; task < tasks; task++) {
+        const int c = task % C, seg = task / C;
+        int j, i0, i1;
+        size_t off;
+        wino_seg(g, k, seg, &j, &i0, &i1, &off);
+        wino_dout_strip(dM + (size_t)c * k->T + off, (size_t)C * k->T + WINO_PAD,
+                        dy + ((size_t)j * C + c) * HW, s->H, s->W, g->tp, i0, i1);
+    }
+}
+
+/* out (+)= conv(in) with transformed kernels U[16][Co][Ci]; in has Ci channels,
+ * out Co, both s->H x s->W. */
+static void wino_conv(float *out, int accumulate, const conv_act *out_act, const float *in,
+                      const conv_act *in_act, const float *U, const float *bias, int Ci, int Co,
+                      const conv_shape *s, float *V, float *M) {
+    const wino_geom g = wino_geom_make(s);
+    const int R = s->N * g.th;
+    for (int r0 = 0; r0 < R; r0 += g.rows) {
+        const wino_chunk k = wino_chunk_make(&g, r0, R);
+        wino_input(V, in, in_act, Ci, &g, &k, s);
+        const size_t eu = (size_t)Co * Ci + WINO_PAD, ev = (size_t)Ci * k.T + WINO_PAD;
+        const size_t em = (size_t)Co * k.T + WINO_PAD;
+        for (int e = 0; e < 16; e++)
+            ops_sgemm(CblasNoTrans, CblasNoTrans, Co, (int)k.T, Ci, 1.0f, U + e * eu, Ci,
+                      V + e * ev, (int)k.T, 0.0f, M + e * em, (int)k.T);
+        wino_output(out, M, bias, accumulate, out_act, Co, &g, &k, s);
+    }
+}
+
+void conv_winograd_forward(float *out, const float *inp, const conv_act *act,
+                           const float *weight, const float *bias, const conv_shape *s,
+                           float *ws) {
+    const int Cin = s->Cin, Cout = s->Cout;
+    const wino_geom g = wino_geom_make(s);
+    float *U = ws, *V = U + 16 * ((size_t)Cout * Cin + WINO_PAD);
+    float *M = V + 16 * ((size_t)Cin * g.tmax + WINO_PAD);
+    wino_weights(U, weight, Cout, Cin, 0);
+    wino_conv(out, 0, NULL, inp, act, U, bias, Cin, Cout, s, V, M);
+}
+
+void conv_winograd_backward(float *dinp, float *dweight, const float *dout, const float *inp,
+                            const conv_act *act, const float *weight, const conv_shape *s,
+                            float *ws) {
+    const int Cin = s->Cin, Cout = s->Cout;
+    const wino_geom g = wino_geom_make(s);
+    float *U = ws, *V = U + 16 * ((size_t)Cout * Cin + WINO_PAD);
+    float *M = V + 16 * ((size_t)Cin * g.tmax + WINO_PAD);
+    if (dweight) {
+        const int R = s->N * g.th;
+        for (int r0 = 0; r0 < R; r0 += g.rows) {
+            const wino_chunk k = wino_chunk_make(&g, r0, R);
+            wino_input(V, inp, act, Cin, &g, &k, s);
+            wino_doutput(M, dout, Cout, &g, &k, s);
+            const size_t eu = (size_t)Cout * Cin + WINO_PAD, ev = (size_t)Cin * k.T + WINO_PAD;
+            const size_t em = (size_t)Cout * k.T + WINO_PAD;
+            for (int e = 0; e < 16; e++)
+                ops_sgemm(CblasNoTrans, CblasTrans, Cout, Cin, (int)k.T, 1.0f, M + e * em,
+                          (int)k.T, V + e * ev, (int)k.T, r0 ? 1.0f : 0.0f, U + e * eu, Cin);
+        }
+        wino_dweights(dweight, U, Cout, Cin);
+    }
+    if (dinp) {
+        /* the dout channels play the input: V holds 16 Cout T, M 16 Cin T, and
+         * the workspace is symmetric in Cin and Cout */
+        float *Vd = V, *Md = V + 16 * ((size_t)Cout * g.tmax + WINO_PAD);
+        wino_weights(U, weight, Cin, Cout, 1);
+        wino_conv(dinp, 1, act, dout, NULL, U, NULL, Cout, Cin, s, Vd, Md);
+    }
+}
