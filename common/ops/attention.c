@@ -10,6 +10,36 @@
 #include <cblas.h>
 #include <math.h>
 
+/* row = softmax(row), in place. The max is found with OPS_LANES partial
+ * maxima (exact in any order), so every step vectorises. */
+OPS_CLONES
+static void softmax_row(float *restrict row, int n) {
+    float m[OPS_LANES];
+    for (int l = 0; l < OPS_LANES; l++) m[l] = row[0];
+    int j = 0;
+    for (; j + OPS_LANES <= n; j += OPS_LANES)
+        for (int l = 0; l < OPS_LANES; l++) m[l] = row[j + l] > m[l] ? row[j + l] : m[l];
+    float mx = m[0];
+    for (int l = 1; l < OPS_LANES; l++) mx = m[l] > mx ? m[l] : mx;
+    for (; j < n; j++) mx = row[j] > mx ? row[j] : mx;
+    /* subtracting the max keeps exp in range */
+#pragma omp simd
+    for (int k = 0; k < n; k++) row[k] = ops_expf(row[k] - mx);
+    const double sum = ops_sum(row, (size_t)n);
+    const float inv = (float)(1.0 / sum);
+#pragma omp simd
+    for (int k = 0; k < n; k++) row[k] *= inv;
+}
+
+/* r = a * (r - sum_j a_j r_j): the softmax backward of one row, in place
+ * (a the softmax output, r its incoming gradient). */
+OPS_CLONES
+static void softmax_row_backward(float *restrict r, const float *restrict a, int n) {
+    const float d = (float)ops_dot(a, r, (size_t)n);
+#pragma omp simd
+    for (int j = 0; j < n; j++) r[j] = a[j] * (r[j] - d);
+}
+
 size_t attention_workspace_floats(int C, int HW) {
     (void)C;
     return (size_t)HW * (size_t)HW;
@@ -28,16 +58,7 @@ void attention_forward(float *out, float *att, const float *q, const float *k, c
         ops_sgemm(CblasTrans, CblasNoTrans, HW, HW, C, scale, qn, HW, kn, HW,
                     0.0f, a, HW);
 #pragma omp parallel for schedule(static) if ((size_t)HW * HW >= OPS_PAR_MIN)
-        for (int i = 0; i < HW; i++) {
-            float *row = a + (size_t)i * HW;
-            float mx = row[0];
-            for (int j = 1; j < HW; j++) mx = row[j] > mx ? row[j] : mx;
-            /* subtracting the max keeps exp in range */
-            for (int j = 0; j < HW; j++) row[j] = ops_expf(row[j] - mx);
-            const double sum = ops_sum(row, (size_t)HW);
-            const float inv = (float)(1.0 / sum);
-            for (int j = 0; j < HW; j++) row[j] *= inv;
-        }
+        for (int i = 0; i < HW; i++) softmax_row(a + (size_t)i * HW, HW);
         /* out[c][i] = sum_j v[c][j] att[i][j] */
         ops_sgemm(CblasNoTrans, CblasTrans, C, HW, HW, 1.0f, vn, HW, a, HW,
                     0.0f, out + n * chw, HW);
@@ -64,12 +85,7 @@ void attention_backward(float *dq, float *dk, float *dv, const float *dout, cons
                     0.0f, ds, HW);
         /* softmax backward: ds = att * (datt - sum_j att datt), in place */
 #pragma omp parallel for schedule(static) if ((size_t)HW * HW >= OPS_PAR_MIN)
-        for (int i = 0; i < HW; i++) {
-            float *r = ds + (size_t)i * HW;
-            const float *ar = a + (size_t)i * HW;
-            const float d = (float)ops_dot(ar, r, (size_t)HW);
-            for (int j = 0; j < HW; j++) r[j] = ar[j] * (r[j] - d);
-        }
+        for (int i = 0; i < HW; i++) softmax_row_backward(ds + (size_t)i * HW, a + (size_t)i * HW, HW);
         if (dq) /* dq[c][i] += scale sum_j k[c][j] ds[i][j] */
             ops_sgemm(CblasNoTrans, CblasTrans, C, HW, HW, scale, kn, HW, ds,
                         HW, 1.0f, dq + n * chw, HW);

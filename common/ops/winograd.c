@@ -18,7 +18,9 @@
  *   dweight: dU_e [Cout][Cin] += dM_e [Cout][T] * V_e^T, dM = A dY A^T per tile
  *            (the adjoint of the output transform), then dg = G^T dU G.
  *   dinp:    the forward convolution of dout with the flipped, transposed
- *            kernels (W'[ci][co] = rot180(W[co][ci])), accumulated into dinp.
+ *            kernels (W'[ci][co] = rot180(W[co][ci])), accumulated into dinp;
+ *            their transform is a permutation of U's (wino_flip_e), used
+ *            transposed in the GEMMs.
  *
  * Chunks are runs of tile rows over the batch (an image may be split, or a
  * chunk may hold many images), T <= WINO_TILES(Cin + Cout) tiles. Workspace
@@ -81,31 +83,52 @@ size_t conv_winograd_workspace_floats(const conv_shape *s) {
 
 /* ---------- weight transforms ---------- */
 
-/* U[e][a][b] = (G w G^T)[e] for the kernel w of (a, b): w = weight[a][b] when
- * !flip (a = co, b = ci), w = rot180(weight[b][a]) when flip (a = ci, b = co). */
-static void wino_weights(float *U, const float *weight, int A, int B, int flip) {
-    const size_t ab = (size_t)A * B + WINO_PAD;
-#pragma omp parallel for schedule(static) if (ab * 16 >= OPS_PAR_MIN)
-    for (int a = 0; a < A; a++)
-        for (int b = 0; b < B; b++) {
-            const float *w = flip ? weight + ((size_t)b * A + a) * 9 : weight + ((size_t)a * B + b) * 9;
-            float g[9];
-            for (int k = 0; k < 9; k++) g[k] = flip ? w[8 - k] : w[k];
-            float t[4][3]; /* G g */
-            for (int c = 0; c < 3; c++) {
-                t[0][c] = g[c];
-                t[1][c] = 0.5f * (g[c] + g[3 + c] + g[6 + c]);
-                t[2][c] = 0.5f * (g[c] - g[3 + c] + g[6 + c]);
-                t[3][c] = g[6 + c];
+/* U[e][co][ci] = (G w G^T)[e] for one co: w = wrow[ci][3][3], ci < Cin, written
+ * at u[e * eu + ci]. Blocks of 64 kernels are first transposed to [9][64], so the
+ * transform runs vectorised over ci. */
+OPS_CLONES
+static void wino_weights_row(float *restrict u, size_t eu, const float *restrict wrow, int Cin) {
+    float g[9][64];
+    for (int c0 = 0; c0 < Cin; c0 += 64) {
+        const int nc = Cin - c0 < 64 ? Cin - c0 : 64;
+        for (int c = 0; c < nc; c++)
+            for (int k = 0; k < 9; k++) g[k][c] = wrow[(size_t)(c0 + c) * 9 + k];
+        float *restrict o = u + c0;
+#pragma omp simd
+        for (int c = 0; c < nc; c++) {
+            float t[4][3]; /* G w */
+            for (int q = 0; q < 3; q++) {
+                t[0][q] = g[q][c];
+                t[1][q] = 0.5f * (g[q][c] + g[3 + q][c] + g[6 + q][c]);
+                t[2][q] = 0.5f * (g[q][c] - g[3 + q][c] + g[6 + q][c]);
+                t[3][q] = g[6 + q][c];
             }
-            float *u = U + (size_t)a * B + b;
-            for (int r = 0; r < 4; r++) {
-                u[(4 * r + 0) * ab] = t[r][0];
-                u[(4 * r + 1) * ab] = 0.5f * (t[r][0] + t[r][1] + t[r][2]);
-                u[(4 * r + 2) * ab] = 0.5f * (t[r][0] - t[r][1] + t[r][2]);
-                u[(4 * r + 3) * ab] = t[r][2];
+            for (int r = 0; r < 4; r++) { /* (G w) G^T */
+                o[(4 * r + 0) * eu + c] = t[r][0];
+                o[(4 * r + 1) * eu + c] = 0.5f * (t[r][0] + t[r][1] + t[r][2]);
+                o[(4 * r + 2) * eu + c] = 0.5f * (t[r][0] - t[r][1] + t[r][2]);
+                o[(4 * r + 3) * eu + c] = t[r][2];
             }
         }
+    }
+}
+
+/* U[e][co][ci] = (G w G^T)[e] for the kernel w = weight[co][ci]. */
+static void wino_weights(float *U, const float *weight, int Cout, int Cin) {
+    const size_t eu = (size_t)Cout * Cin + WINO_PAD;
+#pragma omp parallel for schedule(static) if ((size_t)Cout * Cin * 16 >= OPS_PAR_MIN)
+    for (int co = 0; co < Cout; co++)
+        wino_weights_row(U + (size_t)co * Cin, eu, weight + (size_t)co * Cin * 9, Cin);
+}
+
+/* The transformed kernels of the flipped, transposed convolution (dinp) need no
+ * transform of their own: rot180(w) = J w J with J the 3x3 reversal, and
+ * G J = P G with P the 4x4 permutation swapping rows 0 and 3, so
+ * G rot180(w) G^T = P (G w G^T) P^T: element (r, c) of the flipped kernel's
+ * transform is element (P r, P c) of U, used transposed ([ci][co]). */
+static int wino_flip_e(int e) {
+    static const int P[4] = {3, 1, 2, 0};
+    return 4 * P[e / 4] + P[e % 4];
 }
 
 /* dweight[co][ci] += G^T dU[co][ci] G */
@@ -415,21 +438,28 @@ static void wino_doutput(float *dM, const float *dy, int C, const wino_geom *g,
     }
 }
 
-/* out (+)= conv(in) with transformed kernels U[16][Co][Ci]; in has Ci channels,
- * out Co, both s->H x s->W. */
+/* out (+)= conv(in) with transformed kernels U: in has Ci channels, out Co,
+ * both s->H x s->W. !flip: U[16][Co][Ci] (the forward). flip: U[16][Ci][Co] of
+ * the forward kernels, giving the flipped, transposed convolution (dinp). */
 static void wino_conv(float *out, int accumulate, const conv_act *out_act, const float *in,
-                      const conv_act *in_act, const float *U, const float *bias, int Ci, int Co,
-                      const conv_shape *s, float *V, float *M) {
+                      const conv_act *in_act, const float *U, int flip, const float *bias,
+                      int Ci, int Co, const conv_shape *s, float *V, float *M) {
     const wino_geom g = wino_geom_make(s);
     const int R = s->N * g.th;
+    const size_t eu = (size_t)Co * Ci + WINO_PAD;
     for (int r0 = 0; r0 < R; r0 += g.rows) {
         const wino_chunk k = wino_chunk_make(&g, r0, R);
         wino_input(V, in, in_act, Ci, &g, &k, s);
-        const size_t eu = (size_t)Co * Ci + WINO_PAD, ev = (size_t)Ci * k.T + WINO_PAD;
-        const size_t em = (size_t)Co * k.T + WINO_PAD;
-        for (int e = 0; e < 16; e++)
-            ops_sgemm(CblasNoTrans, CblasNoTrans, Co, (int)k.T, Ci, 1.0f, U + e * eu, Ci,
-                      V + e * ev, (int)k.T, 0.0f, M + e * em, (int)k.T);
+        const size_t ev = (size_t)Ci * k.T + WINO_PAD, em = (size_t)Co * k.T + WINO_PAD;
+        for (int e = 0; e < 16; e++) {
+            if (flip) /* M_e [Co][T] = U_{P e}^T V_e, U_{P e} stored [Ci][Co] */
+                ops_sgemm(CblasTrans, CblasNoTrans, Co, (int)k.T, Ci, 1.0f,
+                          U + wino_flip_e(e) * eu, Co, V + e * ev, (int)k.T, 0.0f, M + e * em,
+                          (int)k.T);
+            else
+                ops_sgemm(CblasNoTrans, CblasNoTrans, Co, (int)k.T, Ci, 1.0f, U + e * eu, Ci,
+                          V + e * ev, (int)k.T, 0.0f, M + e * em, (int)k.T);
+        }
         wino_output(out, M, bias, accumulate, out_act, Co, &g, &k, s);
     }
 }
@@ -441,8 +471,8 @@ void conv_winograd_forward(float *out, const float *inp, const conv_act *act,
     const wino_geom g = wino_geom_make(s);
     float *U = ws, *V = U + 16 * ((size_t)Cout * Cin + WINO_PAD);
     float *M = V + 16 * ((size_t)Cin * g.tmax + WINO_PAD);
-    wino_weights(U, weight, Cout, Cin, 0);
-    wino_conv(out, 0, NULL, inp, act, U, bias, Cin, Cout, s, V, M);
+    wino_weights(U, weight, Cout, Cin);
+    wino_conv(out, 0, NULL, inp, act, U, 0, bias, Cin, Cout, s, V, M);
 }
 
 void conv_winograd_backward(float *dinp, float *dweight, const float *dout, const float *inp,
@@ -452,7 +482,14 @@ void conv_winograd_backward(float *dinp, float *dweight, const float *dout, cons
     const wino_geom g = wino_geom_make(s);
     float *U = ws, *V = U + 16 * ((size_t)Cout * Cin + WINO_PAD);
     float *M = V + 16 * ((size_t)Cin * g.tmax + WINO_PAD);
-    if (dweight) {
+    if (dinp) {
+        /* the dout channels play the input: V holds 16 Cout T, M 16 Cin T, and
+         * the workspace is symmetric in Cin and Cout */
+        float *Vd = V, *Md = V + 16 * ((size_t)Cout * g.tmax + WINO_PAD);
+        wino_weights(U, weight, Cout, Cin);
+        wino_conv(dinp, 1, act, dout, NULL, U, 1, NULL, Cout, Cin, s, Vd, Md);
+    }
+    if (dweight) { /* U's space now holds dU */
         const int R = s->N * g.th;
         for (int r0 = 0; r0 < R; r0 += g.rows) {
             const wino_chunk k = wino_chunk_make(&g, r0, R);
@@ -465,12 +502,5 @@ void conv_winograd_backward(float *dinp, float *dweight, const float *dout, cons
                           (int)k.T, V + e * ev, (int)k.T, r0 ? 1.0f : 0.0f, U + e * eu, Cin);
         }
         wino_dweights(dweight, U, Cout, Cin);
-    }
-    if (dinp) {
-        /* the dout channels play the input: V holds 16 Cout T, M 16 Cin T, and
-         * the workspace is symmetric in Cin and Cout */
-        float *Vd = V, *Md = V + 16 * ((size_t)Cout * g.tmax + WINO_PAD);
-        wino_weights(U, weight, Cin, Cout, 1);
-        wino_conv(dinp, 1, act, dout, NULL, U, NULL, Cout, Cin, s, Vd, Md);
     }
 }
