@@ -352,16 +352,8 @@ static void pad_plane(float *restrict d, const float *restrict x, const float *r
         const size_t n = (size_t)nr * W;
         if (silu) {
             /* a row longer than the buffer (then nr = 1) goes straight to d */
-            float *restrict tt = W > ACT_TMP ? d + (size_t)(h0 + 1) * Wp + 1 : t;
-            const float *restrict xs = src;
-            if (mk) {
-                const float *restrict ms = mk + (size_t)h0 * W;
-#pragma omp simd
-                for (size_t i = 0; i < n; i++) tt[i] = xs[i] / (1.0f + ops_expf(-xs[i])) * ms[i];
-            } else {
-#pragma omp simd
-                for (size_t i = 0; i < n; i++) tt[i] = xs[i] / (1.0f + ops_expf(-xs[i]));
-            }
+            float *tt = W > ACT_TMP ? d + (size_t)(h0 + 1) * Wp + 1 : t;
+            ops_silu_mask(tt, src, mk ? mk + (size_t)h0 * W : NULL, n);
             if (W > ACT_TMP) {
                 d[(size_t)(h0 + 1) * Wp] = 0;
                 d[(size_t)(h0 + 1) * Wp + W + 1] = 0;
@@ -405,54 +397,50 @@ OPS_CLONES
 void conv_unpad_plane(float *restrict o, const float *restrict r0, float b, int accumulate,
                         const float *restrict g, const float *restrict mk, int H, int W,
                         int Wp) {
-    float f[ACT_TMP];
+    /* through silu': sg = sigmoid(g) and q = 1 + g (1 - sg) flat over the run of
+     * rows, then d += r * mk * sg * q in silu_backward's and dropout_backward's
+     * order, so the result is bit-identical to the unfused ops */
+    float fs[ACT_TMP], fq[ACT_TMP];
     const int rows = W >= ACT_TMP ? 1 : ACT_TMP / W;
     for (int h0 = 0; h0 < H; h0 += rows) {
         const int nr = H - h0 < rows ? H - h0 : rows;
-        if (accumulate && g) {
-            for (int w0 = 0; w0 < W; w0 += ACT_TMP) { /* one pass unless W > ACT_TMP */
-                const int nw = W - w0 < ACT_TMP ? W - w0 : ACT_TMP;
-                const size_t n = W > ACT_TMP ? (size_t)nw : (size_t)nr * W;
+        for (int w0 = 0; w0 < W; w0 += ACT_TMP) { /* one pass unless W > ACT_TMP */
+            const int nw = W - w0 < ACT_TMP ? W - w0 : ACT_TMP;
+            const int wide = W > ACT_TMP; /* then nr = 1 and this is a piece of a row */
+            if (accumulate && g) {
+                const size_t n = wide ? (size_t)nw : (size_t)nr * W;
                 const float *restrict gs = g + (size_t)h0 * W + w0;
-                if (mk) {
-                    const float *restrict ms = mk + (size_t)h0 * W + w0;
 #pragma omp simd
-                    for (size_t i = 0; i < n; i++) {
-                        const float x = gs[i];
-                        const float sg = 1.0f / (1.0f + ops_expf(-x));
-                        f[i] = ms[i] * sg * (1.0f + x * (1.0f - sg));
-                    }
+                for (size_t i = 0; i < n; i++) {
+                    const float x = gs[i];
+                    const float sg = 1.0f / (1.0f + ops_expf(-x));
+                    fs[i] = sg;
+                    fq[i] = 1.0f + x * (1.0f - sg);
+                }
+            }
+            const int pw = wide ? nw : W; /* columns per row in this pass */
+            for (int h = h0; h < h0 + nr; h++) {
+                const size_t fo = wide ? 0 : (size_t)(h - h0) * W;
+                const float *restrict r = r0 + (size_t)h * Wp + w0; /* q0: row 1, col 1 */
+                float *restrict d = o + (size_t)h * W + w0;
+                if (!accumulate) {
+#pragma omp simd
+                    for (int w = 0; w < pw; w++) d[w] = r[w] + b;
+                } else if (!g) {
+#pragma omp simd
+                    for (int w = 0; w < pw; w++) d[w] += r[w];
+                } else if (mk) {
+                    const float *restrict mr = mk + (size_t)h * W + w0;
+                    const float *restrict sr = fs + fo, *restrict qr = fq + fo;
+#pragma omp simd
+                    for (int w = 0; w < pw; w++) d[w] += r[w] * mr[w] * sr[w] * qr[w];
                 } else {
+                    const float *restrict sr = fs + fo, *restrict qr = fq + fo;
 #pragma omp simd
-                    for (size_t i = 0; i < n; i++) {
-                        const float x = gs[i];
-                        const float sg = 1.0f / (1.0f + ops_expf(-x));
-                        f[i] = sg * (1.0f + x * (1.0f - sg));
-                    }
-                }
-                if (W > ACT_TMP) { /* nr = 1: apply this piece of the row now */
-                    const float *restrict r = r0 + (size_t)h0 * Wp + w0;
-                    float *restrict d = o + (size_t)h0 * W + w0;
-#pragma omp simd
-                    for (int w = 0; w < nw; w++) d[w] += r[w] * f[w];
+                    for (int w = 0; w < pw; w++) d[w] += r[w] * sr[w] * qr[w];
                 }
             }
-            if (W > ACT_TMP) continue;
-        }
-        for (int h = h0; h < h0 + nr; h++) {
-            const float *restrict r = r0 + (size_t)h * Wp; /* q0 is row 1, column 1 */
-            float *restrict d = o + (size_t)h * W;
-            if (!accumulate) {
-#pragma omp simd
-                for (int w = 0; w < W; w++) d[w] = r[w] + b;
-            } else if (!g) {
-#pragma omp simd
-                for (int w = 0; w < W; w++) d[w] += r[w];
-            } else {
-                const float *restrict fr = f + (size_t)(h - h0) * W;
-#pragma omp simd
-                for (int w = 0; w < W; w++) d[w] += r[w] * fr[w];
-            }
+            if (!wide) break;
         }
     }
 }

@@ -129,6 +129,19 @@ static inline float ops_expf(float x) {
     return e;
 }
 
+/* out[i] = silu(x[i]) * mk[i] (mk NULL: no mask), the fused conv input's
+ * activation; inlined into the cloned kernels that use it. */
+static inline void ops_silu_mask(float *restrict out, const float *restrict x,
+                                 const float *restrict mk, size_t n) {
+    if (mk) {
+#pragma omp simd
+        for (size_t i = 0; i < n; i++) out[i] = x[i] / (1.0f + ops_expf(-x[i])) * mk[i];
+    } else {
+#pragma omp simd
+        for (size_t i = 0; i < n; i++) out[i] = x[i] / (1.0f + ops_expf(-x[i]));
+    }
+}
+
 #define OPS_LANES 16
 #define OPS_BLOCK 1024 /* multiple of OPS_LANES */
 

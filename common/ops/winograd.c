@@ -192,16 +192,7 @@ static void wino_in_strip(float *restrict V, size_t es, const float *restrict x,
         const int va = y0 < 0 ? 0 : y0, vb = y1 < H ? y1 : H;
         const float *src = x + (size_t)va * W;
         if (silu && vb > va) {
-            const size_t n = (size_t)(vb - va) * W;
-            const float *restrict xs = src;
-            if (mk) {
-                const float *restrict ms = mk + (size_t)va * W;
-#pragma omp simd
-                for (size_t i = 0; i < n; i++) t[i] = xs[i] / (1.0f + ops_expf(-xs[i])) * ms[i];
-            } else {
-#pragma omp simd
-                for (size_t i = 0; i < n; i++) t[i] = xs[i] / (1.0f + ops_expf(-xs[i]));
-            }
+            ops_silu_mask(t, src, mk ? mk + (size_t)va * W : NULL, (size_t)(vb - va) * W);
             src = t;
         }
         for (int y = y0; y < y1; y++) {
@@ -382,10 +373,16 @@ static void wino_seg(const wino_geom *g, const wino_chunk *k, int seg, int *j, i
     *off = (size_t)(a - k->r0) * g->tp;
 }
 
-/* V[16][C][T] of the chunk from x[N][C][H][W] (through act when it has silu). */
-static void wino_input(float *V, const float *x, const conv_act *act, int C,
-                       const wino_geom *g, const wino_chunk *k, const conv_shape *s) {
-    const size_t HW = (size_t)s->H * s->W;
+/* One pass of a chunk, one task per (channel, image) strip:
+ *   WINO_IN:   V[16][C][T] from x[N][C][H][W] (through act when it has silu);
+ *   WINO_OUT:  out[N][C][H][W] from M[16][C][T] (wino_out_strip's modes, bias);
+ *   WINO_DOUT: dM[16][C][T] from dy = x. */
+enum { WINO_IN, WINO_OUT, WINO_DOUT };
+
+static void wino_pass(int kind, float *T16, float *out, const float *x, const float *bias,
+                      int accumulate, const conv_act *act, int C, const wino_geom *g,
+                      const wino_chunk *k, const conv_shape *s) {
+    const size_t HW = (size_t)s->H * s->W, es = (size_t)C * k->T + WINO_PAD;
     const int tasks = C * k->nseg;
     const int silu = act && act->silu;
 #pragma omp parallel for schedule(static) if ((size_t)tasks * 4 * g->tw * g->th >= OPS_PAR_MIN)
@@ -395,46 +392,15 @@ static void wino_input(float *V, const float *x, const conv_act *act, int C,
         size_t off;
         wino_seg(g, k, seg, &j, &i0, &i1, &off);
         const size_t plane = ((size_t)j * C + c) * HW;
-        wino_in_strip(V + (size_t)c * k->T + off, (size_t)C * k->T + WINO_PAD, x + plane,
-                      silu && act->mask ? act->mask + plane : NULL, silu, s->H, s->W, g->tp, i0,
-                      i1);
-    }
-}
-
-/* out[N][C][H][W] from M[16][C][T] of the chunk (see wino_out_strip's modes). */
-static void wino_output(float *out, const float *M, const float *bias, int accumulate,
-                        const conv_act *act, int C, const wino_geom *g, const wino_chunk *k,
-                        const conv_shape *s) {
-    const size_t HW = (size_t)s->H * s->W;
-    const int tasks = C * k->nseg;
-    const int silu = act && act->silu;
-#pragma omp parallel for schedule(static) if ((size_t)tasks * 4 * g->tw * g->th >= OPS_PAR_MIN)
-    for (int task = 0; task < tasks; task++) {
-        const int c = task % C, seg = task / C;
-        int j, i0, i1;
-        size_t off;
-        wino_seg(g, k, seg, &j, &i0, &i1, &off);
-        const size_t plane = ((size_t)j * C + c) * HW;
-        wino_out_strip(out + plane, M + (size_t)c * k->T + off, (size_t)C * k->T + WINO_PAD,
-                       s->H, s->W,
-                       g->tp, i0, i1, bias ? bias[c] : 0.0f, accumulate,
-                       silu ? act->g + plane : NULL, silu && act->mask ? act->mask + plane : NULL);
-    }
-}
-
-/* dM[16][C][T] of the chunk from dy[N][C][H][W]. */
-static void wino_doutput(float *dM, const float *dy, int C, const wino_geom *g,
-                         const wino_chunk *k, const conv_shape *s) {
-    const size_t HW = (size_t)s->H * s->W;
-    const int tasks = C * k->nseg;
-#pragma omp parallel for schedule(static) if ((size_t)tasks * 4 * g->tw * g->th >= OPS_PAR_MIN)
-    for (int task = 0; task < tasks; task++) {
-        const int c = task % C, seg = task / C;
-        int j, i0, i1;
-        size_t off;
-        wino_seg(g, k, seg, &j, &i0, &i1, &off);
-        wino_dout_strip(dM + (size_t)c * k->T + off, (size_t)C * k->T + WINO_PAD,
-                        dy + ((size_t)j * C + c) * HW, s->H, s->W, g->tp, i0, i1);
+        float *t16 = T16 + (size_t)c * k->T + off;
+        const float *mk = silu && act->mask ? act->mask + plane : NULL;
+        if (kind == WINO_IN)
+            wino_in_strip(t16, es, x + plane, mk, silu, s->H, s->W, g->tp, i0, i1);
+        else if (kind == WINO_OUT)
+            wino_out_strip(out + plane, t16, es, s->H, s->W, g->tp, i0, i1,
+                           bias ? bias[c] : 0.0f, accumulate, silu ? act->g + plane : NULL, mk);
+        else
+            wino_dout_strip(t16, es, x + plane, s->H, s->W, g->tp, i0, i1);
     }
 }
 
@@ -449,7 +415,7 @@ static void wino_conv(float *out, int accumulate, const conv_act *out_act, const
     const size_t eu = (size_t)Co * Ci + WINO_PAD;
     for (int r0 = 0; r0 < R; r0 += g.rows) {
         const wino_chunk k = wino_chunk_make(&g, r0, R);
-        wino_input(V, in, in_act, Ci, &g, &k, s);
+        wino_pass(WINO_IN, V, NULL, in, NULL, 0, in_act, Ci, &g, &k, s);
         const size_t ev = (size_t)Ci * k.T + WINO_PAD, em = (size_t)Co * k.T + WINO_PAD;
         for (int e = 0; e < 16; e++) {
             if (flip) /* M_e [Co][T] = U_{P e}^T V_e, U_{P e} stored [Ci][Co] */
@@ -460,8 +426,16 @@ static void wino_conv(float *out, int accumulate, const conv_act *out_act, const
                 ops_sgemm(CblasNoTrans, CblasNoTrans, Co, (int)k.T, Ci, 1.0f, U + e * eu, Ci,
                           V + e * ev, (int)k.T, 0.0f, M + e * em, (int)k.T);
         }
-        wino_output(out, M, bias, accumulate, out_act, Co, &g, &k, s);
+        wino_pass(WINO_OUT, M, out, NULL, bias, accumulate, out_act, Co, &g, &k, s);
     }
+}
+
+/* The workspace: U (16 Cout Cin), then V (16 Cin T) and M (16 Cout T). */
+static void wino_ws_split(const conv_shape *s, const wino_geom *g, float *ws, float **U,
+                          float **V, float **M) {
+    *U = ws;
+    *V = *U + 16 * ((size_t)s->Cout * s->Cin + WINO_PAD);
+    *M = *V + 16 * ((size_t)s->Cin * g->tmax + WINO_PAD);
 }
 
 void conv_winograd_forward(float *out, const float *inp, const conv_act *act,
@@ -469,8 +443,8 @@ void conv_winograd_forward(float *out, const float *inp, const conv_act *act,
                            float *ws) {
     const int Cin = s->Cin, Cout = s->Cout;
     const wino_geom g = wino_geom_make(s);
-    float *U = ws, *V = U + 16 * ((size_t)Cout * Cin + WINO_PAD);
-    float *M = V + 16 * ((size_t)Cin * g.tmax + WINO_PAD);
+    float *U, *V, *M;
+    wino_ws_split(s, &g, ws, &U, &V, &M);
     wino_weights(U, weight, Cout, Cin);
     wino_conv(out, 0, NULL, inp, act, U, 0, bias, Cin, Cout, s, V, M);
 }
@@ -480,8 +454,8 @@ void conv_winograd_backward(float *dinp, float *dweight, const float *dout, cons
                             float *ws) {
     const int Cin = s->Cin, Cout = s->Cout;
     const wino_geom g = wino_geom_make(s);
-    float *U = ws, *V = U + 16 * ((size_t)Cout * Cin + WINO_PAD);
-    float *M = V + 16 * ((size_t)Cin * g.tmax + WINO_PAD);
+    float *U, *V, *M;
+    wino_ws_split(s, &g, ws, &U, &V, &M);
     if (dinp) {
         /* the dout channels play the input: V holds 16 Cout T, M 16 Cin T, and
          * the workspace is symmetric in Cin and Cout */
@@ -493,8 +467,8 @@ void conv_winograd_backward(float *dinp, float *dweight, const float *dout, cons
         const int R = s->N * g.th;
         for (int r0 = 0; r0 < R; r0 += g.rows) {
             const wino_chunk k = wino_chunk_make(&g, r0, R);
-            wino_input(V, inp, act, Cin, &g, &k, s);
-            wino_doutput(M, dout, Cout, &g, &k, s);
+            wino_pass(WINO_IN, V, NULL, inp, NULL, 0, act, Cin, &g, &k, s);
+            wino_pass(WINO_DOUT, M, NULL, dout, NULL, 0, NULL, Cout, &g, &k, s);
             const size_t eu = (size_t)Cout * Cin + WINO_PAD, ev = (size_t)Cin * k.T + WINO_PAD;
             const size_t em = (size_t)Cout * k.T + WINO_PAD;
             for (int e = 0; e < 16; e++)
