@@ -412,6 +412,10 @@ static void check_silu_conv(const char *name, int N, int Cin, int H, int W, int 
     fwd_report(what, dw, rdw, nw);
     snprintf(what, sizeof what, "silu_conv %s dbias (vs the unfused ops)", name);
     fwd_report(what, db, rdb, (size_t)Cout);
+    /* the fused arithmetic is the unfused ops' own, in their order */
+    test_check(memcmp(c.out, ref, no * sizeof(float)) == 0 &&
+                   memcmp(dx, rdx, nx * sizeof(float)) == 0,
+               "silu_conv %s: output and dinp bit-identical to the unfused ops", name);
     if (fd) {
         snprintf(what, sizeof what, "silu_conv %s dinp", name);
         fd_report(what, silu_conv_loss, &c, c.x, nx, dx, 1e-3f);
