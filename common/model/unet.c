@@ -37,7 +37,7 @@ enum { O_NG, O_NB, O_W, O_B }; /* output head */
  * cannot cheaply redo (slot_kept()); the other slots point into the NSCRATCH shared
  * scratch buffers during forward, and backward recomputes them there (docs/memory.md). */
 enum {
-    S_CAT, S_G1, S_H1, S_G2, S_MASK, S_XS, S_Q, S_K, S_V, S_ATT, S_O,
+    S_CAT, S_G1, S_H1, S_MASK, S_XS, S_Q, S_K, S_V, S_ATT, S_O,
     S_UP, S_MEAN1, S_RSTD1, S_MEAN2, S_RSTD2, S_TP, S_COUNT
 };
 
@@ -225,8 +225,7 @@ static void layer_slot_sizes(const layer *L, size_t N, size_t sz[S_COUNT]) {
     switch (L->kind) {
     case L_RES:
         if (L->skip >= 0) sz[S_CAT] = in;
-        sz[S_G1] = in;
-        sz[S_H1] = sz[S_G2] = sz[S_MASK] = o;
+        sz[S_H1] = sz[S_MASK] = o; /* GroupNorm outputs: never stored (gn_silu_conv2d) */
         if (L->cin != L->cout) sz[S_XS] = o;
         sz[S_MEAN1] = sz[S_RSTD1] = sz[S_MEAN2] = sz[S_RSTD2] = N * GN_GROUPS;
         sz[S_TP] = N * (size_t)L->cout;
@@ -240,7 +239,6 @@ static void layer_slot_sizes(const layer *L, size_t N, size_t sz[S_COUNT]) {
         sz[S_UP] = o / (size_t)L->cout * (size_t)L->cin;
         break;
     case L_OUT:
-        sz[S_G1] = in;
         sz[S_MEAN1] = sz[S_RSTD1] = N * GN_GROUPS;
         break;
     default:
@@ -269,26 +267,20 @@ static int slot_kept(const layer *L, int s) {
     }
 }
 
-/* Forward placement of a training layer's transient slots in the scratch buffers;
- * res_forward's order of use makes these reuses safe: G1 dies at conv1 (whose
- * fused SiLU reads it), G2 takes G1's buffer, and the shortcut output G2's once
- * conv2 has read it. SiLU outputs and the masked activation are never stored
- * (silu_conv2d). The backward functions pick their own placement. */
+/* Forward placement of a training layer's transient slots in the scratch buffers.
+ * GroupNorm outputs, SiLU outputs and the masked activation of res blocks and the
+ * output head are never stored (gn_silu_conv2d); the shortcut output (R1) is
+ * written after both convs. The backward functions pick their own placement. */
 static void point_transients(unet *m, layer *L) {
     float **R = m->scratch;
     switch (L->kind) {
     case L_RES:
         L->s[S_CAT] = R[0];
-        L->s[S_G1] = R[1];
-        L->s[S_G2] = R[1];
         L->s[S_MASK] = R[3];
         L->s[S_XS] = R[1];
         break;
     case L_UP:
         L->s[S_UP] = R[0];
-        break;
-    case L_OUT:
-        L->s[S_G1] = R[1];
         break;
     default:
         break;
@@ -738,21 +730,23 @@ static void res_forward(unet *m, layer *L, const float *params, int N) {
         x = L->s[S_CAT];
     }
     size_t o = (size_t)N * L->cout * HW;
-    groupnorm_forward(L->s[S_G1], L->s[S_MEAN1], L->s[S_RSTD1], x, PW(L, R_N1G), PW(L, R_N1B), N,
-                      L->cin, HW, GN_GROUPS, GN_EPS);
+    /* GroupNorm -> SiLU -> conv fused: the normalised values are never stored */
+    groupnorm_stats(L->s[S_MEAN1], L->s[S_RSTD1], x, N, L->cin, HW, GN_GROUPS, GN_EPS);
+    const gn_apply gn1 = {L->s[S_MEAN1], L->s[S_RSTD1], PW(L, R_N1G), PW(L, R_N1B), GN_GROUPS};
     conv_shape c1 = conv_shape_make(N, L->cin, L->H, L->W, L->cout, 3, 1);
-    silu_conv2d_forward(L->s[S_H1], L->s[S_G1], NULL, PW(L, R_C1W), PW(L, R_C1B), &c1, m->ws);
+    gn_silu_conv2d_forward(L->s[S_H1], x, &gn1, NULL, PW(L, R_C1W), PW(L, R_C1B), &c1, m->ws);
     linear_forward(L->s[S_TP], m->ts, PW(L, R_TW), PW(L, R_TB), N, 4 * m->mc.ch, L->cout);
     add_channel_forward(L->s[S_H1], L->s[S_H1], L->s[S_TP], N, L->cout, HW);
-    groupnorm_forward(L->s[S_G2], L->s[S_MEAN2], L->s[S_RSTD2], L->s[S_H1], PW(L, R_N2G),
-                      PW(L, R_N2B), N, L->cout, HW, GN_GROUPS, GN_EPS);
+    groupnorm_stats(L->s[S_MEAN2], L->s[S_RSTD2], L->s[S_H1], N, L->cout, HW, GN_GROUPS, GN_EPS);
+    const gn_apply gn2 = {L->s[S_MEAN2], L->s[S_RSTD2], PW(L, R_N2G), PW(L, R_N2B), GN_GROUPS};
     const float *mask = NULL;
     if (m->use_dropout) {
         make_dropout_mask(m, L, L->s[S_MASK], N, (size_t)L->cout * HW);
         mask = L->s[S_MASK];
     }
     conv_shape c2 = conv_shape_make(N, L->cout, L->H, L->W, L->cout, 3, 1);
-    silu_conv2d_forward(L->out, L->s[S_G2], mask, PW(L, R_C2W), PW(L, R_C2B), &c2, m->ws);
+    gn_silu_conv2d_forward(L->out, L->s[S_H1], &gn2, mask, PW(L, R_C2W), PW(L, R_C2B), &c2,
+                           m->ws);
     if (L->cin != L->cout) {
         conv_shape cs = conv_shape_make(N, L->cin, L->H, L->W, L->cout, 1, 1);
         conv2d_forward(L->s[S_XS], x, PW(L, R_SW), PW(L, R_SB), &cs, m->ws);
@@ -847,10 +841,13 @@ void unet_forward(unet *m, const float *params, const float *x, const int *t, in
         }
         case L_OUT: {
             int HW = L->H * L->W;
-            groupnorm_forward(L->s[S_G1], L->s[S_MEAN1], L->s[S_RSTD1], layer_input(m, L),
-                              PW(L, O_NG), PW(L, O_NB), N, L->cin, HW, GN_GROUPS, GN_EPS);
+            groupnorm_stats(L->s[S_MEAN1], L->s[S_RSTD1], layer_input(m, L), N, L->cin, HW,
+                            GN_GROUPS, GN_EPS);
+            const gn_apply gn = {L->s[S_MEAN1], L->s[S_RSTD1], PW(L, O_NG), PW(L, O_NB),
+                                 GN_GROUPS};
             conv_shape cs = conv_shape_make(N, L->cin, L->H, L->W, L->cout, 3, 1);
-            silu_conv2d_forward(out, L->s[S_G1], NULL, PW(L, O_W), PW(L, O_B), &cs, m->ws);
+            gn_silu_conv2d_forward(out, layer_input(m, L), &gn, NULL, PW(L, O_W), PW(L, O_B), &cs,
+                                   m->ws);
             break;
         }
         }
@@ -878,19 +875,18 @@ static float *input_grad(unet *m, const layer *L) {
 }
 
 /* Backward of a res block. Kept from forward: the input (the source layers' outputs),
- * H1 (conv1 + temb), both GroupNorms' statistics. Recomputed here, in the scratch
- * buffers R[0..3]: GroupNorm2 (and the dropout mask) for conv2's fused SiLU, then
- * concat -> GroupNorm1 for conv1's. Buffer use (each live interval in one):
- *   R1 G2 | R3 mask | R0 dg2 | R3 dh1 | R0 concat | R1 G1 | R2 dg1 | R1 dx (concat) */
+ * H1 (conv1 + temb), both GroupNorms' statistics. The GroupNorm outputs are
+ * recomputed inside the fused convs (gn_silu_conv2d); recomputed here, in the
+ * scratch buffers R[0..3]: the dropout mask for conv2, then the concat for conv1.
+ * Buffer use (each live interval in one):
+ *   R3 mask | R0 dg2 | R3 dh1 | R0 concat | R2 dg1 | R1 dx (concat) */
 static void res_backward(unet *m, layer *L, const float *params, float *grads, int N) {
     int HW = L->H * L->W;
     size_t in = (size_t)N * L->cin * HW, o = (size_t)N * L->cout * HW;
     float **R = m->scratch;
     const float *dout = L->dout;
 
-    float *g2 = R[1];
-    groupnorm_forward(g2, L->s[S_MEAN2], L->s[S_RSTD2], L->s[S_H1], PW(L, R_N2G), PW(L, R_N2B),
-                      N, L->cout, HW, GN_GROUPS, GN_EPS);
+    const gn_apply gn2 = {L->s[S_MEAN2], L->s[S_RSTD2], PW(L, R_N2G), PW(L, R_N2B), GN_GROUPS};
     const float *mask = NULL;
     if (m->use_dropout) {
         make_dropout_mask(m, L, R[3], N, (size_t)L->cout * HW);
@@ -898,8 +894,8 @@ static void res_backward(unet *m, layer *L, const float *params, float *grads, i
     }
     conv_shape c2 = conv_shape_make(N, L->cout, L->H, L->W, L->cout, 3, 1);
     float *dg2 = zeroed(R[0], o);
-    silu_conv2d_backward(dg2, GW(L, R_C2W), GW(L, R_C2B), dout, g2, mask, PW(L, R_C2W), &c2,
-                         m->ws);
+    gn_silu_conv2d_backward(dg2, GW(L, R_C2W), GW(L, R_C2B), dout, L->s[S_H1], &gn2, mask,
+                            PW(L, R_C2W), &c2, m->ws);
     float *dh1 = zeroed(R[3], o); /* the mask is dead */
     groupnorm_backward(dh1, GW(L, R_N2G), GW(L, R_N2B), dg2, L->s[S_H1], L->s[S_MEAN2],
                        L->s[S_RSTD2], PW(L, R_N2G), N, L->cout, HW, GN_GROUPS);
@@ -914,13 +910,11 @@ static void res_backward(unet *m, layer *L, const float *params, float *grads, i
         concat_forward(R[0], A->out, B->out, N, A->cout, B->cout, HW);
         x = R[0];
     }
-    float *g1 = R[1];
-    groupnorm_forward(g1, L->s[S_MEAN1], L->s[S_RSTD1], x, PW(L, R_N1G), PW(L, R_N1B), N, L->cin,
-                      HW, GN_GROUPS, GN_EPS);
+    const gn_apply gn1 = {L->s[S_MEAN1], L->s[S_RSTD1], PW(L, R_N1G), PW(L, R_N1B), GN_GROUPS};
     conv_shape c1 = conv_shape_make(N, L->cin, L->H, L->W, L->cout, 3, 1);
     float *dg1 = zeroed(R[2], in);
-    silu_conv2d_backward(dg1, GW(L, R_C1W), GW(L, R_C1B), dh1, g1, NULL, PW(L, R_C1W), &c1,
-                         m->ws);
+    gn_silu_conv2d_backward(dg1, GW(L, R_C1W), GW(L, R_C1B), dh1, x, &gn1, NULL, PW(L, R_C1W),
+                            &c1, m->ws);
     float *dx = L->skip >= 0 ? zeroed(R[1], in) : input_grad(m, L);
     groupnorm_backward(dx, GW(L, R_N1G), GW(L, R_N1B), dg1, x, L->s[S_MEAN1], L->s[S_RSTD1],
                        PW(L, R_N1G), N, L->cin, HW, GN_GROUPS);
@@ -971,14 +965,13 @@ static void backward_layer(unet *m, int i, const float *params, float *grads, co
         case L_OUT: {
             int HW = L->H * L->W;
             size_t in = (size_t)N * L->cin * HW;
-            /* GroupNorm -> SiLU again (kept: statistics only) */
-            float *g = G[1];
-            groupnorm_forward(g, L->s[S_MEAN1], L->s[S_RSTD1], layer_input(m, L), PW(L, O_NG),
-                              PW(L, O_NB), N, L->cin, HW, GN_GROUPS, GN_EPS);
+            /* GroupNorm -> SiLU recomputed inside the conv from the kept statistics */
+            const gn_apply gn = {L->s[S_MEAN1], L->s[S_RSTD1], PW(L, O_NG), PW(L, O_NB),
+                                 GN_GROUPS};
             conv_shape cs = conv_shape_make(N, L->cin, L->H, L->W, L->cout, 3, 1);
             float *dg = zeroed(G[3], in);
-            silu_conv2d_backward(dg, GW(L, O_W), GW(L, O_B), dout, g, NULL, PW(L, O_W), &cs,
-                                 m->ws);
+            gn_silu_conv2d_backward(dg, GW(L, O_W), GW(L, O_B), dout, layer_input(m, L), &gn, NULL,
+                                    PW(L, O_W), &cs, m->ws);
             groupnorm_backward(input_grad(m, L), GW(L, O_NG), GW(L, O_NB), dg, layer_input(m, L),
                                L->s[S_MEAN1], L->s[S_RSTD1], PW(L, O_NG), N, L->cin, HW,
                                GN_GROUPS);

@@ -342,7 +342,7 @@ static size_t shift_workspace_floats(const conv_shape *s) {
  * the mask mk, NULL for none) when silu is set. */
 OPS_CLONES
 static void pad_plane(float *restrict d, const float *restrict x, const float *restrict mk,
-                      int silu, int H, int W, int Wp) {
+                      int silu, conv_plane_norm nm, int H, int W, int Wp) {
     float t[ACT_TMP];
     const int rows = W >= ACT_TMP ? 1 : ACT_TMP / W;
     memset(d, 0, sizeof(float) * (size_t)Wp);
@@ -353,7 +353,7 @@ static void pad_plane(float *restrict d, const float *restrict x, const float *r
         if (silu) {
             /* a row longer than the buffer (then nr = 1) goes straight to d */
             float *tt = W > ACT_TMP ? d + (size_t)(h0 + 1) * Wp + 1 : t;
-            ops_silu_mask(tt, src, mk ? mk + (size_t)h0 * W : NULL, n);
+            ops_silu_mask(tt, src, mk ? mk + (size_t)h0 * W : NULL, n, nm);
             if (W > ACT_TMP) {
                 d[(size_t)(h0 + 1) * Wp] = 0;
                 d[(size_t)(h0 + 1) * Wp + W + 1] = 0;
@@ -385,7 +385,7 @@ static void shift_pad(float *dst, const float *src, const conv_act *act, int C, 
         const int j = task / C, c = task % C;
         const size_t plane = ((size_t)(n0 + j) * C + c) * HW;
         pad_plane(dst + (size_t)c * g->ld + (size_t)j * g->PP, src + plane,
-                  mask ? mask + plane : NULL, silu, H, W, Wp);
+                  mask ? mask + plane : NULL, silu, conv_act_norm(act, n0 + j, c, C), H, W, Wp);
     }
 }
 
@@ -395,8 +395,8 @@ static void shift_pad(float *dst, const float *src, const conv_act *act, int C, 
  * optional; the factor is computed flat over runs of rows, see ACT_TMP). */
 OPS_CLONES
 void conv_unpad_plane(float *restrict o, const float *restrict r0, float b, int accumulate,
-                        const float *restrict g, const float *restrict mk, int H, int W,
-                        int Wp) {
+                        const float *restrict g, const float *restrict mk, conv_plane_norm nm,
+                        int H, int W, int Wp) {
     /* through silu': sg = sigmoid(g) and q = 1 + g (1 - sg) flat over the run of
      * rows, then d += r * mk * sg * q in silu_backward's and dropout_backward's
      * order, so the result is bit-identical to the unfused ops */
@@ -410,9 +410,11 @@ void conv_unpad_plane(float *restrict o, const float *restrict r0, float b, int 
             if (accumulate && g) {
                 const size_t n = wide ? (size_t)nw : (size_t)nr * W;
                 const float *restrict gs = g + (size_t)h0 * W + w0;
+                const float mu = nm.mu, a = nm.a, bb = nm.b;
+                const int on = nm.on;
 #pragma omp simd
                 for (size_t i = 0; i < n; i++) {
-                    const float x = gs[i];
+                    const float x = on ? (gs[i] - mu) * a + bb : gs[i];
                     const float sg = 1.0f / (1.0f + ops_expf(-x));
                     fs[i] = sg;
                     fq[i] = 1.0f + x * (1.0f - sg);
@@ -461,8 +463,9 @@ static void shift_unpad(float *dst, const float *src, const float *bias, const c
         const int j = task / C, c = task % C;
         const size_t plane = ((size_t)(n0 + j) * C + c) * HW;
         conv_unpad_plane(dst + plane, src + (size_t)c * g->L + (size_t)j * g->PP,
-                    bias ? bias[c] : 0.0f, accumulate, silu ? act->g + plane : NULL,
-                    silu && act->mask ? act->mask + plane : NULL, H, W, Wp);
+                         bias ? bias[c] : 0.0f, accumulate, silu ? act->g + plane : NULL,
+                         silu && act->mask ? act->mask + plane : NULL,
+                         conv_act_norm(silu ? act : NULL, n0 + j, c, C), H, W, Wp);
     }
 }
 
@@ -691,19 +694,45 @@ static void silu_conv_check(const conv_shape *s) {
 
 void silu_conv2d_forward(float *out, const float *inp, const float *mask, const float *weight,
                          const float *bias, const conv_shape *s, float *ws) {
-    PROF_SCOPE(PROF_CONV_FWD);
-    silu_conv_check(s);
-    const conv_act act = {.silu = 1, .g = inp, .mask = mask};
-    shift_forward(out, inp, &act, weight, bias, s, ws);
+    gn_silu_conv2d_forward(out, inp, NULL, mask, weight, bias, s, ws);
 }
 
 void silu_conv2d_backward(float *dinp, float *dweight, float *dbias, const float *dout,
                           const float *inp, const float *mask, const float *weight,
                           const conv_shape *s, float *ws) {
+    gn_silu_conv2d_backward(dinp, dweight, dbias, dout, inp, NULL, mask, weight, s, ws);
+}
+
+/* ---------- GroupNorm, SiLU (and dropout) fused into a 3x3 stride-1 convolution ---------- */
+
+static conv_act gn_act(const float *inp, const gn_apply *gn, const float *mask) {
+    conv_act act = {.silu = 1, .g = inp, .mask = mask};
+    if (gn) {
+        act.gn_groups = gn->groups;
+        act.gn_mean = gn->mean;
+        act.gn_rstd = gn->rstd;
+        act.gn_gamma = gn->gamma;
+        act.gn_beta = gn->beta;
+    }
+    return act;
+}
+
+void gn_silu_conv2d_forward(float *out, const float *inp, const gn_apply *gn, const float *mask,
+                            const float *weight, const float *bias, const conv_shape *s,
+                            float *ws) {
+    PROF_SCOPE(PROF_CONV_FWD);
+    silu_conv_check(s);
+    const conv_act act = gn_act(inp, gn, mask);
+    shift_forward(out, inp, &act, weight, bias, s, ws);
+}
+
+void gn_silu_conv2d_backward(float *dgn, float *dweight, float *dbias, const float *dout,
+                             const float *inp, const gn_apply *gn, const float *mask,
+                             const float *weight, const conv_shape *s, float *ws) {
     PROF_SCOPE(PROF_CONV_BWD);
     silu_conv_check(s);
     if (dbias) conv_dbias(dbias, dout, s);
-    if (!dinp && !dweight) return;
-    const conv_act act = {.silu = 1, .g = inp, .mask = mask};
-    shift_backward(dinp, dweight, dout, inp, &act, weight, s, ws);
+    if (!dgn && !dweight) return;
+    const conv_act act = gn_act(inp, gn, mask);
+    shift_backward(dgn, dweight, dout, inp, &act, weight, s, ws);
 }

@@ -25,6 +25,7 @@ static void gn_forward_group(float *restrict out, float *mean, float *rstd,
     const float rs = (float)(1.0 / sqrt(var + (double)eps));
     *mean = mu;
     *rstd = rs;
+    if (!out) return; /* statistics only */
     for (int cc = 0; cc < cpg; cc++) {
         /* (x - mu) first: folding mu into the offset would cancel
          * catastrophically when |mu| >> std. */
@@ -104,5 +105,18 @@ void groupnorm_backward(float *dinp, float *dgamma, float *dbeta, const float *d
             gn_backward_group(dinp ? dinp + base : NULL, dgamma ? dgamma + g * cpg : NULL,
                               dbeta ? dbeta + g * cpg : NULL, dout + base, inp + base,
                               mean[n * G + g], rstd[n * G + g], gamma + g * cpg, cpg, HW);
+        }
+}
+
+void groupnorm_stats(float *mean, float *rstd, const float *inp, int N, int C, int HW, int G,
+                     float eps) {
+    PROF_SCOPE(PROF_GROUPNORM);
+    const int cpg = C / G;
+#pragma omp parallel for collapse(2) schedule(static) if ((size_t)N * C * HW >= OPS_PAR_MIN)
+    for (int n = 0; n < N; n++)
+        for (int g = 0; g < G; g++) {
+            const size_t base = ((size_t)n * C + (size_t)g * cpg) * HW;
+            gn_forward_group(NULL, mean + n * G + g, rstd + n * G + g, inp + base, NULL, NULL,
+                             cpg, HW, eps);
         }
 }

@@ -60,6 +60,25 @@ void silu_conv2d_backward(float *dinp, float *dweight, float *dbias, const float
                           const float *inp, const float *mask, const float *weight,
                           const conv_shape *s, float *ws);
 
+/* GroupNorm, then SiLU and the optional dropout mask, then a 3x3 stride-1
+ * convolution, fused: out = conv(silu(GN(inp)) * mask), GN with the statistics
+ * mean/rstd [N][G] (from groupnorm_stats) and gamma/beta [C]. The normalised
+ * values are computed while the conv copies its input and never stored.
+ * backward adds d/d GN(inp) (through mask and silu', not through the
+ * GroupNorm: the caller passes it to groupnorm_backward) into dgn, and the
+ * weight/bias gradients; any may be NULL. Bit-identical to groupnorm_forward
+ * followed by silu_conv2d. Same workspace as conv2d_* for s. */
+typedef struct {
+    const float *mean, *rstd, *gamma, *beta;
+    int groups;
+} gn_apply;
+void gn_silu_conv2d_forward(float *out, const float *inp, const gn_apply *gn, const float *mask,
+                            const float *weight, const float *bias, const conv_shape *s,
+                            float *ws);
+void gn_silu_conv2d_backward(float *dgn, float *dweight, float *dbias, const float *dout,
+                             const float *inp, const gn_apply *gn, const float *mask,
+                             const float *weight, const conv_shape *s, float *ws);
+
 /* ---- linear: out[N][Out] = inp[N][In] * weight[Out][In]^T + bias ---- */
 void linear_forward(float *out, const float *inp, const float *weight, const float *bias,
                     int N, int In, int Out);
@@ -71,6 +90,9 @@ void linear_backward(float *dinp, float *dweight, float *dbias, const float *dou
 void groupnorm_forward(float *out, float *mean, float *rstd, const float *inp,
                        const float *gamma, const float *beta, int N, int C, int HW, int G,
                        float eps);
+/* groupnorm_forward's statistics only (mean, rstd), for gn_silu_conv2d. */
+void groupnorm_stats(float *mean, float *rstd, const float *inp, int N, int C, int HW, int G,
+                     float eps);
 void groupnorm_backward(float *dinp, float *dgamma, float *dbeta, const float *dout,
                         const float *inp, const float *mean, const float *rstd,
                         const float *gamma, int N, int C, int HW, int G);

@@ -175,8 +175,8 @@ static size_t wino_in_need(int ni, int W, int p) {
  * seen through silu (and mk) when silu is set. */
 OPS_CLONES
 static void wino_in_strip(float *restrict V, size_t es, const float *restrict x,
-                          const float *restrict mk, int silu, int H, int W, int p, int i0,
-                          int i1) {
+                          const float *restrict mk, int silu, conv_plane_norm nm, int H, int W,
+                          int p, int i0, int i1) {
     float buf[WINO_BUF];
     int nimax = 1;
     while (nimax < i1 - i0 && wino_in_need(nimax + 1, W, p) <= WINO_BUF) nimax++;
@@ -192,7 +192,7 @@ static void wino_in_strip(float *restrict V, size_t es, const float *restrict x,
         const int va = y0 < 0 ? 0 : y0, vb = y1 < H ? y1 : H;
         const float *src = x + (size_t)va * W;
         if (silu && vb > va) {
-            ops_silu_mask(t, src, mk ? mk + (size_t)va * W : NULL, (size_t)(vb - va) * W);
+            ops_silu_mask(t, src, mk ? mk + (size_t)va * W : NULL, (size_t)(vb - va) * W, nm);
             src = t;
         }
         for (int y = y0; y < y1; y++) {
@@ -248,7 +248,8 @@ static void wino_in_strip(float *restrict V, size_t es, const float *restrict x,
 OPS_CLONES
 static void wino_out_strip(float *restrict o, const float *restrict M, size_t es, int H, int W,
                            int p, int i0, int i1, float b, int accumulate,
-                           const float *restrict g, const float *restrict mk) {
+                           const float *restrict g, const float *restrict mk,
+                           conv_plane_norm nm) {
     float buf[WINO_BUF];
     const int Wo = 2 * p; /* a row of the buffer: 2 tw columns and 2 virtual ones */
     const int nimax = WINO_BUF / (2 * Wo);
@@ -283,7 +284,7 @@ static void wino_out_strip(float *restrict o, const float *restrict M, size_t es
         const int h0 = 2 * ia, h1 = 2 * (ia + ni) < H ? 2 * (ia + ni) : H;
         const size_t off = (size_t)h0 * W;
         conv_unpad_plane(o + off, buf, b, accumulate, g ? g + off : NULL, mk ? mk + off : NULL,
-                         h1 - h0, W, Wo);
+                         nm, h1 - h0, W, Wo);
         M += (size_t)ni * p;
     }
 }
@@ -394,11 +395,13 @@ static void wino_pass(int kind, float *T16, float *out, const float *x, const fl
         const size_t plane = ((size_t)j * C + c) * HW;
         float *t16 = T16 + (size_t)c * k->T + off;
         const float *mk = silu && act->mask ? act->mask + plane : NULL;
+        const conv_plane_norm nm = conv_act_norm(silu ? act : NULL, j, c, C);
         if (kind == WINO_IN)
-            wino_in_strip(t16, es, x + plane, mk, silu, s->H, s->W, g->tp, i0, i1);
+            wino_in_strip(t16, es, x + plane, mk, silu, nm, s->H, s->W, g->tp, i0, i1);
         else if (kind == WINO_OUT)
             wino_out_strip(out + plane, t16, es, s->H, s->W, g->tp, i0, i1,
-                           bias ? bias[c] : 0.0f, accumulate, silu ? act->g + plane : NULL, mk);
+                           bias ? bias[c] : 0.0f, accumulate, silu ? act->g + plane : NULL, mk,
+                           nm);
         else
             wino_dout_strip(t16, es, x + plane, s->H, s->W, g->tp, i0, i1);
     }

@@ -438,7 +438,57 @@ static void check_silu_conv(const char *name, int N, int Cin, int H, int W, int 
     free(dx); free(dw); free(db); free(dx2); free(dw2); free(dxo); free(dwo);
 }
 
+/* GroupNorm fused in front (gn_silu_conv2d): bit-identical to groupnorm_forward
+ * followed by silu_conv2d, forward, the gradient at the GroupNorm's output and
+ * the weight and bias gradients. Large offsets per channel make (x - mu) matter. */
+static void check_gn_silu_conv(const char *name, int N, int C, int H, int W, int Cout,
+                               int with_mask) {
+    const int G = C >= 32 ? 32 : C / 2;
+    conv_shape s = conv_shape_make(N, C, H, W, Cout, 3, 1);
+    size_t nx = (size_t)N * C * H * W, nw = (size_t)Cout * C * 9, no = (size_t)N * Cout * H * W;
+    float *x = rnd_tensor(nx, -3, 3), *w = rnd_tensor(nw, -1, 1), *b = rnd_tensor(Cout, -1, 1);
+    for (size_t i = 0; i < nx; i++) x[i] += (float)((i / ((size_t)H * W)) % 7) * 5.0f;
+    float *gamma = rnd_tensor((size_t)C, 0.5f, 1.5f), *beta = rnd_tensor((size_t)C, -1, 1);
+    float *R = rnd_tensor(no, -1, 1), *mask = NULL;
+    if (with_mask) {
+        mask = rnd_tensor(nx, 0, 1);
+        for (size_t i = 0; i < nx; i++) mask[i] = mask[i] < 0.3f ? 0.0f : 1.0f / 0.7f;
+    }
+    float *ws = exact_ws(conv_workspace_floats(&s));
+    float *mean = zeros((size_t)N * G), *rstd = zeros((size_t)N * G);
+    float *mean2 = zeros((size_t)N * G), *rstd2 = zeros((size_t)N * G), *g = zeros(nx);
+    groupnorm_forward(g, mean, rstd, x, gamma, beta, N, C, H * W, G, 1e-6f);
+    groupnorm_stats(mean2, rstd2, x, N, C, H * W, G, 1e-6f);
+    test_check(memcmp(mean, mean2, sizeof(float) * N * G) == 0 &&
+                   memcmp(rstd, rstd2, sizeof(float) * N * G) == 0,
+               "gn_silu_conv %s: groupnorm_stats = groupnorm_forward's statistics", name);
+    const gn_apply gn = {mean, rstd, gamma, beta, G};
+    float *ref = zeros(no), *out = zeros(no);
+    silu_conv2d_forward(ref, g, mask, w, b, &s, ws);
+    gn_silu_conv2d_forward(out, x, &gn, mask, w, b, &s, ws);
+    float *rdg = zeros(nx), *rdw = zeros(nw), *rdb = zeros(Cout);
+    float *dg = zeros(nx), *dw = zeros(nw), *db = zeros(Cout);
+    silu_conv2d_backward(rdg, rdw, rdb, R, g, mask, w, &s, ws);
+    gn_silu_conv2d_backward(dg, dw, db, R, x, &gn, mask, w, &s, ws);
+    test_check(memcmp(out, ref, no * sizeof(float)) == 0 &&
+                   memcmp(dg, rdg, nx * sizeof(float)) == 0 &&
+                   memcmp(dw, rdw, nw * sizeof(float)) == 0 &&
+                   memcmp(db, rdb, Cout * sizeof(float)) == 0,
+               "gn_silu_conv %s: output and all gradients bit-identical to groupnorm_forward "
+               "+ silu_conv2d (rel err out %.2e, dgn %.2e)",
+               name, test_rel_err(out, ref, no), test_rel_err(dg, rdg, nx));
+    free(x); free(w); free(b); free(gamma); free(beta); free(R); free(mask); free(ws);
+    free(mean); free(rstd); free(mean2); free(rstd2); free(g); free(ref); free(out);
+    free(rdg); free(rdw); free(rdb); free(dg); free(dw); free(db);
+}
+
 static void test_silu_conv(void) {
+    check_gn_silu_conv("7x7 64->32", 2, 64, 7, 7, 32, 0);
+    check_gn_silu_conv("6x5 8->4, mask", 3, 8, 6, 5, 4, 1);
+    conv_set_algo(CONV_ALGO_WINOGRAD);
+    check_gn_silu_conv("winograd 7x7 64->32", 2, 64, 7, 7, 32, 0);
+    check_gn_silu_conv("winograd 6x5 8->4, mask", 3, 8, 6, 5, 4, 1);
+    conv_set_algo(CONV_ALGO_AUTO);
     check_silu_conv("5x6 3->4", 2, 3, 5, 6, 4, 0, 1);
     check_silu_conv("5x6 3->4 with dropout mask", 2, 3, 5, 6, 4, 1, 1);
     check_silu_conv("20x20 chunks of 8 + tail of 3, mask", 11, 3, 20, 20, 4, 1, 0);
