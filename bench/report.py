@@ -1,6 +1,8 @@
-"""Formats the outputs of bench/run_bench.sh as markdown tables.
-usage: report.py DIR name:batch..."""
+"""Formats the outputs of bench/run_bench.sh as markdown tables: medians over
+the rounds, each round's C and PyTorch numbers measured minutes apart.
+usage: report.py DIR ROUNDS name:batch..."""
 import os
+import statistics
 import sys
 
 
@@ -14,39 +16,57 @@ def load(path):
     return d
 
 
+def rounds(out, stem, n):
+    return [load(os.path.join(out, "%s.r%d" % (stem, r))) for r in range(1, n + 1)]
+
+
+def med(rs, key):
+    return statistics.median(float(r[key]) for r in rs)
+
+
 def main():
-    out, cases = sys.argv[1], [c.split(":") for c in sys.argv[2:]]
-    sg = load(os.path.join(out, "sgemm"))
-    peak = float(sg["sgemm_gflops"])
+    out, n = sys.argv[1], int(sys.argv[2])
+    cases = [c.split(":") for c in sys.argv[3:]]
+    sg = rounds(out, "sgemm", n)
+    peaks = [float(r["sgemm_gflops"]) for r in sg]
+    peak = statistics.median(peaks)
     print("OpenBLAS kernel %s, %s threads, OpenMP wait (GOMP_SPINCOUNT) %s; "
-          "SGEMM 2048^3 peak %.1f GFLOP/s (median)" %
-          (sg["kernel"], sg["threads"], sg.get("omp_wait", "?"), peak))
+          "SGEMM 2048^3 peak %.1f GFLOP/s (median of %d rounds: %s)" %
+          (sg[0]["kernel"], sg[0]["threads"], sg[0].get("omp_wait", "?"), peak, n,
+           ", ".join("%.1f" % p for p in peaks)))
     print()
-    print("| config | batch | mode | C img/s | PyTorch img/s | C/PyTorch | C GFLOP/s | of SGEMM peak |")
-    print("| --- | --- | --- | --- | --- | --- | --- | --- |")
+    print("| config | batch | mode | C img/s | PyTorch img/s | C/PyTorch | C/PyTorch per round "
+          "| C GFLOP/s | of SGEMM peak |")
+    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
     shares = []
     for name, batch in cases:
         for mode in ("train", "forward"):
-            c = load(os.path.join(out, "c_%s_%s_%s" % (name, batch, mode)))
-            t = load(os.path.join(out, "t_%s_%s_%s" % (name, batch, mode)))
-            ci, ti = float(c["images_per_s"]), float(t["images_per_s"])
-            gf = float(c["gflops"])
-            print("| %s | %s | %s | %.2f | %.2f | %.2f | %.1f | %.1f%% |" %
+            c = rounds(out, "c_%s_%s_%s" % (name, batch, mode), n)
+            t = rounds(out, "t_%s_%s_%s" % (name, batch, mode), n)
+            ratios = [float(a["images_per_s"]) / float(b["images_per_s"]) for a, b in zip(c, t)]
+            # effective rate against the same round's peak, then the median
+            fracs = [float(a["gflops"]) / p for a, p in zip(c, peaks)]
+            print("| %s | %s | %s | %.2f | %.2f | %.2f | %s | %.1f | %.1f%% |" %
                   (name, batch, "train step" if mode == "train" else "forward (sampling)",
-                   ci, ti, ci / ti, gf, 100 * gf / peak))
+                   med(c, "images_per_s"), med(t, "images_per_s"), statistics.median(ratios),
+                   " ".join("%.2f" % x for x in ratios), med(c, "gflops"),
+                   100 * statistics.median(fracs)))
             shares.append(("%s b%s %s" % (name, batch, mode), c))
     print()
-    print("GFLOP/s: train 6 x forward MACs x images / s, forward 2 x MACs x images / s.")
+    print("Medians over the rounds. GFLOP/s: train 6 x forward MACs x images / s, forward "
+          "2 x MACs x images / s (the direct convolution's FLOPs: Winograd layers do fewer).")
     print()
     keys = ["conv_fwd", "conv_bwd", "groupnorm", "silu", "attention", "linear",
             "elementwise", "other", "unaccounted", "gemm", "outside_gemm"]
-    print("C share of step time per op kind (profiled steps; gemm overlaps the kinds above it):")
+    print("C share of step time per op kind (profiled steps, median over the rounds; gemm "
+          "overlaps the kinds above it):")
     print()
     print("| run | " + " | ".join(keys) + " |")
     print("| --- " * (len(keys) + 1) + "|")
     for label, c in shares:
         print("| %s | " % label + " | ".join(
-            "%.1f%%" % (100 * float(c.get("share_" + k, "nan"))) for k in keys) + " |")
+            "%.1f%%" % (100 * statistics.median(float(r.get("share_" + k, "nan")) for r in c))
+            for k in keys) + " |")
 
 
 if __name__ == "__main__":

@@ -6,8 +6,12 @@
 # (OPENBLAS_CORETYPE, see common/core/blas_setup.h): its linear layers and attention
 # matmuls go through Debian's OpenBLAS, which otherwise falls back to Prescott.
 #
+# The host's speed drifts (the SGEMM peak has moved 25% between runs here), so the
+# whole sequence runs BENCH_ROUNDS times, C and PyTorch alternating case by case,
+# and the report gives medians over the rounds (and the ratio's range).
+#
 # Environment: BENCH_THREADS (2), BENCH_STEPS (7 timed), BENCH_WARMUP (2),
-# BENCH_CASES ("fashion_mnist:64 cifar10:8").
+# BENCH_ROUNDS (3), BENCH_CASES ("fashion_mnist:64 cifar10:8").
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BIN=build/bench/bench_step
@@ -15,24 +19,27 @@ PY=/usr/bin/python3
 THREADS="${BENCH_THREADS:-2}"
 STEPS="${BENCH_STEPS:-7}"
 WARMUP="${BENCH_WARMUP:-2}"
+ROUNDS="${BENCH_ROUNDS:-3}"
 CASES="${BENCH_CASES:-fashion_mnist:64 cifar10:8}"
 OUT="$(mktemp -d)"
 trap 'rm -rf "$OUT"' EXIT
 
 [ -x "$BIN" ] || { echo "run_bench.sh: $BIN missing (run make bench)" >&2; exit 1; }
-"$BIN" sgemm --threads "$THREADS" >"$OUT/sgemm"
-KERNEL="$(awk '$1 == "kernel" { print $2 }' "$OUT/sgemm")"
-echo "# SGEMM done; OpenBLAS kernel $KERNEL, $THREADS threads" >&2
-for c in $CASES; do
-    name="${c%%:*}" batch="${c##*:}"
-    for mode in train forward; do
-        echo "# $name batch $batch $mode: C" >&2
-        "$BIN" "$mode" "configs/$name.yaml" "$batch" --threads "$THREADS" --steps "$STEPS" \
-            --warmup "$WARMUP" >"$OUT/c_${name}_${batch}_$mode"
-        echo "# $name batch $batch $mode: PyTorch" >&2
-        OPENBLAS_CORETYPE="$KERNEL" "$PY" bench/torch_step.py "$mode" "configs/$name.yaml" \
-            "$batch" --threads "$THREADS" --steps "$STEPS" --warmup "$WARMUP" \
-            >"$OUT/t_${name}_${batch}_$mode"
+[[ "$ROUNDS" =~ ^[1-9][0-9]*$ ]] || { echo "run_bench.sh: BENCH_ROUNDS='$ROUNDS': expected a whole number >= 1" >&2; exit 1; }
+for r in $(seq "$ROUNDS"); do
+    "$BIN" sgemm --threads "$THREADS" >"$OUT/sgemm.r$r"
+    KERNEL="$(awk '$1 == "kernel" { print $2 }' "$OUT/sgemm.r$r")"
+    echo "# round $r/$ROUNDS: SGEMM done; OpenBLAS kernel $KERNEL, $THREADS threads" >&2
+    for c in $CASES; do
+        name="${c%%:*}" batch="${c##*:}"
+        for mode in train forward; do
+            echo "# round $r: $name batch $batch $mode: C, then PyTorch" >&2
+            "$BIN" "$mode" "configs/$name.yaml" "$batch" --threads "$THREADS" --steps "$STEPS" \
+                --warmup "$WARMUP" >"$OUT/c_${name}_${batch}_$mode.r$r"
+            OPENBLAS_CORETYPE="$KERNEL" "$PY" bench/torch_step.py "$mode" "configs/$name.yaml" \
+                "$batch" --threads "$THREADS" --steps "$STEPS" --warmup "$WARMUP" \
+                >"$OUT/t_${name}_${batch}_$mode.r$r"
+        done
     done
 done
-"$PY" bench/report.py "$OUT" $CASES
+"$PY" bench/report.py "$OUT" "$ROUNDS" $CASES
