@@ -47,8 +47,10 @@ void groupnorm_forward(float *out, float *mean, float *rstd, const float *inp,
     for (int n = 0; n < N; n++)
         for (int g = 0; g < G; g++) {
             const size_t base = ((size_t)n * C + (size_t)g * cpg) * HW;
-            gn_forward_group(out + base, mean + n * G + g, rstd + n * G + g, inp + base,
-                             gamma + g * cpg, beta + g * cpg, cpg, HW, eps);
+            /* out NULL (groupnorm_stats): statistics only, gamma and beta unused */
+            gn_forward_group(out ? out + base : NULL, mean + n * G + g, rstd + n * G + g,
+                             inp + base, out ? gamma + g * cpg : NULL,
+                             out ? beta + g * cpg : NULL, cpg, HW, eps);
         }
 }
 
@@ -110,13 +112,5 @@ void groupnorm_backward(float *dinp, float *dgamma, float *dbeta, const float *d
 
 void groupnorm_stats(float *mean, float *rstd, const float *inp, int N, int C, int HW, int G,
                      float eps) {
-    PROF_SCOPE(PROF_GROUPNORM);
-    const int cpg = C / G;
-#pragma omp parallel for collapse(2) schedule(static) if ((size_t)N * C * HW >= OPS_PAR_MIN)
-    for (int n = 0; n < N; n++)
-        for (int g = 0; g < G; g++) {
-            const size_t base = ((size_t)n * C + (size_t)g * cpg) * HW;
-            gn_forward_group(NULL, mean + n * G + g, rstd + n * G + g, inp + base, NULL, NULL,
-                             cpg, HW, eps);
-        }
+    groupnorm_forward(NULL, mean, rstd, inp, NULL, NULL, N, C, HW, G, eps);
 }

@@ -90,7 +90,8 @@ void linear_backward(float *dinp, float *dweight, float *dbias, const float *dou
 void groupnorm_forward(float *out, float *mean, float *rstd, const float *inp,
                        const float *gamma, const float *beta, int N, int C, int HW, int G,
                        float eps);
-/* groupnorm_forward's statistics only (mean, rstd), for gn_silu_conv2d. */
+/* groupnorm_forward's statistics only (mean, rstd), for gn_silu_conv2d; the same
+ * as groupnorm_forward with out, gamma and beta NULL. */
 void groupnorm_stats(float *mean, float *rstd, const float *inp, int N, int C, int HW, int G,
                      float eps);
 void groupnorm_backward(float *dinp, float *dgamma, float *dbeta, const float *dout,
