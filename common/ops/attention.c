@@ -12,7 +12,7 @@
 
 /* row = softmax(row), in place. The max is found with OPS_LANES partial
  * maxima (exact in any order), so every step vectorises. */
-OPS_CLONES
+DDPM_CLONES
 static void softmax_row(float *restrict row, int n) {
     float m[OPS_LANES];
     for (int l = 0; l < OPS_LANES; l++) m[l] = row[0];
@@ -33,7 +33,7 @@ static void softmax_row(float *restrict row, int n) {
 
 /* r = a * (r - sum_j a_j r_j): the softmax backward of one row, in place
  * (a the softmax output, r its incoming gradient). */
-OPS_CLONES
+DDPM_CLONES
 static void softmax_row_backward(float *restrict r, const float *restrict a, int n) {
     const float d = (float)ops_dot(a, r, (size_t)n);
 #pragma omp simd

@@ -340,7 +340,7 @@ static size_t shift_workspace_floats(const conv_shape *s) {
 
 /* One H x W plane x into its bordered (H+2) x Wp copy d, through silu (and
  * the mask mk, NULL for none) when silu is set. */
-OPS_CLONES
+DDPM_CLONES
 static void pad_plane(float *restrict d, const float *restrict x, const float *restrict mk,
                       int silu, conv_plane_norm nm, int H, int W, int Wp) {
     float t[ACT_TMP];
@@ -393,7 +393,7 @@ static void shift_pad(float *dst, const float *src, const conv_act *act, int C, 
  * the H x W plane o: o = r + b (accumulate 0), o += r (accumulate, no g), or
  * o += r * (mk * silu'(g)) (accumulate through the fused activation, mk
  * optional; the factor is computed flat over runs of rows, see ACT_TMP). */
-OPS_CLONES
+DDPM_CLONES
 void conv_unpad_plane(float *restrict o, const float *restrict r0, float b, int accumulate,
                         const float *restrict g, const float *restrict mk, conv_plane_norm nm,
                         int H, int W, int Wp) {
@@ -485,10 +485,6 @@ static long shift_off(const shift_geom *g, int tap) {
 static void shift_forward(float *out, const float *inp, const conv_act *act,
                           const float *weight, const float *bias, const conv_shape *s,
                           float *ws) {
-    if (conv_uses_winograd(s)) {
-        conv_winograd_forward(out, inp, act, weight, bias, s, ws);
-        return;
-    }
     const int Cin = s->Cin, Cout = s->Cout, nbmax = shift_chunk_images(s);
     const size_t ldmax = (size_t)nbmax * (size_t)(s->H + 2) * (size_t)(s->W + 2);
     float *xp = ws, *op = xp + (size_t)Cin * ldmax, *Wt = op + (size_t)Cout * ldmax;
@@ -508,10 +504,6 @@ static void shift_forward(float *out, const float *inp, const conv_act *act,
 static void shift_backward(float *dinp, float *dweight, const float *dout, const float *inp,
                            const conv_act *act, const float *weight, const conv_shape *s,
                            float *ws) {
-    if (conv_uses_winograd(s)) {
-        conv_winograd_backward(dinp, dweight, dout, inp, act, weight, s, ws);
-        return;
-    }
     const int Cin = s->Cin, Cout = s->Cout, nbmax = shift_chunk_images(s);
     const size_t ldmax = (size_t)nbmax * (size_t)(s->H + 2) * (size_t)(s->W + 2);
     const size_t taps = 9 * (size_t)Cin * Cout;
@@ -549,6 +541,26 @@ static void shift_backward(float *dinp, float *dweight, const float *dout, const
     }
 }
 
+/* A 3x3 stride-1 pad-1 convolution (conv_is_shift3), with its fused input
+ * activation: Winograd or the shifted GEMMs, as conv_uses_winograd says. */
+static void conv3_forward(float *out, const float *inp, const conv_act *act,
+                          const float *weight, const float *bias, const conv_shape *s,
+                          float *ws) {
+    if (conv_uses_winograd(s))
+        conv_winograd_forward(out, inp, act, weight, bias, s, ws);
+    else
+        shift_forward(out, inp, act, weight, bias, s, ws);
+}
+
+static void conv3_backward(float *dinp, float *dweight, const float *dout, const float *inp,
+                           const conv_act *act, const float *weight, const conv_shape *s,
+                           float *ws) {
+    if (conv_uses_winograd(s))
+        conv_winograd_backward(dinp, dweight, dout, inp, act, weight, s, ws);
+    else
+        shift_backward(dinp, dweight, dout, inp, act, weight, s, ws);
+}
+
 /* dbias[co] += sum of dout's channel co over every image: per channel, images in
  * order (the same sums as a serial loop). */
 static void conv_dbias(float *dbias, const float *dout, const conv_shape *s) {
@@ -564,7 +576,7 @@ void conv2d_forward(float *out, const float *inp, const float *weight, const flo
                     const conv_shape *s, float *ws) {
     PROF_SCOPE(PROF_CONV_FWD);
     if (conv_is_shift3(s)) {
-        shift_forward(out, inp, NULL, weight, bias, s, ws);
+        conv3_forward(out, inp, NULL, weight, bias, s, ws);
         return;
     }
     const size_t P = (size_t)s->Ho * s->Wo, HWin = (size_t)s->H * s->W;
@@ -633,7 +645,7 @@ void conv2d_backward(float *dinp, float *dweight, float *dbias, const float *dou
     if (dbias) conv_dbias(dbias, dout, s);
     if (!dinp && !dweight) return;
     if (conv_is_shift3(s)) {
-        shift_backward(dinp, dweight, dout, inp, NULL, weight, s, ws);
+        conv3_backward(dinp, dweight, dout, inp, NULL, weight, s, ws);
         return;
     }
 
@@ -723,7 +735,7 @@ void gn_silu_conv2d_forward(float *out, const float *inp, const gn_apply *gn, co
     PROF_SCOPE(PROF_CONV_FWD);
     silu_conv_check(s);
     const conv_act act = gn_act(inp, gn, mask);
-    shift_forward(out, inp, &act, weight, bias, s, ws);
+    conv3_forward(out, inp, &act, weight, bias, s, ws);
 }
 
 void gn_silu_conv2d_backward(float *dgn, float *dweight, float *dbias, const float *dout,
@@ -734,5 +746,5 @@ void gn_silu_conv2d_backward(float *dgn, float *dweight, float *dbias, const flo
     if (dbias) conv_dbias(dbias, dout, s);
     if (!dgn && !dweight) return;
     const conv_act act = gn_act(inp, gn, mask);
-    shift_backward(dgn, dweight, dout, inp, &act, weight, s, ws);
+    conv3_backward(dgn, dweight, dout, inp, &act, weight, s, ws);
 }

@@ -15,7 +15,7 @@
 
 /* One group: m = cpg * HW values from x, statistics to *mean and *rstd, the
  * normalised and scaled values to out. */
-OPS_CLONES
+DDPM_CLONES
 static void gn_forward_group(float *restrict out, float *mean, float *rstd,
                              const float *restrict x, const float *gamma, const float *beta,
                              int cpg, int HW, float eps) {
@@ -61,7 +61,7 @@ void groupnorm_forward(float *out, float *mean, float *rstd, const float *inp,
 /* One group of one sample: the cpg channels' dgamma/dbeta terms are added to
  * dgamma[0..cpg) and dbeta[0..cpg) (either NULL to skip), and dx to dinp (NULL
  * to skip). */
-OPS_CLONES
+DDPM_CLONES
 static void gn_backward_group(float *restrict dinp, float *dgamma, float *dbeta,
                               const float *restrict dout, const float *restrict x, float mu,
                               float rs, const float *gamma, int cpg, int HW) {

@@ -36,21 +36,8 @@ static inline int ops_threads(void) {
 #endif
 }
 
-/* Function multi-versioning for the element-wise kernels. The library is built
- * for baseline x86-64 (4-wide SSE) so that one binary runs on every node; a
- * kernel marked OPS_CLONES is also compiled for x86-64-v3 (AVX2, 8-wide) and
- * x86-64-v4 (AVX-512, 16-wide), and the loader picks the widest the CPU has
- * (an ifunc). The build uses ISO C (-std=c11), so gcc never contracts a*b+c
- * into an FMA, and the sums keep OPS_LANES explicit partial sums: every clone
- * computes bit-identical results, only faster. OpenMP outlines the bodies of
- * parallel loops into functions of their own that would not be cloned, so a
- * cloned kernel is called from inside the parallel loop, one task at a time.
- * Other compilers (clang builds the fuzzers) get the baseline kernel only. */
-#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && !defined(OPS_NO_CLONES)
-#define OPS_CLONES __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
-#else
-#define OPS_CLONES
-#endif
+/* Cloned kernels: DDPM_CLONES (common/core/clones.h). */
+#include "../core/clones.h"
 
 /* Work (in floats touched) below which a loop is not worth a parallel region. */
 #define OPS_PAR_MIN 32768

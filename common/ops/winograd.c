@@ -86,7 +86,7 @@ size_t conv_winograd_workspace_floats(const conv_shape *s) {
 /* U[e][co][ci] = (G w G^T)[e] for one co: w = wrow[ci][3][3], ci < Cin, written
  * at u[e * eu + ci]. Blocks of 64 kernels are first transposed to [9][64], so the
  * transform runs vectorised over ci. */
-OPS_CLONES
+DDPM_CLONES
 static void wino_weights_row(float *restrict u, size_t eu, const float *restrict wrow, int Cin) {
     float g[9][64];
     for (int c0 = 0; c0 < Cin; c0 += 64) {
@@ -173,7 +173,7 @@ static size_t wino_in_need(int ni, int W, int p) {
 
 /* V[e * es + (i - i0) * p + j] = (B^T d B)[e] of tile (i, j) of the plane x,
  * seen through silu (and mk) when silu is set. */
-OPS_CLONES
+DDPM_CLONES
 static void wino_in_strip(float *restrict V, size_t es, const float *restrict x,
                           const float *restrict mk, int silu, conv_plane_norm nm, int H, int W,
                           int p, int i0, int i1) {
@@ -245,7 +245,7 @@ static void wino_in_strip(float *restrict V, size_t es, const float *restrict x,
 /* The 2x2 tiles A^T M A of tile rows i0..i1 into the plane o (rows 2 i0 ..
  * min(2 i1, H)), with conv_unpad_plane's modes: o = y + b, o += y, or
  * o += y * mk * silu'(g). */
-OPS_CLONES
+DDPM_CLONES
 static void wino_out_strip(float *restrict o, const float *restrict M, size_t es, int H, int W,
                            int p, int i0, int i1, float b, int accumulate,
                            const float *restrict g, const float *restrict mk,
@@ -291,7 +291,7 @@ static void wino_out_strip(float *restrict o, const float *restrict M, size_t es
 
 /* dM[e * es + (i - i0) * p + j] = (A dY A^T)[e] of the 2x2 tile (i, j) of the
  * plane dy (zero outside the map, and for the virtual tile j = tw). */
-OPS_CLONES
+DDPM_CLONES
 static void wino_dout_strip(float *restrict dM, size_t es, const float *restrict dy, int H,
                             int W, int p, int i0, int i1) {
     float buf[WINO_BUF];

@@ -1,6 +1,8 @@
 /* Philox4x32-10 and the stream helpers built on it (see rng.h for the mapping). */
 #include "rng.h"
 
+#include "../core/clones.h"
+
 #include <math.h>
 
 #define PHILOX_M0 0xD2511F53u
@@ -53,12 +55,10 @@ uint32_t rng_u32(const rng_key *key, uint64_t i) {
  * w[j][l]: the same arithmetic as philox4x32_10, one lane per block, which gcc
  * vectorises (widening 32x32 -> 64-bit multiplies). b0 is a multiple of
  * RNG_BATCH, so hi32(block), and with it the Philox key, is the same for the
- * whole batch. Cloned for AVX2 and AVX-512 like the element-wise ops
- * (common/ops/ops_internal.h); integer arithmetic, so every clone is exact. */
+ * whole batch. Cloned for AVX2 and AVX-512 (common/core/clones.h); integer
+ * arithmetic, so every clone is exact. */
 #define RNG_BATCH 16
-#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && !defined(OPS_NO_CLONES)
-__attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
-#endif
+DDPM_CLONES
 static void stream_batch(const rng_key *key, uint64_t b0, uint32_t w[4][RNG_BATCH]) {
     uint32_t ctr[4], pkey[2];
     rng_block_input(key, b0, ctr, pkey);
