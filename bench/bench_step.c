@@ -4,8 +4,10 @@
  *       median GFLOP/s of cblas_sgemm 2048x2048x2048
  *   bench_step train|forward CONFIG.yaml BATCH [--threads T] [--steps S] [--warmup W]
  *              [--conv auto|shift|winograd]   (the 3x3 stride-1 formulation, conv_set_algo)
+ *              [--wino-tile 0|2|4]             (the forward's Winograd tile, conv_winograd_set_tile)
  *       train: forward + backward + Adam update of one batch (dropout on, as in
- *       training); forward: eps_theta only, no dropout (a sampling step).
+ *       training); forward: eps_theta only, no dropout (a sampling step, over
+ *       weights prepared once as sampler_run prepares them: unet_prepare).
  *       Prints the median seconds per step over S timed steps after W warm-up
  *       steps, then one profiled step set (per-op seconds, prof.h) that is not part
  *       of the timing.
@@ -140,6 +142,9 @@ static int bench_model(const char *mode, const char *path, int N, int steps, int
         b.oc = (optim_config){.lr = 2e-4, .beta1 = 0.9, .beta2 = 0.999, .eps = 1e-8};
     }
 
+    /* a sampling run prepares its fixed weights once (sampler_run): so does this */
+    if (!b.train && unet_prepare(b.model, b.params) != 0)
+        fprintf(stderr, "bench_step: %s (forward passes transform their kernels)\n", err_msg());
     for (int i = 0; i < warmup; i++) run_step(&b);
     double *t = xcalloc((size_t)steps, sizeof *t);
     for (int i = 0; i < steps; i++) {
@@ -189,7 +194,7 @@ static int usage(void) {
     fprintf(stderr,
             "usage: bench_step sgemm [--threads T] [--reps R]\n"
             "       bench_step train|forward CONFIG.yaml BATCH [--threads T] [--steps S] "
-            "[--warmup W] [--conv auto|shift|winograd]\n");
+            "[--warmup W] [--conv auto|shift|winograd] [--wino-tile 0|2|4]\n");
     return 2;
 }
 
@@ -209,6 +214,11 @@ int main(int argc, char **argv) {
             else if (strcmp(a, "shift") == 0) conv_set_algo(CONV_ALGO_SHIFT);
             else if (strcmp(a, "winograd") == 0) conv_set_algo(CONV_ALGO_WINOGRAD);
             else return usage();
+        }
+        else if (i + 1 < argc && strcmp(argv[i], "--wino-tile") == 0) {
+            const char *a = argv[++i];
+            if (strcmp(a, "0") != 0 && strcmp(a, "2") != 0 && strcmp(a, "4") != 0) return usage();
+            conv_winograd_set_tile(atoi(a));
         }
         else if (argv[i][0] == '-') return usage();
         else if (npos < 3) pos[npos++] = argv[i];

@@ -176,6 +176,8 @@ int bpd_evaluate(unet *m, const float *params, const bpd_config *cfg, const floa
     for (int n = 0; n < N; n++) prior_sum += tot[n];
     int rc = 0, nb = 0;
     size_t done = 0;
+    /* fixed weights for the whole evaluation: transform the kernels once */
+    const int prepared = !unet_prepared(m, params) && unet_prepare(m, params) == 0;
     for (int n = 0; n < N && rc == 0; n++) {
         int np = bpd_plan(T, cfg->stride, cfg->estimate, cfg->seed, image_ids[n], ts, w);
         for (int j = 0; j < np && rc == 0; j++) {
@@ -218,6 +220,7 @@ int bpd_evaluate(unet *m, const float *params, const bpd_config *cfg, const floa
         }
         if (per_image_total) memcpy(per_image_total, tot, (size_t)N * sizeof *tot);
     }
+    if (prepared) unet_unprepare(m);
     free(ts); free(w); free(xb); free(xt); free(pred); free(tb); free(tm); free(img);
     free(wb); free(vb); free(mse); free(tot);
     return rc;

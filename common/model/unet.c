@@ -95,6 +95,12 @@ struct unet {
     float **lane_grads;
     int *lane_start;    /* active_lanes + 1 image offsets of the last forward */
     float *mask_buf;    /* unet_dropout_mask's gathered mask (lanes only) */
+    /* unet_prepare: the transformed kernels registered with conv_prepare (owned),
+     * and the weights they were computed from (borrowed) */
+    int n_prep;
+    const float *prep_params; /* the params buffer prepared (NULL: none) */
+    float **prep;
+    const float **prep_w;
 };
 
 /* ---------- construction ---------- */
@@ -613,13 +619,18 @@ unet *unet_create_lanes(const model_config *mc, int max_batch, int with_backward
 int unet_conv_from_env(void) {
     const char *e = getenv("DDPM_CONV");
     if (!e || !*e) return 0;
+    int tile = 0;
     if (strcmp(e, "auto") == 0) conv_set_algo(CONV_ALGO_AUTO);
     else if (strcmp(e, "shift") == 0) conv_set_algo(CONV_ALGO_SHIFT);
     else if (strcmp(e, "winograd") == 0) conv_set_algo(CONV_ALGO_WINOGRAD);
-    else {
-        err_set("DDPM_CONV='%s': expected auto, shift or winograd", e);
+    else if (strcmp(e, "winograd2") == 0 || strcmp(e, "winograd4") == 0) {
+        conv_set_algo(CONV_ALGO_WINOGRAD);
+        tile = e[8] - '0';
+    } else {
+        err_set("DDPM_CONV='%s': expected auto, shift, winograd, winograd2 or winograd4", e);
         return -1;
     }
+    conv_winograd_set_tile(tile);
     return 0;
 }
 
@@ -633,6 +644,7 @@ int unet_num_lanes(const unet *m) { return m->nlanes; }
 
 void unet_free(unet *m) {
     if (!m) return;
+    unet_unprepare(m);
     if (m->lane) {
         for (int l = 0; l < m->nlanes; l++) {
             unet_free(m->lane[l]);
@@ -852,6 +864,85 @@ void unet_forward(unet *m, const float *params, const float *x, const int *t, in
         }
         }
     }
+}
+
+/* ---------- prepared kernels ---------- */
+
+/* The 3x3 stride-1 convolutions of the forward: weight tensor and shape (one image). */
+static int forward_convs(const unet *m, const float *params, const float **w, conv_shape *s) {
+    int n = 0;
+    for (int i = 0; i < m->n_layers; i++) {
+        const layer *L = &m->layers[i];
+        switch (L->kind) {
+        case L_CONV_IN:
+            w[n] = PW(L, C_W);
+            s[n++] = conv_shape_make(1, L->cin, L->H, L->W, L->cout, 3, 1);
+            break;
+        case L_RES:
+            w[n] = PW(L, R_C1W);
+            s[n++] = conv_shape_make(1, L->cin, L->H, L->W, L->cout, 3, 1);
+            w[n] = PW(L, R_C2W);
+            s[n++] = conv_shape_make(1, L->cout, L->H, L->W, L->cout, 3, 1);
+            break;
+        case L_UP:
+            w[n] = PW(L, C_W);
+            s[n++] = conv_shape_make(1, L->cin, L->Ho, L->Wo, L->cout, 3, 1);
+            break;
+        case L_OUT:
+            w[n] = PW(L, O_W);
+            s[n++] = conv_shape_make(1, L->cin, L->H, L->W, L->cout, 3, 1);
+            break;
+        default:
+            break;
+        }
+    }
+    return n;
+}
+
+int unet_prepare(unet *m, const float *params) {
+    unet_unprepare(m);
+    const float **w = xcalloc((size_t)2 * m->n_layers + 1, sizeof *w);
+    conv_shape *s = xcalloc((size_t)2 * m->n_layers + 1, sizeof *s);
+    const int n = forward_convs(m, params, w, s);
+    m->prep = xcalloc((size_t)n + 1, sizeof *m->prep);
+    m->prep_w = xcalloc((size_t)n + 1, sizeof *m->prep_w);
+    int rc = 0;
+    for (int i = 0; i < n && rc == 0; i++) {
+        const size_t f = conv_prepared_floats(&s[i]);
+        if (!f) continue;
+        float *p = malloc(f * sizeof(float));
+        if (!p || conv_prepare(p, w[i], &s[i]) < 0) {
+            free(p);
+            err_set("unet_prepare: out of memory for the transformed kernels (%zu MiB more)",
+                    f * sizeof(float) >> 20);
+            rc = -1;
+            break;
+        }
+        m->prep[m->n_prep] = p;
+        m->prep_w[m->n_prep++] = w[i];
+    }
+    free(w);
+    free(s);
+    if (rc) unet_unprepare(m);
+    else m->prep_params = params;
+    return rc;
+}
+
+int unet_prepared(const unet *m, const float *params) {
+    return m->prep_params && m->prep_params == params;
+}
+
+void unet_unprepare(unet *m) {
+    for (int i = 0; i < m->n_prep; i++) {
+        conv_unprepare(m->prep_w[i]);
+        free(m->prep[i]);
+    }
+    free(m->prep);
+    free(m->prep_w);
+    m->prep = NULL;
+    m->prep_w = NULL;
+    m->n_prep = 0;
+    m->prep_params = NULL;
 }
 
 /* ---------- backward ---------- */

@@ -62,8 +62,9 @@ unet *unet_create_lanes(const model_config *mc, int max_batch, int with_backward
  * unet_default_lanes()) after unet_conv_from_env(), or NULL on either error. */
 int unet_default_lanes(void);
 /* $DDPM_CONV (auto, shift or winograd; unset: leave the setting) applied with
- * conv_set_algo: the formulation of the 3x3 stride-1 convolutions. Returns -1
- * with err_msg() for any other value. */
+ * conv_set_algo: the formulation of the 3x3 stride-1 convolutions. winograd2 and
+ * winograd4 also force the forward's Winograd tile (conv_winograd_set_tile; the
+ * others leave it automatic). Returns -1 with err_msg() for any other value. */
 int unet_conv_from_env(void);
 int unet_num_lanes(const unet *m);
 void unet_free(unet *m);
@@ -88,6 +89,21 @@ void unet_init(const unet *m, float *params, uint64_t seed);
  * Keeps the activations that unet_backward needs (if built with_backward). */
 void unet_forward(unet *m, const float *params, const float *x, const int *t, int N,
                   const unet_rng *rng, float *out);
+/* Prepares the forward passes of a run over weights that stay unchanged (a
+ * sampling run, a bits/dim evaluation): the Winograd-transformed kernels of every
+ * 3x3 convolution that uses Winograd are computed once, from params, and every
+ * unet_forward over this params buffer reads them instead of transforming the
+ * kernels at each call in each lane (conv_prepare). They take up to 4x the
+ * memory of those convolutions' weights (36 floats per 3x3 kernel where the map
+ * is at least 16 wide, 16 below). Until unet_unprepare (or unet_free) the caller
+ * must not change params, nor prepare another model over the same buffer.
+ * Returns 0, or -1 with err_msg() when out of memory (then nothing is prepared
+ * and forward passes transform the kernels as usual). */
+int unet_prepare(unet *m, const float *params);
+/* Whether m is prepared over this params buffer. */
+int unet_prepared(const unet *m, const float *params);
+void unet_unprepare(unet *m);
+
 /* Accumulates d(loss)/d(params) into grads given dout = d(loss)/d(out) of the last
  * forward pass. No gradient w.r.t. x is produced. */
 void unet_backward(unet *m, const float *params, float *grads, const float *dout);

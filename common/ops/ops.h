@@ -40,6 +40,25 @@ void conv_set_algo(conv_algo a);
 /* Winograd works on chunks of about `floats` floats of transformed tiles (0:
  * the default, 8 Mi); tests make it small to exercise the chunk boundaries. */
 void conv_winograd_set_chunk_floats(size_t floats);
+/* The forward's Winograd tile: 0 (the default) F(4x4, 3x3) for maps at least 16
+ * wide and F(2x2, 3x3) below; 2 or 4 force one (F(4x4) only up to maps about 540
+ * wide). Backward always uses F(2x2). For tests and benchmarks. */
+void conv_winograd_set_tile(int tile);
+/* The forward's Winograd tile for shape s under the current settings: 2 or 4,
+ * 0 when its forward does not use Winograd. */
+int conv_winograd_tile(const conv_shape *s);
+/* Prepared kernels, for many forward passes over weights that do not change (a
+ * sampling run). conv_prepared_floats(s) is the size of the forward's transformed
+ * kernels for shape s (0 when its forward does not use Winograd: nothing to
+ * prepare). conv_prepare computes them from `weight` into prep (that many floats,
+ * owned by the caller) and registers them, returning 1 (0: nothing to prepare, -1:
+ * out of memory, not registered); until conv_unprepare(weight), forward
+ * convolutions of that shape over `weight` read them instead of transforming the
+ * kernels at every call. The caller must not change `weight` nor free `prep`
+ * while they are registered, nor call these while convolutions run. */
+size_t conv_prepared_floats(const conv_shape *s);
+int conv_prepare(float *prep, const float *weight, const conv_shape *s);
+void conv_unprepare(const float *weight);
 /* Whether the convolution of shape s runs as Winograd under the current setting. */
 int conv_uses_winograd(const conv_shape *s);
 size_t conv_workspace_floats(const conv_shape *s);

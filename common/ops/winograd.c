@@ -36,10 +36,12 @@
 
 #include "../core/prof.h"
 
+#include <stdlib.h>
 #include <string.h>
 
 #include "ops_internal.h"
 
+#define WINO4_MIN_W 16 /* auto: F(4x4) for maps at least this wide */
 #define WINO_BUF 8192 /* floats per stack buffer of a strip (32 KiB, in L1) */
 #define WINO_WS_DEFAULT ((size_t)8 << 20) /* floats of V + M per chunk, about */
 
@@ -49,19 +51,28 @@ void conv_winograd_set_chunk_floats(size_t floats) {
     wino_ws = floats ? floats : WINO_WS_DEFAULT;
 }
 
+/* The forward's tile size: 0 picks F(4x4, 3x3) where it fits and the map is at
+ * least WINO4_MIN_W wide, 2 or 4 force one (where F(4x4) fits). */
+static int wino_tile_setting = 0;
+
+void conv_winograd_set_tile(int tile) { wino_tile_setting = tile == 2 || tile == 4 ? tile : 0; }
+
 typedef struct {
+    int t, ne;   /* output tile size (2 or 4) and transformed elements (16 or 36) */
     int th, tw;  /* tile rows and columns of one image */
-    int tp;      /* tiles per tile row in the buffers: tw + 1 (one virtual) */
+    int tp;      /* tiles per tile row in the buffers: tw + 1 for F(2x2) (one virtual) */
     int rows;    /* tile rows per chunk */
     size_t tmax; /* rows * tp */
 } wino_geom;
 
-static wino_geom wino_geom_make(const conv_shape *s) {
+static wino_geom wino_geom_make(const conv_shape *s, int t) {
     wino_geom g;
-    g.th = (s->H + 1) / 2;
-    g.tw = (s->W + 1) / 2;
-    g.tp = g.tw + 1;
-    size_t cap = wino_ws / (16 * (size_t)(s->Cin + s->Cout));
+    g.t = t;
+    g.ne = (t + 2) * (t + 2);
+    g.th = (s->H + t - 1) / t;
+    g.tw = (s->W + t - 1) / t;
+    g.tp = t == 4 ? g.tw : g.tw + 1; /* F(2x2) has a virtual tile per row, F(4x4) none */
+    size_t cap = wino_ws / ((size_t)g.ne * (size_t)(s->Cin + s->Cout));
     size_t rows = cap / (size_t)g.tp;
     if (rows < 1) rows = 1;
     if (rows > (size_t)s->N * g.th) rows = (size_t)s->N * g.th;
@@ -70,15 +81,33 @@ static wino_geom wino_geom_make(const conv_shape *s) {
     return g;
 }
 
-/* The 16 matrices of U, V and M sit WINO_PAD floats apart beyond their size:
- * at power-of-two sizes (256 x 256 kernels, 1024 tiles) the 16 streams a
+/* The ne matrices of U, V and M sit WINO_PAD floats apart beyond their size:
+ * at power-of-two sizes (256 x 256 kernels, 1024 tiles) the streams a
  * transform writes would otherwise share cache sets and evict each other. */
 #define WINO_PAD 16
 
+static size_t wino_floats(const conv_shape *s, const wino_geom *g) {
+    return (size_t)g->ne * ((size_t)s->Cin * s->Cout + WINO_PAD) +
+           (size_t)g->ne * ((size_t)(s->Cin + s->Cout) * g->tmax + 2 * WINO_PAD);
+}
+
+static int wino4_fits(const conv_shape *s);
+
+/* The forward's tile size for shape s (F(2x2) where F(4x4) does not fit). */
+static int wino_forward_tile(const conv_shape *s) {
+    if (!wino4_fits(s) || wino_tile_setting == 2) return 2;
+    return wino_tile_setting == 4 || s->W >= WINO4_MIN_W ? 4 : 2;
+}
+
 size_t conv_winograd_workspace_floats(const conv_shape *s) {
-    wino_geom g = wino_geom_make(s);
-    return 16 * ((size_t)s->Cin * s->Cout + WINO_PAD) +
-           16 * ((size_t)(s->Cin + s->Cout) * g.tmax + 2 * WINO_PAD);
+    wino_geom g2 = wino_geom_make(s, 2);
+    size_t a = wino_floats(s, &g2);
+    if (wino4_fits(s)) {
+        wino_geom g4 = wino_geom_make(s, 4);
+        size_t b = wino_floats(s, &g4);
+        if (b > a) a = b;
+    }
+    return a;
 }
 
 /* ---------- weight transforms ---------- */
@@ -336,6 +365,239 @@ static void wino_dout_strip(float *restrict dM, size_t es, const float *restrict
     }
 }
 
+/* ---------- F(4x4, 3x3): the forward's larger tiles ---------- */
+
+/* With output tiles of 4x4 the patch is 6x6. The Toom-Cook construction over
+ * the points 0, 1, -1, 2, -1/2 and infinity gives
+ *   B^T = [2 3 -4 -3 2 0; 0 -2 -5 -1 2 0; 0 2 1 -5 2 0;
+ *          0 -1 -2 1 2 0; 0 2 -1 -2 1 0; 0 2 3 -4 -3 2]
+ *   G   = [1/2 0 0; -1/6 -1/6 -1/6; 1/6 -1/6 1/6;
+ *          1/30 1/15 2/15; -16/15 8/15 -4/15; 0 0 1/2]
+ *   A^T = [1 1 1 1 1 0; 0 1 -1 2 -1/2 0; 0 1 1 4 1/4 0; 0 1 -1 8 -1/8 1]
+ * (B^T's rows scaled by 2, G's by 1/2, except the point -1/2's). That is 36 GEMMs
+ * for 16 outputs: 2.25 multiplications per output and kernel tap pair against
+ * F(2x2)'s 4 and the direct sum's 9, and 2.25 transformed floats per input
+ * float against 4. The transforms scale values by up to 8, so the rounding
+ * errors are about ten times F(2x2)'s: in tests/unit/test_ops.c, 1.9e-6 and
+ * 3.5e-6 of the output's scale at 64 and 256 channels (F(2x2): about 2e-7).
+ * Lavin & Gray's points 0, +-1, +-2 gave 5.2e-6 and 6.6e-6 there; these were the
+ * best of the 5-point sets from 0, +-1, +-2, +-1/2 in a float32 simulation of a
+ * 256-channel layer (docs/ops.md). Only the forward uses F(4x4); backward keeps
+ * F(2x2). The
+ * strips are polyphase arrays as F(2x2)'s, with four row phases: patch row u of
+ * tile row r is row phase u & 3 at tile row r + (u >> 2). */
+
+/* (y0 .. y5) = G (a, b, d) */
+#define WINO4_G(y0, y1, y2, y3, y4, y5, a, b, d)                                               \
+    do {                                                                                       \
+        y0 = 0.5f * (a);                                                                       \
+        y1 = (-1.0f / 6) * ((a) + (b) + (d));                                                  \
+        y2 = (1.0f / 6) * ((a) - (b) + (d));                                                   \
+        y3 = (1.0f / 30) * ((a) + 2.0f * (b) + 4.0f * (d));                                    \
+        y4 = (-4.0f / 15) * (4.0f * (a) - 2.0f * (b) + (d));                                   \
+        y5 = 0.5f * (d);                                                                       \
+    } while (0)
+
+/* U[e][co][ci] = (G w G^T)[e], e < 36, for one co (as wino_weights_row). */
+DDPM_CLONES
+static void wino4_weights_row(float *restrict u, size_t eu, const float *restrict wrow, int Cin) {
+    float g[9][64];
+    for (int c0 = 0; c0 < Cin; c0 += 64) {
+        const int nc = Cin - c0 < 64 ? Cin - c0 : 64;
+        for (int c = 0; c < nc; c++)
+            for (int k = 0; k < 9; k++) g[k][c] = wrow[(size_t)(c0 + c) * 9 + k];
+        float *restrict o = u + c0;
+#pragma omp simd
+        for (int c = 0; c < nc; c++) {
+            float t[6][3]; /* G w */
+            for (int q = 0; q < 3; q++) {
+                const float a = g[q][c], b = g[3 + q][c], d = g[6 + q][c];
+                WINO4_G(t[0][q], t[1][q], t[2][q], t[3][q], t[4][q], t[5][q], a, b, d);
+            }
+            for (int r = 0; r < 6; r++) { /* (G w) G^T */
+                const float a = t[r][0], b = t[r][1], d = t[r][2];
+                WINO4_G(o[(6 * r + 0) * eu + c], o[(6 * r + 1) * eu + c], o[(6 * r + 2) * eu + c],
+                        o[(6 * r + 3) * eu + c], o[(6 * r + 4) * eu + c], o[(6 * r + 5) * eu + c],
+                        a, b, d);
+            }
+        }
+    }
+}
+
+static void wino4_weights(float *U, const float *weight, int Cout, int Cin) {
+    const size_t eu = (size_t)Cout * Cin + WINO_PAD;
+#pragma omp parallel for schedule(static) if ((size_t)Cout * Cin * 36 >= OPS_PAR_MIN)
+    for (int co = 0; co < Cout; co++)
+        wino4_weights_row(U + (size_t)co * Cin, eu, weight + (size_t)co * Cin * 9, Cin);
+}
+
+/* Floats a strip of ni tile rows needs in wino4_in_strip's buffer. */
+static size_t wino4_in_need(int ni, int W, int tw) {
+    return (size_t)(4 * ni + 2) * W + 24 * (size_t)(ni + 1) * tw + 6 * (size_t)ni * tw;
+}
+
+/* Row l of B^T applied to (e0 .. e5). */
+#define WINO4_BT(l, e0, e1, e2, e3, e4, e5)                                                  \
+    ((l) == 0   ? 2.0f * ((e0) + (e4)) - 4.0f * (e2) + 3.0f * ((e1) - (e3))                  \
+     : (l) == 1 ? 2.0f * ((e4) - (e1)) - 5.0f * (e2) - (e3)                                  \
+     : (l) == 2 ? 2.0f * ((e1) + (e4)) + (e2) - 5.0f * (e3)                                  \
+     : (l) == 3 ? ((e3) - (e1)) + 2.0f * ((e4) - (e2))                                       \
+     : (l) == 4 ? 2.0f * ((e1) - (e3)) + ((e4) - (e2))                                       \
+                : 2.0f * ((e1) + (e5)) + 3.0f * ((e2) - (e4)) - 4.0f * (e3))
+
+/* Row k of the patches' B^T d B: Q[v] is row k of B^T d at patch column v, then
+ * each of the six outputs combines the six Q's at the same tile. */
+#define WINO4_ROW_PASS(k)                                                                      \
+    do {                                                                                       \
+        for (int v = 0; v < 6; v++) {                                                          \
+            const float *restrict p0 = P[0][v], *restrict p1 = P[1][v];                        \
+            const float *restrict p2 = P[2][v], *restrict p3 = P[3][v];                        \
+            float *restrict q = Q[v];                                                          \
+            _Pragma("omp simd") for (size_t f = 0; f < n; f++) q[f] =                          \
+                WINO4_BT(k, p0[f], p1[f], p2[f], p3[f], p0[f + tw], p1[f + tw]);               \
+        }                                                                                      \
+        float *restrict o0 = V + (size_t)(6 * (k)) * es, *restrict o1 = o0 + es;              \
+        float *restrict o2 = o1 + es, *restrict o3 = o2 + es, *restrict o4 = o3 + es;          \
+        float *restrict o5 = o4 + es;                                                          \
+        const float *restrict q0 = Q[0], *restrict q1 = Q[1], *restrict q2 = Q[2];             \
+        const float *restrict q3 = Q[3], *restrict q4 = Q[4], *restrict q5 = Q[5];             \
+        _Pragma("omp simd") for (size_t f = 0; f < n; f++) {                                   \
+            const float e0 = q0[f], e1 = q1[f], e2 = q2[f], e3 = q3[f], e4 = q4[f], e5 = q5[f]; \
+            o0[f] = WINO4_BT(0, e0, e1, e2, e3, e4, e5);                                       \
+            o1[f] = WINO4_BT(1, e0, e1, e2, e3, e4, e5);                                       \
+            o2[f] = WINO4_BT(2, e0, e1, e2, e3, e4, e5);                                       \
+            o3[f] = WINO4_BT(3, e0, e1, e2, e3, e4, e5);                                       \
+            o4[f] = WINO4_BT(4, e0, e1, e2, e3, e4, e5);                                       \
+            o5[f] = WINO4_BT(5, e0, e1, e2, e3, e4, e5);                                       \
+        }                                                                                      \
+    } while (0)
+
+/* V[e * es + (i - i0) * tw + j] = (B^T d B)[e], e < 36, of the 4x4 tile (i, j)
+ * of the plane x, seen through silu (and mk) when silu is set. No virtual
+ * tiles: the patch's six columns are six arrays, column v of tile j being
+ * bordered column 4 j + v, so every pass reads them at the tile's own index. */
+DDPM_CLONES
+static void wino4_in_strip(float *restrict V, size_t es, const float *restrict x,
+                           const float *restrict mk, int silu, conv_plane_norm nm, int H, int W,
+                           int tw, int i0, int i1) {
+    float buf[WINO_BUF];
+    int nimax = 1;
+    while (nimax < i1 - i0 && wino4_in_need(nimax + 1, W, tw) <= WINO_BUF) nimax++;
+    int lo[6], hi[6]; /* tiles j whose patch column v lies inside the map */
+    for (int v = 0; v < 6; v++) {
+        lo[v] = v == 0 ? 1 : 0;
+        hi[v] = W - v >= 0 ? (W - v) / 4 + 1 : 0;
+        if (hi[v] > tw) hi[v] = tw;
+        if (hi[v] < lo[v]) hi[v] = lo[v];
+    }
+    for (int ia = i0; ia < i1; ia += nimax) {
+        const int ni = i1 - ia < nimax ? i1 - ia : nimax;
+        const size_t np = (size_t)(ni + 1) * tw, n = (size_t)ni * tw;
+        float *restrict t = buf;
+        float *restrict Pb = t + (size_t)(4 * ni + 2) * W; /* row phase a, column v at (6a+v) np */
+        float *restrict Qb = Pb + 24 * np;
+        /* bordered row R = 4 (ia + r) + a is input row y = R - 1 */
+        const int y0 = 4 * ia - 1, y1 = 4 * (ia + ni) + 1;
+        const int va = y0 < 0 ? 0 : y0, vb = y1 < H ? y1 : H;
+        const float *src = x + (size_t)va * W;
+        if (silu && vb > va) {
+            ops_silu_mask(t, src, mk ? mk + (size_t)va * W : NULL, (size_t)(vb - va) * W, nm);
+            src = t;
+        }
+        for (int y = y0; y < y1; y++) {
+            const int R = y + 1 - 4 * ia, a = R & 3, r = R >> 2;
+            float *restrict row = Pb + (size_t)(6 * a) * np + (size_t)r * tw;
+            if (y < 0 || y >= H) {
+                for (int v = 0; v < 6; v++) memset(row + v * np, 0, sizeof(float) * (size_t)tw);
+                continue;
+            }
+            /* column v of tile j holds x[4 j + v - 1] */
+            const float *restrict xr = src + (size_t)(y - va) * W;
+            for (int v = 0; v < 6; v++) {
+                float *restrict d = row + v * np;
+                int j = 0;
+                for (; j < lo[v]; j++) d[j] = 0;
+                for (; j < hi[v]; j++) d[j] = xr[4 * j + v - 1];
+                for (; j < tw; j++) d[j] = 0;
+            }
+        }
+        const float *P[4][6];
+        float *Q[6];
+        for (int a = 0; a < 4; a++)
+            for (int v = 0; v < 6; v++) P[a][v] = Pb + (size_t)(6 * a + v) * np;
+        for (int v = 0; v < 6; v++) Q[v] = Qb + (size_t)v * n;
+        WINO4_ROW_PASS(0);
+        WINO4_ROW_PASS(1);
+        WINO4_ROW_PASS(2);
+        WINO4_ROW_PASS(3);
+        WINO4_ROW_PASS(4);
+        WINO4_ROW_PASS(5);
+        V += n;
+    }
+}
+
+/* Row r of A^T applied to (m0 .. m5). */
+#define WINO4_AT(r, m0, m1, m2, m3, m4, m5)                                                  \
+    ((r) == 0   ? (m0) + ((m1) + (m2)) + ((m3) + (m4))                                       \
+     : (r) == 1 ? ((m1) - (m2)) + (2.0f * (m3) - 0.5f * (m4))                                \
+     : (r) == 2 ? ((m1) + (m2)) + (4.0f * (m3) + 0.25f * (m4))                               \
+                : ((m1) - (m2)) + (8.0f * (m3) - 0.125f * (m4)) + (m5))
+
+/* The 4x4 tiles A^T M A of tile rows i0..i1 into the plane o (rows 4 i0 ..
+ * min(4 i1, H)), with conv_unpad_plane's modes (as wino_out_strip). */
+DDPM_CLONES
+static void wino4_out_strip(float *restrict o, const float *restrict M, size_t es, int H, int W,
+                            int tw, int i0, int i1, float b, int accumulate,
+                            const float *restrict g, const float *restrict mk,
+                            conv_plane_norm nm) {
+    float buf[WINO_BUF];
+    const int p = tw, Wo = 4 * tw; /* a row of the buffer: 4 tw columns */
+    const int nimax = WINO_BUF / (4 * Wo);
+    for (int ia = i0; ia < i1; ia += nimax) {
+        const int ni = i1 - ia < nimax ? i1 - ia : nimax;
+        for (int r = 0; r < ni; r++) {
+            float *restrict y0 = buf + (size_t)(4 * r) * Wo, *restrict y1 = y0 + Wo;
+            float *restrict y2 = y1 + Wo, *restrict y3 = y2 + Wo;
+            const float *restrict m = M + (size_t)r * p;
+#pragma omp simd
+            for (int j = 0; j < p; j++) {
+                /* s[q][l] = (A^T m)[q][l], then y[q][c] = (s A)[q][c] */
+                float s[4][6];
+                for (int l = 0; l < 6; l++) {
+                    const float a0 = m[(size_t)l * es + j], a1 = m[(size_t)(6 + l) * es + j];
+                    const float a2 = m[(size_t)(12 + l) * es + j];
+                    const float a3 = m[(size_t)(18 + l) * es + j];
+                    const float a4 = m[(size_t)(24 + l) * es + j];
+                    const float a5 = m[(size_t)(30 + l) * es + j];
+                    s[0][l] = WINO4_AT(0, a0, a1, a2, a3, a4, a5);
+                    s[1][l] = WINO4_AT(1, a0, a1, a2, a3, a4, a5);
+                    s[2][l] = WINO4_AT(2, a0, a1, a2, a3, a4, a5);
+                    s[3][l] = WINO4_AT(3, a0, a1, a2, a3, a4, a5);
+                }
+#define WINO4_OUT_ROW(y, q)                                                                    \
+    for (int c = 0; c < 4; c++)                                                                \
+        y[4 * j + c] = WINO4_AT(c, s[q][0], s[q][1], s[q][2], s[q][3], s[q][4], s[q][5])
+                WINO4_OUT_ROW(y0, 0);
+                WINO4_OUT_ROW(y1, 1);
+                WINO4_OUT_ROW(y2, 2);
+                WINO4_OUT_ROW(y3, 3);
+#undef WINO4_OUT_ROW
+            }
+        }
+        const int h0 = 4 * ia, h1 = 4 * (ia + ni) < H ? 4 * (ia + ni) : H;
+        const size_t off = (size_t)h0 * W;
+        conv_unpad_plane(o + off, buf, b, accumulate, g ? g + off : NULL, mk ? mk + off : NULL,
+                         nm, h1 - h0, W, Wo);
+        M += (size_t)ni * p;
+    }
+}
+
+static int wino4_fits(const conv_shape *s) {
+    const int tw = (s->W + 3) / 4;
+    return s->k == 3 && s->stride == 1 && s->pad_top == 1 && s->pad_left == 1 &&
+           wino4_in_need(1, s->W, tw) <= WINO_BUF && 16 * (size_t)tw <= WINO_BUF;
+}
+
 int conv_winograd_fits(const conv_shape *s) {
     const int p = (s->W + 1) / 2 + 1;
     return s->k == 3 && s->stride == 1 && s->pad_top == 1 && s->pad_left == 1 &&
@@ -396,8 +658,14 @@ static void wino_pass(int kind, float *T16, float *out, const float *x, const fl
         float *t16 = T16 + (size_t)c * k->T + off;
         const float *mk = silu && act->mask ? act->mask + plane : NULL;
         const conv_plane_norm nm = conv_act_norm(silu ? act : NULL, j, c, C);
-        if (kind == WINO_IN)
+        if (kind == WINO_IN && g->t == 4)
+            wino4_in_strip(t16, es, x + plane, mk, silu, nm, s->H, s->W, g->tp, i0, i1);
+        else if (kind == WINO_IN)
             wino_in_strip(t16, es, x + plane, mk, silu, nm, s->H, s->W, g->tp, i0, i1);
+        else if (kind == WINO_OUT && g->t == 4)
+            wino4_out_strip(out + plane, t16, es, s->H, s->W, g->tp, i0, i1,
+                            bias ? bias[c] : 0.0f, accumulate, silu ? act->g + plane : NULL, mk,
+                            nm);
         else if (kind == WINO_OUT)
             wino_out_strip(out + plane, t16, es, s->H, s->W, g->tp, i0, i1,
                            bias ? bias[c] : 0.0f, accumulate, silu ? act->g + plane : NULL, mk,
@@ -407,20 +675,21 @@ static void wino_pass(int kind, float *T16, float *out, const float *x, const fl
     }
 }
 
-/* out (+)= conv(in) with transformed kernels U: in has Ci channels, out Co,
- * both s->H x s->W. !flip: U[16][Co][Ci] (the forward). flip: U[16][Ci][Co] of
- * the forward kernels, giving the flipped, transposed convolution (dinp). */
+/* out (+)= conv(in) with transformed kernels U of tile size t: in has Ci
+ * channels, out Co, both s->H x s->W. !flip: U[ne][Co][Ci] (the forward). flip
+ * (t = 2 only): U[16][Ci][Co] of the forward kernels, giving the flipped,
+ * transposed convolution (dinp). */
 static void wino_conv(float *out, int accumulate, const conv_act *out_act, const float *in,
                       const conv_act *in_act, const float *U, int flip, const float *bias,
-                      int Ci, int Co, const conv_shape *s, float *V, float *M) {
-    const wino_geom g = wino_geom_make(s);
+                      int Ci, int Co, const conv_shape *s, int t, float *V, float *M) {
+    const wino_geom g = wino_geom_make(s, t);
     const int R = s->N * g.th;
     const size_t eu = (size_t)Co * Ci + WINO_PAD;
     for (int r0 = 0; r0 < R; r0 += g.rows) {
         const wino_chunk k = wino_chunk_make(&g, r0, R);
         wino_pass(WINO_IN, V, NULL, in, NULL, 0, in_act, Ci, &g, &k, s);
         const size_t ev = (size_t)Ci * k.T + WINO_PAD, em = (size_t)Co * k.T + WINO_PAD;
-        for (int e = 0; e < 16; e++) {
+        for (int e = 0; e < g.ne; e++) {
             if (flip) /* M_e [Co][T] = U_{P e}^T V_e, U_{P e} stored [Ci][Co] */
                 ops_sgemm(CblasTrans, CblasNoTrans, Co, (int)k.T, Ci, 1.0f,
                           U + wino_flip_e(e) * eu, Co, V + e * ev, (int)k.T, 0.0f, M + e * em,
@@ -437,26 +706,94 @@ static void wino_conv(float *out, int accumulate, const conv_act *out_act, const
 static void wino_ws_split(const conv_shape *s, const wino_geom *g, float *ws, float **U,
                           float **V, float **M) {
     *U = ws;
-    *V = *U + 16 * ((size_t)s->Cout * s->Cin + WINO_PAD);
-    *M = *V + 16 * ((size_t)s->Cin * g->tmax + WINO_PAD);
+    *V = *U + (size_t)g->ne * ((size_t)s->Cout * s->Cin + WINO_PAD);
+    *M = *V + (size_t)g->ne * ((size_t)s->Cin * g->tmax + WINO_PAD);
+}
+
+/* ---------- prepared kernels ---------- */
+
+/* The registry of conv_prepare: transformed kernels by weight pointer. Written
+ * only by conv_prepare/conv_unprepare, never while convolutions run. */
+typedef struct {
+    const float *weight, *U;
+    int Cin, Cout, t;
+} wino_prep;
+
+static wino_prep *wino_preps;
+static int wino_n_preps, wino_cap_preps;
+
+static const float *wino_prepared(const float *weight, const conv_shape *s, int t) {
+    for (int i = 0; i < wino_n_preps; i++) {
+        const wino_prep *q = &wino_preps[i];
+        if (q->weight == weight && q->Cin == s->Cin && q->Cout == s->Cout && q->t == t)
+            return q->U;
+    }
+    return NULL;
+}
+
+int conv_winograd_tile(const conv_shape *s) {
+    return conv_uses_winograd(s) ? wino_forward_tile(s) : 0;
+}
+
+size_t conv_prepared_floats(const conv_shape *s) {
+    if (!conv_uses_winograd(s)) return 0;
+    const int ne = wino_forward_tile(s) == 4 ? 36 : 16;
+    return (size_t)ne * ((size_t)s->Cin * s->Cout + WINO_PAD);
+}
+
+static void wino_transform(float *U, const float *weight, const conv_shape *s, int t) {
+    if (t == 4)
+        wino4_weights(U, weight, s->Cout, s->Cin);
+    else
+        wino_weights(U, weight, s->Cout, s->Cin);
+}
+
+int conv_prepare(float *prep, const float *weight, const conv_shape *s) {
+    if (!conv_prepared_floats(s)) return 0;
+    const int t = wino_forward_tile(s);
+    conv_unprepare(weight);
+    if (wino_n_preps == wino_cap_preps) {
+        const int cap = wino_cap_preps ? 2 * wino_cap_preps : 64;
+        wino_prep *q = realloc(wino_preps, (size_t)cap * sizeof *q);
+        if (!q) return -1;
+        wino_preps = q;
+        wino_cap_preps = cap;
+    }
+    wino_transform(prep, weight, s, t);
+    wino_preps[wino_n_preps++] = (wino_prep){weight, prep, s->Cin, s->Cout, t};
+    return 1;
+}
+
+void conv_unprepare(const float *weight) {
+    for (int i = 0; i < wino_n_preps; i++)
+        if (wino_preps[i].weight == weight) wino_preps[i--] = wino_preps[--wino_n_preps];
+    if (!wino_n_preps) {
+        free(wino_preps);
+        wino_preps = NULL;
+        wino_cap_preps = 0;
+    }
 }
 
 void conv_winograd_forward(float *out, const float *inp, const conv_act *act,
                            const float *weight, const float *bias, const conv_shape *s,
                            float *ws) {
-    const int Cin = s->Cin, Cout = s->Cout;
-    const wino_geom g = wino_geom_make(s);
+    const int t = wino_forward_tile(s);
+    const wino_geom g = wino_geom_make(s, t);
     float *U, *V, *M;
     wino_ws_split(s, &g, ws, &U, &V, &M);
-    wino_weights(U, weight, Cout, Cin);
-    wino_conv(out, 0, NULL, inp, act, U, 0, bias, Cin, Cout, s, V, M);
+    const float *Up = wino_prepared(weight, s, t);
+    if (!Up) {
+        wino_transform(U, weight, s, t);
+        Up = U;
+    }
+    wino_conv(out, 0, NULL, inp, act, Up, 0, bias, s->Cin, s->Cout, s, t, V, M);
 }
 
 void conv_winograd_backward(float *dinp, float *dweight, const float *dout, const float *inp,
                             const conv_act *act, const float *weight, const conv_shape *s,
                             float *ws) {
     const int Cin = s->Cin, Cout = s->Cout;
-    const wino_geom g = wino_geom_make(s);
+    const wino_geom g = wino_geom_make(s, 2);
     float *U, *V, *M;
     wino_ws_split(s, &g, ws, &U, &V, &M);
     if (dinp) {
@@ -464,7 +801,7 @@ void conv_winograd_backward(float *dinp, float *dweight, const float *dout, cons
          * the workspace is symmetric in Cin and Cout */
         float *Vd = V, *Md = V + 16 * ((size_t)Cout * g.tmax + WINO_PAD);
         wino_weights(U, weight, Cout, Cin);
-        wino_conv(dinp, 1, act, dout, NULL, U, 1, NULL, Cout, Cin, s, Vd, Md);
+        wino_conv(dinp, 1, act, dout, NULL, U, 1, NULL, Cout, Cin, s, 2, Vd, Md);
     }
     if (dweight) { /* U's space now holds dU */
         const int R = s->N * g.th;

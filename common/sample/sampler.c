@@ -50,6 +50,9 @@ int sampler_num_steps(const sampler *s) { return s->steps.T; }
 void sampler_run(sampler *s, unet *model, const float *params, uint64_t first, int n, float *x,
                  sampler_progress progress, void *ctx) {
     int K = s->steps.T;
+    /* the weights stay fixed for the whole run: their Winograd transforms are
+     * computed once (without the memory for them, every step computes its own) */
+    const int prepared = !unet_prepared(model, params) && unet_prepare(model, params) == 0;
     for (int i = 0; i < n; i++) {
         rng_key k = {s->seed, 0, first + (uint64_t)i, RNG_PURPOSE_SAMPLE_INIT};
         rng_normal(&k, x + (size_t)i * s->D, s->D);
@@ -76,6 +79,7 @@ void sampler_run(sampler *s, unet *model, const float *params, uint64_t first, i
                                n, s->D);
         if (progress) progress(ctx, K - k, K);
     }
+    if (prepared) unet_unprepare(model);
 }
 
 void sampler_to_uint8_nhwc(const float *x, int n, int channels, int size, uint8_t *out) {

@@ -23,10 +23,13 @@ run_ref() {   # label config N [build dir]
 }
 run_ref fashion_mnist configs/fashion_mnist.yaml 2
 run_ref small_rgb tests/configs/ref_small.yaml 3
-# Both again with every 3x3 stride-1 convolution as Winograd F(2x2, 3x3) (auto
-# takes it only from 128 channels on, which neither model has).
-DDPM_CONV=winograd run_ref fashion_mnist_winograd configs/fashion_mnist.yaml 2
-DDPM_CONV=winograd run_ref small_rgb_winograd tests/configs/ref_small.yaml 3
+# Both again with every 3x3 stride-1 convolution as Winograd (auto takes it only
+# from 128 channels on, which neither model has): F(2x2, 3x3) throughout, then
+# the forward's F(4x4, 3x3) on every map (backward stays F(2x2)).
+DDPM_CONV=winograd2 run_ref fashion_mnist_winograd configs/fashion_mnist.yaml 2
+DDPM_CONV=winograd2 run_ref small_rgb_winograd tests/configs/ref_small.yaml 3
+DDPM_CONV=winograd4 run_ref fashion_mnist_winograd4 configs/fashion_mnist.yaml 2
+DDPM_CONV=winograd4 run_ref small_rgb_winograd4 tests/configs/ref_small.yaml 3
 # The same computation under AddressSanitizer + UndefinedBehaviorSanitizer.
 run_ref small_rgb_san tests/configs/ref_small.yaml 2 build-san
 

@@ -216,6 +216,29 @@ static void check_conv(const char *name, int N, int Cin, int H, int W, int Cout,
     conv2d_forward(c.out, c.x, c.w, NULL, &s, c.ws);
     snprintf(what, sizeof what, "conv %s (no bias)", name);
     fwd_report(what, c.out, ref, no);
+    /* prepared kernels (conv_prepare) give the very same output; once unprepared,
+     * a changed weight is seen again */
+    const size_t pf = conv_prepared_floats(&s);
+    test_check(!pf == !conv_uses_winograd(&s), "conv %s: prepared kernels exactly for Winograd (%zu floats)",
+               name, pf);
+    if (pf) {
+        float *prep = zeros(pf), *o2 = zeros(no);
+        test_check(conv_prepare(prep, c.w, &s) == 1, "conv %s: conv_prepare registers", name);
+        conv2d_forward(o2, c.x, c.w, NULL, &s, c.ws);
+        test_check(memcmp(o2, c.out, no * sizeof(float)) == 0,
+                   "conv %s: forward over prepared kernels is bit-identical", name);
+        c.w[4] += 1.0f; /* (the centre tap: not allowed while prepared, shows which is read) */
+        conv2d_forward(o2, c.x, c.w, NULL, &s, c.ws);
+        test_check(memcmp(o2, c.out, no * sizeof(float)) == 0,
+                   "conv %s: the prepared kernels are read, not the weights", name);
+        conv_unprepare(c.w);
+        conv2d_forward(o2, c.x, c.w, NULL, &s, c.ws);
+        test_check(memcmp(o2, c.out, no * sizeof(float)) != 0,
+                   "conv %s: unprepared, the forward reads the weights again", name);
+        c.w[4] -= 1.0f;
+        free(prep);
+        free(o2);
+    }
 
     float *dx = zeros(nx), *dw = zeros(nw), *db = zeros((size_t)Cout);
     conv2d_backward(dx, dw, db, c.R, c.x, c.w, &s, c.ws);
@@ -315,8 +338,10 @@ static void test_conv(void) {
 /* Winograd F(2x2, 3x3) for 3x3 stride-1 convolutions: the same direct reference
  * and FD checks, forced on small shapes. Odd sizes leave partial 2x2 tiles;
  * small chunks make a chunk end inside an image and span several images. */
-static void test_conv_winograd(void) {
+static void test_conv_winograd_tile(int tile) {
     conv_set_algo(CONV_ALGO_WINOGRAD);
+    conv_winograd_set_tile(tile);
+    printf("# winograd, forward tile %s\n", tile == 4 ? "F(4x4, 3x3)" : "F(2x2, 3x3)");
     conv_shape s = conv_shape_make(2, 3, 5, 6, 4, 3, 1);
     test_check(conv_uses_winograd(&s), "winograd: forced on for k3 s1");
     conv_shape s2 = conv_shape_make(2, 3, 6, 6, 4, 3, 2);
@@ -344,6 +369,22 @@ static void test_conv_winograd(void) {
     test_check(!conv_uses_winograd(&wide) && conv_uses_winograd(&edge),
                "winograd: for maps up to 908 wide, not 1100");
     check_conv("winograd k3 s1 3x908 (the widest)", 1, 2, 3, 908, 2, 3, 1, 0);
+    conv_winograd_set_tile(0);
+    conv_set_algo(CONV_ALGO_AUTO);
+}
+
+/* Both forward tiles: F(4x4, 3x3) forced on every shape above (backward stays
+ * F(2x2)); its chunks hold 36 floats per tile and channel, so the same chunk
+ * sizes give other splits, still inside images for the 5x6 and 11x5 maps. */
+static void test_conv_winograd(void) {
+    test_conv_winograd_tile(2);
+    test_conv_winograd_tile(4);
+    /* a 64-channel layer: F(4x4)'s rounding grows with the sums (tol 1e-5) */
+    conv_set_algo(CONV_ALGO_WINOGRAD);
+    conv_winograd_set_tile(4);
+    check_conv("winograd F(4x4) k3 s1 17x18 64->32", 1, 64, 17, 18, 32, 3, 1, 0);
+    check_conv("winograd F(4x4) k3 s1 16x16 256->256", 1, 256, 16, 16, 256, 3, 1, 0);
+    conv_winograd_set_tile(0);
     conv_set_algo(CONV_ALGO_AUTO);
     conv_shape big = conv_shape_make(2, 128, 8, 8, 256, 3, 1);
     conv_shape small = conv_shape_make(2, 64, 8, 8, 128, 3, 1);

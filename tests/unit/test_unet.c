@@ -123,6 +123,57 @@ static void check_forward_consistency(void) {
     unet_free(train); unet_free(eval); unet_free(one); unet_free(train1);
 }
 
+/* unet_prepare: forward passes over prepared kernels are bit-identical to plain
+ * ones, in lanes and per-op threading, with either forward tile; the prepared
+ * kernels are what is read, and unet_unprepare ends that. Winograd forced on the
+ * small model (auto takes it from 128 channels on). */
+static void check_prepare(void) {
+    config c;
+    if (config_load_file(&c, "tests/configs/ref_small.yaml") != 0) {
+        test_check(0, "load tests/configs/ref_small.yaml: %s", err_msg());
+        return;
+    }
+    const int N = 3;
+    for (int tile = 2; tile <= 4; tile += 2)
+        for (int lanes = 1; lanes <= 2; lanes++) {
+            conv_set_algo(CONV_ALGO_WINOGRAD);
+            conv_winograd_set_tile(tile);
+            unet *m = unet_create_lanes(&c.model, N, 0, lanes);
+            size_t P = unet_num_params(m);
+            float *p = xfloats(P);
+            rng_key kp = {6, 0, 0, RNG_PURPOSE_INIT};
+            rng_uniform(&kp, p, P);
+            for (size_t i = 0; i < P; i++) p[i] = 0.2f * (p[i] - 0.5f);
+            size_t D = (size_t)c.model.in_channels * c.model.image_size * c.model.image_size;
+            float *x = xfloats(N * D), *a = xfloats(N * D), *b = xfloats(N * D);
+            rng_key kx = {6, 1, 0, RNG_PURPOSE_NOISE};
+            rng_normal(&kx, x, N * D);
+            int t[3] = {3, 500, 999};
+            unet_forward(m, p, x, t, N, NULL, a);
+            test_check(!unet_prepared(m, p) && unet_prepare(m, p) == 0 && unet_prepared(m, p),
+                       "tile %d, %d lane(s): unet_prepare", tile, lanes);
+            unet_forward(m, p, x, t, N, NULL, b);
+            test_check(memcmp(a, b, N * D * sizeof *a) == 0,
+                       "tile %d, %d lane(s): forward over prepared kernels is bit-identical",
+                       tile, lanes);
+            const int w = unet_find_tensor(m, "down.0.block.0.conv1.weight");
+            float *w0 = p + unet_tensors(m)[w].offset + 4; /* a centre tap */
+            *w0 += 1.0f; /* not allowed while prepared: shows which is read */
+            unet_forward(m, p, x, t, N, NULL, b);
+            test_check(memcmp(a, b, N * D * sizeof *a) == 0,
+                       "tile %d, %d lane(s): the prepared kernels are read", tile, lanes);
+            unet_unprepare(m);
+            unet_forward(m, p, x, t, N, NULL, b);
+            test_check(!unet_prepared(m, p) && memcmp(a, b, N * D * sizeof *a) != 0,
+                       "tile %d, %d lane(s): unprepared, the weights are read again", tile,
+                       lanes);
+            free(p); free(x); free(a); free(b);
+            unet_free(m);
+        }
+    conv_winograd_set_tile(0);
+    conv_set_algo(CONV_ALGO_AUTO);
+}
+
 /* A batch whose last conv chunk holds one image (fashion_mnist at 28x28: chunks of
  * 5 images, N = 6) equals its images run one by one. */
 static void check_tail_chunk(void) {
@@ -175,8 +226,8 @@ static void check_lanes_env(void) {
 static void check_conv_env(void) {
     config c;
     if (!test_check(config_load_file(&c, "configs/tiny.yaml") == 0, "load tiny")) return;
-    const char *bad[] = {"Winograd", "fast", "shift ", "1"};
-    for (int i = 0; i < 4; i++) {
+    const char *bad[] = {"Winograd", "fast", "shift ", "1", "winograd3", "winograd44"};
+    for (int i = 0; i < 6; i++) {
         setenv("DDPM_CONV", bad[i], 1);
         unet *m = unet_create(&c.model, 2, 1);
         test_check(m == NULL && strstr(err_msg(), "DDPM_CONV") != NULL,
@@ -188,10 +239,21 @@ static void check_conv_env(void) {
     unet *m = unet_create(&c.model, 2, 1);
     test_check(m && conv_uses_winograd(&s), "DDPM_CONV=winograd: 3x3 convs of 32 channels use it");
     unet_free(m);
+    conv_shape s16 = conv_shape_make(1, 32, 16, 16, 32, 3, 1);
+    test_check(conv_winograd_tile(&s) == 2 && conv_winograd_tile(&s16) == 4,
+               "DDPM_CONV=winograd: forward tile F(2x2) on 8x8 maps, F(4x4) from 16 wide (%d, %d)",
+               conv_winograd_tile(&s), conv_winograd_tile(&s16));
+    for (int t = 2; t <= 4; t += 2) {
+        setenv("DDPM_CONV", t == 2 ? "winograd2" : "winograd4", 1);
+        m = unet_create(&c.model, 2, 1);
+        test_check(m && conv_winograd_tile(&s) == t && conv_winograd_tile(&s16) == t,
+                   "DDPM_CONV=winograd%d: forward tile %d on 8x8 and 16x16 maps", t, t);
+        unet_free(m);
+    }
     setenv("DDPM_CONV", "auto", 1);
     m = unet_create(&c.model, 2, 1);
-    test_check(m && !conv_uses_winograd(&s), "DDPM_CONV=auto: not below %d channels",
-               CONV_WINOGRAD_MIN_CH);
+    test_check(m && !conv_uses_winograd(&s) && conv_winograd_tile(&s) == 0,
+               "DDPM_CONV=auto: not below %d channels", CONV_WINOGRAD_MIN_CH);
     unet_free(m);
     unsetenv("DDPM_CONV");
 }
@@ -205,5 +267,6 @@ int main(void) {
     check_count("configs/lsun256.yaml", 113673219);
     check_init();
     check_forward_consistency();
+    check_prepare();
     return test_done();
 }
