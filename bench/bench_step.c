@@ -145,6 +145,7 @@ static int bench_model(const char *mode, const char *path, int N, int steps, int
     /* a sampling run prepares its fixed weights once (sampler_run): so does this */
     if (!b.train && unet_prepare(b.model, b.params) != 0)
         fprintf(stderr, "bench_step: %s (forward passes transform their kernels)\n", err_msg());
+    if (!b.train) printf("prepared_mib %.1f\n", (double)unet_prepared_bytes(b.model) / (1 << 20));
     for (int i = 0; i < warmup; i++) run_step(&b);
     double *t = xcalloc((size_t)steps, sizeof *t);
     for (int i = 0; i < steps; i++) {

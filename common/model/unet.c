@@ -99,6 +99,7 @@ struct unet {
      * and the weights they were computed from (borrowed) */
     int n_prep;
     const float *prep_params; /* the params buffer prepared (NULL: none) */
+    size_t prep_bytes;
     float **prep;
     const float **prep_w;
 };
@@ -920,6 +921,7 @@ int unet_prepare(unet *m, const float *params) {
         }
         m->prep[m->n_prep] = p;
         m->prep_w[m->n_prep++] = w[i];
+        m->prep_bytes += f * sizeof(float);
     }
     free(w);
     free(s);
@@ -943,7 +945,10 @@ void unet_unprepare(unet *m) {
     m->prep_w = NULL;
     m->n_prep = 0;
     m->prep_params = NULL;
+    m->prep_bytes = 0;
 }
+
+size_t unet_prepared_bytes(const unet *m) { return m->prep_bytes; }
 
 /* ---------- backward ---------- */
 

@@ -102,6 +102,8 @@ void unet_forward(unet *m, const float *params, const float *x, const int *t, in
 int unet_prepare(unet *m, const float *params);
 /* Whether m is prepared over this params buffer. */
 int unet_prepared(const unet *m, const float *params);
+/* Bytes the prepared kernels take (0 when not prepared). */
+size_t unet_prepared_bytes(const unet *m);
 void unet_unprepare(unet *m);
 
 /* Accumulates d(loss)/d(params) into grads given dout = d(loss)/d(out) of the last
