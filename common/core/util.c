@@ -73,6 +73,62 @@ float *xfloats_at(size_t count, const char *file, int line) {
     return p;
 }
 
+/* The first unsigned number in file `path` (1), 0 when it says "max" or holds
+ * none (unlimited or unreadable). */
+static int read_u64_file(const char *path, unsigned long long *v) {
+    FILE *f = fopen(path, "r");
+    if (!f) return 0;
+    int ok = fscanf(f, "%llu", v) == 1;
+    fclose(f);
+    return ok;
+}
+
+static void cgroup_limit(size_t *avail) {
+    FILE *f = fopen("/proc/self/cgroup", "r");
+    if (!f) return;
+    char line[4096];
+    while (fgets(line, sizeof line, f)) {
+        line[strcspn(line, "\n")] = 0;
+        char *a = strchr(line, ':'), *b = a ? strchr(a + 1, ':') : NULL;
+        if (!b) continue;
+        *b = 0;
+        const char *ctrl = a + 1, *path = b + 1;
+        char lim[4400], use[4400];
+        if (strcmp(ctrl, "") == 0 && line[0] == '0') { /* v2 */
+            snprintf(lim, sizeof lim, "/sys/fs/cgroup%s/memory.max", path);
+            snprintf(use, sizeof use, "/sys/fs/cgroup%s/memory.current", path);
+        } else if (strcmp(ctrl, "memory") == 0) { /* v1 */
+            snprintf(lim, sizeof lim, "/sys/fs/cgroup/memory%s/memory.limit_in_bytes", path);
+            snprintf(use, sizeof use, "/sys/fs/cgroup/memory%s/memory.usage_in_bytes", path);
+        } else {
+            continue;
+        }
+        unsigned long long l, u;
+        if (read_u64_file(lim, &l) && read_u64_file(use, &u) && l < (1ull << 60)) {
+            size_t left = u < l ? (size_t)(l - u) : 0;
+            if (left < *avail) *avail = left;
+        }
+    }
+    fclose(f);
+}
+
+size_t mem_available_bytes(void) {
+    size_t avail = SIZE_MAX;
+    FILE *f = fopen("/proc/meminfo", "r");
+    if (f) {
+        char line[256];
+        unsigned long long kb;
+        while (fgets(line, sizeof line, f))
+            if (sscanf(line, "MemAvailable: %llu kB", &kb) == 1) {
+                avail = (size_t)kb * 1024;
+                break;
+            }
+        fclose(f);
+    }
+    cgroup_limit(&avail);
+    return avail;
+}
+
 double now_seconds(void) {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);

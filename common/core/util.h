@@ -28,6 +28,12 @@ float *xfloats_at(size_t count, const char *file, int line);
 #define xstrdup(s) xstrdup_at((s), __FILE__, __LINE__)
 #define xfloats(c) xfloats_at((c), __FILE__, __LINE__)
 
+/* Bytes of memory this process may still take: the smaller of /proc/meminfo's
+ * MemAvailable and its memory cgroup's limit minus usage (v2 memory.max and
+ * memory.current, or v1 memory.limit_in_bytes and memory.usage_in_bytes: where
+ * Slurm puts a job's --mem). SIZE_MAX when neither can be read. */
+size_t mem_available_bytes(void);
+
 /* Monotonic wall clock in seconds. */
 double now_seconds(void);
 

@@ -905,9 +905,30 @@ int unet_prepare(unet *m, const float *params) {
     const float **w = xcalloc((size_t)2 * m->n_layers + 1, sizeof *w);
     conv_shape *s = xcalloc((size_t)2 * m->n_layers + 1, sizeof *s);
     const int n = forward_convs(m, params, w, s);
+    /* the budget: half of what the process may still take, or $DDPM_PREPARE_MIB */
+    size_t need = 0, budget = mem_available_bytes() / 2;
+    for (int i = 0; i < n; i++) need += conv_prepared_floats(&s[i]) * sizeof(float);
+    const char *e = getenv("DDPM_PREPARE_MIB");
+    int rc = 0;
+    if (e && *e) {
+        char *end;
+        long long v = strtoll(e, &end, 10);
+        if (*end || v < 0 || v > (1ll << 40))
+            rc = err_set("DDPM_PREPARE_MIB='%s': expected a whole number of MiB (0: never "
+                         "prepare)", e);
+        budget = (size_t)(v < 0 ? 0 : v) << 20;
+    }
+    if (rc == 0 && need > budget)
+        rc = err_set("unet_prepare: the transformed kernels need %zu MiB, over the %zu MiB "
+                     "budget (%s)", need >> 20, budget >> 20,
+                     e && *e ? "DDPM_PREPARE_MIB" : "half the memory available");
+    if (rc) {
+        free(w);
+        free(s);
+        return rc;
+    }
     m->prep = xcalloc((size_t)n + 1, sizeof *m->prep);
     m->prep_w = xcalloc((size_t)n + 1, sizeof *m->prep_w);
-    int rc = 0;
     for (int i = 0; i < n && rc == 0; i++) {
         const size_t f = conv_prepared_floats(&s[i]);
         if (!f) continue;

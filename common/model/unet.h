@@ -97,8 +97,12 @@ void unet_forward(unet *m, const float *params, const float *x, const int *t, in
  * memory of those convolutions' weights (36 floats per 3x3 kernel where the map
  * is at least 16 wide, 16 below). Until unet_unprepare (or unet_free) the caller
  * must not change params, nor prepare another model over the same buffer.
- * Returns 0, or -1 with err_msg() when out of memory (then nothing is prepared
- * and forward passes transform the kernels as usual). */
+ * They are kept within a budget: half the memory the process may still take
+ * (mem_available_bytes: MemAvailable, and the cgroup limit Slurm sets), or
+ * $DDPM_PREPARE_MIB MiB when set (0: never prepare). Returns 0, or -1 with
+ * err_msg() when over the budget, out of memory or $DDPM_PREPARE_MIB is not a
+ * whole number (then nothing is prepared and forward passes transform the
+ * kernels at each call, as without this call: same results, slower). */
 int unet_prepare(unet *m, const float *params);
 /* Whether m is prepared over this params buffer. */
 int unet_prepared(const unet *m, const float *params);

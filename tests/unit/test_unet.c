@@ -3,6 +3,7 @@
  * the training model; a batch equals its images run one by one). Numerical
  * correctness against PyTorch is tests/ref/test_unet_ref.sh. */
 #include <math.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -158,20 +159,54 @@ static void check_prepare(void) {
                        tile, lanes);
             const int w = unet_find_tensor(m, "down.0.block.0.conv1.weight");
             float *w0 = p + unet_tensors(m)[w].offset + 4; /* a centre tap */
+            const float w0_was = *w0;
             *w0 += 1.0f; /* not allowed while prepared: shows which is read */
             unet_forward(m, p, x, t, N, NULL, b);
             test_check(memcmp(a, b, N * D * sizeof *a) == 0,
                        "tile %d, %d lane(s): the prepared kernels are read", tile, lanes);
+            const size_t bytes = unet_prepared_bytes(m);
             unet_unprepare(m);
             unet_forward(m, p, x, t, N, NULL, b);
-            test_check(!unet_prepared(m, p) && memcmp(a, b, N * D * sizeof *a) != 0,
+            test_check(!unet_prepared(m, p) && memcmp(a, b, N * D * sizeof *a) != 0 &&
+                           unet_prepared_bytes(m) == 0,
                        "tile %d, %d lane(s): unprepared, the weights are read again", tile,
                        lanes);
+            *w0 = w0_was;
+            /* the budget: $DDPM_PREPARE_MIB refuses, and the forward is unchanged */
+            const char *bad[] = {"0", "-1", "1.5", "lots"};
+            for (int i = 0; i < 4 && tile == 4 && lanes == 2; i++) {
+                setenv("DDPM_PREPARE_MIB", bad[i], 1);
+                const int rc = unet_prepare(m, p);
+                test_check(rc == -1 && !unet_prepared(m, p) &&
+                               strstr(err_msg(), "DDPM_PREPARE_MIB") != NULL,
+                           "DDPM_PREPARE_MIB='%s': nothing prepared (%s)", bad[i], err_msg());
+                unet_forward(m, p, x, t, N, NULL, b);
+                test_check(memcmp(a, b, N * D * sizeof *a) == 0,
+                           "DDPM_PREPARE_MIB='%s': the forward is unchanged", bad[i]);
+            }
+            if (tile == 4 && lanes == 2) {
+                setenv("DDPM_PREPARE_MIB", "64", 1);
+                test_check(bytes > 0 && bytes < (64u << 20) && unet_prepare(m, p) == 0 &&
+                               unet_prepared_bytes(m) == bytes,
+                           "DDPM_PREPARE_MIB=64: prepared within it (%zu bytes)", bytes);
+                unsetenv("DDPM_PREPARE_MIB");
+                unet_unprepare(m);
+            }
             free(p); free(x); free(a); free(b);
             unet_free(m);
         }
     conv_winograd_set_tile(0);
     conv_set_algo(CONV_ALGO_AUTO);
+    /* the default budget's source: at most /proc/meminfo's MemAvailable */
+    unsigned long long kb = 0;
+    FILE *f = fopen("/proc/meminfo", "r");
+    char line[256];
+    while (f && fgets(line, sizeof line, f))
+        if (sscanf(line, "MemAvailable: %llu kB", &kb) == 1) break;
+    if (f) fclose(f);
+    const size_t avail = mem_available_bytes();
+    test_check(avail > 0 && (kb == 0 || avail <= (size_t)kb * 1024 + (64u << 20)),
+               "mem_available_bytes: %zu MiB (MemAvailable %llu MiB)", avail >> 20, kb >> 10);
 }
 
 /* A batch whose last conv chunk holds one image (fashion_mnist at 28x28: chunks of
