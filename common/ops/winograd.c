@@ -490,6 +490,9 @@ static void wino4_in_strip(float *restrict V, size_t es, const float *restrict x
         if (hi[v] > tw) hi[v] = tw;
         if (hi[v] < lo[v]) hi[v] = lo[v];
     }
+    /* tiles 1 .. jf - 1 have patch columns 0..3 inside the map: 4 j + 2 < W */
+    int jf = W >= 3 ? (W - 3) / 4 + 1 : 1;
+    if (jf > tw) jf = tw;
     for (int ia = i0; ia < i1; ia += nimax) {
         const int ni = i1 - ia < nimax ? i1 - ia : nimax;
         const size_t np = (size_t)(ni + 1) * tw, n = (size_t)ni * tw;
@@ -511,15 +514,29 @@ static void wino4_in_strip(float *restrict V, size_t es, const float *restrict x
                 for (int v = 0; v < 6; v++) memset(row + v * np, 0, sizeof(float) * (size_t)tw);
                 continue;
             }
-            /* column v of tile j holds x[4 j + v - 1] */
+            /* column v of tile j holds x[4 j + v - 1]: tiles 1 .. jf - 1 have columns
+             * 0..3 inside the map (one 4-way split), columns 4 and 5 are columns 0
+             * and 1 of the next tile; the edges are done one by one */
             const float *restrict xr = src + (size_t)(y - va) * W;
-            for (int v = 0; v < 6; v++) {
-                float *restrict d = row + v * np;
-                int j = 0;
-                for (; j < lo[v]; j++) d[j] = 0;
-                for (; j < hi[v]; j++) d[j] = xr[4 * j + v - 1];
-                for (; j < tw; j++) d[j] = 0;
+            float *restrict d0 = row, *restrict d1 = d0 + np, *restrict d2 = d1 + np;
+            float *restrict d3 = d2 + np, *restrict d4 = d3 + np, *restrict d5 = d4 + np;
+            const float *restrict xs = xr + 3; /* x[4 (j - 1) + 3 + c] = x[4 j + c - 1] */
+#pragma omp simd
+            for (int j = 1; j < jf; j++) {
+                d0[j] = xs[4 * (j - 1) + 0];
+                d1[j] = xs[4 * (j - 1) + 1];
+                d2[j] = xs[4 * (j - 1) + 2];
+                d3[j] = xs[4 * (j - 1) + 3];
             }
+            for (int v = 0; v < 4; v++) {
+                float *restrict d = row + v * np;
+                d[0] = lo[v] == 0 && hi[v] > 0 ? xr[v - 1] : 0;
+                for (int j = jf > 1 ? jf : 1; j < tw; j++) d[j] = j < hi[v] ? xr[4 * j + v - 1] : 0;
+            }
+            memcpy(d4, d0 + 1, sizeof(float) * (size_t)(tw - 1));
+            memcpy(d5, d1 + 1, sizeof(float) * (size_t)(tw - 1));
+            d4[tw - 1] = hi[4] == tw ? xr[4 * tw - 1] : 0;
+            d5[tw - 1] = hi[5] == tw ? xr[4 * tw] : 0;
         }
         const float *P[4][6];
         float *Q[6];
@@ -551,51 +568,55 @@ static void wino4_out_strip(float *restrict o, const float *restrict M, size_t e
                             const float *restrict g, const float *restrict mk,
                             conv_plane_norm nm) {
     float buf[WINO_BUF];
-    const int p = tw, Wo = 4 * tw; /* a row of the buffer: 4 tw columns */
-    const int nimax = WINO_BUF / (4 * Wo);
+    const int Wo = 4 * tw; /* a row of the output buffer: 4 tw columns */
+    /* per tile row: 16 tw floats of output and 24 tw of S */
+    const int nimax = WINO_BUF / (40 * tw);
     for (int ia = i0; ia < i1; ia += nimax) {
         const int ni = i1 - ia < nimax ? i1 - ia : nimax;
-        for (int r = 0; r < ni; r++) {
-            float *restrict y0 = buf + (size_t)(4 * r) * Wo, *restrict y1 = y0 + Wo;
-            float *restrict y2 = y1 + Wo, *restrict y3 = y2 + Wo;
-            const float *restrict m = M + (size_t)r * p;
+        const size_t n = (size_t)ni * tw;
+        float *restrict Y = buf, *restrict S = buf + 16 * n;
+        /* S[q][l] = (A^T m)[q][l]: flat over the strip's tiles, rows of M read whole */
+        for (int l = 0; l < 6; l++) {
+            const float *restrict a0 = M + (size_t)l * es, *restrict a1 = a0 + 6 * es;
+            const float *restrict a2 = a1 + 6 * es, *restrict a3 = a2 + 6 * es;
+            const float *restrict a4 = a3 + 6 * es, *restrict a5 = a4 + 6 * es;
+            float *restrict s0 = S + (size_t)l * n, *restrict s1 = s0 + 6 * n;
+            float *restrict s2 = s1 + 6 * n, *restrict s3 = s2 + 6 * n;
 #pragma omp simd
-            for (int j = 0; j < p; j++) {
-                /* s[q][l] = (A^T m)[q][l], then y[q][c] = (s A)[q][c] */
-                float s[4][6];
-                for (int l = 0; l < 6; l++) {
-                    const float a0 = m[(size_t)l * es + j], a1 = m[(size_t)(6 + l) * es + j];
-                    const float a2 = m[(size_t)(12 + l) * es + j];
-                    const float a3 = m[(size_t)(18 + l) * es + j];
-                    const float a4 = m[(size_t)(24 + l) * es + j];
-                    const float a5 = m[(size_t)(30 + l) * es + j];
-                    s[0][l] = WINO4_AT(0, a0, a1, a2, a3, a4, a5);
-                    s[1][l] = WINO4_AT(1, a0, a1, a2, a3, a4, a5);
-                    s[2][l] = WINO4_AT(2, a0, a1, a2, a3, a4, a5);
-                    s[3][l] = WINO4_AT(3, a0, a1, a2, a3, a4, a5);
-                }
-#define WINO4_OUT_ROW(y, q)                                                                    \
-    for (int c = 0; c < 4; c++)                                                                \
-        y[4 * j + c] = WINO4_AT(c, s[q][0], s[q][1], s[q][2], s[q][3], s[q][4], s[q][5])
-                WINO4_OUT_ROW(y0, 0);
-                WINO4_OUT_ROW(y1, 1);
-                WINO4_OUT_ROW(y2, 2);
-                WINO4_OUT_ROW(y3, 3);
-#undef WINO4_OUT_ROW
+            for (size_t f = 0; f < n; f++) {
+                s0[f] = WINO4_AT(0, a0[f], a1[f], a2[f], a3[f], a4[f], a5[f]);
+                s1[f] = WINO4_AT(1, a0[f], a1[f], a2[f], a3[f], a4[f], a5[f]);
+                s2[f] = WINO4_AT(2, a0[f], a1[f], a2[f], a3[f], a4[f], a5[f]);
+                s3[f] = WINO4_AT(3, a0[f], a1[f], a2[f], a3[f], a4[f], a5[f]);
             }
         }
+        /* y[q][c] = (S A)[q][c] into output row 4 r + q, columns 4 j + c */
+        for (int q = 0; q < 4; q++)
+            for (int r = 0; r < ni; r++) {
+                const float *restrict t0 = S + (size_t)(6 * q) * n + (size_t)r * tw;
+                const float *restrict t1 = t0 + n, *restrict t2 = t1 + n, *restrict t3 = t2 + n;
+                const float *restrict t4 = t3 + n, *restrict t5 = t4 + n;
+                float *restrict y = Y + (size_t)(4 * r + q) * Wo;
+#pragma omp simd
+                for (int j = 0; j < tw; j++) {
+                    y[4 * j + 0] = WINO4_AT(0, t0[j], t1[j], t2[j], t3[j], t4[j], t5[j]);
+                    y[4 * j + 1] = WINO4_AT(1, t0[j], t1[j], t2[j], t3[j], t4[j], t5[j]);
+                    y[4 * j + 2] = WINO4_AT(2, t0[j], t1[j], t2[j], t3[j], t4[j], t5[j]);
+                    y[4 * j + 3] = WINO4_AT(3, t0[j], t1[j], t2[j], t3[j], t4[j], t5[j]);
+                }
+            }
         const int h0 = 4 * ia, h1 = 4 * (ia + ni) < H ? 4 * (ia + ni) : H;
         const size_t off = (size_t)h0 * W;
-        conv_unpad_plane(o + off, buf, b, accumulate, g ? g + off : NULL, mk ? mk + off : NULL,
+        conv_unpad_plane(o + off, Y, b, accumulate, g ? g + off : NULL, mk ? mk + off : NULL,
                          nm, h1 - h0, W, Wo);
-        M += (size_t)ni * p;
+        M += n;
     }
 }
 
 static int wino4_fits(const conv_shape *s) {
     const int tw = (s->W + 3) / 4;
     return s->k == 3 && s->stride == 1 && s->pad_top == 1 && s->pad_left == 1 &&
-           wino4_in_need(1, s->W, tw) <= WINO_BUF && 16 * (size_t)tw <= WINO_BUF;
+           wino4_in_need(1, s->W, tw) <= WINO_BUF && 40 * (size_t)tw <= WINO_BUF;
 }
 
 int conv_winograd_fits(const conv_shape *s) {
