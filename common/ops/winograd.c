@@ -112,42 +112,31 @@ size_t conv_winograd_workspace_floats(const conv_shape *s) {
 
 /* ---------- weight transforms ---------- */
 
-/* U[e][co][ci] = (G w G^T)[e] for one co: w = wrow[ci][3][3], ci < Cin, written
- * at u[e * eu + ci]. Blocks of 64 kernels are first transposed to [9][64], so the
- * transform runs vectorised over ci. */
-DDPM_CLONES
-static void wino_weights_row(float *restrict u, size_t eu, const float *restrict wrow, int Cin) {
-    float g[9][64];
-    for (int c0 = 0; c0 < Cin; c0 += 64) {
-        const int nc = Cin - c0 < 64 ? Cin - c0 : 64;
-        for (int c = 0; c < nc; c++)
-            for (int k = 0; k < 9; k++) g[k][c] = wrow[(size_t)(c0 + c) * 9 + k];
-        float *restrict o = u + c0;
-#pragma omp simd
-        for (int c = 0; c < nc; c++) {
-            float t[4][3]; /* G w */
-            for (int q = 0; q < 3; q++) {
-                t[0][q] = g[q][c];
-                t[1][q] = 0.5f * (g[q][c] + g[3 + q][c] + g[6 + q][c]);
-                t[2][q] = 0.5f * (g[q][c] - g[3 + q][c] + g[6 + q][c]);
-                t[3][q] = g[6 + q][c];
-            }
-            for (int r = 0; r < 4; r++) { /* (G w) G^T */
-                o[(4 * r + 0) * eu + c] = t[r][0];
-                o[(4 * r + 1) * eu + c] = 0.5f * (t[r][0] + t[r][1] + t[r][2]);
-                o[(4 * r + 2) * eu + c] = 0.5f * (t[r][0] - t[r][1] + t[r][2]);
-                o[(4 * r + 3) * eu + c] = t[r][2];
-            }
-        }
-    }
+/* Kernels c0 .. c0 + nc - 1 (nc <= 64) of wrow[ci][3][3] transposed to g[tap][c],
+ * so that the kernel transforms run vectorised over ci. */
+static inline void wino_kernel_block(float g[9][64], const float *restrict wrow, int c0, int nc) {
+    for (int c = 0; c < nc; c++)
+        for (int k = 0; k < 9; k++) g[k][c] = wrow[(size_t)(c0 + c) * 9 + k];
 }
 
-/* U[e][co][ci] = (G w G^T)[e] for the kernel w = weight[co][ci]. */
-static void wino_weights(float *U, const float *weight, int Cout, int Cin) {
-    const size_t eu = (size_t)Cout * Cin + WINO_PAD;
-#pragma omp parallel for schedule(static) if ((size_t)Cout * Cin * 16 >= OPS_PAR_MIN)
-    for (int co = 0; co < Cout; co++)
-        wino_weights_row(U + (size_t)co * Cin, eu, weight + (size_t)co * Cin * 9, Cin);
+/* F(2x2)'s U[e] = (G w G^T)[e] of the nc kernels g[tap][c], at o[e * eu + c]. */
+static inline void wino2_kernels(float *restrict o, size_t eu, float g[9][64], int nc) {
+#pragma omp simd
+    for (int c = 0; c < nc; c++) {
+        float t[4][3]; /* G w */
+        for (int q = 0; q < 3; q++) {
+            t[0][q] = g[q][c];
+            t[1][q] = 0.5f * (g[q][c] + g[3 + q][c] + g[6 + q][c]);
+            t[2][q] = 0.5f * (g[q][c] - g[3 + q][c] + g[6 + q][c]);
+            t[3][q] = g[6 + q][c];
+        }
+        for (int r = 0; r < 4; r++) { /* (G w) G^T */
+            o[(4 * r + 0) * eu + c] = t[r][0];
+            o[(4 * r + 1) * eu + c] = 0.5f * (t[r][0] + t[r][1] + t[r][2]);
+            o[(4 * r + 2) * eu + c] = 0.5f * (t[r][0] - t[r][1] + t[r][2]);
+            o[(4 * r + 3) * eu + c] = t[r][2];
+        }
+    }
 }
 
 /* The transformed kernels of the flipped, transposed convolution (dinp) need no
@@ -398,37 +387,46 @@ static void wino_dout_strip(float *restrict dM, size_t es, const float *restrict
         y5 = 0.5f * (d);                                                                       \
     } while (0)
 
-/* U[e][co][ci] = (G w G^T)[e], e < 36, for one co (as wino_weights_row). */
-DDPM_CLONES
-static void wino4_weights_row(float *restrict u, size_t eu, const float *restrict wrow, int Cin) {
-    float g[9][64];
-    for (int c0 = 0; c0 < Cin; c0 += 64) {
-        const int nc = Cin - c0 < 64 ? Cin - c0 : 64;
-        for (int c = 0; c < nc; c++)
-            for (int k = 0; k < 9; k++) g[k][c] = wrow[(size_t)(c0 + c) * 9 + k];
-        float *restrict o = u + c0;
+/* F(4x4)'s U[e] = (G w G^T)[e], e < 36, of the nc kernels g[tap][c], at o[e * eu + c]. */
+static inline void wino4_kernels(float *restrict o, size_t eu, float g[9][64], int nc) {
 #pragma omp simd
-        for (int c = 0; c < nc; c++) {
-            float t[6][3]; /* G w */
-            for (int q = 0; q < 3; q++) {
-                const float a = g[q][c], b = g[3 + q][c], d = g[6 + q][c];
-                WINO4_G(t[0][q], t[1][q], t[2][q], t[3][q], t[4][q], t[5][q], a, b, d);
-            }
-            for (int r = 0; r < 6; r++) { /* (G w) G^T */
-                const float a = t[r][0], b = t[r][1], d = t[r][2];
-                WINO4_G(o[(6 * r + 0) * eu + c], o[(6 * r + 1) * eu + c], o[(6 * r + 2) * eu + c],
-                        o[(6 * r + 3) * eu + c], o[(6 * r + 4) * eu + c], o[(6 * r + 5) * eu + c],
-                        a, b, d);
-            }
+    for (int c = 0; c < nc; c++) {
+        float t[6][3]; /* G w */
+        for (int q = 0; q < 3; q++) {
+            const float a = g[q][c], b = g[3 + q][c], d = g[6 + q][c];
+            WINO4_G(t[0][q], t[1][q], t[2][q], t[3][q], t[4][q], t[5][q], a, b, d);
+        }
+        for (int r = 0; r < 6; r++) { /* (G w) G^T */
+            const float a = t[r][0], b = t[r][1], d = t[r][2];
+            WINO4_G(o[(6 * r + 0) * eu + c], o[(6 * r + 1) * eu + c], o[(6 * r + 2) * eu + c],
+                    o[(6 * r + 3) * eu + c], o[(6 * r + 4) * eu + c], o[(6 * r + 5) * eu + c],
+                    a, b, d);
         }
     }
 }
 
-static void wino4_weights(float *U, const float *weight, int Cout, int Cin) {
+/* U[e][co][ci] = (G w G^T)[e] for one co and tile size t: w = wrow[ci][3][3],
+ * ci < Cin, written at u[e * eu + ci], in blocks of 64 kernels. */
+DDPM_CLONES
+static void wino_weights_row(float *restrict u, size_t eu, const float *restrict wrow, int Cin,
+                             int t) {
+    float g[9][64];
+    for (int c0 = 0; c0 < Cin; c0 += 64) {
+        const int nc = Cin - c0 < 64 ? Cin - c0 : 64;
+        wino_kernel_block(g, wrow, c0, nc);
+        if (t == 4)
+            wino4_kernels(u + c0, eu, g, nc);
+        else
+            wino2_kernels(u + c0, eu, g, nc);
+    }
+}
+
+/* U[e][co][ci] = (G w G^T)[e] for the kernel w = weight[co][ci], tile size t. */
+static void wino_weights(float *U, const float *weight, int Cout, int Cin, int t) {
     const size_t eu = (size_t)Cout * Cin + WINO_PAD;
-#pragma omp parallel for schedule(static) if ((size_t)Cout * Cin * 36 >= OPS_PAR_MIN)
+#pragma omp parallel for schedule(static) if ((size_t)Cout * Cin * 16 >= OPS_PAR_MIN)
     for (int co = 0; co < Cout; co++)
-        wino4_weights_row(U + (size_t)co * Cin, eu, weight + (size_t)co * Cin * 9, Cin);
+        wino_weights_row(U + (size_t)co * Cin, eu, weight + (size_t)co * Cin * 9, Cin, t);
 }
 
 /* Floats a strip of ni tile rows needs in wino4_in_strip's buffer. */
@@ -762,12 +760,6 @@ size_t conv_prepared_floats(const conv_shape *s) {
     return (size_t)ne * ((size_t)s->Cin * s->Cout + WINO_PAD);
 }
 
-static void wino_transform(float *U, const float *weight, const conv_shape *s, int t) {
-    if (t == 4)
-        wino4_weights(U, weight, s->Cout, s->Cin);
-    else
-        wino_weights(U, weight, s->Cout, s->Cin);
-}
 
 int conv_prepare(float *prep, const float *weight, const conv_shape *s) {
     if (!conv_prepared_floats(s)) return 0;
@@ -780,7 +772,7 @@ int conv_prepare(float *prep, const float *weight, const conv_shape *s) {
         wino_preps = q;
         wino_cap_preps = cap;
     }
-    wino_transform(prep, weight, s, t);
+    wino_weights(prep, weight, s->Cout, s->Cin, t);
     wino_preps[wino_n_preps++] = (wino_prep){weight, prep, s->Cin, s->Cout, t};
     return 1;
 }
@@ -804,7 +796,7 @@ void conv_winograd_forward(float *out, const float *inp, const conv_act *act,
     wino_ws_split(s, &g, ws, &U, &V, &M);
     const float *Up = wino_prepared(weight, s, t);
     if (!Up) {
-        wino_transform(U, weight, s, t);
+        wino_weights(U, weight, s->Cout, s->Cin, t);
         Up = U;
     }
     wino_conv(out, 0, NULL, inp, act, Up, 0, bias, s->Cin, s->Cout, s, t, V, M);
@@ -821,7 +813,7 @@ void conv_winograd_backward(float *dinp, float *dweight, const float *dout, cons
         /* the dout channels play the input: V holds 16 Cout T, M 16 Cin T, and
          * the workspace is symmetric in Cin and Cout */
         float *Vd = V, *Md = V + 16 * ((size_t)Cout * g.tmax + WINO_PAD);
-        wino_weights(U, weight, Cout, Cin);
+        wino_weights(U, weight, Cout, Cin, 2);
         wino_conv(dinp, 1, act, dout, NULL, U, 1, NULL, Cout, Cin, s, 2, Vd, Md);
     }
     if (dweight) { /* U's space now holds dU */
