@@ -184,6 +184,22 @@ static void wino_dweights(float *dweight, const float *dU, int Cout, int Cin) {
  * tile j = tw: computed, never written out, and zero in dout's transform, so
  * it adds nothing to dweight. This costs 1 / (tw + 1) of the GEMM work. */
 
+/* The input rows y0 .. y1 - 1 of a strip, clipped to the map (first row *va):
+ * x itself, or their activation silu (and mk) computed into t when silu is set. */
+static inline const float *wino_strip_rows(float *restrict t, const float *restrict x,
+                                           const float *restrict mk, int silu,
+                                           conv_plane_norm nm, int H, int W, int y0, int y1,
+                                           int *va) {
+    const int a = y0 < 0 ? 0 : y0, b = y1 < H ? y1 : H;
+    *va = a;
+    if (silu && b > a) {
+        ops_silu_mask(t, x + (size_t)a * W, mk ? mk + (size_t)a * W : NULL, (size_t)(b - a) * W,
+                      nm);
+        return t;
+    }
+    return x + (size_t)a * W;
+}
+
 /* Floats a strip of ni tile rows needs in wino_in_strip's buffer. */
 static size_t wino_in_need(int ni, int W, int p) {
     return (size_t)(2 * ni + 2) * W + 4 * ((size_t)(ni + 1) * p + 1) + 2 * ((size_t)ni * p + 1);
@@ -207,12 +223,8 @@ static void wino_in_strip(float *restrict V, size_t es, const float *restrict x,
         float *restrict Q0 = P + 4 * np, *restrict Q1 = Q0 + nq;
         /* bordered row R = 2 (ia + r) + a is input row y = R - 1 */
         const int y0 = 2 * ia - 1, y1 = 2 * (ia + ni) + 1;
-        const int va = y0 < 0 ? 0 : y0, vb = y1 < H ? y1 : H;
-        const float *src = x + (size_t)va * W;
-        if (silu && vb > va) {
-            ops_silu_mask(t, src, mk ? mk + (size_t)va * W : NULL, (size_t)(vb - va) * W, nm);
-            src = t;
-        }
+        int va;
+        const float *src = wino_strip_rows(t, x, mk, silu, nm, H, W, y0, y1, &va);
         for (int y = y0; y < y1; y++) {
             const int R = y + 1 - 2 * ia, a = R & 1, r = R >> 1;
             float *restrict E = P + (size_t)(2 * a) * np + (size_t)r * p; /* column 2c */
@@ -499,12 +511,8 @@ static void wino4_in_strip(float *restrict V, size_t es, const float *restrict x
         float *restrict Qb = Pb + 24 * np;
         /* bordered row R = 4 (ia + r) + a is input row y = R - 1 */
         const int y0 = 4 * ia - 1, y1 = 4 * (ia + ni) + 1;
-        const int va = y0 < 0 ? 0 : y0, vb = y1 < H ? y1 : H;
-        const float *src = x + (size_t)va * W;
-        if (silu && vb > va) {
-            ops_silu_mask(t, src, mk ? mk + (size_t)va * W : NULL, (size_t)(vb - va) * W, nm);
-            src = t;
-        }
+        int va;
+        const float *src = wino_strip_rows(t, x, mk, silu, nm, H, W, y0, y1, &va);
         for (int y = y0; y < y1; y++) {
             const int R = y + 1 - 4 * ia, a = R & 3, r = R >> 2;
             float *restrict row = Pb + (size_t)(6 * a) * np + (size_t)r * tw;
