@@ -635,9 +635,25 @@ int unet_conv_from_env(void) {
     return 0;
 }
 
+/* $DDPM_PREPARE_MIB: 1 and *mib when set, 0 when unset, -1 with err_msg() when it
+ * is not a whole number of MiB. */
+static int prepare_mib_from_env(size_t *mib) {
+    const char *e = getenv("DDPM_PREPARE_MIB");
+    if (!e || !*e) return 0;
+    char *end;
+    long long v = strtoll(e, &end, 10);
+    if (*end || v < 0 || v > (1ll << 40))
+        return err_set("DDPM_PREPARE_MIB='%s': expected a whole number of MiB (0: never prepare)",
+                       e);
+    *mib = (size_t)v;
+    return 1;
+}
+
 unet *unet_create(const model_config *mc, int max_batch, int with_backward) {
     int lanes = unet_default_lanes();
-    if (!lanes || unet_conv_from_env() != 0) return NULL;
+    size_t mib = 0;
+    /* unet_prepare reads $DDPM_PREPARE_MIB; a bad value stops the program here */
+    if (!lanes || unet_conv_from_env() != 0 || prepare_mib_from_env(&mib) < 0) return NULL;
     return create(mc, max_batch, with_backward, lanes);
 }
 
@@ -902,34 +918,27 @@ static int forward_convs(const unet *m, const float *params, const float **w, co
 
 int unet_prepare(unet *m, const float *params) {
     unet_unprepare(m);
+    /* the budget: $DDPM_PREPARE_MIB, else half of what the process may still take */
+    size_t mib = 0;
+    const int from_env = prepare_mib_from_env(&mib);
+    if (from_env < 0) return -1;
+    const size_t budget = from_env ? mib << 20 : mem_available_bytes() / 2;
+    const char *source = from_env ? "DDPM_PREPARE_MIB" : "half the memory available";
     const float **w = xcalloc((size_t)2 * m->n_layers + 1, sizeof *w);
     conv_shape *s = xcalloc((size_t)2 * m->n_layers + 1, sizeof *s);
     const int n = forward_convs(m, params, w, s);
-    /* the budget: half of what the process may still take, or $DDPM_PREPARE_MIB */
-    size_t need = 0, budget = mem_available_bytes() / 2;
+    size_t need = 0;
     for (int i = 0; i < n; i++) need += conv_prepared_floats(&s[i]) * sizeof(float);
-    const char *e = getenv("DDPM_PREPARE_MIB");
     int rc = 0;
-    if (e && *e) {
-        char *end;
-        long long v = strtoll(e, &end, 10);
-        if (*end || v < 0 || v > (1ll << 40))
-            rc = err_set("DDPM_PREPARE_MIB='%s': expected a whole number of MiB (0: never "
-                         "prepare)", e);
-        budget = (size_t)(v < 0 ? 0 : v) << 20;
-    }
-    if (rc == 0 && need > budget)
-        rc = err_set("unet_prepare: the transformed kernels need %zu MiB, over the %zu MiB "
-                     "budget (%s)", need >> 20, budget >> 20,
-                     e && *e ? "DDPM_PREPARE_MIB" : "half the memory available");
-    if (rc) {
+    if (need > budget) {
         free(w);
         free(s);
-        return rc;
+        return err_set("unet_prepare: the transformed kernels need %zu MiB, over the %zu MiB "
+                       "budget (%s)", need >> 20, budget >> 20, source);
     }
     m->prep = xcalloc((size_t)n + 1, sizeof *m->prep);
     m->prep_w = xcalloc((size_t)n + 1, sizeof *m->prep_w);
-    for (int i = 0; i < n && rc == 0; i++) {
+    for (int i = 0; i < n; i++) {
         const size_t f = conv_prepared_floats(&s[i]);
         if (!f) continue;
         float *p = malloc(f * sizeof(float));

@@ -99,7 +99,8 @@ void unet_forward(unet *m, const float *params, const float *x, const int *t, in
  * must not change params, nor prepare another model over the same buffer.
  * They are kept within a budget: half the memory the process may still take
  * (mem_available_bytes: MemAvailable, and the cgroup limit Slurm sets), or
- * $DDPM_PREPARE_MIB MiB when set (0: never prepare). Returns 0, or -1 with
+ * $DDPM_PREPARE_MIB MiB when set (0: never prepare; unet_create refuses a value
+ * that is not a whole number, so programs stop at start). Returns 0, or -1 with
  * err_msg() when over the budget, out of memory or $DDPM_PREPARE_MIB is not a
  * whole number (then nothing is prepared and forward passes transform the
  * kernels at each call, as without this call: same results, slower). */

@@ -41,7 +41,7 @@ void conv_set_algo(conv_algo a);
  * the default, 8 Mi); tests make it small to exercise the chunk boundaries. */
 void conv_winograd_set_chunk_floats(size_t floats);
 /* The forward's Winograd tile: 0 (the default) F(4x4, 3x3) for maps at least 16
- * wide and F(2x2, 3x3) below; 2 or 4 force one (F(4x4) only up to maps about 540
+ * wide and F(2x2, 3x3) below; 2 or 4 force one (F(4x4) only up to maps 420
  * wide). Backward always uses F(2x2). For tests and benchmarks. */
 void conv_winograd_set_tile(int tile);
 /* The forward's Winograd tile for shape s under the current settings: 2 or 4,

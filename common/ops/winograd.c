@@ -1,7 +1,9 @@
 /* 3x3 stride-1 convolutions (pad 1) by Winograd's minimal filtering F(2x2, 3x3)
  * (Lavin & Gray 2016), as 16 SGEMMs per chunk: another GEMM formulation of
  * the convolution, with 2.25x fewer multiplications than the nine shifted GEMMs
- * of conv.c.
+ * of conv.c. The forward uses F(4x4, 3x3) (36 SGEMMs, 4x fewer) on maps at
+ * least WINO4_MIN_W wide (its transforms: the F(4x4) section below). Kernels
+ * registered by conv_prepare are transformed once and read by every forward.
  *
  * The output is cut into 2x2 tiles; tile (i, j) reads the 4x4 input patch at
  * rows 2i-1..2i+2, columns 2j-1..2j+2 (zero outside the map). With
@@ -25,9 +27,10 @@
  * Chunks are runs of tile rows over the batch (an image may be split, or a
  * chunk may hold many images), T <= WINO_TILES(Cin + Cout) tiles. Workspace
  * (floats): 16 Cout Cin (U, dU or U') + 16 (Cin + Cout) T, the same for both
- * directions. The transforms of one (channel, image) strip run in a stack
- * buffer of WINO_BUF floats, so maps up to 908 columns are supported (wider
- * ones use the shifted GEMMs).
+ * directions (F(4x4): 36 and 36, sized by the same chunk budget). The
+ * transforms of one (channel, image) strip run in a stack buffer of WINO_BUF
+ * floats, so maps up to 908 columns are supported (wider ones use the shifted
+ * GEMMs), and F(4x4) up to 420 (wider ones F(2x2)).
  *
  * The transforms only add, subtract and halve, so F(2x2, 3x3) keeps the
  * accuracy of the direct sums (tests/unit/test_ops.c checks both paths against
@@ -57,6 +60,9 @@ static int wino_tile_setting = 0;
 
 void conv_winograd_set_tile(int tile) { wino_tile_setting = tile == 2 || tile == 4 ? tile : 0; }
 
+/* Transformed elements per tile: 16 for F(2x2), 36 for F(4x4). */
+static int wino_ne(int t) { return (t + 2) * (t + 2); }
+
 typedef struct {
     int t, ne;   /* output tile size (2 or 4) and transformed elements (16 or 36) */
     int th, tw;  /* tile rows and columns of one image */
@@ -68,7 +74,7 @@ typedef struct {
 static wino_geom wino_geom_make(const conv_shape *s, int t) {
     wino_geom g;
     g.t = t;
-    g.ne = (t + 2) * (t + 2);
+    g.ne = wino_ne(t);
     g.th = (s->H + t - 1) / t;
     g.tw = (s->W + t - 1) / t;
     g.tp = t == 4 ? g.tw : g.tw + 1; /* F(2x2) has a virtual tile per row, F(4x4) none */
@@ -764,10 +770,8 @@ int conv_winograd_tile(const conv_shape *s) {
 
 size_t conv_prepared_floats(const conv_shape *s) {
     if (!conv_uses_winograd(s)) return 0;
-    const int ne = wino_forward_tile(s) == 4 ? 36 : 16;
-    return (size_t)ne * ((size_t)s->Cin * s->Cout + WINO_PAD);
+    return (size_t)wino_ne(wino_forward_tile(s)) * ((size_t)s->Cin * s->Cout + WINO_PAD);
 }
-
 
 int conv_prepare(float *prep, const float *weight, const conv_shape *s) {
     if (!conv_prepared_floats(s)) return 0;

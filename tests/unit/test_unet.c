@@ -82,20 +82,30 @@ static void check_init(void) {
     unet_free(m);
 }
 
+/* The small 3-channel model of the reference tests. */
+static int load_small(config *c) {
+    if (config_load_file(c, "tests/configs/ref_small.yaml") == 0) return 1;
+    test_check(0, "load tests/configs/ref_small.yaml: %s", err_msg());
+    return 0;
+}
+
+/* P parameters uniform in [-0.1, 0.1), keyed on seed. */
+static float *random_params(size_t P, uint64_t seed) {
+    float *p = xfloats(P);
+    rng_key kp = {seed, 0, 0, RNG_PURPOSE_INIT};
+    rng_uniform(&kp, p, P);
+    for (size_t i = 0; i < P; i++) p[i] = 0.2f * (p[i] - 0.5f);
+    return p;
+}
+
 static void check_forward_consistency(void) {
     config c;
-    if (config_load_file(&c, "tests/configs/ref_small.yaml") != 0) {
-        test_check(0, "load tests/configs/ref_small.yaml: %s", err_msg());
-        return;
-    }
+    if (!load_small(&c)) return;
     const int N = 3;
     unet *train = unet_create(&c.model, N, 1), *eval = unet_create(&c.model, N, 0),
          *one = unet_create(&c.model, 1, 0);
     size_t P = unet_num_params(train);
-    float *p = xfloats(P);
-    rng_key kp = {5, 0, 0, RNG_PURPOSE_INIT};
-    rng_uniform(&kp, p, P);
-    for (size_t i = 0; i < P; i++) p[i] = 0.2f * (p[i] - 0.5f);
+    float *p = random_params(P, 5);
     size_t D = (size_t)c.model.in_channels * c.model.image_size * c.model.image_size;
     float *x = xfloats(N * D), *a = xfloats(N * D), *b = xfloats(N * D), *s = xfloats(N * D);
     rng_key kx = {5, 1, 0, RNG_PURPOSE_NOISE};
@@ -130,21 +140,14 @@ static void check_forward_consistency(void) {
  * small model (auto takes it from 128 channels on). */
 static void check_prepare(void) {
     config c;
-    if (config_load_file(&c, "tests/configs/ref_small.yaml") != 0) {
-        test_check(0, "load tests/configs/ref_small.yaml: %s", err_msg());
-        return;
-    }
+    if (!load_small(&c)) return;
     const int N = 3;
     for (int tile = 2; tile <= 4; tile += 2)
         for (int lanes = 1; lanes <= 2; lanes++) {
             conv_set_algo(CONV_ALGO_WINOGRAD);
             conv_winograd_set_tile(tile);
             unet *m = unet_create_lanes(&c.model, N, 0, lanes);
-            size_t P = unet_num_params(m);
-            float *p = xfloats(P);
-            rng_key kp = {6, 0, 0, RNG_PURPOSE_INIT};
-            rng_uniform(&kp, p, P);
-            for (size_t i = 0; i < P; i++) p[i] = 0.2f * (p[i] - 0.5f);
+            float *p = random_params(unet_num_params(m), 6);
             size_t D = (size_t)c.model.in_channels * c.model.image_size * c.model.image_size;
             float *x = xfloats(N * D), *a = xfloats(N * D), *b = xfloats(N * D);
             rng_key kx = {6, 1, 0, RNG_PURPOSE_NOISE};
@@ -291,6 +294,13 @@ static void check_conv_env(void) {
                "DDPM_CONV=auto: not below %d channels", CONV_WINOGRAD_MIN_CH);
     unet_free(m);
     unsetenv("DDPM_CONV");
+    /* a malformed DDPM_PREPARE_MIB stops the program when it builds its model */
+    setenv("DDPM_PREPARE_MIB", "lots", 1);
+    m = unet_create(&c.model, 2, 0);
+    test_check(m == NULL && strstr(err_msg(), "DDPM_PREPARE_MIB") != NULL,
+               "DDPM_PREPARE_MIB='lots' refused by unet_create: %s", m ? "(built)" : err_msg());
+    unet_free(m);
+    unsetenv("DDPM_PREPARE_MIB");
 }
 
 int main(void) {
