@@ -132,36 +132,61 @@ clean:
 
 -include $(shell find build build-san -name '*.d' 2>/dev/null)
 
-# ---- wire fuzzing (libFuzzer; needs clang). `make fuzz` builds build/fuzz/fuzz_wire_*;
+# ---- fuzzing (libFuzzer; needs clang). `make fuzz` builds build/fuzz/fuzz_*: the wire
+# targets (fuzz/fuzz_wire_*.c, fuzz/fuzz_wire.h) and the decoder targets (every other
+# fuzz/fuzz_<name>.c, fuzz/fuzz.h), against the whole library built with clang.
 # `make fuzz-run FUZZ_TIME=60` runs each target that long from tests/fuzz_corpus/<target>
 # and merges inputs with new coverage back into it (fuzz/run_fuzz.sh);
-# `make fuzz-seeds` rewrites the valid_* seeds. The corpus is replayed in the normal
-# suite by tests/unit/test_wire_corpus.c, which includes the targets' check functions.
+# `make fuzz-seeds` rewrites the wire valid_* seeds. The normal suite replays every
+# corpus under ASan+UBSan with gcc: the wire ones through tests/unit/test_wire_corpus.c,
+# which includes the targets' check functions, the decoder ones through
+# build-san/fuzz-replay/fuzz_<name> (fuzz/replay_main.c; tests/integration/test_fuzz_replay.sh).
 FUZZ_CC    ?= clang-14
 FUZZ_TIME  ?= 60
 FUZZ_SAN   := -g -O1 -fno-omit-frame-pointer -fsanitize=address,undefined -fno-sanitize-recover=undefined
 FUZZ_BINS  := $(patsubst fuzz/%.c,build/fuzz/%,$(wildcard fuzz/fuzz_*.c))
-FUZZ_OBJS  := build/fuzz/obj/common/wire/wire.o build/fuzz/obj/common/core/util.o build/fuzz/obj/gen/proto/wire.pb-c.o
-FUZZ_LIBS  := $(shell pkg-config --libs libzstd libprotobuf-c) -lm -pthread
+DEC_FUZZ_SRC := $(filter-out fuzz/fuzz_wire_%,$(wildcard fuzz/fuzz_*.c))
+FUZZ_REPLAY_BINS := $(patsubst fuzz/%.c,build-san/fuzz-replay/%,$(DEC_FUZZ_SRC))
+FUZZ_LIB   := build/fuzz/libddpm.a
+FUZZ_CFLAGS := $(filter-out -Wshadow,$(BASE_CFLAGS)) $(FUZZ_SAN)
 
-build/fuzz/obj/common/%.o: common/%.c $(PROTO_H) $(wildcard common/wire/*.h common/core/*.h)
+build/fuzz/obj/common/%.o: common/%.c $(PROTO_H)
 	@mkdir -p $(dir $@)
-	$(FUZZ_CC) $(BASE_CFLAGS) $(FUZZ_SAN) -fsanitize=fuzzer-no-link -c $< -o $@
+	$(FUZZ_CC) $(FUZZ_CFLAGS) -fsanitize=fuzzer-no-link -MMD -MP -c $< -o $@
+
+build/fuzz/obj/fuzz/%.o: fuzz/%.c $(PROTO_H)
+	@mkdir -p $(dir $@)
+	$(FUZZ_CC) $(FUZZ_CFLAGS) -fsanitize=fuzzer-no-link -MMD -MP -c $< -o $@
 
 build/fuzz/obj/gen/%.o: build/gen/%.c $(PROTO_H)
 	@mkdir -p $(dir $@)
-	$(FUZZ_CC) $(BASE_CFLAGS) $(FUZZ_SAN) -fsanitize=fuzzer-no-link -Wno-unused-parameter -c $< -o $@
+	$(FUZZ_CC) $(FUZZ_CFLAGS) -fsanitize=fuzzer-no-link -Wno-unused-parameter -c $< -o $@
 
-build/fuzz/fuzz_%: fuzz/fuzz_%.c fuzz/fuzz_wire.h $(FUZZ_OBJS)
+$(FUZZ_LIB): $(patsubst %.c,build/fuzz/obj/%.o,$(LIB_SRC)) $(patsubst build/gen/%.c,build/fuzz/obj/gen/%.o,$(PROTO_C))
+	@rm -f $@
+	ar rcs $@ $^
+
+build/fuzz/fuzz_wire_%: fuzz/fuzz_wire_%.c fuzz/fuzz_wire.h $(FUZZ_LIB)
 	@mkdir -p $(dir $@)
-	$(FUZZ_CC) $(BASE_CFLAGS) $(FUZZ_SAN) -fsanitize=fuzzer $< $(FUZZ_OBJS) -o $@ $(FUZZ_LIBS)
+	$(FUZZ_CC) $(FUZZ_CFLAGS) -fsanitize=fuzzer $< $(FUZZ_LIB) -o $@ $(LDLIBS)
+
+build/fuzz/fuzz_%: build/fuzz/obj/fuzz/fuzz_%.o build/fuzz/obj/fuzz/harness.o build/fuzz/obj/fuzz/entry_libfuzzer.o $(FUZZ_LIB)
+	@mkdir -p $(dir $@)
+	$(FUZZ_CC) $(FUZZ_CFLAGS) -fsanitize=fuzzer $^ -o $@ $(LDLIBS)
+
+build-san/fuzz-replay/fuzz_%: fuzz/fuzz_%.c fuzz/harness.c fuzz/replay_main.c fuzz/fuzz.h build-san/libddpm.a
+	@mkdir -p $(dir $@)
+	$(CC) $(BASE_CFLAGS) $(SAN_FLAGS) $(filter %.c,$^) build-san/libddpm.a -o $@ $(LDLIBS)
 
 build/fuzz/gen_seeds: fuzz/gen_seeds.c build/libddpm.a
 	@mkdir -p $(dir $@)
 	$(CC) $(BASE_CFLAGS) $(OPT) $< build/libddpm.a -o $@ $(LDLIBS)
 
 # The replay test includes the fuzz targets' sources.
-build/tests/test_wire_corpus build-san/tests/test_wire_corpus: $(wildcard fuzz/*.c fuzz/*.h)
+build/tests/test_wire_corpus build-san/tests/test_wire_corpus: $(wildcard fuzz/fuzz_wire*.c fuzz/fuzz_wire.h)
+
+.PRECIOUS: build/fuzz/obj/fuzz/%.o
+test-build: $(FUZZ_REPLAY_BINS)
 
 .PHONY: fuzz fuzz-run fuzz-seeds
 fuzz: $(FUZZ_BINS)
