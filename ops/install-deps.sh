@@ -12,6 +12,8 @@ PKGS=(
   dataset-fashion-mnist
   # a real single-node Slurm cluster for tests/integration/test_slurm.sh (ops/slurm-local.sh)
   munge slurmctld slurmd slurm-client
+  # the libFuzzer targets (make fuzz; CI builds them and replays their corpora)
+  clang-14 libclang-rt-14-dev libomp-14-dev
 )
 SUDO=""
 if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
