@@ -33,6 +33,14 @@ int err_prefix(const char *fmt, ...) {
 
 const char *err_msg(void) { return g_err[0] ? g_err : "unknown error"; }
 
+int size_prod(const size_t *dims, int n, size_t *out) {
+    size_t r = 1;
+    for (int i = 0; i < n; i++)
+        if (size_mul(r, dims[i], &r)) return -1;
+    *out = r;
+    return 0;
+}
+
 static void oom(size_t n, const char *file, int line) {
     fprintf(stderr, "fatal: out of memory allocating %zu bytes at %s:%d\n", n, file, line);
     exit(2);

@@ -28,6 +28,25 @@ float *xfloats_at(size_t count, const char *file, int line);
 #define xstrdup(s) xstrdup_at((s), __FILE__, __LINE__)
 #define xfloats(c) xfloats_at((c), __FILE__, __LINE__)
 
+/* Checked size arithmetic for sizes that came from outside (file headers, wire
+ * messages, configs): each stores the result and returns 0, or returns -1 (result
+ * untouched) when it would overflow size_t. Callers turn -1 into an error naming
+ * the file and field: `if (size_mul(a, b, &n)) return err_set("%s: ...", path);` */
+static inline int size_mul(size_t a, size_t b, size_t *out) {
+    size_t r;
+    if (__builtin_mul_overflow(a, b, &r)) return -1;
+    *out = r;
+    return 0;
+}
+static inline int size_add(size_t a, size_t b, size_t *out) {
+    size_t r;
+    if (__builtin_add_overflow(a, b, &r)) return -1;
+    *out = r;
+    return 0;
+}
+/* Product of n sizes (a shape's element count); -1 on overflow. */
+int size_prod(const size_t *dims, int n, size_t *out);
+
 /* Bytes of memory this process may still take: the smaller of /proc/meminfo's
  * MemAvailable and its memory cgroup's limit minus usage (v2 memory.max and
  * memory.current, or v1 memory.limit_in_bytes and memory.usage_in_bytes: where
