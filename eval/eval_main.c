@@ -9,6 +9,7 @@
  * bpd is the only MPI part (eval/eval_bpd.c). The Inception subcommands read
  * uint8 NHWC images from arr_0 of an .npz (what ddpm-sample writes) and need the
  * converted pytorch-fid weights (--inception PATH or $DDPM_INCEPTION_WEIGHTS). */
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -49,8 +50,23 @@ typedef struct {
     long threads;
 } inc_opts;
 
-/* pool3 (and logits, when wanted) of every image of path's arr_0; caller frees. */
-static int npz_features(const char *path, inception *net, const inc_opts *o, float **pool3,
+static int need_net(inception **net, const inc_opts *o) {
+    if (*net) return 0;
+    if (!o->inception)
+        return err_set("no Inception weights: pass --inception PATH or set DDPM_INCEPTION_WEIGHTS "
+                       "(convert pytorch-fid's weights with ops/convert_inception.py)");
+    return inception_load(net, o->inception);
+}
+
+/* Stated limits of the image commands: at most INT_MAX images (Inception Score
+ * splits count them in int), each side at most 8192 pixels, and the features of
+ * all images held at once must fit in the memory available (checked before any
+ * allocation; the reader has already checked that the file holds the images). */
+#define EVAL_MAX_SIDE 8192
+
+/* pool3 (and logits, when wanted) of every image of path's arr_0; caller frees.
+ * The array is opened and its size checked before the network is loaded. */
+static int npz_features(const char *path, inception **net, const inc_opts *o, float **pool3,
                         float **logits, size_t *count) {
     *pool3 = NULL;
     if (logits) *logits = NULL;
@@ -59,15 +75,35 @@ static int npz_features(const char *path, inception *net, const inc_opts *o, flo
     const int64_t *sh = npz_reader_shape(r);
     int nd = npz_reader_ndim(r);
     if (npz_reader_dtype(r) != NPZ_DTYPE_U8 || (nd != 3 && nd != 4) || sh[0] < 1 || sh[1] < 1 ||
-        sh[2] < 1 || sh[1] > 8192 || sh[2] > 8192) {
+        sh[2] < 1 || sh[1] > EVAL_MAX_SIDE || sh[2] > EVAL_MAX_SIDE) {
         npz_reader_close(r);
-        return err_set("%s: arr_0 must be uint8 images [N][H][W][C] (or [N][H][W])", path);
+        return err_set("%s: arr_0 must be uint8 images [N][H][W][C] (or [N][H][W]) with H and W "
+                       "in 1..%d", path, EVAL_MAX_SIDE);
+    }
+    if (sh[0] > INT_MAX) {
+        npz_reader_close(r);
+        return err_set("%s: arr_0 holds %lld images (at most %d)", path, (long long)sh[0], INT_MAX);
     }
     size_t N = (size_t)sh[0];
     int H = (int)sh[1], W = (int)sh[2], C = nd == 4 ? (int)sh[3] : 1;
     if (C != 1 && C != 3) {
         npz_reader_close(r);
         return err_set("%s: images have %d channels (1 or 3 supported)", path, C);
+    }
+    /* per image: pool3 floats, and with logits the float logits and the Inception
+     * Score's double probabilities */
+    size_t per = INCEPTION_FEATURES * sizeof(float) +
+                 (logits ? INCEPTION_CLASSES * (sizeof(float) + sizeof(double)) : 0);
+    size_t need, avail = mem_available_bytes();
+    if (size_mul(N, per, &need) || need > avail) {
+        npz_reader_close(r);
+        return err_set("%s: arr_0 holds %zu images of %dx%dx%d: their features need %zu bytes per "
+                       "image, more than the %zu bytes of memory available in all", path, N, H, W,
+                       C, per, avail);
+    }
+    if (need_net(net, o) != 0) {
+        npz_reader_close(r);
+        return -1;
     }
     size_t D = (size_t)H * W * C;
     uint8_t *img = xmalloc(D);
@@ -77,7 +113,7 @@ static int npz_features(const char *path, inception *net, const inc_opts *o, flo
     int rc = 0;
     for (size_t i = 0; i < N && rc == 0; i++) {
         if ((rc = npz_reader_read(r, img, D)) != 0) break;
-        rc = inception_forward_u8(net, img, 1, H, W, C, p + i * INCEPTION_FEATURES,
+        rc = inception_forward_u8(*net, img, 1, H, W, C, p + i * INCEPTION_FEATURES,
                                   l ? l + i * INCEPTION_CLASSES : NULL);
         if (!o->quiet) {
             double el = now_seconds() - t0;
@@ -99,76 +135,30 @@ static int npz_features(const char *path, inception *net, const inc_opts *o, flo
     return 0;
 }
 
-/* mu, sigma of path: read from an .npz with 'mu' and 'sigma', or computed from its images. */
-static int load_or_compute_stats(const char *path, inception **net, const inc_opts *o, double **mu,
-                                 double **sigma) {
+/* Statistics of path: read from an .npz with 'mu' and 'sigma' (checked by
+ * fid_stats_load: shapes, finite, symmetric, positive semi-definite), or
+ * computed from its images. */
+static int load_or_compute_stats(const char *path, inception **net, const inc_opts *o, fid_stats *st) {
     const int d = INCEPTION_FEATURES;
-    *mu = NULL;
-    *sigma = NULL;
+    memset(st, 0, sizeof *st);
     int has_mu = npz_has_key(path, "mu");
     if (has_mu < 0) return -1;
-    if (has_mu && npz_has_key(path, "sigma") == 1) {
-        double *m = xcalloc((size_t)d, sizeof *m), *s = xcalloc((size_t)d * d, sizeof *s);
-        const char *keys[2] = {"mu", "sigma"};
-        double *dst[2] = {m, s};
-        for (int k = 0; k < 2; k++) {
-            npz_reader *r;
-            if (npz_reader_open(&r, path, keys[k]) != 0) goto bad;
-            uint64_t want = k == 0 ? (uint64_t)d : (uint64_t)d * d;
-            int ok = npz_reader_count(r) == want && npz_reader_ndim(r) == k + 1;
-            if (ok && npz_reader_dtype(r) == NPZ_DTYPE_F64) {
-                ok = npz_reader_read(r, dst[k], want) == 0;
-            } else if (ok && npz_reader_dtype(r) == NPZ_DTYPE_F32) {
-                float *tmp = xfloats(want);
-                ok = npz_reader_read(r, tmp, want) == 0;
-                for (uint64_t i = 0; ok && i < want; i++) dst[k][i] = tmp[i];
-                free(tmp);
-            } else if (ok) {
-                err_set("%s: '%s' must be float32 or float64", path, keys[k]);
-                ok = 0;
-            } else {
-                err_set("%s: '%s' must have shape %s", path, keys[k], k == 0 ? "[2048]" : "[2048][2048]");
-            }
-            npz_reader_close(r);
-            if (!ok) goto bad;
-        }
-        *mu = m;
-        *sigma = s;
-        return 0;
-    bad:
-        free(m);
-        free(s);
-        return -1;
-    }
-    if (!*net) {
-        if (!o->inception)
-            return err_set("no Inception weights: pass --inception PATH or set "
-                           "DDPM_INCEPTION_WEIGHTS (convert pytorch-fid's weights with "
-                           "ops/convert_inception.py)");
-        if (inception_load(net, o->inception) != 0) return -1;
-    }
+    int has_sigma = has_mu ? npz_has_key(path, "sigma") : 0;
+    if (has_sigma < 0) return -1;
+    if (has_mu && has_sigma) return fid_stats_load(path, st);
     float *feat;
     size_t N;
-    if (npz_features(path, *net, o, &feat, NULL, &N) != 0) return -1;
-    *mu = xcalloc((size_t)d, sizeof **mu);
-    *sigma = xcalloc((size_t)d * d, sizeof **sigma);
-    int rc = fid_stats_compute(feat, N, d, *mu, *sigma);
+    if (npz_features(path, net, o, &feat, NULL, &N) != 0) return -1;
+    st->d = d;
+    st->mu = xcalloc((size_t)d, sizeof *st->mu);
+    st->sigma = xcalloc((size_t)d * d, sizeof *st->sigma);
+    int rc = fid_stats_compute(feat, N, d, st->mu, st->sigma);
     free(feat);
     if (rc != 0) {
         err_prefix("%s: ", path);
-        free(*mu);
-        free(*sigma);
-        *mu = *sigma = NULL;
+        fid_stats_free(st);
     }
     return rc;
-}
-
-static int need_net(inception **net, const inc_opts *o) {
-    if (*net) return 0;
-    if (!o->inception)
-        return err_set("no Inception weights: pass --inception PATH or set DDPM_INCEPTION_WEIGHTS "
-                       "(convert pytorch-fid's weights with ops/convert_inception.py)");
-    return inception_load(net, o->inception);
 }
 
 int main(int argc, char **argv) {
@@ -233,32 +223,36 @@ int main(int argc, char **argv) {
     int rc = -1;
     const int d = INCEPTION_FEATURES;
     if (!strcmp(cmd, "stats")) {
-        double *mu, *sigma;
-        if (need_net(&net, &o) != 0 || load_or_compute_stats(pos[0], &net, &o, &mu, &sigma) != 0)
-            goto fail;
-        npz_f64_array arr[2] = {{"mu", mu, 1, {d}}, {"sigma", sigma, 2, {d, d}}};
+        fid_stats st;
+        if (load_or_compute_stats(pos[0], &net, &o, &st) != 0) goto fail;
+        npz_f64_array arr[2] = {{"mu", st.mu, 1, {st.d}}, {"sigma", st.sigma, 2, {st.d, st.d}}};
+        int D = st.d;
         rc = npz_write_f64(pos[1], arr, 2);
-        free(mu);
-        free(sigma);
+        fid_stats_free(&st);
         if (rc != 0) goto fail;
-        log_info("wrote %s (mu [2048], sigma [2048][2048], float64)", pos[1]);
+        log_info("wrote %s (mu [%d], sigma [%d][%d], float64)", pos[1], D, D, D);
     } else if (!strcmp(cmd, "fid")) {
-        double *m1, *s1, *m2, *s2, fid;
-        if (load_or_compute_stats(pos[0], &net, &o, &m1, &s1) != 0) goto fail;
-        if (load_or_compute_stats(pos[1], &net, &o, &m2, &s2) != 0) {
-            free(m1);
-            free(s1);
+        fid_stats a, b;
+        double fid;
+        if (load_or_compute_stats(pos[0], &net, &o, &a) != 0) goto fail;
+        if (load_or_compute_stats(pos[1], &net, &o, &b) != 0) {
+            fid_stats_free(&a);
             goto fail;
         }
-        rc = fid_distance(m1, s1, m2, s2, d, &fid);
-        free(m1); free(s1); free(m2); free(s2);
+        if (a.d != b.d) {
+            rc = err_set("%s has %d-dimensional statistics, %s has %d", pos[0], a.d, pos[1], b.d);
+        } else if ((rc = fid_distance(a.mu, a.sigma, b.mu, b.sigma, a.d, &fid)) != 0) {
+            err_prefix("FID of %s and %s: ", pos[0], pos[1]);
+        }
+        fid_stats_free(&a);
+        fid_stats_free(&b);
         if (rc != 0) goto fail;
         printf("FID %.10g\n", fid);
     } else if (!strcmp(cmd, "is")) {
         float *p, *l;
         size_t N;
         double mean, sd;
-        if (need_net(&net, &o) != 0 || npz_features(pos[0], net, &o, &p, &l, &N) != 0) goto fail;
+        if (npz_features(pos[0], &net, &o, &p, &l, &N) != 0) goto fail;
         rc = inception_score(l, N, INCEPTION_CLASSES, o.splits > (int)N ? (int)N : o.splits, &mean, &sd);
         free(p);
         free(l);
@@ -268,7 +262,7 @@ int main(int argc, char **argv) {
     } else { /* features */
         float *p, *l;
         size_t N;
-        if (need_net(&net, &o) != 0 || npz_features(pos[0], net, &o, &p, &l, &N) != 0) goto fail;
+        if (npz_features(pos[0], &net, &o, &p, &l, &N) != 0) goto fail;
         tensor_file tf;
         int64_t dp[2] = {(int64_t)N, d}, dl[2] = {(int64_t)N, INCEPTION_CLASSES};
         rc = tensor_file_create(&tf, pos[1]);

@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "common/core/util.h"
+#include "common/io/npz_array.h"
 
 /* LAPACK (shipped inside OpenBLAS); Fortran calling convention with the hidden
  * string lengths of gfortran. */
@@ -18,6 +19,9 @@ extern void dsyevd_(const char *jobz, const char *uplo, const int *n, double *a,
 /* Eigen-decomposition of the symmetric matrix a (overwritten by the eigenvectors,
  * as columns in Fortran order = rows here, since a is symmetric). */
 static int sym_eig(double *a, int d, double *w, int vectors) {
+    /* LAPACK prints (xerbla) and returns garbage on NaN or infinite input: refuse it here */
+    for (size_t i = 0; i < (size_t)d * d; i++)
+        if (!isfinite(a[i])) return err_set("fid: a covariance matrix holds a non-finite value");
     int info = 0, lwork = -1, liwork = -1, iwq = 0;
     double wq = 0;
     const char *jobz = vectors ? "V" : "N";
@@ -116,9 +120,128 @@ int fid_distance(const double *mu1, const double *s1, const double *mu2, const d
         diff += e * e;
         tr += s1[(size_t)i * d + i] + s2[(size_t)i * d + i];
     }
+    if (d < 1) return err_set("fid: feature dimension %d", d);
+    if (!isfinite(diff)) return err_set("fid: the means are not finite");
     if (fid_trace_sqrt_product(s1, s2, d, &trc) != 0) return -1;
-    *fid = diff + tr - 2.0 * trc;
-    if (!isfinite(*fid)) return err_set("fid: the distance is not finite (%g)", *fid);
+    double f = diff + tr - 2.0 * trc, scale = diff + fabs(tr);
+    if (!isfinite(f)) return err_set("fid: the distance is not finite (%g)", f);
+    if (f < 0) {
+        if (f < -FID_NEG_TOL * scale)
+            return err_set("fid: the distance came out negative (%.6g, beyond the rounding tolerance "
+                           "%g x %.6g): the covariances are not positive semi-definite", f,
+                           FID_NEG_TOL, scale);
+        f = 0; /* rounding */
+    }
+    *fid = f;
+    return 0;
+}
+
+void fid_stats_free(fid_stats *st) {
+    if (!st) return;
+    free(st->mu);
+    free(st->sigma);
+    st->mu = st->sigma = NULL;
+    st->d = 0;
+}
+
+static int check_values(const char *path, const char *key, const double *v, size_t n) {
+    for (size_t i = 0; i < n; i++)
+        if (!isfinite(v[i]) || fabs(v[i]) > FID_MAX_ABS)
+            return err_set("%s: '%s' holds %g at index %zu (values must be finite, of magnitude "
+                           "at most %g)", path, key, v[i], i, FID_MAX_ABS);
+    return 0;
+}
+
+int fid_stats_check(const char *path, int d, const double *mu, double *sigma) {
+    if (d < 1 || d > FID_MAX_DIM)
+        return err_set("%s: statistics of dimension %d (1..%d)", path, d, FID_MAX_DIM);
+    size_t dd = (size_t)d * d;
+    if (check_values(path, "mu", mu, (size_t)d) || check_values(path, "sigma", sigma, dd)) return -1;
+    double mx = 0, worst = 0;
+    size_t wi = 0, wj = 0;
+    for (size_t k = 0; k < dd; k++) mx = fabs(sigma[k]) > mx ? fabs(sigma[k]) : mx;
+    for (size_t i = 0; i < (size_t)d; i++)
+        for (size_t j = i + 1; j < (size_t)d; j++) {
+            double e = fabs(sigma[i * d + j] - sigma[j * d + i]);
+            if (e > worst) { worst = e; wi = i; wj = j; }
+        }
+    if (worst > FID_SYM_TOL * mx)
+        return err_set("%s: 'sigma' is not symmetric: sigma[%zu][%zu] = %.17g but sigma[%zu][%zu] = "
+                       "%.17g (tolerance %g x the largest magnitude %g)", path, wi, wj,
+                       sigma[wi * d + wj], wj, wi, sigma[wj * d + wi], FID_SYM_TOL, mx);
+    for (size_t i = 0; i < (size_t)d; i++)
+        for (size_t j = i + 1; j < (size_t)d; j++)
+            sigma[i * d + j] = sigma[j * d + i] = 0.5 * (sigma[i * d + j] + sigma[j * d + i]);
+    double *a = xcalloc(dd, sizeof *a), *w = xcalloc((size_t)d, sizeof *w);
+    memcpy(a, sigma, dd * sizeof *a);
+    int rc = sym_eig(a, d, w, 0);
+    if (rc != 0) {
+        err_prefix("%s: 'sigma': ", path);
+    } else {
+        double neg = 0, top = w[d - 1]; /* ascending */
+        for (int i = 0; i < d; i++) neg += w[i] < 0 ? w[i] : 0;
+        if (neg < -FID_PSD_TOL * (top > 0 ? top : 0))
+            rc = err_set("%s: 'sigma' is not positive semi-definite: eigenvalues from %.6g to %.6g; "
+                         "the negative ones add up to %.6g, beyond the tolerance %g x the largest",
+                         path, w[0], top, neg, FID_PSD_TOL);
+    }
+    free(a);
+    free(w);
+    return rc;
+}
+
+/* Reads array key of path into a new double array of n values (float32 or float64
+ * in the file), its shape already checked by the caller through ndim/dims. */
+static double *read_f64(const char *path, const char *key, int ndim, const int64_t *dims) {
+    npz_reader *r;
+    if (npz_reader_open(&r, path, key) != 0) return NULL;
+    int ok = npz_reader_ndim(r) == ndim;
+    for (int i = 0; ok && i < ndim; i++) ok = npz_reader_shape(r)[i] == dims[i];
+    if (!ok) {
+        err_set(ndim == 1 ? "%s: '%s' must have shape [D] with D in 1..%d"
+                          : "%s: '%s' must have shape [D][D] with D the length of 'mu' (%d)",
+                path, key, ndim == 1 ? FID_MAX_DIM : (int)dims[0]);
+        npz_reader_close(r);
+        return NULL;
+    }
+    size_t n = (size_t)npz_reader_count(r);
+    double *out = xcalloc(n ? n : 1, sizeof *out);
+    if (npz_reader_dtype(r) == NPZ_DTYPE_F64) {
+        ok = npz_reader_read(r, out, n) == 0;
+    } else if (npz_reader_dtype(r) == NPZ_DTYPE_F32) {
+        float *tmp = xcalloc(n ? n : 1, sizeof *tmp);
+        ok = npz_reader_read(r, tmp, n) == 0;
+        for (size_t i = 0; ok && i < n; i++) out[i] = tmp[i];
+        free(tmp);
+    } else {
+        ok = 0;
+        err_set("%s: '%s' must be float32 or float64", path, key);
+    }
+    npz_reader_close(r);
+    if (!ok) {
+        free(out);
+        return NULL;
+    }
+    return out;
+}
+
+int fid_stats_load(const char *path, fid_stats *st) {
+    memset(st, 0, sizeof *st);
+    npz_reader *r;
+    /* D from mu's shape, checked against the stated limit before anything is allocated */
+    if (npz_reader_open(&r, path, "mu") != 0) return -1;
+    int64_t D = npz_reader_ndim(r) == 1 ? npz_reader_shape(r)[0] : -1;
+    npz_reader_close(r);
+    if (D < 1 || D > FID_MAX_DIM)
+        return err_set("%s: 'mu' must have shape [D] with D in 1..%d", path, FID_MAX_DIM);
+    int64_t dims[2] = {D, D};
+    st->d = (int)D;
+    st->mu = read_f64(path, "mu", 1, dims);
+    if (st->mu) st->sigma = read_f64(path, "sigma", 2, dims);
+    if (!st->mu || !st->sigma || fid_stats_check(path, st->d, st->mu, st->sigma) != 0) {
+        fid_stats_free(st);
+        return -1;
+    }
     return 0;
 }
 

@@ -2,21 +2,31 @@
 #include "common/io/npz_array.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 #include <zlib.h>
 
 #include "common/core/util.h"
 
 #define IN_CHUNK (1u << 16)
+/* Deflate's best case is a 258-byte match per code of at least 2 bits: an entry
+ * inflates to at most 1032 times its compressed size (plus a few bytes). A declared
+ * uncompressed size beyond that cannot be in the file. */
+#define DEFLATE_MAX_RATIO 1032u
+/* Stated limits: a .npy header of at most 64 KiB; a central directory of at most 1 GiB. */
+#define NPY_MAX_HEADER 65536u
+#define ZIP_MAX_CD (1u << 30)
 
 struct npz_reader {
     FILE *f;
     char *path, *key;
     int method;            /* 0 stored, 8 deflate */
     uint64_t comp_left;    /* compressed bytes of the entry not yet read from the file */
+    uint64_t usize;        /* the entry's declared uncompressed size (.npy header + data) */
     uint64_t data_left;    /* array bytes not yet delivered */
     uint32_t crc_expect;
     uLong crc;
@@ -37,18 +47,86 @@ typedef struct {
     int method;
     uint32_t crc;
     uint64_t csize, usize, offset;
+    uint64_t cd_off; /* where the central directory starts: entry data must end before it */
 } zip_entry;
 
-/* Finds entry `name` through the central directory. Returns 1 found, 0 not found,
- * -1 error (err_msg). */
-static int zip_find(FILE *f, const char *path, const char *name, zip_entry *e) {
-    if (fseeko(f, 0, SEEK_END) != 0) return err_set("%s: cannot seek: %m", path);
-    off_t fsize = ftello(f);
-    if (fsize < 22) return err_set("%s: not a zip archive (%lld bytes)", path, (long long)fsize);
+/* Opens path for reading only if it is a regular file (a FIFO would block in
+ * fopen, a directory or device has no size to check against); *size gets its size. */
+static FILE *open_regular(const char *path, uint64_t *size) {
+    int fd = open(path, O_RDONLY | O_NONBLOCK | O_CLOEXEC);
+    if (fd < 0) {
+        err_set("%s: cannot open: %m", path);
+        return NULL;
+    }
+    struct stat st;
+    if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
+        err_set("%s: not a regular file", path);
+        close(fd);
+        return NULL;
+    }
+    int fl = fcntl(fd, F_GETFL);
+    if (fl == -1 || fcntl(fd, F_SETFL, fl & ~O_NONBLOCK) == -1) {
+        err_set("%s: cannot open: %m", path);
+        close(fd);
+        return NULL;
+    }
+    FILE *f = fdopen(fd, "rb");
+    if (!f) {
+        err_set("%s: cannot open: %m", path);
+        close(fd);
+        return NULL;
+    }
+    *size = (uint64_t)st.st_size;
+    return f;
+}
+
+/* Reads the Zip64 end of central directory record that the locator before the
+ * classic record (at file offset eocd_pos) points to. */
+static int zip64_dir(FILE *f, const char *path, uint64_t fsize, const uint8_t *loc,
+                     uint64_t *entries, uint64_t *cd_size, uint64_t *cd_off) {
+    if (rd32(loc) != 0x07064b50u) return err_set("%s: Zip64 archive without a Zip64 locator", path);
+    uint64_t z64 = rd64(loc + 8);
+    uint8_t rec[56];
+    if (fsize < 56 || z64 > fsize - 56 || fseeko(f, (off_t)z64, SEEK_SET) != 0 ||
+        fread(rec, 1, 56, f) != 56 || rd32(rec) != 0x06064b50u)
+        return err_set("%s: bad Zip64 end of central directory record", path);
+    *entries = rd64(rec + 32);
+    *cd_size = rd64(rec + 40);
+    *cd_off = rd64(rec + 48);
+    return 0;
+}
+
+/* Fills e from central directory record h (fn name bytes, ex extra bytes). */
+static void cd_entry(const uint8_t *h, size_t fn, size_t ex, zip_entry *e) {
+    e->method = (int)rd16(h + 10);
+    e->crc = rd32(h + 16);
+    e->csize = rd32(h + 20);
+    e->usize = rd32(h + 24);
+    e->offset = rd32(h + 42);
+    /* Zip64 extra field: the 64-bit values of the fields set to 0xffffffff, in order */
+    const uint8_t *x = h + 46 + fn, *xend = x + ex;
+    while (xend - x >= 4) {
+        uint32_t id = rd16(x), sz = rd16(x + 2);
+        if (sz > (size_t)(xend - x) - 4) break;
+        if (id == 0x0001) {
+            const uint8_t *v = x + 4, *vend = x + 4 + sz;
+            if (e->usize == 0xffffffffu && vend - v >= 8) { e->usize = rd64(v); v += 8; }
+            if (e->csize == 0xffffffffu && vend - v >= 8) { e->csize = rd64(v); v += 8; }
+            if (e->offset == 0xffffffffu && vend - v >= 8) { e->offset = rd64(v); v += 8; }
+        }
+        x += 4 + sz;
+    }
+}
+
+/* Finds entry `name` through the central directory of the fsize-byte file f.
+ * Returns 1 found, 0 not found, -1 error (err_msg). Every offset and size read is
+ * checked against the file before it is used. */
+static int zip_find(FILE *f, const char *path, uint64_t fsize, const char *name, zip_entry *e) {
+    if (fsize < 22) return err_set("%s: not a zip archive (%llu bytes)", path, (unsigned long long)fsize);
     size_t tail = fsize < 65557 ? (size_t)fsize : 65557;
     uint8_t *buf = xmalloc(tail);
     int rc = -1;
-    if (fseeko(f, fsize - (off_t)tail, SEEK_SET) != 0 || fread(buf, 1, tail, f) != tail) {
+    if (fseeko(f, (off_t)(fsize - tail), SEEK_SET) != 0 || fread(buf, 1, tail, f) != tail) {
         err_set("%s: cannot read: %m", path);
         goto out;
     }
@@ -63,63 +141,39 @@ static int zip_find(FILE *f, const char *path, const char *name, zip_entry *e) {
     uint64_t cd_off = rd32(buf + eocd + 16);
     if (entries == 0xffff || cd_size == 0xffffffffu || cd_off == 0xffffffffu) {
         /* Zip64: the locator sits just before the classic record */
-        if (eocd < 20 || rd32(buf + eocd - 20) != 0x07064b50u) {
+        if (eocd < 20) {
             err_set("%s: Zip64 archive without a Zip64 locator", path);
             goto out;
         }
-        uint64_t z64 = rd64(buf + eocd - 20 + 8);
-        uint8_t rec[56];
-        if (fseeko(f, (off_t)z64, SEEK_SET) != 0 || fread(rec, 1, 56, f) != 56 ||
-            rd32(rec) != 0x06064b50u) {
-            err_set("%s: bad Zip64 end of central directory record", path);
-            goto out;
-        }
-        entries = rd64(rec + 32);
-        cd_size = rd64(rec + 40);
-        cd_off = rd64(rec + 48);
+        if (zip64_dir(f, path, fsize, buf + eocd - 20, &entries, &cd_size, &cd_off) != 0) goto out;
     }
-    if (cd_off + cd_size > (uint64_t)fsize || cd_size > (1u << 30)) {
-        err_set("%s: central directory out of bounds", path);
+    if (cd_size > fsize || cd_off > fsize - cd_size || cd_size > ZIP_MAX_CD) {
+        err_set("%s: central directory out of bounds (%llu bytes at offset %llu of a %llu-byte file)",
+                path, (unsigned long long)cd_size, (unsigned long long)cd_off, (unsigned long long)fsize);
         goto out;
     }
     free(buf);
-    buf = xmalloc(cd_size ? cd_size : 1);
-    if (fseeko(f, (off_t)cd_off, SEEK_SET) != 0 || fread(buf, 1, cd_size, f) != cd_size) {
+    buf = xmalloc(cd_size ? (size_t)cd_size : 1);
+    if (fseeko(f, (off_t)cd_off, SEEK_SET) != 0 || fread(buf, 1, (size_t)cd_size, f) != cd_size) {
         err_set("%s: cannot read the central directory", path);
         goto out;
     }
     size_t pos = 0, nlen = strlen(name);
     rc = 0;
     for (uint64_t k = 0; k < entries; k++) {
-        if (pos + 46 > cd_size || rd32(buf + pos) != 0x02014b50u) {
+        if (cd_size - pos < 46 || rd32(buf + pos) != 0x02014b50u) {
             rc = err_set("%s: corrupt central directory (entry %llu)", path, (unsigned long long)k);
             break;
         }
         const uint8_t *h = buf + pos;
         size_t fn = rd16(h + 28), ex = rd16(h + 30), cm = rd16(h + 32);
-        if (pos + 46 + fn + ex + cm > cd_size) {
+        if (46 + fn + ex + cm > cd_size - pos) {
             rc = err_set("%s: corrupt central directory (entry %llu)", path, (unsigned long long)k);
             break;
         }
         if (fn == nlen && memcmp(h + 46, name, nlen) == 0) {
-            e->method = (int)rd16(h + 10);
-            e->crc = rd32(h + 16);
-            e->csize = rd32(h + 20);
-            e->usize = rd32(h + 24);
-            e->offset = rd32(h + 42);
-            /* Zip64 extra field: the 64-bit values of the fields set to 0xffffffff, in order */
-            const uint8_t *x = h + 46 + fn, *xend = x + ex;
-            while (x + 4 <= xend) {
-                uint32_t id = rd16(x), sz = rd16(x + 2);
-                if (x + 4 + sz > xend) break;
-                if (id == 0x0001) {
-                    const uint8_t *v = x + 4, *vend = x + 4 + sz;
-                    if (e->usize == 0xffffffffu && v + 8 <= vend) { e->usize = rd64(v); v += 8; }
-                    if (e->csize == 0xffffffffu && v + 8 <= vend) { e->csize = rd64(v); v += 8; }
-                    if (e->offset == 0xffffffffu && v + 8 <= vend) { e->offset = rd64(v); v += 8; }
-                }
-                x += 4 + sz;
-            }
+            cd_entry(h, fn, ex, e);
+            e->cd_off = cd_off;
             rc = 1;
             break;
         }
@@ -150,7 +204,10 @@ static int entry_read(npz_reader *r, uint8_t *dst, size_t n) {
             }
             int zr = inflate(&r->zs, Z_NO_FLUSH);
             if (zr == Z_STREAM_END && r->zs.avail_out > 0)
-                return err_set("%s: entry %s.npy ends early", r->path, r->key);
+                return err_set("%s: entry %s.npy inflates to fewer bytes than its declared size %llu",
+                               r->path, r->key, (unsigned long long)r->usize);
+            if (zr == Z_BUF_ERROR && r->zs.avail_in == 0 && r->comp_left == 0)
+                return err_set("%s: entry %s.npy is truncated", r->path, r->key);
             if (zr != Z_OK && zr != Z_STREAM_END)
                 return err_set("%s: entry %s.npy: corrupt deflate data (zlib %d)", r->path, r->key, zr);
             if (zr == Z_OK && r->zs.avail_in == 0 && r->comp_left == 0 && r->zs.avail_out > 0)
@@ -158,6 +215,46 @@ static int entry_read(npz_reader *r, uint8_t *dst, size_t n) {
         }
     }
     r->crc = crc32(r->crc, dst, (uInt)n);
+    return 0;
+}
+
+/* Once every declared byte was delivered: a deflate stream must end there, with
+ * nothing after it (the inflated size equals the declared size and the header's
+ * shape), and the CRC-32 must match. */
+static int entry_finish(npz_reader *r) {
+    if (r->method == 8) {
+        uint8_t scratch[64];
+        int zr = Z_OK;
+        while (zr != Z_STREAM_END) {
+            if (r->zs.avail_in == 0 && r->comp_left > 0) {
+                size_t want = r->comp_left < IN_CHUNK ? (size_t)r->comp_left : IN_CHUNK;
+                if (fread(r->in, 1, want, r->f) != want)
+                    return err_set("%s: entry %s.npy is truncated", r->path, r->key);
+                r->comp_left -= want;
+                r->zs.next_in = r->in;
+                r->zs.avail_in = (uInt)want;
+            }
+            r->zs.next_out = scratch;
+            r->zs.avail_out = sizeof scratch;
+            zr = inflate(&r->zs, Z_NO_FLUSH);
+            if (r->zs.avail_out != sizeof scratch)
+                return err_set("%s: entry %s.npy inflates to more than its declared %llu bytes",
+                               r->path, r->key, (unsigned long long)r->usize);
+            if (zr != Z_OK && zr != Z_STREAM_END) {
+                if (r->zs.avail_in == 0 && r->comp_left == 0)
+                    return err_set("%s: entry %s.npy is truncated", r->path, r->key);
+                return err_set("%s: entry %s.npy: corrupt deflate data (zlib %d)", r->path, r->key, zr);
+            }
+        }
+        if (r->zs.avail_in != 0 || r->comp_left != 0)
+            return err_set("%s: entry %s.npy: %llu bytes after the end of its deflate stream", r->path,
+                           r->key, (unsigned long long)(r->zs.avail_in + r->comp_left));
+    } else if (r->comp_left != 0) {
+        return err_set("%s: entry %s.npy: %llu bytes after its array data", r->path, r->key,
+                       (unsigned long long)r->comp_left);
+    }
+    if ((uint32_t)r->crc != r->crc_expect)
+        return err_set("%s: array %s: CRC-32 mismatch (corrupt archive)", r->path, r->key);
     return 0;
 }
 
@@ -183,8 +280,44 @@ static int dict_value(const char *dict, const char *name, char *out, size_t cap)
     return 0;
 }
 
+/* A shape tuple "(a, b, c)" / "(a,)" / "()": each dimension a decimal number, the
+ * element count their product, checked for overflow. */
+static int parse_shape(npz_reader *r, const char *s) {
+    const char *p = s + 1;
+    size_t dims[NPZ_ARRAY_MAX_DIMS];
+    r->ndim = 0;
+    if (*s != '(') goto bad;
+    for (;;) {
+        while (*p == ' ') p++;
+        if (*p == ')') break;
+        if (*p < '0' || *p > '9' || r->ndim == NPZ_ARRAY_MAX_DIMS) goto bad;
+        char *end;
+        errno = 0;
+        unsigned long long v = strtoull(p, &end, 10);
+        if (errno == ERANGE || v > (unsigned long long)INT64_MAX || (unsigned long long)(size_t)v != v)
+            goto bad;
+        dims[r->ndim] = (size_t)v;
+        r->shape[r->ndim++] = (int64_t)v;
+        p = end;
+        if (*p == 'L') p++; /* Python 2's long literals */
+        while (*p == ' ') p++;
+        if (*p == ',') p++;
+        else if (*p != ')') goto bad;
+    }
+    if (p[1] != 0) goto bad;
+    size_t count, bytes;
+    if (size_prod(dims, r->ndim, &count) || size_mul(count, (size_t)r->dtype, &bytes))
+        return err_set("%s: entry %s.npy: shape %s: its size overflows", r->path, r->key, s);
+    r->count = count;
+    r->data_left = bytes;
+    return 0;
+bad:
+    return err_set("%s: entry %s.npy: bad shape %s", r->path, r->key, s);
+}
+
 static int parse_npy_header(npz_reader *r) {
     uint8_t pre[12];
+    if (r->usize < 10) return err_set("%s: entry %s.npy is too short for a .npy array", r->path, r->key);
     if (entry_read(r, pre, 10) != 0) return -1;
     if (memcmp(pre, "\x93NUMPY", 6) != 0)
         return err_set("%s: entry %s.npy is not a .npy array (bad magic)", r->path, r->key);
@@ -192,13 +325,19 @@ static int parse_npy_header(npz_reader *r) {
     if (pre[6] == 1) {
         hlen = rd16(pre + 8);
     } else if (pre[6] == 2 || pre[6] == 3) {
+        if (r->usize < 12) return err_set("%s: entry %s.npy is too short for a .npy array", r->path, r->key);
         if (entry_read(r, pre + 10, 2) != 0) return -1;
         hlen = rd32(pre + 8);
         used = 12;
     } else {
         return err_set("%s: entry %s.npy: unsupported .npy version %d", r->path, r->key, pre[6]);
     }
-    if (hlen > 65536) return err_set("%s: entry %s.npy: header too long", r->path, r->key);
+    if (hlen > NPY_MAX_HEADER)
+        return err_set("%s: entry %s.npy: header of %zu bytes (at most %u)", r->path, r->key, hlen,
+                       NPY_MAX_HEADER);
+    if (hlen > r->usize - used)
+        return err_set("%s: entry %s.npy: its %zu-byte header is longer than the entry (%llu bytes)",
+                       r->path, r->key, hlen, (unsigned long long)r->usize);
     char *dict = xmalloc(hlen + 1);
     if (entry_read(r, (uint8_t *)dict, hlen) != 0) {
         free(dict);
@@ -224,64 +363,68 @@ static int parse_npy_header(npz_reader *r) {
         rc = err_set("%s: entry %s.npy: Fortran order is not supported", r->path, r->key);
         goto out;
     }
-    r->ndim = 0;
-    r->count = 1;
-    for (const char *p = shape + 1; *p && *p != ')';) {
-        while (*p == ' ' || *p == ',') p++;
-        if (*p == ')' || !*p) break;
-        char *end;
-        long long v = strtoll(p, &end, 10);
-        if (end == p || v < 0 || r->ndim == NPZ_ARRAY_MAX_DIMS) {
-            rc = err_set("%s: entry %s.npy: bad shape %s", r->path, r->key, shape);
-            goto out;
-        }
-        r->shape[r->ndim++] = v;
-        r->count *= (uint64_t)v;
-        p = end;
-    }
-    r->data_left = r->count * (uint64_t)r->dtype;
-    (void)used;
+    if ((rc = parse_shape(r, shape)) != 0) goto out;
+    /* the shape must account for exactly the bytes the entry declares (and the
+     * declared size was checked against the file by the caller) */
+    uint64_t held = r->usize - used - hlen;
+    if (r->data_left != held)
+        rc = err_set("%s: entry %s.npy: its header's shape %s needs %llu data bytes, the entry "
+                     "holds %llu", r->path, r->key, shape, (unsigned long long)r->data_left,
+                     (unsigned long long)held);
 out:
     free(dict);
     return rc;
 }
 
+/* Checks entry e's sizes against the file (its data lies between its local header
+ * and the central directory) and positions r->f at its data. */
+static int entry_locate(npz_reader *r, const zip_entry *e, const char *name) {
+    uint8_t lh[30];
+    if (e->cd_off < 30 || e->offset > e->cd_off - 30 || fseeko(r->f, (off_t)e->offset, SEEK_SET) != 0 ||
+        fread(lh, 1, 30, r->f) != 30 || rd32(lh) != 0x04034b50u)
+        return err_set("%s: entry %s: bad local header", r->path, name);
+    if (rd16(lh + 6) & 1) return err_set("%s: entry %s is encrypted", r->path, name);
+    uint64_t start = e->offset + 30 + rd16(lh + 26) + rd16(lh + 28);
+    if (start > e->cd_off || e->csize > e->cd_off - start)
+        return err_set("%s: entry %s: its %llu compressed bytes run past the end of the archive's data",
+                       r->path, name, (unsigned long long)e->csize);
+    if (e->method == 0 && e->csize != e->usize)
+        return err_set("%s: entry %s is stored but declares %llu bytes uncompressed and %llu in the file",
+                       r->path, name, (unsigned long long)e->usize, (unsigned long long)e->csize);
+    if (e->method == 8 && e->usize / DEFLATE_MAX_RATIO > e->csize)
+        return err_set("%s: entry %s declares %llu uncompressed bytes, more than its %llu compressed "
+                       "bytes can hold (deflate expands at most %u:1)", r->path, name,
+                       (unsigned long long)e->usize, (unsigned long long)e->csize, DEFLATE_MAX_RATIO);
+    if (e->method != 0 && e->method != 8)
+        return err_set("%s: entry %s uses compression method %d (only stored and deflate are supported)",
+                       r->path, name, e->method);
+    if (fseeko(r->f, (off_t)start, SEEK_SET) != 0)
+        return err_set("%s: entry %s: cannot seek to its data", r->path, name);
+    return 0;
+}
+
 int npz_reader_open(npz_reader **out, const char *path, const char *key) {
     *out = NULL;
     npz_reader *r = xcalloc(1, sizeof *r);
-    r->path = strdup(path);
-    r->key = strdup(key);
+    r->path = xstrdup(path);
+    r->key = xstrdup(key);
     r->crc = crc32(0, Z_NULL, 0);
-    r->f = fopen(path, "rb");
-    if (!r->f) {
-        err_set("%s: cannot open: %m", path);
-        goto fail;
-    }
+    uint64_t fsize = 0;
     char name[512];
-    snprintf(name, sizeof name, "%s.npy", key);
     zip_entry e;
-    int found = zip_find(r->f, path, name, &e);
+    r->f = open_regular(path, &fsize);
+    if (!r->f) goto fail;
+    snprintf(name, sizeof name, "%s.npy", key);
+    int found = zip_find(r->f, path, fsize, name, &e);
     if (found < 0) goto fail;
     if (found == 0) {
         err_set("%s: has no array '%s'", path, key);
         goto fail;
     }
-    uint8_t lh[30];
-    if (fseeko(r->f, (off_t)e.offset, SEEK_SET) != 0 || fread(lh, 1, 30, r->f) != 30 ||
-        rd32(lh) != 0x04034b50u) {
-        err_set("%s: entry %s: bad local header", path, name);
-        goto fail;
-    }
-    if (fseeko(r->f, (off_t)(rd16(lh + 26) + rd16(lh + 28)), SEEK_CUR) != 0) {
-        err_set("%s: entry %s: cannot seek to its data", path, name);
-        goto fail;
-    }
-    if (rd16(lh + 6) & 1) {
-        err_set("%s: entry %s is encrypted", path, name);
-        goto fail;
-    }
+    if (entry_locate(r, &e, name) != 0) goto fail;
     r->method = e.method;
     r->comp_left = e.csize;
+    r->usize = e.usize;
     r->crc_expect = e.crc;
     if (e.method == 8) {
         r->in = xmalloc(IN_CHUNK);
@@ -290,12 +433,10 @@ int npz_reader_open(npz_reader **out, const char *path, const char *key) {
             goto fail;
         }
         r->zs_live = 1;
-    } else if (e.method != 0) {
-        err_set("%s: entry %s uses compression method %d (only stored and deflate are supported)",
-                path, name, e.method);
-        goto fail;
     }
     if (parse_npy_header(r) != 0) goto fail;
+    /* an empty array: nothing more to read, the entry is complete */
+    if (r->data_left == 0 && entry_finish(r) != 0) goto fail;
     *out = r;
     return 0;
 fail:
@@ -309,11 +450,12 @@ const int64_t *npz_reader_shape(const npz_reader *r) { return r->shape; }
 uint64_t npz_reader_count(const npz_reader *r) { return r->count; }
 
 int npz_reader_read(npz_reader *r, void *buf, uint64_t count) {
-    uint64_t bytes = count * (uint64_t)r->dtype;
-    if (bytes > r->data_left)
+    if (count > r->data_left / (uint64_t)r->dtype)
         return err_set("%s: array %s: asked for %llu more elements, %llu left", r->path, r->key,
                        (unsigned long long)count,
                        (unsigned long long)(r->data_left / (uint64_t)r->dtype));
+    uint64_t bytes = count * (uint64_t)r->dtype;
+    if (bytes == 0) return 0;
     uint8_t *p = buf;
     while (bytes > 0) {
         size_t n = bytes > (1u << 30) ? (1u << 30) : (size_t)bytes;
@@ -322,8 +464,7 @@ int npz_reader_read(npz_reader *r, void *buf, uint64_t count) {
         bytes -= n;
         r->data_left -= n;
     }
-    if (r->data_left == 0 && (uint32_t)r->crc != r->crc_expect)
-        return err_set("%s: array %s: CRC-32 mismatch (corrupt archive)", r->path, r->key);
+    if (r->data_left == 0) return entry_finish(r);
     return 0;
 }
 
@@ -338,12 +479,13 @@ void npz_reader_close(npz_reader *r) {
 }
 
 int npz_has_key(const char *path, const char *key) {
-    FILE *f = fopen(path, "rb");
-    if (!f) return err_set("%s: cannot open: %m", path);
+    uint64_t fsize = 0;
+    FILE *f = open_regular(path, &fsize);
+    if (!f) return -1;
     char name[512];
     snprintf(name, sizeof name, "%s.npy", key);
     zip_entry e;
-    int rc = zip_find(f, path, name, &e);
+    int rc = zip_find(f, path, fsize, name, &e);
     fclose(f);
     return rc;
 }
