@@ -2,6 +2,7 @@
  * held-out set, images spread over MPI ranks (image i on rank i mod world), the
  * per-timestep sums added on rank 0 with MPI_Reduce. A lone process runs as an MPI
  * singleton. */
+#include <limits.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -78,9 +79,14 @@ static int load_images(const char *path, const config *cfg, long first, long *n,
             return err_set("%s: arr_0 must be uint8 images [N][%d][%d][%d] for this model", path,
                            S, S, C);
         }
+        /* the reader checked the shape against the file's bytes; counts are int below */
         long total = (long)sh[0];
+        if (total > INT_MAX) {
+            npz_reader_close(r);
+            return err_set("%s: holds %ld images (at most %d)", path, total, INT_MAX);
+        }
         if (*n < 0) *n = total - first;
-        if (first < 0 || *n < 1 || first + *n > total) {
+        if (first < 0 || first > total || *n < 1 || *n > total - first) {
             npz_reader_close(r);
             return err_set("%s: holds %ld images; asked for %ld from index %ld", path, total, *n,
                            first);
@@ -105,9 +111,14 @@ static int load_images(const char *path, const config *cfg, long first, long *n,
     }
     dataset *ds;
     if (dataset_open(&ds, cfg->data.format, path, S, C) != 0) return -1;
+    if (dataset_size(ds) > INT_MAX) {
+        size_t have = dataset_size(ds);
+        dataset_close(ds);
+        return err_set("%s: holds %zu images (at most %d)", path, have, INT_MAX);
+    }
     long total = (long)dataset_size(ds);
     if (*n < 0) *n = total - first;
-    if (first < 0 || *n < 1 || first + *n > total) {
+    if (first < 0 || first > total || *n < 1 || *n > total - first) {
         dataset_close(ds);
         return err_set("%s: holds %ld images; asked for %ld from index %ld", path, total, *n, first);
     }
@@ -115,13 +126,14 @@ static int load_images(const char *path, const config *cfg, long first, long *n,
     *out = xmalloc((size_t)(mine > 0 ? mine : 1) * D);
     *ids = xcalloc((size_t)(mine > 0 ? mine : 1), sizeof **ids);
     int k = 0;
-    for (long i = first + rank; i < first + *n; i += world) {
-        dataset_get(ds, (size_t)i, *out + (size_t)k * D);
+    int rc = 0;
+    for (long i = first + rank; i < first + *n && rc == 0; i += world) {
+        rc = dataset_get(ds, (size_t)i, *out + (size_t)k * D);
         (*ids)[k++] = (uint64_t)i;
     }
     dataset_close(ds);
     *count = k;
-    return 0;
+    return rc;
 }
 
 static int write_csv(const char *path, const bpd_result *r) {

@@ -3,6 +3,7 @@
 #include "common/eval/inception.h"
 
 #include <cblas.h>
+#include <math.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -118,6 +119,7 @@ struct inception {
     float *buf[2], *t[3];
     float *ws;
     size_t ws_cap;
+    int bad; /* an internal error was recorded during a forward pass */
 };
 
 void inception_free(inception *net) {
@@ -134,58 +136,96 @@ void inception_free(inception *net) {
     free(net);
 }
 
-static float *load_tensor(const char *path, const char *name, size_t want) {
-    size_t n = 0;
-    float *p = tensor_file_read(path, name, &n);
-    if (!p) return NULL;
-    if (n != want) {
-        free(p);
-        err_set("%s: tensor '%s' has %zu values, expected %zu", path, name, n, want);
+/* Reads tensor `name` of shape dims[0..nd-1] exactly (the network's), its values finite. */
+static float *load_tensor(tensor_file_reader *r, const char *name, int nd, const int64_t *dims) {
+    const tensor_file_entry *e = tensor_reader_find(r, name);
+    if (!e) {
+        err_set("%s: has no tensor '%s'", r->path, name);
         return NULL;
     }
+    int ok = e->ndim == nd;
+    for (int i = 0; ok && i < nd; i++) ok = e->dims[i] == dims[i];
+    if (!ok) {
+        char got[160] = "", want[160] = "";
+        for (int i = 0; i < e->ndim; i++)
+            snprintf(got + strlen(got), sizeof got - strlen(got), "[%lld]", (long long)e->dims[i]);
+        for (int i = 0; i < nd; i++)
+            snprintf(want + strlen(want), sizeof want - strlen(want), "[%lld]", (long long)dims[i]);
+        err_set("%s: tensor '%s' has shape %s, the network needs %s", r->path, name,
+                e->ndim ? got : "[]", want);
+        return NULL;
+    }
+    float *p = xfloats(e->count);
+    if (tensor_reader_read(r, e, p) != 0) {
+        free(p);
+        return NULL;
+    }
+    for (size_t i = 0; i < e->count; i++)
+        if (!isfinite(p[i])) {
+            err_set("%s: tensor '%s' holds %g at index %zu", r->path, name, (double)p[i], i);
+            free(p);
+            return NULL;
+        }
     return p;
 }
 
 int inception_load(inception **out, const char *path) {
     pthread_once(&g_once, build_table);
     *out = NULL;
+    tensor_file_reader r;
+    if (tensor_reader_open(&r, path) != 0) {
+        err_prefix("Inception weights (convert pytorch-fid's with ops/convert_inception.py): ");
+        return -1;
+    }
     inception *net = xcalloc(1, sizeof *net);
     char name[80];
     for (int i = 0; i < INCEPTION_CONVS; i++) {
         const inception_conv_info *l = &g_layers[i];
+        int64_t wd[4] = {l->cout, l->cin, l->kh, l->kw};
         snprintf(name, sizeof name, "%.60s.weight", l->name);
-        net->w[i] = load_tensor(path, name, (size_t)l->cout * l->cin * l->kh * l->kw);
+        net->w[i] = load_tensor(&r, name, 4, wd);
         snprintf(name, sizeof name, "%.60s.bias", l->name);
-        if (net->w[i]) net->b[i] = load_tensor(path, name, (size_t)l->cout);
+        if (net->w[i]) net->b[i] = load_tensor(&r, name, 1, wd);
         if (!net->w[i] || !net->b[i]) goto fail;
     }
-    net->fc_w = load_tensor(path, "fc.weight", (size_t)INCEPTION_CLASSES * INCEPTION_FEATURES);
+    int64_t fd[2] = {INCEPTION_CLASSES, INCEPTION_FEATURES};
+    net->fc_w = load_tensor(&r, "fc.weight", 2, fd);
     if (!net->fc_w) goto fail;
-    net->fc_b = load_tensor(path, "fc.bias", INCEPTION_CLASSES);
+    net->fc_b = load_tensor(&r, "fc.bias", 1, fd);
     if (!net->fc_b) goto fail;
+    tensor_reader_close(&r);
     for (int i = 0; i < 2; i++) net->buf[i] = xfloats(ACT_FLOATS);
     for (int i = 0; i < 3; i++) net->t[i] = xfloats(ACT_FLOATS);
     *out = net;
     return 0;
 fail:
+    tensor_reader_close(&r);
     err_prefix("Inception weights (convert pytorch-fid's with ops/convert_inception.py): ");
     inception_free(net);
     return -1;
 }
 
-static int find_layer(const char *prefix, const char *name) {
+/* A name missing from the table is an internal error: recorded (the forward pass
+ * then returns -1), never printed from here. */
+static int find_layer(inception *net, const char *prefix, const char *name) {
     char full[64];
     snprintf(full, sizeof full, "%s%s%s", prefix, *prefix ? "." : "", name);
     for (int i = 0; i < g_nlayers; i++)
         if (strcmp(g_layers[i].name, full) == 0) return i;
-    fprintf(stderr, "inception: internal error: no layer %s\n", full);
-    abort();
+    if (!net->bad) err_set("inception: internal error: no layer %s", full);
+    net->bad = 1;
+    return -1;
 }
 
 /* BasicConv2d (conv + folded BN + ReLU) on one image; returns the output channels. */
 static int conv(inception *net, const char *prefix, const char *name, const float *in, int H, int W,
                 float *out, int *Ho, int *Wo) {
-    int i = find_layer(prefix, name);
+    int i = find_layer(net, prefix, name);
+    if (i < 0) { /* nothing computed; the caller sees net->bad */
+        if (Ho) *Ho = H;
+        if (Wo) *Wo = W;
+        return 0;
+    }
     const inception_conv_info *l = &g_layers[i];
     conv_rect_shape s = conv_rect_shape_make(1, l->cin, H, W, l->cout, l->kh, l->kw, l->stride,
                                              l->stride, l->ph, l->pw);
@@ -316,11 +356,12 @@ static void forward_one(inception *net, const float *x, int H, int W, float *poo
                     net->fc_w, INCEPTION_FEATURES, pool3, 1, 0.0f, logits, 1);
 }
 
-void inception_forward(inception *net, const float *x, int N, int H, int W, float *pool3,
-                       float *logits) {
-    for (int n = 0; n < N; n++)
+int inception_forward(inception *net, const float *x, int N, int H, int W, float *pool3,
+                      float *logits) {
+    for (int n = 0; n < N && !net->bad; n++)
         forward_one(net, x + (size_t)n * 3 * H * W, H, W, pool3 + (size_t)n * INCEPTION_FEATURES,
                     logits ? logits + (size_t)n * INCEPTION_CLASSES : NULL);
+    return net->bad ? -1 : 0;
 }
 
 int inception_forward_u8(inception *net, const uint8_t *nhwc, int N, int H, int W, int C,
@@ -338,5 +379,5 @@ int inception_forward_u8(inception *net, const uint8_t *nhwc, int N, int H, int 
                     logits ? logits + (size_t)n * INCEPTION_CLASSES : NULL);
     }
     free(x);
-    return 0;
+    return net->bad ? -1 : 0;
 }

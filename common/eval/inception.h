@@ -26,7 +26,9 @@
 
 typedef struct inception inception; /* opaque; owns weights and activation buffers */
 
-/* Loads every tensor from path and checks its shape. On success *out is the
+/* Loads every tensor from path and checks its shape against the network's (exactly)
+ * and its values (finite); the file's records are checked against its size first
+ * (tensor_reader_open), so nothing is allocated from a size the file cannot hold. On success *out is the
  * caller's (inception_free). Returns 0, or -1 with err_msg() naming the file and
  * the missing or misshapen tensor. */
 int inception_load(inception **out, const char *path);
@@ -42,9 +44,9 @@ const inception_conv_info *inception_conv_layer(int i);
 /* x: N images [3][H][W] with values in [0, 1] (borrowed). Writes pool3[N][2048]
  * and, when logits is not NULL, logits[N][1008] (caller's). Images are run one at
  * a time; the BLAS threads do the work. The net's buffers are reused: one caller
- * at a time per inception object. */
-void inception_forward(inception *net, const float *x, int N, int H, int W, float *pool3,
-                       float *logits);
+ * at a time per inception object. Returns 0, or -1 (err_msg) on an internal error. */
+int inception_forward(inception *net, const float *x, int N, int H, int W, float *pool3,
+                      float *logits);
 
 /* The same from uint8 images in NHWC order (an .npz's arr_0) with C = 1 or 3
  * channels. Returns 0, or -1 (err_msg) on a channel count other than 1 or 3. */
