@@ -3,7 +3,14 @@
  *
  * The reader streams one entry: the evaluation tools read 50k images in batches
  * without holding the whole archive. Supported .npy dtypes: uint8 ('|u1'),
- * float32 ('<f4'), float64 ('<f8'), C order. Errors name the file and the entry. */
+ * float32 ('<f4'), float64 ('<f8'), C order. Errors name the file and the entry.
+ *
+ * Hostile input: every size is checked against the file before use (entry inside
+ * the file, stored sizes equal, deflate at most 1032:1, shape product x item size
+ * overflow-checked and equal to the entry's bytes after its header; a deflate stream
+ * must end exactly there). So an opened array's bytes are in the file, and callers
+ * may size buffers from its shape after applying their own limits. Only regular
+ * files are opened. */
 #ifndef DDPM_NPZ_ARRAY_H
 #define DDPM_NPZ_ARRAY_H
 

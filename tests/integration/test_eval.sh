@@ -107,3 +107,69 @@ check_fail "a .npz of the wrong image size" "arr_0 must be uint8 images \[N\]\[2
 check_fail "bad --stride" "invalid value '0' for --stride" build/ddpm-eval bpd "$CKPT" --stride 0
 check_fail "eval_every without data.eval_path" "training.eval_every: 2 needs a held-out set in data.eval_path" \
     build/ddpm-train $CFG training.eval_every=2 data.eval_path= output.dir="$TMP/x"
+
+# hostile .npz and statistics files (issue #14 rows 2, 10, 11): a clear error naming
+# the file, a non-zero exit, never a crash or a negative FID. No Inception weights
+# are needed: the files are refused before the network would be loaded.
+$PY - "$TMP" <<'PY'
+import struct, sys, zipfile
+import numpy as np
+d = sys.argv[1]
+def npy(descr, shape, data):
+    h = "{'descr': '%s', 'fortran_order': False, 'shape': %s, }" % (descr, shape)
+    total = (10 + len(h) + 1 + 63) // 64 * 64
+    return b'\x93NUMPY\x01\x00' + struct.pack('<H', total - 10) + h.encode() + b' ' * (total - 11 - len(h)) + b'\n' + data
+with zipfile.ZipFile(d + '/row2.npz', 'w') as z:   # 248 bytes: shape (2^53, 1, 1)
+    z.writestr('arr_0.npy', npy('|u1', '(9007199254740992, 1, 1)', bytes(4)))
+with zipfile.ZipFile(d + '/row11.npz', 'w') as z:  # N = 10^12 in the header
+    z.writestr('arr_0.npy', npy('|u1', '(1000000000000, 32, 32, 3)', bytes(3072)))
+D = 2048  # what ddpm-eval read before (so these inputs reproduce the rows)
+np.savez_compressed(d + '/npsd.npz', mu=np.zeros(D), sigma=-np.eye(D))
+a = np.eye(D) + 3000 * np.tril(np.ones((D, D)), -1)
+np.savez_compressed(d + '/asym.npz', mu=np.zeros(D), sigma=a)
+n = np.eye(D); n[5, 7] = n[7, 5] = np.nan
+np.savez_compressed(d + '/nan.npz', mu=np.zeros(D), sigma=n)
+r = np.random.default_rng(0)
+x = r.normal(size=(40, 6))
+np.savez(d + '/s6a.npz', mu=x.mean(0), sigma=np.cov(x, rowvar=False))
+y = r.normal(size=(40, 6)) + 0.5
+np.savez_compressed(d + '/s6b.npz', mu=y.mean(0), sigma=np.cov(y, rowvar=False))
+np.savez(d + '/s5.npz', mu=np.zeros(5), sigma=np.eye(5))
+PY
+[ "$(stat -c %s "$TMP/row2.npz")" = 248 ] || fail "row 2 input is not 248 bytes"
+check_fail "row 2: stats of a 248-byte .npz of shape (2^53, 1, 1)" \
+    "$TMP/row2.npz: entry arr_0.npy: its header's shape (9007199254740992, 1, 1) needs 9007199254740992 data bytes, the entry holds 4" \
+    build/ddpm-eval stats "$TMP/row2.npz" "$TMP/o.npz" -q --inception "$TMP/none.tns"
+check_fail "row 2: fid of the same file" "$TMP/row2.npz: entry arr_0.npy: its header's shape" \
+    build/ddpm-eval fid "$TMP/row2.npz" "$TMP/s6a.npz" -q --inception "$TMP/none.tns"
+check_fail "row 11: an .npz header declaring N = 10^12" \
+    "$TMP/row11.npz: entry arr_0.npy: its header's shape (1000000000000, 32, 32, 3) needs" \
+    build/ddpm-eval stats "$TMP/row11.npz" "$TMP/o.npz" -q --inception "$TMP/none.tns"
+check_fail "row 10: a non-positive-semi-definite sigma" "$TMP/npsd.npz: 'sigma' is not positive semi-definite" \
+    build/ddpm-eval fid "$TMP/npsd.npz" "$TMP/npsd.npz"
+grep -q "^FID" "$TMP/f.log" && fail "row 10: a FID was printed for a non-PSD sigma: $(grep FID "$TMP/f.log")"
+check_fail "row 10: an asymmetric sigma" "$TMP/asym.npz: 'sigma' is not symmetric" \
+    build/ddpm-eval fid "$TMP/asym.npz" "$TMP/asym.npz"
+check_fail "row 10: a NaN in sigma (no LAPACK message)" "$TMP/nan.npz: 'sigma' holds nan" \
+    build/ddpm-eval fid "$TMP/nan.npz" "$TMP/nan.npz"
+grep -qi "lapack\|parameter number" "$TMP/f.log" && fail "row 10: LAPACK printed: $(cat "$TMP/f.log")"
+check_fail "statistics of different dimensions" "$TMP/s6a.npz has 6-dimensional statistics, $TMP/s5.npz has 5" \
+    build/ddpm-eval fid "$TMP/s6a.npz" "$TMP/s5.npz"
+# valid small statistics: the distance matches scipy's, itself reads 0
+fid_ab=$(build/ddpm-eval fid "$TMP/s6a.npz" "$TMP/s6b.npz" 2>"$TMP/f.log" | awk '/^FID/{print $2}')
+fid_aa=$(build/ddpm-eval fid "$TMP/s6a.npz" "$TMP/s6a.npz" 2>>"$TMP/f.log" | awk '/^FID/{print $2}')
+if $PY - "$TMP" "$fid_ab" "$fid_aa" <<'PY'
+import sys, numpy as np
+from scipy import linalg
+d, ab, aa = sys.argv[1], float(sys.argv[2]), float(sys.argv[3])
+a, b = np.load(d + '/s6a.npz'), np.load(d + '/s6b.npz')
+c = linalg.sqrtm(a['sigma'] @ b['sigma']).real
+ref = ((a['mu'] - b['mu'])**2).sum() + np.trace(a['sigma']) + np.trace(b['sigma']) - 2 * np.trace(c)
+assert abs(ab - ref) <= 1e-8 * ref, (ab, ref)
+assert 0 <= aa < 1e-9, aa
+PY
+then
+    ok "fid of 6-dimensional statistics files: $fid_ab (scipy agrees), of one with itself: $fid_aa"
+else
+    fail "fid of statistics files: '$fid_ab' / '$fid_aa': $(tail -2 "$TMP/f.log")"
+fi
