@@ -392,12 +392,12 @@ int shard_record_read(int fd, const char *path, uint64_t rec, const shard_index_
     /* the frame's declared size first: nothing is decompressed into `out` unless it
      * says exactly one record (a skippable or size-less frame is refused here) */
     unsigned long long declared = ZSTD_getFrameContentSize(scratch, e->length);
+    if (declared == ZSTD_CONTENTSIZE_UNKNOWN || declared == ZSTD_CONTENTSIZE_ERROR)
+        return err_set("%s: record %llu: the zstd frame does not declare its content size (corrupt)", path,
+                       (unsigned long long)rec);
     if (declared != (unsigned long long)record_bytes)
-        return err_set("%s: record %llu: the zstd frame declares %s%llu bytes, a record is %zu (corrupt)",
-                       path, (unsigned long long)rec,
-                       declared == ZSTD_CONTENTSIZE_UNKNOWN || declared == ZSTD_CONTENTSIZE_ERROR ? "unknown/" : "",
-                       declared == ZSTD_CONTENTSIZE_UNKNOWN || declared == ZSTD_CONTENTSIZE_ERROR ? 0ULL : declared,
-                       record_bytes);
+        return err_set("%s: record %llu: the zstd frame declares %llu bytes, a record is %zu (corrupt)", path,
+                       (unsigned long long)rec, declared, record_bytes);
     size_t got = ZSTD_decompressDCtx(dctx, out, record_bytes, scratch, e->length);
     if (ZSTD_isError(got))
         return err_set("%s: record %llu: zstd: %s (corrupt record)", path, (unsigned long long)rec,
