@@ -310,15 +310,15 @@ static int run(const options *o) {
             image_source_close(src);
             return err_prefix("cannot resume (remove %s to start over): ", o->out);
         }
-        if (check_same(&m, o, input, total, o->out) != 0) {
-            shard_manifest_free(&m);
-            image_source_close(src);
-            return -1;
-        }
         if (!m.complete && m.version != SHARD_VERSION) {
             err_set("%s: an unfinished preparation in shard format %u, which this ddpm-prep cannot "
                     "continue (it writes format %u); remove the folder and run again", o->out,
                     m.version, SHARD_VERSION);
+            shard_manifest_free(&m);
+            image_source_close(src);
+            return -1;
+        }
+        if (check_same(&m, o, input, total, o->out) != 0) {
             shard_manifest_free(&m);
             image_source_close(src);
             return -1;

@@ -29,6 +29,11 @@ $PREP "${COMMON[@]}" --out "$TMP/straight" --threads 1 --quiet >"$TMP/straight.l
     && ok "ddpm-prep, 1 thread, uninterrupted: $(grep -o 'done: .*' "$TMP/straight.log" | cut -c1-90)" \
     || fail "ddpm-prep straight run: $(tail -3 "$TMP/straight.log")"
 
+grep -q '^ddpm-shards 2$' "$TMP/straight/manifest.txt" && grep -Eq '^dataset_id [0-9a-f]{32}$' "$TMP/straight/manifest.txt" \
+    && grep -Eq '^shard shard-00000.ddsh 4 [0-9]+ [0-9]+ [0-9a-f]{8}$' "$TMP/straight/manifest.txt" \
+    && ok "ddpm-prep writes shard format 2: a dataset id, and each shard's size and header crc in the manifest" \
+    || fail "ddpm-prep did not write format 2: $(head -3 "$TMP/straight/manifest.txt" | tr '\n' ' ')"
+
 # --- 3 threads, killed with SIGKILL once two shards are on disk, then resumed ---
 $PREP "${COMMON[@]}" --out "$TMP/killed" --threads 3 --test-delay-ms 200 >"$TMP/k1.log" 2>&1 &
 pid=$!
@@ -128,6 +133,9 @@ expect_fail() {   # label, pattern, command...
 }
 expect_fail "resuming with another --size is refused, naming the setting" "size 32 (now 64)" \
     $PREP --input "$TMP/lmdb" --format lmdb --size 64 --records-per-shard 4 --out "$TMP/killed"
+mkdir -p "$TMP/v1part" && cp tests/data/shards_v1/*.ddsh "$TMP/v1part/" && grep -v '^complete' tests/data/shards_v1/manifest.txt >"$TMP/v1part/manifest.txt"
+expect_fail "an unfinished format 1 preparation is not continued in format 2" "unfinished preparation in shard format 1" \
+    $PREP "${COMMON[@]}" --out "$TMP/v1part" --quiet
 expect_fail "a missing input is named" "$TMP/nothing" $PREP --input "$TMP/nothing" --format lmdb --size 32 --out "$TMP/x"
 expect_fail "a folder that is not an LMDB is named" "no readable data.mdb" $PREP --input "$TMP/folder" --format lmdb --size 32 --out "$TMP/x2"
 expect_fail "an unknown format is refused" "unknown input format 'tfrecord'" $PREP --input "$TMP/lmdb" --format tfrecord --size 32 --out "$TMP/x3"
