@@ -29,10 +29,9 @@
 
 enum { EXIT_OK = 0, EXIT_ERROR = 1, EXIT_USAGE = 2 };
 enum { SLOT_FREE, SLOT_FILLED, SLOT_BUSY, SLOT_DONE };
-/* One encoded image (an LMDB value or a file) larger than this is skipped without being
- * copied: far above any real photograph's encoding, and each of the 4 x threads + 4 ring
- * slots could otherwise hold one. */
-#define PREP_MAX_ITEM_BYTES ((size_t)256 << 20)
+/* An LMDB value over IMAGE_SOURCE_MAX_ITEM_BYTES is skipped without being copied: each of
+ * the 4 x threads + 4 ring slots could otherwise hold one. */
+#define PREP_MAX_ITEM_BYTES IMAGE_SOURCE_MAX_ITEM_BYTES
 
 typedef struct {
     const char *input, *format, *out;

@@ -112,6 +112,13 @@ $PREP --input "$TMP/folder" --format image_folder --size 24 --channels 1 --out "
     && ok "image folder packed at 24x24 grey: $(grep -o 'done: .*' "$TMP/f.log" | cut -c1-80)" || fail "image folder: $(tail -2 "$TMP/f.log")"
 $PY tests/integration/prep_ref.py check "$TMP/folder_shards" "$TMP/folder" 24 1 image_folder
 
+# --- an image file over the 256 MiB limit (sparse: no disk used) is skipped unread ---
+mkdir -p "$TMP/bigfolder" && cp "$TMP/folder/sub/img01.jpg" "$TMP/bigfolder/" && truncate -s 300M "$TMP/bigfolder/huge.png"
+$PREP --input "$TMP/bigfolder" --format image_folder --size 16 --out "$TMP/big_shards" --quiet >"$TMP/big.log" 2>&1
+grep -q "huge.png.*at most 256 MiB" "$TMP/big.log" && grep -q "done: 1 records" "$TMP/big.log" \
+    && ok "a 300 MB image file is skipped before it is read: $(grep -o 'skipping.*' "$TMP/big.log" | cut -c1-120)" \
+    || fail "oversized image file: $(tail -2 "$TMP/big.log")"
+
 # --- IDX (Fashion-MNIST test set) packs to the very bytes the idx dataset yields ---
 FM=/usr/share/datasets/fashion-mnist/t10k-images-idx3-ubyte.gz
 if [ -f $FM ]; then
