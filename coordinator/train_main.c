@@ -207,6 +207,8 @@ int main(int argc, char **argv) {
         if (ok && is_coord)
             log_info("dataset %s: %llu images", tr.cfg.data.path,
                      (unsigned long long)tr.dataset_size);
+        if (ok && is_coord && dataset_warning(tr.ds))
+            log_warn("dataset %s: %s", tr.cfg.data.path, dataset_warning(tr.ds));
     }
     if (ok && diffusion_init(&tr.diff, tr.cfg.diffusion.schedule, tr.cfg.diffusion.timesteps,
                              tr.cfg.diffusion.beta_start, tr.cfg.diffusion.beta_end) != 0)

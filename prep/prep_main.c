@@ -29,6 +29,9 @@
 
 enum { EXIT_OK = 0, EXIT_ERROR = 1, EXIT_USAGE = 2 };
 enum { SLOT_FREE, SLOT_FILLED, SLOT_BUSY, SLOT_DONE };
+/* An LMDB value over IMAGE_SOURCE_MAX_ITEM_BYTES is skipped without being copied: each of
+ * the 4 x threads + 4 ring slots could otherwise hold one. */
+#define PREP_MAX_ITEM_BYTES IMAGE_SOURCE_MAX_ITEM_BYTES
 
 typedef struct {
     const char *input, *format, *out;
@@ -96,7 +99,7 @@ static int parse_args(int argc, char **argv, options *o) {
         else if (!strcmp(a, "--size") && !parse_int(v, 1, 4096, &x)) o->size = (int)x;
         else if (!strcmp(a, "--channels") && !parse_int(v, 1, 3, &x) && x != 2) o->channels = (int)x;
         else if (!strcmp(a, "--threads") && !parse_int(v, 1, 1024, &x)) o->threads = (int)x;
-        else if (!strcmp(a, "--records-per-shard") && !parse_int(v, 1, 1L << 30, &x)) o->records_per_shard = x;
+        else if (!strcmp(a, "--records-per-shard") && !parse_int(v, 1, SHARD_MAX_RECORDS, &x)) o->records_per_shard = x;
         else if (!strcmp(a, "--level") && !parse_int(v, 1, 19, &x)) o->level = (int)x;
         else if (!strcmp(a, "--test-delay-ms") && !parse_int(v, 0, 60000, &x)) o->delay_ms = (int)x;
         else {
@@ -306,6 +309,14 @@ static int run(const options *o) {
             image_source_close(src);
             return err_prefix("cannot resume (remove %s to start over): ", o->out);
         }
+        if (!m.complete && m.version != SHARD_VERSION) {
+            err_set("%s: an unfinished preparation in shard format %u, which this ddpm-prep cannot "
+                    "continue (it writes format %u); remove the folder and run again", o->out,
+                    m.version, SHARD_VERSION);
+            shard_manifest_free(&m);
+            image_source_close(src);
+            return -1;
+        }
         if (check_same(&m, o, input, total, o->out) != 0) {
             shard_manifest_free(&m);
             image_source_close(src);
@@ -327,6 +338,13 @@ static int run(const options *o) {
         m.source_format = xstrdup(o->format);
         m.source_path = xstrdup(input);
         m.source_items = total;
+        m.version = SHARD_VERSION;
+        /* derived from the settings and the source, so that the output is the same bytes
+         * whatever the threads and interruptions (docs/shards.md) */
+        char desc[PATH_MAX + 256];
+        snprintf(desc, sizeof desc, "ddpm-prep|%s|%s|%llu|%d|%d|%ld|%d", o->format, input,
+                 (unsigned long long)total, o->size, o->channels, o->records_per_shard, o->level);
+        shard_dataset_id(desc, m.dataset_id);
         if (shard_manifest_write(&m, o->out) != 0) {
             shard_manifest_free(&m);
             image_source_close(src);
@@ -387,6 +405,12 @@ static int run(const options *o) {
                 s->readable = it.data != NULL;
                 s->decoded = it.decoded;
                 if (!s->readable) set_reason(s, err_msg());
+                if (s->readable && it.len > PREP_MAX_ITEM_BYTES) {
+                    s->readable = 0;
+                    snprintf(s->reason, sizeof s->reason, "%zu bytes, over the %zu MiB limit for one image",
+                             it.len, PREP_MAX_ITEM_BYTES >> 20);
+                }
+                if (!s->readable) it.len = 0;
                 if (it.len > s->in_cap) s->in = xrealloc(s->in, s->in_cap = it.len);
                 if (it.len) memcpy(s->in, it.data, it.len);
                 s->in_len = it.len;
@@ -418,15 +442,20 @@ static int run(const options *o) {
         } else {
             char name[64];
             shard_file_name(name, sizeof name, shard_no);
-            if (!w && shard_writer_open(&w, o->out, name, o->channels, o->size) != 0) rc = -1;
-            if (rc == 0) rc = shard_writer_add(w, s->frame, s->frame_len, s->crc);
+            if (!w && shard_writer_open(&w, o->out, name, o->channels, o->size, m.dataset_id, shard_no,
+                                        records) != 0)
+                rc = -1;
+            /* no input format carries class labels yet: -1 (none) */
+            if (rc == 0) rc = shard_writer_add(w, s->frame, s->frame_len, s->crc, SHARD_LABEL_NONE);
             if (rc == 0) records++;
             if (rc == 0 && shard_writer_count(w) == (uint64_t)o->records_per_shard) {
                 shard_writer *full = w;
                 w = NULL;
-                rc = shard_writer_finish(full);
+                shard_file_info fi;
+                rc = shard_writer_finish(full, &fi);
                 if (rc == 0) {
-                    shard_manifest_add_shard(&m, name, (uint64_t)o->records_per_shard, s->seq + 1);
+                    shard_manifest_add_shard(&m, name, (uint64_t)o->records_per_shard, s->seq + 1,
+                                             fi.file_bytes, fi.header_crc);
                     rc = shard_manifest_write(&m, o->out);
                     shard_no++;
                 }
@@ -445,9 +474,10 @@ static int run(const options *o) {
         char name[64];
         shard_file_name(name, sizeof name, shard_no);
         uint64_t n = shard_writer_count(w);
-        rc = shard_writer_finish(w);
+        shard_file_info fi;
+        rc = shard_writer_finish(w, &fi);
         w = NULL;
-        if (rc == 0) shard_manifest_add_shard(&m, name, n, p.next_write);
+        if (rc == 0) shard_manifest_add_shard(&m, name, n, p.next_write, fi.file_bytes, fi.header_crc);
     }
     if (rc == 0 && records == 0)
         rc = err_set("%s: none of the %llu input items could be used (%llu skipped; see the log)",

@@ -1,7 +1,7 @@
 /* Training datasets: IDX (MNIST / Fashion-MNIST), CIFAR-10 binary batches and
  * folders of PNG/JPEG images, all decoded once at open time into memory as uint8
  * CHW images of a fixed channels x size x size shape; and packed shards written by
- * ddpm-prep (docs/shards.md), of which only the index (16 bytes a record) is kept in
+ * ddpm-prep (docs/shards.md), of which only the index (24 bytes a record) is kept in
  * memory: each dataset_get reads and decompresses one record with pread.
  *
  * Image folders are preprocessed exactly as guided-diffusion's image_datasets.py
@@ -34,6 +34,9 @@ size_t dataset_image_bytes(const dataset *ds);
 int dataset_get(const dataset *ds, size_t index, uint8_t *out);
 /* Frees everything; NULL is ignored. */
 void dataset_close(dataset *ds);
+/* A warning for the program to log after opening, or NULL: format 1 shards, which carry
+ * no identity (docs/shards.md). */
+const char *dataset_warning(const dataset *ds);
 
 /* Fill x (float CHW, n images, caller-owned) from u8 (borrowed): x = v/127.5 - 1 in
  * float arithmetic (as numpy's float32 does), i.e. data in [-1, 1]; image i is

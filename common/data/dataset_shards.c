@@ -1,5 +1,5 @@
 /* The `shards` dataset: packed records read on demand (docs/shards.md). Memory holds
- * the per-record index (16 bytes each) and one decompression context + frame buffer
+ * the per-record index (24 bytes each) and one decompression context + frame buffer
  * per concurrent reader, never the images, so it does not grow with image count
  * beyond the index. */
 #include "common/data/dataset_internal.h"
@@ -28,6 +28,7 @@ struct shard_set {
     shard_index_entry **index;
     uint64_t *first; /* n + 1 cumulative record counts */
     size_t max_frame;
+    unsigned version; /* of the manifest and every shard: 1 (no identity) or 2 */
     pthread_mutex_t lock;
     reader_slot *free_slots; /* a stack; grows to the number of concurrent readers */
 };
@@ -56,6 +57,25 @@ void dataset_shards_free(struct dataset *ds) {
     ds->shards = NULL;
 }
 
+/* Two entries naming one file (hard or symbolic links under two names), or, for v1
+ * shards that carry no identity, two files with the same header (same record count,
+ * layout and index checksum: one is a copy of the other). */
+static int check_distinct(const struct shard_set *s, const shard_file_info *info, size_t i,
+                          const char *mpath) {
+    for (size_t j = 0; j < i; j++) {
+        const shard_file_info *o = &info[j];
+        if (o->dev == info[i].dev && o->ino == info[i].ino)
+            return err_set("%s: is the same file as %s (shard %zu), both listed in %s", s->paths[i],
+                           s->paths[j], j, mpath);
+        if (info[i].version == 1 && o->header_crc == info[i].header_crc &&
+            o->file_bytes == info[i].file_bytes && o->records == info[i].records)
+            return err_set("%s: has the same header and index as %s (shard %zu): a copy of it; format 1 "
+                           "shards carry no identity (prepare again with this ddpm-prep for format 2)",
+                           s->paths[i], s->paths[j], j);
+    }
+    return 0;
+}
+
 int dataset_load_shards(struct dataset *ds) {
     shard_manifest m;
     if (shard_manifest_read(&m, ds->path) != 0) return -1;
@@ -74,31 +94,47 @@ int dataset_load_shards(struct dataset *ds) {
         shard_manifest_free(&m);
         return -1;
     }
+    size_t mlen = strlen(ds->path) + sizeof SHARD_MANIFEST_NAME + 2;
+    char *mpath = xmalloc(mlen);
+    snprintf(mpath, mlen, "%s/%s", ds->path, SHARD_MANIFEST_NAME);
     struct shard_set *s = xcalloc(1, sizeof *s);
     ds->shards = s;
     pthread_mutex_init(&s->lock, NULL);
+    /* n_shards <= SHARD_MAX_SHARDS (the manifest reader's limit), so these sizes are small */
     s->paths = xcalloc(m.n_shards, sizeof *s->paths);
     s->fds = xmalloc(m.n_shards * sizeof *s->fds);
     s->index = xcalloc(m.n_shards, sizeof *s->index);
     s->first = xcalloc(m.n_shards + 1, sizeof *s->first);
+    shard_file_info *info = xcalloc(m.n_shards, sizeof *info);
     for (size_t i = 0; i < m.n_shards; i++) s->fds[i] = -1;
     s->n = m.n_shards;
+    s->version = m.version;
     for (size_t i = 0; i < m.n_shards && rc == 0; i++) {
         size_t len = strlen(ds->path) + strlen(m.shards[i].name) + 2;
         s->paths[i] = xmalloc(len);
         snprintf(s->paths[i], len, "%s/%s", ds->path, m.shards[i].name);
-        uint64_t n = 0;
-        rc = shard_file_open(s->paths[i], ds->channels, ds->size, &s->fds[i], &s->index[i], &n);
-        if (rc == 0 && n != m.shards[i].records)
-            rc = err_set("%s: holds %llu records, the manifest says %llu", s->paths[i],
-                         (unsigned long long)n, (unsigned long long)m.shards[i].records);
-        s->first[i + 1] = s->first[i] + n;
-        for (uint64_t r = 0; rc == 0 && r < n; r++)
+        rc = shard_file_open(s->paths[i], ds->channels, ds->size, &s->fds[i], &s->index[i], &info[i]);
+        if (rc == 0) rc = shard_check_identity(&m, mpath, i, s->paths[i], &info[i], s->first[i]);
+        if (rc == 0) rc = check_distinct(s, info, i, mpath);
+        s->first[i + 1] = s->first[i] + info[i].records; /* each <= SHARD_MAX_RECORDS: no wrap */
+        for (uint64_t r = 0; rc == 0 && r < info[i].records; r++)
             if (s->index[i][r].length > s->max_frame) s->max_frame = s->index[i][r].length;
     }
+    if (rc == 0 && s->first[s->n] > SIZE_MAX / 2)
+        rc = err_set("%s: %llu records is too many", mpath, (unsigned long long)s->first[s->n]);
     if (rc == 0) ds->count = (size_t)s->first[s->n];
+    free(info);
+    free(mpath);
     shard_manifest_free(&m);
     return rc; /* on error dataset_close frees the partial set */
+}
+
+const char *dataset_warning(const dataset *ds) {
+    if (ds->shards && ds->shards->version == 1)
+        return "the shards are format 1, which carries no identity: duplicates and exact copies are "
+               "refused, but shards swapped or taken from another preparation cannot be detected; "
+               "prepare them again with this ddpm-prep for format 2";
+    return NULL;
 }
 
 int dataset_shards_get(const struct dataset *ds, size_t index, uint8_t *out) {

@@ -2,6 +2,7 @@
 #include "common/data/image_source.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -126,21 +127,33 @@ int image_source_skip(image_source *s, uint64_t n) {
 }
 
 static int read_whole(const char *path, uint8_t **buf, size_t *len) {
-    FILE *f = fopen(path, "rb");
-    if (!f) return err_set("%s: cannot open: %s", path, strerror(errno));
+    /* O_NONBLOCK: a FIFO among the images is refused, not waited on */
+    int fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK);
+    if (fd < 0) return err_set("%s: cannot open: %s", path, strerror(errno));
+    struct stat st;
+    if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode) || (uint64_t)st.st_size > IMAGE_SOURCE_MAX_ITEM_BYTES) {
+        close(fd);
+        return err_set("%s: not a regular file of at most %zu MiB", path, IMAGE_SOURCE_MAX_ITEM_BYTES >> 20);
+    }
+    FILE *f = fdopen(fd, "rb");
+    if (!f) {
+        close(fd);
+        return err_set("%s: cannot open: %s", path, strerror(errno));
+    }
     size_t cap = 1 << 16, n = 0;
     uint8_t *b = xmalloc(cap);
     for (;;) {
-        if (n == cap) b = xrealloc(b, cap *= 2);
+        if (n == IMAGE_SOURCE_MAX_ITEM_BYTES + 1) break; /* grew while read: refused below */
+        if (n == cap) b = xrealloc(b, cap = cap * 2 > IMAGE_SOURCE_MAX_ITEM_BYTES + 1 ? IMAGE_SOURCE_MAX_ITEM_BYTES + 1 : cap * 2);
         size_t got = fread(b + n, 1, cap - n, f);
         n += got;
         if (got == 0) break;
     }
     int bad = ferror(f);
     fclose(f);
-    if (bad) {
+    if (bad || n > IMAGE_SOURCE_MAX_ITEM_BYTES) {
         free(b);
-        return err_set("%s: read error", path);
+        return err_set("%s: %s", path, bad ? "read error" : "grew past the size limit while being read");
     }
     *buf = b;
     *len = n;

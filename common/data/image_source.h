@@ -15,6 +15,11 @@
 
 typedef struct image_source image_source; /* opaque; owns its handles and buffers */
 
+/* One encoded image (an LMDB value or a folder file) larger than this is an item that
+ * cannot be used (skipped by ddpm-prep, not copied): far above any real photograph's
+ * encoding. */
+#define IMAGE_SOURCE_MAX_ITEM_BYTES ((size_t)256 << 20)
+
 typedef struct {
     const uint8_t *data; /* owned by the source, valid until the next call */
     size_t len;

@@ -84,13 +84,16 @@ void prefetcher_request(prefetcher *pf, const uint32_t *indices, size_t n) {
     int t = pf->newest ^ 1;
     while (pf->busy == t) pthread_cond_wait(&pf->done, &pf->mu);
     pf_buf *b = &pf->buf[t];
+    size_t img_bytes = 0, idx_bytes = 0;
+    /* a request too large to hold is not read ahead: its records are read on demand */
+    if (size_mul(n, pf->rb, &img_bytes) || size_mul(n, sizeof *b->idx, &idx_bytes)) n = 0;
     if (n > b->cap) { /* grows to the largest request, then stays */
         free(b->idx);
         free(b->state);
         free(b->img);
-        b->idx = xmalloc(n * sizeof *b->idx);
+        b->idx = xmalloc(idx_bytes);
         b->state = xmalloc(n);
-        b->img = xmalloc(n * pf->rb);
+        b->img = xmalloc(img_bytes);
         b->cap = n;
     }
     if (n) {

@@ -30,7 +30,8 @@ typedef struct prefetcher prefetcher; /* owns its thread and buffers */
  * Returns 0 or -1 (err_msg) if the thread cannot be started. */
 int prefetcher_create(prefetcher **out, const dataset *ds);
 /* Queues records indices[0..n-1] (copied) for background reading; they become the
- * newest request, and the previous request stays readable. */
+ * newest request, and the previous request stays readable. A request whose buffer size
+ * (n x image bytes) would overflow is not read ahead (its records are read on demand). */
 void prefetcher_request(prefetcher *pf, const uint32_t *indices, size_t n);
 /* Copies record `index` (dataset_image_bytes) into caller-owned `out`: from the last two
  * requests if it is there (waiting for it if still being read), else read now.

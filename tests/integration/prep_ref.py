@@ -100,30 +100,39 @@ def gen(work):
 
 
 def read_shards(d, size, ch):
-    """Independent reader of docs/shards.md. Returns (manifest lines, list of records)."""
+    """Independent reader of docs/shards.md (format 2, as ddpm-prep writes it, with its
+    identity checked against the manifest). Returns (manifest lines, records, problems)."""
     lines = open(os.path.join(d, "manifest.txt")).read().splitlines()
     shards = [l.split() for l in lines if l.startswith("shard ")]
+    ids = [l.split()[1] for l in lines if l.startswith("dataset_id ")]
     rb = ch * size * size
     records = []
     problems = []
-    for _, name, count, _end in shards:
+    if lines[0] != "ddpm-shards 2" or len(ids) != 1:
+        problems.append("manifest: not format 2 with one dataset_id")
+    first = 0
+    for number, (_, name, count, _end, nbytes, mcrc) in enumerate(shards):
         raw = open(os.path.join(d, name), "rb").read()
-        h = raw[:64]
-        magic, ver, c, s, flags, n, ioff, icrc = struct.unpack("<8sIIIIQQI", h[:44])
-        hcrc = struct.unpack("<I", h[60:64])[0]
-        if magic != b"DDPMSHRD" or ver != 1 or c != ch or s != size or n != int(count):
+        h = raw[:128]
+        magic, ver, c, s, flags, n, ioff, icrc, num = struct.unpack("<8sIIIIQQII", h[:48])
+        dsid, first_rec = h[48:64], struct.unpack("<Q", h[64:72])[0]
+        hcrc = struct.unpack("<I", h[124:128])[0]
+        if magic != b"DDPMSHRD" or ver != 2 or c != ch or s != size or n != int(count) or flags != 0:
             problems.append("%s: header %r" % (name, (magic, ver, c, s, n)))
-        if zlib.crc32(h[:60]) != hcrc:
-            problems.append("%s: header crc" % name)
+        if zlib.crc32(h[:124]) != hcrc or "%08x" % hcrc != mcrc or len(raw) != int(nbytes):
+            problems.append("%s: header crc or size differs from the manifest" % name)
+        if num != number or first_rec != first or ids and dsid.hex() != ids[0] or any(h[72:124]):
+            problems.append("%s: identity %r" % (name, (num, first_rec, dsid.hex())))
+        first += n
         index = raw[ioff:]
-        if len(index) != 16 * n or zlib.crc32(index) != icrc:
+        if len(index) != 20 * n or zlib.crc32(index) != icrc:
             problems.append("%s: index size/crc" % name)
         frames = []
-        pos = 64
+        pos = 128
         for i in range(n):
-            off, ln, crc = struct.unpack("<QII", index[16 * i:16 * i + 16])
-            if off != pos:
-                problems.append("%s: record %d offset" % (name, i))
+            off, ln, crc, label = struct.unpack("<QIIi", index[20 * i:20 * i + 20])
+            if off != pos or label != -1:
+                problems.append("%s: record %d offset or label" % (name, i))
             frames.append((raw[off:off + ln], crc))
             pos = off + ln
         # each frame on its own through the zstd tool (concatenated frames also decode,
@@ -164,7 +173,7 @@ def check_cmd(shard_dir, src, size, ch, kind):
         except Exception as e:  # what PIL cannot open, ddpm-prep must skip
             bad.append((key, type(e).__name__))
     lines, records, problems = read_shards(shard_dir, size, ch)
-    check(not problems, "%s: independent reader: headers, index and record crc32s check, every frame "
+    check(not problems, "%s: independent reader: format 2 headers, identity (dataset id, shard number, first record, size and header crc as the manifest records them), index and record crc32s check, every frame "
           "decodes alone with the zstd tool to %d bytes%s" % (kind, ch * size * size, "" if not problems else ": " + "; ".join(problems[:5])))
     skips = [l.split(" ", 3) for l in lines if l.startswith("skip ")]
     skip_keys = [unescape(s[2]) for s in skips]
@@ -172,8 +181,9 @@ def check_cmd(shard_dir, src, size, ch, kind):
           "%s: the %d item(s) PIL cannot open (%s) are exactly the ones skipped and named in the manifest (%s)"
           % (kind, len(bad), ", ".join("%s: %s" % b for b in bad), ", ".join(skip_keys)))
     complete = [l for l in lines if l.startswith("complete ")]
-    check(complete == ["complete %d %d" % (len(want), len(bad))],
-          "%s: manifest ends with 'complete %d %d' (%s)" % (kind, len(want), len(bad), complete))
+    nsh = len([l for l in lines if l.startswith("shard ")])
+    check(complete == ["complete %d %d %d" % (len(want), len(bad), nsh)],
+          "%s: manifest ends with 'complete %d %d %d' (%s)" % (kind, len(want), len(bad), nsh, complete))
     n = min(len(records), len(want))
     if len(records) != len(want):
         check(False, "%s: %d records packed, %d expected" % (kind, len(records), len(want)))

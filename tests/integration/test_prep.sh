@@ -29,6 +29,11 @@ $PREP "${COMMON[@]}" --out "$TMP/straight" --threads 1 --quiet >"$TMP/straight.l
     && ok "ddpm-prep, 1 thread, uninterrupted: $(grep -o 'done: .*' "$TMP/straight.log" | cut -c1-90)" \
     || fail "ddpm-prep straight run: $(tail -3 "$TMP/straight.log")"
 
+grep -q '^ddpm-shards 2$' "$TMP/straight/manifest.txt" && grep -Eq '^dataset_id [0-9a-f]{32}$' "$TMP/straight/manifest.txt" \
+    && grep -Eq '^shard shard-00000.ddsh 4 [0-9]+ [0-9]+ [0-9a-f]{8}$' "$TMP/straight/manifest.txt" \
+    && ok "ddpm-prep writes shard format 2: a dataset id, and each shard's size and header crc in the manifest" \
+    || fail "ddpm-prep did not write format 2: $(head -3 "$TMP/straight/manifest.txt" | tr '\n' ' ')"
+
 # --- 3 threads, killed with SIGKILL once two shards are on disk, then resumed ---
 $PREP "${COMMON[@]}" --out "$TMP/killed" --threads 3 --test-delay-ms 200 >"$TMP/k1.log" 2>&1 &
 pid=$!
@@ -107,6 +112,13 @@ $PREP --input "$TMP/folder" --format image_folder --size 24 --channels 1 --out "
     && ok "image folder packed at 24x24 grey: $(grep -o 'done: .*' "$TMP/f.log" | cut -c1-80)" || fail "image folder: $(tail -2 "$TMP/f.log")"
 $PY tests/integration/prep_ref.py check "$TMP/folder_shards" "$TMP/folder" 24 1 image_folder
 
+# --- an image file over the 256 MiB limit (sparse: no disk used) is skipped unread ---
+mkdir -p "$TMP/bigfolder" && cp "$TMP/folder/sub/img01.jpg" "$TMP/bigfolder/" && truncate -s 300M "$TMP/bigfolder/huge.png"
+$PREP --input "$TMP/bigfolder" --format image_folder --size 16 --out "$TMP/big_shards" --quiet >"$TMP/big.log" 2>&1
+grep -q "huge.png.*at most 256 MiB" "$TMP/big.log" && grep -q "done: 1 records" "$TMP/big.log" \
+    && ok "a 300 MB image file is skipped before it is read: $(grep -o 'skipping.*' "$TMP/big.log" | cut -c1-120)" \
+    || fail "oversized image file: $(tail -2 "$TMP/big.log")"
+
 # --- IDX (Fashion-MNIST test set) packs to the very bytes the idx dataset yields ---
 FM=/usr/share/datasets/fashion-mnist/t10k-images-idx3-ubyte.gz
 if [ -f $FM ]; then
@@ -128,6 +140,9 @@ expect_fail() {   # label, pattern, command...
 }
 expect_fail "resuming with another --size is refused, naming the setting" "size 32 (now 64)" \
     $PREP --input "$TMP/lmdb" --format lmdb --size 64 --records-per-shard 4 --out "$TMP/killed"
+mkdir -p "$TMP/v1part" && cp tests/data/shards_v1/*.ddsh "$TMP/v1part/" && grep -v '^complete' tests/data/shards_v1/manifest.txt >"$TMP/v1part/manifest.txt"
+expect_fail "an unfinished format 1 preparation is not continued in format 2" "unfinished preparation in shard format 1" \
+    $PREP "${COMMON[@]}" --out "$TMP/v1part" --quiet
 expect_fail "a missing input is named" "$TMP/nothing" $PREP --input "$TMP/nothing" --format lmdb --size 32 --out "$TMP/x"
 expect_fail "a folder that is not an LMDB is named" "no readable data.mdb" $PREP --input "$TMP/folder" --format lmdb --size 32 --out "$TMP/x2"
 expect_fail "an unknown format is refused" "unknown input format 'tfrecord'" $PREP --input "$TMP/lmdb" --format tfrecord --size 32 --out "$TMP/x3"

@@ -20,7 +20,7 @@ echo "# $((10 * N)) records: $large"
 rs=$(echo "$small" | sed 's/.*maxrss_kb \([0-9]*\).*/\1/')
 rl=$(echo "$large" | sed 's/.*maxrss_kb \([0-9]*\).*/\1/')
 disk=$(du -sk "$TMP/large" | cut -f1)
-echo "# reader alone: $rs KiB vs $rl KiB peak ($disk KiB on disk); the 16-byte-per-record"
+echo "# reader alone: $rs KiB vs $rl KiB peak ($disk KiB on disk); the 24-byte-per-record"
 echo "# index and the epoch permutations are the only parts that grow (about 200 KiB here)"
 # The check itself runs where the issue asks, in training: ddpm-train on both
 # datasets (same model, batch and steps), peak RSS by /usr/bin/time. A process of a

@@ -30,6 +30,7 @@ static int die(const char *what) {
 static int cmd_dump(char **argv) {
     dataset *ds;
     if (dataset_open(&ds, DATA_SHARDS, argv[2], atoi(argv[3]), atoi(argv[4])) != 0) return die("open");
+    if (dataset_warning(ds)) fprintf(stderr, "shard_tool: warning: %s\n", dataset_warning(ds));
     FILE *f = fopen(argv[5], "wb");
     if (!f) return die(argv[5]);
     size_t rb = dataset_image_bytes(ds);
@@ -70,7 +71,11 @@ static int cmd_make(char **argv) {
     m.source_format = xstrdup("synthetic");
     m.source_path = xstrdup("shard_tool");
     m.source_items = (uint64_t)n;
+    char desc[64];
+    snprintf(desc, sizeof desc, "shard_tool %llu", (unsigned long long)seed);
+    shard_dataset_id(desc, m.dataset_id);
     shard_writer *w = NULL;
+    uint64_t first = 0;
     char name[64];
     unsigned shard = 0;
     for (long i = 0; i < n; i++) {
@@ -81,14 +86,16 @@ static int cmd_make(char **argv) {
         size_t z = ZSTD_compress(frame, cap, img, rb, 1);
         if (!w) {
             shard_file_name(name, sizeof name, shard);
-            if (shard_writer_open(&w, dir, name, ch, size) != 0) return die("open shard");
+            if (shard_writer_open(&w, dir, name, ch, size, m.dataset_id, shard, first) != 0) return die("open shard");
         }
-        if (shard_writer_add(w, frame, z, shard_crc32(img, rb)) != 0) return die("add");
+        if (shard_writer_add(w, frame, z, shard_crc32(img, rb), SHARD_LABEL_NONE) != 0) return die("add");
         if ((long)shard_writer_count(w) == per || i + 1 == n) {
             uint64_t c = shard_writer_count(w);
-            if (shard_writer_finish(w) != 0) return die("finish");
+            shard_file_info fi;
+            if (shard_writer_finish(w, &fi) != 0) return die("finish");
             w = NULL;
-            shard_manifest_add_shard(&m, name, c, (uint64_t)i + 1);
+            shard_manifest_add_shard(&m, name, c, (uint64_t)i + 1, fi.file_bytes, fi.header_crc);
+            first += c;
             shard++;
         }
     }
@@ -104,6 +111,7 @@ static int cmd_make(char **argv) {
 static int cmd_read(int argc, char **argv) {
     dataset *ds;
     if (dataset_open(&ds, DATA_SHARDS, argv[2], atoi(argv[3]), atoi(argv[4])) != 0) return die("open");
+    if (dataset_warning(ds)) fprintf(stderr, "shard_tool: warning: %s\n", dataset_warning(ds));
     long steps = atol(argv[5]);
     int B = atoi(argv[6]), direct = argc > 7 && !strcmp(argv[7], "direct");
     int inmem = argc > 7 && !strcmp(argv[7], "inmemory");

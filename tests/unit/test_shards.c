@@ -49,8 +49,11 @@ static void make_record(int i, uint8_t *out) {
     for (int b = 0; b < RB; b++) out[b] = (uint8_t)((b < RB / 2) ? i * 7 + 1 : (b * 13 + i * 29) ^ (b >> 3));
 }
 
-/* Writes N_REC records in shards of PER into dir; returns 0 on success. */
-static int write_shards(const char *dir) {
+/* record i's class label in the test shards: -1 (none) and 0..2 */
+static int32_t label_of(int i) { return (int32_t)(i % 4) - 1; }
+
+/* Writes N_REC records in shards of PER into dir, as dataset `idtext`; returns 0 on success. */
+static int write_shards_as(const char *dir, const char *idtext) {
     mkdir(dir, 0755);
     shard_manifest m;
     memset(&m, 0, sizeof m);
@@ -61,6 +64,7 @@ static int write_shards(const char *dir) {
     m.source_format = xstrdup("synthetic");
     m.source_path = xstrdup("/a path/with spaces");
     m.source_items = N_REC;
+    shard_dataset_id(idtext, m.dataset_id);
     uint8_t rec[RB];
     size_t cap = ZSTD_compressBound(RB);
     uint8_t *frame = xmalloc(cap);
@@ -72,14 +76,15 @@ static int write_shards(const char *dir) {
         size_t z = ZSTD_compress(frame, cap, rec, RB, 3);
         if (!w) {
             shard_file_name(name, sizeof name, (unsigned)(i / PER));
-            rc = shard_writer_open(&w, dir, name, CH, SZ);
+            rc = shard_writer_open(&w, dir, name, CH, SZ, m.dataset_id, (unsigned)(i / PER), (uint64_t)i);
         }
-        if (rc == 0) rc = shard_writer_add(w, frame, z, shard_crc32(rec, RB));
+        if (rc == 0) rc = shard_writer_add(w, frame, z, shard_crc32(rec, RB), label_of(i));
         if (rc == 0 && (shard_writer_count(w) == PER || i + 1 == N_REC)) {
             uint64_t c = shard_writer_count(w);
-            rc = shard_writer_finish(w);
+            shard_file_info fi;
+            rc = shard_writer_finish(w, &fi);
             w = NULL;
-            shard_manifest_add_shard(&m, name, c, (uint64_t)i + 1);
+            if (rc == 0) shard_manifest_add_shard(&m, name, c, (uint64_t)i + 1, fi.file_bytes, fi.header_crc);
         }
     }
     m.complete = 1;
@@ -88,6 +93,8 @@ static int write_shards(const char *dir) {
     free(frame);
     return rc;
 }
+
+static int write_shards(const char *dir) { return write_shards_as(dir, "test_shards dataset A"); }
 
 static void copy_file(const char *from, const char *to) {
     FILE *a = fopen(from, "rb"), *b = fopen(to, "wb");
@@ -189,8 +196,8 @@ static void test_manifest_escaping(void) {
     m.zstd_level = 1;
     m.source_format = xstrdup("lmdb");
     m.source_path = xstrdup("/x/%20 y\tz");
-    m.source_items = 9;
-    shard_manifest_add_shard(&m, "shard-00000.ddsh", 3, 4);
+    m.source_items = 8;
+    shard_manifest_add_shard(&m, "shard-00000.ddsh", 3, 4, 1000, 0x1234abcd);
     const char *keys[] = {"plain", "a key with spaces", "100%\nnewline", "", "\xc3\xa9t\xc3\xa9"};
     for (int i = 0; i < 5; i++) shard_manifest_add_skip(&m, (uint64_t)i, keys[i], i == 2 ? "why: because\nso" : "bad");
     m.complete = 1;
@@ -209,18 +216,18 @@ static void test_manifest_escaping(void) {
     const char *mp = path_in(dir, "manifest.txt");
     replace_in_file(mp, "complete 3 5", "complete 4 5");
     rc = shard_manifest_read(&r, dir);
-    test_check(rc == -1 && msg_has("manifest.txt", "disagrees"), "manifest: wrong 'complete' totals: %s", err_msg());
-    replace_in_file(mp, "complete 4 5", "complete 3 5\nbogus 1");
+    test_check(rc == -1 && msg_has("manifest.txt", "disagree"), "manifest: wrong 'complete' totals: %s", err_msg());
+    replace_in_file(mp, "complete 4 5 1", "complete 3 5 1\nbogus 1");
     rc = shard_manifest_read(&r, dir);
     test_check(rc == -1 && msg_has("manifest.txt:", "after the 'complete'"), "manifest: text after complete: %s", err_msg());
     replace_in_file(mp, "\nbogus 1", "");
     replace_in_file(mp, "shard shard-00000.ddsh 3 4", "shard ../etc/passwd 3 4");
     rc = shard_manifest_read(&r, dir);
-    test_check(rc == -1 && msg_has("manifest.txt:9:", "SOURCE_END"), "manifest: a shard name with a '/': %s", err_msg());
+    test_check(rc == -1 && msg_has("manifest.txt:10:", "SOURCE_END"), "manifest: a shard name with a '/': %s", err_msg());
     replace_in_file(mp, "shard ../etc/passwd 3 4", "frobnicate 3");
     rc = shard_manifest_read(&r, dir);
-    test_check(rc == -1 && msg_has("manifest.txt:9:", "unknown line"), "manifest: unknown line: %s", err_msg());
-    replace_in_file(mp, "ddpm-shards 1", "ddpm-shards 7");
+    test_check(rc == -1 && msg_has("manifest.txt:10:", "unknown line"), "manifest: unknown line: %s", err_msg());
+    replace_in_file(mp, "ddpm-shards 2", "ddpm-shards 7");
     rc = shard_manifest_read(&r, dir);
     test_check(rc == -1 && msg_has("manifest.txt:1:", "version 7"), "manifest: future version: %s", err_msg());
 }
@@ -235,15 +242,17 @@ static void test_errors(void) {
     test_check(rc == -1 && msg_has("3x8x8", "--size 16"), "config asks another size: %s", err_msg());
 
     d = fresh_copy("incomplete");
-    replace_in_file(path_in(d, "manifest.txt"), "complete 12 0\n", "");
+    replace_in_file(path_in(d, "manifest.txt"), "complete 12 0 3\n", "");
     rc = dataset_open(&ds, DATA_SHARDS, d, SZ, CH);
     test_check(rc == -1 && msg_has("incomplete", "ddpm-prep"), "unfinished preparation: %s", err_msg());
 
+    /* one record fewer in the last shard, one more skip: a consistent manifest */
     d = fresh_copy("count");
-    replace_in_file(path_in(d, "manifest.txt"), "shard shard-00001.ddsh 5 10\nshard shard-00002.ddsh 2 12\ncomplete 12",
-                    "shard shard-00001.ddsh 6 10\nshard shard-00002.ddsh 2 12\ncomplete 13");
+    replace_in_file(path_in(d, "manifest.txt"), "shard shard-00002.ddsh 2 12", "shard shard-00002.ddsh 1 12");
+    replace_in_file(path_in(d, "manifest.txt"), "complete 12 0 3", "skip 11 k r\ncomplete 11 1 3");
     rc = dataset_open(&ds, DATA_SHARDS, d, SZ, CH);
-    test_check(rc == -1 && msg_has("shard-00001.ddsh", "manifest says 6"), "record count differs from the manifest: %s", err_msg());
+    test_check(rc == -1 && msg_has("shard-00002.ddsh: holds 2 records", "manifest.txt says 1"),
+               "record count differs from the manifest: %s", err_msg());
 
     d = fresh_copy("missing");
     unlink(path_in(d, "shard-00002.ddsh"));
@@ -265,6 +274,17 @@ static void test_errors(void) {
     rc = dataset_open(&ds, DATA_SHARDS, d, SZ, CH);
     test_check(rc == -1 && msg_has("shard-00002.ddsh", "index checksum"), "damaged index: %s", err_msg());
 
+    d = fresh_copy("fifo");
+    unlink(path_in(d, "shard-00001.ddsh"));
+    mkfifo(path_in(d, "shard-00001.ddsh"), 0644);
+    rc = dataset_open(&ds, DATA_SHARDS, d, SZ, CH);
+    test_check(rc == -1 && msg_has("shard-00001.ddsh", "not a regular file"), "a FIFO as a shard is refused, not waited on: %s", err_msg());
+    d = fresh_copy("fifo_manifest");
+    unlink(path_in(d, "manifest.txt"));
+    mkfifo(path_in(d, "manifest.txt"), 0644);
+    rc = dataset_open(&ds, DATA_SHARDS, d, SZ, CH);
+    test_check(rc == -1 && msg_has("manifest.txt", "not a regular file"), "a FIFO as the manifest is refused, not waited on: %s", err_msg());
+
     d = fresh_copy("truncated");
     const char *p = path_in(d, "shard-00001.ddsh");
     struct stat st;
@@ -282,7 +302,7 @@ static void test_errors(void) {
     uint64_t ioff = 0;
     for (int i = 7; i >= 0; i--) ioff = (ioff << 8) | h[32 + i];
     uint8_t e[16];
-    fseek(f, (long)(ioff + 2 * 16), SEEK_SET); /* record 2's index entry */
+    fseek(f, (long)(ioff + 2 * SHARD_INDEX_ENTRY_BYTES), SEEK_SET); /* record 2's index entry */
     got += fread(e, 1, 16, f);
     fclose(f);
     uint64_t off = 0;
@@ -311,6 +331,195 @@ static void test_errors(void) {
         prefetcher_free(pf);
         dataset_close(ds);
     }
+}
+
+/* The full "shard NAME ..." line of the manifest in dir (without the newline). */
+static void shard_line(const char *dir, const char *name, char *out, size_t cap) {
+    FILE *f = fopen(path_in(dir, "manifest.txt"), "r");
+    char line[512], want[128];
+    snprintf(want, sizeof want, "shard %s ", name);
+    out[0] = 0;
+    while (f && fgets(line, sizeof line, f))
+        if (!strncmp(line, want, strlen(want))) {
+            line[strcspn(line, "\n")] = 0;
+            snprintf(out, cap, "%s", line);
+        }
+    if (f) fclose(f);
+}
+
+/* Row 9 of issue 14: shards carry an identity (format 2). */
+static void test_identity(void) {
+    char good[700];
+    snprintf(good, sizeof good, "%s", path_in(g_dir, "good"));
+    shard_manifest m;
+    int rc = shard_manifest_read(&m, good);
+    test_check(rc == 0 && m.version == 2 && m.shards[1].bytes > 0, "format 2 manifest: version, sizes and header crcs (%s)",
+               rc ? err_msg() : "ok");
+    if (rc) return;
+    int ok = 1, labels = 1;
+    uint64_t first = 0;
+    for (size_t i = 0; i < m.n_shards; i++) {
+        int fd;
+        shard_index_entry *e;
+        shard_file_info fi;
+        if (shard_file_open(path_in(good, m.shards[i].name), CH, SZ, &fd, &e, &fi) != 0) {
+            ok = 0;
+            continue;
+        }
+        ok &= fi.version == 2 && fi.shard == i && fi.first_record == first && fi.records == m.shards[i].records &&
+              !memcmp(fi.dataset_id, m.dataset_id, SHARD_ID_BYTES) && fi.file_bytes == m.shards[i].bytes &&
+              fi.header_crc == m.shards[i].header_crc;
+        for (uint64_t r = 0; r < fi.records; r++) labels &= e[r].label == label_of((int)(first + r));
+        first += fi.records;
+        free(e);
+        close(fd);
+    }
+    test_check(ok, "format 2 identity round trip: each shard's header names the dataset id, its number and first "
+               "record, and matches the manifest's size and header crc");
+    test_check(labels, "format 2: per-record labels (-1 = none, 0..2) round trip through the index");
+    shard_manifest_free(&m);
+    dataset *ds = NULL;
+    rc = dataset_open(&ds, DATA_SHARDS, good, SZ, CH);
+    test_check(rc == 0 && dataset_warning(ds) == NULL, "format 2 shards open without a warning");
+    dataset_close(ds);
+
+    /* a manifest listing the same shard twice (in place of another) */
+    const char *d = fresh_copy("dup_listing");
+    char l0[512], l1[512], l2[512];
+    shard_line(d, "shard-00000.ddsh", l0, sizeof l0);
+    shard_line(d, "shard-00001.ddsh", l1, sizeof l1);
+    char dup[600];
+    snprintf(dup, sizeof dup, "shard shard-00000.ddsh%s", l1 + strlen("shard shard-00001.ddsh"));
+    replace_in_file(path_in(d, "manifest.txt"), l1, dup);
+    rc = dataset_open(&ds, DATA_SHARDS, d, SZ, CH);
+    test_check(rc == -1 && msg_has("manifest.txt:11:", "shard-00000.ddsh is listed twice"),
+               "a manifest listing the same shard twice is refused, naming the manifest and the shard: %s", err_msg());
+
+    /* a shard file replaced by a copy of another (same record count) */
+    d = fresh_copy("copy");
+    copy_file(path_in(d, "shard-00000.ddsh"), path_in(d, "shard-00001.ddsh"));
+    rc = dataset_open(&ds, DATA_SHARDS, d, SZ, CH);
+    test_check(rc == -1 && msg_has("copy/shard-00001.ddsh: is shard 0", "manifest.txt lists it as shard 1"),
+               "a shard replaced by a copy of another is refused, naming the shard file and the manifest: %s", err_msg());
+
+    /* two shards swapped (renamed into each other's place) */
+    d = fresh_copy("swap");
+    rename(path_in(d, "shard-00000.ddsh"), path_in(d, "tmp"));
+    rename(path_in(d, "shard-00001.ddsh"), path_in(d, "shard-00000.ddsh"));
+    rename(path_in(d, "tmp"), path_in(d, "shard-00001.ddsh"));
+    rc = dataset_open(&ds, DATA_SHARDS, d, SZ, CH);
+    test_check(rc == -1 && msg_has("swap/shard-00000.ddsh: is shard 1", "lists it as shard 0"), "swapped shards: %s", err_msg());
+
+    /* shard 1 of another preparation, same shape and counts */
+    char other[700]; /* path_in's buffers rotate */
+    snprintf(other, sizeof other, "%s", path_in(g_dir, "other"));
+    write_shards_as(other, "test_shards dataset B");
+    d = fresh_copy("foreign");
+    copy_file(path_in(other, "shard-00001.ddsh"), path_in(d, "shard-00001.ddsh"));
+    rc = dataset_open(&ds, DATA_SHARDS, d, SZ, CH);
+    test_check(rc == -1 && msg_has("foreign/shard-00001.ddsh: belongs to dataset", "another preparation"),
+               "a shard from another preparation is refused: %s", err_msg());
+
+    /* the manifest's record of the file (size, header crc) differs */
+    d = fresh_copy("header_crc");
+    shard_line(d, "shard-00002.ddsh", l2, sizeof l2);
+    char other_crc[600];
+    snprintf(other_crc, sizeof other_crc, "%.*s00000000", (int)strlen(l2) - 8, l2);
+    replace_in_file(path_in(d, "manifest.txt"), l2, other_crc);
+    rc = dataset_open(&ds, DATA_SHARDS, d, SZ, CH);
+    test_check(rc == -1 && msg_has("shard-00002.ddsh", "not the file this preparation wrote"),
+               "a header crc other than the manifest recorded: %s", err_msg());
+
+    /* the manifest's own consistency: the complete line's shard count */
+    d = fresh_copy("nshards");
+    replace_in_file(path_in(d, "manifest.txt"), "complete 12 0 3", "complete 12 0 4");
+    rc = dataset_open(&ds, DATA_SHARDS, d, SZ, CH);
+    test_check(rc == -1 && msg_has("manifest.txt", "3 shards listed"), "a complete line with another shard count: %s", err_msg());
+    d = fresh_copy("noid");
+    FILE *f = fopen(path_in(d, "manifest.txt"), "r");
+    char text[4096], *idl;
+    size_t n = fread(text, 1, sizeof text - 1, f);
+    fclose(f);
+    text[n] = 0;
+    idl = strstr(text, "dataset_id ");
+    if (idl) {
+        char line[80];
+        snprintf(line, sizeof line, "%.*s\n", (int)(strchr(idl, '\n') - idl), idl);
+        replace_in_file(path_in(d, "manifest.txt"), line, "");
+    }
+    rc = dataset_open(&ds, DATA_SHARDS, d, SZ, CH);
+    test_check(idl && rc == -1 && msg_has("manifest.txt", "lacks some of dataset_id"), "a format 2 manifest without its dataset id: %s", err_msg());
+    d = fresh_copy("order");
+    replace_in_file(path_in(d, "manifest.txt"), "shard shard-00001.ddsh 5 10", "shard shard-00001.ddsh 5 7");
+    rc = dataset_open(&ds, DATA_SHARDS, d, SZ, CH);
+    test_check(rc == -1 && msg_has("manifest.txt:11:", "inconsistent"), "5 records from 2 input items: %s", err_msg());
+    (void)l0;
+}
+
+/* What shard_tool make (the writer of format 1, before identities) put in record i. */
+static void v1_fixture_records(uint8_t *out, int n, int rb, uint64_t seed) {
+    for (int i = 0; i < n; i++)
+        for (int b = 0; b < rb; b += 8) {
+            uint64_t z = (seed += 0x9e3779b97f4a7c15ULL);
+            z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
+            z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
+            z ^= z >> 31;
+            memcpy(out + (size_t)i * rb + b, &z, rb - b < 8 ? (size_t)(rb - b) : 8);
+        }
+}
+
+/* Format 1 (tests/data/shards_v1: written by shard_tool make before format 2, 6 records
+ * of 1x4x4 in 2 shards, seed 7) is still read; duplicates are refused. */
+static void test_v1(void) {
+    const char *fx = "tests/data/shards_v1";
+    char d[700];
+    snprintf(d, sizeof d, "%s/v1", g_dir);
+    mkdir(d, 0755);
+    const char *files[] = {"manifest.txt", "shard-00000.ddsh", "shard-00001.ddsh"};
+    for (int i = 0; i < 3; i++) copy_file(path_in(fx, files[i]), path_in(d, files[i]));
+    dataset *ds = NULL;
+    int rc = dataset_open(&ds, DATA_SHARDS, d, 4, 1);
+    test_check(rc == 0, "format 1 shards still open (%s)", rc ? err_msg() : "ok");
+    if (rc) return;
+    uint8_t want[6 * 16], got[16];
+    v1_fixture_records(want, 6, 16, 7);
+    int same = dataset_size(ds) == 6;
+    for (int i = 0; same && i < 6; i++) same = dataset_get(ds, (size_t)i, got) == 0 && !memcmp(got, want + 16 * i, 16);
+    test_check(same, "format 1: the 6 records read back byte for byte");
+    const char *w = dataset_warning(ds);
+    test_check(w && strstr(w, "format 1") && strstr(w, "no identity"), "format 1: the library returns a warning for the log: %s", w ? w : "none");
+    dataset_close(ds);
+
+    char d2[700];
+    snprintf(d2, sizeof d2, "%s/v1dup", g_dir);
+    mkdir(d2, 0755);
+    for (int i = 0; i < 3; i++) copy_file(path_in(fx, files[i]), path_in(d2, files[i]));
+    replace_in_file(path_in(d2, "manifest.txt"), "shard shard-00001.ddsh 3 6", "shard shard-00000.ddsh 3 6");
+    rc = dataset_open(&ds, DATA_SHARDS, d2, 4, 1);
+    test_check(rc == -1 && msg_has("manifest.txt:10:", "shard-00000.ddsh is listed twice"), "format 1: a shard listed twice: %s", err_msg());
+    replace_in_file(path_in(d2, "manifest.txt"), "shard shard-00000.ddsh 3 6", "shard shard-00001.ddsh 3 6");
+    copy_file(path_in(d2, "shard-00000.ddsh"), path_in(d2, "shard-00001.ddsh"));
+    rc = dataset_open(&ds, DATA_SHARDS, d2, 4, 1);
+    test_check(rc == -1 && msg_has("v1dup/shard-00001.ddsh: has the same header and index as", "shard-00000.ddsh"),
+               "format 1: a shard replaced by a copy of another: %s", err_msg());
+    unlink(path_in(d2, "shard-00001.ddsh"));
+    rc = symlink("shard-00000.ddsh", path_in(d2, "shard-00001.ddsh"));
+    rc = dataset_open(&ds, DATA_SHARDS, d2, 4, 1);
+    test_check(rc == -1 && msg_has("shard-00001.ddsh: is the same file as", "shard-00000.ddsh"),
+               "format 1: a symbolic link to another listed shard: %s", err_msg());
+    /* a format 2 shard of the same shape and count listed by a format 1 manifest */
+    shard_writer *sw = NULL;
+    uint8_t id[SHARD_ID_BYTES] = {1}, rec[16] = {0}, frame[64];
+    size_t z = ZSTD_compress(frame, sizeof frame, rec, 16, 1);
+    rc = shard_writer_open(&sw, d2, "v2.ddsh", 1, 4, id, 0, 0);
+    for (int i = 0; i < 3 && rc == 0; i++) rc = shard_writer_add(sw, frame, z, shard_crc32(rec, 16), -1);
+    if (rc == 0) rc = shard_writer_finish(sw, NULL);
+    unlink(path_in(d2, "shard-00001.ddsh"));
+    copy_file(path_in(fx, "shard-00001.ddsh"), path_in(d2, "shard-00001.ddsh"));
+    replace_in_file(path_in(d2, "manifest.txt"), "shard shard-00000.ddsh 3 3", "shard v2.ddsh 3 3");
+    rc = dataset_open(&ds, DATA_SHARDS, d2, 4, 1);
+    test_check(rc == -1 && msg_has("v2.ddsh: shard format 2, but", "manifest.txt is format 1"),
+               "format 1 manifest listing a format 2 shard: %s", err_msg());
 }
 
 typedef struct {
@@ -410,6 +619,8 @@ int main(void) {
     test_round_trip();
     test_manifest_escaping();
     test_errors();
+    test_identity();
+    test_v1();
     test_prefetch();
     test_webp();
     char cmd[700];
