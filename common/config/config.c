@@ -10,6 +10,7 @@
 #include "common/config/config.h"
 
 #include "common/core/util.h"
+#include "common/model/unet.h"
 
 #include <errno.h>
 #include <limits.h>
@@ -62,9 +63,9 @@ static const char *const g_codecs[] = {"fp32", "fp32_zstd", "bf16_zstd", NULL};
 /* Initialiser helpers, one per kind of key; R marks required keys. */
 #define INT_KEY(s, n, f, l, h, r) \
     {.section = s, .name = n, .type = K_INT, .offset = OFF(f), .lo = l, .hi = h, .required = r}
+/* An int key with no upper bound of its own is still bounded by int. */
 #define INT_MIN_KEY(s, n, f, l, r) \
-    {.section = s, .name = n, .type = K_INT, .offset = OFF(f), .lo = l, .hi = INT_MAX, \
-     .no_hi = 1, .required = r}
+    {.section = s, .name = n, .type = K_INT, .offset = OFF(f), .lo = l, .hi = INT_MAX, .required = r}
 #define DBL_KEY(s, n, f, l, lo_o, h, hi_o, r) \
     {.section = s, .name = n, .type = K_DOUBLE, .offset = OFF(f), .lo = l, .hi = h, \
      .lo_open = lo_o, .hi_open = hi_o, .required = r}
@@ -78,16 +79,19 @@ static const char *const g_codecs[] = {"fp32", "fp32_zstd", "bf16_zstd", NULL};
     {.section = s, .name = n, .type = K_INT_LIST, .offset = OFF(f), .count_offset = OFF(cnt), \
      .min_count = mn, .max_count = mx, .lo = l, .hi = h, .required = r}
 
-/* The order here is the canonical order of config_to_yaml and of the diffs. */
+/* The order here is the canonical order of config_to_yaml and of the diffs.
+ * The model's ranges are the model's limits (common/model/unet_limits.h);
+ * config_validate adds the model's other rules through unet_check_config. */
 static const key_def g_keys[] = {
-    INT_KEY(SEC_MODEL, "image_size", model.image_size, 4, 4096, 1),
-    INT_KEY(SEC_MODEL, "in_channels", model.in_channels, 1, 4, 1),
-    {.section = SEC_MODEL, .name = "ch", .type = K_INT, .offset = OFF(model.ch), .lo = 32,
-     .hi = 4096, .multiple = 32, .required = 1},
-    LIST_KEY(SEC_MODEL, "ch_mult", model.ch_mult, model.num_levels, 1, CONFIG_MAX_LEVELS, 1, 64, 1),
-    INT_KEY(SEC_MODEL, "num_res_blocks", model.num_res_blocks, 1, 64, 1),
+    INT_KEY(SEC_MODEL, "image_size", model.image_size, UNET_MIN_IMAGE_SIZE, UNET_MAX_IMAGE_SIZE, 1),
+    INT_KEY(SEC_MODEL, "in_channels", model.in_channels, 1, UNET_MAX_IN_CHANNELS, 1),
+    {.section = SEC_MODEL, .name = "ch", .type = K_INT, .offset = OFF(model.ch), .lo = UNET_MIN_CH,
+     .hi = UNET_MAX_CH, .multiple = UNET_GN_GROUPS, .required = 1},
+    LIST_KEY(SEC_MODEL, "ch_mult", model.ch_mult, model.num_levels, 1, UNET_MAX_LEVELS, 1,
+             UNET_MAX_CH_MULT, 1),
+    INT_KEY(SEC_MODEL, "num_res_blocks", model.num_res_blocks, 1, UNET_MAX_RES_BLOCKS, 1),
     LIST_KEY(SEC_MODEL, "attn_resolutions", model.attn_resolutions, model.num_attn, 0,
-             CONFIG_MAX_ATTN, 1, 4096, 0),
+             UNET_MAX_ATTN, 1, UNET_MAX_IMAGE_SIZE, 0),
     DBL_KEY(SEC_MODEL, "dropout", model.dropout, 0, 0, 1, 1, 0),
     BOOL_KEY(SEC_MODEL, "resamp_with_conv", model.resamp_with_conv),
 
@@ -266,7 +270,9 @@ static int is_null_text(const char *s) {
     return !s[0] || !strcmp(s, "~") || !strcmp(s, "null") || !strcmp(s, "Null") || !strcmp(s, "NULL");
 }
 
-/* Decimal integer, optional sign; anything else (hex, floats, suffixes) fails. */
+/* Decimal integer, optional sign; anything else (hex, floats, suffixes) fails
+ * with -1, digits beyond long long with -2 (then *out is the saturated value, so
+ * that the range check names the right bound). */
 static int parse_integer(const char *s, long long *out) {
     const char *p = s;
     if (*p == '+' || *p == '-') p++;
@@ -276,9 +282,9 @@ static int parse_integer(const char *s, long long *out) {
     errno = 0;
     char *end;
     long long v = strtoll(s, &end, 10);
-    if (errno || *end) return -1;
+    if (*end) return -1;
     *out = v;
-    return 0;
+    return errno == ERANGE ? -2 : errno ? -1 : 0;
 }
 
 static int parse_unsigned(const char *s, unsigned long long *out) {
@@ -295,6 +301,39 @@ static int parse_unsigned(const char *s, unsigned long long *out) {
     return 0;
 }
 
+/* The reason an integer entry is refused: not an integer, or out of range
+ * (overflowing text included). Returns 0 when v is a valid value of key k. */
+static int integer_problem(int k, const char *val, int parsed, long long v, char *why,
+                           size_t cap) {
+    const key_def *d = &g_keys[k];
+    char range[64], shown[80];
+    if (parsed == -1) {
+        snprintf(why, cap, "not an integer");
+        return -1;
+    }
+    if (parsed == -2) {
+        range_text(range, sizeof range, k);
+        quote_text(shown, sizeof shown, val, strlen(val));
+        snprintf(why, cap, "%s is out of range (must be %s)", shown, range);
+        return -1;
+    }
+    if (check_number(k, (double)v, why, cap)) {
+        /* the integer as written, not its nearest double */
+        if (strstr(why, "out of range")) {
+            range_text(range, sizeof range, k);
+            snprintf(why, cap, "%lld is out of range (must be %s)", v, range);
+        }
+        return -1;
+    }
+    /* every int key's range lies within int (INT_MIN_KEY); kept for safety */
+    if ((d->type == K_INT || d->type == K_INT_LIST) && (v < INT_MIN || v > INT_MAX)) {
+        range_text(range, sizeof range, k);
+        snprintf(why, cap, "%lld is out of range (must be %s)", v, range);
+        return -1;
+    }
+    return 0;
+}
+
 /* YAML 1.2 core-schema style float (digits, '.', exponent); no inf/nan/hex. */
 static int parse_real(const char *s, double *out) {
     int digits = 0;
@@ -307,6 +346,8 @@ static int parse_real(const char *s, double *out) {
     char *end;
     double v = strtod(s, &end);
     if (*end || !isfinite(v)) return -1;
+    /* "1e-400" is not 0: a tiny grad_clip must not silently become "off" */
+    if (errno == ERANGE && v == 0) return -2;
     *out = v;
     return 0;
 }
@@ -344,11 +385,11 @@ static int apply_scalar(config *c, int k, const char *val, size_t len, int plain
     switch (d->type) {
     case K_INT:
     case K_LONG: {
-        long long v;
-        if (parse_integer(val, &v))
+        long long v = 0;
+        int parsed = parse_integer(val, &v);
+        if (parsed == -1)
             return fail_at(o->name, line, key, "expected %s, got '%s'", expected, shown);
-        if (check_number(k, (double)v, why, sizeof why) ||
-            (d->type == K_INT && (v < INT_MIN || v > INT_MAX)))
+        if (integer_problem(k, val, parsed, v, why, sizeof why))
             return fail_at(o->name, line, key, "%s", why);
         if (d->type == K_INT) *FIELD(c, k, int) = (int)v;
         else *FIELD(c, k, long) = (long)v;
@@ -362,8 +403,12 @@ static int apply_scalar(config *c, int k, const char *val, size_t len, int plain
         return 0;
     }
     case K_DOUBLE: {
-        double v;
-        if (parse_real(val, &v))
+        double v = 0;
+        int parsed = parse_real(val, &v);
+        if (parsed == -2)
+            return fail_at(o->name, line, key, "'%s' is too small to represent (it would read "
+                           "as 0)", shown);
+        if (parsed)
             return fail_at(o->name, line, key, "expected %s, got '%s'", expected, shown);
         if (check_number(k, v, why, sizeof why)) return fail_at(o->name, line, key, "%s", why);
         *FIELD(c, k, double) = v;
@@ -510,12 +555,14 @@ static int apply_value(reader *r, config *c, int k) {
         const char *val = (const char *)e->data.scalar.value;
         char shown[80], why[200];
         quote_text(shown, sizeof shown, val, e->data.scalar.length);
-        long long v;
-        if (e->data.scalar.style != YAML_PLAIN_SCALAR_STYLE || strlen(val) != e->data.scalar.length ||
-            parse_integer(val, &v))
+        long long v = 0;
+        int parsed = -1;
+        if (e->data.scalar.style == YAML_PLAIN_SCALAR_STYLE && strlen(val) == e->data.scalar.length)
+            parsed = parse_integer(val, &v);
+        if (parsed == -1)
             return fail_at(r->o.name, line, key, "entry %d: expected an integer, got '%s'", n + 1,
                            shown);
-        if (check_number(k, (double)v, why, sizeof why))
+        if (integer_problem(k, val, parsed, v, why, sizeof why))
             return fail_at(r->o.name, line, key, "entry %d: %s", n + 1, why);
         if (n >= d->max_count)
             return fail_at(r->o.name, line, key, "too many entries (at most %d)", d->max_count);
@@ -848,38 +895,57 @@ static int validate_key(const config *c, int k) {
     return 0;
 }
 
+/* The model's own rules (common/model/unet.h), at the key it blames. Where it
+ * blames image_size for levels that do not divide it and ch_mult was changed on
+ * the command line (image_size was not), the override is blamed instead. */
+static int validate_model(const config *c) {
+    unet_config_error e;
+    if (unet_check_config(&c->model, &e) == 0) return 0;
+    char name[64];
+    snprintf(name, sizeof name, "model.%s", e.field ? e.field : "ch_mult");
+    int k = find_key(name), k_mult = find_key("model.ch_mult"), k_img = find_key("model.image_size");
+    if (k < 0) k = k_mult;
+    if (k == k_img && strstr(e.why, "divisible") && c->key_line[k_mult] < 0 &&
+        c->key_line[k_img] >= 0)
+        k = k_mult;
+    return fail_key(c, k, "%s", e.why);
+}
+
+/* Data formats that fix the images' channels (and size): IDX files are grey,
+ * CIFAR-10 is 32x32 RGB. The model must match before a run starts, not when the
+ * data loader refuses the first file (or a checkpoint's config cannot train). */
+static int validate_data_fit(const config *c) {
+    static const struct {
+        data_format format;
+        int channels, size; /* 0: any */
+        const char *why;
+    } fixed[] = {
+        {DATA_IDX, 1, 0, "IDX images are grey"},
+        {DATA_CIFAR10, 3, 32, "CIFAR-10 images are 32x32 RGB"},
+    };
+    int k_fmt = find_key("data.format"), k_ch = find_key("model.in_channels");
+    int k_img = find_key("model.image_size");
+    for (size_t i = 0; i < sizeof fixed / sizeof fixed[0]; i++) {
+        if (c->data.format != fixed[i].format) continue;
+        const char *fmt = g_formats[fixed[i].format];
+        /* blame the key given on the command line, if only one of the two was */
+        int blame_fmt = c->key_line[k_fmt] < 0;
+        if (c->model.in_channels != fixed[i].channels)
+            return fail_key(c, blame_fmt && c->key_line[k_ch] >= 0 ? k_fmt : k_ch,
+                            "%d does not fit data.format %s (%s: in_channels must be %d)", c->model.in_channels, fmt, fixed[i].why,
+                            fixed[i].channels);
+        if (fixed[i].size && c->model.image_size != fixed[i].size)
+            return fail_key(c, blame_fmt && c->key_line[k_img] >= 0 ? k_fmt : k_img,
+                            "%d does not fit data.format %s (%s: image_size must be %d)", c->model.image_size, fmt, fixed[i].why, fixed[i].size);
+    }
+    return 0;
+}
+
 int config_validate(const config *c) {
     for (int k = 0; k < NUM_KEYS; k++)
         if (validate_key(c, k)) return -1;
-    const model_config *m = &c->model;
-    int k_ch = find_key("model.ch"), k_mult = find_key("model.ch_mult");
-    int k_img = find_key("model.image_size"), k_attn = find_key("model.attn_resolutions");
-    if (m->ch % 32) return fail_key(c, k_ch, "%d is not a multiple of 32 (GroupNorm uses 32 groups)", m->ch);
-    for (int i = 0; i < m->num_levels; i++)
-        if ((long)m->ch * m->ch_mult[i] % 32)
-            return fail_key(c, k_mult, "entry %d: ch*mult = %ld is not a multiple of 32", i + 1,
-                            (long)m->ch * m->ch_mult[i]);
-    int down = 1 << (m->num_levels - 1);
-    /* Blame the key the user just changed on the command line, if one was. */
-    if (m->image_size % down)
-        return fail_key(c, c->key_line[k_mult] < 0 && c->key_line[k_img] >= 0 ? k_mult : k_img,
-                        "image_size %d is not divisible by 2^(levels-1) = %d (ch_mult has %d "
-                        "levels)", m->image_size, down, m->num_levels);
-    for (int a = 0; a < m->num_attn; a++) {
-        int res = m->attn_resolutions[a], found = 0;
-        char have[200];
-        size_t n = 0;
-        have[0] = '\0';
-        for (int i = 0; i < m->num_levels; i++) {
-            int r = m->image_size >> i;
-            if (r == res) found = 1;
-            if (n < sizeof have) n += (size_t)snprintf(have + n, sizeof have - n, "%s%d", i ? ", " : "", r);
-        }
-        if (!found)
-            return fail_key(c, k_attn, "%d is not a resolution of this U-Net (it has %s)", res, have);
-        for (int b = 0; b < a; b++)
-            if (m->attn_resolutions[b] == res) return fail_key(c, k_attn, "%d is listed twice", res);
-    }
+    if (validate_model(c)) return -1;
+    if (validate_data_fit(c)) return -1;
     const diffusion_config *df = &c->diffusion;
     if (df->schedule == BETA_SCHEDULE_LINEAR && df->beta_start > df->beta_end)
         return fail_key(c, find_key("diffusion.beta_end"), "%g is below beta_start %g",

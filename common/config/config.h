@@ -19,8 +19,11 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#define CONFIG_MAX_LEVELS 8
-#define CONFIG_MAX_ATTN 8
+#include "../model/unet_limits.h"
+
+/* The model's limits (common/model/unet_limits.h) size the lists. */
+#define CONFIG_MAX_LEVELS UNET_MAX_LEVELS
+#define CONFIG_MAX_ATTN UNET_MAX_ATTN
 #define CONFIG_PATH_MAX 1024
 /* Size of config.key_line: every key and every section has a slot. */
 #define CONFIG_MAX_KEYS 64
@@ -31,9 +34,13 @@ typedef enum { TIMESTEP_UNIFORM = 0, TIMESTEP_STRATIFIED = 1 } timestep_sampler;
 typedef enum { DATA_IDX = 0, DATA_CIFAR10 = 1, DATA_IMAGE_FOLDER = 2, DATA_SHARDS = 3 } data_format;
 typedef enum { CODEC_FP32 = 0, CODEC_FP32_ZSTD = 1, CODEC_BF16_ZSTD = 2 } wire_codec;
 
+/* The ranges of the model section are the model's (UNET_* in
+ * common/model/unet_limits.h, checked by unet_check_config in common/model/unet.h,
+ * which config_validate calls); the numbers below are today's values. */
 typedef struct {
     int image_size;         /* required, 4..4096; divisible by 2^(num_levels-1) */
-    int in_channels;        /* required, 1..4; the output has the same count (epsilon) */
+    int in_channels;        /* required, 1..4; the output has the same count (epsilon);
+                               1 for data.format idx, 3 for cifar10 */
     int ch;                 /* required, 32..4096, multiple of 32 (GroupNorm 32 groups) */
     int ch_mult[CONFIG_MAX_LEVELS]; /* required list, entries 1..64; ch*mult multiple of 32 */
     int num_levels;         /* length of ch_mult, 1..8 */
@@ -41,6 +48,8 @@ typedef struct {
     int attn_resolutions[CONFIG_MAX_ATTN]; /* default []; each one of image_size/2^i,
                                               i < num_levels, no repeats */
     int num_attn;           /* length of attn_resolutions, 0..8 */
+    /* and the whole: at most 2^32 parameters, no layer over 2^32 floats per image
+     * (attention at 256x256 at most), activations estimated below 2^50 bytes */
     double dropout;         /* [0, 1), default 0.0 */
     int resamp_with_conv;   /* bool, default true */
 } model_config;
@@ -122,9 +131,13 @@ int config_load_string(config *c, const char *text, size_t len, const char *name
  * YAML flow syntax: model.ch_mult=[1,2,2]. Must be followed by config_validate().
  * Errors read "<command line>: section.key: ..."; *c unchanged on error. */
 int config_override(config *c, const char *assignment);
-/* Every key's range plus cross-field checks (required keys set, ch multiple of 32,
- * image size divisible by 2^(levels-1), attention resolutions that exist, micro
- * batch <= batch, ...). config_load_* call it; call it again after overrides. */
+/* Every key's range plus cross-field checks (required keys set, the model's own
+ * rules through unet_check_config: ch multiple of 32, image size divisible by
+ * 2^(levels-1), attention resolutions that exist, sizes within the model's
+ * limits; in_channels and image_size that the data format fixes; micro batch <=
+ * batch, ...). config_load_* call it (so a checkpoint header's config, loaded
+ * with config_load_string, is checked before any model is built from it); call
+ * it again after overrides. */
 int config_validate(const config *c);
 /* Canonical YAML text of the whole config (every key, fixed order); caller frees.
  * config_load_string(config_to_yaml(c)) gives back an equal config. */

@@ -3,6 +3,7 @@
 #include "unet.h"
 
 #include <math.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -18,7 +19,7 @@
 static int omp_get_max_threads(void) { return 1; }
 #endif
 
-#define GN_GROUPS 32
+#define GN_GROUPS UNET_GN_GROUPS
 #define GN_EPS 1e-6f
 #define NSCRATCH 4
 /* Lanes beyond the first each hold a gradient buffer; their total is capped here. */
@@ -181,7 +182,7 @@ static int add_res(unet *m, const char *prefix, int src, int skip, int cin, int 
     layer *L = new_layer(m, L_RES, src, cin, cout, H, W);
     L->skip = skip;
     L->dropout_id = (*dropout_count)++;
-    char name[PREFIX_MAX];
+    char name[UNET_NAME_MAX - 8]; /* prefix (< PREFIX_MAX) + ".nin_shortcut" */
     int tch = 4 * m->mc.ch;
     snprintf(name, sizeof name, "%s.norm1", prefix);
     add_norm(m, name, cin, &L->p[R_N1G], &L->p[R_N1B]);
@@ -204,7 +205,7 @@ static int add_res(unet *m, const char *prefix, int src, int skip, int cin, int 
 
 static int add_attn(unet *m, const char *prefix, int src, int c, int H, int W) {
     layer *L = new_layer(m, L_ATTN, src, c, c, H, W);
-    char name[PREFIX_MAX];
+    char name[UNET_NAME_MAX - 8];
     snprintf(name, sizeof name, "%s.norm", prefix);
     add_norm(m, name, c, &L->p[A_NG], &L->p[A_NB]);
     snprintf(name, sizeof name, "%s.q", prefix);
@@ -479,25 +480,136 @@ static void count_macs(unet *m) {
     m->macs = macs;
 }
 
-static unet *create(const model_config *mc, int max_batch, int with_backward, int lanes) {
-    if (max_batch < 1) {
-        err_set("unet: max_batch must be >= 1, got %d", max_batch);
-        return NULL;
+/* ---------- the model's rules (unet_check_config) ---------- */
+
+__attribute__((format(printf, 3, 4)))
+static int cfg_fail(unet_config_error *e, const char *field, const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(e->why, sizeof e->why, fmt, ap);
+    va_end(ap);
+    e->field = field;
+    return err_set("model.%s: %s", field, e->why);
+}
+
+static int range_fail(unet_config_error *e, const char *field, long v, long lo, long hi) {
+    return cfg_fail(e, field, "%ld is out of range (must be %ld..%ld)", v, lo, hi);
+}
+
+/* Every field on its own, then the rules between them. List lengths first: they
+ * bound the loops over ch_mult and attn_resolutions. */
+static int check_fields(const model_config *mc, unet_config_error *e) {
+    if (mc->num_levels < 1 || mc->num_levels > UNET_MAX_LEVELS)
+        return cfg_fail(e, "ch_mult", "has %d entries (must have 1..%d)", mc->num_levels,
+                        UNET_MAX_LEVELS);
+    if (mc->num_attn < 0 || mc->num_attn > UNET_MAX_ATTN)
+        return cfg_fail(e, "attn_resolutions", "has %d entries (must have 0..%d)", mc->num_attn,
+                        UNET_MAX_ATTN);
+    if (mc->image_size < UNET_MIN_IMAGE_SIZE || mc->image_size > UNET_MAX_IMAGE_SIZE)
+        return range_fail(e, "image_size", mc->image_size, UNET_MIN_IMAGE_SIZE, UNET_MAX_IMAGE_SIZE);
+    if (mc->in_channels < 1 || mc->in_channels > UNET_MAX_IN_CHANNELS)
+        return range_fail(e, "in_channels", mc->in_channels, 1, UNET_MAX_IN_CHANNELS);
+    if (mc->ch < UNET_MIN_CH || mc->ch > UNET_MAX_CH)
+        return range_fail(e, "ch", mc->ch, UNET_MIN_CH, UNET_MAX_CH);
+    if (mc->ch % UNET_GN_GROUPS)
+        return cfg_fail(e, "ch", "%d is not a multiple of %d (GroupNorm uses %d groups)", mc->ch,
+                        UNET_GN_GROUPS, UNET_GN_GROUPS);
+    for (int i = 0; i < mc->num_levels; i++)
+        if (mc->ch_mult[i] < 1 || mc->ch_mult[i] > UNET_MAX_CH_MULT)
+            return cfg_fail(e, "ch_mult", "entry %d: %d is out of range (must be 1..%d)", i + 1,
+                            mc->ch_mult[i], UNET_MAX_CH_MULT);
+    if (mc->num_res_blocks < 1 || mc->num_res_blocks > UNET_MAX_RES_BLOCKS)
+        return range_fail(e, "num_res_blocks", mc->num_res_blocks, 1, UNET_MAX_RES_BLOCKS);
+    if (!(mc->dropout >= 0 && mc->dropout < 1))
+        return cfg_fail(e, "dropout", "%g is out of range (must be [0, 1))", mc->dropout);
+    int down = 1 << (mc->num_levels - 1);
+    if (mc->image_size % down)
+        return cfg_fail(e, "image_size", "image_size %d is not divisible by 2^(levels-1) = %d "
+                        "(ch_mult has %d levels)", mc->image_size, down, mc->num_levels);
+    for (int a = 0; a < mc->num_attn; a++) {
+        int r = mc->attn_resolutions[a], found = 0;
+        char have[128];
+        size_t n = 0;
+        have[0] = '\0';
+        for (int i = 0; i < mc->num_levels; i++) {
+            if (mc->image_size >> i == r) found = 1;
+            if (n < sizeof have)
+                n += (size_t)snprintf(have + n, sizeof have - n, "%s%d", i ? ", " : "",
+                                      mc->image_size >> i);
+        }
+        if (!found)
+            return cfg_fail(e, "attn_resolutions", "%d is not a resolution of this U-Net (it has %s)",
+                            r, have);
+        for (int b = 0; b < a; b++)
+            if (mc->attn_resolutions[b] == r)
+                return cfg_fail(e, "attn_resolutions", "%d is listed twice", r);
     }
-    if (!mc->resamp_with_conv) {
-        err_set("model.resamp_with_conv: false (average-pool resampling) is not supported; "
-                "the paper's models use true");
-        return NULL;
+    return 0;
+}
+
+/* Floats one layer holds per image: its input, its output, the attention matrix,
+ * the upsampled input. Each is bounded by UNET_MAX_LAYER_FLOATS (check_sizes), so
+ * the sums below cannot wrap. */
+static void layer_floats(const layer *L, size_t f[4]) {
+    size_t hw = (size_t)L->H * (size_t)L->W, hwo = (size_t)L->Ho * (size_t)L->Wo;
+    f[0] = (size_t)L->cin * hw;
+    f[1] = (size_t)L->cout * hwo;
+    f[2] = L->kind == L_ATTN ? hw * hw : 0;
+    f[3] = L->kind == L_UP ? (size_t)L->cin * hwo : 0;
+}
+
+/* A bound on the activation bytes of the model built for N images: every layer's
+ * input, twice its output (output and gradient), its attention matrix and
+ * upsampled input, 2 + NSCRATCH buffers of the largest layer, and the timestep
+ * MLP. Above what allocate() takes, so that its sums (unchecked) cannot wrap
+ * when this is below UNET_MAX_ACTIVATION_BYTES. -1 when it overflows size_t. */
+static int activation_estimate(const unet *m, size_t N, size_t *bytes) {
+    size_t per = 0, largest = 0, f[4];
+    for (int i = 0; i < m->n_layers; i++) {
+        layer_floats(&m->layers[i], f);
+        for (int k = 0; k < 4; k++) {
+            if (f[k] > largest) largest = f[k];
+            if (size_add(per, k == 1 ? 2 * f[k] : f[k], &per)) return -1;
+        }
     }
-    if (mc->ch % GN_GROUPS != 0 || mc->num_levels < 1 || mc->num_res_blocks < 1) {
-        err_set("unet: invalid model config (ch %d, %d levels, %d res blocks)", mc->ch,
-                mc->num_levels, mc->num_res_blocks);
-        return NULL;
+    size_t extra;
+    if (size_mul(largest, 2 + NSCRATCH, &extra) || size_add(per, extra, &per) ||
+        size_add(per, 24 * (size_t)m->mc.ch + 64, &per))
+        return -1;
+    return size_mul(per, N, &per) || size_mul(per, sizeof(float), bytes) ? -1 : 0;
+}
+
+/* The sizes the structure implies (m holds the parameter table and layers only). */
+static int check_sizes(const unet *m, unet_config_error *e) {
+    if (m->n_params > UNET_MAX_PARAMS)
+        return cfg_fail(e, "ch", "the model would have %zu parameters, more than the model's "
+                        "limit of %zu (ch, ch_mult and num_res_blocks set its size)",
+                        m->n_params, UNET_MAX_PARAMS);
+    for (int i = 0; i < m->n_layers; i++) {
+        const layer *L = &m->layers[i];
+        size_t f[4];
+        layer_floats(L, f);
+        if (f[2] > UNET_MAX_LAYER_FLOATS)
+            return cfg_fail(e, "attn_resolutions", "attention at %dx%d needs a %zu-float matrix "
+                            "per image, more than the model's limit of %zu", L->H, L->W, f[2],
+                            UNET_MAX_LAYER_FLOATS);
+        for (int k = 0; k < 4; k++)
+            if (f[k] > UNET_MAX_LAYER_FLOATS)
+                return cfg_fail(e, "image_size", "a %dx%d layer of %d channels holds %zu floats per "
+                                "image, more than the model's limit of %zu", L->Ho, L->Wo,
+                                k == 1 ? L->cout : L->cin, f[k], UNET_MAX_LAYER_FLOATS);
     }
-    unet *m = xcalloc(1, sizeof *m);
-    m->mc = *mc;
-    m->max_batch = max_batch;
-    m->with_backward = with_backward;
+    size_t bytes;
+    if (activation_estimate(m, 1, &bytes) || bytes > UNET_MAX_ACTIVATION_BYTES)
+        return cfg_fail(e, "image_size", "the activations of one image would take more than "
+                        "%zu bytes (the model's limit)", UNET_MAX_ACTIVATION_BYTES);
+    return 0;
+}
+
+/* The parameter table and layer list of m->mc (checked by check_fields): no
+ * activation is allocated here. The skip stack is sized from the config. */
+static int build_tables(unet *m) {
+    const model_config *mc = &m->mc;
     int ch = mc->ch, dropout_count = 0;
     char name[PREFIX_MAX];
 
@@ -507,7 +619,9 @@ static unet *create(const model_config *mc, int max_batch, int with_backward, in
     int S = mc->image_size;
     layer *L = new_layer(m, L_CONV_IN, -1, mc->in_channels, ch, S, S);
     add_conv(m, "conv_in", mc->in_channels, ch, 3, 1.0f, &L->p[C_W], &L->p[C_B]);
-    int hs[256], nhs = 0;
+    /* conv_in, every down res block (or its attention) and every downsample */
+    int cap_hs = 1 + mc->num_levels * mc->num_res_blocks + mc->num_levels - 1, nhs = 0;
+    int *hs = xmalloc((size_t)cap_hs * sizeof *hs);
     hs[nhs++] = 0;
     int cur = 0, cur_ch = ch, res = S;
 
@@ -559,14 +673,62 @@ static unet *create(const model_config *mc, int max_batch, int with_backward, in
             res *= 2;
         }
     }
-    if (nhs != 0 || res != S) {
-        err_set("unet: image_size %d does not halve evenly through %d levels", S, mc->num_levels);
-        unet_free(m);
-        return NULL;
-    }
+    free(hs);
+    if (nhs != 0 || res != S)
+        return err_set("model.image_size: %d does not halve evenly through %d levels", S,
+                       mc->num_levels);
     L = new_layer(m, L_OUT, cur, cur_ch, mc->in_channels, res, res);
     add_norm(m, "norm_out", cur_ch, &L->p[O_NG], &L->p[O_NB]);
     add_conv(m, "conv_out", cur_ch, mc->in_channels, 3, INIT_ZERO_SCALE, &L->p[O_W], &L->p[O_B]);
+    return 0;
+}
+
+int unet_check_config(const model_config *mc, unet_config_error *e) {
+    unet_config_error local;
+    if (!e) e = &local;
+    if (!mc) return cfg_fail(e, "ch", "no model config given");
+    if (check_fields(mc, e)) return -1;
+    unet *m = xcalloc(1, sizeof *m);
+    m->mc = *mc;
+    m->max_batch = 1;
+    int rc = build_tables(m);
+    if (rc) {
+        e->field = "image_size";
+        snprintf(e->why, sizeof e->why, "%s", err_msg());
+    } else {
+        rc = check_sizes(m, e);
+    }
+    unet_free(m);
+    return rc;
+}
+
+static unet *create(const model_config *mc, int max_batch, int with_backward, int lanes) {
+    if (max_batch < 1) {
+        err_set("unet: max_batch must be >= 1, got %d", max_batch);
+        return NULL;
+    }
+    unet_config_error e;
+    if (check_fields(mc, &e)) return NULL;
+    if (!mc->resamp_with_conv) {
+        err_set("model.resamp_with_conv: false (average-pool resampling) is not supported; "
+                "the paper's models use true");
+        return NULL;
+    }
+    unet *m = xcalloc(1, sizeof *m);
+    m->mc = *mc;
+    m->max_batch = max_batch;
+    m->with_backward = with_backward;
+    size_t bytes;
+    if (build_tables(m) || check_sizes(m, &e)) {
+        unet_free(m);
+        return NULL;
+    }
+    if (activation_estimate(m, (size_t)max_batch, &bytes) || bytes > UNET_MAX_ACTIVATION_BYTES) {
+        err_set("unet: the activations for a batch of %d images would take more than %zu bytes "
+                "(the model's limit); use a smaller batch", max_batch, UNET_MAX_ACTIVATION_BYTES);
+        unet_free(m);
+        return NULL;
+    }
 
     count_macs(m);
     /* Lanes only when every thread gets one: with fewer lanes than threads the
@@ -1244,6 +1406,7 @@ const float *unet_dropout_mask(unet *m, int id, size_t *n, const char **block_na
     return NULL;
 }
 
+_Static_assert(7 + UNET_MAX_LEVELS + UNET_MAX_ATTN <= 32, "unet_describe writes at most 32");
 int unet_describe(const model_config *mc, float *meta) {
     int k = 0;
     meta[k++] = (float)mc->image_size;
@@ -1251,10 +1414,15 @@ int unet_describe(const model_config *mc, float *meta) {
     meta[k++] = (float)mc->ch;
     meta[k++] = (float)mc->num_res_blocks;
     meta[k++] = (float)mc->dropout;
-    meta[k++] = (float)mc->num_levels;
-    for (int i = 0; i < mc->num_levels; i++) meta[k++] = (float)mc->ch_mult[i];
-    meta[k++] = (float)mc->num_attn;
-    for (int i = 0; i < mc->num_attn; i++) meta[k++] = (float)mc->attn_resolutions[i];
+    /* list lengths clamped to the arrays (and to meta's 32): a config that
+     * unet_check_config would refuse still cannot write past them */
+    int levels = mc->num_levels < 0 ? 0 : mc->num_levels > UNET_MAX_LEVELS ? UNET_MAX_LEVELS
+                                                                            : mc->num_levels;
+    int attn = mc->num_attn < 0 ? 0 : mc->num_attn > UNET_MAX_ATTN ? UNET_MAX_ATTN : mc->num_attn;
+    meta[k++] = (float)levels;
+    for (int i = 0; i < levels; i++) meta[k++] = (float)mc->ch_mult[i];
+    meta[k++] = (float)attn;
+    for (int i = 0; i < attn; i++) meta[k++] = (float)mc->attn_resolutions[i];
     return k;
 }
 

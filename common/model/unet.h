@@ -17,8 +17,29 @@
 #include <stdint.h>
 
 #include "../config/config.h"
+#include "unet_limits.h"
 
 #define UNET_NAME_MAX 96
+
+/* Why unet_check_config refused a config: the model_config field to blame, as its
+ * YAML key name ("num_res_blocks", "ch_mult", ...), and the reason, without the key
+ * ("65 is out of range (must be 1..64)"). */
+typedef struct {
+    const char *field;
+    char why[256];
+} unet_config_error;
+
+/* The model's rules for a config, the same for every caller: every limit of
+ * unet_limits.h (fields and list lengths read from the struct are checked before
+ * they index anything), ch and each ch*mult multiple of 32, image_size divisible
+ * by 2^(levels-1), attention resolutions that exist and are not repeated, dropout
+ * in [0, 1), and the sizes the structure implies (parameters, each layer's floats
+ * per image, activations for one image; built as a parameter table only, never
+ * allocated). Returns 0, or -1 with err_msg() "model.<field>: <why>" and, when e is
+ * not NULL, *e filled. The config validator calls it (common/config), and
+ * unet_create before building anything. resamp_with_conv is not a limit: false is
+ * a valid config that unet_create refuses as unsupported. */
+int unet_check_config(const model_config *mc, unet_config_error *e);
 
 /* One named tensor inside the flat parameter buffer. Names are stable (see
  * docs/model.md): checkpoints and exports use them. */
@@ -43,8 +64,9 @@ typedef struct {
 } unet_rng;
 
 /* Builds the model for batches of at most max_batch images. with_backward = 0 keeps
- * only what a forward pass needs (sampling). Returns NULL with err_msg() on an
- * unsupported config. */
+ * only what a forward pass needs (sampling). Returns NULL with err_msg() on a
+ * config unet_check_config refuses, an unsupported one, or a batch whose
+ * activations would exceed UNET_MAX_ACTIVATION_BYTES (checked before allocating). */
 unet *unet_create(const model_config *mc, int max_batch, int with_backward);
 /* Lanes: with lanes > 1 the model is lanes complete sub-models, each for
  * ceil(max_batch / lanes) images, and a batch is split into contiguous slices that

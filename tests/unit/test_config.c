@@ -4,8 +4,10 @@
  * random mutations of a valid file), overrides and diffs behave. */
 #include "common/config/config.h"
 #include "common/core/util.h"
+#include "common/model/unet.h"
 #include "tests/unit/test.h"
 
+#include <glob.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -145,10 +147,10 @@ static void test_tiny(void) {
     test_check(rc == 0, "tiny.yaml loads (%s)", rc ? err_msg() : "ok");
     if (!rc) {
         const model_config *m = &c.model;
-        test_check(m->image_size == 8 && m->in_channels == 3 && m->ch == 32 && m->num_levels == 2 &&
+        test_check(m->image_size == 8 && m->in_channels == 1 && m->ch == 32 && m->num_levels == 2 &&
                        m->ch_mult[0] == 1 && m->ch_mult[1] == 2 && m->num_res_blocks == 1 &&
                        m->num_attn == 1 && m->attn_resolutions[0] == 4 && m->dropout == 0.1,
-                   "tiny: 8x8x3, ch 32, [1,2], 1 block, attention at 4, dropout 0.1");
+                   "tiny: 8x8x1, ch 32, [1,2], 1 block, attention at 4, dropout 0.1");
         test_check(c.diffusion.timesteps == 100 && c.training.batch_size == 4 && c.training.steps == 20 &&
                        c.data.format == DATA_IDX && !strncmp(c.data.path, "/tmp/", 5),
                    "tiny: T 100, batch 4, 20 steps, idx data under /tmp");
@@ -268,7 +270,7 @@ static const char *const g_base[] = {
     "# base config for the error tests",  /* 1 */
     "model:",                              /* 2 */
     "  image_size: 8",                     /* 3 */
-    "  in_channels: 3",                    /* 4 */
+    "  in_channels: 1",                    /* 4 (IDX images are grey) */
     "  ch: 32",                            /* 5 */
     "  ch_mult: [1, 2]",                   /* 6 */
     "  num_res_blocks: 1",                 /* 7 */
@@ -388,7 +390,7 @@ static void test_errors(void) {
     expect_error_line("batch 0", 13, "  batch_size: 0", ":13:", "training.batch_size", "out of range");
     expect_error_line("negative steps", 14, "  steps: -1", ":14:", "training.steps", "out of range");
     expect_error_line("int overflow", 14, "  steps: 99999999999999999999999", ":14:", "training.steps",
-                      "expected an integer");
+                      "99999999999999999999999 is out of range (must be 0..1000000000000)");
     expect_error_line("int beyond int range", 11, "  timesteps: 4294967296", ":11:", "diffusion.timesteps",
                       "out of range");
     expect_error_line("nan", 9, "  dropout: .nan", ":9:", "model.dropout", NULL);
@@ -661,6 +663,7 @@ static void test_validate_in_code(void) {
                "defaults alone miss required keys: %s", err_msg());
     c.model.image_size = 16;
     c.model.in_channels = 3;
+    c.data.format = DATA_IMAGE_FOLDER; /* any channel count */
     c.model.ch = 64;
     c.model.ch_mult[0] = 1;
     c.model.ch_mult[1] = 2;
@@ -689,12 +692,208 @@ static void test_validate_in_code(void) {
                err_msg());
 }
 
+/* ------------------------------------------------- hostile numbers (#14) */
+
+static int printable(const char *s) {
+    for (; *s; s++)
+        if ((unsigned char)*s < 0x20 || (unsigned char)*s > 0x7e) return 0;
+    return 1;
+}
+
+/* An override refused with a printable message holding `want`. */
+static void expect_refused(const char *base, const char *assignment, const char *want) {
+    config c;
+    if (config_load_file(&c, base)) {
+        test_check(0, "load %s: %s", base, err_msg());
+        return;
+    }
+    int rc = config_override(&c, assignment);
+    if (rc == 0) rc = config_validate(&c);
+    test_check(rc == -1 && printable(err_msg()) && contains(err_msg(), want),
+               "%s refused with '%s': %s", assignment, want, rc ? err_msg() : "(accepted)");
+}
+
+/* Row 5: an int key without an upper bound of its own (checkpoint_every,
+ * warmup_steps, log_every, eval_every) above INT_MAX printed uninitialised memory
+ * as its message. Every integer, float and list entry is now refused with its
+ * range, whatever the magnitude, in files and overrides alike. */
+static void test_hostile_numbers(void) {
+    static const char *const unbounded[] = {"training.checkpoint_every", "training.warmup_steps",
+                                            "training.log_every", "training.eval_every"};
+    char a[128], want[128];
+    for (size_t i = 0; i < sizeof unbounded / sizeof unbounded[0]; i++) {
+        snprintf(a, sizeof a, "%s=2147483648", unbounded[i]);
+        snprintf(want, sizeof want, "%s: 2147483648 is out of range (must be", unbounded[i]);
+        expect_refused("configs/tiny.yaml", a, want);
+        snprintf(a, sizeof a, "%s=99999999999999999999999", unbounded[i]);
+        expect_refused("configs/tiny.yaml", a, "99999999999999999999999 is out of range");
+    }
+    expect_refused("configs/tiny.yaml", "training.checkpoint_every=2147483648",
+                   "<command line>: training.checkpoint_every: 2147483648 is out of range (must be "
+                   "0..2147483647)");
+    config c;
+    test_check(config_load_file(&c, "configs/tiny.yaml") == 0 &&
+                   config_override(&c, "training.checkpoint_every=2147483647") == 0 &&
+                   config_validate(&c) == 0 && c.training.checkpoint_every == 2147483647,
+               "checkpoint_every=2147483647 (INT_MAX) accepted");
+    /* every int key, both ends and beyond long long */
+    static const char *const ints[] = {
+        "model.image_size", "model.in_channels", "model.ch", "model.num_res_blocks",
+        "diffusion.timesteps", "training.batch_size", "training.micro_batch",
+        "training.warmup_steps", "training.log_every", "training.checkpoint_every",
+        "training.keep_checkpoints", "training.threads", "training.eval_every",
+        "training.eval_images", "training.eval_stride", "distributed.servers",
+        "distributed.zstd_level"};
+    static const char *const huge[] = {"2147483648", "-2147483649", "4294967296",
+                                       "9223372036854775807", "9223372036854775808",
+                                       "-9223372036854775809", "1000000000000000000000000000000"};
+    for (size_t i = 0; i < sizeof ints / sizeof ints[0]; i++)
+        for (size_t j = 0; j < sizeof huge / sizeof huge[0]; j++) {
+            snprintf(a, sizeof a, "%s=%s", ints[i], huge[j]);
+            snprintf(want, sizeof want, "%s: %s is out of range", ints[i], huge[j]);
+            expect_refused("configs/tiny.yaml", a, want);
+        }
+    expect_refused("configs/tiny.yaml", "training.steps=1000000000001",
+                   "training.steps: 1000000000001 is out of range (must be 0..1000000000000)");
+    expect_refused("configs/tiny.yaml", "training.steps=-9223372036854775809",
+                   "training.steps: -9223372036854775809 is out of range");
+    /* lists: entries beyond int and long long, too many entries */
+    expect_refused("configs/tiny.yaml", "model.ch_mult=[1, 4294967297]",
+                   "model.ch_mult: entry 2: 4294967297 is out of range (must be 1..64)");
+    expect_refused("configs/tiny.yaml", "model.ch_mult=[1, 99999999999999999999999]",
+                   "entry 2: 99999999999999999999999 is out of range");
+    expect_refused("configs/tiny.yaml", "model.attn_resolutions=[-9223372036854775809]",
+                   "entry 1: -9223372036854775809 is out of range");
+    expect_refused("configs/tiny.yaml", "model.ch_mult=[1,1,1,1,1,1,1,1,1]", "at most 8");
+    expect_refused("configs/tiny.yaml", "model.ch_mult=[1, 2.0]", "entry 2: expected an integer");
+    expect_refused("configs/tiny.yaml", "model.ch_mult=[1, 0x2]", "entry 2: expected an integer");
+    /* floats: NaN, infinities, hex, junk, and values that overflow or underflow */
+    static const char *const bad_reals[] = {".nan", "nan", ".inf", "-.inf", "inf", "1e400",
+                                            "-1e400", "0x1p-3", "1e", "1.5.2", "1e-3x", "1,5",
+                                            "--1", "+.e3"};
+    for (size_t i = 0; i < sizeof bad_reals / sizeof bad_reals[0]; i++) {
+        snprintf(a, sizeof a, "training.grad_clip=%s", bad_reals[i]);
+        expect_refused("configs/tiny.yaml", a, "training.grad_clip");
+    }
+    /* 1e-400 reads as 0, which would turn clipping off: refused, not rounded */
+    expect_refused("configs/tiny.yaml", "training.grad_clip=1e-400", "too small to represent");
+    test_check(config_load_file(&c, "configs/tiny.yaml") == 0 &&
+                   config_override(&c, "training.grad_clip=0e-400") == 0 && c.training.grad_clip == 0,
+               "grad_clip=0e-400 is 0");
+    /* seeds: the whole uint64 range, nothing beyond, no sign */
+    test_check(config_load_file(&c, "configs/tiny.yaml") == 0 &&
+                   config_override(&c, "training.seed=18446744073709551615") == 0 &&
+                   c.training.seed == UINT64_MAX,
+               "seed 2^64-1 accepted");
+    expect_refused("configs/tiny.yaml", "training.seed=18446744073709551616", "below 2^64");
+    expect_refused("configs/tiny.yaml", "training.seed=-1", "below 2^64");
+    /* the same in a file: line and key named */
+    expect_error_line("int key above INT_MAX in a file", 14, "  steps: 20\n  checkpoint_every: 2147483648",
+                      ":15:", "training.checkpoint_every", "2147483648 is out of range (must be 0..2147483647)");
+}
+
+/* ------------------------------------------------ shipped configs (#14) */
+
+/* Row 12: configs/tiny.yaml said in_channels 3 with IDX data (grey): it could not
+ * train. Every shipped config (and every test config) loads, passes the model's
+ * check, and has the channels and size its data format fixes; the validator
+ * refuses a mismatch naming both keys. */
+static void test_shipped_configs(void) {
+    static const char *const patterns[] = {"configs/*.yaml", "tests/configs/*.yaml"};
+    int n = 0;
+    for (int p = 0; p < 2; p++) {
+        glob_t g;
+        if (glob(patterns[p], 0, NULL, &g) != 0) {
+            test_check(0, "no files match %s", patterns[p]);
+            continue;
+        }
+        for (size_t i = 0; i < g.gl_pathc; i++, n++) {
+            config c;
+            const char *f = g.gl_pathv[i];
+            int rc = config_load_file(&c, f);
+            test_check(rc == 0, "%s loads (%s)", f, rc ? err_msg() : "ok");
+            if (rc) continue;
+            test_check(unet_check_config(&c.model, NULL) == 0, "%s: the model's check passes", f);
+            int fixed_ch = c.data.format == DATA_IDX ? 1 : c.data.format == DATA_CIFAR10 ? 3 : 0;
+            test_check(!fixed_ch || c.model.in_channels == fixed_ch,
+                       "%s: in_channels %d fits data.format", f, c.model.in_channels);
+            test_check(c.data.format != DATA_CIFAR10 || c.model.image_size == 32,
+                       "%s: image_size fits data.format", f);
+            char *text = config_to_yaml(&c);
+            config back;
+            rc = config_load_string(&back, text, strlen(text), f);
+            test_check(rc == 0 && config_diff_all(&c, &back, NULL, 0) == 0, "%s: round trip", f);
+            free(text);
+        }
+        globfree(&g);
+    }
+    test_check(n >= 8, "%d shipped and test configs checked", n);
+    /* mismatches, blaming the key given on the command line */
+    expect_refused("configs/tiny_fashion.yaml", "model.in_channels=3",
+                   "<command line>: model.in_channels: 3 does not fit data.format idx");
+    expect_refused("configs/tiny_fashion.yaml", "data.format=cifar10",
+                   "<command line>: data.format: 1 does not fit data.format cifar10");
+    expect_refused("configs/cifar10.yaml", "model.in_channels=1",
+                   "model.in_channels: 1 does not fit data.format cifar10 (CIFAR-10 images are 32x32 "
+                   "RGB: in_channels must be 3)");
+    expect_refused("configs/cifar10.yaml", "model.image_size=64", "model.image_size: 64 does not fit "
+                   "data.format cifar10");
+    /* in a file: the key and line of in_channels */
+    expect_error_line("RGB with IDX data", 4, "  in_channels: 3", ":4:", "model.in_channels",
+                      "does not fit data.format idx");
+    config c;
+    test_check(config_load_file(&c, "configs/tiny_fashion.yaml") == 0 &&
+                   config_override(&c, "data.format=image_folder") == 0 &&
+                   config_override(&c, "model.in_channels=3") == 0 && config_validate(&c) == 0,
+               "image folders take any channel count");
+}
+
+/* Row 1: the model's limits are the validator's. The deepest model they allow
+ * loads; an absurd one (4e14 parameters, attention on 512x512) is refused at the
+ * key, from a file, an override or a checkpoint's header (loaded by name). */
+static void test_model_limits(void) {
+    config c;
+    if (config_load_file(&c, "configs/tiny_fashion.yaml")) return;
+    const char *deep[] = {"model.image_size=128", "model.ch_mult=[1,1,1,1,1,1,1,1]",
+                          "model.num_res_blocks=64", "model.attn_resolutions=[]",
+                          "data.format=image_folder"};
+    int rc = 0;
+    for (int i = 0; i < 5 && !rc; i++) rc = config_override(&c, deep[i]);
+    if (!rc) rc = config_validate(&c);
+    test_check(rc == 0, "8 levels x 64 blocks (the model's limits) validates (%s)", rc ? err_msg() : "ok");
+    expect_refused("configs/tiny_fashion.yaml", "model.num_res_blocks=65",
+                   "model.num_res_blocks: 65 is out of range (must be 1..64)");
+    char *base = base_with(5, "  ch: 4096\n  ch_mult: [64, 64]\n  num_res_blocks: 64");
+    /* line 6 and 7 now repeat ch_mult and num_res_blocks: drop them */
+    char *dup = strstr(base, "  ch_mult: [1, 2]\n");
+    if (dup) memmove(dup, dup + 18, strlen(dup + 18) + 1);
+    dup = strstr(base, "  num_res_blocks: 1\n");
+    if (dup) memmove(dup, dup + 20, strlen(dup + 20) + 1);
+    rc = config_load_string(&c, base, strlen(base), "run/ckpt-0000000001.ddpm");
+    test_check(rc == -1 && contains(err_msg(), "run/ckpt-0000000001.ddpm:5: model.ch: the model would "
+                                               "have ") && contains(err_msg(), "parameters"),
+               "an absurd model in a checkpoint's config is refused naming it: %s", err_msg());
+    free(base);
+    if (config_load_file(&c, "configs/tiny_fashion.yaml")) return;
+    rc = config_override(&c, "model.image_size=512");
+    if (!rc) rc = config_override(&c, "model.attn_resolutions=[512]");
+    if (!rc) rc = config_validate(&c);
+    test_check(rc == -1 && contains(err_msg(), "<command line>: model.attn_resolutions: attention at "
+                                               "512x512 needs a 68719476736-float matrix"),
+               "attention on a 512x512 map is refused: %s", err_msg());
+    expect_refused("configs/tiny_fashion.yaml", "model.image_size=512",
+                   "model.attn_resolutions: 14 is not a resolution");
+}
+
 int main(void) {
     setup_tmp();
     test_fashion_mnist();
     test_cifar10();
     test_lsun256();
     test_tiny();
+    test_hostile_numbers();
+    test_shipped_configs();
+    test_model_limits();
     test_round_trips();
     test_errors();
     test_garbage();

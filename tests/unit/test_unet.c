@@ -6,7 +6,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
+#include "common/ckpt/checkpoint.h"
 #include "common/config/config.h"
 #include "common/core/util.h"
 #include "common/model/unet.h"
@@ -303,7 +305,155 @@ static void check_conv_env(void) {
     unsetenv("DDPM_PREPARE_MIB");
 }
 
+/* ---------- the model's limits (issue #14 row 1) ---------- */
+
+/* A model config with L levels of multiplier 1, B res blocks, no attention. */
+static model_config deep_config(int image, int levels, int blocks) {
+    model_config mc;
+    memset(&mc, 0, sizeof mc);
+    mc.image_size = image;
+    mc.in_channels = 1;
+    mc.ch = 32;
+    mc.num_levels = levels;
+    for (int i = 0; i < levels; i++) mc.ch_mult[i] = 1;
+    mc.num_res_blocks = blocks;
+    mc.resamp_with_conv = 1;
+    return mc;
+}
+
+/* Row 1: create() kept its skip connections in int hs[256], while the config
+ * allows 8 levels x 64 blocks (520 skips): the issue's 5 x 64 model smashed the
+ * stack. The deepest model the limits allow passes the model's check, and the
+ * issue's builds (a forward pass of it costs seconds under ASan: not run). */
+static void check_deep_models(void) {
+    model_config mc = deep_config(16, 5, 64);
+    unet_config_error e;
+    int rc = unet_check_config(&mc, &e);
+    test_check(rc == 0, "5 levels x 64 blocks passes the model's check (%s)", rc ? err_msg() : "ok");
+    unet *m = unet_create_lanes(&mc, 1, 0, 1);
+    test_check(m != NULL, "5 levels x 64 blocks builds (was: stack overflow in create) %s",
+               m ? "" : err_msg());
+    if (m) {
+        /* 1 + 5*64 + 4 skips; up path 5*65 res blocks */
+        test_check(unet_find_tensor(m, "up.0.block.64.conv2.weight") >= 0 &&
+                       unet_find_tensor(m, "down.4.block.63.conv2.weight") >= 0 &&
+                       unet_find_tensor(m, "up.0.block.65.conv2.weight") < 0,
+                   "5 x 64: every block's tensors present, %d tensors", unet_num_tensors(m));
+        unet_free(m);
+    }
+    mc = deep_config(128, UNET_MAX_LEVELS, UNET_MAX_RES_BLOCKS);
+    rc = unet_check_config(&mc, &e);
+    test_check(rc == 0, "8 levels x 64 blocks (the limits) passes (%s)", rc ? err_msg() : "ok");
+}
+
+/* The model's check refuses every out-of-limit or absurd field with the field and
+ * a reason, whatever the struct holds (a config built in code, or by a caller
+ * that skipped config_validate); unet_create refuses the same before allocating. */
+static void check_model_limits(void) {
+    model_config base = deep_config(32, 2, 1), mc;
+    unet_config_error e;
+#define REFUSED(label, field_, what, stmt)                                                          \
+    do {                                                                                            \
+        mc = base;                                                                                  \
+        stmt;                                                                                       \
+        memset(&e, 0, sizeof e);                                                                    \
+        int rc_ = unet_check_config(&mc, &e);                                                       \
+        unet *m_ = rc_ ? unet_create_lanes(&mc, 1, 1, 1) : NULL;                                    \
+        test_check(rc_ == -1 && e.field && !strcmp(e.field, field_) && strstr(e.why, what) &&      \
+                       strstr(err_msg(), "model." field_) && !m_,                                   \
+                   "%s refused: model.%s: %s", label, e.field ? e.field : "(none)", e.why);        \
+        unet_free(m_);                                                                              \
+    } while (0)
+    REFUSED("9 levels", "ch_mult", "has 9 entries", mc.num_levels = 9);
+    REFUSED("-1 levels", "ch_mult", "has -1 entries", mc.num_levels = -1);
+    REFUSED("1000 attention entries", "attn_resolutions", "has 1000", mc.num_attn = 1000);
+    REFUSED("image 2^30", "image_size", "out of range", mc.image_size = 1 << 30);
+    REFUSED("image 2", "image_size", "out of range", mc.image_size = 2);
+    REFUSED("0 channels", "in_channels", "out of range", mc.in_channels = 0);
+    REFUSED("ch 48", "ch", "multiple of 32", mc.ch = 48);
+    REFUSED("ch 2^20", "ch", "out of range", mc.ch = 1 << 20);
+    REFUSED("mult 0", "ch_mult", "entry 2", mc.ch_mult[1] = 0);
+    REFUSED("mult 65", "ch_mult", "entry 1", mc.ch_mult[0] = 65);
+    REFUSED("65 blocks", "num_res_blocks", "out of range", mc.num_res_blocks = 65);
+    REFUSED("NaN dropout", "dropout", "out of range", mc.dropout = NAN);
+    REFUSED("dropout 1", "dropout", "out of range", mc.dropout = 1.0);
+    REFUSED("image 36 over 4 levels", "image_size", "divisible",
+            (mc.image_size = 36, mc.num_levels = 4, mc.ch_mult[2] = mc.ch_mult[3] = 1));
+    REFUSED("attention at 5", "attn_resolutions", "not a resolution",
+            (mc.num_attn = 1, mc.attn_resolutions[0] = 5));
+    REFUSED("attention twice", "attn_resolutions", "twice",
+            (mc.num_attn = 2, mc.attn_resolutions[0] = mc.attn_resolutions[1] = 16));
+    /* sizes: 4096 x 64 channels (4e14 parameters), attention on a 512x512 map
+     * (2^36 floats per image; the middle block's attention is on the smallest
+     * map), 4096x4096 maps of 256 channels (512 after a skip concatenation) */
+    REFUSED("4e14 parameters", "ch", "parameters",
+            (mc.ch = 4096, mc.ch_mult[0] = mc.ch_mult[1] = 64, mc.num_res_blocks = 64));
+    REFUSED("attention at 512", "attn_resolutions", "attention at 512x512",
+            (mc.image_size = 512, mc.num_attn = 1, mc.attn_resolutions[0] = 512));
+    REFUSED("4096^2 x 256 channels", "image_size", "floats per image",
+            (mc.image_size = 4096, mc.ch = 256, mc.num_levels = 8,
+             mc.ch_mult[2] = mc.ch_mult[3] = mc.ch_mult[4] = mc.ch_mult[5] = mc.ch_mult[6] =
+                 mc.ch_mult[7] = 1));
+#undef REFUSED
+    /* within the limits, but not for this batch: refused before allocating */
+    config c;
+    if (!test_check(config_load_file(&c, "configs/fashion_mnist.yaml") == 0, "load fashion_mnist"))
+        return;
+    unet *m = unet_create_lanes(&c.model, 2147483647, 1, 1);
+    test_check(!m && strstr(err_msg(), "batch of 2147483647"),
+               "a batch of 2^31-1 is refused before allocating: %s", m ? "(built)" : err_msg());
+    unet_free(m);
+}
+
+/* A checkpoint's header carries its config: ddpm-sample and ddpm-eval bpd read the
+ * header, load its config (config_load_string, named after the file) and build the
+ * model from it. An absurd config must stop there with the file's name; the
+ * issue's deep one builds. */
+static void check_checkpoint_config(void) {
+    char dir[] = "/tmp/ddpm-unet-test-XXXXXX";
+    if (!test_check(mkdtemp(dir) != NULL, "temp dir")) return;
+    config c;
+    if (!test_check(config_load_file(&c, "configs/tiny_fashion.yaml") == 0, "load tiny_fashion"))
+        return;
+    for (int absurd = 0; absurd < 2; absurd++) {
+        config w = c;
+        w.model = absurd ? deep_config(512, 2, 64) : deep_config(16, 5, 64);
+        if (absurd) w.model.ch = 4096, w.model.ch_mult[0] = w.model.ch_mult[1] = 64;
+        char *yaml = config_to_yaml(&w);
+        ckpt_header h;
+        memset(&h, 0, sizeof h);
+        h.config_yaml = yaml;
+        h.step = (uint64_t)absurd + 1;
+        h.n_params = 1;
+        float one = 0;
+        char path[256];
+        int rc = ckpt_write(dir, &h, &one, NULL, NULL, NULL, path, sizeof path);
+        free(yaml);
+        if (!test_check(rc == 0, "write a checkpoint (%s)", rc ? err_msg() : "ok")) continue;
+        ckpt_header r;
+        config got;
+        rc = ckpt_read_header(path, &r);
+        if (rc == 0) rc = config_load_string(&got, r.config_yaml, strlen(r.config_yaml), path);
+        ckpt_header_free(&r);
+        if (absurd) {
+            test_check(rc == -1 && strstr(err_msg(), path) && strstr(err_msg(), "model.ch") &&
+                           strstr(err_msg(), "parameters"),
+                       "a checkpoint with 4e14 parameters is refused naming the file: %s", err_msg());
+        } else {
+            unet *m = rc == 0 ? unet_create_lanes(&got.model, 2, 0, 1) : NULL;
+            test_check(m != NULL, "a checkpoint with 5 levels x 64 blocks gives its model (%s)",
+                       m ? "ok" : err_msg());
+            unet_free(m);
+        }
+        unlink(path);
+    }
+    rmdir(dir);
+}
+
 int main(void) {
+    check_deep_models();
+    check_model_limits();
+    check_checkpoint_config();
     check_lanes_env();
     check_conv_env();
     check_tail_chunk();
