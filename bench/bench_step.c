@@ -3,8 +3,10 @@
  *   bench_step sgemm [--threads T] [--reps R]
  *       median GFLOP/s of cblas_sgemm 2048x2048x2048
  *   bench_step train|forward CONFIG.yaml BATCH [--threads T] [--steps S] [--warmup W]
- *              [--conv auto|shift|winograd]   (the 3x3 stride-1 formulation, conv_set_algo)
- *              [--wino-tile 0|2|4]             (the forward's Winograd tile, conv_winograd_set_tile)
+ *              [--conv auto|shift|winograd]   (the 3x3 stride-1 formulation: conv_algo_opts.algo)
+ *              [--wino-tile 0|2|4]             (the forward's Winograd tile: .wino_tile)
+ *       The flags override DDPM_CONV; DDPM_LANES and DDPM_PREPARE_MIB apply as in
+ *       the programs (common/env/env_opts.h).
  *       train: forward + backward + Adam update of one batch (dropout on, as in
  *       training); forward: eps_theta only, no dropout (a sampling step, over
  *       weights prepared once as sampler_run prepares them: unet_prepare).
@@ -24,6 +26,7 @@
 #include "common/core/blas_setup.h"
 #include "common/core/prof.h"
 #include "common/core/util.h"
+#include "common/env/env_opts.h"
 #include "common/model/unet.h"
 #include "common/ops/ops.h"
 #include "common/optim/optim.h"
@@ -91,7 +94,8 @@ static void run_step(bench_state *b) {
     prof_end(PROF_OTHER, t0);
 }
 
-static int bench_model(const char *mode, const char *path, int N, int steps, int warmup) {
+static int bench_model(const char *mode, const char *path, int N, int steps, int warmup,
+                       const unet_options *opt) {
     config c;
     if (config_load_file(&c, path) != 0) {
         fprintf(stderr, "bench_step: %s\n", err_msg());
@@ -101,7 +105,7 @@ static int bench_model(const char *mode, const char *path, int N, int steps, int
     memset(&b, 0, sizeof b);
     b.train = strcmp(mode, "train") == 0;
     b.N = N;
-    b.model = unet_create(&c.model, N, b.train);
+    b.model = unet_create(&c.model, N, b.train, opt);
     if (!b.model) {
         fprintf(stderr, "bench_step: %s: %s\n", path, err_msg());
         return 1;
@@ -204,6 +208,11 @@ int main(int argc, char **argv) {
     int threads = 2, steps = 7, warmup = 2, reps = 7;
     int npos = 0;
     const char *pos[3] = {0};
+    unet_options opt = unet_options_default();
+    if (env_unet_options(&opt) != 0) {
+        fprintf(stderr, "bench_step: %s\n", err_msg());
+        return 1;
+    }
     for (int i = 1; i < argc; i++) {
         if (i + 1 < argc && strcmp(argv[i], "--threads") == 0) threads = atoi(argv[++i]);
         else if (i + 1 < argc && strcmp(argv[i], "--steps") == 0) steps = atoi(argv[++i]);
@@ -211,15 +220,15 @@ int main(int argc, char **argv) {
         else if (i + 1 < argc && strcmp(argv[i], "--reps") == 0) reps = atoi(argv[++i]);
         else if (i + 1 < argc && strcmp(argv[i], "--conv") == 0) {
             const char *a = argv[++i];
-            if (strcmp(a, "auto") == 0) conv_set_algo(CONV_ALGO_AUTO);
-            else if (strcmp(a, "shift") == 0) conv_set_algo(CONV_ALGO_SHIFT);
-            else if (strcmp(a, "winograd") == 0) conv_set_algo(CONV_ALGO_WINOGRAD);
+            if (strcmp(a, "auto") == 0) opt.conv.algo = CONV_ALGO_AUTO;
+            else if (strcmp(a, "shift") == 0) opt.conv.algo = CONV_ALGO_SHIFT;
+            else if (strcmp(a, "winograd") == 0) opt.conv.algo = CONV_ALGO_WINOGRAD;
             else return usage();
         }
         else if (i + 1 < argc && strcmp(argv[i], "--wino-tile") == 0) {
             const char *a = argv[++i];
             if (strcmp(a, "0") != 0 && strcmp(a, "2") != 0 && strcmp(a, "4") != 0) return usage();
-            conv_winograd_set_tile(atoi(a));
+            opt.conv.wino_tile = atoi(a);
         }
         else if (argv[i][0] == '-') return usage();
         else if (npos < 3) pos[npos++] = argv[i];
@@ -235,5 +244,5 @@ int main(int argc, char **argv) {
         return usage();
     int N = atoi(pos[2]);
     if (N < 1) return usage();
-    return bench_model(pos[0], pos[1], N, steps, warmup);
+    return bench_model(pos[0], pos[1], N, steps, warmup, &opt);
 }

@@ -19,6 +19,7 @@
 #include "common/config/config.h"
 #include "common/core/blas_setup.h"
 #include "common/core/util.h"
+#include "common/env/env_opts.h"
 #include "common/model/unet.h"
 #include "common/ops/ops.h"
 #include "common/optim/optim.h"
@@ -52,7 +53,8 @@ int main(int argc, char **argv) {
         fprintf(stderr, "mem_step: %s\n", err_msg());
         return 1;
     }
-    unet *model = unet_create(&c.model, N, 1);
+    unet_options opt = unet_options_default();
+    unet *model = env_unet_options(&opt) == 0 ? unet_create(&c.model, N, 1, &opt) : NULL;
     if (!model) {
         fprintf(stderr, "mem_step: %s: %s\n", pos[0], err_msg());
         return 1;

@@ -22,6 +22,7 @@
 #include "common/core/util.h"
 #include "common/data/dataset.h"
 #include "common/diffusion/diffusion.h"
+#include "common/env/env_opts.h"
 #include "common/io/tensor_file.h"
 #include "common/model/unet.h"
 #include "common/optim/optim.h"
@@ -123,7 +124,8 @@ int main(int argc, char **argv) {
     const training_config *tc = &tr.cfg.training;
     int micro = tc->micro_batch > 0 ? tc->micro_batch : tc->batch_size;
     if (summary) {
-        unet *m = unet_create(&tr.cfg.model, micro, 1);
+        unet_options opt = unet_options_default();
+        unet *m = env_unet_options(&opt) == 0 ? unet_create(&tr.cfg.model, micro, 1, &opt) : NULL;
         if (!m) {
             fprintf(stderr, "ddpm-train: %s\n", err_msg());
             return EXIT_ERROR;
@@ -215,8 +217,10 @@ int main(int argc, char **argv) {
         ok = 0;
     if (ok) {
         /* servers only need the parameter table: a one-image forward-only model */
-        tr.model = is_worker ? unet_create(&tr.cfg.model, micro, 1)
-                             : unet_create(&tr.cfg.model, 1, 0);
+        unet_options opt = unet_options_default();
+        if (env_unet_options(&opt) != 0) tr.model = NULL;
+        else tr.model = is_worker ? unet_create(&tr.cfg.model, micro, 1, &opt)
+                                  : unet_create(&tr.cfg.model, 1, 0, &opt);
         if (!tr.model) ok = 0;
     }
     if (ok) {

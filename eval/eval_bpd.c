@@ -17,6 +17,7 @@
 #include "common/core/util.h"
 #include "common/data/dataset.h"
 #include "common/diffusion/diffusion.h"
+#include "common/env/env_opts.h"
 #include "common/eval/bpd.h"
 #include "common/io/npz_array.h"
 #include "common/model/unet.h"
@@ -262,7 +263,8 @@ int eval_bpd_main(int argc, char **argv) {
         }
         data = cfg.data.eval_path;
     }
-    model = unet_create(&cfg.model, (int)batch, 0);
+    unet_options opt = unet_options_default();
+    model = env_unet_options(&opt) == 0 ? unet_create(&cfg.model, (int)batch, 0, &opt) : NULL;
     if (!model) goto done;
     size_t P = unet_num_params(model);
     w = xfloats(P);

@@ -18,6 +18,7 @@
 #include "common/core/blas_setup.h"
 #include "common/core/util.h"
 #include "common/diffusion/diffusion.h"
+#include "common/env/env_opts.h"
 #include "common/io/image_io.h"
 #include "common/io/npz.h"
 #include "common/model/unet.h"
@@ -180,7 +181,8 @@ int main(int argc, char **argv) {
     if (ckpt_read_header(ckpt, &h) != 0) goto fail;
     if (config_load_string(&cfg, h.config_yaml, strlen(h.config_yaml), ckpt) != 0) goto fail;
     if (batch > n) batch = n;
-    model = unet_create(&cfg.model, (int)batch, 0);
+    unet_options opt = unet_options_default();
+    model = env_unet_options(&opt) == 0 ? unet_create(&cfg.model, (int)batch, 0, &opt) : NULL;
     if (!model) goto fail;
     size_t P = unet_num_params(model);
     w = xfloats(P);

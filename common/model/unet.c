@@ -42,6 +42,10 @@ enum {
     S_UP, S_MEAN1, S_RSTD1, S_MEAN2, S_RSTD2, S_TP, S_COUNT
 };
 
+/* A layer's convolutions, indices into layer.plan: K_MAIN is its only one
+ * (conv_in, attention's 1x1 projections, down, up, out) or a res block's conv1. */
+enum { K_MAIN, K_CONV2, K_SHORTCUT, K_COUNT };
+
 typedef struct {
     layer_kind kind;
     int cin, cout;      /* input channels (after concat for up blocks), output channels */
@@ -55,6 +59,8 @@ typedef struct {
     int first_use;      /* training: highest layer index reading out (its dout is
                            zeroed when backward reaches that layer) */
     float *s[S_COUNT];  /* saved intermediates */
+    conv_plan plan[K_COUNT]; /* its convolutions' plans (plan_convs), for any N; set
+                                in the models that run (the lanes, not their parent) */
 } layer;
 
 struct unet {
@@ -96,13 +102,12 @@ struct unet {
     float **lane_grads;
     int *lane_start;    /* active_lanes + 1 image offsets of the last forward */
     float *mask_buf;    /* unet_dropout_mask's gathered mask (lanes only) */
-    /* unet_prepare: the transformed kernels registered with conv_prepare (owned),
-     * and the weights they were computed from (borrowed) */
-    int n_prep;
+    unet_options opt;   /* as given to unet_create, lanes resolved */
+    /* unet_prepare: prep[2 i + k] the transformed kernels of conv k (K_MAIN,
+     * K_CONV2) of layer i, or NULL; owned by the top model, lent to its lanes */
     const float *prep_params; /* the params buffer prepared (NULL: none) */
     size_t prep_bytes;
     float **prep;
-    const float **prep_w;
 };
 
 /* ---------- construction ---------- */
@@ -350,6 +355,43 @@ static float *alloc_floats(unet *m, size_t n) {
     return xfloats(n);
 }
 
+/* Convolutions per layer kind: a res block has a shortcut only when its
+ * channel count changes. */
+static int layer_n_convs(const layer *L) {
+    return L->kind == L_RES ? (L->cin != L->cout ? 3 : 2) : 1;
+}
+
+/* The shape of conv k of layer L over N images. */
+static conv_shape layer_conv_shape(const layer *L, int k, int N) {
+    switch (L->kind) {
+    case L_RES:
+        if (k == K_CONV2) return conv_shape_make(N, L->cout, L->H, L->W, L->cout, 3, 1);
+        if (k == K_SHORTCUT) return conv_shape_make(N, L->cin, L->H, L->W, L->cout, 1, 1);
+        return conv_shape_make(N, L->cin, L->H, L->W, L->cout, 3, 1);
+    case L_ATTN: return conv_shape_make(N, L->cin, L->H, L->W, L->cout, 1, 1);
+    case L_DOWN: return conv_shape_make(N, L->cin, L->H, L->W, L->cout, 3, 2);
+    case L_UP: return conv_shape_make(N, L->cin, L->Ho, L->Wo, L->cout, 3, 1);
+    default: return conv_shape_make(N, L->cin, L->H, L->W, L->cout, 3, 1); /* conv_in, out */
+    }
+}
+
+/* Plans the convolutions of layer L from the model's options; returns the
+ * workspace (floats) that they, and attention, need at max_batch images. */
+static size_t plan_convs(unet *m, layer *L) {
+    size_t w = 0;
+    for (int k = 0; k < layer_n_convs(L); k++) {
+        const conv_shape cs = layer_conv_shape(L, k, m->max_batch);
+        L->plan[k] = conv_plan_make(&cs, &m->opt.conv);
+        const size_t wk = conv_workspace_floats(&cs, &L->plan[k]);
+        if (wk > w) w = wk;
+    }
+    if (L->kind == L_ATTN) {
+        const size_t wa = attention_workspace_floats(L->cin, L->H * L->W);
+        if (wa > w) w = wa;
+    }
+    return w;
+}
+
 static void allocate(unet *m) {
     size_t N = (size_t)m->max_batch;
     size_t shared_sz[S_COUNT] = {0};
@@ -378,47 +420,7 @@ static void allocate(unet *m) {
             L->out = alloc_floats(m, o);
             m->part_bytes[0] += o * sizeof(float);
         }
-        /* workspace for the convolutions of this layer */
-        conv_shape cs;
-        size_t w = 0;
-        switch (L->kind) {
-        case L_CONV_IN:
-            cs = conv_shape_make((int)N, L->cin, L->H, L->W, L->cout, 3, 1);
-            w = conv_workspace_floats(&cs);
-            break;
-        case L_RES: {
-            cs = conv_shape_make((int)N, L->cin, L->H, L->W, L->cout, 3, 1);
-            w = conv_workspace_floats(&cs);
-            conv_shape c2 = conv_shape_make((int)N, L->cout, L->H, L->W, L->cout, 3, 1);
-            size_t w2 = conv_workspace_floats(&c2);
-            if (w2 > w) w = w2;
-            if (L->cin != L->cout) {
-                conv_shape c3 = conv_shape_make((int)N, L->cin, L->H, L->W, L->cout, 1, 1);
-                size_t w3 = conv_workspace_floats(&c3);
-                if (w3 > w) w = w3;
-            }
-            break;
-        }
-        case L_ATTN: {
-            cs = conv_shape_make((int)N, L->cin, L->H, L->W, L->cout, 1, 1);
-            w = conv_workspace_floats(&cs);
-            size_t wa = attention_workspace_floats(L->cin, L->H * L->W);
-            if (wa > w) w = wa;
-            break;
-        }
-        case L_DOWN:
-            cs = conv_shape_make((int)N, L->cin, L->H, L->W, L->cout, 3, 2);
-            w = conv_workspace_floats(&cs);
-            break;
-        case L_UP:
-            cs = conv_shape_make((int)N, L->cin, L->Ho, L->Wo, L->cout, 3, 1);
-            w = conv_workspace_floats(&cs);
-            break;
-        case L_OUT:
-            cs = conv_shape_make((int)N, L->cin, L->H, L->W, L->cout, 3, 1);
-            w = conv_workspace_floats(&cs);
-            break;
-        }
+        size_t w = plan_convs(m, L);
         if (w > m->ws_floats) m->ws_floats = w;
     }
     if (!m->with_backward) {
@@ -702,7 +704,8 @@ int unet_check_config(const model_config *mc, unet_config_error *e) {
     return rc;
 }
 
-static unet *create(const model_config *mc, int max_batch, int with_backward, int lanes) {
+static unet *create(const model_config *mc, int max_batch, int with_backward,
+                    const unet_options *opt) {
     if (max_batch < 1) {
         err_set("unet: max_batch must be >= 1, got %d", max_batch);
         return NULL;
@@ -718,6 +721,7 @@ static unet *create(const model_config *mc, int max_batch, int with_backward, in
     m->mc = *mc;
     m->max_batch = max_batch;
     m->with_backward = with_backward;
+    m->opt = *opt;
     size_t bytes;
     if (build_tables(m) || check_sizes(m, &e)) {
         unet_free(m);
@@ -734,6 +738,7 @@ static unet *create(const model_config *mc, int max_batch, int with_backward, in
     /* Lanes only when every thread gets one: with fewer lanes than threads the
      * other threads would idle, where one model with every op split over all the
      * threads keeps them busy. Every lane but the first holds a gradient buffer. */
+    int lanes = opt->lanes;
     if (lanes > max_batch ||
         (with_backward && (size_t)(lanes - 1) * m->n_params * sizeof(float) > UNET_LANE_GRAD_BYTES))
         lanes = 1;
@@ -748,7 +753,9 @@ static unet *create(const model_config *mc, int max_batch, int with_backward, in
     m->lane_start = xcalloc((size_t)lanes + 1, sizeof *m->lane_start);
     int per = (max_batch + lanes - 1) / lanes;
     for (int l = 0; l < lanes; l++) {
-        m->lane[l] = create(mc, per, with_backward, 1);
+        unet_options one = *opt;
+        one.lanes = 1;
+        m->lane[l] = create(mc, per, with_backward, &one);
         if (!m->lane[l]) {
             unet_free(m);
             return NULL;
@@ -763,60 +770,19 @@ static unet *create(const model_config *mc, int max_batch, int with_backward, in
     return m;
 }
 
-int unet_default_lanes(void) {
-    const char *e = getenv("DDPM_LANES");
-    if (!e || !*e) return omp_get_max_threads() < 1 ? 1 : omp_get_max_threads();
-    char *end;
-    long v = strtol(e, &end, 10);
-    if (*end || v < 1 || v > 1024) {
-        err_set("DDPM_LANES='%s': expected a whole number of lanes in 1..1024 (1: no lanes)", e);
-        return 0;
+unet_options unet_options_default(void) {
+    return (unet_options){.lanes = 0, .prepare_budget = UNET_PREPARE_AUTO};
+}
+
+unet *unet_create(const model_config *mc, int max_batch, int with_backward,
+                  const unet_options *opt) {
+    unet_options o = opt ? *opt : unet_options_default();
+    if (o.lanes < 0) {
+        err_set("unet: lanes must be >= 0 (0: one per OpenMP thread), got %d", o.lanes);
+        return NULL;
     }
-    return (int)v;
-}
-
-unet *unet_create_lanes(const model_config *mc, int max_batch, int with_backward, int lanes) {
-    return create(mc, max_batch, with_backward, lanes < 1 ? 1 : lanes);
-}
-
-int unet_conv_from_env(void) {
-    const char *e = getenv("DDPM_CONV");
-    if (!e || !*e) return 0;
-    int tile = 0;
-    if (strcmp(e, "auto") == 0) conv_set_algo(CONV_ALGO_AUTO);
-    else if (strcmp(e, "shift") == 0) conv_set_algo(CONV_ALGO_SHIFT);
-    else if (strcmp(e, "winograd") == 0) conv_set_algo(CONV_ALGO_WINOGRAD);
-    else if (strcmp(e, "winograd2") == 0 || strcmp(e, "winograd4") == 0) {
-        conv_set_algo(CONV_ALGO_WINOGRAD);
-        tile = e[8] - '0';
-    } else {
-        err_set("DDPM_CONV='%s': expected auto, shift, winograd, winograd2 or winograd4", e);
-        return -1;
-    }
-    conv_winograd_set_tile(tile);
-    return 0;
-}
-
-/* $DDPM_PREPARE_MIB: 1 and *mib when set, 0 when unset, -1 with err_msg() when it
- * is not a whole number of MiB. */
-static int prepare_mib_from_env(size_t *mib) {
-    const char *e = getenv("DDPM_PREPARE_MIB");
-    if (!e || !*e) return 0;
-    char *end;
-    long long v = strtoll(e, &end, 10);
-    if (*end || v < 0 || v > (1ll << 40))
-        return err_set("DDPM_PREPARE_MIB='%s': expected a whole number of MiB (0: never prepare)",
-                       e);
-    *mib = (size_t)v;
-    return 1;
-}
-
-unet *unet_create(const model_config *mc, int max_batch, int with_backward) {
-    int lanes = unet_default_lanes();
-    size_t mib = 0;
-    /* unet_prepare reads $DDPM_PREPARE_MIB; a bad value stops the program here */
-    if (!lanes || unet_conv_from_env() != 0 || prepare_mib_from_env(&mib) < 0) return NULL;
-    return create(mc, max_batch, with_backward, lanes);
+    if (o.lanes == 0) o.lanes = omp_get_max_threads() < 1 ? 1 : omp_get_max_threads();
+    return create(mc, max_batch, with_backward, &o);
 }
 
 int unet_num_lanes(const unet *m) { return m->nlanes; }
@@ -912,6 +878,15 @@ static void make_dropout_mask(unet *m, const layer *L, float *mask, int N, size_
     }
 }
 
+/* Plan k of layer L for a forward over params: with its prepared kernels when
+ * the model is prepared over this params buffer (unet_prepare). */
+static conv_plan fwd_plan(const unet *m, const layer *L, int k, const float *params) {
+    conv_plan p = L->plan[k];
+    if (m->prep && m->prep_params == params && k <= K_CONV2)
+        p.prep = m->prep[2 * (L - m->layers) + k];
+    return p;
+}
+
 static void res_forward(unet *m, layer *L, const float *params, int N) {
     int HW = L->H * L->W;
     const float *x = layer_input(m, L);
@@ -925,7 +900,9 @@ static void res_forward(unet *m, layer *L, const float *params, int N) {
     groupnorm_stats(L->s[S_MEAN1], L->s[S_RSTD1], x, N, L->cin, HW, GN_GROUPS, GN_EPS);
     const gn_apply gn1 = {L->s[S_MEAN1], L->s[S_RSTD1], PW(L, R_N1G), PW(L, R_N1B), GN_GROUPS};
     conv_shape c1 = conv_shape_make(N, L->cin, L->H, L->W, L->cout, 3, 1);
-    gn_silu_conv2d_forward(L->s[S_H1], x, &gn1, NULL, PW(L, R_C1W), PW(L, R_C1B), &c1, m->ws);
+    const conv_plan p1 = fwd_plan(m, L, K_MAIN, params);
+    gn_silu_conv2d_forward(L->s[S_H1], x, &gn1, NULL, PW(L, R_C1W), PW(L, R_C1B), &c1, &p1,
+                           m->ws);
     linear_forward(L->s[S_TP], m->ts, PW(L, R_TW), PW(L, R_TB), N, 4 * m->mc.ch, L->cout);
     add_channel_forward(L->s[S_H1], L->s[S_H1], L->s[S_TP], N, L->cout, HW);
     groupnorm_stats(L->s[S_MEAN2], L->s[S_RSTD2], L->s[S_H1], N, L->cout, HW, GN_GROUPS, GN_EPS);
@@ -936,11 +913,13 @@ static void res_forward(unet *m, layer *L, const float *params, int N) {
         mask = L->s[S_MASK];
     }
     conv_shape c2 = conv_shape_make(N, L->cout, L->H, L->W, L->cout, 3, 1);
+    const conv_plan p2 = fwd_plan(m, L, K_CONV2, params);
     gn_silu_conv2d_forward(L->out, L->s[S_H1], &gn2, mask, PW(L, R_C2W), PW(L, R_C2B), &c2,
-                           m->ws);
+                           &p2, m->ws);
     if (L->cin != L->cout) {
         conv_shape cs = conv_shape_make(N, L->cin, L->H, L->W, L->cout, 1, 1);
-        conv2d_forward(L->s[S_XS], x, PW(L, R_SW), PW(L, R_SB), &cs, m->ws);
+        conv2d_forward(L->s[S_XS], x, PW(L, R_SW), PW(L, R_SB), &cs, &L->plan[K_SHORTCUT],
+                       m->ws);
         add_forward(L->out, L->out, L->s[S_XS], o);
     } else {
         add_forward(L->out, L->out, x, o);
@@ -953,11 +932,14 @@ static void attn_forward(unet *m, layer *L, const float *params, int N) {
     groupnorm_forward(L->s[S_G1], L->s[S_MEAN1], L->s[S_RSTD1], x, PW(L, A_NG), PW(L, A_NB), N, C,
                       HW, GN_GROUPS, GN_EPS);
     conv_shape cs = conv_shape_make(N, C, L->H, L->W, C, 1, 1);
-    conv2d_forward(L->s[S_Q], L->s[S_G1], PW(L, A_QW), PW(L, A_QB), &cs, m->ws);
-    conv2d_forward(L->s[S_K], L->s[S_G1], PW(L, A_KW), PW(L, A_KB), &cs, m->ws);
-    conv2d_forward(L->s[S_V], L->s[S_G1], PW(L, A_VW), PW(L, A_VB), &cs, m->ws);
+    conv2d_forward(L->s[S_Q], L->s[S_G1], PW(L, A_QW), PW(L, A_QB), &cs, &L->plan[K_MAIN],
+                   m->ws);
+    conv2d_forward(L->s[S_K], L->s[S_G1], PW(L, A_KW), PW(L, A_KB), &cs, &L->plan[K_MAIN],
+                   m->ws);
+    conv2d_forward(L->s[S_V], L->s[S_G1], PW(L, A_VW), PW(L, A_VB), &cs, &L->plan[K_MAIN],
+                   m->ws);
     attention_forward(L->s[S_O], L->s[S_ATT], L->s[S_Q], L->s[S_K], L->s[S_V], N, C, HW, m->ws);
-    conv2d_forward(L->out, L->s[S_O], PW(L, A_OW), PW(L, A_OB), &cs, m->ws);
+    conv2d_forward(L->out, L->s[S_O], PW(L, A_OW), PW(L, A_OB), &cs, &L->plan[K_MAIN], m->ws);
     add_forward(L->out, L->out, x, (size_t)N * C * HW);
 }
 
@@ -1010,7 +992,8 @@ void unet_forward(unet *m, const float *params, const float *x, const int *t, in
         switch (L->kind) {
         case L_CONV_IN: {
             conv_shape cs = conv_shape_make(N, L->cin, L->H, L->W, L->cout, 3, 1);
-            conv2d_forward(L->out, x, PW(L, C_W), PW(L, C_B), &cs, m->ws);
+            const conv_plan p = fwd_plan(m, L, K_MAIN, params);
+            conv2d_forward(L->out, x, PW(L, C_W), PW(L, C_B), &cs, &p, m->ws);
             break;
         }
         case L_RES:
@@ -1021,13 +1004,15 @@ void unet_forward(unet *m, const float *params, const float *x, const int *t, in
             break;
         case L_DOWN: {
             conv_shape cs = conv_shape_make(N, L->cin, L->H, L->W, L->cout, 3, 2);
-            conv2d_forward(L->out, layer_input(m, L), PW(L, C_W), PW(L, C_B), &cs, m->ws);
+            conv2d_forward(L->out, layer_input(m, L), PW(L, C_W), PW(L, C_B), &cs,
+                           &L->plan[K_MAIN], m->ws);
             break;
         }
         case L_UP: {
             upsample2x_forward(L->s[S_UP], layer_input(m, L), N, L->cin, L->H, L->W);
             conv_shape cs = conv_shape_make(N, L->cin, L->Ho, L->Wo, L->cout, 3, 1);
-            conv2d_forward(L->out, L->s[S_UP], PW(L, C_W), PW(L, C_B), &cs, m->ws);
+            const conv_plan p = fwd_plan(m, L, K_MAIN, params);
+            conv2d_forward(L->out, L->s[S_UP], PW(L, C_W), PW(L, C_B), &cs, &p, m->ws);
             break;
         }
         case L_OUT: {
@@ -1037,8 +1022,9 @@ void unet_forward(unet *m, const float *params, const float *x, const int *t, in
             const gn_apply gn = {L->s[S_MEAN1], L->s[S_RSTD1], PW(L, O_NG), PW(L, O_NB),
                                  GN_GROUPS};
             conv_shape cs = conv_shape_make(N, L->cin, L->H, L->W, L->cout, 3, 1);
+            const conv_plan p = fwd_plan(m, L, K_MAIN, params);
             gn_silu_conv2d_forward(out, layer_input(m, L), &gn, NULL, PW(L, O_W), PW(L, O_B), &cs,
-                                   m->ws);
+                                   &p, m->ws);
             break;
         }
         }
@@ -1047,79 +1033,70 @@ void unet_forward(unet *m, const float *params, const float *x, const int *t, in
 
 /* ---------- prepared kernels ---------- */
 
-/* The 3x3 stride-1 convolutions of the forward: weight tensor and shape (one image). */
-static int forward_convs(const unet *m, const float *params, const float **w, conv_shape *s) {
-    int n = 0;
-    for (int i = 0; i < m->n_layers; i++) {
-        const layer *L = &m->layers[i];
-        switch (L->kind) {
-        case L_CONV_IN:
-            w[n] = PW(L, C_W);
-            s[n++] = conv_shape_make(1, L->cin, L->H, L->W, L->cout, 3, 1);
-            break;
-        case L_RES:
-            w[n] = PW(L, R_C1W);
-            s[n++] = conv_shape_make(1, L->cin, L->H, L->W, L->cout, 3, 1);
-            w[n] = PW(L, R_C2W);
-            s[n++] = conv_shape_make(1, L->cout, L->H, L->W, L->cout, 3, 1);
-            break;
-        case L_UP:
-            w[n] = PW(L, C_W);
-            s[n++] = conv_shape_make(1, L->cin, L->Ho, L->Wo, L->cout, 3, 1);
-            break;
-        case L_OUT:
-            w[n] = PW(L, O_W);
-            s[n++] = conv_shape_make(1, L->cin, L->H, L->W, L->cout, 3, 1);
-            break;
-        default:
-            break;
-        }
+/* The weight slot of conv k (K_MAIN or K_CONV2) of layer L, -1 for none. */
+static int layer_conv_weight(const layer *L, int k) {
+    switch (L->kind) {
+    case L_CONV_IN: case L_UP: case L_DOWN: return k == K_MAIN ? C_W : -1;
+    case L_RES: return k == K_MAIN ? R_C1W : R_C2W;
+    case L_OUT: return k == K_MAIN ? O_W : -1;
+    default: return -1;
     }
-    return n;
+}
+
+/* Layer i of the model that runs m's convolutions (lane 0 for a model with
+ * lanes: the lanes share the layer table and the plans). */
+static const layer *run_layer(const unet *m, int i) {
+    return m->nlanes > 1 ? &m->lane[0]->layers[i] : &m->layers[i];
+}
+
+/* Floats of conv k of layer i's prepared kernels (0: nothing to prepare). */
+static size_t prep_floats(const unet *m, int i, int k) {
+    const layer *L = run_layer(m, i);
+    if (layer_conv_weight(L, k) < 0) return 0;
+    const conv_shape cs = layer_conv_shape(L, k, 1);
+    return conv_prepared_floats(&cs, &L->plan[k]);
+}
+
+/* Lends the kernels (or none) to the lanes, which run over the same params. */
+static void lend_prep(unet *m) {
+    for (int l = 0; m->lane && l < m->nlanes; l++) {
+        if (!m->lane[l]) continue; /* (a create that failed part way) */
+        m->lane[l]->prep = m->prep;
+        m->lane[l]->prep_params = m->prep_params;
+    }
 }
 
 int unet_prepare(unet *m, const float *params) {
     unet_unprepare(m);
-    /* the budget: $DDPM_PREPARE_MIB, else half of what the process may still take */
-    size_t mib = 0;
-    const int from_env = prepare_mib_from_env(&mib);
-    if (from_env < 0) return -1;
-    const size_t budget = from_env ? mib << 20 : mem_available_bytes() / 2;
-    const char *source = from_env ? "DDPM_PREPARE_MIB" : "half the memory available";
-    const float **w = xcalloc((size_t)2 * m->n_layers + 1, sizeof *w);
-    conv_shape *s = xcalloc((size_t)2 * m->n_layers + 1, sizeof *s);
-    const int n = forward_convs(m, params, w, s);
+    const int auto_budget = m->opt.prepare_budget == UNET_PREPARE_AUTO;
+    const size_t budget = auto_budget ? mem_available_bytes() / 2 : m->opt.prepare_budget;
     size_t need = 0;
-    for (int i = 0; i < n; i++) need += conv_prepared_floats(&s[i]) * sizeof(float);
-    int rc = 0;
-    if (need > budget) {
-        free(w);
-        free(s);
+    for (int i = 0; i < m->n_layers; i++)
+        for (int k = K_MAIN; k <= K_CONV2; k++) need += prep_floats(m, i, k) * sizeof(float);
+    if (need > budget)
         return err_set("unet_prepare: the transformed kernels need %zu MiB, over the %zu MiB "
-                       "budget (%s)", need >> 20, budget >> 20, source);
-    }
-    m->prep = xcalloc((size_t)n + 1, sizeof *m->prep);
-    m->prep_w = xcalloc((size_t)n + 1, sizeof *m->prep_w);
-    for (int i = 0; i < n; i++) {
-        const size_t f = conv_prepared_floats(&s[i]);
-        if (!f) continue;
-        float *p = malloc(f * sizeof(float));
-        if (!p || conv_prepare(p, w[i], &s[i]) < 0) {
-            free(p);
-            err_set("unet_prepare: out of memory for the transformed kernels (%zu MiB more)",
-                    f * sizeof(float) >> 20);
-            rc = -1;
-            break;
+                       "budget (%s)", need >> 20, budget >> 20,
+                       auto_budget ? "half the memory available" : "DDPM_PREPARE_MIB");
+    m->prep = xcalloc((size_t)2 * m->n_layers, sizeof *m->prep);
+    for (int i = 0; i < m->n_layers; i++)
+        for (int k = K_MAIN; k <= K_CONV2; k++) {
+            const size_t f = prep_floats(m, i, k);
+            if (!f) continue;
+            float *p = malloc(f * sizeof(float));
+            if (!p) {
+                unet_unprepare(m);
+                return err_set("unet_prepare: out of memory for the transformed kernels (%zu "
+                               "MiB more)", f * sizeof(float) >> 20);
+            }
+            const layer *L = run_layer(m, i);
+            const conv_shape cs = layer_conv_shape(L, k, 1);
+            conv_prepare(p, PW(L, layer_conv_weight(L, k)), &cs, &L->plan[k]);
+            m->prep[2 * i + k] = p;
+            m->prep_bytes += f * sizeof(float);
         }
-        m->prep[m->n_prep] = p;
-        m->prep_w[m->n_prep++] = w[i];
-        m->prep_bytes += f * sizeof(float);
-    }
-    free(w);
-    free(s);
-    if (rc) unet_unprepare(m);
-    else m->prep_params = params;
-    return rc;
+    m->prep_params = params;
+    lend_prep(m);
+    return 0;
 }
 
 int unet_prepared(const unet *m, const float *params) {
@@ -1127,17 +1104,12 @@ int unet_prepared(const unet *m, const float *params) {
 }
 
 void unet_unprepare(unet *m) {
-    for (int i = 0; i < m->n_prep; i++) {
-        conv_unprepare(m->prep_w[i]);
-        free(m->prep[i]);
-    }
+    for (int i = 0; m->prep && i < 2 * m->n_layers; i++) free(m->prep[i]);
     free(m->prep);
-    free(m->prep_w);
     m->prep = NULL;
-    m->prep_w = NULL;
-    m->n_prep = 0;
     m->prep_params = NULL;
     m->prep_bytes = 0;
+    lend_prep(m);
 }
 
 size_t unet_prepared_bytes(const unet *m) { return m->prep_bytes; }
@@ -1183,7 +1155,7 @@ static void res_backward(unet *m, layer *L, const float *params, float *grads, i
     conv_shape c2 = conv_shape_make(N, L->cout, L->H, L->W, L->cout, 3, 1);
     float *dg2 = zeroed(R[0], o);
     gn_silu_conv2d_backward(dg2, GW(L, R_C2W), GW(L, R_C2B), dout, L->s[S_H1], &gn2, mask,
-                            PW(L, R_C2W), &c2, m->ws);
+                            PW(L, R_C2W), &c2, &L->plan[K_CONV2], m->ws);
     float *dh1 = zeroed(R[3], o); /* the mask is dead */
     groupnorm_backward(dh1, GW(L, R_N2G), GW(L, R_N2B), dg2, L->s[S_H1], L->s[S_MEAN2],
                        L->s[S_RSTD2], PW(L, R_N2G), N, L->cout, HW, GN_GROUPS);
@@ -1202,13 +1174,14 @@ static void res_backward(unet *m, layer *L, const float *params, float *grads, i
     conv_shape c1 = conv_shape_make(N, L->cin, L->H, L->W, L->cout, 3, 1);
     float *dg1 = zeroed(R[2], in);
     gn_silu_conv2d_backward(dg1, GW(L, R_C1W), GW(L, R_C1B), dh1, x, &gn1, NULL, PW(L, R_C1W),
-                            &c1, m->ws);
+                            &c1, &L->plan[K_MAIN], m->ws);
     float *dx = L->skip >= 0 ? zeroed(R[1], in) : input_grad(m, L);
     groupnorm_backward(dx, GW(L, R_N1G), GW(L, R_N1B), dg1, x, L->s[S_MEAN1], L->s[S_RSTD1],
                        PW(L, R_N1G), N, L->cin, HW, GN_GROUPS);
     if (L->cin != L->cout) {
         conv_shape cs = conv_shape_make(N, L->cin, L->H, L->W, L->cout, 1, 1);
-        conv2d_backward(dx, GW(L, R_SW), GW(L, R_SB), dout, x, PW(L, R_SW), &cs, m->ws);
+        conv2d_backward(dx, GW(L, R_SW), GW(L, R_SB), dout, x, PW(L, R_SW), &cs,
+                        &L->plan[K_SHORTCUT], m->ws);
     } else {
         add_backward(dx, NULL, dout, o);
     }
@@ -1225,14 +1198,18 @@ static void attn_backward(unet *m, layer *L, const float *params, float *grads, 
     float *dx = input_grad(m, L);
     conv_shape cs = conv_shape_make(N, C, L->H, L->W, C, 1, 1);
     float *dov = zeroed(G[0], n);
-    conv2d_backward(dov, GW(L, A_OW), GW(L, A_OB), L->dout, L->s[S_O], PW(L, A_OW), &cs, m->ws);
+    conv2d_backward(dov, GW(L, A_OW), GW(L, A_OB), L->dout, L->s[S_O], PW(L, A_OW), &cs,
+                    &L->plan[K_MAIN], m->ws);
     float *dq = zeroed(G[1], n), *dk = zeroed(G[2], n), *dv = zeroed(G[3], n);
     attention_backward(dq, dk, dv, dov, L->s[S_Q], L->s[S_K], L->s[S_V], L->s[S_ATT], N, C, HW,
                        m->ws);
     float *dg = zeroed(G[0], n);
-    conv2d_backward(dg, GW(L, A_QW), GW(L, A_QB), dq, L->s[S_G1], PW(L, A_QW), &cs, m->ws);
-    conv2d_backward(dg, GW(L, A_KW), GW(L, A_KB), dk, L->s[S_G1], PW(L, A_KW), &cs, m->ws);
-    conv2d_backward(dg, GW(L, A_VW), GW(L, A_VB), dv, L->s[S_G1], PW(L, A_VW), &cs, m->ws);
+    conv2d_backward(dg, GW(L, A_QW), GW(L, A_QB), dq, L->s[S_G1], PW(L, A_QW), &cs,
+                    &L->plan[K_MAIN], m->ws);
+    conv2d_backward(dg, GW(L, A_KW), GW(L, A_KB), dk, L->s[S_G1], PW(L, A_KW), &cs,
+                    &L->plan[K_MAIN], m->ws);
+    conv2d_backward(dg, GW(L, A_VW), GW(L, A_VB), dv, L->s[S_G1], PW(L, A_VW), &cs,
+                    &L->plan[K_MAIN], m->ws);
     groupnorm_backward(dx, GW(L, A_NG), GW(L, A_NB), dg, layer_input(m, L), L->s[S_MEAN1],
                        L->s[S_RSTD1], PW(L, A_NG), N, C, HW, GN_GROUPS);
     add_backward(dx, NULL, L->dout, n);
@@ -1259,7 +1236,7 @@ static void backward_layer(unet *m, int i, const float *params, float *grads, co
             conv_shape cs = conv_shape_make(N, L->cin, L->H, L->W, L->cout, 3, 1);
             float *dg = zeroed(G[3], in);
             gn_silu_conv2d_backward(dg, GW(L, O_W), GW(L, O_B), dout, layer_input(m, L), &gn, NULL,
-                                    PW(L, O_W), &cs, m->ws);
+                                    PW(L, O_W), &cs, &L->plan[K_MAIN], m->ws);
             groupnorm_backward(input_grad(m, L), GW(L, O_NG), GW(L, O_NB), dg, layer_input(m, L),
                                L->s[S_MEAN1], L->s[S_RSTD1], PW(L, O_NG), N, L->cin, HW,
                                GN_GROUPS);
@@ -1270,14 +1247,15 @@ static void backward_layer(unet *m, int i, const float *params, float *grads, co
             float *up = G[1]; /* the upsampled input again: a copy */
             upsample2x_forward(up, layer_input(m, L), N, L->cin, L->H, L->W);
             float *du = zeroed(G[0], (size_t)N * L->cin * L->Ho * L->Wo);
-            conv2d_backward(du, GW(L, C_W), GW(L, C_B), L->dout, up, PW(L, C_W), &cs, m->ws);
+            conv2d_backward(du, GW(L, C_W), GW(L, C_B), L->dout, up, PW(L, C_W), &cs,
+                            &L->plan[K_MAIN], m->ws);
             upsample2x_backward(input_grad(m, L), du, N, L->cin, L->H, L->W);
             break;
         }
         case L_DOWN: {
             conv_shape cs = conv_shape_make(N, L->cin, L->H, L->W, L->cout, 3, 2);
             conv2d_backward(input_grad(m, L), GW(L, C_W), GW(L, C_B), L->dout, layer_input(m, L),
-                            PW(L, C_W), &cs, m->ws);
+                            PW(L, C_W), &cs, &L->plan[K_MAIN], m->ws);
             break;
         }
         case L_ATTN:
@@ -1288,7 +1266,8 @@ static void backward_layer(unet *m, int i, const float *params, float *grads, co
             break;
         case L_CONV_IN: {
             conv_shape cs = conv_shape_make(N, L->cin, L->H, L->W, L->cout, 3, 1);
-            conv2d_backward(NULL, GW(L, C_W), GW(L, C_B), L->dout, m->x, PW(L, C_W), &cs, m->ws);
+            conv2d_backward(NULL, GW(L, C_W), GW(L, C_B), L->dout, m->x, PW(L, C_W), &cs,
+                            &L->plan[K_MAIN], m->ws);
             break;
         }
         }

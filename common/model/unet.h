@@ -17,6 +17,7 @@
 #include <stdint.h>
 
 #include "../config/config.h"
+#include "common/ops/ops.h"
 #include "unet_limits.h"
 
 #define UNET_NAME_MAX 96
@@ -63,12 +64,12 @@ typedef struct {
     const uint64_t *sample_ids; /* N global sample indices */
 } unet_rng;
 
-/* Builds the model for batches of at most max_batch images. with_backward = 0 keeps
- * only what a forward pass needs (sampling). Returns NULL with err_msg() on a
- * config unet_check_config refuses, an unsupported one, or a batch whose
- * activations would exceed UNET_MAX_ACTIVATION_BYTES (checked before allocating). */
-unet *unet_create(const model_config *mc, int max_batch, int with_backward);
-/* Lanes: with lanes > 1 the model is lanes complete sub-models, each for
+/* How a model runs, chosen by the program (the library reads no environment;
+ * programs fill this with common/env/env_opts.h from DDPM_LANES, DDPM_CONV and
+ * DDPM_PREPARE_MIB). The choices are the model's own: two models in one
+ * process (EMA evaluation beside training, tests) never disturb each other.
+ *
+ * lanes: with lanes > 1 the model is lanes complete sub-models, each for
  * ceil(max_batch / lanes) images, and a batch is split into contiguous slices that
  * run on one thread each (forward whole, backward layer by layer with the lanes'
  * parameter gradients summed in lane order after each layer, before the hook).
@@ -76,18 +77,30 @@ unet *unet_create(const model_config *mc, int max_batch, int with_backward);
  * (docs/performance.md); the results equal a single lane's up to the order of the
  * gradient sums. The model falls back to one lane (every op split over the
  * threads) when lanes > max_batch, or when the lanes' extra gradient buffers
- * (lanes - 1 of n_params floats) would exceed 1 GiB. */
-unet *unet_create_lanes(const model_config *mc, int max_batch, int with_backward, int lanes);
-/* $DDPM_LANES if set (1 turns lanes off), else the OpenMP thread count: call after
- * blas_set_threads. Returns 0 with err_msg() when DDPM_LANES is not a whole number
- * in 1..1024. unet_create(mc, N, b) = unet_create_lanes(mc, N, b,
- * unet_default_lanes()) after unet_conv_from_env(), or NULL on either error. */
-int unet_default_lanes(void);
-/* $DDPM_CONV (auto, shift or winograd; unset: leave the setting) applied with
- * conv_set_algo: the formulation of the 3x3 stride-1 convolutions. winograd2 and
- * winograd4 also force the forward's Winograd tile (conv_winograd_set_tile; the
- * others leave it automatic). Returns -1 with err_msg() for any other value. */
-int unet_conv_from_env(void);
+ * (lanes - 1 of n_params floats) would exceed 1 GiB. 0: the OpenMP thread count
+ * at unet_create (call it after blas_set_threads); 1: no lanes.
+ * conv: the formulation of the 3x3 stride-1 convolutions and the forced
+ * Winograd tile (ops.h's conv_algo_opts), planned per layer at unet_create.
+ * prepare_budget: the bytes unet_prepare may take; UNET_PREPARE_AUTO: half the
+ * memory the process may still take (mem_available_bytes: MemAvailable, and
+ * the cgroup limit Slurm sets), read when unet_prepare runs; 0: never prepare. */
+#define UNET_PREPARE_AUTO SIZE_MAX
+typedef struct {
+    int lanes;
+    conv_algo_opts conv;
+    size_t prepare_budget;
+} unet_options;
+
+/* lanes 0, the default conv_algo_opts (all zero: AUTO), UNET_PREPARE_AUTO. */
+unet_options unet_options_default(void);
+
+/* Builds the model for batches of at most max_batch images. with_backward = 0 keeps
+ * only what a forward pass needs (sampling). opt NULL: unet_options_default().
+ * Returns NULL with err_msg() on a config unet_check_config refuses, an
+ * unsupported one or unsupported options, or a batch whose activations would
+ * exceed UNET_MAX_ACTIVATION_BYTES (checked before allocating). */
+unet *unet_create(const model_config *mc, int max_batch, int with_backward,
+                  const unet_options *opt);
 int unet_num_lanes(const unet *m);
 void unet_free(unet *m);
 
@@ -115,17 +128,14 @@ void unet_forward(unet *m, const float *params, const float *x, const int *t, in
  * sampling run, a bits/dim evaluation): the Winograd-transformed kernels of every
  * 3x3 convolution that uses Winograd are computed once, from params, and every
  * unet_forward over this params buffer reads them instead of transforming the
- * kernels at each call in each lane (conv_prepare). They take up to 4x the
+ * kernels at each call in each lane (conv_prepare; the model owns them and
+ * hands each layer's to its convolution). They take up to 4x the
  * memory of those convolutions' weights (36 floats per 3x3 kernel where the map
  * is at least 16 wide, 16 below). Until unet_unprepare (or unet_free) the caller
- * must not change params, nor prepare another model over the same buffer.
- * They are kept within a budget: half the memory the process may still take
- * (mem_available_bytes: MemAvailable, and the cgroup limit Slurm sets), or
- * $DDPM_PREPARE_MIB MiB when set (0: never prepare; unet_create refuses a value
- * that is not a whole number, so programs stop at start). Returns 0, or -1 with
- * err_msg() when over the budget, out of memory or $DDPM_PREPARE_MIB is not a
- * whole number (then nothing is prepared and forward passes transform the
- * kernels at each call, as without this call: same results, slower). */
+ * must not change params. They are kept within the options' prepare_budget.
+ * Returns 0, or -1 with err_msg() when over the budget or out of memory (then
+ * nothing is prepared and forward passes transform the kernels at each call, as
+ * without this call: same results, slower). */
 int unet_prepare(unet *m, const float *params);
 /* Whether m is prepared over this params buffer. */
 int unet_prepared(const unet *m, const float *params);

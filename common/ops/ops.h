@@ -28,56 +28,74 @@ typedef struct {
 
 conv_shape conv_shape_make(int N, int Cin, int H, int W, int Cout, int k, int stride);
 
-/* The formulation of 3x3 stride-1 convolutions: nine shifted GEMMs, or
- * Winograd F(2x2, 3x3) as 16 GEMMs (common/ops/winograd.c). AUTO (the default)
- * takes Winograd when both channel counts are at least CONV_WINOGRAD_MIN_CH
- * and the map is at most 908 wide. Process-wide (for tests, benchmarks and
- * $DDPM_CONV); workspaces fit either formulation, but do not change it while
- * ops run. */
+/* How a convolution runs: its formulation, chosen by conv_plan_make from the
+ * shape and the caller's conv_algo_opts (common/ops/conv.c dispatches on it).
+ * GEMM: im2col (or the input itself for 1x1) + SGEMM, any k and stride. SHIFT:
+ * 3x3 stride-1 as nine shifted GEMMs (conv_shift.c). WINOGRAD: 3x3 stride-1 as
+ * Winograd F(2x2, 3x3) (16 GEMMs), the forward F(4x4, 3x3) (36) where it fits
+ * (winograd.c). Only SHIFT and WINOGRAD take the fused input activation of
+ * silu_conv2d / gn_silu_conv2d. */
+typedef enum { CONV_FORM_GEMM = 0, CONV_FORM_SHIFT, CONV_FORM_WINOGRAD, CONV_FORM_COUNT } conv_form;
+
+/* The caller's request for 3x3 stride-1 convolutions. algo: AUTO takes Winograd
+ * when both channel counts are at least CONV_WINOGRAD_MIN_CH and the map is at
+ * most 908 wide, SHIFT never, WINOGRAD wherever it fits. wino_tile: the
+ * forward's Winograd tile, 0 for F(4x4, 3x3) on maps at least 16 wide and
+ * F(2x2, 3x3) below, 2 or 4 to force one (F(4x4) only up to maps 420 wide;
+ * backward always uses F(2x2)). wino_chunk_floats: Winograd works on chunks of
+ * about that many floats of transformed tiles (0: the default, 8 Mi); tests
+ * make it small to exercise the chunk boundaries. All zero: the defaults. */
 typedef enum { CONV_ALGO_AUTO = 0, CONV_ALGO_SHIFT, CONV_ALGO_WINOGRAD } conv_algo;
 #define CONV_WINOGRAD_MIN_CH 128
-void conv_set_algo(conv_algo a);
-/* Winograd works on chunks of about `floats` floats of transformed tiles (0:
- * the default, 8 Mi); tests make it small to exercise the chunk boundaries. */
-void conv_winograd_set_chunk_floats(size_t floats);
-/* The forward's Winograd tile: 0 (the default) F(4x4, 3x3) for maps at least 16
- * wide and F(2x2, 3x3) below; 2 or 4 force one (F(4x4) only up to maps 420
- * wide). Backward always uses F(2x2). For tests and benchmarks. */
-void conv_winograd_set_tile(int tile);
-/* The forward's Winograd tile for shape s under the current settings: 2 or 4,
- * 0 when its forward does not use Winograd. */
-int conv_winograd_tile(const conv_shape *s);
+typedef struct {
+    conv_algo algo;
+    int wino_tile;
+    size_t wino_chunk_floats;
+} conv_algo_opts;
+
+/* A plan: what conv_plan_make chose for a shape. It holds no pointer to global
+ * state, so a model keeps one per layer and two models never disturb each
+ * other. A plan made for shape s serves every shape that differs from s only in
+ * N. prep: the forward's prepared kernels of the weight passed with the plan
+ * (conv_prepare), or NULL to transform the kernels at each call. Every function
+ * below takes a plan p; p NULL means conv_plan_make(s, NULL). */
+typedef struct {
+    conv_form form;
+    int wino_tile;            /* the forward's Winograd tile, 2 or 4; 0 unless WINOGRAD */
+    size_t wino_chunk_floats; /* as in conv_algo_opts (0: the default) */
+    const float *prep;        /* NULL: not prepared */
+} conv_plan;
+
+/* o NULL: all defaults. */
+conv_plan conv_plan_make(const conv_shape *s, const conv_algo_opts *o);
 /* Prepared kernels, for many forward passes over weights that do not change (a
- * sampling run). conv_prepared_floats(s) is the size of the forward's transformed
- * kernels for shape s (0 when its forward does not use Winograd: nothing to
- * prepare). conv_prepare computes them from `weight` into prep (that many floats,
- * owned by the caller) and registers them, returning 1 (0: nothing to prepare, -1:
- * out of memory, not registered); until conv_unprepare(weight), forward
- * convolutions of that shape over `weight` read them instead of transforming the
- * kernels at every call. The caller must not change `weight` nor free `prep`
- * while they are registered, nor call these while convolutions run. */
-size_t conv_prepared_floats(const conv_shape *s);
-int conv_prepare(float *prep, const float *weight, const conv_shape *s);
-void conv_unprepare(const float *weight);
-/* Whether the convolution of shape s runs as Winograd under the current setting. */
-int conv_uses_winograd(const conv_shape *s);
-size_t conv_workspace_floats(const conv_shape *s);
+ * sampling run). conv_prepared_floats(s, p) is the size of the forward's
+ * transformed kernels (0 when plan p has nothing to prepare: not Winograd).
+ * conv_prepare computes them from `weight` into prep (that many floats, owned by
+ * the caller); a forward given a copy of p with .prep = prep then reads them
+ * instead of transforming the kernels at every call. The caller must not change
+ * `weight` nor free `prep` while plans point at it. */
+size_t conv_prepared_floats(const conv_shape *s, const conv_plan *p);
+void conv_prepare(float *prep, const float *weight, const conv_shape *s, const conv_plan *p);
+size_t conv_workspace_floats(const conv_shape *s, const conv_plan *p);
 void conv2d_forward(float *out, const float *inp, const float *weight, const float *bias,
-                    const conv_shape *s, float *ws);
+                    const conv_shape *s, const conv_plan *p, float *ws);
 void conv2d_backward(float *dinp, float *dweight, float *dbias, const float *dout,
-                     const float *inp, const float *weight, const conv_shape *s, float *ws);
+                     const float *inp, const float *weight, const conv_shape *s,
+                     const conv_plan *p, float *ws);
 
 /* SiLU, an optional dropout mask, then a 3x3 stride-1 convolution, fused: out =
  * conv(silu(inp) * mask) (mask NULL: no dropout), with the activation applied
  * while the conv copies its input, so silu(inp) is never stored. backward adds
  * d/d inp (through mask and silu') into dinp and the weight/bias gradients into
  * dweight/dbias; any of them may be NULL. Same workspace as conv2d_* for s.
- * Only k = 3, stride 1 (aborts otherwise: a programming error). */
+ * Only k = 3, stride 1 and a SHIFT or WINOGRAD plan (aborts otherwise: a
+ * programming error). */
 void silu_conv2d_forward(float *out, const float *inp, const float *mask, const float *weight,
-                         const float *bias, const conv_shape *s, float *ws);
+                         const float *bias, const conv_shape *s, const conv_plan *p, float *ws);
 void silu_conv2d_backward(float *dinp, float *dweight, float *dbias, const float *dout,
                           const float *inp, const float *mask, const float *weight,
-                          const conv_shape *s, float *ws);
+                          const conv_shape *s, const conv_plan *p, float *ws);
 
 /* GroupNorm, then SiLU and the optional dropout mask, then a 3x3 stride-1
  * convolution, fused: out = conv(silu(GN(inp)) * mask), GN with the statistics
@@ -93,10 +111,11 @@ typedef struct {
 } gn_apply;
 void gn_silu_conv2d_forward(float *out, const float *inp, const gn_apply *gn, const float *mask,
                             const float *weight, const float *bias, const conv_shape *s,
-                            float *ws);
+                            const conv_plan *p, float *ws);
 void gn_silu_conv2d_backward(float *dgn, float *dweight, float *dbias, const float *dout,
                              const float *inp, const gn_apply *gn, const float *mask,
-                             const float *weight, const conv_shape *s, float *ws);
+                             const float *weight, const conv_shape *s, const conv_plan *p,
+                             float *ws);
 
 /* ---- linear: out[N][Out] = inp[N][In] * weight[Out][In]^T + bias ---- */
 void linear_forward(float *out, const float *inp, const float *weight, const float *bias,

@@ -12,7 +12,7 @@
 
 #include <cblas.h>
 
-#include "../core/prof.h"
+#include "common/core/prof.h"
 
 #include <stdint.h>
 #include <string.h>
@@ -37,7 +37,7 @@ static inline int ops_threads(void) {
 }
 
 /* Cloned kernels: DDPM_CLONES (common/core/clones.h). */
-#include "../core/clones.h"
+#include "common/core/clones.h"
 
 /* Work (in floats touched) below which a loop is not worth a parallel region. */
 #define OPS_PAR_MIN 32768
@@ -116,35 +116,6 @@ static inline float ops_expf(float x) {
     return e;
 }
 
-/* A GroupNorm applied on the fly to one plane (image n, channel c) of a fused
- * conv input: v = (x - mu) * a + b with a = rstd * gamma[c], b = beta[c], in
- * groupnorm_forward's arithmetic. on = 0: v = x. */
-typedef struct {
-    int on;
-    float mu, a, b;
-} conv_plane_norm;
-
-/* out[i] = silu(v[i]) * mk[i] (mk NULL: no mask) with v = x or its plane's
- * GroupNorm: the fused conv input's activation, inlined into the cloned
- * kernels that use it. */
-static inline void ops_silu_mask(float *restrict out, const float *restrict x,
-                                 const float *restrict mk, size_t n, conv_plane_norm nm) {
-    if (nm.on) {
-        const float mu = nm.mu, a = nm.a, b = nm.b;
-#pragma omp simd
-        for (size_t i = 0; i < n; i++) {
-            const float v = (x[i] - mu) * a + b;
-            out[i] = v / (1.0f + ops_expf(-v)) * (mk ? mk[i] : 1.0f);
-        }
-    } else if (mk) {
-#pragma omp simd
-        for (size_t i = 0; i < n; i++) out[i] = x[i] / (1.0f + ops_expf(-x[i])) * mk[i];
-    } else {
-#pragma omp simd
-        for (size_t i = 0; i < n; i++) out[i] = x[i] / (1.0f + ops_expf(-x[i]));
-    }
-}
-
 #define OPS_LANES 16
 #define OPS_BLOCK 1024 /* multiple of OPS_LANES */
 
@@ -200,51 +171,5 @@ static inline double ops_sum_sq_diff(const float *a, const float *b, size_t n) {
     OPS_LANE_SUM(n, (a[i] - b[i]) * (a[i] - b[i]));
     return total_;
 }
-
-/* The fused input activation of silu_conv2d: the conv sees silu(g) * mask
- * (mask optional), computed while the conv copies its input; backward multiplies
- * the input gradient by mask * silu'(g) as it leaves. */
-typedef struct {
-    int silu;          /* 0: plain conv */
-    const float *g;    /* the pre-activation input [N][C][H][W] (backward); with
-                        * gn_groups, the GroupNorm's input */
-    const float *mask; /* NULL or [N][C][H][W] */
-    /* gn_groups > 0: the activation is silu(GroupNorm(g)) with these statistics
-     * ([N][groups]) and affine parameters ([C]) */
-    int gn_groups;
-    const float *gn_mean, *gn_rstd, *gn_gamma, *gn_beta;
-} conv_act;
-
-/* The plane (n, c) of a C-channel input's GroupNorm under act (off when none). */
-static inline conv_plane_norm conv_act_norm(const conv_act *act, int n, int c, int C) {
-    conv_plane_norm nm = {0, 0.0f, 1.0f, 0.0f};
-    if (act && act->gn_groups > 0) {
-        const int G = act->gn_groups, g = c / (C / G);
-        nm.on = 1;
-        nm.mu = act->gn_mean[n * G + g];
-        nm.a = act->gn_rstd[n * G + g] * act->gn_gamma[c];
-        nm.b = act->gn_beta[c];
-    }
-    return nm;
-}
-
-/* The interior of one computed plane r0 (rows of pitch Wp) into the H x W plane
- * o: o = r + b (accumulate 0), o += r (accumulate, g NULL), or
- * o += r * (mk * silu'(v)) (accumulate through the fused activation; mk may be
- * NULL; v = g, or g's GroupNorm under nm). conv.c; shared with winograd.c. */
-void conv_unpad_plane(float *restrict o, const float *restrict r0, float b, int accumulate,
-                      const float *restrict g, const float *restrict mk, conv_plane_norm nm,
-                      int H, int W, int Wp);
-
-/* winograd.c: 3x3 stride-1 pad-1 convolutions by F(2x2, 3x3). fits: the map is
- * narrow enough for its strip buffers. */
-int conv_winograd_fits(const conv_shape *s);
-size_t conv_winograd_workspace_floats(const conv_shape *s);
-void conv_winograd_forward(float *out, const float *inp, const conv_act *act,
-                           const float *weight, const float *bias, const conv_shape *s,
-                           float *ws);
-void conv_winograd_backward(float *dinp, float *dweight, const float *dout, const float *inp,
-                            const conv_act *act, const float *weight, const conv_shape *s,
-                            float *ws);
 
 #endif

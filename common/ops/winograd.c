@@ -3,7 +3,8 @@
  * the convolution, with 2.25x fewer multiplications than the nine shifted GEMMs
  * of conv.c. The forward uses F(4x4, 3x3) (36 SGEMMs, 4x fewer) on maps at
  * least WINO4_MIN_W wide (its transforms: the F(4x4) section below). Kernels
- * registered by conv_prepare are transformed once and read by every forward.
+ * prepared by conv_prepare are transformed once and read by every forward
+ * whose plan carries them. A conv_formulation (common/ops/conv_internal.h).
  *
  * The output is cut into 2x2 tiles; tile (i, j) reads the 4x4 input patch at
  * rows 2i-1..2i+2, columns 2j-1..2j+2 (zero outside the map). With
@@ -35,30 +36,13 @@
  * The transforms only add, subtract and halve, so F(2x2, 3x3) keeps the
  * accuracy of the direct sums (tests/unit/test_ops.c checks both paths against
  * the same direct reference and by finite differences). */
-#include "ops.h"
-
-#include "../core/prof.h"
-
-#include <stdlib.h>
 #include <string.h>
 
-#include "ops_internal.h"
+#include "common/ops/conv_internal.h"
 
 #define WINO4_MIN_W 16 /* auto: F(4x4) for maps at least this wide */
 #define WINO_BUF 8192 /* floats per stack buffer of a strip (32 KiB, in L1) */
 #define WINO_WS_DEFAULT ((size_t)8 << 20) /* floats of V + M per chunk, about */
-
-static size_t wino_ws = WINO_WS_DEFAULT;
-
-void conv_winograd_set_chunk_floats(size_t floats) {
-    wino_ws = floats ? floats : WINO_WS_DEFAULT;
-}
-
-/* The forward's tile size: 0 picks F(4x4, 3x3) where it fits and the map is at
- * least WINO4_MIN_W wide, 2 or 4 force one (where F(4x4) fits). */
-static int wino_tile_setting = 0;
-
-void conv_winograd_set_tile(int tile) { wino_tile_setting = tile == 2 || tile == 4 ? tile : 0; }
 
 /* Transformed elements per tile: 16 for F(2x2), 36 for F(4x4). */
 static int wino_ne(int t) { return (t + 2) * (t + 2); }
@@ -71,14 +55,15 @@ typedef struct {
     size_t tmax; /* rows * tp */
 } wino_geom;
 
-static wino_geom wino_geom_make(const conv_shape *s, int t) {
+/* chunk: the plan's wino_chunk_floats (0: WINO_WS_DEFAULT) */
+static wino_geom wino_geom_make(const conv_shape *s, int t, size_t chunk) {
     wino_geom g;
     g.t = t;
     g.ne = wino_ne(t);
     g.th = (s->H + t - 1) / t;
     g.tw = (s->W + t - 1) / t;
     g.tp = t == 4 ? g.tw : g.tw + 1; /* F(2x2) has a virtual tile per row, F(4x4) none */
-    size_t cap = wino_ws / ((size_t)g.ne * (size_t)(s->Cin + s->Cout));
+    size_t cap = (chunk ? chunk : WINO_WS_DEFAULT) / ((size_t)g.ne * (size_t)(s->Cin + s->Cout));
     size_t rows = cap / (size_t)g.tp;
     if (rows < 1) rows = 1;
     if (rows > (size_t)s->N * g.th) rows = (size_t)s->N * g.th;
@@ -99,17 +84,20 @@ static size_t wino_floats(const conv_shape *s, const wino_geom *g) {
 
 static int wino4_fits(const conv_shape *s);
 
-/* The forward's tile size for shape s (F(2x2) where F(4x4) does not fit). */
-static int wino_forward_tile(const conv_shape *s) {
-    if (!wino4_fits(s) || wino_tile_setting == 2) return 2;
-    return wino_tile_setting == 4 || s->W >= WINO4_MIN_W ? 4 : 2;
+/* The forward's tile size for shape s: forced 0 picks F(4x4, 3x3) where it fits
+ * and the map is at least WINO4_MIN_W wide, 2 or 4 force one (F(2x2) where
+ * F(4x4) does not fit). */
+int conv_winograd_forward_tile(const conv_shape *s, int forced) {
+    if (!wino4_fits(s) || forced == 2) return 2;
+    return forced == 4 || s->W >= WINO4_MIN_W ? 4 : 2;
 }
 
-size_t conv_winograd_workspace_floats(const conv_shape *s) {
-    wino_geom g2 = wino_geom_make(s, 2);
+/* The same for the forward tile the plan chose and for the backward's F(2x2). */
+static size_t wino_workspace_floats(const conv_shape *s, const conv_plan *p) {
+    wino_geom g2 = wino_geom_make(s, 2, p->wino_chunk_floats);
     size_t a = wino_floats(s, &g2);
     if (wino4_fits(s)) {
-        wino_geom g4 = wino_geom_make(s, 4);
+        wino_geom g4 = wino_geom_make(s, 4, p->wino_chunk_floats);
         size_t b = wino_floats(s, &g4);
         if (b > a) a = b;
     }
@@ -631,7 +619,7 @@ static int wino4_fits(const conv_shape *s) {
            wino4_in_need(1, s->W, tw) <= WINO_BUF && 40 * (size_t)tw <= WINO_BUF;
 }
 
-int conv_winograd_fits(const conv_shape *s) {
+static int wino_fits(const conv_shape *s) {
     const int p = (s->W + 1) / 2 + 1;
     return s->k == 3 && s->stride == 1 && s->pad_top == 1 && s->pad_left == 1 &&
            wino_in_need(1, s->W, p) <= WINO_BUF && 4 * (size_t)p <= WINO_BUF;
@@ -708,14 +696,15 @@ static void wino_pass(int kind, float *T16, float *out, const float *x, const fl
     }
 }
 
-/* out (+)= conv(in) with transformed kernels U of tile size t: in has Ci
+/* out (+)= conv(in) with transformed kernels U of geometry g: in has Ci
  * channels, out Co, both s->H x s->W. !flip: U[ne][Co][Ci] (the forward). flip
  * (t = 2 only): U[16][Ci][Co] of the forward kernels, giving the flipped,
  * transposed convolution (dinp). */
 static void wino_conv(float *out, int accumulate, const conv_act *out_act, const float *in,
                       const conv_act *in_act, const float *U, int flip, const float *bias,
-                      int Ci, int Co, const conv_shape *s, int t, float *V, float *M) {
-    const wino_geom g = wino_geom_make(s, t);
+                      int Ci, int Co, const conv_shape *s, const wino_geom *gp, float *V,
+                      float *M) {
+    const wino_geom g = *gp;
     const int R = s->N * g.th;
     const size_t eu = (size_t)Co * Ci + WINO_PAD;
     for (int r0 = 0; r0 < R; r0 += g.rows) {
@@ -745,80 +734,34 @@ static void wino_ws_split(const conv_shape *s, const wino_geom *g, float *ws, fl
 
 /* ---------- prepared kernels ---------- */
 
-/* The registry of conv_prepare: transformed kernels by weight pointer. Written
- * only by conv_prepare/conv_unprepare, never while convolutions run. */
-typedef struct {
-    const float *weight, *U;
-    int Cin, Cout, t;
-} wino_prep;
-
-static wino_prep *wino_preps;
-static int wino_n_preps, wino_cap_preps;
-
-static const float *wino_prepared(const float *weight, const conv_shape *s, int t) {
-    for (int i = 0; i < wino_n_preps; i++) {
-        const wino_prep *q = &wino_preps[i];
-        if (q->weight == weight && q->Cin == s->Cin && q->Cout == s->Cout && q->t == t)
-            return q->U;
-    }
-    return NULL;
+static size_t wino_prepared_floats(const conv_shape *s, const conv_plan *p) {
+    return (size_t)wino_ne(p->wino_tile) * ((size_t)s->Cin * s->Cout + WINO_PAD);
 }
 
-int conv_winograd_tile(const conv_shape *s) {
-    return conv_uses_winograd(s) ? wino_forward_tile(s) : 0;
+static void wino_prepare(float *prep, const float *weight, const conv_shape *s,
+                         const conv_plan *p) {
+    wino_weights(prep, weight, s->Cout, s->Cin, p->wino_tile);
 }
 
-size_t conv_prepared_floats(const conv_shape *s) {
-    if (!conv_uses_winograd(s)) return 0;
-    return (size_t)wino_ne(wino_forward_tile(s)) * ((size_t)s->Cin * s->Cout + WINO_PAD);
-}
-
-int conv_prepare(float *prep, const float *weight, const conv_shape *s) {
-    if (!conv_prepared_floats(s)) return 0;
-    const int t = wino_forward_tile(s);
-    conv_unprepare(weight);
-    if (wino_n_preps == wino_cap_preps) {
-        const int cap = wino_cap_preps ? 2 * wino_cap_preps : 64;
-        wino_prep *q = realloc(wino_preps, (size_t)cap * sizeof *q);
-        if (!q) return -1;
-        wino_preps = q;
-        wino_cap_preps = cap;
-    }
-    wino_weights(prep, weight, s->Cout, s->Cin, t);
-    wino_preps[wino_n_preps++] = (wino_prep){weight, prep, s->Cin, s->Cout, t};
-    return 1;
-}
-
-void conv_unprepare(const float *weight) {
-    for (int i = 0; i < wino_n_preps; i++)
-        if (wino_preps[i].weight == weight) wino_preps[i--] = wino_preps[--wino_n_preps];
-    if (!wino_n_preps) {
-        free(wino_preps);
-        wino_preps = NULL;
-        wino_cap_preps = 0;
-    }
-}
-
-void conv_winograd_forward(float *out, const float *inp, const conv_act *act,
-                           const float *weight, const float *bias, const conv_shape *s,
-                           float *ws) {
-    const int t = wino_forward_tile(s);
-    const wino_geom g = wino_geom_make(s, t);
+static void wino_forward(float *out, const float *inp, const conv_act *act, const float *weight,
+                         const float *bias, const conv_shape *s, const conv_plan *p, float *ws) {
+    const int t = p->wino_tile;
+    const wino_geom g = wino_geom_make(s, t, p->wino_chunk_floats);
     float *U, *V, *M;
     wino_ws_split(s, &g, ws, &U, &V, &M);
-    const float *Up = wino_prepared(weight, s, t);
+    const float *Up = p->prep;
     if (!Up) {
         wino_weights(U, weight, s->Cout, s->Cin, t);
         Up = U;
     }
-    wino_conv(out, 0, NULL, inp, act, Up, 0, bias, s->Cin, s->Cout, s, t, V, M);
+    wino_conv(out, 0, NULL, inp, act, Up, 0, bias, s->Cin, s->Cout, s, &g, V, M);
 }
 
-void conv_winograd_backward(float *dinp, float *dweight, const float *dout, const float *inp,
-                            const conv_act *act, const float *weight, const conv_shape *s,
-                            float *ws) {
+static void wino_backward(float *dinp, float *dweight, const float *dout, const float *inp,
+                          const conv_act *act, const float *weight, const conv_shape *s,
+                          const conv_plan *p, float *ws) {
     const int Cin = s->Cin, Cout = s->Cout;
-    const wino_geom g = wino_geom_make(s, 2);
+    const wino_geom g = wino_geom_make(s, 2, p->wino_chunk_floats);
     float *U, *V, *M;
     wino_ws_split(s, &g, ws, &U, &V, &M);
     if (dinp) {
@@ -826,7 +769,7 @@ void conv_winograd_backward(float *dinp, float *dweight, const float *dout, cons
          * the workspace is symmetric in Cin and Cout */
         float *Vd = V, *Md = V + 16 * ((size_t)Cout * g.tmax + WINO_PAD);
         wino_weights(U, weight, Cout, Cin, 2);
-        wino_conv(dinp, 1, act, dout, NULL, U, 1, NULL, Cout, Cin, s, 2, Vd, Md);
+        wino_conv(dinp, 1, act, dout, NULL, U, 1, NULL, Cout, Cin, s, &g, Vd, Md);
     }
     if (dweight) { /* U's space now holds dU */
         const int R = s->N * g.th;
@@ -843,3 +786,13 @@ void conv_winograd_backward(float *dinp, float *dweight, const float *dout, cons
         wino_dweights(dweight, U, Cout, Cin);
     }
 }
+
+const conv_formulation conv_winograd_formulation = {
+    .fits = wino_fits,
+    .fused = 1,
+    .workspace_floats = wino_workspace_floats,
+    .prepared_floats = wino_prepared_floats,
+    .prepare = wino_prepare,
+    .forward = wino_forward,
+    .backward = wino_backward,
+};

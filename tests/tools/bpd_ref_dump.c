@@ -16,6 +16,7 @@
 #include "common/config/config.h"
 #include "common/core/util.h"
 #include "common/diffusion/diffusion.h"
+#include "common/env/env_opts.h"
 #include "common/eval/bpd.h"
 #include "common/io/tensor_file.h"
 #include "common/model/unet.h"
@@ -59,7 +60,8 @@ int main(int argc, char **argv) {
     if (config_load_file(&cfg, argv[1]) != 0) die();
     const model_config *mc = &cfg.model;
     int T = cfg.diffusion.timesteps;
-    unet *m = unet_create(mc, T, 0);
+    unet_options opt = unet_options_default();
+    unet *m = env_unet_options(&opt) == 0 ? unet_create(mc, T, 0, &opt) : NULL;
     if (!m) die();
     size_t P = unet_num_params(m);
     float *params = xfloats(P);

@@ -10,6 +10,7 @@
 
 #include "common/config/config.h"
 #include "common/core/util.h"
+#include "common/env/env_opts.h"
 #include "common/io/tensor_file.h"
 #include "common/model/unet.h"
 #include "common/ops/ops.h"
@@ -36,7 +37,8 @@ int main(int argc, char **argv) {
         return 1;
     }
     const model_config *mc = &cfg.model;
-    unet *m = unet_create(mc, N, 1);
+    unet_options opt = unet_options_default();
+    unet *m = env_unet_options(&opt) == 0 ? unet_create(mc, N, 1, &opt) : NULL;
     if (!m) {
         fprintf(stderr, "unet_ref_dump: %s\n", err_msg());
         return 1;

@@ -110,7 +110,7 @@ static void test_evaluate_invariance(void) {
         return;
     }
     const model_config *mc = &cfg.model;
-    unet *m1 = unet_create(mc, 1, 0), *m7 = unet_create(mc, 7, 0);
+    unet *m1 = unet_create(mc, 1, 0, NULL), *m7 = unet_create(mc, 7, 0, NULL);
     size_t P = unet_num_params(m1);
     float *params = xfloats(P);
     unet_init(m1, params, 3);

@@ -174,14 +174,23 @@ static void conv_naive_backward(double *dx, double *dw, double *db, const float 
                 }
 }
 
+/* The conv options under test (the formulation, forced tile, chunk size): the
+ * checks below plan every convolution with them. */
+static conv_algo_opts conv_opts;
+
+static int uses_winograd(const conv_shape *s) {
+    return conv_plan_make(s, &conv_opts).form == CONV_FORM_WINOGRAD;
+}
+
 typedef struct {
     conv_shape s;
+    conv_plan p;
     float *x, *w, *b, *out, *R, *ws;
 } conv_ctx;
 
 static double conv_loss(void *p) {
     conv_ctx *c = p;
-    conv2d_forward(c->out, c->x, c->w, c->b, &c->s, c->ws);
+    conv2d_forward(c->out, c->x, c->w, c->b, &c->s, &c->p, c->ws);
     return dot_d(c->out, c->R, (size_t)c->s.N * c->s.Cout * c->s.Ho * c->s.Wo);
 }
 
@@ -198,41 +207,43 @@ static void check_conv(const char *name, int N, int Cin, int H, int W, int Cout,
                s.pad_top, s.pad_left, Ho, Wo, pt, pl);
     size_t nx = (size_t)N * Cin * H * W, nw = (size_t)Cout * Cin * k * k;
     size_t no = (size_t)N * Cout * Ho * Wo;
-    conv_ctx c = {.s = s};
+    conv_ctx c = {.s = s, .p = conv_plan_make(&s, &conv_opts)};
     c.x = rnd_tensor(nx, -1, 1);
     c.w = rnd_tensor(nw, -1, 1);
     c.b = rnd_tensor((size_t)Cout, -1, 1);
     c.R = rnd_tensor(no, -1, 1);
     c.out = zeros(no);
-    c.ws = exact_ws(conv_workspace_floats(&s));
+    c.ws = exact_ws(conv_workspace_floats(&s, &c.p));
 
     float *ref = zeros(no);
     conv_naive_forward(ref, c.x, c.w, c.b, N, Cin, H, W, Cout, k, st);
-    conv2d_forward(c.out, c.x, c.w, c.b, &s, c.ws);
+    conv2d_forward(c.out, c.x, c.w, c.b, &s, &c.p, c.ws);
     char what[128];
     snprintf(what, sizeof what, "conv %s", name);
     fwd_report(what, c.out, ref, no);
     conv_naive_forward(ref, c.x, c.w, NULL, N, Cin, H, W, Cout, k, st);
-    conv2d_forward(c.out, c.x, c.w, NULL, &s, c.ws);
+    conv2d_forward(c.out, c.x, c.w, NULL, &s, &c.p, c.ws);
     snprintf(what, sizeof what, "conv %s (no bias)", name);
     fwd_report(what, c.out, ref, no);
     /* prepared kernels (conv_prepare) give the very same output; once unprepared,
      * a changed weight is seen again */
-    const size_t pf = conv_prepared_floats(&s);
-    test_check(!pf == !conv_uses_winograd(&s), "conv %s: prepared kernels exactly for Winograd (%zu floats)",
+    const size_t pf = conv_prepared_floats(&s, &c.p);
+    test_check(!pf == !uses_winograd(&s), "conv %s: prepared kernels exactly for Winograd (%zu floats)",
                name, pf);
     if (pf) {
         float *prep = zeros(pf), *o2 = zeros(no);
-        test_check(conv_prepare(prep, c.w, &s) == 1, "conv %s: conv_prepare registers", name);
-        conv2d_forward(o2, c.x, c.w, NULL, &s, c.ws);
+        conv_prepare(prep, c.w, &s, &c.p);
+        conv_plan pp = c.p;
+        pp.prep = prep;
+        test_check(pp.form == CONV_FORM_WINOGRAD, "conv %s: conv_prepare into the plan", name);
+        conv2d_forward(o2, c.x, c.w, NULL, &s, &pp, c.ws);
         test_check(memcmp(o2, c.out, no * sizeof(float)) == 0,
                    "conv %s: forward over prepared kernels is bit-identical", name);
         c.w[4] += 1.0f; /* (the centre tap: not allowed while prepared, shows which is read) */
-        conv2d_forward(o2, c.x, c.w, NULL, &s, c.ws);
+        conv2d_forward(o2, c.x, c.w, NULL, &s, &pp, c.ws);
         test_check(memcmp(o2, c.out, no * sizeof(float)) == 0,
                    "conv %s: the prepared kernels are read, not the weights", name);
-        conv_unprepare(c.w);
-        conv2d_forward(o2, c.x, c.w, NULL, &s, c.ws);
+        conv2d_forward(o2, c.x, c.w, NULL, &s, &c.p, c.ws); /* the plan without them */
         test_check(memcmp(o2, c.out, no * sizeof(float)) != 0,
                    "conv %s: unprepared, the forward reads the weights again", name);
         c.w[4] -= 1.0f;
@@ -241,7 +252,7 @@ static void check_conv(const char *name, int N, int Cin, int H, int W, int Cout,
     }
 
     float *dx = zeros(nx), *dw = zeros(nw), *db = zeros((size_t)Cout);
-    conv2d_backward(dx, dw, db, c.R, c.x, c.w, &s, c.ws);
+    conv2d_backward(dx, dw, db, c.R, c.x, c.w, &s, &c.p, c.ws);
     double *rdx = malloc(sizeof(double) * nx), *rdw = malloc(sizeof(double) * nw);
     double *rdb = malloc(sizeof(double) * (size_t)Cout);
     conv_naive_backward(rdx, rdw, rdb, c.R, c.x, c.w, N, Cin, H, W, Cout, k, st);
@@ -265,7 +276,7 @@ static void check_conv(const char *name, int N, int Cin, int H, int W, int Cout,
 
     /* accumulation: a second call adds the same again */
     float *dx2 = copy_of(dx, nx), *dw2 = copy_of(dw, nw), *db2 = copy_of(db, (size_t)Cout);
-    conv2d_backward(dx2, dw2, db2, c.R, c.x, c.w, &s, c.ws);
+    conv2d_backward(dx2, dw2, db2, c.R, c.x, c.w, &s, &c.p, c.ws);
     snprintf(what, sizeof what, "conv %s dinp", name);
     acc_report(what, dx, dx2, nx);
     snprintf(what, sizeof what, "conv %s dweight", name);
@@ -275,9 +286,9 @@ static void check_conv(const char *name, int N, int Cin, int H, int W, int Cout,
 
     /* NULL gradients are skipped; the others are unchanged by the omission */
     float *dxo = zeros(nx), *dwo = zeros(nw);
-    conv2d_backward(dxo, NULL, NULL, c.R, c.x, c.w, &s, c.ws);
-    conv2d_backward(NULL, dwo, NULL, c.R, c.x, c.w, &s, c.ws);
-    conv2d_backward(NULL, NULL, NULL, c.R, c.x, c.w, &s, c.ws);
+    conv2d_backward(dxo, NULL, NULL, c.R, c.x, c.w, &s, &c.p, c.ws);
+    conv2d_backward(NULL, dwo, NULL, c.R, c.x, c.w, &s, &c.p, c.ws);
+    conv2d_backward(NULL, NULL, NULL, c.R, c.x, c.w, &s, &c.p, c.ws);
     test_check(test_rel_err(dxo, dx, nx) < ACC_TOL && test_rel_err(dwo, dw, nw) < ACC_TOL,
                "conv %s: NULL gradients skipped, others unchanged", name);
 
@@ -297,7 +308,7 @@ static void test_conv(void) {
     test_check(c.Ho == 4 && c.pad_top == 1, "conv k3 s2 on 7x7: 4x4, pads 1 before (1 after)");
     conv_shape d = conv_shape_make(1, 1, 14, 28, 1, 1, 1);
     test_check(d.Ho == 14 && d.Wo == 28 && d.pad_top == 0 && d.pad_left == 0 &&
-                   conv_workspace_floats(&d) == 0,
+                   conv_workspace_floats(&d, NULL) == 0,
                "conv k1 s1: no padding, no workspace for one image");
 
     /* small shapes, Cin != Cout, N = 2, with FD */
@@ -339,13 +350,13 @@ static void test_conv(void) {
  * and FD checks, forced on small shapes. Odd sizes leave partial 2x2 tiles;
  * small chunks make a chunk end inside an image and span several images. */
 static void test_conv_winograd_tile(int tile) {
-    conv_set_algo(CONV_ALGO_WINOGRAD);
-    conv_winograd_set_tile(tile);
+    conv_opts.algo = CONV_ALGO_WINOGRAD;
+    conv_opts.wino_tile = tile;
     printf("# winograd, forward tile %s\n", tile == 4 ? "F(4x4, 3x3)" : "F(2x2, 3x3)");
     conv_shape s = conv_shape_make(2, 3, 5, 6, 4, 3, 1);
-    test_check(conv_uses_winograd(&s), "winograd: forced on for k3 s1");
+    test_check(uses_winograd(&s), "winograd: forced on for k3 s1");
     conv_shape s2 = conv_shape_make(2, 3, 6, 6, 4, 3, 2);
-    test_check(!conv_uses_winograd(&s2), "winograd: never for stride 2");
+    test_check(!uses_winograd(&s2), "winograd: never for stride 2");
     check_conv("winograd k3 s1 5x6 3->4", 2, 3, 5, 6, 4, 3, 1, 1);
     check_conv("winograd k3 s1 7x7 4->3", 2, 4, 7, 7, 3, 3, 1, 1);
     check_conv("winograd k3 s1 1x1 map", 3, 2, 1, 1, 3, 3, 1, 1);
@@ -356,21 +367,21 @@ static void test_conv_winograd_tile(int tile) {
      * row, 4 in the buffers (one virtual). Chunks of 2 tile rows on 3-row images
      * (5x6), and of 4 rows on 6-row images (11x5): chunks start and end inside
      * images. */
-    conv_winograd_set_chunk_floats(16 * 7 * 4 * 2);
+    conv_opts.wino_chunk_floats = 16 * 7 * 4 * 2;
     check_conv("winograd k3 s1 5x6 chunks of 2 tile rows", 3, 3, 5, 6, 4, 3, 1, 1);
-    conv_winograd_set_chunk_floats(16 * 7 * 4 * 4);
+    conv_opts.wino_chunk_floats = 16 * 7 * 4 * 4;
     check_conv("winograd k3 s1 11x5 chunks of 4 tile rows", 2, 3, 11, 5, 4, 3, 1, 0);
-    conv_winograd_set_chunk_floats(16 * 7 * 1000); /* many images per chunk, a tail */
+    conv_opts.wino_chunk_floats = 16 * 7 * 1000; /* many images per chunk, a tail */
     check_conv("winograd k3 s1 7x7 many images per chunk", 9, 3, 7, 7, 4, 3, 1, 0);
-    conv_winograd_set_chunk_floats(0);
+    conv_opts.wino_chunk_floats = 0;
     /* maps too wide for the strip buffers fall back to the shifted GEMMs */
     conv_shape wide = conv_shape_make(1, 1, 2, 1100, 1, 3, 1);
     conv_shape edge = conv_shape_make(1, 1, 2, 908, 1, 3, 1);
-    test_check(!conv_uses_winograd(&wide) && conv_uses_winograd(&edge),
+    test_check(!uses_winograd(&wide) && uses_winograd(&edge),
                "winograd: for maps up to 908 wide, not 1100");
     check_conv("winograd k3 s1 3x908 (the widest)", 1, 2, 3, 908, 2, 3, 1, 0);
-    conv_winograd_set_tile(0);
-    conv_set_algo(CONV_ALGO_AUTO);
+    conv_opts.wino_tile = 0;
+    conv_opts.algo = CONV_ALGO_AUTO;
 }
 
 /* Both forward tiles: F(4x4, 3x3) forced on every shape above (backward stays
@@ -380,15 +391,15 @@ static void test_conv_winograd(void) {
     test_conv_winograd_tile(2);
     test_conv_winograd_tile(4);
     /* a 64-channel layer: F(4x4)'s rounding grows with the sums (tol 1e-5) */
-    conv_set_algo(CONV_ALGO_WINOGRAD);
-    conv_winograd_set_tile(4);
+    conv_opts.algo = CONV_ALGO_WINOGRAD;
+    conv_opts.wino_tile = 4;
     check_conv("winograd F(4x4) k3 s1 17x18 64->32", 1, 64, 17, 18, 32, 3, 1, 0);
     check_conv("winograd F(4x4) k3 s1 16x16 256->256", 1, 256, 16, 16, 256, 3, 1, 0);
-    conv_winograd_set_tile(0);
-    conv_set_algo(CONV_ALGO_AUTO);
+    conv_opts.wino_tile = 0;
+    conv_opts.algo = CONV_ALGO_AUTO;
     conv_shape big = conv_shape_make(2, 128, 8, 8, 256, 3, 1);
     conv_shape small = conv_shape_make(2, 64, 8, 8, 128, 3, 1);
-    test_check(conv_uses_winograd(&big) && !conv_uses_winograd(&small),
+    test_check(uses_winograd(&big) && !uses_winograd(&small),
                "winograd: auto picks it from %d channels on", CONV_WINOGRAD_MIN_CH);
 }
 
@@ -396,12 +407,13 @@ static void test_conv_winograd(void) {
 
 typedef struct {
     conv_shape s;
+    conv_plan p;
     float *x, *mask, *w, *b, *out, *R, *ws;
 } silu_conv_ctx;
 
 static double silu_conv_loss(void *p) {
     silu_conv_ctx *c = p;
-    silu_conv2d_forward(c->out, c->x, c->mask, c->w, c->b, &c->s, c->ws);
+    silu_conv2d_forward(c->out, c->x, c->mask, c->w, c->b, &c->s, &c->p, c->ws);
     return dot_d(c->out, c->R, (size_t)c->s.N * c->s.Cout * c->s.Ho * c->s.Wo);
 }
 
@@ -411,13 +423,13 @@ static void check_silu_conv(const char *name, int N, int Cin, int H, int W, int 
                             int with_mask, int fd) {
     conv_shape s = conv_shape_make(N, Cin, H, W, Cout, 3, 1);
     size_t nx = (size_t)N * Cin * H * W, nw = (size_t)Cout * Cin * 9, no = (size_t)N * Cout * H * W;
-    silu_conv_ctx c = {.s = s};
+    silu_conv_ctx c = {.s = s, .p = conv_plan_make(&s, &conv_opts)};
     c.x = rnd_tensor(nx, -3, 3);
     c.w = rnd_tensor(nw, -1, 1);
     c.b = rnd_tensor((size_t)Cout, -1, 1);
     c.R = rnd_tensor(no, -1, 1);
     c.out = zeros(no);
-    c.ws = exact_ws(conv_workspace_floats(&s));
+    c.ws = exact_ws(conv_workspace_floats(&s, &c.p));
     if (with_mask) {
         c.mask = rnd_tensor(nx, 0, 1);
         for (size_t i = 0; i < nx; i++) c.mask[i] = c.mask[i] < 0.3f ? 0.0f : 1.0f / 0.7f;
@@ -430,15 +442,15 @@ static void check_silu_conv(const char *name, int N, int Cin, int H, int W, int 
         dropout_forward(d, a, c.mask, nx);
         cin = d;
     }
-    conv2d_forward(ref, cin, c.w, c.b, &s, c.ws);
-    silu_conv2d_forward(c.out, c.x, c.mask, c.w, c.b, &s, c.ws);
+    conv2d_forward(ref, cin, c.w, c.b, &s, &c.p, c.ws);
+    silu_conv2d_forward(c.out, c.x, c.mask, c.w, c.b, &s, &c.p, c.ws);
     char what[128];
     snprintf(what, sizeof what, "silu_conv %s", name);
     fwd_report(what, c.out, ref, no);
 
     float *dcin = zeros(nx), *dd = zeros(nx), *rdx = zeros(nx), *rdw = zeros(nw);
     float *rdb = zeros((size_t)Cout);
-    conv2d_backward(dcin, rdw, rdb, c.R, cin, c.w, &s, c.ws);
+    conv2d_backward(dcin, rdw, rdb, c.R, cin, c.w, &s, &c.p, c.ws);
     const float *da = dcin;
     if (c.mask) {
         dropout_backward(dd, dcin, c.mask, nx);
@@ -446,7 +458,7 @@ static void check_silu_conv(const char *name, int N, int Cin, int H, int W, int 
     }
     silu_backward(rdx, da, c.x, nx);
     float *dx = zeros(nx), *dw = zeros(nw), *db = zeros((size_t)Cout);
-    silu_conv2d_backward(dx, dw, db, c.R, c.x, c.mask, c.w, &s, c.ws);
+    silu_conv2d_backward(dx, dw, db, c.R, c.x, c.mask, c.w, &s, &c.p, c.ws);
     snprintf(what, sizeof what, "silu_conv %s dinp (vs the unfused ops)", name);
     fwd_report(what, dx, rdx, nx);
     snprintf(what, sizeof what, "silu_conv %s dweight (vs the unfused ops)", name);
@@ -464,14 +476,14 @@ static void check_silu_conv(const char *name, int N, int Cin, int H, int W, int 
         fd_report(what, silu_conv_loss, &c, c.w, nw, dw, 1e-2f);
     }
     float *dx2 = copy_of(dx, nx), *dw2 = copy_of(dw, nw);
-    silu_conv2d_backward(dx2, dw2, NULL, c.R, c.x, c.mask, c.w, &s, c.ws);
+    silu_conv2d_backward(dx2, dw2, NULL, c.R, c.x, c.mask, c.w, &s, &c.p, c.ws);
     snprintf(what, sizeof what, "silu_conv %s dinp", name);
     acc_report(what, dx, dx2, nx);
     snprintf(what, sizeof what, "silu_conv %s dweight", name);
     acc_report(what, dw, dw2, nw);
     float *dxo = zeros(nx), *dwo = zeros(nw);
-    silu_conv2d_backward(dxo, NULL, NULL, c.R, c.x, c.mask, c.w, &s, c.ws);
-    silu_conv2d_backward(NULL, dwo, NULL, c.R, c.x, c.mask, c.w, &s, c.ws);
+    silu_conv2d_backward(dxo, NULL, NULL, c.R, c.x, c.mask, c.w, &s, &c.p, c.ws);
+    silu_conv2d_backward(NULL, dwo, NULL, c.R, c.x, c.mask, c.w, &s, &c.p, c.ws);
     test_check(test_rel_err(dxo, dx, nx) < ACC_TOL && test_rel_err(dwo, dw, nw) < ACC_TOL,
                "silu_conv %s: NULL gradients skipped, others unchanged", name);
     free(c.x); free(c.mask); free(c.w); free(c.b); free(c.R); free(c.out); free(c.ws);
@@ -495,7 +507,8 @@ static void check_gn_silu_conv(const char *name, int N, int C, int H, int W, int
         mask = rnd_tensor(nx, 0, 1);
         for (size_t i = 0; i < nx; i++) mask[i] = mask[i] < 0.3f ? 0.0f : 1.0f / 0.7f;
     }
-    float *ws = exact_ws(conv_workspace_floats(&s));
+    const conv_plan cp = conv_plan_make(&s, &conv_opts);
+    float *ws = exact_ws(conv_workspace_floats(&s, &cp));
     float *mean = zeros((size_t)N * G), *rstd = zeros((size_t)N * G);
     float *mean2 = zeros((size_t)N * G), *rstd2 = zeros((size_t)N * G), *g = zeros(nx);
     groupnorm_forward(g, mean, rstd, x, gamma, beta, N, C, H * W, G, 1e-6f);
@@ -505,12 +518,12 @@ static void check_gn_silu_conv(const char *name, int N, int C, int H, int W, int
                "gn_silu_conv %s: groupnorm_stats = groupnorm_forward's statistics", name);
     const gn_apply gn = {mean, rstd, gamma, beta, G};
     float *ref = zeros(no), *out = zeros(no);
-    silu_conv2d_forward(ref, g, mask, w, b, &s, ws);
-    gn_silu_conv2d_forward(out, x, &gn, mask, w, b, &s, ws);
+    silu_conv2d_forward(ref, g, mask, w, b, &s, &cp, ws);
+    gn_silu_conv2d_forward(out, x, &gn, mask, w, b, &s, &cp, ws);
     float *rdg = zeros(nx), *rdw = zeros(nw), *rdb = zeros(Cout);
     float *dg = zeros(nx), *dw = zeros(nw), *db = zeros(Cout);
-    silu_conv2d_backward(rdg, rdw, rdb, R, g, mask, w, &s, ws);
-    gn_silu_conv2d_backward(dg, dw, db, R, x, &gn, mask, w, &s, ws);
+    silu_conv2d_backward(rdg, rdw, rdb, R, g, mask, w, &s, &cp, ws);
+    gn_silu_conv2d_backward(dg, dw, db, R, x, &gn, mask, w, &s, &cp, ws);
     test_check(memcmp(out, ref, no * sizeof(float)) == 0 &&
                    memcmp(dg, rdg, nx * sizeof(float)) == 0 &&
                    memcmp(dw, rdw, nw * sizeof(float)) == 0 &&
@@ -526,20 +539,20 @@ static void check_gn_silu_conv(const char *name, int N, int C, int H, int W, int
 static void test_silu_conv(void) {
     check_gn_silu_conv("7x7 64->32", 2, 64, 7, 7, 32, 0);
     check_gn_silu_conv("6x5 8->4, mask", 3, 8, 6, 5, 4, 1);
-    conv_set_algo(CONV_ALGO_WINOGRAD);
+    conv_opts.algo = CONV_ALGO_WINOGRAD;
     check_gn_silu_conv("winograd 7x7 64->32", 2, 64, 7, 7, 32, 0);
     check_gn_silu_conv("winograd 6x5 8->4, mask", 3, 8, 6, 5, 4, 1);
-    conv_set_algo(CONV_ALGO_AUTO);
+    conv_opts.algo = CONV_ALGO_AUTO;
     check_silu_conv("5x6 3->4", 2, 3, 5, 6, 4, 0, 1);
     check_silu_conv("5x6 3->4 with dropout mask", 2, 3, 5, 6, 4, 1, 1);
     check_silu_conv("20x20 chunks of 8 + tail of 3, mask", 11, 3, 20, 20, 4, 1, 0);
-    conv_set_algo(CONV_ALGO_WINOGRAD);
+    conv_opts.algo = CONV_ALGO_WINOGRAD;
     check_silu_conv("winograd 5x6 3->4", 2, 3, 5, 6, 4, 0, 1);
     check_silu_conv("winograd 7x7 3->4 with dropout mask", 2, 3, 7, 7, 4, 1, 1);
-    conv_winograd_set_chunk_floats(16 * 7 * 11 * 3); /* 3 tile rows of 10 (+1 virtual) */
+    conv_opts.wino_chunk_floats = 16 * 7 * 11 * 3; /* 3 tile rows of 10 (+1 virtual) */
     check_silu_conv("winograd 20x20 chunks of 3 tile rows, mask", 3, 3, 20, 20, 4, 1, 0);
-    conv_winograd_set_chunk_floats(0);
-    conv_set_algo(CONV_ALGO_AUTO);
+    conv_opts.wino_chunk_floats = 0;
+    conv_opts.algo = CONV_ALGO_AUTO;
 }
 
 /* =================== linear =================== */

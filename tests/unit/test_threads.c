@@ -50,7 +50,9 @@ int main(void) {
     config c;
     if (!test_check(config_load_file(&c, "configs/fashion_mnist.yaml") == 0, "load config"))
         return test_done();
-    unet *m = unet_create_lanes(&c.model, NB, 1, 1);
+    unet_options one = unet_options_default();
+    one.lanes = 1;
+    unet *m = unet_create(&c.model, NB, 1, &one);
     size_t P = unet_num_params(m);
     size_t D = (size_t)c.model.in_channels * c.model.image_size * c.model.image_size;
     float *params = xfloats(P), *noise = xfloats(P);
@@ -74,14 +76,18 @@ int main(void) {
     /* the model's 3x3 convs as shifted GEMMs (auto, under 128 channels), then
      * as Winograd: either way, threads and lanes change nothing but rounding */
     for (int algo = 0; algo < 2; algo++) {
-        conv_set_algo(algo ? CONV_ALGO_WINOGRAD : CONV_ALGO_AUTO);
+        unet_options o = one;
+        o.conv.algo = algo ? CONV_ALGO_WINOGRAD : CONV_ALGO_AUTO;
         const char *an = algo ? "winograd: " : "";
         blas_set_threads(1, 1);
-        run(m, params, x, eps, t, ids, D, pred1, g1, P);
+        unet *mr = unet_create(&c.model, NB, 1, &o);
+        run(mr, params, x, eps, t, ids, D, pred1, g1, P);
+        unet_free(mr);
         for (int threads = 2; threads <= 3; threads++) {
             blas_set_threads(threads, 1);
             for (int lanes = 1; lanes <= threads; lanes += threads - 1) {
-                unet *mt = unet_create_lanes(&c.model, NB, 1, lanes);
+                o.lanes = lanes;
+                unet *mt = unet_create(&c.model, NB, 1, &o);
                 test_check(unet_num_lanes(mt) == lanes, "%smodel built with %d lane(s)", an, lanes);
                 hook_log h = {g, xfloats(P), P, 0, 1};
                 unet_set_backward_hook(mt, hook, &h);
@@ -100,10 +106,11 @@ int main(void) {
             }
         }
     }
-    conv_set_algo(CONV_ALGO_AUTO);
     /* fewer images than lanes: the batch is split over as many lanes as images */
     blas_set_threads(3, 1);
-    unet *ml = unet_create_lanes(&c.model, NB, 1, 3);
+    unet_options three = one;
+    three.lanes = 3;
+    unet *ml = unet_create(&c.model, NB, 1, &three);
     float *pred2 = xfloats(2 * D), *g2 = xfloats(P), *pred2r = xfloats(2 * D), *g2r = xfloats(P);
     unet_rng r2 = {9, 3, ids};
     unet_forward(ml, params, x, t, 2, &r2, pred2);

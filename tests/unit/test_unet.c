@@ -11,10 +11,14 @@
 #include "common/ckpt/checkpoint.h"
 #include "common/config/config.h"
 #include "common/core/util.h"
+#include "common/env/env_opts.h"
 #include "common/model/unet.h"
 #include "common/ops/ops.h"
 #include "common/rng/rng.h"
 #include "test.h"
+
+/* one lane: the model checks here need no threads */
+static const unet_options one_lane = {.lanes = 1, .prepare_budget = UNET_PREPARE_AUTO};
 
 static void check_count(const char *path, size_t expect) {
     config c;
@@ -22,7 +26,7 @@ static void check_count(const char *path, size_t expect) {
         test_check(0, "load %s: %s", path, err_msg());
         return;
     }
-    unet *m = unet_create(&c.model, 1, 0);
+    unet *m = unet_create(&c.model, 1, 0, NULL);
     if (!test_check(m != NULL, "build %s", path)) return;
     test_check(unet_num_params(m) == expect, "%s: %zu parameters (paper: %zu)", path,
                unet_num_params(m), expect);
@@ -44,7 +48,7 @@ static void check_count(const char *path, size_t expect) {
 static void check_init(void) {
     config c;
     config_load_file(&c, "configs/fashion_mnist.yaml");
-    unet *m = unet_create(&c.model, 1, 0);
+    unet *m = unet_create(&c.model, 1, 0, NULL);
     size_t P = unet_num_params(m);
     float *p = xfloats(P), *q = xfloats(P);
     unet_init(m, p, 42);
@@ -104,8 +108,8 @@ static void check_forward_consistency(void) {
     config c;
     if (!load_small(&c)) return;
     const int N = 3;
-    unet *train = unet_create(&c.model, N, 1), *eval = unet_create(&c.model, N, 0),
-         *one = unet_create(&c.model, 1, 0);
+    unet *train = unet_create(&c.model, N, 1, NULL), *eval = unet_create(&c.model, N, 0, NULL),
+         *one = unet_create(&c.model, 1, 0, NULL);
     size_t P = unet_num_params(train);
     float *p = random_params(P, 5);
     size_t D = (size_t)c.model.in_channels * c.model.image_size * c.model.image_size;
@@ -127,7 +131,7 @@ static void check_forward_consistency(void) {
     uint64_t ids[3] = {10, 11, 12};
     unet_rng r = {9, 3, ids};
     unet_forward(train, p, x, t, N, &r, a);
-    unet *train1 = unet_create(&c.model, 1, 1);
+    unet *train1 = unet_create(&c.model, 1, 1, NULL);
     unet_rng r1 = {9, 3, ids + 2};
     unet_forward(train1, p, x + 2 * D, t + 2, 1, &r1, s);
     e = test_rel_err(s, a + 2 * D, D);
@@ -146,9 +150,10 @@ static void check_prepare(void) {
     const int N = 3;
     for (int tile = 2; tile <= 4; tile += 2)
         for (int lanes = 1; lanes <= 2; lanes++) {
-            conv_set_algo(CONV_ALGO_WINOGRAD);
-            conv_winograd_set_tile(tile);
-            unet *m = unet_create_lanes(&c.model, N, 0, lanes);
+            unet_options o = unet_options_default();
+            o.lanes = lanes;
+            o.conv = (conv_algo_opts){.algo = CONV_ALGO_WINOGRAD, .wino_tile = tile};
+            unet *m = unet_create(&c.model, N, 0, &o);
             float *p = random_params(unet_num_params(m), 6);
             size_t D = (size_t)c.model.in_channels * c.model.image_size * c.model.image_size;
             float *x = xfloats(N * D), *a = xfloats(N * D), *b = xfloats(N * D);
@@ -177,31 +182,35 @@ static void check_prepare(void) {
                        "tile %d, %d lane(s): unprepared, the weights are read again", tile,
                        lanes);
             *w0 = w0_was;
-            /* the budget: $DDPM_PREPARE_MIB refuses, and the forward is unchanged */
+            /* the budget: $DDPM_PREPARE_MIB refuses (0: the model's budget, the
+             * others: env_unet_options), and the forward is unchanged */
             const char *bad[] = {"0", "-1", "1.5", "lots"};
             for (int i = 0; i < 4 && tile == 4 && lanes == 2; i++) {
                 setenv("DDPM_PREPARE_MIB", bad[i], 1);
-                const int rc = unet_prepare(m, p);
-                test_check(rc == -1 && !unet_prepared(m, p) &&
+                unet_options ob = o;
+                unet *mb = env_unet_options(&ob) == 0 ? unet_create(&c.model, N, 0, &ob) : NULL;
+                const int rc = mb ? unet_prepare(mb, p) : -1;
+                test_check(rc == -1 && !(mb && unet_prepared(mb, p)) &&
                                strstr(err_msg(), "DDPM_PREPARE_MIB") != NULL,
                            "DDPM_PREPARE_MIB='%s': nothing prepared (%s)", bad[i], err_msg());
-                unet_forward(m, p, x, t, N, NULL, b);
-                test_check(memcmp(a, b, N * D * sizeof *a) == 0,
+                if (mb) unet_forward(mb, p, x, t, N, NULL, b);
+                test_check(mb == NULL || memcmp(a, b, N * D * sizeof *a) == 0,
                            "DDPM_PREPARE_MIB='%s': the forward is unchanged", bad[i]);
+                unet_free(mb);
             }
             if (tile == 4 && lanes == 2) {
                 setenv("DDPM_PREPARE_MIB", "64", 1);
-                test_check(bytes > 0 && bytes < (64u << 20) && unet_prepare(m, p) == 0 &&
-                               unet_prepared_bytes(m) == bytes,
+                unet_options ob = o;
+                unet *mb = env_unet_options(&ob) == 0 ? unet_create(&c.model, N, 0, &ob) : NULL;
+                test_check(mb && bytes > 0 && bytes < (64u << 20) && unet_prepare(mb, p) == 0 &&
+                               unet_prepared_bytes(mb) == bytes,
                            "DDPM_PREPARE_MIB=64: prepared within it (%zu bytes)", bytes);
                 unsetenv("DDPM_PREPARE_MIB");
-                unet_unprepare(m);
+                unet_free(mb);
             }
             free(p); free(x); free(a); free(b);
             unet_free(m);
         }
-    conv_winograd_set_tile(0);
-    conv_set_algo(CONV_ALGO_AUTO);
     /* the default budget's source: at most /proc/meminfo's MemAvailable */
     unsigned long long kb = 0;
     FILE *f = fopen("/proc/meminfo", "r");
@@ -214,6 +223,38 @@ static void check_prepare(void) {
                "mem_available_bytes: %zu MiB (MemAvailable %llu MiB)", avail >> 20, kb >> 10);
 }
 
+/* Two models in one process keep their own convolution choices and prepared
+ * kernels: a Winograd model, prepared, and a shifted-GEMM model over the same
+ * params buffer, built and run in turn, each give what they gave alone. */
+static void check_two_models(void) {
+    config c;
+    if (!load_small(&c)) return;
+    const int N = 2;
+    unet_options ow = unet_options_default(), os = unet_options_default();
+    ow.conv.algo = CONV_ALGO_WINOGRAD;
+    os.conv.algo = CONV_ALGO_SHIFT;
+    unet *mw = unet_create(&c.model, N, 0, &ow);
+    float *p = random_params(unet_num_params(mw), 7);
+    size_t D = (size_t)c.model.in_channels * c.model.image_size * c.model.image_size;
+    float *x = xfloats(N * D), *a = xfloats(N * D), *b = xfloats(N * D), *e = xfloats(N * D);
+    rng_key kx = {7, 1, 0, RNG_PURPOSE_NOISE};
+    rng_normal(&kx, x, N * D);
+    int t[2] = {5, 700};
+    unet_forward(mw, p, x, t, N, NULL, a);
+    unet *ms = unet_create(&c.model, N, 0, &os);
+    unet_forward(ms, p, x, t, N, NULL, e);
+    test_check(unet_prepare(mw, p) == 0, "two models: the Winograd one prepared");
+    unet_forward(mw, p, x, t, N, NULL, b);
+    test_check(memcmp(a, b, N * D * sizeof *a) == 0,
+               "two models: the Winograd model is unchanged by the other's creation");
+    unet_forward(ms, p, x, t, N, NULL, b);
+    test_check(memcmp(e, b, N * D * sizeof *e) == 0,
+               "two models: the shifted-GEMM model ignores the other's prepared kernels");
+    free(p); free(x); free(a); free(b); free(e);
+    unet_free(mw);
+    unet_free(ms);
+}
+
 /* A batch whose last conv chunk holds one image (fashion_mnist at 28x28: chunks of
  * 5 images, N = 6) equals its images run one by one. */
 static void check_tail_chunk(void) {
@@ -223,7 +264,7 @@ static void check_tail_chunk(void) {
         return;
     }
     const int N = 6;
-    unet *m = unet_create(&c.model, N, 0), *one = unet_create(&c.model, 1, 0);
+    unet *m = unet_create(&c.model, N, 0, NULL), *one = unet_create(&c.model, 1, 0, NULL);
     size_t P = unet_num_params(m), D = 28 * 28;
     float *p = xfloats(P), *x = xfloats(N * D), *a = xfloats(N * D), *b = xfloats(N * D);
     rng_key kp = {6, 0, 0, RNG_PURPOSE_INIT};
@@ -242,21 +283,32 @@ static void check_tail_chunk(void) {
     unet_free(one);
 }
 
-/* DDPM_LANES is read strictly: a malformed value fails unet_create with a message
- * naming the variable; a valid one sets the lane count. */
+/* DDPM_LANES is read strictly: a malformed value fails env_unet_options with a
+ * message naming the variable; a valid one sets the lane count. */
+/* A model built as the programs build theirs: options from the environment
+ * (env_unet_options), NULL with err_msg() when they are malformed; *o receives
+ * them. */
+static unet *env_model(const model_config *mc, int max_batch, int with_backward,
+                       unet_options *o) {
+    unet_options tmp = unet_options_default();
+    if (!o) o = &tmp;
+    *o = unet_options_default();
+    return env_unet_options(o) == 0 ? unet_create(mc, max_batch, with_backward, o) : NULL;
+}
+
 static void check_lanes_env(void) {
     config c;
     if (!test_check(config_load_file(&c, "configs/tiny.yaml") == 0, "load tiny")) return;
     const char *bad[] = {"abc", "0", "-2", "3x", "5000"};
     for (int i = 0; i < 5; i++) {
         setenv("DDPM_LANES", bad[i], 1);
-        unet *m = unet_create(&c.model, 4, 1);
+        unet *m = env_model(&c.model, 4, 1, NULL);
         test_check(m == NULL && strstr(err_msg(), "DDPM_LANES") != NULL,
                    "DDPM_LANES=%s refused: %s", bad[i], m ? "(built)" : err_msg());
         unet_free(m);
     }
     setenv("DDPM_LANES", "2", 1);
-    unet *m = unet_create(&c.model, 4, 1);
+    unet *m = env_model(&c.model, 4, 1, NULL);
     test_check(m && unet_num_lanes(m) == 2, "DDPM_LANES=2: two lanes");
     unet_free(m);
     unsetenv("DDPM_LANES");
@@ -269,38 +321,44 @@ static void check_conv_env(void) {
     const char *bad[] = {"Winograd", "fast", "shift ", "1", "winograd3", "winograd44"};
     for (int i = 0; i < 6; i++) {
         setenv("DDPM_CONV", bad[i], 1);
-        unet *m = unet_create(&c.model, 2, 1);
+        unet *m = env_model(&c.model, 2, 1, NULL);
         test_check(m == NULL && strstr(err_msg(), "DDPM_CONV") != NULL,
                    "DDPM_CONV='%s' refused: %s", bad[i], m ? "(built)" : err_msg());
         unet_free(m);
     }
+    /* the formulation the options give (plans, as unet_create makes them per layer) */
     conv_shape s = conv_shape_make(1, 32, 8, 8, 32, 3, 1);
-    setenv("DDPM_CONV", "winograd", 1);
-    unet *m = unet_create(&c.model, 2, 1);
-    test_check(m && conv_uses_winograd(&s), "DDPM_CONV=winograd: 3x3 convs of 32 channels use it");
-    unet_free(m);
     conv_shape s16 = conv_shape_make(1, 32, 16, 16, 32, 3, 1);
-    test_check(conv_winograd_tile(&s) == 2 && conv_winograd_tile(&s16) == 4,
+    unet_options o;
+#define PLAN(sh) conv_plan_make(&(sh), &o.conv)
+    setenv("DDPM_CONV", "winograd", 1);
+    unet *m = env_model(&c.model, 2, 1, &o);
+    test_check(m && PLAN(s).form == CONV_FORM_WINOGRAD,
+               "DDPM_CONV=winograd: 3x3 convs of 32 channels use it");
+    unet_free(m);
+    test_check(PLAN(s).wino_tile == 2 && PLAN(s16).wino_tile == 4,
                "DDPM_CONV=winograd: forward tile F(2x2) on 8x8 maps, F(4x4) from 16 wide (%d, %d)",
-               conv_winograd_tile(&s), conv_winograd_tile(&s16));
+               PLAN(s).wino_tile, PLAN(s16).wino_tile);
     for (int t = 2; t <= 4; t += 2) {
         setenv("DDPM_CONV", t == 2 ? "winograd2" : "winograd4", 1);
-        m = unet_create(&c.model, 2, 1);
-        test_check(m && conv_winograd_tile(&s) == t && conv_winograd_tile(&s16) == t,
+        m = env_model(&c.model, 2, 1, &o);
+        test_check(m && PLAN(s).wino_tile == t && PLAN(s16).wino_tile == t,
                    "DDPM_CONV=winograd%d: forward tile %d on 8x8 and 16x16 maps", t, t);
         unet_free(m);
     }
     setenv("DDPM_CONV", "auto", 1);
-    m = unet_create(&c.model, 2, 1);
-    test_check(m && !conv_uses_winograd(&s) && conv_winograd_tile(&s) == 0,
+    m = env_model(&c.model, 2, 1, &o);
+    test_check(m && PLAN(s).form != CONV_FORM_WINOGRAD && PLAN(s).wino_tile == 0,
                "DDPM_CONV=auto: not below %d channels", CONV_WINOGRAD_MIN_CH);
+#undef PLAN
     unet_free(m);
     unsetenv("DDPM_CONV");
     /* a malformed DDPM_PREPARE_MIB stops the program when it builds its model */
     setenv("DDPM_PREPARE_MIB", "lots", 1);
-    m = unet_create(&c.model, 2, 0);
+    m = env_model(&c.model, 2, 0, NULL);
     test_check(m == NULL && strstr(err_msg(), "DDPM_PREPARE_MIB") != NULL,
-               "DDPM_PREPARE_MIB='lots' refused by unet_create: %s", m ? "(built)" : err_msg());
+               "DDPM_PREPARE_MIB='lots' refused by env_unet_options: %s",
+               m ? "(built)" : err_msg());
     unet_free(m);
     unsetenv("DDPM_PREPARE_MIB");
 }
@@ -330,7 +388,7 @@ static void check_deep_models(void) {
     unet_config_error e;
     int rc = unet_check_config(&mc, &e);
     test_check(rc == 0, "5 levels x 64 blocks passes the model's check (%s)", rc ? err_msg() : "ok");
-    unet *m = unet_create_lanes(&mc, 1, 0, 1);
+    unet *m = unet_create(&mc, 1, 0, &one_lane);
     test_check(m != NULL, "5 levels x 64 blocks builds (was: stack overflow in create) %s",
                m ? "" : err_msg());
     if (m) {
@@ -358,7 +416,7 @@ static void check_model_limits(void) {
         stmt;                                                                                       \
         memset(&e, 0, sizeof e);                                                                    \
         int rc_ = unet_check_config(&mc, &e);                                                       \
-        unet *m_ = rc_ ? unet_create_lanes(&mc, 1, 1, 1) : NULL;                                    \
+        unet *m_ = rc_ ? unet_create(&mc, 1, 1, &one_lane) : NULL;                                    \
         test_check(rc_ == -1 && e.field && !strcmp(e.field, field_) && strstr(e.why, what) &&      \
                        strstr(err_msg(), "model." field_) && !m_,                                   \
                    "%s refused: model.%s: %s", label, e.field ? e.field : "(none)", e.why);        \
@@ -399,7 +457,7 @@ static void check_model_limits(void) {
     config c;
     if (!test_check(config_load_file(&c, "configs/fashion_mnist.yaml") == 0, "load fashion_mnist"))
         return;
-    unet *m = unet_create_lanes(&c.model, 2147483647, 1, 1);
+    unet *m = unet_create(&c.model, 2147483647, 1, &one_lane);
     test_check(!m && strstr(err_msg(), "batch of 2147483647"),
                "a batch of 2^31-1 is refused before allocating: %s", m ? "(built)" : err_msg());
     unet_free(m);
@@ -440,7 +498,7 @@ static void check_checkpoint_config(void) {
                            strstr(err_msg(), "parameters"),
                        "a checkpoint with 4e14 parameters is refused naming the file: %s", err_msg());
         } else {
-            unet *m = rc == 0 ? unet_create_lanes(&got.model, 2, 0, 1) : NULL;
+            unet *m = rc == 0 ? unet_create(&got.model, 2, 0, &one_lane) : NULL;
             test_check(m != NULL, "a checkpoint with 5 levels x 64 blocks gives its model (%s)",
                        m ? "ok" : err_msg());
             unet_free(m);
@@ -463,5 +521,6 @@ int main(void) {
     check_init();
     check_forward_consistency();
     check_prepare();
+    check_two_models();
     return test_done();
 }

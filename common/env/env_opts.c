@@ -1,0 +1,59 @@
+/* Program options from the environment (env_opts.h): strict parsing, a
+ * malformed value refused by name. */
+#include "common/env/env_opts.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#include "common/core/util.h"
+
+int env_lanes(int *lanes) {
+    const char *e = getenv("DDPM_LANES");
+    if (!e || !*e) return 0;
+    char *end;
+    long v = strtol(e, &end, 10);
+    if (*end || v < 1 || v > 1024)
+        return err_set("DDPM_LANES='%s': expected a whole number of lanes in 1..1024 (1: no "
+                       "lanes)", e);
+    *lanes = (int)v;
+    return 0;
+}
+
+int env_conv(conv_algo_opts *conv) {
+    const char *e = getenv("DDPM_CONV");
+    if (!e || !*e) return 0;
+    int tile = 0;
+    conv_algo algo;
+    if (strcmp(e, "auto") == 0) algo = CONV_ALGO_AUTO;
+    else if (strcmp(e, "shift") == 0) algo = CONV_ALGO_SHIFT;
+    else if (strcmp(e, "winograd") == 0) algo = CONV_ALGO_WINOGRAD;
+    else if (strcmp(e, "winograd2") == 0 || strcmp(e, "winograd4") == 0) {
+        algo = CONV_ALGO_WINOGRAD;
+        tile = e[8] - '0';
+    } else {
+        return err_set("DDPM_CONV='%s': expected auto, shift, winograd, winograd2 or winograd4",
+                       e);
+    }
+    conv->algo = algo;
+    conv->wino_tile = tile;
+    return 0;
+}
+
+int env_prepare_budget(size_t *bytes) {
+    const char *e = getenv("DDPM_PREPARE_MIB");
+    if (!e || !*e) return 0;
+    char *end;
+    long long v = strtoll(e, &end, 10);
+    if (*end || v < 0 || v > (1ll << 40))
+        return err_set("DDPM_PREPARE_MIB='%s': expected a whole number of MiB (0: never prepare)",
+                       e);
+    *bytes = (size_t)v << 20;
+    return 0;
+}
+
+int env_unet_options(unet_options *o) {
+    if (env_lanes(&o->lanes) < 0 || env_conv(&o->conv) < 0 ||
+        env_prepare_budget(&o->prepare_budget) < 0)
+        return -1;
+    return 0;
+}

@@ -1,0 +1,30 @@
+/* The options that programs take from the environment, read in this one place
+ * (the library itself reads none: it takes them as arguments). Every program
+ * (ddpm-train, ddpm-sample, ddpm-eval, the benchmarks, test tools) calls
+ * env_unet_options before it builds a model. The one other reader of the
+ * environment under common/ is the process start-up in common/core/blas_setup.c.
+ *
+ * Each reader leaves its field as it is when the variable is unset or empty, and
+ * returns -1 with err_msg() naming the variable and its value when it is
+ * malformed, so that a program stops at start: "DDPM_LANES='x': expected ...".
+ *   DDPM_LANES        lanes, a whole number in 1..1024 (1: no lanes)
+ *   DDPM_CONV         auto, shift, winograd, winograd2 or winograd4 (the last two
+ *                     force the forward's Winograd tile; the others leave it
+ *                     automatic)
+ *   DDPM_PREPARE_MIB  the prepare budget in whole MiB (0: never prepare) */
+#ifndef DDPM_ENV_OPTS_H
+#define DDPM_ENV_OPTS_H
+
+#include <stddef.h>
+
+#include "common/model/unet.h"
+#include "common/ops/ops.h"
+
+int env_lanes(int *lanes);
+int env_conv(conv_algo_opts *conv);
+int env_prepare_budget(size_t *bytes);
+/* All three into o (fill o with unet_options_default() first); 0 or -1 with
+ * err_msg() for the first malformed one, in the order above. */
+int env_unet_options(unet_options *o);
+
+#endif
