@@ -201,6 +201,72 @@ static void test_idx_synthetic(void) {
     free(bytes);
     rc = dataset_open(&ds, DATA_IDX, p, 28, 1);
     test_check(rc == -1 && msg_has(p, "incorrect data check"), "gzip CRC mismatch detected: %s", err_msg());
+
+    /* Issue #14 row 4: a gzip file without its 8-byte CRC-32/size trailer and with a
+     * flipped byte. Stored (level 0) deflate, so that the flip changes the pixels and
+     * only the missing CRC could reveal it: gzread used to call this a clean end. */
+    p = tmp_path("stored.idx.gz");
+    uint8_t *raw = xmalloc(16 + 9 * 784);
+    put_be32(raw, 0x803);
+    put_be32(raw + 4, 9);
+    put_be32(raw + 8, 28);
+    put_be32(raw + 12, 28);
+    for (size_t i = 0; i < 9 * 784; i++) raw[16 + i] = pattern(i / 784, i % 784);
+    gzFile g = gzopen(p, "wb0");
+    gzwrite(g, raw, 16 + 9 * 784);
+    gzclose(g);
+    bytes = read_bytes(p, &n);
+    rc = dataset_open(&ds, DATA_IDX, p, 28, 1);
+    test_check(rc == 0 && idx_matches_pattern(ds, 9, 784), "stored gzip IDX reads back (%s)", rc ? err_msg() : "ok");
+    dataset_close(ds);
+    ds = NULL;
+    const char *notrail = tmp_path("notrail.idx.gz");
+    write_bytes(notrail, bytes, n - 8);
+    rc = dataset_open(&ds, DATA_IDX, notrail, 28, 1);
+    test_check(rc == -1 && ds == NULL && msg_has(notrail, "trailer"), "gzip without its CRC/size trailer refused: %s",
+               err_msg());
+    bytes[n - 100] ^= 0x01; /* a pixel of the last image */
+    const char *flip = tmp_path("row4.idx.gz");
+    write_bytes(flip, bytes, n - 8);
+    rc = dataset_open(&ds, DATA_IDX, flip, 28, 1);
+    test_check(rc == -1 && ds == NULL && msg_has(flip, "trailer"),
+               "row 4: gzip without trailer and a flipped byte refused, naming the file: %s", err_msg());
+    write_bytes(flip, bytes, n);
+    rc = dataset_open(&ds, DATA_IDX, flip, 28, 1);
+    test_check(rc == -1 && msg_has(flip, "incorrect data check"), "stored gzip with a flipped byte: CRC error: %s",
+               err_msg());
+    bytes[n - 100] ^= 0x01;
+    /* Trailing garbage after the last member (gzread skipped it silently). */
+    uint8_t *more = xmalloc(n + 5);
+    memcpy(more, bytes, n);
+    memcpy(more + n, "junk!", 5);
+    const char *trail = tmp_path("garbage.idx.gz");
+    write_bytes(trail, more, n + 5);
+    rc = dataset_open(&ds, DATA_IDX, trail, 28, 1);
+    test_check(rc == -1 && msg_has(trail, "trailing garbage after the gzip stream"), "gzip trailing garbage: %s",
+               err_msg());
+    free(more);
+    free(bytes);
+    /* Two members (gzip -c a b > c) are one valid stream, as gzip -d reads it. */
+    const char *two = tmp_path("two.idx.gz");
+    g = gzopen(two, "wb");
+    gzwrite(g, raw, 16 + 4 * 784);
+    gzclose(g);
+    FILE *fa = fopen(two, "ab");
+    g = gzdopen(fileno(fa), "ab");
+    gzwrite(g, raw + 16 + 4 * 784, 5 * 784);
+    gzclose(g);
+    rc = dataset_open(&ds, DATA_IDX, two, 28, 1);
+    test_check(rc == 0 && idx_matches_pattern(ds, 9, 784), "two concatenated gzip members read as one (%s)",
+               rc ? err_msg() : "ok");
+    dataset_close(ds);
+    ds = NULL;
+    free(raw);
+    /* A header claiming more than deflate can expand the file to: refused before allocating. */
+    p = tmp_path("claims.idx.gz");
+    write_idx(p, 0x803, 4000000u, 28, 28, 1, 0, 1);
+    rc = dataset_open(&ds, DATA_IDX, p, 28, 1);
+    test_check(rc == -1 && msg_has(p, "1032:1"), "gzip IDX claiming 4M images in a tiny file: %s", err_msg());
 }
 
 /* ---------- CIFAR-10 ---------- */
