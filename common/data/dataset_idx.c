@@ -8,12 +8,14 @@
 #include "common/data/dataset_internal.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <unistd.h>
 #include <zlib.h>
 
 #include "common/core/util.h"
@@ -109,8 +111,14 @@ static long long idx_read(idx_reader *r, uint8_t *buf, size_t n) {
 static int idx_reader_open(idx_reader *r, const char *path) {
     memset(r, 0, offsetof(idx_reader, in));
     r->path = path;
-    r->f = fopen(path, "rb");
-    if (!r->f) return err_set("%s: cannot open IDX file: %s", path, strerror(errno));
+    /* O_NONBLOCK: a FIFO must not hang the open (it is refused below) */
+    int fd = open(path, O_RDONLY | O_NONBLOCK | O_CLOEXEC);
+    r->f = fd < 0 ? NULL : fdopen(fd, "rb");
+    if (!r->f) {
+        int e = errno;
+        if (fd >= 0) close(fd);
+        return err_set("%s: cannot open IDX file: %s", path, strerror(e));
+    }
     struct stat st;
     if (fstat(fileno(r->f), &st) != 0 || !S_ISREG(st.st_mode))
         return err_set("%s: not a regular file", path);

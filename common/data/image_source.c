@@ -14,6 +14,7 @@
 #include "common/core/util.h"
 #include "common/data/dataset.h"
 #include "common/data/preprocess.h"
+#include "common/io/image_io.h"
 
 typedef enum { SRC_LMDB, SRC_FOLDER, SRC_DATASET } source_kind;
 
@@ -125,28 +126,6 @@ int image_source_skip(image_source *s, uint64_t n) {
     return 0;
 }
 
-static int read_whole(const char *path, uint8_t **buf, size_t *len) {
-    FILE *f = fopen(path, "rb");
-    if (!f) return err_set("%s: cannot open: %s", path, strerror(errno));
-    size_t cap = 1 << 16, n = 0;
-    uint8_t *b = xmalloc(cap);
-    for (;;) {
-        if (n == cap) b = xrealloc(b, cap *= 2);
-        size_t got = fread(b + n, 1, cap - n, f);
-        n += got;
-        if (got == 0) break;
-    }
-    int bad = ferror(f);
-    fclose(f);
-    if (bad) {
-        free(b);
-        return err_set("%s: read error", path);
-    }
-    *buf = b;
-    *len = n;
-    return 0;
-}
-
 int image_source_next(image_source *s, image_source_item *item) {
     memset(item, 0, sizeof *item);
     if (s->kind == SRC_LMDB) {
@@ -172,7 +151,7 @@ int image_source_next(image_source *s, image_source_item *item) {
         memcpy(s->key, p, n + 1);
         item->key = s->key;
         size_t len = 0;
-        if (read_whole(p, &s->buf, &len) == 0) {
+        if (image_read_file(p, &s->buf, &len) == 0) {
             item->data = s->buf;
             item->len = len;
         }
