@@ -65,12 +65,11 @@ int image_read_file(const char *path, uint8_t **data, size_t *len) {
 /* ---------- limits shared by the decoders ---------- */
 
 /* Declared dimensions against IMAGE_MAX_PIXELS, before anything is allocated. */
-static int check_dims(const char *name, const char *fmt, size_t w, size_t h) {
+static int check_dims(const char *name, const char *fmt, size_t w, size_t h, size_t max_pixels) {
     size_t pixels;
     if (w < 1 || h < 1) return err_set("%s: corrupt %s: image size %zux%zu", name, fmt, w, h);
-    if (size_mul(w, h, &pixels) != 0 || pixels > IMAGE_MAX_PIXELS)
-        return err_set("%s: %s image %zux%zu is too large (limit %zu pixels)", name, fmt, w, h,
-                       (size_t)IMAGE_MAX_PIXELS);
+    if (size_mul(w, h, &pixels) != 0 || pixels > max_pixels)
+        return err_set("%s: %s image %zux%zu is too large (limit %zu pixels)", name, fmt, w, h, max_pixels);
     return 0;
 }
 
@@ -89,7 +88,7 @@ static int check_min_bytes(const char *name, const char *fmt, size_t w, size_t h
 typedef struct {
     const char *name;
     const uint8_t *data;
-    size_t len, pos;
+    size_t len, pos, max_pixels;
     char msg[256];
     uint8_t *pixels;     /* owned until handed to the caller */
     png_bytep *rows;
@@ -138,7 +137,7 @@ static int png_decode(png_read_ctx *c, int *width, int *height) {
     /* Raw (filtered) data: a filter byte and ceil(w * bits / 8) bytes a row; deflate
      * expands a byte into at most 1032, so the file must hold raw / 1032 bytes. */
     size_t bits = (size_t)png_get_channels(png, info) * (size_t)depth, raw = 0;
-    int bad = check_dims(c->name, "PNG", w, h);
+    int bad = check_dims(c->name, "PNG", w, h, c->max_pixels);
     if (!bad) raw = ((size_t)w * bits + 7) / 8 + 1, raw *= h; /* w*h <= 2^27, bits <= 64: no overflow */
     if (!bad) bad = check_min_bytes(c->name, "PNG", w, h, raw / PNG_MAX_RATIO, c->len, "deflate's limit is 1032:1");
     if (bad) {
@@ -285,7 +284,7 @@ static int jpeg_check_scans(const struct jpeg_decompress_struct *ci, const uint8
     return 0;
 }
 
-static int jpeg_decode(jpeg_read_ctx *c, const char *name, const uint8_t *data, size_t len,
+static int jpeg_decode(jpeg_read_ctx *c, const char *name, const uint8_t *data, size_t len, size_t max_pixels,
                        int *width, int *height) {
     c->cinfo.err = jpeg_std_error(&c->err.mgr);
     c->err.mgr.error_exit = jpeg_on_error;
@@ -303,7 +302,7 @@ static int jpeg_decode(jpeg_read_ctx *c, const char *name, const uint8_t *data, 
     int bad = 0;
     if (c->cinfo.jpeg_color_space == JCS_CMYK || c->cinfo.jpeg_color_space == JCS_YCCK)
         bad = err_set("%s: CMYK JPEG is not supported", name);
-    if (!bad) bad = check_dims(name, "JPEG", c->cinfo.image_width, c->cinfo.image_height);
+    if (!bad) bad = check_dims(name, "JPEG", c->cinfo.image_width, c->cinfo.image_height, max_pixels);
     if (!bad) bad = jpeg_check_scans(&c->cinfo, data, len, name);
     if (bad) {
         jpeg_destroy_decompress(&c->cinfo);
@@ -334,14 +333,14 @@ static int jpeg_decode(jpeg_read_ctx *c, const char *name, const uint8_t *data, 
 
 /* libwebp's simple decoder (fancy upsampling on, as PIL's WebP plugin uses it).
  * Alpha is dropped without compositing, as PIL's convert("RGB"); animations are refused. */
-static int webp_decode(const uint8_t *data, size_t len, const char *name, uint8_t **rgb,
+static int webp_decode(const uint8_t *data, size_t len, const char *name, size_t max_pixels, uint8_t **rgb,
                        int *width, int *height) {
     WebPBitstreamFeatures f;
     VP8StatusCode st = WebPGetFeatures(data, len, &f);
     if (st != VP8_STATUS_OK) return err_set("%s: corrupt WebP: bad header (libwebp status %d)", name, (int)st);
     if (f.has_animation) return err_set("%s: animated WebP is not supported", name);
     if (f.width < 1 || f.height < 1) return err_set("%s: corrupt WebP: size %dx%d", name, f.width, f.height);
-    if (check_dims(name, "WebP", (size_t)f.width, (size_t)f.height) != 0) return -1;
+    if (check_dims(name, "WebP", (size_t)f.width, (size_t)f.height, max_pixels) != 0) return -1;
     size_t pixels = (size_t)f.width * (size_t)f.height;
     /* Lossy (VP8): a key frame codes each 16x16 macroblock's intra modes with fixed
      * probabilities, well over 1 bit a macroblock. Lossless (VP8L) can code a flat
@@ -365,22 +364,28 @@ static int webp_decode(const uint8_t *data, size_t len, const char *name, uint8_
 
 int image_decode_rgb(const uint8_t *data, size_t len, const char *name, uint8_t **rgb,
                      int *width, int *height) {
+    return image_decode_rgb_limit(data, len, name, IMAGE_MAX_PIXELS, rgb, width, height);
+}
+
+int image_decode_rgb_limit(const uint8_t *data, size_t len, const char *name, size_t max_pixels, uint8_t **rgb,
+                           int *width, int *height) {
+    if (max_pixels > IMAGE_MAX_PIXELS) max_pixels = IMAGE_MAX_PIXELS;
     static const uint8_t png_sig[8] = {0x89, 'P', 'N', 'G', '\r', '\n', 0x1a, '\n'};
     if (len >= 8 && memcmp(data, png_sig, 8) == 0) {
-        png_read_ctx c = {.name = name, .data = data, .len = len};
+        png_read_ctx c = {.name = name, .data = data, .len = len, .max_pixels = max_pixels};
         if (png_decode(&c, width, height) != 0) return -1;
         *rgb = c.pixels;
         return 0;
     }
     if (len >= 3 && data[0] == 0xff && data[1] == 0xd8 && data[2] == 0xff) {
         jpeg_read_ctx *c = xcalloc(1, sizeof *c); /* large; keep it off the stack */
-        int rc = jpeg_decode(c, name, data, len, width, height);
+        int rc = jpeg_decode(c, name, data, len, max_pixels, width, height);
         if (rc == 0) *rgb = c->pixels;
         free(c);
         return rc;
     }
     if (len >= 12 && memcmp(data, "RIFF", 4) == 0 && memcmp(data + 8, "WEBP", 4) == 0)
-        return webp_decode(data, len, name, rgb, width, height);
+        return webp_decode(data, len, name, max_pixels, rgb, width, height);
     return err_set("%s: not a PNG, JPEG or WebP file (unrecognised magic bytes)", name);
 }
 

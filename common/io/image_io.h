@@ -46,6 +46,11 @@ int image_load_rgb(const char *path, uint8_t **rgb, int *width, int *height);
 int image_decode_rgb(const uint8_t *data, size_t len, const char *name, uint8_t **rgb,
                      int *width, int *height);
 
+/* Same, with a lower pixel limit (at most IMAGE_MAX_PIXELS): the fuzz target's,
+ * which keeps each input cheap. */
+int image_decode_rgb_limit(const uint8_t *data, size_t len, const char *name, size_t max_pixels, uint8_t **rgb,
+                           int *width, int *height);
+
 /* Write an 8-bit PNG from `hwc` (borrowed; channels 1 = grey, 3 = RGB). Written to a
  * temporary file beside `path`, then renamed. Returns 0 or -1 (err_msg names the path). */
 int image_write_png(const char *path, const uint8_t *hwc, int width, int height, int channels);
