@@ -34,6 +34,12 @@
 /* Slurm's KillWait default: SIGTERM to SIGKILL when nothing else is known. */
 #define SLURM_DEFAULT_GRACE_S 30.0
 
+/* Image folders are decoded at open: dataset_open_progress reports, we log. */
+static void log_decode_progress(void *ctx, const char *path, size_t done, size_t total, double seconds) {
+    (void)ctx;
+    log_info("%s: decoded %zu/%zu images (%.0f/s)", path, done, total, (double)done / (seconds + 1e-9));
+}
+
 static void usage(FILE *f) {
     fprintf(f,
             "usage: ddpm-train CONFIG [section.key=value ...] [options]\n"
@@ -201,8 +207,8 @@ int main(int argc, char **argv) {
     int ok = 1;
     if (is_coord && mkdir_p(tr.cfg.output.dir) != 0) ok = 0;
     if (ok && (is_coord || is_worker)) {
-        if (dataset_open(&tr.ds, tr.cfg.data.format, tr.cfg.data.path, tr.cfg.model.image_size,
-                         tr.cfg.model.in_channels) != 0)
+        if (dataset_open_progress(&tr.ds, tr.cfg.data.format, tr.cfg.data.path, tr.cfg.model.image_size,
+                                  tr.cfg.model.in_channels, log_decode_progress, NULL) != 0)
             ok = 0;
         else
             tr.dataset_size = dataset_size(tr.ds);

@@ -7,6 +7,11 @@
 #include "common/core/util.h"
 
 int dataset_open(dataset **out, data_format format, const char *path, int image_size, int channels) {
+    return dataset_open_progress(out, format, path, image_size, channels, NULL, NULL);
+}
+
+int dataset_open_progress(dataset **out, data_format format, const char *path, int image_size, int channels,
+                          dataset_progress_fn progress, void *ctx) {
     *out = NULL;
     if (!path || !path[0]) return err_set("dataset: empty path");
     if (image_size < 1 || image_size > 65536) return err_set("dataset %s: invalid image size %d", path, image_size);
@@ -16,7 +21,9 @@ int dataset_open(dataset **out, data_format format, const char *path, int image_
     ds->path = xstrdup(path);
     ds->size = image_size;
     ds->channels = channels;
-    ds->image_bytes = (size_t)channels * image_size * image_size;
+    ds->image_bytes = (size_t)channels * image_size * image_size; /* <= 4 * 2^32: no overflow */
+    ds->progress = progress;
+    ds->progress_ctx = ctx;
     int rc;
     switch (format) {
     case DATA_IDX: rc = dataset_load_idx(ds); break;

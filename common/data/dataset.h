@@ -23,6 +23,13 @@ typedef struct dataset dataset; /* opaque, owns its memory (images, path) */
  * the caller (dataset_close). Returns 0, or -1 with err_msg() naming the file and
  * the record (image index / byte offset). */
 int dataset_open(dataset **out, data_format format, const char *path, int image_size, int channels);
+/* Decoding an image folder at open can take minutes: dataset_open_progress calls
+ * `progress` (when not NULL) about ten times for a folder of more than 1000 images,
+ * with the images decoded so far and the seconds since the start, so that the
+ * program can log it (library code does not print). */
+typedef void (*dataset_progress_fn)(void *ctx, const char *path, size_t done, size_t total, double seconds);
+int dataset_open_progress(dataset **out, data_format format, const char *path, int image_size, int channels,
+                          dataset_progress_fn progress, void *ctx);
 size_t dataset_size(const dataset *ds);
 /* Bytes per image: channels * size * size. */
 size_t dataset_image_bytes(const dataset *ds);

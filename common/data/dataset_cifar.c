@@ -2,10 +2,12 @@
 #include "common/data/dataset_internal.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include "common/core/util.h"
 
@@ -16,8 +18,14 @@
 
 /* Append the records of one batch file to ds->images. */
 static int load_batch(struct dataset *ds, const char *file) {
-    FILE *f = fopen(file, "rb");
-    if (!f) return err_set("%s: cannot open CIFAR-10 batch: %s", file, strerror(errno));
+    /* O_NONBLOCK: a FIFO must not hang the open (it is refused below) */
+    int fd = open(file, O_RDONLY | O_NONBLOCK | O_CLOEXEC);
+    FILE *f = fd < 0 ? NULL : fdopen(fd, "rb");
+    if (!f) {
+        int e = errno;
+        if (fd >= 0) close(fd);
+        return err_set("%s: cannot open CIFAR-10 batch: %s", file, strerror(e));
+    }
     struct stat st;
     if (fstat(fileno(f), &st) != 0 || !S_ISREG(st.st_mode)) {
         fclose(f);
@@ -35,7 +43,12 @@ static int load_batch(struct dataset *ds, const char *file) {
                        "record %zu (byte offset %zu) is incomplete",
                        file, bytes, CIFAR_RECORD, records, records * CIFAR_RECORD);
     }
-    ds->images = xrealloc(ds->images, (ds->count + records) * (size_t)CIFAR_IMAGE);
+    size_t total, bytes_all;
+    if (size_add(ds->count, records, &total) != 0 || size_mul(total, CIFAR_IMAGE, &bytes_all) != 0) {
+        fclose(f);
+        return err_set("%s: %zu records do not fit in memory", file, records);
+    }
+    ds->images = xrealloc(ds->images, bytes_all);
     uint8_t rec[CIFAR_RECORD];
     for (size_t i = 0; i < records; i++) {
         if (fread(rec, 1, CIFAR_RECORD, f) != CIFAR_RECORD) {

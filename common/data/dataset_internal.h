@@ -12,6 +12,8 @@ struct dataset {
     size_t count;
     uint8_t *images;     /* count * image_bytes, CHW per image (NULL for shards) */
     struct shard_set *shards; /* format shards: open files and their indexes, no images */
+    dataset_progress_fn progress; /* image folders: see dataset_open_progress */
+    void *progress_ctx;
 };
 
 /* Each loader fills ds->count and ds->images (ds->size/channels/path already set).

@@ -15,6 +15,7 @@
 #include "common/core/util.h"
 #include "common/data/dataset.h"
 #include "common/data/preprocess.h"
+#include "common/io/image_io.h"
 
 typedef enum { SRC_LMDB, SRC_FOLDER, SRC_DATASET } source_kind;
 
@@ -126,40 +127,6 @@ int image_source_skip(image_source *s, uint64_t n) {
     return 0;
 }
 
-static int read_whole(const char *path, uint8_t **buf, size_t *len) {
-    /* O_NONBLOCK: a FIFO among the images is refused, not waited on */
-    int fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK);
-    if (fd < 0) return err_set("%s: cannot open: %s", path, strerror(errno));
-    struct stat st;
-    if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode) || (uint64_t)st.st_size > IMAGE_SOURCE_MAX_ITEM_BYTES) {
-        close(fd);
-        return err_set("%s: not a regular file of at most %zu MiB", path, IMAGE_SOURCE_MAX_ITEM_BYTES >> 20);
-    }
-    FILE *f = fdopen(fd, "rb");
-    if (!f) {
-        close(fd);
-        return err_set("%s: cannot open: %s", path, strerror(errno));
-    }
-    size_t cap = 1 << 16, n = 0;
-    uint8_t *b = xmalloc(cap);
-    for (;;) {
-        if (n == IMAGE_SOURCE_MAX_ITEM_BYTES + 1) break; /* grew while read: refused below */
-        if (n == cap) b = xrealloc(b, cap = cap * 2 > IMAGE_SOURCE_MAX_ITEM_BYTES + 1 ? IMAGE_SOURCE_MAX_ITEM_BYTES + 1 : cap * 2);
-        size_t got = fread(b + n, 1, cap - n, f);
-        n += got;
-        if (got == 0) break;
-    }
-    int bad = ferror(f);
-    fclose(f);
-    if (bad || n > IMAGE_SOURCE_MAX_ITEM_BYTES) {
-        free(b);
-        return err_set("%s: %s", path, bad ? "read error" : "grew past the size limit while being read");
-    }
-    *buf = b;
-    *len = n;
-    return 0;
-}
-
 int image_source_next(image_source *s, image_source_item *item) {
     memset(item, 0, sizeof *item);
     if (s->kind == SRC_LMDB) {
@@ -185,7 +152,7 @@ int image_source_next(image_source *s, image_source_item *item) {
         memcpy(s->key, p, n + 1);
         item->key = s->key;
         size_t len = 0;
-        if (read_whole(p, &s->buf, &len) == 0) {
+        if (image_read_file(p, IMAGE_SOURCE_MAX_ITEM_BYTES, &s->buf, &len) == 0) {
             item->data = s->buf;
             item->len = len;
         }

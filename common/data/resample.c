@@ -161,7 +161,15 @@ int center_crop_u8(const uint8_t *in, int w, int h, int channels, int size, uint
     }
     /* Python: scale = size / min(w, h); round() is round-half-even, as nearbyint. */
     double scale = (double)size / (double)(w < h ? w : h);
-    int nw = (int)nearbyint((double)w * scale), nh = (int)nearbyint((double)h * scale);
+    double dw = nearbyint((double)w * scale), dh = nearbyint((double)h * scale);
+    /* A long thin image is scaled up along its long side too: refuse one whose
+     * resized copy would be huge (and whose size would overflow an int). */
+    if (dw * dh * channels > (double)RESAMPLE_MAX_BYTES) {
+        free(cur);
+        return err_set("center crop: %dx%d resized to %.0fx%.0f for a %d crop would take more than %zu bytes "
+                       "(aspect ratio too extreme)", w, h, dw, dh, size, (size_t)RESAMPLE_MAX_BYTES);
+    }
+    int nw = (int)dw, nh = (int)dh;
     if (nw < size || nh < size) {
         free(cur);
         return err_set("center crop: resized %dx%d is smaller than %d", nw, nh, size);

@@ -22,10 +22,16 @@ typedef enum { RESAMPLE_BOX = 0, RESAMPLE_BICUBIC = 1 } resample_filter;
 int resample_u8(const uint8_t *in, int in_w, int in_h, int channels,
                 uint8_t *out, int out_w, int out_h, resample_filter filter);
 
+/* Largest intermediate center_crop_u8 builds (the image resized so that its short
+ * side is `size`): 256 MiB, i.e. aspect ratios up to 1365:1 for 256x256 RGB crops
+ * (85:1 at 1024). Without it a 65535x1 PNG of 100 bytes became 800 MB at size 64. */
+#define RESAMPLE_MAX_BYTES ((size_t)1 << 28)
+
 /* guided-diffusion's center_crop_arr: halve with BOX while min(w,h) >= 2*size,
  * BICUBIC to round(w*scale) x round(h*scale) with scale = size/min(w,h), then the
  * centred size x size crop. Borrows `in` (HWC); writes size*size*channels bytes
- * (HWC) into caller-owned `out`. Returns 0 or -1 (err_msg). */
+ * (HWC) into caller-owned `out`. Returns 0 or -1 (err_msg: invalid sizes, or an
+ * intermediate over RESAMPLE_MAX_BYTES). */
 int center_crop_u8(const uint8_t *in, int w, int h, int channels, int size, uint8_t *out);
 
 /* RGB (HWC) -> grey as PIL's convert("L"): (R*19595 + G*38470 + B*7471 + 0x8000) >> 16,

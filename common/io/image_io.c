@@ -1,12 +1,16 @@
-/* PNG (libpng) and JPEG (libjpeg-turbo) decoding to RGB, PNG writing. */
+/* PNG (libpng), JPEG (libjpeg-turbo) and WebP (libwebp) decoding to RGB, PNG writing.
+ * Every decoder checks the declared size against IMAGE_MAX_PIXELS and against the
+ * bytes the file has (image_io.h) before allocating the image. */
 #include "common/io/image_io.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <png.h>
 #include <setjmp.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <jpeglib.h>
@@ -17,26 +21,67 @@
 
 /* ---------- reading whole files ---------- */
 
-static int read_file(const char *path, uint8_t **data, size_t *len) {
-    FILE *f = fopen(path, "rb");
-    if (!f) return err_set("%s: cannot open: %s", path, strerror(errno));
-    size_t cap = 1 << 16, n = 0;
+int image_read_file(const char *path, size_t max_bytes, uint8_t **data, size_t *len) {
+    *data = NULL;
+    *len = 0;
+    /* O_NONBLOCK: a FIFO named like an image must not hang the open */
+    int fd = open(path, O_RDONLY | O_NONBLOCK | O_CLOEXEC);
+    if (fd < 0) return err_set("%s: cannot open: %s", path, strerror(errno));
+    struct stat st;
+    if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
+        close(fd);
+        return err_set("%s: not a regular file", path);
+    }
+    if (max_bytes > IMAGE_MAX_FILE_BYTES) max_bytes = IMAGE_MAX_FILE_BYTES;
+    if ((unsigned long long)st.st_size > max_bytes) {
+        close(fd);
+        return err_set("%s: %lld bytes is larger than any image file we decode (limit %zu bytes)", path,
+                       (long long)st.st_size, max_bytes);
+    }
+    size_t cap = (size_t)st.st_size + 1, n = 0; /* +1: sees a file that grew */
     uint8_t *buf = xmalloc(cap);
     for (;;) {
-        if (n == cap) buf = xrealloc(buf, cap *= 2);
-        size_t got = fread(buf + n, 1, cap - n, f);
-        n += got;
+        ssize_t got = read(fd, buf + n, cap - n);
+        if (got < 0 && errno == EINTR) continue;
+        if (got < 0) {
+            int e = errno;
+            free(buf);
+            close(fd);
+            return err_set("%s: read error: %s", path, strerror(e));
+        }
         if (got == 0) break;
+        n += (size_t)got;
+        if (n == cap) {
+            free(buf);
+            close(fd);
+            return err_set("%s: the file grew while it was read", path);
+        }
     }
-    int bad = ferror(f);
-    fclose(f);
-    if (bad) {
-        free(buf);
-        return err_set("%s: read error", path);
-    }
+    close(fd);
     *data = buf;
     *len = n;
     return 0;
+}
+
+/* ---------- limits shared by the decoders ---------- */
+
+/* Declared dimensions against IMAGE_MAX_PIXELS, before anything is allocated. */
+static int check_dims(const char *name, const char *fmt, size_t w, size_t h, size_t max_pixels) {
+    size_t pixels;
+    if (w < 1 || h < 1) return err_set("%s: corrupt %s: image size %zux%zu", name, fmt, w, h);
+    if (size_mul(w, h, &pixels) != 0 || pixels > max_pixels)
+        return err_set("%s: %s image %zux%zu is too large (limit %zu pixels)", name, fmt, w, h, max_pixels);
+    return 0;
+}
+
+/* The smallest file that can hold the declared image (see image_io.h) against the
+ * bytes there are: a small file declaring a huge image is truncated or a bomb. */
+static int check_min_bytes(const char *name, const char *fmt, size_t w, size_t h, size_t need, size_t have,
+                           const char *why) {
+    if (have >= need) return 0;
+    return err_set("%s: corrupt %s: a %zux%zu image needs at least %zu bytes of coded data (%s) but there are "
+                   "only %zu: truncated file or decompression bomb",
+                   name, fmt, w, h, need, why, have);
 }
 
 /* ---------- PNG decode ---------- */
@@ -44,7 +89,7 @@ static int read_file(const char *path, uint8_t **data, size_t *len) {
 typedef struct {
     const char *name;
     const uint8_t *data;
-    size_t len, pos;
+    size_t len, pos, max_pixels;
     char msg[256];
     uint8_t *pixels;     /* owned until handed to the caller */
     png_bytep *rows;
@@ -68,6 +113,8 @@ static void png_read_mem(png_structp png, png_bytep out, png_size_t n) {
     c->pos += n;
 }
 
+#define PNG_MAX_RATIO 1032
+
 static int png_decode(png_read_ctx *c, int *width, int *height) {
     png_structp png = png_create_read_struct(PNG_LIBPNG_VER_STRING, c, png_on_error, png_on_warning);
     if (!png) return err_set("%s: libpng init failed", c->name);
@@ -88,10 +135,15 @@ static int png_decode(png_read_ctx *c, int *width, int *height) {
     png_read_info(png, info);
     png_uint_32 w = png_get_image_width(png, info), h = png_get_image_height(png, info);
     int color = png_get_color_type(png, info), depth = png_get_bit_depth(png, info);
-    if ((size_t)w * h > IMAGE_MAX_PIXELS) {
+    /* Raw (filtered) data: a filter byte and ceil(w * bits / 8) bytes a row; deflate
+     * expands a byte into at most 1032, so the file must hold raw / 1032 bytes. */
+    size_t bits = (size_t)png_get_channels(png, info) * (size_t)depth, raw = 0;
+    int bad = check_dims(c->name, "PNG", w, h, c->max_pixels);
+    if (!bad) raw = ((size_t)w * bits + 7) / 8 + 1, raw *= h; /* w*h <= 2^27, bits <= 64: no overflow */
+    if (!bad) bad = check_min_bytes(c->name, "PNG", w, h, raw / PNG_MAX_RATIO, c->len, "deflate's limit is 1032:1");
+    if (bad) {
         png_destroy_read_struct(&png, &info, NULL);
-        return err_set("%s: image %ux%u is too large (limit %zu pixels)", c->name, (unsigned)w,
-                       (unsigned)h, IMAGE_MAX_PIXELS);
+        return -1;
     }
     /* Normalise every PNG flavour to 8-bit RGB the way PIL's convert("RGB") does. */
     if (color == PNG_COLOR_TYPE_PALETTE) png_set_palette_to_rgb(png);
@@ -123,7 +175,6 @@ static int png_decode(png_read_ctx *c, int *width, int *height) {
 typedef struct {
     struct jpeg_error_mgr mgr; /* first: libjpeg hands us a pointer to it */
     jmp_buf jump;
-    int premature_eof;
     char msg[JMSG_LENGTH_MAX];
 } jpeg_err_ctx;
 
@@ -133,10 +184,25 @@ static void jpeg_on_error(j_common_ptr cinfo) {
     longjmp(e->jump, 1);
 }
 
+/* libjpeg reports missing or damaged entropy data as warnings and fills the rest of
+ * the image with grey: for us those are errors, raised at once (so that a cut file
+ * stops the decode where it is cut). Other warnings (extraneous bytes between
+ * markers, unknown JFIF versions, bad ICC markers) leave the pixels intact and are
+ * ignored, as PIL ignores them. */
 static void jpeg_on_message(j_common_ptr cinfo, int level) {
-    /* Warnings are otherwise ignored (PIL decodes such files too), but a file that
-     * ends early is an error for PIL ("image file is truncated"), so it is for us. */
-    if (level < 0 && cinfo->err->msg_code == JWRN_JPEG_EOF) ((jpeg_err_ctx *)cinfo->err)->premature_eof = 1;
+    if (level >= 0) return;
+    switch (cinfo->err->msg_code) {
+    case JWRN_JPEG_EOF:
+    case JWRN_HIT_MARKER:
+    case JWRN_HUFF_BAD_CODE:
+    case JWRN_ARITH_BAD_CODE:
+    case JWRN_MUST_RESYNC:
+    case JWRN_BOGUS_PROGRESSION:
+        jpeg_on_error(cinfo);
+        break;
+    default:
+        break;
+    }
 }
 
 typedef struct {
@@ -145,12 +211,85 @@ typedef struct {
     uint8_t *pixels;
 } jpeg_read_ctx;
 
-static int jpeg_decode(jpeg_read_ctx *c, const char *name, const uint8_t *data, size_t len,
+#define JPEG_MAX_SCANS 256
+
+/* Walks the scans of a JPEG (after jpeg_read_header has parsed the frame) without
+ * decoding them, before libjpeg allocates anything image-sized:
+ *  - every component must have a first scan of its DC coefficients (sequential
+ *    scans, or progressive Ss = 0, Ah = 0): without one it would decode as grey;
+ *  - such a scan codes each 8x8 block of its components with a Huffman code of at
+ *    least 1 bit, so its entropy-coded data is at least blocks/8 bytes (not for
+ *    arithmetic coding, which has no such floor);
+ *  - at most JPEG_MAX_SCANS scans (each one is a pass over the whole image).
+ * Markers: FF xx with a 2-byte length, except SOI, EOI, RSTn and TEM; entropy-coded
+ * data runs to the next FF not followed by 00 (stuffing) or D0..D7 (restarts). */
+static int jpeg_check_scans(const struct jpeg_decompress_struct *ci, const uint8_t *d, size_t len,
+                            const char *name) {
+    int covered[MAX_COMPONENTS] = {0}, scans = 0;
+    size_t pos = 2;
+    while (pos + 1 < len) {
+        if (d[pos] != 0xff) { /* stray bytes between markers: libjpeg skips them too */
+            pos++;
+            continue;
+        }
+        uint8_t m = d[pos + 1];
+        pos += 2;
+        if (m == 0xff) { /* fill byte */
+            pos--;
+            continue;
+        }
+        if (m == 0xd9) break; /* EOI */
+        if (m == 0xd8 || m == 0x01 || (m >= 0xd0 && m <= 0xd7)) continue;
+        if (pos + 2 > len) break;
+        size_t seg = (size_t)d[pos] << 8 | d[pos + 1];
+        if (seg < 2 || seg > len - pos) break; /* libjpeg reports the cut */
+        if (m != 0xda) {
+            pos += seg;
+            continue;
+        }
+        /* SOS: Ns, Ns x (id, tables), Ss, Se, Ah/Al */
+        const uint8_t *h = d + pos + 2;
+        size_t ns = seg >= 3 ? h[0] : 0;
+        if (ns < 1 || ns > MAX_COMPS_IN_SCAN || seg != 6 + 2 * ns)
+            return err_set("%s: corrupt JPEG: bad SOS marker (scan %d)", name, scans + 1);
+        int ss = h[1 + 2 * ns], ah = h[3 + 2 * ns] >> 4;
+        pos += seg;
+        size_t start = pos;
+        while (pos + 1 < len && !(d[pos] == 0xff && d[pos + 1] != 0 && !(d[pos + 1] >= 0xd0 && d[pos + 1] <= 0xd7)))
+            pos++;
+        if (pos + 1 >= len) pos = len;
+        if (++scans > JPEG_MAX_SCANS)
+            return err_set("%s: JPEG has more than %d scans (each is a pass over the image): refused", name,
+                           JPEG_MAX_SCANS);
+        if (ss != 0 || ah != 0) continue; /* AC bands and refinements may be tiny */
+        size_t blocks = 0;
+        for (size_t k = 0; k < ns; k++) {
+            for (int c = 0; c < ci->num_components; c++) {
+                const jpeg_component_info *comp = ci->comp_info + c;
+                if (comp->component_id != h[1 + 2 * k]) continue;
+                covered[c] = 1;
+                blocks += (size_t)comp->width_in_blocks * comp->height_in_blocks;
+                break;
+            }
+        }
+        if (!ci->arith_code && pos - start < (blocks + 7) / 8)
+            return err_set("%s: corrupt JPEG: a %ux%u image whose scan %d codes %zu 8x8 blocks needs at least %zu "
+                           "bytes of coded data (1 bit a block) but has %zu: truncated file or decompression bomb",
+                           name, (unsigned)ci->image_width, (unsigned)ci->image_height, scans, blocks,
+                           (blocks + 7) / 8, pos - start);
+    }
+    for (int c = 0; c < ci->num_components; c++)
+        if (!covered[c])
+            return err_set("%s: corrupt JPEG: no data for component %d (id %d) of %d: truncated or damaged file",
+                           name, c, ci->comp_info[c].component_id, ci->num_components);
+    return 0;
+}
+
+static int jpeg_decode(jpeg_read_ctx *c, const char *name, const uint8_t *data, size_t len, size_t max_pixels,
                        int *width, int *height) {
     c->cinfo.err = jpeg_std_error(&c->err.mgr);
     c->err.mgr.error_exit = jpeg_on_error;
     c->err.mgr.emit_message = jpeg_on_message;
-    c->err.premature_eof = 0;
     c->pixels = NULL;
     if (setjmp(c->err.jump)) {
         jpeg_destroy_decompress(&c->cinfo);
@@ -161,21 +300,23 @@ static int jpeg_decode(jpeg_read_ctx *c, const char *name, const uint8_t *data, 
     jpeg_create_decompress(&c->cinfo);
     jpeg_mem_src(&c->cinfo, data, (unsigned long)len);
     jpeg_read_header(&c->cinfo, TRUE);
-    if (c->cinfo.jpeg_color_space == JCS_CMYK || c->cinfo.jpeg_color_space == JCS_YCCK) {
+    int bad = 0;
+    if (c->cinfo.jpeg_color_space == JCS_CMYK || c->cinfo.jpeg_color_space == JCS_YCCK)
+        bad = err_set("%s: CMYK JPEG is not supported", name);
+    if (!bad) bad = check_dims(name, "JPEG", c->cinfo.image_width, c->cinfo.image_height, max_pixels);
+    if (!bad) bad = jpeg_check_scans(&c->cinfo, data, len, name);
+    if (bad) {
         jpeg_destroy_decompress(&c->cinfo);
-        return err_set("%s: CMYK JPEG is not supported", name);
+        return -1;
     }
     /* libjpeg's defaults (islow DCT, fancy upsampling) are what PIL uses. */
     c->cinfo.out_color_space = JCS_RGB;
     jpeg_start_decompress(&c->cinfo);
     size_t w = c->cinfo.output_width, h = c->cinfo.output_height;
-    if (w * h > IMAGE_MAX_PIXELS) {
+    if (c->cinfo.output_components != 3 || w != c->cinfo.image_width || h != c->cinfo.image_height) {
         jpeg_destroy_decompress(&c->cinfo);
-        return err_set("%s: image %zux%zu is too large (limit %zu pixels)", name, w, h, IMAGE_MAX_PIXELS);
-    }
-    if (c->cinfo.output_components != 3) {
-        jpeg_destroy_decompress(&c->cinfo);
-        return err_set("%s: unexpected JPEG output with %d components", name, c->cinfo.output_components);
+        return err_set("%s: unexpected JPEG output (%zux%zu, %d components)", name, w, h,
+                       c->cinfo.output_components);
     }
     c->pixels = xmalloc(w * h * 3);
     while (c->cinfo.output_scanline < c->cinfo.output_height) {
@@ -184,11 +325,6 @@ static int jpeg_decode(jpeg_read_ctx *c, const char *name, const uint8_t *data, 
     }
     jpeg_finish_decompress(&c->cinfo);
     jpeg_destroy_decompress(&c->cinfo);
-    if (c->err.premature_eof) {
-        free(c->pixels);
-        c->pixels = NULL;
-        return err_set("%s: corrupt JPEG: truncated file (premature end of data)", name);
-    }
     *width = (int)w;
     *height = (int)h;
     return 0;
@@ -198,16 +334,22 @@ static int jpeg_decode(jpeg_read_ctx *c, const char *name, const uint8_t *data, 
 
 /* libwebp's simple decoder (fancy upsampling on, as PIL's WebP plugin uses it).
  * Alpha is dropped without compositing, as PIL's convert("RGB"); animations are refused. */
-static int webp_decode(const uint8_t *data, size_t len, const char *name, uint8_t **rgb,
+static int webp_decode(const uint8_t *data, size_t len, const char *name, size_t max_pixels, uint8_t **rgb,
                        int *width, int *height) {
     WebPBitstreamFeatures f;
     VP8StatusCode st = WebPGetFeatures(data, len, &f);
     if (st != VP8_STATUS_OK) return err_set("%s: corrupt WebP: bad header (libwebp status %d)", name, (int)st);
     if (f.has_animation) return err_set("%s: animated WebP is not supported", name);
     if (f.width < 1 || f.height < 1) return err_set("%s: corrupt WebP: size %dx%d", name, f.width, f.height);
+    if (check_dims(name, "WebP", (size_t)f.width, (size_t)f.height, max_pixels) != 0) return -1;
     size_t pixels = (size_t)f.width * (size_t)f.height;
-    if (pixels > IMAGE_MAX_PIXELS)
-        return err_set("%s: image %dx%d is too large (limit %zu pixels)", name, f.width, f.height, IMAGE_MAX_PIXELS);
+    /* Lossy (VP8): a key frame codes each 16x16 macroblock's intra modes with fixed
+     * probabilities, well over 1 bit a macroblock. Lossless (VP8L) can code a flat
+     * image in a few bytes: only the pixel limit applies to it. */
+    size_t mbs = (size_t)((f.width + 15) / 16) * (size_t)((f.height + 15) / 16);
+    if (f.format == 1 && check_min_bytes(name, "WebP", (size_t)f.width, (size_t)f.height, (mbs + 7) / 8, len,
+                                         "at least 1 bit for each 16x16 macroblock") != 0)
+        return -1;
     uint8_t *out = xmalloc(pixels * 3);
     if (!WebPDecodeRGBInto(data, len, out, pixels * 3, f.width * 3)) {
         free(out);
@@ -223,29 +365,35 @@ static int webp_decode(const uint8_t *data, size_t len, const char *name, uint8_
 
 int image_decode_rgb(const uint8_t *data, size_t len, const char *name, uint8_t **rgb,
                      int *width, int *height) {
+    return image_decode_rgb_limit(data, len, name, IMAGE_MAX_PIXELS, rgb, width, height);
+}
+
+int image_decode_rgb_limit(const uint8_t *data, size_t len, const char *name, size_t max_pixels, uint8_t **rgb,
+                           int *width, int *height) {
+    if (max_pixels > IMAGE_MAX_PIXELS) max_pixels = IMAGE_MAX_PIXELS;
     static const uint8_t png_sig[8] = {0x89, 'P', 'N', 'G', '\r', '\n', 0x1a, '\n'};
     if (len >= 8 && memcmp(data, png_sig, 8) == 0) {
-        png_read_ctx c = {.name = name, .data = data, .len = len};
+        png_read_ctx c = {.name = name, .data = data, .len = len, .max_pixels = max_pixels};
         if (png_decode(&c, width, height) != 0) return -1;
         *rgb = c.pixels;
         return 0;
     }
     if (len >= 3 && data[0] == 0xff && data[1] == 0xd8 && data[2] == 0xff) {
         jpeg_read_ctx *c = xcalloc(1, sizeof *c); /* large; keep it off the stack */
-        int rc = jpeg_decode(c, name, data, len, width, height);
+        int rc = jpeg_decode(c, name, data, len, max_pixels, width, height);
         if (rc == 0) *rgb = c->pixels;
         free(c);
         return rc;
     }
     if (len >= 12 && memcmp(data, "RIFF", 4) == 0 && memcmp(data + 8, "WEBP", 4) == 0)
-        return webp_decode(data, len, name, rgb, width, height);
+        return webp_decode(data, len, name, max_pixels, rgb, width, height);
     return err_set("%s: not a PNG, JPEG or WebP file (unrecognised magic bytes)", name);
 }
 
 int image_load_rgb(const char *path, uint8_t **rgb, int *width, int *height) {
     uint8_t *data = NULL;
     size_t len = 0;
-    if (read_file(path, &data, &len) != 0) return -1;
+    if (image_read_file(path, IMAGE_MAX_FILE_BYTES, &data, &len) != 0) return -1;
     int rc = image_decode_rgb(data, len, path, rgb, width, height);
     free(data);
     return rc;

@@ -12,8 +12,31 @@
 
 #include "common/io/npz.h"
 
-/* Largest image (in pixels) we agree to decode: guards against decompression bombs. */
-#define IMAGE_MAX_PIXELS ((size_t)1 << 28)
+/* Limits on what a file may declare, checked before the image is allocated:
+ *  - at most IMAGE_MAX_PIXELS pixels: 2^27 = 134 million, above 100-megapixel
+ *    photos (11648x8736) and far above LSUN/ImageNet (~256..500 px a side). The
+ *    largest image costs about 400 MB of RGB plus, for a progressive JPEG, up to
+ *    800 MB of libjpeg coefficients;
+ *  - at least as many coded bytes as the format needs for that size, so that a small
+ *    file cannot declare a huge image: PNG, raw rows / 1032 (deflate's largest
+ *    expansion); JPEG with Huffman coding, 1 bit per 8x8 block in every scan that
+ *    first codes the DC of its components (real photos use 50..1000 times that; a
+ *    flat progressive grey image is at 2 bits); lossy WebP, 1 bit per 16x16
+ *    macroblock (a flat image takes ~3.5). Lossless WebP and arithmetic-coded JPEG
+ *    have no such floor: only the pixel limit applies;
+ *  - JPEG: every component has data, at most 256 scans; premature end, bad Huffman
+ *    or arithmetic codes and lost restart markers are errors (libjpeg would fill the
+ *    rest of the image with grey and only warn). */
+#define IMAGE_MAX_PIXELS ((size_t)1 << 27)
+
+/* Largest image file read (2 GiB): above any file that holds an image within
+ * IMAGE_MAX_PIXELS (an uncompressed 16-bit RGBA PNG of 2^27 pixels is 1 GiB). */
+#define IMAGE_MAX_FILE_BYTES ((size_t)1 << 31)
+
+/* Reads a whole regular file (not a FIFO or device) of at most max_bytes (capped at
+ * IMAGE_MAX_FILE_BYTES) into *data (caller frees). Returns 0 or -1 (err_msg names
+ * the file). */
+int image_read_file(const char *path, size_t max_bytes, uint8_t **data, size_t *len);
 
 /* Decode a PNG, JPEG or WebP file (recognised by its magic bytes, not its name) into
  * *rgb (HWC, 3 bytes a pixel; caller owns and frees it). Returns 0, or -1 with
@@ -23,6 +46,11 @@ int image_load_rgb(const char *path, uint8_t **rgb, int *width, int *height);
 /* Same, from a buffer already in memory (borrowed); `name` is used in messages. */
 int image_decode_rgb(const uint8_t *data, size_t len, const char *name, uint8_t **rgb,
                      int *width, int *height);
+
+/* Same, with a lower pixel limit (at most IMAGE_MAX_PIXELS): the fuzz target's,
+ * which keeps each input cheap. */
+int image_decode_rgb_limit(const uint8_t *data, size_t len, const char *name, size_t max_pixels, uint8_t **rgb,
+                           int *width, int *height);
 
 /* Write an 8-bit PNG from `hwc` (borrowed; channels 1 = grey, 3 = RGB). Written to a
  * temporary file beside `path`, then renamed. Returns 0 or -1 (err_msg names the path). */

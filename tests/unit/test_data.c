@@ -16,6 +16,7 @@
 
 #include "common/core/util.h"
 #include "common/data/dataset.h"
+#include "common/data/preprocess.h"
 #include "common/io/image_io.h"
 #include "tests/unit/test.h"
 
@@ -201,6 +202,72 @@ static void test_idx_synthetic(void) {
     free(bytes);
     rc = dataset_open(&ds, DATA_IDX, p, 28, 1);
     test_check(rc == -1 && msg_has(p, "incorrect data check"), "gzip CRC mismatch detected: %s", err_msg());
+
+    /* Issue #14 row 4: a gzip file without its 8-byte CRC-32/size trailer and with a
+     * flipped byte. Stored (level 0) deflate, so that the flip changes the pixels and
+     * only the missing CRC could reveal it: gzread used to call this a clean end. */
+    p = tmp_path("stored.idx.gz");
+    uint8_t *raw = xmalloc(16 + 9 * 784);
+    put_be32(raw, 0x803);
+    put_be32(raw + 4, 9);
+    put_be32(raw + 8, 28);
+    put_be32(raw + 12, 28);
+    for (size_t i = 0; i < 9 * 784; i++) raw[16 + i] = pattern(i / 784, i % 784);
+    gzFile g = gzopen(p, "wb0");
+    gzwrite(g, raw, 16 + 9 * 784);
+    gzclose(g);
+    bytes = read_bytes(p, &n);
+    rc = dataset_open(&ds, DATA_IDX, p, 28, 1);
+    test_check(rc == 0 && idx_matches_pattern(ds, 9, 784), "stored gzip IDX reads back (%s)", rc ? err_msg() : "ok");
+    dataset_close(ds);
+    ds = NULL;
+    const char *notrail = tmp_path("notrail.idx.gz");
+    write_bytes(notrail, bytes, n - 8);
+    rc = dataset_open(&ds, DATA_IDX, notrail, 28, 1);
+    test_check(rc == -1 && ds == NULL && msg_has(notrail, "trailer"), "gzip without its CRC/size trailer refused: %s",
+               err_msg());
+    bytes[n - 100] ^= 0x01; /* a pixel of the last image */
+    const char *flip = tmp_path("row4.idx.gz");
+    write_bytes(flip, bytes, n - 8);
+    rc = dataset_open(&ds, DATA_IDX, flip, 28, 1);
+    test_check(rc == -1 && ds == NULL && msg_has(flip, "trailer"),
+               "row 4: gzip without trailer and a flipped byte refused, naming the file: %s", err_msg());
+    write_bytes(flip, bytes, n);
+    rc = dataset_open(&ds, DATA_IDX, flip, 28, 1);
+    test_check(rc == -1 && msg_has(flip, "incorrect data check"), "stored gzip with a flipped byte: CRC error: %s",
+               err_msg());
+    bytes[n - 100] ^= 0x01;
+    /* Trailing garbage after the last member (gzread skipped it silently). */
+    uint8_t *more = xmalloc(n + 5);
+    memcpy(more, bytes, n);
+    memcpy(more + n, "junk!", 5);
+    const char *trail = tmp_path("garbage.idx.gz");
+    write_bytes(trail, more, n + 5);
+    rc = dataset_open(&ds, DATA_IDX, trail, 28, 1);
+    test_check(rc == -1 && msg_has(trail, "trailing garbage after the gzip stream"), "gzip trailing garbage: %s",
+               err_msg());
+    free(more);
+    free(bytes);
+    /* Two members (gzip -c a b > c) are one valid stream, as gzip -d reads it. */
+    const char *two = tmp_path("two.idx.gz");
+    g = gzopen(two, "wb");
+    gzwrite(g, raw, 16 + 4 * 784);
+    gzclose(g);
+    FILE *fa = fopen(two, "ab");
+    g = gzdopen(fileno(fa), "ab");
+    gzwrite(g, raw + 16 + 4 * 784, 5 * 784);
+    gzclose(g);
+    rc = dataset_open(&ds, DATA_IDX, two, 28, 1);
+    test_check(rc == 0 && idx_matches_pattern(ds, 9, 784), "two concatenated gzip members read as one (%s)",
+               rc ? err_msg() : "ok");
+    dataset_close(ds);
+    ds = NULL;
+    free(raw);
+    /* A header claiming more than deflate can expand the file to: refused before allocating. */
+    p = tmp_path("claims.idx.gz");
+    write_idx(p, 0x803, 4000000u, 28, 28, 1, 0, 1);
+    rc = dataset_open(&ds, DATA_IDX, p, 28, 1);
+    test_check(rc == -1 && msg_has(p, "1032:1"), "gzip IDX claiming 4M images in a tiny file: %s", err_msg());
 }
 
 /* ---------- CIFAR-10 ---------- */
@@ -384,6 +451,159 @@ static void test_folder(void) {
     test_check(rc == -1 && msg_has("manifest.txt", "ddpm-prep"), "shards format on a folder without a manifest: %s", err_msg());
 }
 
+/* ---------- hostile images (issue #14 row 6) ---------- */
+
+static void put_be16(uint8_t *p, unsigned v) {
+    p[0] = (uint8_t)(v >> 8);
+    p[1] = (uint8_t)v;
+}
+
+/* Offset of the first FF `m` marker (0 if none). */
+static size_t find_marker(const uint8_t *d, size_t n, uint8_t m, size_t from) {
+    for (size_t i = from; i + 1 < n; i++)
+        if (d[i] == 0xff && d[i + 1] == m) return i;
+    return 0;
+}
+
+/* A JPEG written with one scan per component (non-interleaved sequential). */
+static int write_jpeg_scans(const char *path, const uint8_t *rgb, int w, int h) {
+    struct jpeg_compress_struct c;
+    struct jpeg_error_mgr e;
+    static jpeg_scan_info scans[3];
+    FILE *f = fopen(path, "wb");
+    if (!f) return -1;
+    c.err = jpeg_std_error(&e);
+    jpeg_create_compress(&c);
+    jpeg_stdio_dest(&c, f);
+    c.image_width = (JDIMENSION)w;
+    c.image_height = (JDIMENSION)h;
+    c.input_components = 3;
+    c.in_color_space = JCS_RGB;
+    jpeg_set_defaults(&c);
+    for (int k = 0; k < 3; k++) {
+        scans[k].comps_in_scan = 1;
+        scans[k].component_index[0] = k;
+        scans[k].Ss = 0;
+        scans[k].Se = 63;
+        scans[k].Ah = scans[k].Al = 0;
+    }
+    c.scan_info = scans;
+    c.num_scans = 3;
+    jpeg_start_compress(&c, TRUE);
+    for (int y = 0; y < h; y++) {
+        JSAMPROW row = (JSAMPROW)(rgb + (size_t)y * w * 3);
+        jpeg_write_scanlines(&c, &row, 1);
+    }
+    jpeg_finish_compress(&c);
+    jpeg_destroy_compress(&c);
+    fclose(f);
+    return 0;
+}
+
+/* Decodes `path`; returns 1 when it is refused with a message holding `want`,
+ * within a second (the declared image is never decoded or allocated). */
+static int refused_fast(const char *path, const char *want) {
+    uint8_t *rgb = NULL;
+    int w, h;
+    double t0 = now_seconds();
+    int rc = image_load_rgb(path, &rgb, &w, &h);
+    double dt = now_seconds() - t0;
+    if (rc == 0) free(rgb);
+    return rc == -1 && msg_has(path, want) && dt < 1.0;
+}
+
+static void test_hostile_images(void) {
+    uint8_t photo[40 * 32 * 3];
+    for (int i = 0; i < 40 * 32 * 3; i++) photo[i] = pattern(5, (size_t)i) ^ (uint8_t)(i * i);
+    const char *jp = tmp_path("small.jpg");
+    write_jpeg(jp, photo, 40, 32);
+    size_t n;
+    uint8_t *jpg = read_bytes(jp, &n);
+    size_t sof = find_marker(jpg, n, 0xc0, 2);
+    test_check(sof > 0, "test JPEG has a baseline SOF");
+
+    /* Row 6: a small JPEG whose SOF says 16384x16384 (2^28 pixels) and whose data
+     * ends early but with an EOI: it used to allocate 790 MB, decode for 5-12 s and
+     * return a grey image. */
+    put_be16(jpg + sof + 5, 16384);
+    put_be16(jpg + sof + 7, 16384);
+    const char *p = tmp_path("row6.jpg");
+    write_bytes(p, jpg, n);
+    test_check(refused_fast(p, "JPEG image 16384x16384 is too large"), "row 6: 16384x16384 JPEG of %zu bytes: %s", n,
+               err_msg());
+    /* Under the pixel limit, the coded-size floor refuses it. */
+    put_be16(jpg + sof + 5, 8192);
+    put_be16(jpg + sof + 7, 8192);
+    p = tmp_path("floor.jpg");
+    write_bytes(p, jpg, n);
+    test_check(refused_fast(p, "needs at least 196608 bytes"), "8192x8192 JPEG of %zu bytes: %s", n, err_msg());
+    free(jpg);
+
+    /* Entropy data cut, EOI kept: libjpeg only warns and fills grey. */
+    jpg = read_bytes(jp, &n);
+    size_t sos = find_marker(jpg, n, 0xda, 2);
+    size_t cut = sos + (n - sos) / 2;
+    jpg[cut] = 0xff;
+    jpg[cut + 1] = 0xd9;
+    p = tmp_path("grey.jpg");
+    write_bytes(p, jpg, cut + 2);
+    test_check(refused_fast(p, "premature end of data segment"), "JPEG with cut data and an EOI refused: %s",
+               err_msg());
+    free(jpg);
+
+    /* One scan per component; the last scan removed: component 2 would be grey. */
+    p = tmp_path("scans.jpg");
+    write_jpeg_scans(p, photo, 40, 32);
+    uint8_t *rgb = NULL;
+    int w = 0, h = 0;
+    int rc = image_load_rgb(p, &rgb, &w, &h);
+    test_check(rc == 0 && w == 40 && h == 32, "JPEG with one scan per component decodes (%s)", rc ? err_msg() : "ok");
+    free(rgb);
+    jpg = read_bytes(p, &n);
+    size_t s3 = find_marker(jpg, n, 0xda, find_marker(jpg, n, 0xda, find_marker(jpg, n, 0xda, 2) + 2) + 2);
+    test_check(s3 > 0, "three scans found");
+    jpg[s3 + 1] = 0xd9;
+    p = tmp_path("two_scans.jpg");
+    write_bytes(p, jpg, s3 + 2);
+    test_check(refused_fast(p, "no data for component 2"), "JPEG missing its last component's scan: %s", err_msg());
+    free(jpg);
+
+    /* PNG: IHDR declaring more than the limit, and more than deflate can expand the file to. */
+    uint8_t grey[16 * 16];
+    memset(grey, 7, sizeof grey);
+    const char *pp = tmp_path("small.png");
+    image_write_png(pp, grey, 16, 16, 1);
+    uint8_t *png = read_bytes(pp, &n);
+    const uint32_t dims[2][2] = {{20000, 20000}, {8000, 8000}};
+    const char *want[2] = {"PNG image 20000x20000 is too large", "deflate's limit is 1032:1"};
+    for (int k = 0; k < 2; k++) {
+        put_be32(png + 16, dims[k][0]);
+        put_be32(png + 20, dims[k][1]);
+        put_be32(png + 29, (uint32_t)crc32(0, png + 12, 17)); /* IHDR's CRC over type and data */
+        p = tmp_path(k ? "floor.png" : "huge.png");
+        write_bytes(p, png, n);
+        test_check(refused_fast(p, want[k]), "PNG declaring %ux%u in %zu bytes: %s", dims[k][0], dims[k][1], n,
+                   err_msg());
+    }
+    free(png);
+
+    /* A 65535x1 PNG of ~100 bytes: center_crop to 64 would build a 4194240x64 image. */
+    uint8_t *row = xcalloc(65535, 1);
+    p = tmp_path("thin.png");
+    image_write_png(p, row, 65535, 1, 1);
+    free(row);
+    uint8_t chw[64 * 64 * 3];
+    double t0 = now_seconds();
+    rc = image_preprocess_file(p, 64, 3, chw);
+    test_check(rc == -1 && msg_has(p, "aspect ratio") && now_seconds() - t0 < 1.0, "65535x1 PNG to 64x64: %s",
+               err_msg());
+
+    /* A FIFO named like an image is refused, not waited on. */
+    p = tmp_path("fifo.png");
+    if (mkfifo(p, 0600) == 0)
+        test_check(refused_fast(p, "not a regular file"), "FIFO given as an image: %s", err_msg());
+}
+
 /* ---------- concurrent readers ---------- */
 
 typedef struct {
@@ -487,6 +707,7 @@ int main(void) {
     test_idx_synthetic();
     test_cifar();
     test_folder();
+    test_hostile_images();
     test_threads();
     test_to_float();
     test_output_errors();
