@@ -126,6 +126,12 @@ static int load_checkpoint(trainer *tr, const char *path, int *corrupt) {
     config saved;
     int rc = 0;
     char diff[2048];
+    /* the noise stream of every step comes from this generator */
+    if (h.rng_algorithm[0] && strcmp(h.rng_algorithm, CKPT_DEFAULT_RNG) != 0) {
+        rc = err_set("%s: written with random generator '%s'; this build uses '%s'", path,
+                     h.rng_algorithm, CKPT_DEFAULT_RNG);
+        goto done;
+    }
     if (config_load_string(&saved, h.config_yaml, strlen(h.config_yaml), path) != 0) {
         rc = err_prefix("%s: its config text does not parse: ", path);
         goto done;

@@ -113,6 +113,8 @@ void ckpt_header_free(ckpt_header *h) {
 static int header_check(const ckpt_header *h) {
     if (h->n_params == 0 || h->n_params > CKPT_MAX_PARAMS)
         return err_set("n_params %" PRIu64 " out of range (1..%" PRIu64 ")", h->n_params, CKPT_MAX_PARAMS);
+    /* Programs compare the step with signed limits (training.steps is a long). */
+    if (h->step > (uint64_t)INT64_MAX) return err_set("step %" PRIu64 " out of range (0..2^63-1)", h->step);
     if (h->n_tensors < 0 || h->n_tensors > MAX_TENSORS)
         return err_set("tensor count %d out of range (0..%d)", h->n_tensors, MAX_TENSORS);
     if (h->n_tensors > 0 && !h->tensors) return err_set("tensor table is NULL but n_tensors is %d", h->n_tensors);

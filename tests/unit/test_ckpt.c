@@ -868,6 +868,19 @@ static void test_known_cache(void) {
     ckpt_known_free(&k);
 }
 
+/* A step above INT64_MAX turned negative where programs compare it with
+ * training.steps (a long); writer and reader share the check. */
+static void test_step_limit(void) {
+    char dir[PATH_MAX];
+    subdir(dir, "steplimit");
+    ckpt_header h = make_header((uint64_t)INT64_MAX + 1, 2, 3, 4);
+    float v[11] = {0};
+    test_check(ckpt_write(dir, &h, v, NULL, NULL, NULL, NULL, 0) == -1 && strstr(err_msg(), "step"),
+               "a step above 2^63-1 is refused (%s)", err_msg());
+    h.step = (uint64_t)INT64_MAX;
+    test_check(ckpt_write(dir, &h, v, NULL, NULL, NULL, NULL, 0) == 0, "step 2^63-1 is accepted");
+}
+
 /* Issue #14 row 8: a FIFO given as a checkpoint hung in open(). */
 static void test_fifo(void) {
     char dir[PATH_MAX], p[PATH_MAX];
@@ -971,6 +984,7 @@ int main(void) {
     test_prune_verifies();
     test_known_cache();
     test_fifo();
+    test_step_limit();
     test_kill();
     int rc = test_done();
     if (!getenv("DDPM_TEST_KEEP")) {
