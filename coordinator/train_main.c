@@ -17,6 +17,7 @@
 #include <mpi.h>
 
 #include "common/ckpt/checkpoint.h"
+#include "common/ckpt/runlock.h"
 #include "common/config/config.h"
 #include "common/core/blas_setup.h"
 #include "common/core/util.h"
@@ -52,6 +53,8 @@ static void usage(FILE *f) {
             "  --resume PATH        continue from this checkpoint file\n"
             "  --resume none        start fresh (refused if output.dir has checkpoints)\n"
             "  --summary            print the model's parameter table and exit\n"
+            "  --force-unlock       take output.dir's run lock whatever holds it (only when\n"
+            "                       the holder named in the refusal is certainly dead)\n"
             "  --grace-time SEC     seconds from SIGTERM to SIGKILL (Slurm: KillWait, plus\n"
             "                       the partition's GraceTime on preemption); a final\n"
             "                       checkpoint after SIGTERM is written only if it fits.\n"
@@ -71,7 +74,7 @@ int main(int argc, char **argv) {
     blas_setup(argv); /* may re-exec, which resets handlers: install them after it */
     stop_install();
     const char *cfg_path = NULL, *resume_mode = "none", *dump_path = NULL;
-    int summary = 0, n_over = 0;
+    int summary = 0, n_over = 0, force_unlock = 0;
     double grace_s = getenv("SLURM_JOB_ID") ? SLURM_DEFAULT_GRACE_S : 0;
     const char **overrides = xcalloc((size_t)argc, sizeof *overrides);
     for (int i = 1; i < argc; i++) {
@@ -81,6 +84,8 @@ int main(int argc, char **argv) {
             return EXIT_OK;
         } else if (!strcmp(a, "--summary")) {
             summary = 1;
+        } else if (!strcmp(a, "--force-unlock")) {
+            force_unlock = 1;
         } else if (!strcmp(a, "--resume") && i + 1 < argc) {
             resume_mode = argv[++i];
         } else if (!strcmp(a, "--grace-time") && i + 1 < argc) {
@@ -206,6 +211,13 @@ int main(int argc, char **argv) {
     /* Set-up; any rank's failure stops every rank (no rank waits forever). */
     int ok = 1;
     if (is_coord && mkdir_p(tr.cfg.output.dir) != 0) ok = 0;
+    /* One run owns output.dir (rank 0, for the whole run): docs/slurm.md */
+    runlock lock = {.fd = -1};
+    if (ok && is_coord) {
+        runlock_opts lo = {.job_id = getenv("SLURM_JOB_ID"), .force = force_unlock};
+        if (runlock_acquire(&lock, tr.cfg.output.dir, &lo) != 0) ok = 0;
+        else if (lock.note[0]) log_warn("run lock %s: %s", lock.path, lock.note);
+    }
     if (ok && (is_coord || is_worker)) {
         if (dataset_open_progress(&tr.ds, tr.cfg.data.format, tr.cfg.data.path, tr.cfg.model.image_size,
                                   tr.cfg.model.in_channels, log_decode_progress, NULL) != 0)
@@ -356,6 +368,8 @@ out:
     if (tr.ds) dataset_close(tr.ds);
     free(tr.cfg_yaml);
     dist_layout_free(&d);
+    ckpt_known_free(&tr.ckpt_known);
+    runlock_release(&lock);
     MPI_Finalize();
     return code;
 }

@@ -47,6 +47,12 @@ static void fill_header(const trainer *tr, ckpt_header *h, ckpt_tensor *tens) {
     h->tensors = tens;
 }
 
+static void log_set_aside(void *arg, const char *path, const char *aside, const char *why) {
+    (void)arg;
+    log_warn("checkpoint %s does not verify; renamed to %s and not counted among the kept "
+             "checkpoints (%s)", path, aside, why);
+}
+
 int trainer_save_checkpoint(trainer *tr) {
     ckpt_header h;
     ckpt_tensor *tens = xcalloc((size_t)unet_num_tensors(tr->model), sizeof *tens);
@@ -57,7 +63,10 @@ int trainer_save_checkpoint(trainer *tr) {
                         sizeof path);
     free(tens);
     if (rc != 0) return -1;
-    if (ckpt_prune(tr->cfg.output.dir, tr->cfg.training.keep_checkpoints) < 0)
+    /* written, fsynced and renamed by this process: known to verify */
+    ckpt_known_mark(&tr->ckpt_known, path, 1);
+    ckpt_prune_opts po = {&tr->ckpt_known, log_set_aside, NULL};
+    if (ckpt_prune_ex(tr->cfg.output.dir, tr->cfg.training.keep_checkpoints, &po) < 0)
         log_warn("pruning old checkpoints: %s", err_msg());
     tr->ckpt_step = tr->step;
     tr->ckpt_seconds = now_seconds() - t0;
@@ -100,16 +109,29 @@ void trainer_log_end(const trainer *tr, int stopping, int wrote) {
              stop_exit_code());
 }
 
-/* Loads a checkpoint into the trainer after checking it belongs to this run. */
-static int load_checkpoint(trainer *tr, const char *path) {
+/* Loads a checkpoint into the trainer after checking it belongs to this run.
+ * *corrupt: set when the file does not verify (as opposed to verifying but not
+ * belonging to this run); the outcome is recorded in tr->ckpt_known. */
+static int load_checkpoint(trainer *tr, const char *path, int *corrupt) {
     ckpt_header h;
     memset(&h, 0, sizeof h);
+    *corrupt = 0;
     /* The header first: a checkpoint of another model is refused by name before
      * its tensors are read. */
-    if (ckpt_read_header(path, &h) != 0) return -1;
+    if (ckpt_read_header(path, &h) != 0) {
+        *corrupt = 1;
+        ckpt_known_mark(&tr->ckpt_known, path, 0);
+        return -1;
+    }
     config saved;
     int rc = 0;
     char diff[2048];
+    /* the noise stream of every step comes from this generator */
+    if (h.rng_algorithm[0] && strcmp(h.rng_algorithm, CKPT_DEFAULT_RNG) != 0) {
+        rc = err_set("%s: written with random generator '%s'; this build uses '%s'", path,
+                     h.rng_algorithm, CKPT_DEFAULT_RNG);
+        goto done;
+    }
     if (config_load_string(&saved, h.config_yaml, strlen(h.config_yaml), path) != 0) {
         rc = err_prefix("%s: its config text does not parse: ", path);
         goto done;
@@ -120,8 +142,12 @@ static int load_checkpoint(trainer *tr, const char *path) {
         goto done;
     }
     ckpt_header_free(&h);
-    if (ckpt_read(path, &h, tr->P, CKPT_ALL, tr->params, tr->ema, tr->adam_m, tr->adam_v) != 0)
+    if (ckpt_read(path, &h, tr->P, CKPT_ALL, tr->params, tr->ema, tr->adam_m, tr->adam_v) != 0) {
+        *corrupt = 1;
+        ckpt_known_mark(&tr->ckpt_known, path, 0);
         return -1;
+    }
+    ckpt_known_mark(&tr->ckpt_known, path, 1); /* read whole: it verifies */
     if (h.sections != CKPT_ALL) {
         rc = err_set("%s: training state incomplete (sections 0x%x); cannot resume", path,
                      (unsigned)h.sections);
@@ -168,7 +194,8 @@ int trainer_resume(trainer *tr, const char *mode) {
                            tr->cfg.output.dir, n);
         return 0;
     }
-    if (strcmp(mode, "auto") != 0) return load_checkpoint(tr, mode);
+    int corrupt;
+    if (strcmp(mode, "auto") != 0) return load_checkpoint(tr, mode, &corrupt);
     char **paths = NULL;
     int n = ckpt_list(tr->cfg.output.dir, &paths);
     if (n < 0) return -1;
@@ -177,15 +204,26 @@ int trainer_resume(trainer *tr, const char *mode) {
         return 0;
     }
     int rc = -1;
+    int foreign = 0;
     for (int i = 0; i < n; i++) {
-        if (load_checkpoint(tr, paths[i]) == 0) {
+        if (load_checkpoint(tr, paths[i], &corrupt) == 0) {
             rc = 0;
+            break;
+        }
+        if (!corrupt) {
+            /* It verifies, so pruning would keep it, newest by step, and delete
+             * this run's checkpoints in its favour: stop instead. */
+            err_prefix("resume auto: the newest checkpoint that verifies does not belong to "
+                       "this run (choose another output.dir, or resume it with the config it "
+                       "was written with): ");
+            foreign = 1;
             break;
         }
         log_warn("skipping checkpoint: %s", err_msg());
     }
-    if (rc != 0) err_set("resume auto: none of the %d checkpoint(s) in %s is usable", n,
-                         tr->cfg.output.dir);
+    if (rc != 0 && !foreign)
+        err_set("resume auto: none of the %d checkpoint(s) in %s is usable", n,
+                tr->cfg.output.dir);
     ckpt_list_free(paths, n);
     return rc;
 }

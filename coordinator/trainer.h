@@ -8,6 +8,7 @@
 #include <stdint.h>
 #include <stdio.h>
 
+#include "common/ckpt/checkpoint.h"
 #include "common/config/config.h"
 #include "common/data/dataset.h"
 #include "common/data/prefetch.h"
@@ -51,11 +52,15 @@ typedef struct {
     uint64_t ckpt_step;
     double ckpt_seconds;       /* how long the last checkpoint took (0: none yet) */
     double grace_s;            /* seconds from SIGTERM to SIGKILL (<= 0: unknown) */
+    /* coordinator: checkpoints known to verify (written or resumed from) or not
+     * (skipped at resume), so that pruning agrees with resume without rereading */
+    ckpt_known ckpt_known;
 } trainer;
 
 int mkdir_p(const char *path);
-/* Writes a checkpoint of params/EMA/Adam (all P floats present in tr) and prunes;
- * sets ckpt_step and ckpt_seconds. */
+/* Writes a checkpoint of params/EMA/Adam (all P floats present in tr) and prunes:
+ * the newest training.keep_checkpoints that verify stay, a corrupt one is renamed
+ * to *.corrupt and logged (ckpt_prune_ex); sets ckpt_step and ckpt_seconds. */
 int trainer_save_checkpoint(trainer *tr);
 /* At the end of a run (stopping: on a signal before training.steps) decides whether
  * a final checkpoint is to be written now and logs why not when it is not: not when
@@ -66,7 +71,11 @@ int trainer_want_final_checkpoint(const trainer *tr, int stopping);
 /* The closing log line of a run. */
 void trainer_log_end(const trainer *tr, int stopping, int wrote);
 /* mode: "none" (refuse a folder with checkpoints), "auto", or a path. Fills params,
- * EMA, Adam m/v and step. */
+ * EMA, Adam m/v and step. "auto" takes the newest checkpoint that verifies and
+ * skips (logs, and remembers for pruning) those that do not; one that verifies
+ * but belongs to another run (model, data, batch size or seed differ) stops the
+ * run, since continuing would let pruning delete one run's checkpoints for the
+ * other's. */
 int trainer_resume(trainer *tr, const char *mode);
 /* One metrics.jsonl line and the progress line. bytes_sent/bytes_raw < 0: no wire. */
 void trainer_log_metrics(trainer *tr, const loss_stats *st, double gnorm, double lr, double ips,

@@ -113,6 +113,8 @@ void ckpt_header_free(ckpt_header *h) {
 static int header_check(const ckpt_header *h) {
     if (h->n_params == 0 || h->n_params > CKPT_MAX_PARAMS)
         return err_set("n_params %" PRIu64 " out of range (1..%" PRIu64 ")", h->n_params, CKPT_MAX_PARAMS);
+    /* Programs compare the step with signed limits (training.steps is a long). */
+    if (h->step > (uint64_t)INT64_MAX) return err_set("step %" PRIu64 " out of range (0..2^63-1)", h->step);
     if (h->n_tensors < 0 || h->n_tensors > MAX_TENSORS)
         return err_set("tensor count %d out of range (0..%d)", h->n_tensors, MAX_TENSORS);
     if (h->n_tensors > 0 && !h->tensors) return err_set("tensor table is NULL but n_tensors is %d", h->n_tensors);
@@ -429,7 +431,9 @@ static int src_open(zsrc *s, const char *path) {
     s->fd = -1;
     s->path = path;
     if (!path) return err_set("checkpoint: NULL path");
-    s->fd = open(path, O_RDONLY | O_CLOEXEC);
+    /* O_NONBLOCK: opening a FIFO for reading blocks until a writer comes, and a
+     * device may block too; nothing is read before the regular-file check. */
+    s->fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK | O_NOCTTY);
     if (s->fd < 0) {
         if (errno == ENOENT) return err_set("checkpoint %s: not found", path);
         return err_set("checkpoint %s: cannot open: %s", path, strerror(errno));
@@ -437,7 +441,13 @@ static int src_open(zsrc *s, const char *path) {
     struct stat st;
     if (fstat(s->fd, &st)) return err_set("checkpoint %s: cannot stat: %s", path, strerror(errno));
     if (S_ISDIR(st.st_mode)) return err_set("checkpoint %s: is a directory, not a checkpoint", path);
-    if (!S_ISREG(st.st_mode)) return err_set("checkpoint %s: not a regular file", path);
+    if (!S_ISREG(st.st_mode))
+        return err_set("checkpoint %s: not a regular file (%s), not a checkpoint", path,
+                       S_ISFIFO(st.st_mode) ? "a FIFO" : S_ISCHR(st.st_mode) || S_ISBLK(st.st_mode) ? "a device"
+                       : S_ISSOCK(st.st_mode) ? "a socket" : "a special file");
+    int fl = fcntl(s->fd, F_GETFL);
+    if (fl < 0 || fcntl(s->fd, F_SETFL, fl & ~O_NONBLOCK) < 0)
+        return err_set("checkpoint %s: cannot clear O_NONBLOCK: %s", path, strerror(errno));
     s->file_size = (uint64_t)st.st_size;
     if (s->file_size == 0) return err_set("checkpoint %s: empty file (0 bytes), not a checkpoint", path);
     uint8_t m[4];
@@ -901,21 +911,98 @@ void ckpt_list_free(char **paths, int n) {
     free(paths);
 }
 
-int ckpt_prune(const char *dir, int keep) {
-    if (keep < 1) return err_set("checkpoint dir %s: prune must keep at least 1 checkpoint (asked %d)", dir, keep);
-    char **paths;
-    int n = ckpt_list(dir, &paths);
-    if (n < 0) return -1;
-    int removed = 0, rc = 0;
-    for (int i = keep; i < n; i++) {
-        if (unlink(paths[i]) == 0) removed++;
-        else if (errno != ENOENT && rc == 0)
-            rc = err_set("checkpoint %s: cannot delete: %s", paths[i], strerror(errno));
+/* ---------------------------------------------------------------- verified cache */
+
+struct ckpt_known_entry {
+    char *path;
+    dev_t dev;
+    ino_t ino;
+    off_t size;
+    struct timespec mtime;
+    int good;
+};
+
+void ckpt_known_free(ckpt_known *k) {
+    if (!k) return;
+    for (int i = 0; i < k->n; i++) free(k->v[i].path);
+    free(k->v);
+    memset(k, 0, sizeof *k);
+}
+
+static struct ckpt_known_entry *known_find(ckpt_known *k, const char *path) {
+    for (int i = 0; k && i < k->n; i++)
+        if (strcmp(k->v[i].path, path) == 0) return &k->v[i];
+    return NULL;
+}
+
+static int same_file(const struct ckpt_known_entry *e, const struct stat *st) {
+    return e->dev == st->st_dev && e->ino == st->st_ino && e->size == st->st_size &&
+           e->mtime.tv_sec == st->st_mtim.tv_sec && e->mtime.tv_nsec == st->st_mtim.tv_nsec;
+}
+
+static void known_put(ckpt_known *k, const char *path, const struct stat *st, int good) {
+    struct ckpt_known_entry *e = known_find(k, path);
+    if (!e) {
+        if (k->n == k->cap) {
+            k->cap = k->cap ? 2 * k->cap : 8;
+            k->v = xrealloc(k->v, (size_t)k->cap * sizeof *k->v);
+        }
+        e = &k->v[k->n++];
+        e->path = xstrdup(path);
     }
-    ckpt_list_free(paths, n);
-    if (rc) return -1;
+    e->dev = st->st_dev;
+    e->ino = st->st_ino;
+    e->size = st->st_size;
+    e->mtime = st->st_mtim;
+    e->good = good;
+}
+
+void ckpt_known_mark(ckpt_known *k, const char *path, int good) {
+    struct stat st;
+    if (!k || !path || stat(path, &st) != 0) return;
+    known_put(k, path, &st, good ? 1 : 0);
+}
+
+int ckpt_verify(const char *path, ckpt_known *k) {
+    struct stat st;
+    if (!path) return err_set("checkpoint: NULL path"), 0;
+    if (stat(path, &st) != 0) {
+        if (errno == ENOENT) err_set("checkpoint %s: not found", path);
+        else err_set("checkpoint %s: cannot stat: %s", path, strerror(errno));
+        return 0;
+    }
+    struct ckpt_known_entry *e = known_find(k, path);
+    if (e && same_file(e, &st)) {
+        if (!e->good) err_set("checkpoint %s: failed to verify earlier in this process", path);
+        return e->good;
+    }
+    /* want 0: every record decoded and checksummed, nothing kept. */
+    int good = ckpt_read(path, NULL, 0, 0, NULL, NULL, NULL, NULL) == 0;
+    if (k) known_put(k, path, &st, good);
+    return good;
+}
+
+/* ---------------------------------------------------------------- pruning */
+
+/* Renames a corrupt checkpoint to PATH.corrupt (PATH.corrupt.N if taken): out of
+ * ckpt_list's sight, but kept for inspection. */
+static int set_aside(const char *path, char *aside, size_t len) {
+    struct stat st;
+    for (int i = 0; i < 1000; i++) {
+        if (i == 0) snprintf(aside, len, "%s.corrupt", path);
+        else snprintf(aside, len, "%s.corrupt.%d", path, i);
+        if (lstat(aside, &st) != 0 && errno == ENOENT) {
+            if (rename(path, aside) == 0) return 0;
+            return err_set("checkpoint %s: cannot rename the corrupt file to %s: %s", path, aside, strerror(errno));
+        }
+    }
+    return err_set("checkpoint %s: cannot set it aside: %s.corrupt .. .corrupt.999 all exist", path, path);
+}
+
+static int prune_temp_files(const char *dir) {
     DIR *d = opendir(dir);
     if (!d) return err_set("checkpoint dir %s: cannot list: %s", dir, strerror(errno));
+    int removed = 0, rc = 0;
     struct dirent *e;
     while ((e = readdir(d))) {
         size_t len = strlen(e->d_name);
@@ -927,3 +1014,41 @@ int ckpt_prune(const char *dir, int keep) {
     closedir(d);
     return rc ? -1 : removed;
 }
+
+int ckpt_prune_ex(const char *dir, int keep, const ckpt_prune_opts *o) {
+    if (keep < 1) return err_set("checkpoint dir %s: prune must keep at least 1 checkpoint (asked %d)", dir, keep);
+    ckpt_known *known = o ? o->known : NULL;
+    char **paths;
+    int n = ckpt_list(dir, &paths);
+    if (n < 0) return -1;
+    /* Newest first: the first `keep` that verify stay; a corrupt one met on the
+     * way is set aside and not counted; only once `keep` good ones are counted
+     * are the older ones deleted. So a good checkpoint is never deleted while a
+     * corrupt one newer than it stays. */
+    int removed = 0, kept = 0, rc = 0;
+    for (int i = 0; i < n && rc == 0; i++) {
+        if (kept < keep) {
+            if (ckpt_verify(paths[i], known)) {
+                kept++;
+                continue;
+            }
+            char why[512], aside[PATH_MAX + 32];
+            snprintf(why, sizeof why, "%s", err_msg());
+            if (set_aside(paths[i], aside, sizeof aside) != 0) {
+                rc = -1;
+                break;
+            }
+            if (o && o->on_aside) o->on_aside(o->arg, paths[i], aside, why);
+            continue;
+        }
+        if (unlink(paths[i]) == 0) removed++;
+        else if (errno != ENOENT)
+            rc = err_set("checkpoint %s: cannot delete: %s", paths[i], strerror(errno));
+    }
+    ckpt_list_free(paths, n);
+    if (rc) return -1;
+    int t = prune_temp_files(dir);
+    return t < 0 ? -1 : removed + t;
+}
+
+int ckpt_prune(const char *dir, int keep) { return ckpt_prune_ex(dir, keep, NULL); }

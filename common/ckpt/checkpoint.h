@@ -108,9 +108,45 @@ int ckpt_read_header(const char *path, ckpt_header *h);
 int ckpt_list(const char *dir, char ***paths);
 void ckpt_list_free(char **paths, int n);
 
-/* Deletes all but the newest `keep` (>= 1) checkpoints in DIR, and stale
- * .ckpt-*.tmp files (call it from the one process that writes checkpoints).
- * Returns the number of files removed, or -1. */
+/* What this process knows about checkpoint files, so that pruning need not read
+ * gigabytes again: one it wrote (fsynced) or read whole is good, one that failed
+ * to read is bad. Each entry holds the file's identity (device, inode, size,
+ * mtime), so a file replaced since is read afresh. A zeroed struct is empty. */
+struct ckpt_known_entry;
+typedef struct {
+    struct ckpt_known_entry *v;
+    int n, cap;
+} ckpt_known;
+
+void ckpt_known_free(ckpt_known *k);
+/* Records path as good (nonzero) or bad; a path that cannot be stat'ed is not
+ * recorded (k NULL: nothing). */
+void ckpt_known_mark(ckpt_known *k, const char *path, int good);
+/* "Verifies": ckpt_read of every section succeeds (header, every record, the
+ * footer's counts and CRCs, the zstd frame checksum). Returns 1 if path
+ * verifies, 0 if not (err_msg says why). The answer comes from k when it holds
+ * the same file; otherwise the file is read whole (no n_params-sized buffer) and
+ * the answer recorded in k (k may be NULL). */
+int ckpt_verify(const char *path, ckpt_known *k);
+
+/* Pruning options; a NULL opts is all zero. */
+typedef struct {
+    ckpt_known *known; /* what is known to verify; NULL: each candidate is read whole */
+    /* told of each corrupt checkpoint set aside: its path, the new name, why */
+    void (*on_aside)(void *arg, const char *path, const char *aside, const char *why);
+    void *arg;
+} ckpt_prune_opts;
+
+/* Keeps the newest `keep` (>= 1) checkpoints in DIR that verify (ckpt_verify)
+ * and deletes the older ones; a checkpoint that does not verify, met before
+ * `keep` good ones are counted, is renamed to PATH.corrupt (PATH.corrupt.N if
+ * that exists), reported through opts->on_aside and not counted. So a good
+ * checkpoint is never deleted while a corrupt one newer than it stays. Also
+ * deletes stale .ckpt-*.tmp files. Call it from the one process that writes
+ * checkpoints (the run-folder lock's holder, runlock.h). Returns the number of
+ * files deleted, or -1. */
+int ckpt_prune_ex(const char *dir, int keep, const ckpt_prune_opts *opts);
+/* ckpt_prune_ex with no cache (every checkpoint kept is read whole) and no report. */
 int ckpt_prune(const char *dir, int keep);
 
 /* "PARAMS", "EMA", "ADAM_M", "ADAM_V" for a single flag, else "?". */

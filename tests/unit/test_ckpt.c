@@ -754,6 +754,157 @@ static void test_list_prune(void) {
                err_msg());
 }
 
+
+/* ---------------------------------------------------------------- pruning keeps what verifies */
+
+typedef struct {
+    int n;
+    char last_aside[PATH_MAX + 32];
+} aside_log;
+
+static void on_aside(void *arg, const char *path, const char *aside, const char *why) {
+    aside_log *a = arg;
+    (void)path;
+    (void)why;
+    a->n++;
+    snprintf(a->last_aside, sizeof a->last_aside, "%s", aside);
+}
+
+/* Flips one byte in the middle of a file (same size). */
+static void flip_middle(const char *path) {
+    size_t n;
+    uint8_t *b = slurp(path, &n);
+    b[n / 2] ^= 0x5a;
+    spit(path, b, n);
+    free(b);
+}
+
+/* Issue #14 row 3: keep_checkpoints=1, newest corrupt. Pruning by step alone kept
+ * the corrupt one and deleted the good one. */
+static void test_prune_verifies(void) {
+    char dir[PATH_MAX], p1[PATH_MAX], p2[PATH_MAX], p3[PATH_MAX], aside[PATH_MAX + 16];
+    subdir(dir, "prune-verify");
+    ckpt_header h = make_header(1, 2, 3, 4);
+    float v[11] = {1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11};
+    h.step = 1;
+    ckpt_write(dir, &h, v, v, NULL, NULL, p1, sizeof p1);
+    h.step = 2;
+    ckpt_write(dir, &h, v, v, NULL, NULL, p2, sizeof p2);
+    flip_middle(p2);
+    ckpt_known known = {0};
+    aside_log log = {0};
+    ckpt_prune_opts o = {&known, on_aside, &log};
+    int removed = ckpt_prune_ex(dir, 1, &o);
+    snprintf(aside, sizeof aside, "%s.corrupt", p2);
+    char **paths;
+    int n = ckpt_list(dir, &paths);
+    test_check(removed == 0 && n == 1 && strcmp(paths[0], p1) == 0 && file_exists(aside) && log.n == 1 &&
+                   strcmp(log.last_aside, aside) == 0,
+               "prune keep 1, newest corrupt: the good older one stays, the corrupt one is renamed to "
+               "*.corrupt and reported (removed %d, listed %d, aside %d)", removed, n, log.n);
+    ckpt_list_free(paths, n);
+    /* keep 2 with the middle one corrupt: the newest and the oldest good ones stay */
+    h.step = 2;
+    ckpt_write(dir, &h, v, v, NULL, NULL, p2, sizeof p2);
+    h.step = 3;
+    ckpt_write(dir, &h, v, v, NULL, NULL, p3, sizeof p3);
+    flip_middle(p2);
+    log.n = 0;
+    removed = ckpt_prune_ex(dir, 2, &o);
+    n = ckpt_list(dir, &paths);
+    snprintf(aside, sizeof aside, "%s.corrupt.1", p2);
+    test_check(removed == 0 && n == 2 && strcmp(paths[0], p3) == 0 && strcmp(paths[1], p1) == 0 &&
+                   file_exists(aside) && log.n == 1,
+               "prune keep 2, middle corrupt: steps 3 and 1 stay, step 2 goes aside as .corrupt.1 (the name "
+               ".corrupt was taken)");
+    ckpt_list_free(paths, n);
+    /* a third good one: now the oldest good one goes (two newer ones verify) */
+    h.step = 4;
+    char p4[PATH_MAX];
+    ckpt_write(dir, &h, v, v, NULL, NULL, p4, sizeof p4);
+    removed = ckpt_prune_ex(dir, 2, &o);
+    test_check(removed == 1 && !file_exists(p1) && file_exists(p3) && file_exists(p4),
+               "prune keep 2 with 3 good: the oldest is deleted");
+    /* only corrupt ones: nothing deleted, all set aside */
+    char dir2[PATH_MAX];
+    subdir(dir2, "prune-allbad");
+    h.step = 7;
+    ckpt_write(dir2, &h, v, v, NULL, NULL, p1, sizeof p1);
+    flip_middle(p1);
+    log.n = 0;
+    removed = ckpt_prune_ex(dir2, 1, &o);
+    n = ckpt_list(dir2, &paths);
+    ckpt_list_free(paths, n);
+    test_check(removed == 0 && n == 0 && log.n == 1, "prune with only a corrupt checkpoint sets it aside, "
+                                                      "deletes nothing");
+    ckpt_known_free(&known);
+}
+
+/* The cache is what lets pruning skip rereading: a file marked good is taken on
+ * trust while it is the same file, and read again once it changes. */
+static void test_known_cache(void) {
+    char dir[PATH_MAX], p[PATH_MAX];
+    subdir(dir, "known");
+    ckpt_header h = make_header(5, 2, 3, 4);
+    float v[11] = {0};
+    ckpt_write(dir, &h, v, NULL, NULL, NULL, p, sizeof p);
+    ckpt_known k = {0};
+    test_check(ckpt_verify(p, &k) == 1 && k.n == 1, "verify: a good checkpoint verifies and is recorded");
+    struct stat st0;
+    stat(p, &st0);
+    /* corrupt it in place, then restore its identity (size and mtime) */
+    flip_middle(p);
+    struct timespec ts[2] = {st0.st_atim, st0.st_mtim};
+    utimensat(AT_FDCWD, p, ts, 0);
+    test_check(ckpt_verify(p, &k) == 1, "verify: the same file (device, inode, size, mtime) is not read again");
+    ts[1].tv_nsec = (ts[1].tv_nsec + 1) % 1000000000L;
+    utimensat(AT_FDCWD, p, ts, 0);
+    test_check(ckpt_verify(p, &k) == 0 && strstr(err_msg(), p), "verify: once the file changed it is read again "
+               "and fails (%s)", err_msg());
+    test_check(ckpt_verify(p, &k) == 0 && strstr(err_msg(), "earlier"), "verify: a known-bad file is refused "
+               "from the cache (%s)", err_msg());
+    ckpt_known_mark(&k, p, 1);
+    test_check(ckpt_verify(p, &k) == 1 && k.n == 1, "mark: a path marked again replaces its entry");
+    ckpt_known_free(&k);
+}
+
+/* A step above INT64_MAX turned negative where programs compare it with
+ * training.steps (a long); writer and reader share the check. */
+static void test_step_limit(void) {
+    char dir[PATH_MAX];
+    subdir(dir, "steplimit");
+    ckpt_header h = make_header((uint64_t)INT64_MAX + 1, 2, 3, 4);
+    float v[11] = {0};
+    test_check(ckpt_write(dir, &h, v, NULL, NULL, NULL, NULL, 0) == -1 && strstr(err_msg(), "step"),
+               "a step above 2^63-1 is refused (%s)", err_msg());
+    h.step = (uint64_t)INT64_MAX;
+    test_check(ckpt_write(dir, &h, v, NULL, NULL, NULL, NULL, 0) == 0, "step 2^63-1 is accepted");
+}
+
+/* Issue #14 row 8: a FIFO given as a checkpoint hung in open(). */
+static void test_fifo(void) {
+    char dir[PATH_MAX], p[PATH_MAX];
+    subdir(dir, "fifo");
+    path_join(p, dir, "ckpt-0000000001.ddpm");
+    if (mkfifo(p, 0644) != 0) {
+        test_check(0, "mkfifo %s: %s", p, strerror(errno));
+        return;
+    }
+    alarm(10); /* a hang fails the test instead of stalling the suite */
+    ckpt_header h;
+    int rc = ckpt_read_header(p, &h);
+    test_check(rc == -1 && strstr(err_msg(), p) && strstr(err_msg(), "FIFO"),
+               "a FIFO as a checkpoint is refused at once, naming it (%s)", err_msg());
+    expect_fail("FIFO, full read", p, 0, CKPT_EMA, "not a regular file");
+    test_check(ckpt_verify(p, NULL) == 0, "a FIFO does not verify");
+    char **paths;
+    int n = ckpt_list(dir, &paths);
+    ckpt_list_free(paths, n);
+    test_check(n == 0, "list: a FIFO with a checkpoint's name is not listed");
+    expect_fail("character device", "/dev/zero", 0, CKPT_EMA, "device");
+    alarm(0);
+}
+
 /* ---------------------------------------------------------------- crash consistency */
 
 /* Fork a writer that kills itself after `at` bytes; returns 1 if it died by SIGKILL. */
@@ -830,6 +981,10 @@ int main(void) {
     test_corruption();
     test_fuzz();
     test_list_prune();
+    test_prune_verifies();
+    test_known_cache();
+    test_fifo();
+    test_step_limit();
     test_kill();
     int rc = test_done();
     if (!getenv("DDPM_TEST_KEEP")) {
