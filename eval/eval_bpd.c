@@ -11,7 +11,7 @@
 
 #include <mpi.h>
 
-#include "common/ckpt/checkpoint.h"
+#include "common/ckpt/ckpt_model.h"
 #include "common/config/config.h"
 #include "common/core/blas_setup.h"
 #include "common/core/util.h"
@@ -229,72 +229,49 @@ int eval_bpd_main(int argc, char **argv) {
         usage(stderr);
         return 2;
     }
-    /* A lone process runs as an MPI singleton. Open MPI refuses root unless told. */
-    if (geteuid() == 0 && !getenv("OMPI_COMM_WORLD_SIZE")) {
-        setenv("OMPI_ALLOW_RUN_AS_ROOT", "1", 0);
-        setenv("OMPI_ALLOW_RUN_AS_ROOT_CONFIRM", "1", 0);
-    }
+    env_mpi_singleton_as_root();
     MPI_Init(&argc, &argv);
     int rank = 0, world = 1;
     MPI_Comm_rank(MPI_COMM_WORLD, &rank);
     MPI_Comm_size(MPI_COMM_WORLD, &world);
-    const char *local = getenv("OMPI_COMM_WORLD_LOCAL_SIZE"); /* ranks sharing this node's cores */
-    int nthreads = blas_set_threads((int)threads, local ? atoi(local) : 1);
+    int nthreads = blas_set_threads((int)threads, env_ranks_on_node());
 
-    ckpt_header h;
-    memset(&h, 0, sizeof h);
-    config cfg;
-    diffusion diff;
-    memset(&diff, 0, sizeof diff);
+    ckpt_model cm;
+    memset(&cm, 0, sizeof cm);
     bpd_result res;
     memset(&res, 0, sizeof res);
-    unet *model = NULL;
-    float *w = NULL;
     uint8_t *imgs = NULL;
     uint64_t *ids = NULL;
     int count = 0, rc = -1;
     double t0 = now_seconds();
-    if (ckpt_read_header(ckpt, &h) != 0) goto done;
-    if (config_load_string(&cfg, h.config_yaml, strlen(h.config_yaml), ckpt) != 0) goto done;
+    unet_options opt = unet_options_default();
+    if (env_unet_options(&opt) != 0 ||
+        ckpt_model_load(&cm, ckpt, strcmp(weights, "ema") == 0 ? CKPT_EMA : CKPT_PARAMS,
+                        (int)batch, &opt) != 0)
+        goto done;
+    const config *cfg = &cm.cfg;
     if (!data) {
-        if (!cfg.data.eval_path[0]) {
+        if (!cfg->data.eval_path[0]) {
             err_set("%s: its config has no data.eval_path; pass --data PATH", ckpt);
             goto done;
         }
-        data = cfg.data.eval_path;
+        data = cfg->data.eval_path;
     }
-    unet_options opt = unet_options_default();
-    model = env_unet_options(&opt) == 0 ? unet_create(&cfg.model, (int)batch, 0, &opt) : NULL;
-    if (!model) goto done;
-    size_t P = unet_num_params(model);
-    w = xfloats(P);
-    int want = strcmp(weights, "ema") == 0 ? CKPT_EMA : CKPT_PARAMS;
-    ckpt_header_free(&h);
-    if (ckpt_read(ckpt, &h, P, want, want == CKPT_PARAMS ? w : NULL, want == CKPT_EMA ? w : NULL,
-                  NULL, NULL) != 0)
-        goto done;
-    if (!(h.sections & want)) {
-        err_set("%s: holds no %s weights", ckpt, weights);
-        goto done;
-    }
-    if (diffusion_init(&diff, cfg.diffusion.schedule, cfg.diffusion.timesteps,
-                       cfg.diffusion.beta_start, cfg.diffusion.beta_end) != 0)
-        goto done;
-    if (bpd_result_init(&res, diff.T) != 0) goto done;
-    if (load_images(data, &cfg, first, &n, rank, world, &imgs, &ids, &count) != 0) goto done;
-    sampling_variance var = cfg.diffusion.sampling_var;
+    if (bpd_result_init(&res, cm.diff.T) != 0) goto done;
+    if (load_images(data, cfg, first, &n, rank, world, &imgs, &ids, &count) != 0) goto done;
+    sampling_variance var = cfg->diffusion.sampling_var;
     if (variance) var = strcmp(variance, "beta") == 0 ? SAMPLING_VAR_BETA : SAMPLING_VAR_BETA_TILDE;
     if (rank == 0)
         log_info("%s: step %llu, %s weights; %ld images of %s from %ld over %d rank(s), T %d, "
                  "stride %ld (%s), sigma^2 = %s, %sclipped x0, batch %ld, OpenBLAS %s x%d",
-                 ckpt, (unsigned long long)h.step, weights, n, data, first, world, diff.T, stride,
+                 ckpt, (unsigned long long)cm.h.step, weights, n, data, first, world, cm.diff.T, stride,
                  stride > 1 ? (est == BPD_ESTIMATE_UNBIASED ? "unbiased" : "trapezoid") : "exact",
                  var == SAMPLING_VAR_BETA ? "beta" : "beta-tilde", clip ? "" : "un", batch,
                  blas_kernel_name(), nthreads);
-    bpd_config bc = {&diff, (int)var, clip, (int)stride, est, seed};
+    bpd_config bc = {&cm.diff, (int)var, clip, (int)stride, est, seed};
     progress_state ps = {now_seconds(), quiet || rank != 0};
-    rc = bpd_evaluate_u8(model, w, &bc, imgs, ids, count, cfg.model.in_channels,
-                         cfg.model.image_size, &res, NULL, show_progress, &ps);
+    rc = bpd_evaluate_u8(cm.model, cm.weights, &bc, imgs, ids, count, cfg->model.in_channels,
+                         cfg->model.image_size, &res, NULL, show_progress, &ps);
 done:;
     /* Every rank learns whether any failed before the reduction, so none hangs. */
     int bad = rc != 0, any_bad = 0;
@@ -316,7 +293,7 @@ done:;
                                                              : ", trapezoid estimate")
                               : "");
             printf("  decoder L_0 %.6f, sum of KL terms L_1..L_%d %.6f, prior L_T %.6f bits/dim\n",
-                   res.scalars[BPD_S_DECODER] / ni, diff.T - 1, kl, res.scalars[BPD_S_PRIOR] / ni);
+                   res.scalars[BPD_S_DECODER] / ni, cm.diff.T - 1, kl, res.scalars[BPD_S_PRIOR] / ni);
             log_info("%.1f s (%d rank(s))", secs, world);
             if (out_csv) {
                 if (write_csv(out_csv, &res) != 0) {
@@ -329,10 +306,7 @@ done:;
         }
     }
     bpd_result_free(&res);
-    if (diff.betas) diffusion_free(&diff);
-    ckpt_header_free(&h);
-    unet_free(model);
-    free(w);
+    ckpt_model_free(&cm);
     free(imgs);
     free(ids);
     MPI_Finalize();

@@ -13,7 +13,7 @@
 #include <string.h>
 #include <sys/stat.h>
 
-#include "common/ckpt/checkpoint.h"
+#include "common/ckpt/ckpt_model.h"
 #include "common/config/config.h"
 #include "common/core/blas_setup.h"
 #include "common/core/util.h"
@@ -167,45 +167,28 @@ int main(int argc, char **argv) {
     }
     int nthreads = blas_set_threads((int)threads, 1);
 
-    ckpt_header h;
-    memset(&h, 0, sizeof h);
-    config cfg;
-    unet *model = NULL;
-    float *w = NULL, *x = NULL;
+    ckpt_model cm;
+    memset(&cm, 0, sizeof cm);
+    float *x = NULL;
     uint8_t *u8 = NULL;
-    diffusion base;
-    memset(&base, 0, sizeof base);
     sampler s;
     memset(&s, 0, sizeof s);
     int rc = 1;
-    if (ckpt_read_header(ckpt, &h) != 0) goto fail;
-    if (config_load_string(&cfg, h.config_yaml, strlen(h.config_yaml), ckpt) != 0) goto fail;
     if (batch > n) batch = n;
     unet_options opt = unet_options_default();
-    model = env_unet_options(&opt) == 0 ? unet_create(&cfg.model, (int)batch, 0, &opt) : NULL;
-    if (!model) goto fail;
-    size_t P = unet_num_params(model);
-    w = xfloats(P);
-    int want = strcmp(weights, "ema") == 0 ? CKPT_EMA : CKPT_PARAMS;
-    ckpt_header_free(&h);
-    if (ckpt_read(ckpt, &h, P, want, want == CKPT_PARAMS ? w : NULL, want == CKPT_EMA ? w : NULL,
-                  NULL, NULL) != 0)
+    if (env_unet_options(&opt) != 0 ||
+        ckpt_model_load(&cm, ckpt, strcmp(weights, "ema") == 0 ? CKPT_EMA : CKPT_PARAMS,
+                        (int)batch, &opt) != 0)
         goto fail;
-    if (!(h.sections & want)) {
-        err_set("%s: holds no %s weights", ckpt, weights);
-        goto fail;
-    }
-    if (diffusion_init(&base, cfg.diffusion.schedule, cfg.diffusion.timesteps,
-                       cfg.diffusion.beta_start, cfg.diffusion.beta_end) != 0)
-        goto fail;
-    sampling_variance var = cfg.diffusion.sampling_var;
+    const config *cfg = &cm.cfg;
+    sampling_variance var = cfg->diffusion.sampling_var;
     if (variance) var = strcmp(variance, "beta") == 0 ? SAMPLING_VAR_BETA : SAMPLING_VAR_BETA_TILDE;
-    int C = cfg.model.in_channels, S = cfg.model.image_size;
-    if (sampler_init(&s, &base, spec, ddim, eta, var, clip, seed, C, S, (int)batch) != 0) goto fail;
+    int C = cfg->model.in_channels, S = cfg->model.image_size;
+    if (sampler_init(&s, &cm.diff, spec, ddim, eta, var, clip, seed, C, S, (int)batch) != 0) goto fail;
     log_info("%s: step %llu, %s weights; %s over %d of %d steps%s, %ld images from index %llu, "
              "batch %ld, OpenBLAS %s x%d",
-             ckpt, (unsigned long long)h.step, weights, ddim ? "DDIM" : "ancestral sampling",
-             sampler_num_steps(&s), cfg.diffusion.timesteps,
+             ckpt, (unsigned long long)cm.h.step, weights, ddim ? "DDIM" : "ancestral sampling",
+             sampler_num_steps(&s), cfg->diffusion.timesteps,
              ddim ? "" : (var == SAMPLING_VAR_BETA ? " (sigma^2 = beta)" : " (sigma^2 = beta-tilde)"),
              n, first, batch, blas_kernel_name(), nthreads);
     size_t D = (size_t)C * S * S;
@@ -220,7 +203,7 @@ int main(int argc, char **argv) {
         int nb = (int)(n - i < batch ? n - i : batch);
         ps.done_images = (int)i;
         ps.batch_images = nb;
-        sampler_run(&s, model, w, first + (uint64_t)i, nb, x, show_progress, &ps);
+        sampler_run(&s, cm.model, cm.weights, first + (uint64_t)i, nb, x, show_progress, &ps);
         sampler_to_uint8_nhwc(x, nb, C, S, u8 + (size_t)i * D);
     }
     double secs = now_seconds() - ps.t0;
@@ -250,10 +233,7 @@ fail:
     fprintf(stderr, "ddpm-sample: %s\n", err_msg());
 out:
     sampler_free(&s);
-    if (base.betas) diffusion_free(&base);
-    ckpt_header_free(&h);
-    unet_free(model);
-    free(w);
+    ckpt_model_free(&cm);
     free(x);
     free(u8);
     return rc;

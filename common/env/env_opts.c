@@ -3,6 +3,7 @@
 #include "common/env/env_opts.h"
 
 #include <stdlib.h>
+#include <unistd.h>
 #include <string.h>
 
 #include "common/core/util.h"
@@ -56,4 +57,25 @@ int env_unet_options(unet_options *o) {
         env_prepare_budget(&o->prepare_budget) < 0)
         return -1;
     return 0;
+}
+
+env_slurm env_slurm_job(void) {
+    env_slurm s = {getenv("SLURM_JOB_ID"), getenv("SLURM_RESTART_COUNT"), getenv("SLURM_NTASKS"),
+                   getenv("SLURM_CPUS_PER_TASK")};
+    return s;
+}
+
+void env_mpi_singleton_as_root(void) {
+    if (geteuid() == 0 && !getenv("OMPI_COMM_WORLD_SIZE")) {
+        setenv("OMPI_ALLOW_RUN_AS_ROOT", "1", 0);
+        setenv("OMPI_ALLOW_RUN_AS_ROOT_CONFIRM", "1", 0);
+    }
+}
+
+int env_ranks_on_node(void) {
+    const char *e = getenv("OMPI_COMM_WORLD_LOCAL_SIZE");
+    if (!e || !*e) return 1;
+    char *end;
+    long v = strtol(e, &end, 10);
+    return *end || v < 1 || v > 1 << 20 ? 1 : (int)v;
 }

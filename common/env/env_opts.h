@@ -27,4 +27,22 @@ int env_prepare_budget(size_t *bytes);
  * err_msg() for the first malformed one, in the order above. */
 int env_unet_options(unet_options *o);
 
+/* The Slurm job this process runs in (NULL fields outside Slurm, or where Slurm
+ * did not set them): logged by ddpm-train, written into the run folder's lock. */
+typedef struct {
+    const char *job_id;         /* SLURM_JOB_ID */
+    const char *restart_count;  /* SLURM_RESTART_COUNT */
+    const char *ntasks;         /* SLURM_NTASKS */
+    const char *cpus_per_task;  /* SLURM_CPUS_PER_TASK */
+} env_slurm;
+env_slurm env_slurm_job(void);
+
+/* Before MPI_Init in a program that may run without mpirun: a lone process runs
+ * as an MPI singleton, and Open MPI refuses root unless told (the variables are
+ * set only for root and only outside mpirun, which has its own flag). */
+void env_mpi_singleton_as_root(void);
+/* The ranks mpirun started on this node (OMPI_COMM_WORLD_LOCAL_SIZE; 1 outside
+ * mpirun or when malformed): they share its cores. */
+int env_ranks_on_node(void);
+
 #endif
