@@ -11,19 +11,6 @@
 #include "common/eval/bpd.h"
 #include "trainer.h"
 
-int mkdir_p(const char *path) {
-    char tmp[CONFIG_PATH_MAX];
-    snprintf(tmp, sizeof tmp, "%s", path);
-    for (char *p = tmp + 1; *p; p++) {
-        if (*p != '/') continue;
-        *p = 0;
-        if (mkdir(tmp, 0755) != 0 && errno != EEXIST) return err_set("%s: cannot create: %m", tmp);
-        *p = '/';
-    }
-    if (mkdir(tmp, 0755) != 0 && errno != EEXIST) return err_set("%s: cannot create: %m", tmp);
-    return 0;
-}
-
 static void fill_header(const trainer *tr, ckpt_header *h, ckpt_tensor *tens) {
     memset(h, 0, sizeof *h);
     h->config_yaml = tr->cfg_yaml;

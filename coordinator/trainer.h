@@ -57,7 +57,6 @@ typedef struct {
     ckpt_known ckpt_known;
 } trainer;
 
-int mkdir_p(const char *path);
 /* Writes a checkpoint of params/EMA/Adam (all P floats present in tr) and prunes:
  * the newest training.keep_checkpoints that verify stay, a corrupt one is renamed
  * to *.corrupt and logged (ckpt_prune_ex); sets ckpt_step and ckpt_seconds. */

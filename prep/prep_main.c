@@ -233,19 +233,6 @@ static void progress_show(progress *pg, uint64_t done, uint64_t records, uint64_
 
 /* ---------- resume bookkeeping ---------- */
 
-static int mkdir_p(const char *path) {
-    char tmp[PATH_MAX];
-    if (snprintf(tmp, sizeof tmp, "%s", path) >= (int)sizeof tmp) return err_set("%s: path too long", path);
-    for (char *q = tmp + 1; *q; q++) {
-        if (*q != '/') continue;
-        *q = 0;
-        if (mkdir(tmp, 0755) != 0 && errno != EEXIST) return err_set("%s: cannot create: %s", tmp, strerror(errno));
-        *q = '/';
-    }
-    if (mkdir(tmp, 0755) != 0 && errno != EEXIST) return err_set("%s: cannot create: %s", tmp, strerror(errno));
-    return 0;
-}
-
 /* Removes what a killed run may have left beyond the manifest: temporary files and
  * shard files numbered from `first_unlisted` on. */
 static int clean_leftovers(const char *dir, unsigned first_unlisted) {

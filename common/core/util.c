@@ -8,6 +8,9 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <errno.h>
+#include <limits.h>
+#include <sys/stat.h>
 
 static _Thread_local char g_err[1024];
 
@@ -32,6 +35,22 @@ int err_prefix(const char *fmt, ...) {
 }
 
 const char *err_msg(void) { return g_err[0] ? g_err : "unknown error"; }
+
+int mkdir_p(const char *path) {
+    char tmp[PATH_MAX];
+    if (snprintf(tmp, sizeof tmp, "%s", path) >= (int)sizeof tmp)
+        return err_set("%s: path too long", path);
+    for (char *q = tmp + 1; *q; q++) {
+        if (*q != '/') continue;
+        *q = 0;
+        if (mkdir(tmp, 0755) != 0 && errno != EEXIST)
+            return err_set("%s: cannot create: %s", tmp, strerror(errno));
+        *q = '/';
+    }
+    if (mkdir(tmp, 0755) != 0 && errno != EEXIST)
+        return err_set("%s: cannot create: %s", tmp, strerror(errno));
+    return 0;
+}
 
 int size_prod(const size_t *dims, int n, size_t *out) {
     size_t r = 1;

@@ -53,6 +53,10 @@ int size_prod(const size_t *dims, int n, size_t *out);
  * Slurm puts a job's --mem). SIZE_MAX when neither can be read. */
 size_t mem_available_bytes(void);
 
+/* mkdir -p: creates path and its missing parents (mode 0755); 0, or -1 with
+ * err_msg() naming the part that could not be made or a path over PATH_MAX. */
+int mkdir_p(const char *path);
+
 /* Monotonic wall clock in seconds. */
 double now_seconds(void);
 
