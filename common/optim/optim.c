@@ -43,3 +43,20 @@ void optim_ema(float *ema, const float *params, size_t n, double decay) {
     const float d = (float)decay, one_minus = (float)(1.0 - decay);
     for (size_t i = 0; i < n; i++) ema[i] = d * ema[i] + one_minus * params[i];
 }
+
+double optim_ranges_sum_squares(const float *grads, const optim_range *r, int n) {
+    double sum = 0;
+    for (int i = 0; i < n; i++) sum += optim_sum_squares(grads + r[i].off, r[i].n);
+    return sum;
+}
+
+void optim_ranges_update(float *params, const float *grads, float *m, float *v, float *ema,
+                         const optim_range *r, int n, const optim_config *oc, uint64_t step,
+                         double global_norm) {
+    double lr = optim_lr(oc, step), scale = optim_clip_scale(oc, global_norm);
+    for (int i = 0; i < n; i++) {
+        size_t o = r[i].off;
+        optim_adam(params + o, grads + o, m + o, v + o, r[i].n, lr, scale, oc, step + 1);
+        optim_ema(ema + o, params + o, r[i].n, oc->ema_decay);
+    }
+}

@@ -30,4 +30,22 @@ void optim_adam(float *params, const float *grads, float *m, float *v, size_t n,
  * without num_updates, as the authors use it). */
 void optim_ema(float *ema, const float *params, size_t n, double decay);
 
+/* The ranges of the flat buffers that one updater owns: [off, off + n) each. The
+ * single process owns one range (the whole model), a server shard its chunks. */
+typedef struct {
+    size_t off, n;
+} optim_range;
+
+/* Algorithm 1's update over a set of ranges, in two halves so that shards can add
+ * up their sums of squares in between (the global norm):
+ *   optim_ranges_sum_squares: the sum of squared gradients over the ranges, one
+ *     optim_sum_squares per range, added in range order;
+ *   optim_ranges_update: with lr = optim_lr(oc, step) and the clip scale of
+ *     global_norm, Adam (update count step + 1) then the EMA on every range.
+ * Buffers are the whole model's (indexed by the ranges' offsets), borrowed. */
+double optim_ranges_sum_squares(const float *grads, const optim_range *r, int n);
+void optim_ranges_update(float *params, const float *grads, float *m, float *v, float *ema,
+                         const optim_range *r, int n, const optim_config *oc, uint64_t step,
+                         double global_norm);
+
 #endif
