@@ -229,19 +229,22 @@ int dist_wait(MPI_Request *req, double timeout_s) {
     }
 }
 
-int dist_recv_any(int source, int tag, double deadline, uint8_t **buf, size_t *cap, int *len,
-                  int *from) {
+int dist_recv_any(int source, int tag, double deadline, size_t max_len, uint8_t **buf,
+                  size_t *cap, int *len, int *from) {
     MPI_Status st;
     for (;;) {
         int flag = 0;
         MPI_Iprobe(source, tag, MPI_COMM_WORLD, &flag, &st);
         if (flag) break;
         dist_serve_pings();
-        if (now_seconds() > deadline) return -1;
+        if (now_seconds() > deadline) return 1;
         pause_briefly();
     }
     int n = 0;
     MPI_Get_count(&st, MPI_BYTE, &n);
+    if (n < 0 || (size_t)n > max_len)
+        return err_set("a message (tag %d) from rank %d of %d bytes, at most %zu expected", tag,
+                       st.MPI_SOURCE, n, max_len);
     if ((size_t)n > *cap) {
         *cap = (size_t)n;
         *buf = xrealloc(*buf, *cap);
@@ -266,6 +269,15 @@ void dist_bcast_control(const dist_layout *d, int64_t *ctl) {
     int rc = dist_reqs_wait(d, &q, "step control from the coordinator");
     dist_reqs_free(&q);
     if (rc != 0) dist_fail(d);
+    /* the step about to run is d->step (counted from 1), so the word carries d->step - 1 */
+    if (d->rank != 0 &&
+        ((uint64_t)ctl[0] + 1 != d->step || (ctl[1] != DIST_CTL_STEP && ctl[1] != DIST_CTL_STOP) ||
+         ctl[2] < 0 || ctl[2] > 255 || (ctl[3] != 0 && ctl[3] != 1))) {
+        err_set("control word from rank 0: {%lld, %lld, %lld, %lld}; expected {step %llu, 1 (step) "
+                "or 2 (stop), exit code 0..255, 0 or 1}", (long long)ctl[0], (long long)ctl[1],
+                (long long)ctl[2], (long long)ctl[3], (unsigned long long)(d->step - 1));
+        dist_fail(d);
+    }
 }
 
 int dist_bcast_params(const dist_layout *d, float *params, int from_rank0) {

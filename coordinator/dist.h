@@ -115,14 +115,21 @@ static inline void dist_share(int B, int W, int w, int *start, int *n) {
 void dist_fail(const dist_layout *d) __attribute__((noreturn));
 /* Waits for one request until the deadline (answering pings); 0, or -1 on time-out. */
 int dist_wait(MPI_Request *req, double timeout_s);
-/* Receives one message of any size from `source` (or MPI_ANY_SOURCE) with `tag` before
- * the deadline into *buf (grown as needed), answering pings. *from gets the sender.
- * 0 or -1 (time-out). */
-int dist_recv_any(int source, int tag, double deadline, uint8_t **buf, size_t *cap, int *len,
-                  int *from);
+/* Receives one message of up to max_len bytes from `source` (or MPI_ANY_SOURCE) with
+ * `tag` before the deadline into *buf (grown as needed), answering pings. *from gets
+ * the sender. 0; 1 on time-out; -1 (err_msg() names the sender) when the message is
+ * larger than max_len, checked before anything is allocated. */
+int dist_recv_any(int source, int tag, double deadline, size_t max_len, uint8_t **buf,
+                  size_t *cap, int *len, int *from);
+/* The largest GradientPush of a chunk of n floats: the payload (fp32: 4n; zstd frames
+ * are at most 4n + 4n/256 + a few hundred bytes) and the message's fields. */
+static inline size_t dist_push_max_bytes(size_t n) { return 4 * n + n / 8 + 4096; }
+/* The largest WorkAssignment of a batch of B items (at most 21 bytes an item). */
+static inline size_t dist_work_max_bytes(size_t B) { return 32 * B + 256; }
 
 /* Every rank: rank 0's control word (DIST_CTL_LEN values) for the next step; aborts
- * the job naming the rank that did not take part in time. */
+ * the job naming the rank that did not take part in time, or, on the receivers, a
+ * word that is not {d->step - 1, STEP or STOP, exit code 0..255, 0 or 1}. */
 void dist_bcast_control(const dist_layout *d, int64_t *ctl);
 /* Every rank: the parameters of every chunk from its owner (owner shard), or from
  * rank 0 for all chunks when from_rank0 is set (start and resume). The owner sends

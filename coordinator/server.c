@@ -76,6 +76,26 @@ static int blame_missing(const dist_layout *d, const uint8_t *got, double start)
     return rc;
 }
 
+/* The loss statistics ride on chunk 0 only, and count exactly the sender's share of
+ * the batch; their sums are finite (a diverged worker is named, not averaged in). */
+static int check_stats(const dist_layout *d, const trainer *tr, const wire_push *p, int from) {
+    int start, n;
+    dist_share(tr->cfg.training.batch_size, d->W, from - d->S, &start, &n);
+    if (p->has_stats != (p->chunk == 0))
+        return err_set("gradient push from rank %d, chunk %u: loss statistics %s", from,
+                       (unsigned)p->chunk, p->has_stats ? "present (only chunk 0 carries them)"
+                                                         : "missing (chunk 0 carries them)");
+    if (!p->has_stats) return 0;
+    int finite = isfinite(p->loss_sum);
+    for (int q = 0; q < 4; q++) finite = finite && isfinite(p->q_sum[q]);
+    if (p->n_samples != (uint64_t)n || !finite)
+        return err_set("gradient push from rank %d, step %llu: loss statistics over %llu samples "
+                       "(its share is %d), loss sum %g: %s", from,
+                       (unsigned long long)tr->step + 1, (unsigned long long)p->n_samples, n,
+                       p->loss_sum, finite ? "wrong count" : "not finite");
+    return 0;
+}
+
 /* Receives every worker's push of every chunk this shard owns and sums them into
  * tr->grads. Names the sender of anything malformed and a worker that is late. */
 static int receive_pushes(trainer *tr, const dist_layout *d, wire_ctx *wc, uint8_t **buf,
@@ -91,7 +111,11 @@ static int receive_pushes(trainer *tr, const dist_layout *d, wire_ctx *wc, uint8
     double start = now_seconds(), deadline = start + d->timeout_s;
     for (int received = 0; received < expected; received++) {
         int len = 0, from = -1;
-        while (dist_recv_any(MPI_ANY_SOURCE, TAG_GRAD, deadline, buf, cap, &len, &from) != 0) {
+        int got_msg;
+        while ((got_msg = dist_recv_any(MPI_ANY_SOURCE, TAG_GRAD, deadline,
+                                        dist_push_max_bytes(DIST_CHUNK_FLOATS), buf, cap, &len,
+                                        &from)) != 0) {
+            if (got_msg < 0) return err_prefix("gradient push: ");
             if (blame_missing(d, got, start) != 0) return -1;
             deadline = now_seconds() + d->timeout_s; /* all alive: they wait for someone */
         }
@@ -119,6 +143,7 @@ static int receive_pushes(trainer *tr, const dist_layout *d, wire_ctx *wc, uint8
                 rc = err_prefix("gradient push from rank %d, chunk %u: ", from, (unsigned)p.chunk);
             ss->t_decode += now_seconds() - t0;
         }
+        if (rc == 0) rc = check_stats(d, tr, &p, from);
         if (rc == 0) {
             got[w * d->n_chunks + (int)p.chunk] = 1;
             if (p.has_stats) {

@@ -62,6 +62,12 @@ static void push_chunk(pusher *ps, int k) {
             p.q_count[q] = (uint64_t)ps->st->q_count[q];
         }
         p.n_samples = (uint64_t)ps->st->n;
+        /* test-only: DDPM_TEST_BAD_STATS_RANK=r makes rank r over-report its samples */
+        const char *bad = getenv("DDPM_TEST_BAD_STATS_RANK");
+        if (bad && atoi(bad) == d->rank) {
+            p.n_samples++;
+            p.q_count[0]++;
+        }
         p.bytes_raw_total = (uint64_t)ps->bytes_raw;
         p.bytes_sent_total = (uint64_t)ps->bytes_sent;
     }
@@ -119,15 +125,16 @@ int dist_work(trainer *tr, dist_layout *d, int *exit_code) {
             *exit_code = (int)ctl[2];
             break;
         }
-        if ((uint64_t)ctl[0] != tr->step) {
-            err_set("rank 0 announced step %lld, this worker is at step %llu", (long long)ctl[0],
-                    (unsigned long long)tr->step);
-            dist_fail(d);
-        }
         dist_test_hook(d, "work");
         int len = 0, from = 0, zero = 0;
         double wstart = now_seconds(), deadline = wstart + d->timeout_s;
-        while (dist_recv_any(0, TAG_WORK, deadline, &buf, &cap, &len, &from) != 0) {
+        int got;
+        while ((got = dist_recv_any(0, TAG_WORK, deadline, dist_work_max_bytes((size_t)tc->batch_size),
+                                    &buf, &cap, &len, &from)) != 0) {
+            if (got < 0) {
+                err_prefix("work assignment: ");
+                dist_fail(d);
+            }
             if (dist_blame(d, 1, &zero, NULL, "work assignment", wstart) != 0) dist_fail(d);
             deadline = now_seconds() + d->timeout_s; /* rank 0 is alive: it waits for someone */
         }
@@ -137,13 +144,15 @@ int dist_work(trainer *tr, dist_layout *d, int *exit_code) {
             err_prefix("work assignment from rank 0: ");
             dist_fail(d);
         }
+        int share_start, share_n;
+        dist_share(tc->batch_size, d->W, d->worker, &share_start, &share_n);
         if (wk.step != tr->step || wk.total_batch != (uint32_t)tc->batch_size ||
-            wk.seed != tc->seed) {
-            err_set("work assignment from rank 0: step %llu, batch %u, seed %llu; expected "
-                    "step %llu, batch %d, seed %llu", (unsigned long long)wk.step,
-                    (unsigned)wk.total_batch, (unsigned long long)wk.seed,
-                    (unsigned long long)tr->step, tc->batch_size,
-                    (unsigned long long)tc->seed);
+            wk.seed != tc->seed || wk.n != share_n || wk.stop) {
+            err_set("work assignment from rank 0: step %llu, batch %u, seed %llu, %d items, stop %d; "
+                    "expected step %llu, batch %d, seed %llu, %d items (this worker's share), "
+                    "stop 0", (unsigned long long)wk.step, (unsigned)wk.total_batch,
+                    (unsigned long long)wk.seed, wk.n, wk.stop, (unsigned long long)tr->step,
+                    tc->batch_size, (unsigned long long)tc->seed, share_n);
             dist_fail(d);
         }
         for (int i = 0; i < wk.n; i++) {

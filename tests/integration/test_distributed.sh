@@ -117,6 +117,13 @@ if [ $rc -ne 0 ] && [ $rc -ne 124 ] && grep -q "process rank 1 .*exited on signa
 else
     fail "dying worker: exit $rc after ${dt} s: $(tail -4 "$TMP/crash.log")"
 fi
+# a worker whose loss statistics count more samples than its share is named
+DDPM_TEST_BAD_STATS_RANK=2 timeout 120 "${MPIRUN[@]}" -x DDPM_TEST_BAD_STATS_RANK -np 3 build/ddpm-train $CFG \
+    training.batch_size=3 training.steps=2 distributed.timeout_s=10 output.dir="$TMP/badstats" >"$TMP/badstats.log" 2>&1
+rc=$?
+[ $rc -ne 0 ] && [ $rc -ne 124 ] && grep -q "gradient push from rank 2, step 1: loss statistics over 2 samples (its share is 1)" "$TMP/badstats.log" \
+    && ok "a worker that misreports its sample count is named: $(grep -o 'gradient push from rank 2[^:]*' "$TMP/badstats.log" | head -1)" \
+    || fail "misreported sample count: exit $rc: $(grep -v '^\[' "$TMP/badstats.log" | tail -3)"
 # more servers than ranks allow
 "${MPIRUN[@]}" -np 2 build/ddpm-train $CFG "${COMMON[@]}" distributed.servers=2 output.dir="$TMP/bad" >"$TMP/bad.log" 2>&1
 rc=$?
