@@ -193,17 +193,25 @@ int dist_reqs_wait(const dist_layout *d, dist_reqs *q, const char *phase) {
         dist_serve_pings();
         if (now_seconds() > deadline) {
             /* which are still pending: MPI_Test sets completed ones to NULL */
-            int *who = xcalloc((size_t)q->n, sizeof *who), *chunk = xcalloc((size_t)q->n,
-                                                                             sizeof *chunk);
-            int m = 0;
+            size_t cap = (size_t)q->n + (size_t)d->world;
+            int *who = xcalloc(cap, sizeof *who), *chunk = xcalloc(cap, sizeof *chunk);
+            int m = 0, all = 0;
             for (int i = 0; i < q->n; i++) {
                 int flag = 0;
                 MPI_Test(&q->reqs[i], &flag, MPI_STATUS_IGNORE);
-                if (!flag) {
-                    who[m] = q->peer[i];
-                    chunk[m++] = q->chunk[i];
+                if (flag) continue;
+                if (q->peer[i] == DIST_ALL_RANKS) {
+                    all = 1;
+                    continue;
                 }
+                who[m] = q->peer[i];
+                chunk[m++] = q->chunk[i];
             }
+            for (int r = 0; all && r < d->world; r++) /* a collective: any rank may be it */
+                if (r != d->rank) {
+                    who[m] = r;
+                    chunk[m++] = -1;
+                }
             int rc = m ? dist_blame(d, m, who, chunk, phase, start) : 0;
             free(who);
             free(chunk);
@@ -281,22 +289,15 @@ void dist_bcast_control(const dist_layout *d, int64_t *ctl) {
 }
 
 int dist_bcast_params(const dist_layout *d, float *params, int from_rank0) {
+    /* a collective per chunk (Open MPI moves each chunk over every link about once,
+     * where sends from the owner to each rank would cost the owner N - 1 copies); it
+     * cannot say who is missing, so a time-out checks every rank's liveness */
     dist_reqs q;
     memset(&q, 0, sizeof q);
-    for (int k = 0; k < d->n_chunks; k++) {
-        int root = from_rank0 ? 0 : dist_chunk_owner(d, k);
-        float *p = params + d->chunk_off[k];
-        int cnt = (int)d->chunk_cnt[k];
-        if (d->rank == root) {
-            for (int r = 0; r < d->world; r++)
-                if (r != root)
-                    MPI_Issend(p, cnt, MPI_FLOAT, r, TAG_PARAM, MPI_COMM_WORLD,
-                               dist_reqs_add(&q, r, k));
-        } else {
-            MPI_Irecv(p, cnt, MPI_FLOAT, root, TAG_PARAM, MPI_COMM_WORLD,
-                      dist_reqs_add(&q, root, k));
-        }
-    }
+    for (int k = 0; k < d->n_chunks; k++)
+        MPI_Ibcast(params + d->chunk_off[k], (int)d->chunk_cnt[k], MPI_FLOAT,
+                   from_rank0 ? 0 : dist_chunk_owner(d, k), MPI_COMM_WORLD,
+                   dist_reqs_add(&q, DIST_ALL_RANKS, k));
     int rc = dist_reqs_wait(d, &q, from_rank0 ? "parameters at start-up" : "parameter broadcast");
     dist_reqs_free(&q);
     return rc;

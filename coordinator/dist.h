@@ -11,11 +11,14 @@
  *      Adam and the EMA to their chunks, and every chunk is broadcast from its owner;
  *   5. rank 0 logs; at checkpoint steps it gathers the EMA and Adam state from the
  *      shards and writes the checkpoint.
- * Every message is point-to-point, so that every wait knows which rank it waits
+ * The small messages are point-to-point, so that a wait knows which rank it waits
  * for (a collective cannot say who is missing): the control word and the work go
- * from rank 0 to each rank, the parameters from each chunk's owner to each rank
- * (synchronous sends, MPI_Issend, complete only once that rank has taken them),
- * the shards' squared norms from each shard to each shard.
+ * from rank 0 to each rank (the work and the pushes by MPI_Issend, complete only
+ * once that rank has taken them), the shards' squared norms from each shard to
+ * each shard. The parameters stay a per-chunk MPI_Ibcast from the owner: a tree or
+ * scatter + allgather moves each chunk over every link about once, where sends to
+ * each rank would cost the owner N - 1 copies; a broadcast's time-out checks the
+ * liveness of every rank instead.
  *
  * Every wait has a deadline (distributed.timeout_s). When it passes, the waiting
  * rank pings the ranks it still waits for (every wait loop answers pings): a rank
@@ -37,7 +40,6 @@
 enum {
     TAG_WORK = 11, TAG_GRAD = 12, TAG_STATE = 13,
     TAG_CTL = 14,   /* control word, rank 0 -> each rank */
-    TAG_PARAM = 15, /* one parameter chunk, owner -> each rank (in chunk order) */
     TAG_NORM = 16,  /* a shard's sum of squared gradients, shard -> each shard */
     TAG_PING = 17, TAG_PONG = 18 /* liveness check on a time-out */
 };
@@ -73,7 +75,10 @@ typedef struct {
     int n, cap;
 } dist_reqs;
 
-/* A new request slot for `peer` (and chunk, or -1), to be filled by MPI_I*. */
+/* The peer of a collective's request: on a time-out every other rank is checked. */
+#define DIST_ALL_RANKS (-1)
+/* A new request slot for `peer` (a rank or DIST_ALL_RANKS; and chunk, or -1), to be
+ * filled by MPI_I*. */
 MPI_Request *dist_reqs_add(dist_reqs *q, int peer, int chunk);
 /* Waits for every request (see the top: deadline, ping, name). On success the set
  * is empty again. -1 with err_msg() naming the rank(s), the phase and d->step. */
@@ -132,10 +137,9 @@ static inline size_t dist_work_max_bytes(size_t B) { return 32 * B + 256; }
  * word that is not {d->step - 1, STEP or STOP, exit code 0..255, 0 or 1}. */
 void dist_bcast_control(const dist_layout *d, int64_t *ctl);
 /* Every rank: the parameters of every chunk from its owner (owner shard), or from
- * rank 0 for all chunks when from_rank0 is set (start and resume). The owner sends
- * chunk k to every other rank (MPI_Issend), in chunk order; each request is tagged
- * with its chunk and rank, so a wait per chunk (overlapping the next forward) needs
- * no other mechanism. */
+ * rank 0 for all chunks when from_rank0 is set (start and resume): one MPI_Ibcast
+ * per chunk, each request tagged with its chunk, so a wait per chunk (overlapping the
+ * next forward) can use the same deadline and liveness check. */
 int dist_bcast_params(const dist_layout *d, float *params, int from_rank0);
 /* Rank 0 sends each shard its chunks of EMA and Adam m/v (start and resume). */
 int dist_scatter_state(const dist_layout *d, trainer *tr);

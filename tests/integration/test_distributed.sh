@@ -80,11 +80,11 @@ done
 # "rank phase step expected-message"
 # (a worker stopped before taking its work is also named by shard 1 as missing
 # from the gradient push: both name it)
-HANGS=("3|broadcast|2|parameter broadcast of step 2: rank 3 \(worker 1; chunk"
+HANGS=("3|broadcast|2|parameter broadcast of step 2: rank 3 \(worker 1\)"
        "2|work|2|(work assignment|gradient push) of step 2: rank 2 \(worker 0"
        "1|push|2|gradient push.* of step 2: rank 1 \(server shard 1; chunk"
        "1|gather|2|optimizer state gather for the checkpoint of step 2: rank 1 \(server shard 1; chunk"
-       "0|broadcast|2|parameter broadcast of step 2: rank 0 \(coordinator and server shard 0; chunk")
+       "0|broadcast|2|parameter broadcast of step 2: rank 0 \(coordinator and server shard 0\)")
 for i in "${!HANGS[@]}"; do
     IFS='|' read -r r phase step msg <<<"${HANGS[$i]}"
     ( t0=$(date +%s)
