@@ -98,12 +98,16 @@ verify_all() {   # dir what: every file with a checkpoint's name verifies
 final() { ls "$1"/ckpt-*.ddpm 2>/dev/null | sort | tail -n 1; }
 
 CHAOS_TAG="ref-$$"
+t_ref=$(date +%s%N)
 launch "4 2" "$TMP/ref" "$TMP/ref.log"; wait $pid
 rc=$?
+# timed kills land within 80% of an uninterrupted run's time, so that they land
+ref_ms=$(( ($(date +%s%N) - t_ref) / 1000000 * 8 / 10 ))
+[ $ref_ms -lt 500 ] && ref_ms=500
 [ $rc -eq 0 ] && build/tools/ckpt_state "$(final "$TMP/ref")" "$TMP/ref.tns" >/dev/null 2>&1 \
     || { fail "uninterrupted reference run (4 ranks): exit $rc: $(tail -3 "$TMP/ref.log")"; exit 1; }
 minsize=$(stat -c %s "$TMP"/ref/ckpt-*.ddpm | sort -n | head -1)
-echo "# chaos_dist: seed $SEED (CHAOS_SEED=$SEED replays it), $KILLS kills per variant, $STEPS steps"
+echo "# chaos_dist: seed $SEED (CHAOS_SEED=$SEED replays it), $KILLS kills per variant, $STEPS steps, timed kills within $ref_ms ms"
 
 # one variant: kills, then runs to the end. $1: name, $2: "same" or "mixed"
 chaos() {
@@ -146,7 +150,11 @@ chaos() {
                 done
                 how="rank $victim killed during a checkpoint write"
             else
-                local ms=$(( RANDOM % 4000 ))
+                # within the time the steps still to do would take
+                local done_steps; done_steps=$(basename "$(final "$run")" .ddpm 2>/dev/null | sed 's/^ckpt-0*//')
+                local bound=$(( ref_ms * (STEPS - ${done_steps:-0}) / STEPS ))
+                [ $bound -lt 300 ] && bound=300
+                local ms=$(( ((RANDOM << 15) | RANDOM) % bound ))
                 sleep "$(printf '%d.%03d' $((ms / 1000)) $((ms % 1000)))"
                 how="rank $victim killed ${ms} ms after it started"
             fi
