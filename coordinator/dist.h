@@ -92,7 +92,7 @@ const char *dist_role(const dist_layout *d, int rank, char *buf, size_t len);
  * silent ones, or all of them once DIST_MAX_ROUNDS deadlines have passed. */
 int dist_blame(const dist_layout *d, int n, const int *ranks, const int *chunk,
                const char *phase, double since);
-/* Answers any pending ping (every wait loop calls it). */
+/* Answers any pending ping (every wait loop calls it; it looks at most every 5 ms). */
 void dist_serve_pings(void);
 /* Test-only: DDPM_TEST_HANG_RANK=r DDPM_TEST_HANG_STEP=s [DDPM_TEST_HANG_PHASE=p]
  * stop rank r with SIGSTOP when it reaches phase p (default "work"; also "push",
