@@ -11,8 +11,23 @@
  *      Adam and the EMA to their chunks, and every chunk is broadcast from its owner;
  *   5. rank 0 logs; at checkpoint steps it gathers the EMA and Adam state from the
  *      shards and writes the checkpoint.
- * Every wait has a deadline (distributed.timeout_s): a rank that sends nothing in
- * time is named and the job is aborted, never left hanging. */
+ * The small messages are point-to-point, so that a wait knows which rank it waits
+ * for (a collective cannot say who is missing): the control word and the work go
+ * from rank 0 to each rank (the work and the pushes by MPI_Issend, complete only
+ * once that rank has taken them), the shards' squared norms from each shard to
+ * each shard. The parameters stay a per-chunk MPI_Ibcast from the owner: a tree or
+ * scatter + allgather moves each chunk over every link about once, where sends to
+ * each rank would cost the owner N - 1 copies; a broadcast's time-out checks the
+ * liveness of every rank instead.
+ *
+ * Every wait has a deadline (distributed.timeout_s). When it passes, the waiting
+ * rank pings the ranks it still waits for (every wait loop answers pings): a rank
+ * that does not answer within the grace (DIST_GRACE_S, at most timeout_s) is
+ * stopped, dead or too slow, and is named with its role, the phase and the step,
+ * and the job is aborted; a rank that answers is alive and itself waits for
+ * someone (whose own deadline names the culprit), so the wait goes on, up to
+ * DIST_MAX_ROUNDS deadlines. A silent rank is thus named within
+ * timeout_s + grace of the phase it should have taken part in. */
 #ifndef DDPM_DIST_H
 #define DDPM_DIST_H
 
@@ -22,7 +37,17 @@
 
 #include "trainer.h"
 
-enum { TAG_WORK = 11, TAG_GRAD = 12, TAG_STATE = 13 };
+enum {
+    TAG_WORK = 11, TAG_GRAD = 12, TAG_STATE = 13,
+    TAG_CTL = 14,   /* control word, rank 0 -> each rank */
+    TAG_NORM = 16,  /* a shard's sum of squared gradients, shard -> each shard */
+    TAG_PING = 17, TAG_PONG = 18 /* liveness check on a time-out */
+};
+
+/* Seconds a rank has to answer a ping once a deadline has passed (at most
+ * timeout_s), and how many deadlines a wait on live ranks may last. */
+#define DIST_GRACE_S 2.0
+#define DIST_MAX_ROUNDS 4
 
 /* The control word rank 0 broadcasts before each step: {step, action, exit code,
  * write a final checkpoint} (the last two matter with DIST_CTL_STOP only). */
@@ -33,11 +58,48 @@ typedef struct {
     int S, W;                 /* server shards, workers */
     int shard;                /* this rank's shard index, or -1 */
     int worker;               /* this rank's worker index, or -1 */
-    MPI_Comm servers;         /* the server ranks' communicator (MPI_COMM_NULL elsewhere) */
     int n_chunks;
     uint64_t *chunk_off, *chunk_cnt;
     double timeout_s;
+    double grace_s;           /* min(DIST_GRACE_S, timeout_s) */
+    uint64_t step;            /* for messages: the step in progress, counted from 1 as
+                               * the log does (at a checkpoint: its step); 0 at start-up */
 } dist_layout;
+
+/* Requests that each complete when one named rank has done its part (sent or taken
+ * one message), so that a wait that times out can name the ranks. */
+typedef struct {
+    MPI_Request *reqs;
+    int *peer;                /* the rank reqs[i] waits for */
+    int *chunk;               /* the chunk reqs[i] carries, or -1 */
+    int n, cap;
+} dist_reqs;
+
+/* The peer of a collective's request: on a time-out every other rank is checked. */
+#define DIST_ALL_RANKS (-1)
+/* A new request slot for `peer` (a rank or DIST_ALL_RANKS; and chunk, or -1), to be
+ * filled by MPI_I*. */
+MPI_Request *dist_reqs_add(dist_reqs *q, int peer, int chunk);
+/* Waits for every request (see the top: deadline, ping, name). On success the set
+ * is empty again. -1 with err_msg() naming the rank(s), the phase and d->step. */
+int dist_reqs_wait(const dist_layout *d, dist_reqs *q, const char *phase);
+void dist_reqs_free(dist_reqs *q);
+/* "worker 1", "server shard 1", "coordinator and server shard 0". */
+const char *dist_role(const dist_layout *d, int rank, char *buf, size_t len);
+/* After a deadline passed while waiting for `ranks` (n of them; chunk[i] or -1 says
+ * what each owes, chunk may be NULL) in `phase` since `since`: pings them. 0 when
+ * all answer (keep waiting, with a new deadline), -1 with err_msg() naming the
+ * silent ones, or all of them once DIST_MAX_ROUNDS deadlines have passed. */
+int dist_blame(const dist_layout *d, int n, const int *ranks, const int *chunk,
+               const char *phase, double since);
+/* Answers any pending ping (every wait loop calls it; it looks at most every 5 ms). */
+void dist_serve_pings(void);
+/* Test-only: DDPM_TEST_HANG_RANK=r DDPM_TEST_HANG_STEP=s [DDPM_TEST_HANG_PHASE=p]
+ * stop rank r with SIGSTOP when it reaches phase p (default "work"; also "push",
+ * "norm" (shards), "broadcast", "gather" (shards, at a checkpoint)) of step s (= d->step),
+ * as a stopped or hung process would; DDPM_TEST_CRASH_RANK/STEP kill it with SIGKILL
+ * at "work". */
+void dist_test_hook(const dist_layout *d, const char *phase);
 
 /* Chunks of the flat parameter buffer: DIST_CHUNK_FLOATS floats each (the last
  * shorter), so pushes can start while backward still runs. */
@@ -56,20 +118,28 @@ static inline void dist_share(int B, int W, int w, int *start, int *n) {
 
 /* Prints "ddpm-train: rank R: <err_msg()>" and aborts the whole job (exit 1). */
 void dist_fail(const dist_layout *d) __attribute__((noreturn));
-/* Waits for one request until the deadline; 0, or -1 on time-out. */
+/* Waits for one request until the deadline (answering pings); 0, or -1 on time-out. */
 int dist_wait(MPI_Request *req, double timeout_s);
-/* Waits for all; 0, or -1 on time-out. */
-int dist_wait_all(int n, MPI_Request *reqs, double timeout_s);
-/* Receives one message of any size from `source` (or MPI_ANY_SOURCE) with `tag` before
- * the deadline into *buf (grown as needed). *from gets the sender. 0 or -1 (time-out). */
-int dist_recv_any(int source, int tag, double deadline, uint8_t **buf, size_t *cap, int *len,
-                  int *from);
+/* Receives one message of up to max_len bytes from `source` (or MPI_ANY_SOURCE) with
+ * `tag` before the deadline into *buf (grown as needed), answering pings. *from gets
+ * the sender. 0; 1 on time-out; -1 (err_msg() names the sender) when the message is
+ * larger than max_len, checked before anything is allocated. */
+int dist_recv_any(int source, int tag, double deadline, size_t max_len, uint8_t **buf,
+                  size_t *cap, int *len, int *from);
+/* The largest GradientPush of a chunk of n floats: the payload (fp32: 4n; zstd frames
+ * are at most 4n + 4n/256 + a few hundred bytes) and the message's fields. */
+static inline size_t dist_push_max_bytes(size_t n) { return 4 * n + n / 8 + 4096; }
+/* The largest WorkAssignment of a batch of B items (at most 21 bytes an item). */
+static inline size_t dist_work_max_bytes(size_t B) { return 32 * B + 256; }
 
 /* Every rank: rank 0's control word (DIST_CTL_LEN values) for the next step; aborts
- * the job if it does not come within the deadline. */
+ * the job naming the rank that did not take part in time, or, on the receivers, a
+ * word that is not {d->step - 1, STEP or STOP, exit code 0..255, 0 or 1}. */
 void dist_bcast_control(const dist_layout *d, int64_t *ctl);
-/* Every rank: the parameters of every chunk from its owner (root = owner shard),
- * or from rank 0 for all chunks when from_rank0 is set (start and resume). */
+/* Every rank: the parameters of every chunk from its owner (owner shard), or from
+ * rank 0 for all chunks when from_rank0 is set (start and resume): one MPI_Ibcast
+ * per chunk, each request tagged with its chunk, so a wait per chunk (overlapping the
+ * next forward) can use the same deadline and liveness check. */
 int dist_bcast_params(const dist_layout *d, float *params, int from_rank0);
 /* Rank 0 sends each shard its chunks of EMA and Adam m/v (start and resume). */
 int dist_scatter_state(const dist_layout *d, trainer *tr);

@@ -14,6 +14,11 @@
 static int send_assignments(trainer *tr, const dist_layout *d) {
     int B = tr->cfg.training.batch_size, W = d->W;
     batch_plan(&tr->bp, tr->step, tr->items);
+    /* synchronous sends: each completes once that worker has taken its work */
+    dist_reqs q;
+    memset(&q, 0, sizeof q);
+    uint8_t **bufs = xcalloc((size_t)W, sizeof *bufs);
+    int rc = 0;
     for (int w = 0; w < W; w++) {
         int start, n;
         dist_share(B, W, w, &start, &n);
@@ -34,15 +39,18 @@ static int send_assignments(trainer *tr, const dist_layout *d) {
             wk.t[i] = it->t;
             wk.flip[i] = it->flip;
         }
-        uint8_t *buf = NULL;
         size_t len = 0;
-        int rc = wire_work_pack(&wk, &buf, &len);
+        rc = wire_work_pack(&wk, &bufs[w], &len);
         wire_work_free(&wk);
-        if (rc != 0) return -1;
-        MPI_Send(buf, (int)len, MPI_BYTE, dist_worker_rank(d, w), TAG_WORK, MPI_COMM_WORLD);
-        free(buf);
+        if (rc != 0) break;
+        MPI_Issend(bufs[w], (int)len, MPI_BYTE, dist_worker_rank(d, w), TAG_WORK, MPI_COMM_WORLD,
+                   dist_reqs_add(&q, dist_worker_rank(d, w), -1));
     }
-    return 0;
+    if (rc == 0) rc = dist_reqs_wait(d, &q, "work assignment");
+    dist_reqs_free(&q);
+    for (int w = 0; w < W; w++) free(bufs[w]);
+    free(bufs);
+    return rc;
 }
 
 typedef struct {
@@ -50,6 +58,43 @@ typedef struct {
     double bytes_raw, bytes_sent;
     double t_decode;
 } step_stats;
+
+/* After a deadline: pings the workers that owe this shard a chunk; -1 names them. */
+static int blame_missing(const dist_layout *d, const uint8_t *got, double start) {
+    int *who = xcalloc((size_t)d->W * (size_t)d->n_chunks, sizeof *who);
+    int *chunk = xcalloc((size_t)d->W * (size_t)d->n_chunks, sizeof *chunk);
+    int m = 0;
+    for (int w = 0; w < d->W; w++)
+        for (int k = 0; k < d->n_chunks; k++)
+            if (dist_chunk_owner(d, k) == d->shard && !got[w * d->n_chunks + k]) {
+                who[m] = dist_worker_rank(d, w);
+                chunk[m++] = k;
+            }
+    int rc = dist_blame(d, m, who, chunk, "gradient push", start);
+    free(who);
+    free(chunk);
+    return rc;
+}
+
+/* The loss statistics ride on chunk 0 only, and count exactly the sender's share of
+ * the batch; their sums are finite (a diverged worker is named, not averaged in). */
+static int check_stats(const dist_layout *d, const trainer *tr, const wire_push *p, int from) {
+    int start, n;
+    dist_share(tr->cfg.training.batch_size, d->W, from - d->S, &start, &n);
+    if (p->has_stats != (p->chunk == 0))
+        return err_set("gradient push from rank %d, chunk %u: loss statistics %s", from,
+                       (unsigned)p->chunk, p->has_stats ? "present (only chunk 0 carries them)"
+                                                         : "missing (chunk 0 carries them)");
+    if (!p->has_stats) return 0;
+    int finite = isfinite(p->loss_sum);
+    for (int q = 0; q < 4; q++) finite = finite && isfinite(p->q_sum[q]);
+    if (p->n_samples != (uint64_t)n || !finite)
+        return err_set("gradient push from rank %d, step %llu: loss statistics over %llu samples "
+                       "(its share is %d), loss sum %g: %s", from,
+                       (unsigned long long)tr->step + 1, (unsigned long long)p->n_samples, n,
+                       p->loss_sum, finite ? "wrong count" : "not finite");
+    return 0;
+}
 
 /* Receives every worker's push of every chunk this shard owns and sums them into
  * tr->grads. Names the sender of anything malformed and a worker that is late. */
@@ -63,17 +108,16 @@ static int receive_pushes(trainer *tr, const dist_layout *d, wire_ctx *wc, uint8
     }
     memset(got, 0, (size_t)d->W * (size_t)d->n_chunks);
     int expected = owned * d->W;
-    double deadline = now_seconds() + d->timeout_s;
+    double start = now_seconds(), deadline = start + d->timeout_s;
     for (int received = 0; received < expected; received++) {
         int len = 0, from = -1;
-        if (dist_recv_any(MPI_ANY_SOURCE, TAG_GRAD, deadline, buf, cap, &len, &from) != 0) {
-            for (int w = 0; w < d->W; w++)
-                for (int k = 0; k < d->n_chunks; k++)
-                    if (dist_chunk_owner(d, k) == d->shard && !got[w * d->n_chunks + k])
-                        return err_set("worker rank %d sent no gradient for chunk %d of step %llu "
-                                       "within %g s (distributed.timeout_s): it died or hangs",
-                                       dist_worker_rank(d, w), k, (unsigned long long)tr->step,
-                                       d->timeout_s);
+        int got_msg;
+        while ((got_msg = dist_recv_any(MPI_ANY_SOURCE, TAG_GRAD, deadline,
+                                        dist_push_max_bytes(DIST_CHUNK_FLOATS), buf, cap, &len,
+                                        &from)) != 0) {
+            if (got_msg < 0) return err_prefix("gradient push: ");
+            if (blame_missing(d, got, start) != 0) return -1;
+            deadline = now_seconds() + d->timeout_s; /* all alive: they wait for someone */
         }
         wire_push p;
         if (wire_push_unpack(*buf, (size_t)len, tr->step, d->n_chunks, d->chunk_off, d->chunk_cnt,
@@ -99,6 +143,7 @@ static int receive_pushes(trainer *tr, const dist_layout *d, wire_ctx *wc, uint8
                 rc = err_prefix("gradient push from rank %d, chunk %u: ", from, (unsigned)p.chunk);
             ss->t_decode += now_seconds() - t0;
         }
+        if (rc == 0) rc = check_stats(d, tr, &p, from);
         if (rc == 0) {
             got[w * d->n_chunks + (int)p.chunk] = 1;
             if (p.has_stats) {
@@ -125,11 +170,23 @@ static int update_owned(trainer *tr, const dist_layout *d, double *gnorm, double
     for (int k = 0; k < d->n_chunks; k++)
         if (dist_chunk_owner(d, k) == d->shard)
             local += optim_sum_squares(tr->grads + d->chunk_off[k], d->chunk_cnt[k]);
-    MPI_Request r;
-    MPI_Iallreduce(&local, &total, 1, MPI_DOUBLE, MPI_SUM, d->servers, &r);
-    if (dist_wait(&r, d->timeout_s) != 0)
-        return err_set("the gradient-norm reduction across server shards did not complete "
-                       "within %g s", d->timeout_s);
+    /* every shard sends its sum to every shard, and each adds them in shard order:
+     * the same total everywhere, and a shard that does not send is named */
+    double *parts = xcalloc((size_t)d->S, sizeof *parts);
+    dist_reqs q;
+    memset(&q, 0, sizeof q);
+    parts[d->shard] = local;
+    for (int j = 0; j < d->S; j++) {
+        if (j == d->shard) continue;
+        MPI_Isend(&local, 1, MPI_DOUBLE, j, TAG_NORM, MPI_COMM_WORLD, dist_reqs_add(&q, j, -1));
+        MPI_Irecv(&parts[j], 1, MPI_DOUBLE, j, TAG_NORM, MPI_COMM_WORLD, dist_reqs_add(&q, j, -1));
+    }
+    int rc = dist_reqs_wait(d, &q, "gradient norm across server shards");
+    dist_reqs_free(&q);
+    total = parts[0];
+    for (int j = 1; j < d->S; j++) total += parts[j];
+    free(parts);
+    if (rc != 0) return -1;
     *gnorm = sqrt(total);
     double scale = optim_clip_scale(&tr->oc, *gnorm);
     *lr = optim_lr(&tr->oc, tr->step);
@@ -145,6 +202,7 @@ static int update_owned(trainer *tr, const dist_layout *d, double *gnorm, double
 
 static int checkpoint(trainer *tr, const dist_layout *d) {
     double t0 = now_seconds();
+    dist_test_hook(d, "gather");
     if (dist_gather_state(d, tr) != 0) return -1;
     if (d->rank == 0 && trainer_save_checkpoint(tr) != 0) return -1;
     tr->ckpt_seconds = now_seconds() - t0; /* the gather counts towards a grace time */
@@ -172,6 +230,7 @@ int dist_serve(trainer *tr, dist_layout *d, int *exit_code) {
             ctl[2] = stopping ? stop_exit_code() : EXIT_OK;
             ctl[3] = trainer_want_final_checkpoint(tr, stopping);
         }
+        d->step = tr->step + 1;
         dist_bcast_control(d, ctl);
         if (ctl[1] == DIST_CTL_STOP) {
             *exit_code = (int)ctl[2];
@@ -179,15 +238,19 @@ int dist_serve(trainer *tr, dist_layout *d, int *exit_code) {
             break;
         }
         double t0 = now_seconds();
+        dist_test_hook(d, "work");
         if (coord && send_assignments(tr, d) != 0) dist_fail(d);
         step_stats ss;
         memset(&ss, 0, sizeof ss);
         double t1 = now_seconds();
+        dist_test_hook(d, "push");
         if (receive_pushes(tr, d, wc, &buf, &cap, got, &ss) != 0) dist_fail(d);
         double t2 = now_seconds();
         double gnorm = 0, lr = 0;
+        dist_test_hook(d, "norm");
         if (update_owned(tr, d, &gnorm, &lr) != 0) dist_fail(d);
         double t2b = now_seconds();
+        dist_test_hook(d, "broadcast");
         if (dist_bcast_params(d, tr->params, 0) != 0) dist_fail(d);
         double t3 = now_seconds();
         /* time blocked in receive is waiting, except the decoding inside it */
@@ -199,6 +262,7 @@ int dist_serve(trainer *tr, dist_layout *d, int *exit_code) {
         t_bcast += t3 - t2b;
         steps_done++;
         tr->step++;
+        d->step = tr->step; /* a checkpoint's gather names the checkpoint's step */
         window_images += (uint64_t)tc->batch_size;
         if (coord) {
             double loss = ss.st.n ? ss.st.loss_sum / (double)ss.st.n : NAN;

@@ -19,7 +19,7 @@ typedef struct {
     float *residual;          /* bf16 error feedback (P floats) or NULL */
     int next;                 /* highest chunk not pushed yet */
     const loss_stats *st;
-    MPI_Request *reqs;
+    dist_reqs q;              /* this step's pushes, each tagged with its chunk and shard */
     uint8_t **bufs;
     double bytes_raw, bytes_sent;
     int failed;
@@ -62,6 +62,12 @@ static void push_chunk(pusher *ps, int k) {
             p.q_count[q] = (uint64_t)ps->st->q_count[q];
         }
         p.n_samples = (uint64_t)ps->st->n;
+        /* test-only: DDPM_TEST_BAD_STATS_RANK=r makes rank r over-report its samples */
+        const char *bad = getenv("DDPM_TEST_BAD_STATS_RANK");
+        if (bad && atoi(bad) == d->rank) {
+            p.n_samples++;
+            p.q_count[0]++;
+        }
         p.bytes_raw_total = (uint64_t)ps->bytes_raw;
         p.bytes_sent_total = (uint64_t)ps->bytes_sent;
     }
@@ -70,8 +76,9 @@ static void push_chunk(pusher *ps, int k) {
         ps->failed = 1;
         return;
     }
-    MPI_Isend(ps->bufs[k], (int)plen, MPI_BYTE, dist_chunk_owner(d, k), TAG_GRAD, MPI_COMM_WORLD,
-              &ps->reqs[k]);
+    /* synchronous: complete once the owner shard has taken the push */
+    MPI_Issend(ps->bufs[k], (int)plen, MPI_BYTE, dist_chunk_owner(d, k), TAG_GRAD, MPI_COMM_WORLD,
+               dist_reqs_add(&ps->q, dist_chunk_owner(d, k), k));
     ps->t_encode += now_seconds() - t0;
     if (ps->timeline)
         fprintf(ps->timeline, "{\"rank\": %d, \"step\": %llu, \"event\": \"push\", \"chunk\": %d, "
@@ -85,19 +92,7 @@ static void on_backward(void *ctx, size_t done_from) {
     while (ps->next >= 0 && ps->d->chunk_off[ps->next] >= done_from && !ps->failed)
         push_chunk(ps, ps->next--);
     int flag;
-    MPI_Testall(ps->d->n_chunks, ps->reqs, &flag, MPI_STATUSES_IGNORE); /* progress sends */
-}
-
-/* Test-only: DDPM_TEST_HANG_RANK=r DDPM_TEST_HANG_STEP=s make rank r stop
- * answering at step s, DDPM_TEST_CRASH_RANK/STEP kill it (to test that the job
- * ends and names it). */
-static void maybe_hang(const dist_layout *d, uint64_t step) {
-    const char *r = getenv("DDPM_TEST_HANG_RANK"), *s = getenv("DDPM_TEST_HANG_STEP");
-    if (r && s && atoi(r) == d->rank && strtoull(s, NULL, 10) == step)
-        for (;;) pause();
-    r = getenv("DDPM_TEST_CRASH_RANK");
-    s = getenv("DDPM_TEST_CRASH_STEP");
-    if (r && s && atoi(r) == d->rank && strtoull(s, NULL, 10) == step) raise(SIGKILL);
+    MPI_Testall(ps->q.n, ps->q.reqs, &flag, MPI_STATUSES_IGNORE); /* progress sends */
 }
 
 int dist_work(trainer *tr, dist_layout *d, int *exit_code) {
@@ -108,7 +103,6 @@ int dist_work(trainer *tr, dist_layout *d, int *exit_code) {
     ps.d = d;
     ps.wc = wire_ctx_create();
     if (tr->cfg.distributed.codec == CODEC_BF16_ZSTD) ps.residual = xfloats(tr->P);
-    ps.reqs = xcalloc((size_t)d->n_chunks, sizeof *ps.reqs);
     ps.bufs = xcalloc((size_t)d->n_chunks, sizeof *ps.bufs);
     const char *tl = getenv("DDPM_TIMELINE");
     if (tl) {
@@ -125,22 +119,24 @@ int dist_work(trainer *tr, dist_layout *d, int *exit_code) {
     for (;;) {
         double ta = now_seconds();
         int64_t ctl[DIST_CTL_LEN];
+        d->step = tr->step + 1;
         dist_bcast_control(d, ctl);
         if (ctl[1] == DIST_CTL_STOP) {
             *exit_code = (int)ctl[2];
             break;
         }
-        if ((uint64_t)ctl[0] != tr->step) {
-            err_set("rank 0 announced step %lld, this worker is at step %llu", (long long)ctl[0],
-                    (unsigned long long)tr->step);
-            dist_fail(d);
-        }
-        maybe_hang(d, tr->step);
-        int len = 0, from = 0;
-        if (dist_recv_any(0, TAG_WORK, now_seconds() + d->timeout_s, &buf, &cap, &len, &from) != 0) {
-            err_set("the coordinator (rank 0) sent no work for step %llu within %g s",
-                    (unsigned long long)tr->step, d->timeout_s);
-            dist_fail(d);
+        dist_test_hook(d, "work");
+        int len = 0, from = 0, zero = 0;
+        double wstart = now_seconds(), deadline = wstart + d->timeout_s;
+        int got;
+        while ((got = dist_recv_any(0, TAG_WORK, deadline, dist_work_max_bytes((size_t)tc->batch_size),
+                                    &buf, &cap, &len, &from)) != 0) {
+            if (got < 0) {
+                err_prefix("work assignment: ");
+                dist_fail(d);
+            }
+            if (dist_blame(d, 1, &zero, NULL, "work assignment", wstart) != 0) dist_fail(d);
+            deadline = now_seconds() + d->timeout_s; /* rank 0 is alive: it waits for someone */
         }
         wire_work wk;
         if (wire_work_unpack(buf, (size_t)len, tc->batch_size, tr->cfg.diffusion.timesteps,
@@ -148,13 +144,15 @@ int dist_work(trainer *tr, dist_layout *d, int *exit_code) {
             err_prefix("work assignment from rank 0: ");
             dist_fail(d);
         }
+        int share_start, share_n;
+        dist_share(tc->batch_size, d->W, d->worker, &share_start, &share_n);
         if (wk.step != tr->step || wk.total_batch != (uint32_t)tc->batch_size ||
-            wk.seed != tc->seed) {
-            err_set("work assignment from rank 0: step %llu, batch %u, seed %llu; expected "
-                    "step %llu, batch %d, seed %llu", (unsigned long long)wk.step,
-                    (unsigned)wk.total_batch, (unsigned long long)wk.seed,
-                    (unsigned long long)tr->step, tc->batch_size,
-                    (unsigned long long)tc->seed);
+            wk.seed != tc->seed || wk.n != share_n || wk.stop) {
+            err_set("work assignment from rank 0: step %llu, batch %u, seed %llu, %d items, stop %d; "
+                    "expected step %llu, batch %d, seed %llu, %d items (this worker's share), "
+                    "stop 0", (unsigned long long)wk.step, (unsigned)wk.total_batch,
+                    (unsigned long long)wk.seed, wk.n, wk.stop, (unsigned long long)tr->step,
+                    tc->batch_size, (unsigned long long)tc->seed, share_n);
             dist_fail(d);
         }
         for (int i = 0; i < wk.n; i++) {
@@ -180,7 +178,7 @@ int dist_work(trainer *tr, dist_layout *d, int *exit_code) {
         ps.st = &st;
         ps.next = d->n_chunks - 1;
         ps.bytes_raw = ps.bytes_sent = 0;
-        for (int k = 0; k < d->n_chunks; k++) ps.reqs[k] = MPI_REQUEST_NULL;
+        ps.q.n = 0;
         tr->gw.final_hook = on_backward;
         tr->gw.final_hook_ctx = &ps;
         if (ps.timeline)
@@ -198,17 +196,16 @@ int dist_work(trainer *tr, dist_layout *d, int *exit_code) {
         wire_work_free(&wk);
         double tb = now_seconds();
         t_compute += (tb - ps.t_step) - (ps.t_encode - enc0);
-        if (dist_wait_all(d->n_chunks, ps.reqs, d->timeout_s) != 0) {
-            err_set("gradient pushes of step %llu were not taken within %g s",
-                    (unsigned long long)tr->step, d->timeout_s);
+        dist_test_hook(d, "push");
+        if (dist_reqs_wait(d, &ps.q, "gradient push (taken by the owner shard)") != 0)
             dist_fail(d);
-        }
         for (int k = 0; k < d->n_chunks; k++) {
             free(ps.bufs[k]);
             ps.bufs[k] = NULL;
         }
         double tc0 = now_seconds();
         t_send += tc0 - tb;
+        dist_test_hook(d, "broadcast");
         if (dist_bcast_params(d, tr->params, 0) != 0) dist_fail(d);
         t_bcast += now_seconds() - tc0;
         steps_done++;
@@ -228,7 +225,7 @@ int dist_work(trainer *tr, dist_layout *d, int *exit_code) {
     if (ps.timeline) fclose(ps.timeline);
     free(items);
     free(buf);
-    free(ps.reqs);
+    dist_reqs_free(&ps.q);
     free(ps.bufs);
     free(ps.residual);
     wire_ctx_free(ps.wc);

@@ -72,16 +72,41 @@ print(f\"{r[-1]['bytes_per_step']:.0f} bytes/step, {r[-1]['compression']:.2f}x\"
     fi
 done
 
-# a worker that hangs: the job ends within the timeout, naming the rank
-t0=$(date +%s)
-DDPM_TEST_HANG_RANK=2 DDPM_TEST_HANG_STEP=3 timeout 120 "${MPIRUN[@]}" -x DDPM_TEST_HANG_RANK -x DDPM_TEST_HANG_STEP \
-    -np 3 build/ddpm-train $CFG "${COMMON[@]}" distributed.timeout_s=3 output.dir="$TMP/hang" >"$TMP/hang.log" 2>&1
-rc=$?; dt=$(( $(date +%s) - t0 ))
-if [ $rc -ne 0 ] && [ $rc -ne 124 ] && grep -q "worker rank 2 sent no gradient" "$TMP/hang.log"; then
-    ok "a hanging worker ends the job (exit $rc after ${dt} s, timeout 3 s): $(grep -o 'worker rank 2 sent no gradient[^(]*' "$TMP/hang.log" | head -1)"
-else
-    fail "hanging worker: exit $rc after ${dt} s: $(tail -4 "$TMP/hang.log")"
-fi
+# a rank stopped (SIGSTOP, as a hung or suspended process) in any phase: the job
+# ends non-zero within distributed.timeout_s + the 2 s liveness grace of that phase,
+# and the message names the rank, its role, the phase and the step. 4 ranks: 0 =
+# coordinator + shard 0, 1 = shard 1, 2 and 3 = workers; the default tiny model
+# (a step is well below the 3 s timeout even with the cases run side by side).
+# "rank phase step expected-message"
+# (a worker stopped before taking its work is also named by shard 1 as missing
+# from the gradient push: both name it)
+HANGS=("3|broadcast|2|parameter broadcast of step 2: rank 3 \(worker 1\)"
+       "2|work|2|(work assignment|gradient push) of step 2: rank 2 \(worker 0"
+       "1|push|2|gradient push.* of step 2: rank 1 \(server shard 1; chunk"
+       "1|gather|2|optimizer state gather for the checkpoint of step 2: rank 1 \(server shard 1; chunk"
+       "0|broadcast|2|parameter broadcast of step 2: rank 0 \(coordinator and server shard 0\)")
+for i in "${!HANGS[@]}"; do
+    IFS='|' read -r r phase step msg <<<"${HANGS[$i]}"
+    ( t0=$(date +%s)
+      DDPM_TEST_HANG_RANK=$r DDPM_TEST_HANG_STEP=$step DDPM_TEST_HANG_PHASE=$phase timeout 120 "${MPIRUN[@]}" \
+          -x DDPM_TEST_HANG_RANK -x DDPM_TEST_HANG_STEP -x DDPM_TEST_HANG_PHASE -np 4 build/ddpm-train $CFG \
+          training.batch_size=2 training.steps=4 training.checkpoint_every=2 distributed.servers=2 \
+          distributed.timeout_s=3 output.dir="$TMP/hang$r$phase" >"$TMP/hang$r$phase.log" 2>&1
+      echo "$? $(( $(date +%s) - t0 ))" >"$TMP/hang$r$phase.rc" ) &
+done
+wait
+for h in "${HANGS[@]}"; do
+    IFS='|' read -r r phase step msg <<<"$h"
+    read -r rc dt <"$TMP/hang$r$phase.rc"
+    line=$(grep -m1 -E "^ddpm-train: rank [0-9]+: ($msg).*did not take part within 3\.[0-9] s .*stopped, dead or too slow" "$TMP/hang$r$phase.log")
+    if [ "$rc" -ne 0 ] && [ "$rc" -ne 124 ] && grep -q "stopping (SIGSTOP) at $phase, step $step" "$TMP/hang$r$phase.log" \
+       && [ -n "$line" ] \
+       && ! grep -E "^ddpm-train: rank [0-9]+: .*did not take part" "$TMP/hang$r$phase.log" | grep -vqE "rank $r \("; then
+        ok "rank $r stopped at $phase of step $step: the job ends (exit $rc after ${dt} s, timeout 3 s) naming it: ${line#ddpm-train: }"
+    else
+        fail "rank $r stopped at $phase of step $step: exit $rc after ${dt} s: $(grep -v '^\[' "$TMP/hang$r$phase.log" | grep -v '^step' | tail -4)"
+    fi
+done
 # a worker that dies
 t0=$(date +%s)
 DDPM_TEST_CRASH_RANK=1 DDPM_TEST_CRASH_STEP=2 timeout 120 "${MPIRUN[@]}" -x DDPM_TEST_CRASH_RANK -x DDPM_TEST_CRASH_STEP \
@@ -92,6 +117,13 @@ if [ $rc -ne 0 ] && [ $rc -ne 124 ] && grep -q "process rank 1 .*exited on signa
 else
     fail "dying worker: exit $rc after ${dt} s: $(tail -4 "$TMP/crash.log")"
 fi
+# a worker whose loss statistics count more samples than its share is named
+DDPM_TEST_BAD_STATS_RANK=2 timeout 120 "${MPIRUN[@]}" -x DDPM_TEST_BAD_STATS_RANK -np 3 build/ddpm-train $CFG \
+    training.batch_size=3 training.steps=2 distributed.timeout_s=10 output.dir="$TMP/badstats" >"$TMP/badstats.log" 2>&1
+rc=$?
+[ $rc -ne 0 ] && [ $rc -ne 124 ] && grep -q "gradient push from rank 2, step 1: loss statistics over 2 samples (its share is 1)" "$TMP/badstats.log" \
+    && ok "a worker that misreports its sample count is named: $(grep -o 'gradient push from rank 2[^:]*' "$TMP/badstats.log" | head -1)" \
+    || fail "misreported sample count: exit $rc: $(grep -v '^\[' "$TMP/badstats.log" | tail -3)"
 # more servers than ranks allow
 "${MPIRUN[@]}" -np 2 build/ddpm-train $CFG "${COMMON[@]}" distributed.servers=2 output.dir="$TMP/bad" >"$TMP/bad.log" 2>&1
 rc=$?
