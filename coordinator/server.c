@@ -6,14 +6,16 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "coordinator/server.h"
+
 #include "common/core/util.h"
 #include "common/wire/wire.h"
-#include "dist.h"
+#include "coordinator/cadence.h"
 
 /* Rank 0: each worker's share of the global batch; the first B mod W get one more. */
-static int send_assignments(trainer *tr, const dist_layout *d) {
-    int B = tr->cfg.training.batch_size, W = d->W;
-    batch_plan(&tr->bp, tr->step, tr->items);
+static int send_assignments(coordinator *c, const dist_layout *d) {
+    int B = c->cfg->training.batch_size, W = d->W;
+    coordinator_plan(c);
     /* synchronous sends: each completes once that worker has taken its work */
     dist_reqs q;
     memset(&q, 0, sizeof q);
@@ -24,8 +26,8 @@ static int send_assignments(trainer *tr, const dist_layout *d) {
         dist_share(B, W, w, &start, &n);
         wire_work wk;
         memset(&wk, 0, sizeof wk);
-        wk.step = tr->step;
-        wk.seed = tr->cfg.training.seed;
+        wk.step = c->step;
+        wk.seed = c->cfg->training.seed;
         wk.total_batch = (uint32_t)B;
         wk.n = n;
         wk.sample_ids = xcalloc((size_t)n + 1, sizeof *wk.sample_ids);
@@ -33,7 +35,7 @@ static int send_assignments(trainer *tr, const dist_layout *d) {
         wk.t = xcalloc((size_t)n + 1, sizeof *wk.t);
         wk.flip = xcalloc((size_t)n + 1, 1);
         for (int i = 0; i < n; i++) {
-            const batch_item *it = &tr->items[start + i];
+            const batch_item *it = &c->items[start + i];
             wk.sample_ids[i] = it->sample_id;
             wk.indices[i] = it->index;
             wk.t[i] = it->t;
@@ -78,9 +80,9 @@ static int blame_missing(const dist_layout *d, const uint8_t *got, double start)
 
 /* The loss statistics ride on chunk 0 only, and count exactly the sender's share of
  * the batch; their sums are finite (a diverged worker is named, not averaged in). */
-static int check_stats(const dist_layout *d, const trainer *tr, const wire_push *p, int from) {
+static int check_stats(const dist_layout *d, const server *sv, const wire_push *p, int from) {
     int start, n;
-    dist_share(tr->cfg.training.batch_size, d->W, from - d->S, &start, &n);
+    dist_share(sv->cfg->training.batch_size, d->W, from - d->S, &start, &n);
     if (p->has_stats != (p->chunk == 0))
         return err_set("gradient push from rank %d, chunk %u: loss statistics %s", from,
                        (unsigned)p->chunk, p->has_stats ? "present (only chunk 0 carries them)"
@@ -91,20 +93,21 @@ static int check_stats(const dist_layout *d, const trainer *tr, const wire_push 
     if (p->n_samples != (uint64_t)n || !finite)
         return err_set("gradient push from rank %d, step %llu: loss statistics over %llu samples "
                        "(its share is %d), loss sum %g: %s", from,
-                       (unsigned long long)tr->step + 1, (unsigned long long)p->n_samples, n,
+                       (unsigned long long)sv->step + 1, (unsigned long long)p->n_samples, n,
                        p->loss_sum, finite ? "wrong count" : "not finite");
     return 0;
 }
 
 /* Receives every worker's push of every chunk this shard owns and sums them into
- * tr->grads. Names the sender of anything malformed and a worker that is late. */
-static int receive_pushes(trainer *tr, const dist_layout *d, wire_ctx *wc, uint8_t **buf,
+ * the shard's grads. Names the sender of anything malformed and a worker that is late. */
+static int receive_pushes(server *sv, const dist_layout *d, wire_ctx *wc, uint8_t **buf,
                           size_t *cap, uint8_t *got, step_stats *ss) {
+    float *grads = sv->sh->grads;
     int owned = 0;
     for (int k = 0; k < d->n_chunks; k++) {
         if (dist_chunk_owner(d, k) != d->shard) continue;
         owned++;
-        memset(tr->grads + d->chunk_off[k], 0, d->chunk_cnt[k] * sizeof(float));
+        memset(grads + d->chunk_off[k], 0, d->chunk_cnt[k] * sizeof(float));
     }
     memset(got, 0, (size_t)d->W * (size_t)d->n_chunks);
     int expected = owned * d->W;
@@ -120,7 +123,7 @@ static int receive_pushes(trainer *tr, const dist_layout *d, wire_ctx *wc, uint8
             deadline = now_seconds() + d->timeout_s; /* all alive: they wait for someone */
         }
         wire_push p;
-        if (wire_push_unpack(*buf, (size_t)len, tr->step, d->n_chunks, d->chunk_off, d->chunk_cnt,
+        if (wire_push_unpack(*buf, (size_t)len, sv->step, d->n_chunks, d->chunk_off, d->chunk_cnt,
                              &p) != 0)
             return err_prefix("gradient push from rank %d: ", from);
         int rc = 0, w = from - d->S;
@@ -132,18 +135,18 @@ static int receive_pushes(trainer *tr, const dist_layout *d, wire_ctx *wc, uint8
                          (unsigned)p.chunk, dist_chunk_owner(d, (int)p.chunk), d->shard);
         else if (got[w * d->n_chunks + (int)p.chunk])
             rc = err_set("gradient push from rank %d: chunk %u of step %llu sent twice", from,
-                         (unsigned)p.chunk, (unsigned long long)tr->step);
-        else if (p.codec != tr->cfg.distributed.codec)
+                         (unsigned)p.chunk, (unsigned long long)sv->step);
+        else if (p.codec != sv->cfg->distributed.codec)
             rc = err_set("gradient push from rank %d: codec %d, the run uses %d", from,
-                         (int)p.codec, (int)tr->cfg.distributed.codec);
+                         (int)p.codec, (int)sv->cfg->distributed.codec);
         else {
             double t0 = now_seconds();
-            if (wire_decode_add(wc, p.codec, p.data, p.data_len, tr->grads + p.offset,
+            if (wire_decode_add(wc, p.codec, p.data, p.data_len, grads + p.offset,
                                 (size_t)p.count) != 0)
                 rc = err_prefix("gradient push from rank %d, chunk %u: ", from, (unsigned)p.chunk);
             ss->t_decode += now_seconds() - t0;
         }
-        if (rc == 0) rc = check_stats(d, tr, &p, from);
+        if (rc == 0) rc = check_stats(d, sv, &p, from);
         if (rc == 0) {
             got[w * d->n_chunks + (int)p.chunk] = 1;
             if (p.has_stats) {
@@ -163,13 +166,10 @@ static int receive_pushes(trainer *tr, const dist_layout *d, wire_ctx *wc, uint8
     return 0;
 }
 
-/* Clip by the global norm (reduced over shards), Adam and EMA on the owned chunks.
- * Returns the global gradient norm. */
-static int update_owned(trainer *tr, const dist_layout *d, double *gnorm, double *lr) {
-    double local = 0, total = 0;
-    for (int k = 0; k < d->n_chunks; k++)
-        if (dist_chunk_owner(d, k) == d->shard)
-            local += optim_sum_squares(tr->grads + d->chunk_off[k], d->chunk_cnt[k]);
+/* Clip by the global norm (the shards' sums of squares exchanged), Adam and EMA on
+ * the owned chunks. *gnorm: the global gradient norm. */
+static int update_owned(server *sv, const dist_layout *d, double *gnorm) {
+    double local = shard_sum_squares(sv->sh);
     /* every shard sends its sum to every shard, and each adds them in shard order:
      * the same total everywhere, and a shard that does not send is named */
     double *parts = xcalloc((size_t)d->S, sizeof *parts);
@@ -183,120 +183,107 @@ static int update_owned(trainer *tr, const dist_layout *d, double *gnorm, double
     }
     int rc = dist_reqs_wait(d, &q, "gradient norm across server shards");
     dist_reqs_free(&q);
-    total = parts[0];
+    double total = parts[0];
     for (int j = 1; j < d->S; j++) total += parts[j];
     free(parts);
     if (rc != 0) return -1;
     *gnorm = sqrt(total);
-    double scale = optim_clip_scale(&tr->oc, *gnorm);
-    *lr = optim_lr(&tr->oc, tr->step);
-    for (int k = 0; k < d->n_chunks; k++) {
-        if (dist_chunk_owner(d, k) != d->shard) continue;
-        size_t o = d->chunk_off[k], n = d->chunk_cnt[k];
-        optim_adam(tr->params + o, tr->grads + o, tr->adam_m + o, tr->adam_v + o, n, *lr, scale,
-                   &tr->oc, tr->step + 1);
-        optim_ema(tr->ema + o, tr->params + o, n, tr->oc.ema_decay);
-    }
+    shard_update(sv->sh, sv->step, *gnorm);
     return 0;
 }
 
-static int checkpoint(trainer *tr, const dist_layout *d) {
+static int checkpoint(server *sv, const dist_layout *d) {
     double t0 = now_seconds();
     dist_test_hook(d, "gather");
-    if (dist_gather_state(d, tr) != 0) return -1;
-    if (d->rank == 0 && trainer_save_checkpoint(tr) != 0) return -1;
-    tr->ckpt_seconds = now_seconds() - t0; /* the gather counts towards a grace time */
+    float *bufs[3];
+    if (dist_gather_state(d, bufs, shard_state_buffers(sv->sh, bufs)) != 0) return -1;
+    if (sv->coord && coordinator_save_checkpoint(sv->coord) != 0) return -1;
+    /* the gather counts towards a grace time */
+    if (sv->coord) sv->coord->ckpt_seconds = now_seconds() - t0;
     return 0;
 }
 
-int dist_serve(trainer *tr, dist_layout *d, int *exit_code) {
-    const training_config *tc = &tr->cfg.training;
-    int coord = d->rank == 0;
+/* Rank 0: the control message for the step about to run (stop when the run is done). */
+static dist_control next_control(const server *sv) {
+    dist_control c = {sv->step, DIST_CTL_STEP, EXIT_OK, 0};
+    int stopping;
+    if (sv->coord && cadence_done(&sv->cfg->training, sv->step, stop_requested(), &stopping)) {
+        c.action = DIST_CTL_STOP;
+        c.exit_code = stopping ? stop_exit_code() : EXIT_OK;
+        c.final_checkpoint = coordinator_want_final_checkpoint(sv->coord, stopping);
+    }
+    return c;
+}
+
+typedef struct {
+    double busy, wait, plan, recv, update, bcast;
+    uint64_t steps;
+} server_times;
+
+static void log_times(const dist_layout *d, const server_times *t) {
+    if (!t->steps) return;
+    double n = (double)t->steps, total = t->busy + t->wait;
+    log_info("%s rank %d: busy %.1f%% of step time; per step: planning and sending work %.4f s, "
+             "receiving and decoding pushes %.4f s (decoding %.4f s of it), "
+             "update %.4f s, parameter broadcast %.4f s",
+             d->rank == 0 ? "coordinator" : "server shard", d->rank,
+             total > 0 ? 100 * t->busy / total : 0, t->plan / n, t->recv / n,
+             (t->busy - t->plan - t->update - t->bcast) / n, t->update / n, t->bcast / n);
+}
+
+int server_run(server *sv, dist_layout *d, int *exit_code) {
+    coordinator *coord = sv->coord;
     wire_ctx *wc = wire_ctx_create();
     uint8_t *buf = NULL;
     size_t cap = 0;
     uint8_t *got = xcalloc((size_t)d->W * (size_t)d->n_chunks, 1);
-    double t_start = now_seconds(), t_window = t_start, busy = 0, wait = 0;
-    double t_plan = 0, t_recv = 0, t_update = 0, t_bcast = 0;
-    uint64_t steps_done = 0;
-    uint64_t window_images = 0;
-    int stopping = 0, wrote = 0;
+    server_times tm;
+    memset(&tm, 0, sizeof tm);
+    dist_control ctl;
     for (;;) {
-        int64_t ctl[DIST_CTL_LEN] = {(int64_t)tr->step, DIST_CTL_STEP, EXIT_OK, 0};
-        if (coord && ((long)tr->step >= tc->steps || stop_requested())) {
-            /* a run that has reached its last step is finished, whatever signal came */
-            stopping = (long)tr->step < tc->steps;
-            ctl[1] = DIST_CTL_STOP;
-            ctl[2] = stopping ? stop_exit_code() : EXIT_OK;
-            ctl[3] = trainer_want_final_checkpoint(tr, stopping);
-        }
-        d->step = tr->step + 1;
-        dist_bcast_control(d, ctl);
-        if (ctl[1] == DIST_CTL_STOP) {
-            *exit_code = (int)ctl[2];
-            wrote = (int)ctl[3];
-            break;
-        }
+        ctl = next_control(sv);
+        d->step = sv->step + 1;
+        dist_exchange_control(d, &ctl);
+        if (ctl.action == DIST_CTL_STOP) break;
         double t0 = now_seconds();
         dist_test_hook(d, "work");
-        if (coord && send_assignments(tr, d) != 0) dist_fail(d);
+        if (coord && send_assignments(coord, d) != 0) dist_fail(d);
         step_stats ss;
         memset(&ss, 0, sizeof ss);
         double t1 = now_seconds();
         dist_test_hook(d, "push");
-        if (receive_pushes(tr, d, wc, &buf, &cap, got, &ss) != 0) dist_fail(d);
+        if (receive_pushes(sv, d, wc, &buf, &cap, got, &ss) != 0) dist_fail(d);
         double t2 = now_seconds();
-        double gnorm = 0, lr = 0;
+        double gnorm = 0;
         dist_test_hook(d, "norm");
-        if (update_owned(tr, d, &gnorm, &lr) != 0) dist_fail(d);
+        if (update_owned(sv, d, &gnorm) != 0) dist_fail(d);
         double t2b = now_seconds();
         dist_test_hook(d, "broadcast");
-        if (dist_bcast_params(d, tr->params, 0) != 0) dist_fail(d);
+        if (dist_bcast_params(d, sv->sh->params, 0) != 0) dist_fail(d);
         double t3 = now_seconds();
         /* time blocked in receive is waiting, except the decoding inside it */
-        wait += (t2 - t1) - ss.t_decode;
-        busy += (t1 - t0) + ss.t_decode + (t3 - t2);
-        t_plan += t1 - t0;
-        t_recv += t2 - t1;
-        t_update += t2b - t2;
-        t_bcast += t3 - t2b;
-        steps_done++;
-        tr->step++;
-        d->step = tr->step; /* a checkpoint's gather names the checkpoint's step */
-        window_images += (uint64_t)tc->batch_size;
+        tm.wait += (t2 - t1) - ss.t_decode;
+        tm.busy += (t1 - t0) + ss.t_decode + (t3 - t2);
+        tm.plan += t1 - t0;
+        tm.recv += t2 - t1;
+        tm.update += t2b - t2;
+        tm.bcast += t3 - t2b;
+        tm.steps++;
+        if (coord && coordinator_check_loss(coord, &ss.st) != 0) dist_fail(d);
+        sv->step++;
+        d->step = sv->step; /* a checkpoint's gather names the checkpoint's step */
         if (coord) {
-            double loss = ss.st.n ? ss.st.loss_sum / (double)ss.st.n : NAN;
-            if (!isfinite(loss) || ss.st.n != tc->batch_size) {
-                err_set("step %llu: loss %g over %ld samples (expected %d); stopping, the last "
-                        "checkpoint is intact",
-                        (unsigned long long)tr->step - 1, loss, ss.st.n, tc->batch_size);
-                dist_fail(d);
-            }
-            if (tc->log_every > 0 && (tr->step % (uint64_t)tc->log_every == 0 ||
-                                      (long)tr->step == tc->steps)) {
-                double now = now_seconds();
-                trainer_log_metrics(tr, &ss.st, gnorm, lr,
-                                    (double)window_images / (now - t_window), now - t_start,
-                                    ss.bytes_sent, ss.bytes_raw);
-                t_window = now;
-                window_images = 0;
-            }
+            coord->step = sv->step;
+            coordinator_log_step(coord, &ss.st, gnorm, ss.bytes_sent, ss.bytes_raw);
         }
-        if (tc->checkpoint_every > 0 && tr->step % (uint64_t)tc->checkpoint_every == 0 &&
-            (long)tr->step != tc->steps && checkpoint(tr, d) != 0)
+        if (cadence_after_step(&sv->cfg->training, sv->step).checkpoint && checkpoint(sv, d) != 0)
             dist_fail(d);
     }
-    if (wrote && checkpoint(tr, d) != 0) dist_fail(d);
-    if (steps_done) {
-        double n = (double)steps_done, total = busy + wait;
-        log_info("%s rank %d: busy %.1f%% of step time; per step: planning and sending work %.4f s, "
-                 "receiving and decoding pushes %.4f s (decoding %.4f s of it), "
-                 "update %.4f s, parameter broadcast %.4f s",
-                 coord ? "coordinator" : "server shard", d->rank,
-                 total > 0 ? 100 * busy / total : 0, t_plan / n, t_recv / n,
-                 (busy - t_plan - t_update - t_bcast) / n, t_update / n, t_bcast / n);
-    }
-    if (coord) trainer_log_end(tr, stopping, wrote);
+    *exit_code = ctl.exit_code;
+    if (ctl.final_checkpoint && checkpoint(sv, d) != 0) dist_fail(d);
+    log_times(d, &tm);
+    /* the loop ends at training.steps, or earlier on a stop request */
+    if (coord) coordinator_log_end(coord, (long)sv->step < sv->cfg->training.steps, ctl.final_checkpoint);
     free(got);
     free(buf);
     wire_ctx_free(wc);

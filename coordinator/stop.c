@@ -1,12 +1,12 @@
 /* Signal flags for ddpm-train (see stop.h). */
-#include "stop.h"
+#include "coordinator/stop.h"
 
 #include <errno.h>
 #include <stdio.h>
 #include <string.h>
 #include <time.h>
 
-#include "trainer.h"
+#include "common/dist/dist.h"
 
 volatile sig_atomic_t g_signal = 0;
 static volatile sig_atomic_t g_usr1 = 0, g_term = 0;

@@ -5,32 +5,27 @@
  * One MPI program; a lone process (no mpirun) runs as an MPI singleton and does
  * every role: it plans each global batch, computes the gradients, applies
  * clip -> Adam -> EMA, logs metrics and writes checkpoints. */
-#include <errno.h>
-#include <math.h>
-#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
-#include <unistd.h>
 
 #include <mpi.h>
 
-#include "common/ckpt/checkpoint.h"
-#include "common/ckpt/runlock.h"
 #include "common/config/config.h"
 #include "common/core/blas_setup.h"
 #include "common/core/util.h"
 #include "common/data/dataset.h"
 #include "common/diffusion/diffusion.h"
+#include "common/dist/dist.h"
 #include "common/env/env_opts.h"
 #include "common/io/tensor_file.h"
 #include "common/model/unet.h"
-#include "common/optim/optim.h"
-#include "common/train/batch.h"
-#include "common/train/grad.h"
-#include "dist.h"
-#include "trainer.h"
+#include "common/wire/wire.h"
+#include "coordinator/coordinator.h"
+#include "coordinator/local.h"
+#include "coordinator/server.h"
+#include "coordinator/shard.h"
+#include "worker/worker.h"
 
 /* Slurm's KillWait default: SIGTERM to SIGKILL when nothing else is known. */
 #define SLURM_DEFAULT_GRACE_S 30.0
@@ -70,306 +65,314 @@ static void usage(FILE *f) {
             SLURM_DEFAULT_GRACE_S, EXIT_PREEMPTED);
 }
 
-int main(int argc, char **argv) {
-    blas_setup(argv); /* may re-exec, which resets handlers: install them after it */
-    stop_install();
-    const char *cfg_path = NULL, *resume_mode = "none", *dump_path = NULL;
-    int summary = 0, n_over = 0, force_unlock = 0;
-    double grace_s = getenv("SLURM_JOB_ID") ? SLURM_DEFAULT_GRACE_S : 0;
-    const char **overrides = xcalloc((size_t)argc, sizeof *overrides);
+/* The command line. */
+typedef struct {
+    const char *cfg_path, *resume_mode, *dump_path;
+    int summary, force_unlock;
+    double grace_s;
+    const char **overrides;
+    int n_over;
+} train_args;
+
+/* -1: go on; else the exit code (help, or a usage error already printed). */
+static int parse_args(int argc, char **argv, train_args *a) {
+    memset(a, 0, sizeof *a);
+    a->resume_mode = "none";
+    a->grace_s = env_slurm_job().job_id ? SLURM_DEFAULT_GRACE_S : 0;
+    a->overrides = xcalloc((size_t)argc, sizeof *a->overrides);
     for (int i = 1; i < argc; i++) {
-        const char *a = argv[i];
-        if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
+        const char *s = argv[i];
+        if (!strcmp(s, "-h") || !strcmp(s, "--help")) {
             usage(stdout);
             return EXIT_OK;
-        } else if (!strcmp(a, "--summary")) {
-            summary = 1;
-        } else if (!strcmp(a, "--force-unlock")) {
-            force_unlock = 1;
-        } else if (!strcmp(a, "--resume") && i + 1 < argc) {
-            resume_mode = argv[++i];
-        } else if (!strcmp(a, "--grace-time") && i + 1 < argc) {
+        } else if (!strcmp(s, "--summary")) {
+            a->summary = 1;
+        } else if (!strcmp(s, "--force-unlock")) {
+            a->force_unlock = 1;
+        } else if (!strcmp(s, "--resume") && i + 1 < argc) {
+            a->resume_mode = argv[++i];
+        } else if (!strcmp(s, "--grace-time") && i + 1 < argc) {
             char *end = NULL;
-            grace_s = strtod(argv[++i], &end);
-            if (!end || *end || end == argv[i] || !(grace_s >= 0) || grace_s > 1e7) {
+            a->grace_s = strtod(argv[++i], &end);
+            if (!end || *end || end == argv[i] || !(a->grace_s >= 0) || a->grace_s > 1e7) {
                 fprintf(stderr, "ddpm-train: --grace-time: '%s' is not a number of seconds "
                                 "(0 or more)\n", argv[i]);
                 return EXIT_USAGE;
             }
-        } else if (!strcmp(a, "--dump-batches") && i + 1 < argc) {
-            dump_path = argv[++i];
-        } else if (a[0] == '-') {
-            fprintf(stderr, "ddpm-train: unknown option '%s'\n", a);
+        } else if (!strcmp(s, "--dump-batches") && i + 1 < argc) {
+            a->dump_path = argv[++i];
+        } else if (s[0] == '-') {
+            fprintf(stderr, "ddpm-train: unknown option '%s'\n", s);
             usage(stderr);
             return EXIT_USAGE;
-        } else if (strchr(a, '=')) {
-            overrides[n_over++] = a;
-        } else if (!cfg_path) {
-            cfg_path = a;
+        } else if (strchr(s, '=')) {
+            a->overrides[a->n_over++] = s;
+        } else if (!a->cfg_path) {
+            a->cfg_path = s;
         } else {
-            fprintf(stderr, "ddpm-train: unexpected argument '%s'\n", a);
+            fprintf(stderr, "ddpm-train: unexpected argument '%s'\n", s);
             return EXIT_USAGE;
         }
     }
-    if (!cfg_path) {
-        usage(stderr);
+    if (a->cfg_path) return -1;
+    usage(stderr);
+    return EXIT_USAGE;
+}
+
+/* The config file, its overrides, validated. */
+static int load_config(const train_args *a, config *cfg) {
+    if (config_load_file(cfg, a->cfg_path) != 0) return -1;
+    for (int i = 0; i < a->n_over; i++)
+        if (config_override(cfg, a->overrides[i]) != 0) return -1;
+    return config_validate(cfg);
+}
+
+static int print_summary(const config *cfg, int micro) {
+    unet_options opt = unet_options_default();
+    unet *m = env_unet_options(&opt) == 0 ? unet_create(&cfg->model, micro, 1, &opt) : NULL;
+    if (!m) return -1;
+    unet_print_summary(m, &cfg->model, stdout);
+    unet_free(m);
+    return 0;
+}
+
+/* Everything this process runs: the roles it has, each with its own state. */
+typedef struct {
+    config cfg;
+    int rank, world, distributed, micro;
+    int is_coord, is_worker, is_server;
+    dataset *ds;               /* coordinator and workers */
+    uint64_t dataset_size;
+    diffusion diff;
+    unet *model;               /* workers: the training model; servers: its parameter table */
+    dist_layout d;
+    shard sh;                  /* servers */
+    coordinator coord;         /* rank 0 */
+    worker wk;                 /* workers */
+    tensor_file dump;
+    int dumping, have_shard, have_coord, have_worker;
+} train_proc;
+
+/* Roles: one process does everything; otherwise rank 0 coordinates and is server
+ * shard 0, ranks below distributed.servers are server shards, the rest workers. */
+static void assign_roles(train_proc *p) {
+    MPI_Comm_size(MPI_COMM_WORLD, &p->world);
+    MPI_Comm_rank(MPI_COMM_WORLD, &p->rank);
+    p->distributed = p->world > 1;
+    int serves = dist_is_server(p->rank, p->cfg.distributed.servers);
+    p->is_coord = p->rank == 0;
+    p->is_worker = !p->distributed || !serves;
+    p->is_server = !p->distributed || serves;
+    const training_config *tc = &p->cfg.training;
+    p->micro = tc->micro_batch > 0 ? tc->micro_batch : tc->batch_size;
+}
+
+static void log_start(const train_proc *p, double grace_s) {
+    int ranks_on_node = 1;
+    if (p->distributed) {
+        MPI_Comm node;
+        MPI_Comm_split_type(MPI_COMM_WORLD, MPI_COMM_TYPE_SHARED, p->rank, MPI_INFO_NULL, &node);
+        MPI_Comm_size(node, &ranks_on_node);
+        MPI_Comm_free(&node);
+    }
+    int threads = blas_set_threads(p->cfg.training.threads, ranks_on_node);
+    if (!p->is_coord) return;
+    log_info("OpenBLAS kernel %s (%s), %d thread(s) per rank, %d rank(s) on this node",
+             blas_kernel_name(), blas_kernel_origin(), threads, ranks_on_node);
+    env_slurm job = env_slurm_job();
+    if (job.job_id)
+        log_info("Slurm job %s, restart count %s, %s task(s), %s CPU(s) per task; grace time "
+                 "after SIGTERM %g s", job.job_id, job.restart_count ? job.restart_count : "0",
+                 job.ntasks ? job.ntasks : "?", job.cpus_per_task ? job.cpus_per_task : "?",
+                 grace_s);
+}
+
+/* Checks that need no set-up: EXIT_USAGE (printed by rank 0) or -1. */
+static int check_layout(const train_proc *p) {
+    if (p->distributed && p->cfg.training.eval_every > 0) {
+        if (p->is_coord)
+            fprintf(stderr, "ddpm-train: training.eval_every runs on a single process only; in a "
+                            "distributed run evaluate the checkpoints with `mpirun ddpm-eval bpd`, "
+                            "which spreads the images over the ranks\n");
         return EXIT_USAGE;
     }
-    trainer tr;
-    memset(&tr, 0, sizeof tr);
-    if (config_load_file(&tr.cfg, cfg_path) != 0) {
-        fprintf(stderr, "ddpm-train: %s\n", err_msg());
-        return EXIT_ERROR;
+    if (p->distributed && p->cfg.distributed.servers >= p->world) {
+        if (p->is_coord)
+            fprintf(stderr, "ddpm-train: distributed.servers is %d but only %d ranks were "
+                            "started: ranks = server shards + workers, with at least one worker\n",
+                    p->cfg.distributed.servers, p->world);
+        return EXIT_USAGE;
     }
-    for (int i = 0; i < n_over; i++) {
-        if (config_override(&tr.cfg, overrides[i]) != 0) {
-            fprintf(stderr, "ddpm-train: %s\n", err_msg());
-            return EXIT_ERROR;
-        }
-    }
-    free(overrides);
-    if (config_validate(&tr.cfg) != 0) {
-        fprintf(stderr, "ddpm-train: %s\n", err_msg());
-        return EXIT_ERROR;
-    }
-    const training_config *tc = &tr.cfg.training;
-    int micro = tc->micro_batch > 0 ? tc->micro_batch : tc->batch_size;
-    if (summary) {
-        unet_options opt = unet_options_default();
-        unet *m = env_unet_options(&opt) == 0 ? unet_create(&tr.cfg.model, micro, 1, &opt) : NULL;
-        if (!m) {
-            fprintf(stderr, "ddpm-train: %s\n", err_msg());
-            return EXIT_ERROR;
-        }
-        unet_print_summary(m, &tr.cfg.model, stdout);
-        unet_free(m);
-        return EXIT_OK;
-    }
+    return -1;
+}
 
-    /* A lone process runs as an MPI singleton. Open MPI refuses root unless told. */
-    if (geteuid() == 0 && !getenv("OMPI_COMM_WORLD_SIZE")) {
-        setenv("OMPI_ALLOW_RUN_AS_ROOT", "1", 0);
-        setenv("OMPI_ALLOW_RUN_AS_ROOT_CONFIRM", "1", 0);
+static int open_data(train_proc *p) {
+    const config *c = &p->cfg;
+    if (dataset_open_progress(&p->ds, c->data.format, c->data.path, c->model.image_size,
+                              c->model.in_channels, log_decode_progress, NULL) != 0)
+        return -1;
+    p->dataset_size = dataset_size(p->ds);
+    if (p->is_coord) {
+        log_info("dataset %s: %llu images", c->data.path, (unsigned long long)p->dataset_size);
+        if (dataset_warning(p->ds)) log_warn("dataset %s: %s", c->data.path, dataset_warning(p->ds));
     }
+    return 0;
+}
+
+/* The model: workers train it; servers only need its parameter table (a
+ * one-image forward-only model). */
+static int build_model(train_proc *p) {
+    const config *c = &p->cfg;
+    unet_options opt = unet_options_default();
+    if (env_unet_options(&opt) != 0) return -1;
+    p->model = p->is_worker ? unet_create(&c->model, p->micro, 1, &opt)
+                            : unet_create(&c->model, 1, 0, &opt);
+    if (!p->model) return -1;
+    size_t P = unet_num_params(p->model);
+    if (p->is_coord)
+        log_info("model: %zu parameters, %.3f GMAC/image forward; %d rank(s): %u server "
+                 "shard(s), %u worker(s), codec %s",
+                 P, unet_forward_macs(p->model) / 1e9, p->world,
+                 p->distributed ? (unsigned)c->distributed.servers : 1u,
+                 p->distributed ? (unsigned)(p->world - c->distributed.servers) : 1u,
+                 wire_codec_name(c->distributed.codec));
+    if (p->is_worker)
+        log_info("rank %d: activations %.1f MiB (micro-batch %d)", p->rank,
+                 (double)unet_activation_bytes(p->model) / 1048576.0, p->micro);
+    if (!p->distributed) return 0;
+    if (dist_layout_init(&p->d, c->distributed.servers, P, c->distributed.timeout_s) != 0)
+        return -1;
+    return env_dist_faults(&p->d.faults);
+}
+
+static int start_roles(train_proc *p, const train_args *a) {
+    const config *c = &p->cfg;
+    const training_config *tc = &c->training;
+    size_t P = unet_num_params(p->model);
+    if (p->is_server) {
+        optim_config oc = {tc->lr, tc->adam_beta1, tc->adam_beta2, tc->adam_eps, tc->warmup_steps,
+                           tc->grad_clip, tc->ema_decay};
+        shard_init(&p->sh, P, &oc, p->distributed ? &p->d : NULL);
+        p->have_shard = 1;
+    }
+    if (p->is_coord) {
+        coordinator_opts o = {.job_id = env_slurm_job().job_id, .force_unlock = a->force_unlock,
+                              .grace_s = a->grace_s, .world_size = (uint32_t)p->world,
+                              .servers = p->distributed ? (uint32_t)c->distributed.servers : 1,
+                              .workers = p->distributed ? (uint32_t)(p->world - c->distributed.servers) : 1};
+        if (env_ckpt_test_hook(&o.write_opts) != 0) return -1;
+        p->have_coord = 1;
+        if (coordinator_init(&p->coord, c, p->model, &p->sh, p->dataset_size, a->resume_mode, &o) != 0)
+            return -1;
+    }
+    if (p->is_worker) {
+        /* a single process's worker computes over the shard's buffers */
+        p->have_worker = 1;
+        if (worker_init(&p->wk, c, p->ds, p->dataset_size, p->model, &p->diff, p->micro,
+                        p->distributed ? NULL : p->sh.params, p->distributed ? NULL : p->sh.grads,
+                        p->distributed ? NULL : &p->coord.bp) != 0)
+            return -1;
+        p->wk.timeline = env_timeline();
+    }
+    if (a->dump_path) {
+        if (p->distributed) return err_set("--dump-batches works on a single process only");
+        if (tensor_file_create(&p->dump, a->dump_path) != 0) return -1;
+        p->dumping = 1;
+    }
+    return 0;
+}
+
+/* Set-up on every rank; any rank's failure stops every rank (none waits forever). */
+static int set_up(train_proc *p, const train_args *a) {
+    int ok = (!(p->is_coord || p->is_worker) || open_data(p) == 0) &&
+             diffusion_init(&p->diff, p->cfg.diffusion.schedule, p->cfg.diffusion.timesteps,
+                            p->cfg.diffusion.beta_start, p->cfg.diffusion.beta_end) == 0 &&
+             build_model(p) == 0 && start_roles(p, a) == 0;
+    if (!ok) fprintf(stderr, "ddpm-train: %s\n", err_msg());
+    int all_ok = ok;
+    if (p->distributed) MPI_Allreduce(&ok, &all_ok, 1, MPI_INT, MPI_MIN, MPI_COMM_WORLD);
+    return all_ok ? 0 : -1;
+}
+
+/* Start or resume: the step and every parameter from rank 0, the shards' state;
+ * then each role's loop, and a wait for rank 0's final checkpoint. */
+static int run_distributed(train_proc *p) {
+    dist_layout *d = &p->d;
+    int64_t step0 = p->is_coord ? (int64_t)p->coord.step : 0;
+    MPI_Bcast(&step0, 1, MPI_INT64_T, 0, MPI_COMM_WORLD);
+    float *params = p->is_server ? p->sh.params : p->wk.params;
+    if (dist_bcast_params(d, params, 1) != 0) dist_fail(d);
+    int code = EXIT_OK;
+    if (p->is_server) {
+        float *bufs[3];
+        if (dist_scatter_state(d, bufs, shard_state_buffers(&p->sh, bufs)) != 0) dist_fail(d);
+        server sv = {&p->cfg, &p->sh, p->is_coord ? &p->coord : NULL, (uint64_t)step0};
+        server_run(&sv, d, &code);
+    } else {
+        worker_run(&p->wk, d, (uint64_t)step0, &code);
+    }
+    /* mpirun ends the whole job when one rank exits non-zero (EXIT_PREEMPTED): no
+     * rank may leave before rank 0's final checkpoint is on disk. A checkpoint takes
+     * seconds to minutes; past an hour something else is wrong. */
+    double t = p->cfg.distributed.timeout_s;
+    dist_final_barrier(d, t > 3600 ? t : 3600);
+    return code;
+}
+
+static void tear_down(train_proc *p) {
+    if (p->have_worker) worker_free(&p->wk);
+    if (p->have_coord) coordinator_free(&p->coord);
+    if (p->have_shard) shard_free(&p->sh);
+    unet_free(p->model);
+    if (p->diff.betas) diffusion_free(&p->diff);
+    if (p->ds) dataset_close(p->ds);
+    dist_layout_free(&p->d);
+}
+
+int main(int argc, char **argv) {
+    blas_setup(argv); /* may re-exec, which resets handlers: install them after it */
+    stop_install();
+    train_args a;
+    int code = parse_args(argc, argv, &a);
+    if (code >= 0) return code;
+    static train_proc p;
+    if (load_config(&a, &p.cfg) != 0) {
+        fprintf(stderr, "ddpm-train: %s\n", err_msg());
+        return EXIT_ERROR;
+    }
+    free(a.overrides);
+    if (a.summary) {
+        const training_config *tc = &p.cfg.training;
+        if (print_summary(&p.cfg, tc->micro_batch > 0 ? tc->micro_batch : tc->batch_size) == 0)
+            return EXIT_OK;
+        fprintf(stderr, "ddpm-train: %s\n", err_msg());
+        return EXIT_ERROR;
+    }
+    env_mpi_singleton_as_root();
     MPI_Init(&argc, &argv);
     /* Again, in case MPI_Init replaced a handler. A signal never kills the run
      * outright: it stops at a step boundary (one that comes during set-up stops the
      * run before its first step). */
     stop_install();
-    int world = 1, rank = 0;
-    MPI_Comm_size(MPI_COMM_WORLD, &world);
-    MPI_Comm_rank(MPI_COMM_WORLD, &rank);
-    int code = EXIT_OK;
-    dist_layout d;
-    memset(&d, 0, sizeof d);
-    int distributed = world > 1;
-    /* Roles: one process does everything; otherwise rank 0 coordinates, ranks below
-     * distributed.servers are server shards and the rest are workers. */
-    int is_coord = rank == 0;
-    int is_worker = !distributed || rank >= tr.cfg.distributed.servers;
-    int is_server = !distributed || rank < tr.cfg.distributed.servers;
-    tr.cfg_yaml = config_to_yaml(&tr.cfg);
-    tr.world_size = (uint32_t)world;
-    tr.servers = distributed ? (uint32_t)tr.cfg.distributed.servers : 1;
-    tr.workers = distributed ? (uint32_t)(world - tr.cfg.distributed.servers) : 1;
-    int ranks_on_node = 1;
-    if (distributed) {
-        MPI_Comm node;
-        MPI_Comm_split_type(MPI_COMM_WORLD, MPI_COMM_TYPE_SHARED, rank, MPI_INFO_NULL, &node);
-        MPI_Comm_size(node, &ranks_on_node);
-        MPI_Comm_free(&node);
-    }
-    int threads = blas_set_threads(tc->threads, ranks_on_node);
-    if (is_coord)
-        log_info("OpenBLAS kernel %s (%s), %d thread(s) per rank, %d rank(s) on this node",
-                 blas_kernel_name(), blas_kernel_origin(), threads, ranks_on_node);
-    if (distributed && tc->eval_every > 0) {
-        if (is_coord)
-            fprintf(stderr, "ddpm-train: training.eval_every runs on a single process only; in a "
-                            "distributed run evaluate the checkpoints with `mpirun ddpm-eval bpd`, "
-                            "which spreads the images over the ranks\n");
-        MPI_Finalize();
-        return EXIT_USAGE;
-    }
-    tr.grace_s = grace_s;
-    if (is_coord && getenv("SLURM_JOB_ID")) {
-        const char *rc = getenv("SLURM_RESTART_COUNT");
-        log_info("Slurm job %s, restart count %s, %s task(s), %s CPU(s) per task; grace time "
-                 "after SIGTERM %g s",
-                 getenv("SLURM_JOB_ID"), rc ? rc : "0",
-                 getenv("SLURM_NTASKS") ? getenv("SLURM_NTASKS") : "?",
-                 getenv("SLURM_CPUS_PER_TASK") ? getenv("SLURM_CPUS_PER_TASK") : "?", grace_s);
-    }
-    if (distributed && tr.cfg.distributed.servers >= world) {
-        if (is_coord)
-            fprintf(stderr, "ddpm-train: distributed.servers is %d but only %d ranks were "
-                            "started: ranks = server shards + workers, with at least one worker\n",
-                    tr.cfg.distributed.servers, world);
-        MPI_Finalize();
-        return EXIT_USAGE;
-    }
-    /* Set-up; any rank's failure stops every rank (no rank waits forever). */
-    int ok = 1;
-    if (is_coord && mkdir_p(tr.cfg.output.dir) != 0) ok = 0;
-    /* One run owns output.dir (rank 0, for the whole run): docs/slurm.md */
-    runlock lock = {.fd = -1};
-    if (ok && is_coord) {
-        runlock_opts lo = {.job_id = getenv("SLURM_JOB_ID"), .force = force_unlock};
-        if (runlock_acquire(&lock, tr.cfg.output.dir, &lo) != 0) ok = 0;
-        else if (lock.note[0]) log_warn("run lock %s: %s", lock.path, lock.note);
-    }
-    if (ok && (is_coord || is_worker)) {
-        if (dataset_open_progress(&tr.ds, tr.cfg.data.format, tr.cfg.data.path, tr.cfg.model.image_size,
-                                  tr.cfg.model.in_channels, log_decode_progress, NULL) != 0)
-            ok = 0;
-        else
-            tr.dataset_size = dataset_size(tr.ds);
-        if (ok && is_coord)
-            log_info("dataset %s: %llu images", tr.cfg.data.path,
-                     (unsigned long long)tr.dataset_size);
-        if (ok && is_coord && dataset_warning(tr.ds))
-            log_warn("dataset %s: %s", tr.cfg.data.path, dataset_warning(tr.ds));
-    }
-    if (ok && diffusion_init(&tr.diff, tr.cfg.diffusion.schedule, tr.cfg.diffusion.timesteps,
-                             tr.cfg.diffusion.beta_start, tr.cfg.diffusion.beta_end) != 0)
-        ok = 0;
-    if (ok) {
-        /* servers only need the parameter table: a one-image forward-only model */
-        unet_options opt = unet_options_default();
-        if (env_unet_options(&opt) != 0) tr.model = NULL;
-        else tr.model = is_worker ? unet_create(&tr.cfg.model, micro, 1, &opt)
-                                  : unet_create(&tr.cfg.model, 1, 0, &opt);
-        if (!tr.model) ok = 0;
-    }
-    if (ok) {
-        tr.P = unet_num_params(tr.model);
-        if (is_coord)
-            log_info("model: %zu parameters, %.3f GMAC/image forward; %d rank(s): %u server "
-                     "shard(s), %u worker(s), codec %s",
-                     tr.P, unet_forward_macs(tr.model) / 1e9, world, tr.servers, tr.workers,
-                     tr.cfg.distributed.codec == CODEC_FP32        ? "fp32"
-                     : tr.cfg.distributed.codec == CODEC_FP32_ZSTD ? "fp32_zstd"
-                                                                   : "bf16_zstd");
-        if (is_worker)
-            log_info("rank %d: activations %.1f MiB (micro-batch %d)", rank,
-                     (double)unet_activation_bytes(tr.model) / 1048576.0, micro);
-        tr.params = xfloats(tr.P);
-        tr.grads = xfloats(tr.P);
-        if (is_server) {
-            tr.adam_m = xfloats(tr.P);
-            tr.adam_v = xfloats(tr.P);
-            tr.ema = xfloats(tr.P);
-        }
-        tr.oc = (optim_config){tc->lr, tc->adam_beta1, tc->adam_beta2, tc->adam_eps,
-                               tc->warmup_steps, tc->grad_clip, tc->ema_decay};
-    }
-    if (ok && is_coord) {
-        if (batch_planner_init(&tr.bp, tc->seed, tr.dataset_size, tc->batch_size,
-                               tr.cfg.diffusion.timesteps, tc->t_sampler,
-                               tr.cfg.data.random_flip) != 0)
-            ok = 0;
-        tr.items = xcalloc((size_t)tc->batch_size, sizeof *tr.items);
-    }
-    if (ok && is_worker) {
-        grad_worker_init(&tr.gw, tr.model, &tr.diff, tr.ds, tc->seed, micro,
-                         tr.cfg.model.in_channels, tr.cfg.model.image_size);
-        if (tr.cfg.data.format == DATA_SHARDS) {
-            /* read the next step's records while this one computes; a distributed
-             * worker plans the next batch itself to know its next share */
-            if (prefetcher_create(&tr.pf, tr.ds) != 0) ok = 0;
-            else grad_worker_set_prefetcher(&tr.gw, tr.pf);
-            tr.next_items = xcalloc((size_t)tc->batch_size, sizeof *tr.next_items);
-            if (ok && !is_coord &&
-                batch_planner_init(&tr.bp, tc->seed, tr.dataset_size, tc->batch_size,
-                                   tr.cfg.diffusion.timesteps, tc->t_sampler,
-                                   tr.cfg.data.random_flip) != 0)
-                ok = 0;
-        }
-    }
-    if (ok && is_coord) {
-        unet_init(tr.model, tr.params, tc->seed);
-        memcpy(tr.ema, tr.params, tr.P * sizeof(float));
-        if (trainer_resume(&tr, resume_mode) != 0) ok = 0;
-    }
-    if (ok && is_coord) {
-        char mpath[CONFIG_PATH_MAX + 32];
-        snprintf(mpath, sizeof mpath, "%s/metrics.jsonl", tr.cfg.output.dir);
-        tr.metrics = fopen(mpath, "a");
-        if (!tr.metrics) ok = err_set("%s: cannot open for appending: %m", mpath) + 1;
-    }
-    if (ok && dump_path) {
-        if (distributed) {
-            ok = err_set("--dump-batches works on a single process only") + 1;
-        } else if (tensor_file_create(&tr.dump, dump_path) != 0) {
-            ok = 0;
-        } else {
-            tr.dumping = 1;
-        }
-    }
-    if (!ok) fprintf(stderr, "ddpm-train: %s%s\n", distributed ? "" : "", err_msg());
-    if (distributed) {
-        int all_ok = 0;
-        MPI_Allreduce(&ok, &all_ok, 1, MPI_INT, MPI_MIN, MPI_COMM_WORLD);
-        if (!all_ok) {
+    assign_roles(&p);
+    log_start(&p, a.grace_s);
+    code = check_layout(&p);
+    if (code < 0 && set_up(&p, &a) != 0) code = EXIT_ERROR;
+    if (code < 0) {
+        if (p.is_coord)
+            log_info("training %s from step %llu to %ld, batch %d, lr %g, output %s", a.cfg_path,
+                     (unsigned long long)p.coord.step, p.cfg.training.steps,
+                     p.cfg.training.batch_size, p.cfg.training.lr, p.cfg.output.dir);
+        if (p.is_coord) p.coord.t_start = p.coord.t_window = now_seconds();
+        if (p.distributed) {
+            code = run_distributed(&p);
+        } else if (local_run(&p.coord, &p.wk, &p.diff, p.dumping ? &p.dump : NULL, &code) != 0 ||
+                   (p.dumping && tensor_file_close(&p.dump) != 0)) {
+            fprintf(stderr, "ddpm-train: %s\n", err_msg());
             code = EXIT_ERROR;
-            goto out;
         }
-    } else if (!ok) {
-        code = EXIT_ERROR;
-        goto out;
     }
-    if (is_coord)
-        log_info("training %s from step %llu to %ld, batch %d, lr %g, output %s", cfg_path,
-                 (unsigned long long)tr.step, tc->steps, tc->batch_size, tc->lr,
-                 tr.cfg.output.dir);
-    if (!distributed) {
-        if (train_local(&tr, &code) != 0) goto fail;
-        if (tr.dumping && tensor_file_close(&tr.dump) != 0) goto fail;
-        goto out;
-    }
-    if (dist_layout_init(&d, tr.cfg.distributed.servers, tr.P, tr.cfg.distributed.timeout_s) != 0)
-        dist_fail(&d);
-    /* start or resume: the step and every parameter from rank 0, the shards' state */
-    int64_t step0 = (int64_t)tr.step;
-    MPI_Bcast(&step0, 1, MPI_INT64_T, 0, MPI_COMM_WORLD);
-    tr.step = (uint64_t)step0;
-    if (dist_bcast_params(&d, tr.params, 1) != 0) dist_fail(&d);
-    if (is_server && dist_scatter_state(&d, &tr) != 0) dist_fail(&d);
-    if (is_server) {
-        if (dist_serve(&tr, &d, &code) != 0) dist_fail(&d);
-    } else {
-        if (dist_work(&tr, &d, &code) != 0) dist_fail(&d);
-    }
-    /* mpirun ends the whole job when one rank exits non-zero (EXIT_PREEMPTED): no
-     * rank may leave before rank 0's final checkpoint is on disk. A checkpoint takes
-     * seconds to minutes; past an hour something else is wrong. */
-    dist_final_barrier(&d, tr.cfg.distributed.timeout_s > 3600 ? tr.cfg.distributed.timeout_s
-                                                               : 3600);
-    goto out;
-fail:
-    fprintf(stderr, "ddpm-train: %s\n", err_msg());
-    code = EXIT_ERROR;
-out:
-    if (tr.metrics) fclose(tr.metrics);
-    if (tr.pf) {
-        uint64_t hits, misses;
-        prefetcher_stats(tr.pf, &hits, &misses);
-        log_info("prefetch: %llu records read ahead, %llu read on demand",
-                 (unsigned long long)hits, (unsigned long long)misses);
-        prefetcher_free(tr.pf);
-    }
-    free(tr.next_items);
-    grad_worker_free(&tr.gw);
-    batch_planner_free(&tr.bp);
-    free(tr.items);
-    free(tr.params); free(tr.grads); free(tr.adam_m); free(tr.adam_v); free(tr.ema);
-    unet_free(tr.model);
-    if (tr.diff.betas) diffusion_free(&tr.diff);
-    if (tr.ds) dataset_close(tr.ds);
-    free(tr.cfg_yaml);
-    dist_layout_free(&d);
-    ckpt_known_free(&tr.ckpt_known);
-    runlock_release(&lock);
+    tear_down(&p);
     MPI_Finalize();
     return code;
 }

@@ -8,13 +8,15 @@
 #include <signal.h>
 #include <unistd.h>
 
+#include "worker/worker.h"
+
 #include "common/core/util.h"
 #include "common/wire/wire.h"
-#include "coordinator/dist.h"
 
 typedef struct {
-    trainer *tr;
+    worker *w;
     const dist_layout *d;
+    uint64_t step;
     wire_ctx *wc;
     float *residual;          /* bf16 error feedback (P floats) or NULL */
     int next;                 /* highest chunk not pushed yet */
@@ -30,13 +32,13 @@ typedef struct {
 
 static void push_chunk(pusher *ps, int k) {
     const dist_layout *d = ps->d;
-    trainer *tr = ps->tr;
+    worker *w = ps->w;
+    const distributed_config *dc = &w->cfg->distributed;
     size_t off = d->chunk_off[k], n = d->chunk_cnt[k];
     const uint8_t *data = NULL;
     size_t len = 0;
     double t0 = now_seconds();
-    if (wire_encode(ps->wc, tr->cfg.distributed.codec, tr->cfg.distributed.zstd_level,
-                    tr->grads + off, ps->residual ? ps->residual + off : NULL, n, &data,
+    if (wire_encode(ps->wc, dc->codec, dc->zstd_level, w->grads + off, ps->residual ? ps->residual + off : NULL, n, &data,
                     &len) != 0) {
         ps->failed = 1;
         return;
@@ -45,12 +47,12 @@ static void push_chunk(pusher *ps, int k) {
     ps->bytes_sent += (double)len;
     wire_push p;
     memset(&p, 0, sizeof p);
-    p.step = tr->step;
+    p.step = ps->step;
     p.worker = (uint32_t)d->worker;
     p.chunk = (uint32_t)k;
     p.offset = off;
     p.count = n;
-    p.codec = tr->cfg.distributed.codec;
+    p.codec = dc->codec;
     p.data = data;
     p.data_len = len;
     p.raw_bytes = n * sizeof(float);
@@ -62,9 +64,7 @@ static void push_chunk(pusher *ps, int k) {
             p.q_count[q] = (uint64_t)ps->st->q_count[q];
         }
         p.n_samples = (uint64_t)ps->st->n;
-        /* test-only: DDPM_TEST_BAD_STATS_RANK=r makes rank r over-report its samples */
-        const char *bad = getenv("DDPM_TEST_BAD_STATS_RANK");
-        if (bad && atoi(bad) == d->rank) {
+        if (d->faults.bad_stats_rank == d->rank) { /* test-only: over-reports its samples */
             p.n_samples++;
             p.q_count[0]++;
         }
@@ -82,7 +82,7 @@ static void push_chunk(pusher *ps, int k) {
     ps->t_encode += now_seconds() - t0;
     if (ps->timeline)
         fprintf(ps->timeline, "{\"rank\": %d, \"step\": %llu, \"event\": \"push\", \"chunk\": %d, "
-                "\"t\": %.6f, \"bytes\": %zu}\n", d->rank, (unsigned long long)tr->step, k,
+                "\"t\": %.6f, \"bytes\": %zu}\n", d->rank, (unsigned long long)ps->step, k,
                 now_seconds() - ps->t_step, plen);
 }
 
@@ -95,19 +95,131 @@ static void on_backward(void *ctx, size_t done_from) {
     MPI_Testall(ps->q.n, ps->q.reqs, &flag, MPI_STATUSES_IGNORE); /* progress sends */
 }
 
-int dist_work(trainer *tr, dist_layout *d, int *exit_code) {
-    const training_config *tc = &tr->cfg.training;
+int worker_init(worker *w, const config *cfg, dataset *ds, uint64_t dataset_size, unet *model,
+                const diffusion *diff, int micro, float *params, float *grads,
+                batch_planner *bp) {
+    memset(w, 0, sizeof *w);
+    const training_config *tc = &cfg->training;
+    w->cfg = cfg;
+    w->dataset_size = dataset_size;
+    w->model = model;
+    w->P = unet_num_params(model);
+    w->own_buffers = !params;
+    w->params = params ? params : xfloats(w->P);
+    w->grads = grads ? grads : xfloats(w->P);
+    grad_worker_init(&w->gw, model, diff, ds, tc->seed, micro, cfg->model.in_channels,
+                     cfg->model.image_size);
+    if (cfg->data.format != DATA_SHARDS) return 0;
+    /* read the next step's records while this one computes; a distributed worker
+     * plans the next batch itself to know its next share */
+    if (prefetcher_create(&w->pf, ds) != 0) return -1;
+    grad_worker_set_prefetcher(&w->gw, w->pf);
+    w->next_items = xcalloc((size_t)tc->batch_size, sizeof *w->next_items);
+    w->bp = bp;
+    if (!bp) {
+        if (batch_planner_init(&w->own_bp, tc->seed, dataset_size, tc->batch_size,
+                               cfg->diffusion.timesteps, tc->t_sampler,
+                               cfg->data.random_flip) != 0)
+            return -1;
+        w->bp = &w->own_bp;
+    }
+    return 0;
+}
+
+int worker_compute(worker *w, uint64_t step, const batch_item *items, int n, int share_start,
+                   loss_stats *st) {
+    if (w->pf) { /* the next step's share is read while this step computes */
+        if (!w->primed) grad_worker_prefetch(&w->gw, items, n);
+        w->primed = 1;
+        batch_plan(w->bp, step + 1, w->next_items);
+        grad_worker_prefetch(&w->gw, w->next_items + share_start, n);
+    }
+    memset(st, 0, sizeof *st);
+    memset(w->grads, 0, w->P * sizeof(float));
+    return grad_worker_run(&w->gw, w->params, w->grads, step, items, n,
+                           w->cfg->training.batch_size, st);
+}
+
+void worker_free(worker *w) {
+    if (w->pf) {
+        uint64_t hits, misses;
+        prefetcher_stats(w->pf, &hits, &misses);
+        log_info("prefetch: %llu records read ahead, %llu read on demand",
+                 (unsigned long long)hits, (unsigned long long)misses);
+        prefetcher_free(w->pf);
+    }
+    if (w->bp == &w->own_bp) batch_planner_free(&w->own_bp);
+    free(w->next_items);
+    grad_worker_free(&w->gw);
+    if (w->own_buffers) {
+        free(w->params);
+        free(w->grads);
+    }
+    memset(w, 0, sizeof *w);
+}
+
+/* Step `step`'s work assignment from rank 0 into items; checks that it is this
+ * worker's share. Aborts the job (naming rank 0) when it does not come in time or
+ * is malformed. Returns the share's size. */
+static int take_work(worker *w, const dist_layout *d, uint64_t step, uint8_t **buf, size_t *cap,
+                     batch_item *items) {
+    const training_config *tc = &w->cfg->training;
+    int len = 0, from = 0, zero = 0, got;
+    double start = now_seconds(), deadline = start + d->timeout_s;
+    while ((got = dist_recv_any(0, TAG_WORK, deadline, dist_work_max_bytes((size_t)tc->batch_size),
+                                buf, cap, &len, &from)) != 0) {
+        if (got < 0) {
+            err_prefix("work assignment: ");
+            dist_fail(d);
+        }
+        if (dist_blame(d, 1, &zero, NULL, "work assignment", start) != 0) dist_fail(d);
+        deadline = now_seconds() + d->timeout_s; /* rank 0 is alive: it waits for someone */
+    }
+    wire_work wk;
+    if (wire_work_unpack(*buf, (size_t)len, tc->batch_size, w->cfg->diffusion.timesteps,
+                         w->dataset_size, &wk) != 0) {
+        err_prefix("work assignment from rank 0: ");
+        dist_fail(d);
+    }
+    int share_start, share_n;
+    dist_share(tc->batch_size, d->W, d->worker, &share_start, &share_n);
+    if (wk.step != step || wk.total_batch != (uint32_t)tc->batch_size || wk.seed != tc->seed ||
+        wk.n != share_n || wk.stop) {
+        err_set("work assignment from rank 0: step %llu, batch %u, seed %llu, %d items, stop %d; "
+                "expected step %llu, batch %d, seed %llu, %d items (this worker's share), "
+                "stop 0", (unsigned long long)wk.step, (unsigned)wk.total_batch,
+                (unsigned long long)wk.seed, wk.n, wk.stop, (unsigned long long)step,
+                tc->batch_size, (unsigned long long)tc->seed, share_n);
+        dist_fail(d);
+    }
+    for (int i = 0; i < wk.n; i++) {
+        items[i].sample_id = wk.sample_ids[i];
+        items[i].index = wk.indices[i];
+        items[i].t = wk.t[i];
+        items[i].flip = wk.flip[i];
+    }
+    wire_work_free(&wk);
+    return share_n;
+}
+
+static void timeline_event(const pusher *ps, const char *event, double t) {
+    if (ps->timeline)
+        fprintf(ps->timeline, "{\"rank\": %d, \"step\": %llu, \"event\": \"%s\", \"t\": %.6f}\n",
+                ps->d->rank, (unsigned long long)ps->step, event, t);
+}
+
+int worker_run(worker *w, dist_layout *d, uint64_t step, int *exit_code) {
+    const training_config *tc = &w->cfg->training;
     pusher ps;
     memset(&ps, 0, sizeof ps);
-    ps.tr = tr;
+    ps.w = w;
     ps.d = d;
     ps.wc = wire_ctx_create();
-    if (tr->cfg.distributed.codec == CODEC_BF16_ZSTD) ps.residual = xfloats(tr->P);
+    if (w->cfg->distributed.codec == CODEC_BF16_ZSTD) ps.residual = xfloats(w->P);
     ps.bufs = xcalloc((size_t)d->n_chunks, sizeof *ps.bufs);
-    const char *tl = getenv("DDPM_TIMELINE");
-    if (tl) {
+    if (w->timeline) {
         char path[1024];
-        snprintf(path, sizeof path, "%s.rank%d", tl, d->rank);
+        snprintf(path, sizeof path, "%s.rank%d", w->timeline, d->rank);
         ps.timeline = fopen(path, "w");
     }
     uint8_t *buf = NULL;
@@ -115,85 +227,35 @@ int dist_work(trainer *tr, dist_layout *d, int *exit_code) {
     batch_item *items = xcalloc((size_t)tc->batch_size, sizeof *items);
     double t_wait_work = 0, t_compute = 0, t_send = 0, t_bcast = 0;
     uint64_t steps_done = 0;
-    int primed = 0;
+    int share_start, share_n;
+    dist_share(tc->batch_size, d->W, d->worker, &share_start, &share_n);
     for (;;) {
         double ta = now_seconds();
-        int64_t ctl[DIST_CTL_LEN];
-        d->step = tr->step + 1;
-        dist_bcast_control(d, ctl);
-        if (ctl[1] == DIST_CTL_STOP) {
-            *exit_code = (int)ctl[2];
+        dist_control ctl;
+        d->step = step + 1;
+        dist_exchange_control(d, &ctl);
+        if (ctl.action == DIST_CTL_STOP) {
+            *exit_code = ctl.exit_code;
             break;
         }
         dist_test_hook(d, "work");
-        int len = 0, from = 0, zero = 0;
-        double wstart = now_seconds(), deadline = wstart + d->timeout_s;
-        int got;
-        while ((got = dist_recv_any(0, TAG_WORK, deadline, dist_work_max_bytes((size_t)tc->batch_size),
-                                    &buf, &cap, &len, &from)) != 0) {
-            if (got < 0) {
-                err_prefix("work assignment: ");
-                dist_fail(d);
-            }
-            if (dist_blame(d, 1, &zero, NULL, "work assignment", wstart) != 0) dist_fail(d);
-            deadline = now_seconds() + d->timeout_s; /* rank 0 is alive: it waits for someone */
-        }
-        wire_work wk;
-        if (wire_work_unpack(buf, (size_t)len, tc->batch_size, tr->cfg.diffusion.timesteps,
-                             tr->dataset_size, &wk) != 0) {
-            err_prefix("work assignment from rank 0: ");
-            dist_fail(d);
-        }
-        int share_start, share_n;
-        dist_share(tc->batch_size, d->W, d->worker, &share_start, &share_n);
-        if (wk.step != tr->step || wk.total_batch != (uint32_t)tc->batch_size ||
-            wk.seed != tc->seed || wk.n != share_n || wk.stop) {
-            err_set("work assignment from rank 0: step %llu, batch %u, seed %llu, %d items, stop %d; "
-                    "expected step %llu, batch %d, seed %llu, %d items (this worker's share), "
-                    "stop 0", (unsigned long long)wk.step, (unsigned)wk.total_batch,
-                    (unsigned long long)wk.seed, wk.n, wk.stop, (unsigned long long)tr->step,
-                    tc->batch_size, (unsigned long long)tc->seed, share_n);
-            dist_fail(d);
-        }
-        for (int i = 0; i < wk.n; i++) {
-            items[i].sample_id = wk.sample_ids[i];
-            items[i].index = wk.indices[i];
-            items[i].t = wk.t[i];
-            items[i].flip = wk.flip[i];
-        }
-        if (tr->pf) { /* the next step's share is read while this step computes */
-            if (!primed) grad_worker_prefetch(&tr->gw, items, wk.n);
-            primed = 1;
-            int start, n;
-            dist_share(tc->batch_size, d->W, d->worker, &start, &n);
-            batch_plan(&tr->bp, tr->step + 1, tr->next_items);
-            grad_worker_prefetch(&tr->gw, tr->next_items + start, n);
-        }
+        int n = take_work(w, d, step, &buf, &cap, items);
         ps.t_step = now_seconds();
+        ps.step = step;
         t_wait_work += ps.t_step - ta;
         double enc0 = ps.t_encode;
         loss_stats st;
-        memset(&st, 0, sizeof st);
-        memset(tr->grads, 0, tr->P * sizeof(float));
         ps.st = &st;
         ps.next = d->n_chunks - 1;
         ps.bytes_raw = ps.bytes_sent = 0;
         ps.q.n = 0;
-        tr->gw.final_hook = on_backward;
-        tr->gw.final_hook_ctx = &ps;
-        if (ps.timeline)
-            fprintf(ps.timeline, "{\"rank\": %d, \"step\": %llu, \"event\": \"compute_start\", "
-                    "\"t\": 0}\n", d->rank, (unsigned long long)tr->step);
-        if (grad_worker_run(&tr->gw, tr->params, tr->grads, tr->step, items, wk.n, tc->batch_size,
-                            &st) != 0)
-            dist_fail(d);
-        if (ps.timeline)
-            fprintf(ps.timeline, "{\"rank\": %d, \"step\": %llu, \"event\": \"backward_end\", "
-                    "\"t\": %.6f}\n", d->rank, (unsigned long long)tr->step,
-                    now_seconds() - ps.t_step);
+        w->gw.final_hook = on_backward;
+        w->gw.final_hook_ctx = &ps;
+        timeline_event(&ps, "compute_start", 0);
+        if (worker_compute(w, step, items, n, share_start, &st) != 0) dist_fail(d);
+        timeline_event(&ps, "backward_end", now_seconds() - ps.t_step);
         while (ps.next >= 0 && !ps.failed) push_chunk(&ps, ps.next--); /* e.g. an empty share */
         if (ps.failed) dist_fail(d);
-        wire_work_free(&wk);
         double tb = now_seconds();
         t_compute += (tb - ps.t_step) - (ps.t_encode - enc0);
         dist_test_hook(d, "push");
@@ -206,14 +268,11 @@ int dist_work(trainer *tr, dist_layout *d, int *exit_code) {
         double tc0 = now_seconds();
         t_send += tc0 - tb;
         dist_test_hook(d, "broadcast");
-        if (dist_bcast_params(d, tr->params, 0) != 0) dist_fail(d);
+        if (dist_bcast_params(d, w->params, 0) != 0) dist_fail(d);
         t_bcast += now_seconds() - tc0;
         steps_done++;
-        if (ps.timeline)
-            fprintf(ps.timeline, "{\"rank\": %d, \"step\": %llu, \"event\": \"params_received\", "
-                    "\"t\": %.6f}\n", d->rank, (unsigned long long)tr->step,
-                    now_seconds() - ps.t_step);
-        tr->step++;
+        timeline_event(&ps, "params_received", now_seconds() - ps.t_step);
+        step++;
     }
     if (steps_done) {
         double n = (double)steps_done;

@@ -154,7 +154,7 @@ typedef struct {
     uint8_t *out;
     size_t out_cap;
     uint64_t written; /* bytes in the temp file so far */
-    int64_t kill_at;  /* DDPM_TEST_KILL_AT_BYTE, or -1 */
+    int64_t kill_at;  /* ckpt_write_opts.kill_at_byte, or -1 */
     int failed;
 } zsink;
 
@@ -207,16 +207,6 @@ static int sink_record(zsink *s, const Ddpm__Ckpt__Record *r) {
     sink_append(&s->base, vn, vb);
     ddpm__ckpt__record__pack_to_buffer(r, &s->base);
     return s->failed ? -1 : 0;
-}
-
-static int64_t kill_hook_from_env(void) {
-    const char *v = getenv("DDPM_TEST_KILL_AT_BYTE");
-    if (!v || !*v) return -1;
-    char *end;
-    errno = 0;
-    long long n = strtoll(v, &end, 10);
-    if (errno || *end || n < 0) return -1;
-    return (int64_t)n;
 }
 
 static int fsync_dir(const char *dir) {
@@ -303,7 +293,8 @@ int ckpt_write_ex(const char *dir, const ckpt_header *h, const float *params, co
     s.base.append = sink_append;
     s.path = tmp_path;
     s.fd = -1;
-    s.kill_at = kill_hook_from_env();
+    s.kill_at = opts && opts->kill_enabled && opts->kill_at_byte <= INT64_MAX
+                    ? (int64_t)opts->kill_at_byte : -1;
     s.out_cap = ZSTD_CStreamOutSize();
     s.out = xmalloc(s.out_cap);
     uint8_t *swap = CKPT_BIG_ENDIAN ? xmalloc(CHUNK_BYTES) : NULL;

@@ -64,6 +64,12 @@ void ckpt_header_free(ckpt_header *h);
 typedef struct {
     int level;     /* zstd level, default 3; above 19 is clamped to 19 (readers bound the window to 8 MiB) */
     int threads;   /* zstd worker threads, default 0 (compress in the caller's thread) */
+    /* Test-only crash point (the crash-consistency tests; never in production): with
+     * kill_enabled, the writer writes exactly kill_at_byte bytes of the temp file and
+     * then raises SIGKILL on its own process. ddpm-train fills it from
+     * DDPM_TEST_KILL_AT_BYTE (common/env/env_opts.h). */
+    int kill_enabled;
+    uint64_t kill_at_byte;
 } ckpt_write_opts;
 
 /* Atomic write: writes DIR/.ckpt-STEP.tmp (STEP as %010llu), fsyncs it, renames
@@ -72,12 +78,7 @@ typedef struct {
  * h and the buffers are borrowed; each buffer holds h->n_params floats and a
  * NULL buffer's section is not written. The path written is copied into
  * written_path (may be NULL) when it fits in path_len. On failure the temp file
- * is removed and -1 returned with err_msg naming the path.
- *
- * Test-only hook: if the environment variable DDPM_TEST_KILL_AT_BYTE=N is set,
- * the writer writes exactly N bytes of the temp file and then raises SIGKILL on
- * its own process (used by the crash-consistency tests; never set it in
- * production). */
+ * is removed and -1 returned with err_msg naming the path. */
 int ckpt_write(const char *dir, const ckpt_header *h, const float *params, const float *ema,
                const float *adam_m, const float *adam_v, char *written_path, size_t path_len);
 /* As ckpt_write, with compression options (opts may be NULL). */

@@ -180,6 +180,15 @@ void log_info(const char *fmt, ...) {
     va_end(ap);
 }
 
+void log_error(const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    vfprintf(stderr, fmt, ap);
+    va_end(ap);
+    fputc('\n', stderr);
+    fflush(stderr);
+}
+
 void log_warn(const char *fmt, ...) {
     va_list ap;
     va_start(ap, fmt);

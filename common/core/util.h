@@ -64,5 +64,8 @@ double now_seconds(void);
  * long-running loops call these. */
 void log_info(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 void log_warn(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+/* A fatal error line as the programs print theirs ("ddpm-train: rank 2: ..."): no
+ * timestamp, flushed at once (the process is about to end). */
+void log_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 
 #endif

@@ -2,6 +2,9 @@
  * malformed value refused by name. */
 #include "common/env/env_opts.h"
 
+#include <errno.h>
+#include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <unistd.h>
 #include <string.h>
@@ -78,4 +81,64 @@ int env_ranks_on_node(void) {
     char *end;
     long v = strtol(e, &end, 10);
     return *end || v < 1 || v > 1 << 20 ? 1 : (int)v;
+}
+
+/* A whole number in lo..hi from variable `name`: 1 and *v when set, 0 when unset,
+ * -1 with err_msg() when malformed. */
+static int env_number(const char *name, long long lo, long long hi, long long *v) {
+    const char *e = getenv(name);
+    if (!e || !*e) return 0;
+    char *end;
+    errno = 0;
+    long long x = strtoll(e, &end, 10);
+    if (errno || *end || x < lo || x > hi)
+        return err_set("%s='%s': expected a whole number in %lld..%lld", name, e, lo, hi);
+    *v = x;
+    return 1;
+}
+
+int env_ckpt_test_hook(ckpt_write_opts *o) {
+    long long v = 0;
+    int rc = env_number("DDPM_TEST_KILL_AT_BYTE", 0, INT64_MAX, &v);
+    if (rc > 0) {
+        o->kill_enabled = 1;
+        o->kill_at_byte = (uint64_t)v;
+    }
+    return rc < 0 ? -1 : 0;
+}
+
+/* rank and step variables: both set, or the hook is off */
+static int env_rank_step(const char *rank_var, const char *step_var, int *rank, uint64_t *step) {
+    long long r = -1, s = 0;
+    int a = env_number(rank_var, 0, 1 << 20, &r), b = env_number(step_var, 0, INT64_MAX, &s);
+    if (a < 0 || b < 0) return -1;
+    if (a > 0 && b > 0) {
+        *rank = (int)r;
+        *step = (uint64_t)s;
+    }
+    return 0;
+}
+
+int env_dist_faults(dist_faults *f) {
+    if (env_rank_step("DDPM_TEST_HANG_RANK", "DDPM_TEST_HANG_STEP", &f->hang_rank,
+                      &f->hang_step) != 0 ||
+        env_rank_step("DDPM_TEST_CRASH_RANK", "DDPM_TEST_CRASH_STEP", &f->crash_rank,
+                      &f->crash_step) != 0)
+        return -1;
+    const char *p = getenv("DDPM_TEST_HANG_PHASE");
+    if (p && *p) {
+        if (strlen(p) >= sizeof f->hang_phase)
+            return err_set("DDPM_TEST_HANG_PHASE='%s': expected work, push, norm, broadcast or "
+                           "gather", p);
+        snprintf(f->hang_phase, sizeof f->hang_phase, "%s", p);
+    }
+    long long r = -1;
+    int rc = env_number("DDPM_TEST_BAD_STATS_RANK", 0, 1 << 20, &r);
+    if (rc > 0) f->bad_stats_rank = (int)r;
+    return rc < 0 ? -1 : 0;
+}
+
+const char *env_timeline(void) {
+    const char *e = getenv("DDPM_TIMELINE");
+    return e && *e ? e : NULL;
 }

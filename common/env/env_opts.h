@@ -17,6 +17,8 @@
 
 #include <stddef.h>
 
+#include "common/ckpt/checkpoint.h"
+#include "common/dist/faults.h"
 #include "common/model/unet.h"
 #include "common/ops/ops.h"
 
@@ -44,5 +46,17 @@ void env_mpi_singleton_as_root(void);
 /* The ranks mpirun started on this node (OMPI_COMM_WORLD_LOCAL_SIZE; 1 outside
  * mpirun or when malformed): they share its cores. */
 int env_ranks_on_node(void);
+
+/* Test-only hooks of ddpm-train (the crash and fault tests), read here and passed
+ * down as options:
+ *   DDPM_TEST_KILL_AT_BYTE=N            the checkpoint writer dies N bytes into its file
+ *   DDPM_TEST_HANG_RANK/STEP[/PHASE]    a rank stops itself (dist_faults)
+ *   DDPM_TEST_CRASH_RANK/STEP           a rank kills itself
+ *   DDPM_TEST_BAD_STATS_RANK            a worker over-reports its sample count
+ * and DDPM_TIMELINE=PREFIX, each worker's per-chunk push times in PREFIX.rankR
+ * (bench/dist_bench.sh). A malformed value is refused by name (-1, err_msg()). */
+int env_ckpt_test_hook(ckpt_write_opts *o);
+int env_dist_faults(dist_faults *f);
+const char *env_timeline(void);
 
 #endif

@@ -46,7 +46,7 @@ static void fill_weights(float *p, size_t n) {
     for (size_t i = 0; i < n; i++) p[i] = (float)((int)(rnd() % 2001) - 1000) * 1e-3f;
 }
 
-static void mkdir_p(const char *path) {
+static void make_dir(const char *path) {
     if (mkdir(path, 0755) && errno != EEXIST) {
         perror(path);
         exit(2);
@@ -64,7 +64,7 @@ static void path_join(char *out, const char *dir, const char *name) {
 
 static void subdir(char *out, const char *name) {
     path_join(out, g_root, name);
-    mkdir_p(out);
+    make_dir(out);
 }
 
 static uint8_t *slurp(const char *path, size_t *len) {
@@ -390,7 +390,7 @@ static void test_edges(void) {
 
     /* Writer options: the highest level is clamped so readers can decode it;
      * worker threads produce an equivalent file. */
-    ckpt_write_opts opts[2] = {{22, 0}, {1, 2}};
+    ckpt_write_opts opts[2] = {{.level = 22}, {.level = 1, .threads = 2}};
     for (int i = 0; i < 2; i++) {
         h.step = 10 + (uint64_t)i;
         rc = ckpt_write_ex(dir, &h, a, NULL, NULL, NULL, &opts[i], path, sizeof path);
@@ -720,7 +720,7 @@ static void test_list_prune(void) {
         spit(p, "x", 1);
     }
     path_join(p, dir, "ckpt-0000000050.ddpm");
-    mkdir_p(p); /* a directory with a checkpoint's name is not one */
+    make_dir(p); /* a directory with a checkpoint's name is not one */
     char **paths;
     int n = ckpt_list(dir, &paths);
     int order = n == 5;
@@ -913,10 +913,8 @@ static int killed_write(const char *dir, const ckpt_header *h, const float *buf,
     pid_t pid = fork();
     if (pid < 0) return 0;
     if (pid == 0) {
-        char v[32];
-        snprintf(v, sizeof v, "%lld", at);
-        setenv("DDPM_TEST_KILL_AT_BYTE", v, 1);
-        ckpt_write(dir, h, buf, buf, buf, NULL, NULL, 0);
+        ckpt_write_opts o = {.kill_enabled = 1, .kill_at_byte = (uint64_t)at};
+        ckpt_write_ex(dir, h, buf, buf, buf, NULL, &o, NULL, 0);
         _exit(3); /* the hook did not fire */
     }
     int status;

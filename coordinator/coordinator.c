@@ -1,4 +1,5 @@
-/* Checkpoints, resume and metrics of ddpm-train (no MPI here). */
+/* The coordinator's pieces: checkpoints, resume, metrics and the run's cadence
+ * (no MPI here). */
 #include <errno.h>
 #include <math.h>
 #include <stdio.h>
@@ -6,22 +7,22 @@
 #include <string.h>
 #include <sys/stat.h>
 
-#include "common/ckpt/checkpoint.h"
 #include "common/core/util.h"
 #include "common/eval/bpd.h"
-#include "trainer.h"
+#include "coordinator/cadence.h"
+#include "coordinator/coordinator.h"
 
-static void fill_header(const trainer *tr, ckpt_header *h, ckpt_tensor *tens) {
+static void fill_header(const coordinator *tr, ckpt_header *h, ckpt_tensor *tens) {
     memset(h, 0, sizeof *h);
     h->config_yaml = tr->cfg_yaml;
     h->step = tr->step;
-    h->seed = tr->cfg.training.seed;
+    h->seed = tr->cfg->training.seed;
     batch_cursor(&tr->bp, tr->step, &h->data_epoch, &h->data_position);
-    h->permutation_seed = tr->cfg.training.seed;
+    h->permutation_seed = tr->cfg->training.seed;
     h->world_size = tr->world_size;
     h->servers = tr->servers;
     h->workers = tr->workers;
-    h->n_params = tr->P;
+    h->n_params = tr->state->P;
     const unet_tensor *t = unet_tensors(tr->model);
     h->n_tensors = unet_num_tensors(tr->model);
     for (int i = 0; i < h->n_tensors; i++) {
@@ -40,20 +41,21 @@ static void log_set_aside(void *arg, const char *path, const char *aside, const 
              "checkpoints (%s)", path, aside, why);
 }
 
-int trainer_save_checkpoint(trainer *tr) {
+int coordinator_save_checkpoint(coordinator *tr) {
     ckpt_header h;
     ckpt_tensor *tens = xcalloc((size_t)unet_num_tensors(tr->model), sizeof *tens);
     fill_header(tr, &h, tens);
     char path[CONFIG_PATH_MAX + 64];
     double t0 = now_seconds();
-    int rc = ckpt_write(tr->cfg.output.dir, &h, tr->params, tr->ema, tr->adam_m, tr->adam_v, path,
-                        sizeof path);
+    const shard *st = tr->state;
+    int rc = ckpt_write_ex(tr->cfg->output.dir, &h, st->params, st->ema, st->adam_m, st->adam_v,
+                           &tr->write_opts, path, sizeof path);
     free(tens);
     if (rc != 0) return -1;
     /* written, fsynced and renamed by this process: known to verify */
     ckpt_known_mark(&tr->ckpt_known, path, 1);
     ckpt_prune_opts po = {&tr->ckpt_known, log_set_aside, NULL};
-    if (ckpt_prune_ex(tr->cfg.output.dir, tr->cfg.training.keep_checkpoints, &po) < 0)
+    if (ckpt_prune_ex(tr->cfg->output.dir, tr->cfg->training.keep_checkpoints, &po) < 0)
         log_warn("pruning old checkpoints: %s", err_msg());
     tr->ckpt_step = tr->step;
     tr->ckpt_seconds = now_seconds() - t0;
@@ -62,7 +64,7 @@ int trainer_save_checkpoint(trainer *tr) {
     return 0;
 }
 
-int trainer_want_final_checkpoint(const trainer *tr, int stopping) {
+int coordinator_want_final_checkpoint(const coordinator *tr, int stopping) {
     if (tr->ckpt_step == tr->step) {
         if (stopping)
             log_info("no step done since the last checkpoint or the start (step %llu); "
@@ -72,7 +74,7 @@ int trainer_want_final_checkpoint(const trainer *tr, int stopping) {
     if (!stopping) return 1;
     /* Before the first checkpoint of this process: 16 bytes per parameter (four
      * sections) at an assumed 100 MB/s of compression and disk. */
-    double est = tr->ckpt_seconds > 0 ? tr->ckpt_seconds : (double)tr->P * 16.0 / 1e8;
+    double est = tr->ckpt_seconds > 0 ? tr->ckpt_seconds : (double)tr->state->P * 16.0 / 1e8;
     double since = 0;
     if (stop_should_checkpoint(tr->grace_s, est, &since)) return 1;
     log_warn("SIGTERM came %.1f s ago, a checkpoint takes about %.1f s and the grace time is "
@@ -82,7 +84,7 @@ int trainer_want_final_checkpoint(const trainer *tr, int stopping) {
     return 0;
 }
 
-void trainer_log_end(const trainer *tr, int stopping, int wrote) {
+void coordinator_log_end(const coordinator *tr, int stopping, int wrote) {
     if (!stopping) {
         log_info("finished %llu steps", (unsigned long long)tr->step);
         return;
@@ -96,10 +98,10 @@ void trainer_log_end(const trainer *tr, int stopping, int wrote) {
              stop_exit_code());
 }
 
-/* Loads a checkpoint into the trainer after checking it belongs to this run.
+/* Loads a checkpoint into the coordinator's state after checking it belongs to this run.
  * *corrupt: set when the file does not verify (as opposed to verifying but not
  * belonging to this run); the outcome is recorded in tr->ckpt_known. */
-static int load_checkpoint(trainer *tr, const char *path, int *corrupt) {
+static int load_checkpoint(coordinator *tr, const char *path, int *corrupt) {
     ckpt_header h;
     memset(&h, 0, sizeof h);
     *corrupt = 0;
@@ -123,13 +125,14 @@ static int load_checkpoint(trainer *tr, const char *path, int *corrupt) {
         rc = err_prefix("%s: its config text does not parse: ", path);
         goto done;
     }
-    if (config_diff_model(&saved, &tr->cfg, diff, sizeof diff) > 0) {
+    if (config_diff_model(&saved, tr->cfg, diff, sizeof diff) > 0) {
         rc = err_set("%s: the checkpoint's model/diffusion settings differ from the config: %s",
                      path, diff);
         goto done;
     }
     ckpt_header_free(&h);
-    if (ckpt_read(path, &h, tr->P, CKPT_ALL, tr->params, tr->ema, tr->adam_m, tr->adam_v) != 0) {
+    shard *st = tr->state;
+    if (ckpt_read(path, &h, st->P, CKPT_ALL, st->params, st->ema, st->adam_m, st->adam_v) != 0) {
         *corrupt = 1;
         ckpt_known_mark(&tr->ckpt_known, path, 0);
         return -1;
@@ -143,23 +146,23 @@ static int load_checkpoint(trainer *tr, const char *path, int *corrupt) {
     /* The data cursor must describe the same stream. */
     uint64_t ep, pos;
     batch_cursor(&tr->bp, h.step, &ep, &pos);
-    if (saved.data.format != tr->cfg.data.format || ep != h.data_epoch || pos != h.data_position) {
+    if (saved.data.format != tr->cfg->data.format || ep != h.data_epoch || pos != h.data_position) {
         rc = err_set("%s: the dataset differs from the one the checkpoint was trained on "
                      "(checkpoint cursor epoch %llu position %llu; with this dataset of %zu "
                      "records and batch %d it would be epoch %llu position %llu)",
                      path, (unsigned long long)h.data_epoch, (unsigned long long)h.data_position,
-                     (size_t)tr->dataset_size, tr->cfg.training.batch_size, (unsigned long long)ep,
+                     (size_t)tr->dataset_size, tr->cfg->training.batch_size, (unsigned long long)ep,
                      (unsigned long long)pos);
         goto done;
     }
-    if (saved.training.batch_size != tr->cfg.training.batch_size ||
-        saved.training.seed != tr->cfg.training.seed) {
+    if (saved.training.batch_size != tr->cfg->training.batch_size ||
+        saved.training.seed != tr->cfg->training.seed) {
         rc = err_set("%s: training.batch_size and training.seed must stay the same on resume "
                      "(checkpoint: %d, %llu)", path, saved.training.batch_size,
                      (unsigned long long)saved.training.seed);
         goto done;
     }
-    if (config_diff_all(&saved, &tr->cfg, diff, sizeof diff) > 0)
+    if (config_diff_all(&saved, tr->cfg, diff, sizeof diff) > 0)
         log_info("resume: settings changed since the checkpoint: %s", diff);
     tr->step = h.step;
     tr->ckpt_step = h.step;
@@ -170,24 +173,24 @@ done:
     return rc;
 }
 
-int trainer_resume(trainer *tr, const char *mode) {
+static int resume(coordinator *tr, const char *mode) {
     if (strcmp(mode, "none") == 0) {
         char **paths = NULL;
-        int n = ckpt_list(tr->cfg.output.dir, &paths);
+        int n = ckpt_list(tr->cfg->output.dir, &paths);
         ckpt_list_free(paths, n > 0 ? n : 0);
         if (n > 0)
             return err_set("%s already holds %d checkpoint(s); pass --resume auto to continue "
                            "that run, or choose another output.dir",
-                           tr->cfg.output.dir, n);
+                           tr->cfg->output.dir, n);
         return 0;
     }
     int corrupt;
     if (strcmp(mode, "auto") != 0) return load_checkpoint(tr, mode, &corrupt);
     char **paths = NULL;
-    int n = ckpt_list(tr->cfg.output.dir, &paths);
+    int n = ckpt_list(tr->cfg->output.dir, &paths);
     if (n < 0) return -1;
     if (n == 0) {
-        log_info("resume auto: no checkpoint in %s, starting fresh", tr->cfg.output.dir);
+        log_info("resume auto: no checkpoint in %s, starting fresh", tr->cfg->output.dir);
         return 0;
     }
     int rc = -1;
@@ -210,14 +213,14 @@ int trainer_resume(trainer *tr, const char *mode) {
     }
     if (rc != 0 && !foreign)
         err_set("resume auto: none of the %d checkpoint(s) in %s is usable", n,
-                tr->cfg.output.dir);
+                tr->cfg->output.dir);
     ckpt_list_free(paths, n);
     return rc;
 }
 
-void trainer_log_metrics(trainer *tr, const loss_stats *st, double gnorm, double lr, double ips,
-                         double elapsed, double bytes_sent, double bytes_raw) {
-    double pnorm = sqrt(optim_sum_squares(tr->params, tr->P));
+static void log_metrics(coordinator *tr, const loss_stats *st, double gnorm, double lr, double ips,
+                        double elapsed, double bytes_sent, double bytes_raw) {
+    double pnorm = sqrt(optim_sum_squares(tr->state->params, tr->state->P));
     double loss = st->n ? st->loss_sum / (double)st->n : 0;
     char q[4][32];
     for (int i = 0; i < 4; i++) {
@@ -242,7 +245,7 @@ void trainer_log_metrics(trainer *tr, const loss_stats *st, double gnorm, double
     fprintf(tr->metrics, "}\n");
     fflush(tr->metrics);
     fprintf(stderr, "step %llu/%ld  loss %.5f  grad_norm %.3f  lr %.3g  %.1f img/s  %.0f s%s\n",
-            (unsigned long long)tr->step, tr->cfg.training.steps, loss, gnorm, lr, ips, elapsed,
+            (unsigned long long)tr->step, tr->cfg->training.steps, loss, gnorm, lr, ips, elapsed,
             wire);
 }
 
@@ -252,29 +255,35 @@ void trainer_log_metrics(trainer *tr, const loss_stats *st, double gnorm, double
  * images, timesteps and noise and `ddpm-eval bpd CKPT --images N --stride K --seed
  * SEED` reproduces it. The set is reopened each time (no state kept between calls);
  * the training model runs it without dropout. One more line in metrics.jsonl. */
-int trainer_eval_bpd(trainer *tr) {
-    const training_config *tc = &tr->cfg.training;
-    int C = tr->cfg.model.in_channels, S = tr->cfg.model.image_size;
+int coordinator_eval_bpd(coordinator *tr, unet *model, const diffusion *diff) {
+    const training_config *tc = &tr->cfg->training;
+    int C = tr->cfg->model.in_channels, S = tr->cfg->model.image_size;
     double t0 = now_seconds();
     dataset *ds;
-    if (dataset_open(&ds, tr->cfg.data.format, tr->cfg.data.eval_path, S, C) != 0)
+    if (dataset_open(&ds, tr->cfg->data.format, tr->cfg->data.eval_path, S, C) != 0)
         return err_prefix("data.eval_path: ");
     size_t n = dataset_size(ds) < (size_t)tc->eval_images ? dataset_size(ds) : (size_t)tc->eval_images;
     size_t D = (size_t)C * S * S;
     uint8_t *u8 = xmalloc(n * D + 1);
     uint64_t *ids = xcalloc(n + 1, sizeof *ids);
-    for (size_t i = 0; i < n; i++) {
-        dataset_get(ds, i, u8 + i * D);
+    int bad = 0;
+    for (size_t i = 0; i < n && !bad; i++) {
+        bad = dataset_get(ds, i, u8 + i * D) != 0;
         ids[i] = i;
     }
     dataset_close(ds);
+    if (bad) {
+        free(u8);
+        free(ids);
+        return err_prefix("data.eval_path: ");
+    }
     bpd_result r;
-    bpd_config bc = {&tr->diff, (int)tr->cfg.diffusion.sampling_var, 1, tc->eval_stride,
+    bpd_config bc = {diff, (int)tr->cfg->diffusion.sampling_var, 1, tc->eval_stride,
                      BPD_ESTIMATE_UNBIASED, tc->seed};
-    int rc = n == 0 ? err_set("data.eval_path %s holds no images", tr->cfg.data.eval_path)
-                    : bpd_result_init(&r, tr->diff.T);
+    int rc = n == 0 ? err_set("data.eval_path %s holds no images", tr->cfg->data.eval_path)
+                    : bpd_result_init(&r, diff->T);
     if (rc == 0) {
-        rc = bpd_evaluate_u8(tr->model, tr->ema, &bc, u8, ids, (int)n, C, S, &r, NULL, NULL, NULL);
+        rc = bpd_evaluate_u8(model, tr->state->ema, &bc, u8, ids, (int)n, C, S, &r, NULL, NULL, NULL);
         if (rc == 0) {
             double ni = r.scalars[BPD_S_IMAGES], secs = now_seconds() - t0;
             fprintf(tr->metrics,
@@ -294,4 +303,73 @@ int trainer_eval_bpd(trainer *tr) {
     free(u8);
     free(ids);
     return rc;
+}
+
+int coordinator_init(coordinator *c, const config *cfg, const unet *model, shard *state,
+                     uint64_t dataset_size, const char *resume_mode, const coordinator_opts *o) {
+    memset(c, 0, sizeof *c);
+    const training_config *tc = &cfg->training;
+    c->cfg = cfg;
+    c->cfg_yaml = config_to_yaml(cfg);
+    c->model = model;
+    c->state = state;
+    c->dataset_size = dataset_size;
+    c->lock.fd = -1;
+    c->world_size = o->world_size;
+    c->servers = o->servers;
+    c->workers = o->workers;
+    c->grace_s = o->grace_s;
+    c->write_opts = o->write_opts;
+    c->items = xcalloc((size_t)tc->batch_size, sizeof *c->items);
+    if (mkdir_p(cfg->output.dir) != 0) return -1;
+    /* One run owns output.dir, for the whole run: docs/slurm.md */
+    runlock_opts lo = {.job_id = o->job_id, .force = o->force_unlock};
+    if (runlock_acquire(&c->lock, cfg->output.dir, &lo) != 0) return -1;
+    if (c->lock.note[0]) log_warn("run lock %s: %s", c->lock.path, c->lock.note);
+    if (batch_planner_init(&c->bp, tc->seed, dataset_size, tc->batch_size, cfg->diffusion.timesteps,
+                           tc->t_sampler, cfg->data.random_flip) != 0)
+        return -1;
+    unet_init(model, state->params, tc->seed);
+    memcpy(state->ema, state->params, state->P * sizeof(float));
+    if (resume(c, resume_mode) != 0) return -1;
+    char mpath[CONFIG_PATH_MAX + 32];
+    snprintf(mpath, sizeof mpath, "%s/metrics.jsonl", cfg->output.dir);
+    c->metrics = fopen(mpath, "a");
+    if (!c->metrics) return err_set("%s: cannot open for appending: %m", mpath);
+    c->t_start = c->t_window = now_seconds();
+    return 0;
+}
+
+void coordinator_free(coordinator *c) {
+    if (c->metrics) fclose(c->metrics);
+    runlock_release(&c->lock);
+    batch_planner_free(&c->bp);
+    ckpt_known_free(&c->ckpt_known);
+    free(c->items);
+    free(c->cfg_yaml);
+    memset(c, 0, sizeof *c);
+}
+
+void coordinator_plan(coordinator *c) { batch_plan(&c->bp, c->step, c->items); }
+
+int coordinator_check_loss(const coordinator *c, const loss_stats *st) {
+    double loss = st->n ? st->loss_sum / (double)st->n : NAN;
+    if (!isfinite(loss) || st->n != c->cfg->training.batch_size)
+        return err_set("step %llu: loss %g over %ld samples (expected %d); stopping, the last "
+                       "checkpoint is intact",
+                       (unsigned long long)c->step, loss, st->n, c->cfg->training.batch_size);
+    return 0;
+}
+
+void coordinator_log_step(coordinator *c, const loss_stats *st, double gnorm, double bytes_sent,
+                          double bytes_raw) {
+    c->window_images += (uint64_t)c->cfg->training.batch_size;
+    if (!cadence_after_step(&c->cfg->training, c->step).log) return;
+    double now = now_seconds();
+    /* the learning rate of the update just made (step counted before it) */
+    double lr = optim_lr(&c->state->oc, c->step - 1);
+    log_metrics(c, st, gnorm, lr, (double)c->window_images / (now - c->t_window),
+                now - c->t_start, bytes_sent, bytes_raw);
+    c->t_window = now;
+    c->window_images = 0;
 }

@@ -1,5 +1,5 @@
 /* Distributed plumbing shared by the coordinator, the shards and the workers. */
-#include "dist.h"
+#include "common/dist/dist.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -20,7 +20,8 @@ int dist_layout_init(dist_layout *d, int S, size_t n_params, double timeout_s) {
                        S, d->world);
     d->S = S;
     d->W = d->world - S;
-    d->shard = d->rank < S ? d->rank : -1;
+    d->faults = dist_faults_none();
+    d->shard = dist_is_server(d->rank, S) ? d->rank : -1;
     d->worker = d->rank >= S ? d->rank - S : -1;
     d->timeout_s = timeout_s;
     d->grace_s = timeout_s < DIST_GRACE_S ? timeout_s : DIST_GRACE_S;
@@ -43,8 +44,7 @@ void dist_layout_free(dist_layout *d) {
 }
 
 void dist_fail(const dist_layout *d) {
-    fprintf(stderr, "ddpm-train: rank %d: %s\n", d->rank, err_msg());
-    fflush(stderr);
+    log_error("ddpm-train: rank %d: %s", d->rank, err_msg());
     MPI_Abort(MPI_COMM_WORLD, EXIT_ERROR);
     exit(EXIT_ERROR);
 }
@@ -270,29 +270,32 @@ int dist_recv_any(int source, int tag, double deadline, size_t max_len, uint8_t 
     return 0;
 }
 
-void dist_bcast_control(const dist_layout *d, int64_t *ctl) {
+void dist_exchange_control(const dist_layout *d, dist_control *c) {
+    int64_t w[4] = {(int64_t)c->step, c->action, c->exit_code, c->final_checkpoint};
     dist_reqs q;
     memset(&q, 0, sizeof q);
     if (d->rank == 0) {
         for (int r = 1; r < d->world; r++)
-            MPI_Isend(ctl, DIST_CTL_LEN, MPI_INT64_T, r, TAG_CTL, MPI_COMM_WORLD,
-                      dist_reqs_add(&q, r, -1));
+            MPI_Isend(w, 4, MPI_INT64_T, r, TAG_CTL, MPI_COMM_WORLD, dist_reqs_add(&q, r, -1));
     } else {
-        MPI_Irecv(ctl, DIST_CTL_LEN, MPI_INT64_T, 0, TAG_CTL, MPI_COMM_WORLD,
-                  dist_reqs_add(&q, 0, -1));
+        MPI_Irecv(w, 4, MPI_INT64_T, 0, TAG_CTL, MPI_COMM_WORLD, dist_reqs_add(&q, 0, -1));
     }
     int rc = dist_reqs_wait(d, &q, "step control from the coordinator");
     dist_reqs_free(&q);
     if (rc != 0) dist_fail(d);
-    /* the step about to run is d->step (counted from 1), so the word carries d->step - 1 */
-    if (d->rank != 0 &&
-        ((uint64_t)ctl[0] + 1 != d->step || (ctl[1] != DIST_CTL_STEP && ctl[1] != DIST_CTL_STOP) ||
-         ctl[2] < 0 || ctl[2] > 255 || (ctl[3] != 0 && ctl[3] != 1))) {
-        err_set("control word from rank 0: {%lld, %lld, %lld, %lld}; expected {step %llu, 1 (step) "
-                "or 2 (stop), exit code 0..255, 0 or 1}", (long long)ctl[0], (long long)ctl[1],
-                (long long)ctl[2], (long long)ctl[3], (unsigned long long)(d->step - 1));
+    if (d->rank == 0) return;
+    /* the step about to run is d->step (counted from 1), so the message carries d->step - 1 */
+    if ((uint64_t)w[0] + 1 != d->step || (w[1] != DIST_CTL_STEP && w[1] != DIST_CTL_STOP) ||
+        w[2] < 0 || w[2] > 255 || (w[3] != 0 && w[3] != 1)) {
+        err_set("control message from rank 0: {%lld, %lld, %lld, %lld}; expected {step %llu, 1 "
+                "(step) or 2 (stop), exit code 0..255, 0 or 1}", (long long)w[0], (long long)w[1],
+                (long long)w[2], (long long)w[3], (unsigned long long)(d->step - 1));
         dist_fail(d);
     }
+    c->step = (uint64_t)w[0];
+    c->action = (int)w[1];
+    c->exit_code = (int)w[2];
+    c->final_checkpoint = (int)w[3];
 }
 
 int dist_bcast_params(const dist_layout *d, float *params, int from_rank0) {
@@ -310,26 +313,14 @@ int dist_bcast_params(const dist_layout *d, float *params, int from_rank0) {
     return rc;
 }
 
-/* The three per-shard state buffers, in a fixed order. */
-static float **state_buffers(trainer *tr, float *bufs[3]) {
-    bufs[0] = tr->ema;
-    bufs[1] = tr->adam_m;
-    bufs[2] = tr->adam_v;
-    return bufs;
-}
-
-/* Rank 0 and the shards exchange the EMA and Adam chunks of shards 1..S-1:
- * to_shards: rank 0 sends (synchronously: it learns that each shard took its part);
- * else the shards send and rank 0 receives. */
-static int move_state(const dist_layout *d, trainer *tr, int to_shards, const char *phase) {
-    float *bufs[3];
-    state_buffers(tr, bufs);
+static int move_state(const dist_layout *d, float *const *bufs, int n_bufs, int to_shards,
+                      const char *phase) {
     dist_reqs q;
     memset(&q, 0, sizeof q);
     for (int k = 0; k < d->n_chunks; k++) {
         int owner = dist_chunk_owner(d, k);
         if (owner == 0 || (d->rank != 0 && d->rank != owner)) continue;
-        for (int b = 0; b < 3; b++) {
+        for (int b = 0; b < n_bufs; b++) {
             float *p = bufs[b] + d->chunk_off[k];
             int cnt = (int)d->chunk_cnt[k];
             int sending = (d->rank == 0) == to_shards, peer = d->rank == 0 ? owner : 0;
@@ -345,12 +336,12 @@ static int move_state(const dist_layout *d, trainer *tr, int to_shards, const ch
     return rc;
 }
 
-int dist_scatter_state(const dist_layout *d, trainer *tr) {
-    return move_state(d, tr, 1, "optimizer state scatter at start-up");
+int dist_scatter_state(const dist_layout *d, float *const *bufs, int n_bufs) {
+    return move_state(d, bufs, n_bufs, 1, "optimizer state scatter at start-up");
 }
 
-int dist_gather_state(const dist_layout *d, trainer *tr) {
-    return move_state(d, tr, 0, "optimizer state gather for the checkpoint");
+int dist_gather_state(const dist_layout *d, float *const *bufs, int n_bufs) {
+    return move_state(d, bufs, n_bufs, 0, "optimizer state gather for the checkpoint");
 }
 
 void dist_final_barrier(const dist_layout *d, double wait_s) {
@@ -361,20 +352,14 @@ void dist_final_barrier(const dist_layout *d, double wait_s) {
                  "without waiting for it", d->rank, wait_s);
 }
 
-static int env_match(const char *rank_var, const char *step_var, const dist_layout *d) {
-    const char *r = getenv(rank_var), *s = getenv(step_var);
-    return r && s && atoi(r) == d->rank && strtoull(s, NULL, 10) == d->step;
-}
-
 void dist_test_hook(const dist_layout *d, const char *phase) {
-    const char *p = getenv("DDPM_TEST_HANG_PHASE");
-    if (env_match("DDPM_TEST_HANG_RANK", "DDPM_TEST_HANG_STEP", d) &&
-        strcmp(p ? p : "work", phase) == 0) {
-        fprintf(stderr, "ddpm-train: rank %d: test hook: stopping (SIGSTOP) at %s, step %llu\n",
-                d->rank, phase, (unsigned long long)d->step);
-        fflush(stderr);
+    const dist_faults *f = &d->faults;
+    const char *want = f->hang_phase[0] ? f->hang_phase : "work";
+    if (f->hang_rank == d->rank && f->hang_step == d->step && strcmp(want, phase) == 0) {
+        log_error("ddpm-train: rank %d: test hook: stopping (SIGSTOP) at %s, step %llu", d->rank,
+                  phase, (unsigned long long)d->step);
         raise(SIGSTOP);
     }
-    if (env_match("DDPM_TEST_CRASH_RANK", "DDPM_TEST_CRASH_STEP", d) && strcmp(phase, "work") == 0)
+    if (f->crash_rank == d->rank && f->crash_step == d->step && strcmp(phase, "work") == 0)
         raise(SIGKILL);
 }

@@ -1,5 +1,8 @@
-/* Distributed training over MPI (DESIGN §2, §4): rank 0 is the coordinator and
- * server shard 0, ranks 1..S-1 are further server shards, ranks S..N-1 workers.
+/* What the roles of distributed training speak, below both sides (coordinator/
+ * and worker/ include this, never each other): the layout of ranks and parameter
+ * chunks, the named control message, deadlines, liveness checks and the
+ * parameter and state transfers. Rank 0 is the coordinator and server shard 0,
+ * ranks 1..S-1 are further server shards, ranks S..N-1 workers.
  *
  * Per step, all ranks in lockstep:
  *   1. rank 0 broadcasts a control word (train one step / stop);
@@ -35,7 +38,10 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "trainer.h"
+#include "common/dist/faults.h"
+
+/* Exit codes a launcher can act on (ddpm-train's; the control message carries them). */
+enum { EXIT_OK = 0, EXIT_ERROR = 1, EXIT_USAGE = 2, EXIT_PREEMPTED = 3 };
 
 enum {
     TAG_WORK = 11, TAG_GRAD = 12, TAG_STATE = 13,
@@ -49,9 +55,17 @@ enum {
 #define DIST_GRACE_S 2.0
 #define DIST_MAX_ROUNDS 4
 
-/* The control word rank 0 broadcasts before each step: {step, action, exit code,
- * write a final checkpoint} (the last two matter with DIST_CTL_STOP only). */
-enum { DIST_CTL_STEP = 1, DIST_CTL_STOP = 2, DIST_CTL_LEN = 4 };
+/* The control message rank 0 sends every rank before each step: train step `step`
+ * (counted from 0, the updates done so far) or stop; a stop carries the exit code
+ * and whether rank 0 writes a final checkpoint (the ranks then wait for it). */
+enum { DIST_CTL_STEP = 1, DIST_CTL_STOP = 2 };
+typedef struct {
+    uint64_t step;
+    int action;            /* DIST_CTL_STEP or DIST_CTL_STOP */
+    int exit_code;         /* with DIST_CTL_STOP: 0..255 */
+    int final_checkpoint;  /* with DIST_CTL_STOP: 0 or 1 */
+} dist_control;
+
 
 typedef struct {
     int rank, world;
@@ -64,6 +78,7 @@ typedef struct {
     double grace_s;           /* min(DIST_GRACE_S, timeout_s) */
     uint64_t step;            /* for messages: the step in progress, counted from 1 as
                                * the log does (at a checkpoint: its step); 0 at start-up */
+    dist_faults faults;       /* test-only (dist_faults_none() by dist_layout_init) */
 } dist_layout;
 
 /* Requests that each complete when one named rank has done its part (sent or taken
@@ -94,17 +109,16 @@ int dist_blame(const dist_layout *d, int n, const int *ranks, const int *chunk,
                const char *phase, double since);
 /* Answers any pending ping (every wait loop calls it; it looks at most every 5 ms). */
 void dist_serve_pings(void);
-/* Test-only: DDPM_TEST_HANG_RANK=r DDPM_TEST_HANG_STEP=s [DDPM_TEST_HANG_PHASE=p]
- * stop rank r with SIGSTOP when it reaches phase p (default "work"; also "push",
- * "norm" (shards), "broadcast", "gather" (shards, at a checkpoint)) of step s (= d->step),
- * as a stopped or hung process would; DDPM_TEST_CRASH_RANK/STEP kill it with SIGKILL
- * at "work". */
+/* Test-only: acts on d->faults at `phase` (see dist_faults). */
 void dist_test_hook(const dist_layout *d, const char *phase);
 
 /* Chunks of the flat parameter buffer: DIST_CHUNK_FLOATS floats each (the last
  * shorter), so pushes can start while backward still runs. */
 #define DIST_CHUNK_FLOATS ((size_t)1 << 18)
 
+/* The roles of rank `rank` of `world` with S server shards (S >= world: no worker). */
+static inline int dist_is_server(int rank, int S) { return rank < S; }
+/* d->rank, d->world from MPI_COMM_WORLD; -1 with err_msg() unless 1 <= S < world. */
 int dist_layout_init(dist_layout *d, int S, size_t n_params, double timeout_s);
 void dist_layout_free(dist_layout *d);
 static inline int dist_chunk_owner(const dist_layout *d, int k) { return k % d->S; }
@@ -116,7 +130,7 @@ static inline void dist_share(int B, int W, int w, int *start, int *n) {
     *start = w * base + (w < extra ? w : extra);
 }
 
-/* Prints "ddpm-train: rank R: <err_msg()>" and aborts the whole job (exit 1). */
+/* Logs "ddpm-train: rank R: <err_msg()>" and aborts the whole job (exit 1). */
 void dist_fail(const dist_layout *d) __attribute__((noreturn));
 /* Waits for one request until the deadline (answering pings); 0, or -1 on time-out. */
 int dist_wait(MPI_Request *req, double timeout_s);
@@ -132,23 +146,22 @@ static inline size_t dist_push_max_bytes(size_t n) { return 4 * n + n / 8 + 4096
 /* The largest WorkAssignment of a batch of B items (at most 21 bytes an item). */
 static inline size_t dist_work_max_bytes(size_t B) { return 32 * B + 256; }
 
-/* Every rank: rank 0's control word (DIST_CTL_LEN values) for the next step; aborts
- * the job naming the rank that did not take part in time, or, on the receivers, a
- * word that is not {d->step - 1, STEP or STOP, exit code 0..255, 0 or 1}. */
-void dist_bcast_control(const dist_layout *d, int64_t *ctl);
+/* Every rank: rank 0's control message for the next step (rank 0 sends *c, the
+ * others receive into it); aborts the job naming the rank that did not take part
+ * in time, or, on the receivers, a message that is not {d->step - 1, STEP or STOP,
+ * exit code 0..255, 0 or 1}. */
+void dist_exchange_control(const dist_layout *d, dist_control *c);
 /* Every rank: the parameters of every chunk from its owner (owner shard), or from
  * rank 0 for all chunks when from_rank0 is set (start and resume): one MPI_Ibcast
  * per chunk, each request tagged with its chunk, so a wait per chunk (overlapping the
  * next forward) can use the same deadline and liveness check. */
 int dist_bcast_params(const dist_layout *d, float *params, int from_rank0);
-/* Rank 0 sends each shard its chunks of EMA and Adam m/v (start and resume). */
-int dist_scatter_state(const dist_layout *d, trainer *tr);
-/* Shards send rank 0 their chunks of EMA and Adam m/v (before a checkpoint). */
-int dist_gather_state(const dist_layout *d, trainer *tr);
-
-/* The roles' loops. Return 0 when the run is over (exit code in *exit_code). */
-int dist_serve(trainer *tr, dist_layout *d, int *exit_code);
-int dist_work(trainer *tr, dist_layout *d, int *exit_code);
+/* The optimizer state of the shards' chunks, n_bufs whole-model buffers (EMA, Adam
+ * m, Adam v) on rank 0 and on each shard: scatter sends rank 0's chunks of shards
+ * 1..S-1 to their owners (start and resume), gather brings them to rank 0 (before a
+ * checkpoint). Server ranks only. */
+int dist_scatter_state(const dist_layout *d, float *const *bufs, int n_bufs);
+int dist_gather_state(const dist_layout *d, float *const *bufs, int n_bufs);
 /* Every rank, after its loop: waits until rank 0 has finished its final checkpoint,
  * so that no rank exits (and makes mpirun end the job) while rank 0 still writes.
  * Waits at most wait_s; a rank that gives up says so and exits with its code. */
