@@ -19,7 +19,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "../model/unet_limits.h"
+#include "common/model/unet_limits.h"
 
 /* The model's limits (common/model/unet_limits.h) size the lists. */
 #define CONFIG_MAX_LEVELS UNET_MAX_LEVELS

@@ -1,4 +1,4 @@
-#include "blas_setup.h"
+#include "common/core/blas_setup.h"
 
 #include <sched.h>
 #include <stdio.h>

@@ -1,4 +1,4 @@
-#include "prof.h"
+#include "common/core/prof.h"
 
 #include <string.h>
 #include <time.h>

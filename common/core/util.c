@@ -1,7 +1,7 @@
 #ifndef _GNU_SOURCE
 #define _GNU_SOURCE
 #endif
-#include "util.h"
+#include "common/core/util.h"
 
 #include <stdarg.h>
 #include <stdio.h>

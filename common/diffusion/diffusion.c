@@ -1,14 +1,14 @@
 /* Diffusion tables and sampler steps; formulas in docs/diffusion.md. The table
  * expressions keep numpy's operation order of the authors' code so that a float64
  * reference agrees to rounding. */
-#include "diffusion.h"
+#include "common/diffusion/diffusion.h"
 
 #include <limits.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
-#include "../core/util.h"
+#include "common/core/util.h"
 
 #define DIFFUSION_MAX_T 10000000
 #define N_TABLES 14

@@ -14,7 +14,7 @@
 
 #include <stddef.h>
 
-#include "../config/config.h"
+#include "common/config/config.h"
 
 typedef struct {
     int T;

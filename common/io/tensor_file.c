@@ -1,4 +1,4 @@
-#include "tensor_file.h"
+#include "common/io/tensor_file.h"
 
 #include <fcntl.h>
 #include <stdlib.h>
@@ -6,7 +6,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "../core/util.h"
+#include "common/core/util.h"
 
 int tensor_file_create(tensor_file *tf, const char *path) {
     snprintf(tf->path, sizeof tf->path, "%s", path);

@@ -1,6 +1,6 @@
 /* The DDPM U-Net: structure, parameter table, forward and backward.
  * See unet.h for the architecture and ownership rules, docs/model.md for names. */
-#include "unet.h"
+#include "common/model/unet.h"
 
 #include <math.h>
 #include <stdarg.h>
@@ -8,10 +8,10 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "../core/prof.h"
-#include "../core/util.h"
-#include "../ops/ops.h"
-#include "../rng/rng.h"
+#include "common/core/prof.h"
+#include "common/core/util.h"
+#include "common/ops/ops.h"
+#include "common/rng/rng.h"
 
 #ifdef _OPENMP
 #include <omp.h>

@@ -16,9 +16,9 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "../config/config.h"
+#include "common/config/config.h"
 #include "common/ops/ops.h"
-#include "unet_limits.h"
+#include "common/model/unet_limits.h"
 
 #define UNET_NAME_MAX 96
 

@@ -2,10 +2,10 @@
  * authors' AttnBlock: w = softmax(q^T k / sqrt(C)), out = v w^T.
  * q, k, v, out are [N][C][HW]; forward saves att[N][HW][HW] (row i = query i).
  * backward needs one HW x HW scratch matrix (attention_workspace_floats). */
-#include "ops.h"
+#include "common/ops/ops.h"
 
-#include "../core/prof.h"
-#include "ops_internal.h"
+#include "common/core/prof.h"
+#include "common/ops/ops_internal.h"
 
 #include <cblas.h>
 #include <math.h>

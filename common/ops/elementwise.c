@@ -1,14 +1,14 @@
 /* Elementwise and data-movement ops: SiLU, dropout, add, per-channel add,
  * MSE, nearest 2x upsample, channel concat. None needs a workspace; the only
  * saved state is the input itself (SiLU) or the caller's dropout mask. */
-#include "ops.h"
+#include "common/ops/ops.h"
 
-#include "../core/prof.h"
+#include "common/core/prof.h"
 
 #include <math.h>
 #include <string.h>
 
-#include "ops_internal.h"
+#include "common/ops/ops_internal.h"
 
 void silu_forward(float *out, const float *inp, size_t n) {
     PROF_SCOPE(PROF_SILU);

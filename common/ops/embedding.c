@@ -2,9 +2,9 @@
  * (diffusion_tf/nn.py): [sin(t f_0..f_{half-1}), cos(t f_0..f_{half-1})] with
  * f_i = exp(-log(10000) i / (half - 1)); an odd dim gets a trailing zero (as
  * their zero pad). Computed in double, rounded once to float. */
-#include "ops.h"
+#include "common/ops/ops.h"
 
-#include "../core/prof.h"
+#include "common/core/prof.h"
 
 #include <math.h>
 

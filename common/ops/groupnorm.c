@@ -5,13 +5,13 @@
  * with double accumulation (ops_internal.h), so a large mean does not cancel
  * the variance. The variance is the biased one (divide by the group size), as
  * in TF and PyTorch. forward saves mean and rstd [N][G] for backward. */
-#include "ops.h"
+#include "common/ops/ops.h"
 
-#include "../core/prof.h"
+#include "common/core/prof.h"
 
 #include <math.h>
 
-#include "ops_internal.h"
+#include "common/ops/ops_internal.h"
 
 /* One group: m = cpg * HW values from x, statistics to *mean and *rstd, the
  * normalised and scaled values to out. */

@@ -1,11 +1,11 @@
 /* Fully connected layer on SGEMM. weight is [Out][In] (PyTorch layout). */
-#include "ops.h"
+#include "common/ops/ops.h"
 
-#include "../core/prof.h"
+#include "common/core/prof.h"
 
 #include <cblas.h>
 
-#include "ops_internal.h"
+#include "common/ops/ops_internal.h"
 
 void linear_forward(float *out, const float *inp, const float *weight, const float *bias,
                     int N, int In, int Out) {

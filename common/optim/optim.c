@@ -1,4 +1,4 @@
-#include "optim.h"
+#include "common/optim/optim.h"
 
 #include <math.h>
 

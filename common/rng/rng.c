@@ -1,7 +1,7 @@
 /* Philox4x32-10 and the stream helpers built on it (see rng.h for the mapping). */
-#include "rng.h"
+#include "common/rng/rng.h"
 
-#include "../core/clones.h"
+#include "common/core/clones.h"
 
 #include <math.h>
 

@@ -1,11 +1,11 @@
-#include "sampler.h"
+#include "common/sample/sampler.h"
 
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
-#include "../core/util.h"
-#include "../rng/rng.h"
+#include "common/core/util.h"
+#include "common/rng/rng.h"
 
 int sampler_init(sampler *s, const diffusion *base, const char *spec, int ddim, double eta,
                  sampling_variance variance, int clip, uint64_t seed, int channels, int size,

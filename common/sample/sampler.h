@@ -7,8 +7,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "../diffusion/diffusion.h"
-#include "../model/unet.h"
+#include "common/diffusion/diffusion.h"
+#include "common/model/unet.h"
 
 typedef struct {
     diffusion steps;     /* the (possibly respaced) process that is walked; owned */

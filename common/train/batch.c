@@ -1,9 +1,9 @@
-#include "batch.h"
+#include "common/train/batch.h"
 
 #include <stdlib.h>
 
-#include "../core/util.h"
-#include "../rng/rng.h"
+#include "common/core/util.h"
+#include "common/rng/rng.h"
 
 int batch_planner_init(batch_planner *bp, uint64_t seed, uint64_t dataset_size, int batch, int T,
                        timestep_sampler sampler, int random_flip) {

@@ -13,7 +13,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "../config/config.h"
+#include "common/config/config.h"
 
 typedef struct {
     uint64_t seed;

@@ -1,11 +1,11 @@
-#include "grad.h"
+#include "common/train/grad.h"
 
 #include <stdlib.h>
 #include <string.h>
 
-#include "../core/util.h"
-#include "../ops/ops.h"
-#include "../rng/rng.h"
+#include "common/core/util.h"
+#include "common/ops/ops.h"
+#include "common/rng/rng.h"
 
 void grad_worker_init(grad_worker *w, unet *model, const diffusion *diff, const dataset *ds,
                       uint64_t seed, int micro, int channels, int size) {

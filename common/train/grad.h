@@ -8,11 +8,11 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "../data/dataset.h"
-#include "../data/prefetch.h"
-#include "../diffusion/diffusion.h"
-#include "../model/unet.h"
-#include "batch.h"
+#include "common/data/dataset.h"
+#include "common/data/prefetch.h"
+#include "common/diffusion/diffusion.h"
+#include "common/model/unet.h"
+#include "common/train/batch.h"
 
 typedef struct {
     double loss_sum;      /* sum over samples of their L_simple */

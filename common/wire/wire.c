@@ -3,7 +3,7 @@
  * Byte shuffle: a gradient's float32 values share sign/exponent bytes far more
  * than mantissa bytes; storing byte k of every value together (plane k) puts
  * the compressible high bytes next to each other, which zstd then finds. */
-#include "wire.h"
+#include "common/wire/wire.h"
 
 #include <math.h>
 #include <stdlib.h>

@@ -19,7 +19,7 @@
 #include "common/model/unet.h"
 #include "common/ops/ops_extra.h"
 #include "common/rng/rng.h"
-#include "test.h"
+#include "tests/unit/test.h"
 
 static void test_pieces(void) {
     /* KL(N(0,1) || N(1,4)) = log 2 + (1 + 1)/8 - 1/2 */

@@ -19,7 +19,7 @@
 #include <string.h>
 
 #include "common/ops/ops.h"
-#include "test.h"
+#include "tests/unit/test.h"
 
 #define FD_TOL 1e-2
 #define FWD_TOL 1e-5  /* float32 result vs double reference, max-normalised */

@@ -16,7 +16,7 @@
 #include "common/model/unet.h"
 #include "common/ops/ops.h"
 #include "common/rng/rng.h"
-#include "test.h"
+#include "tests/unit/test.h"
 
 #define NB 6
 

@@ -15,7 +15,7 @@
 #include "common/model/unet.h"
 #include "common/ops/ops.h"
 #include "common/rng/rng.h"
-#include "test.h"
+#include "tests/unit/test.h"
 
 /* one lane: the model checks here need no threads */
 static const unet_options one_lane = {.lanes = 1, .prepare_budget = UNET_PREPARE_AUTO};

@@ -10,7 +10,7 @@
 #include "common/core/util.h"
 #include "common/wire/wire.h"
 #include "proto/wire.pb-c.h"
-#include "test.h"
+#include "tests/unit/test.h"
 
 /* ---------------------------------------------------------------- helpers */
 

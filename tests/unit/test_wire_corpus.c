@@ -9,7 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "test.h"
+#include "tests/unit/test.h"
 
 static int corpus_failures;
 static char corpus_current[512];
