@@ -12,8 +12,8 @@
 # (images / (user + sys time)) is what one core sustains and is steadier.
 # 3. What lsun256 training consumes: from the model's forward GMAC (ddpm-train
 #    --summary) at an assumed effective rate (EFFECTIVE_GFLOPS, default 100 GFLOP/s a
-#    node: DESIGN §6 measured ~127 for PyTorch on these 2 cores), training FLOPs being
-#    6 x forward MACs per image (DESIGN §4).
+#    node: about 127 measured for PyTorch's cifar10 step on 2 Zen 4 cores), training FLOPs being
+#    6 x forward MACs per image.
 set -eu
 cd "$(dirname "$0")/.."
 N=${1:-400}

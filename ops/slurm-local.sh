@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # A real single-node Slurm cluster on this machine, for tests and trying the batch
-# scripts (DESIGN §6): Debian's munge, slurmctld and slurmd, every file under DIR.
+# scripts: Debian's munge, slurmctld and slurmd, every file under DIR.
 #
 #   ops/slurm-local.sh start DIR   start (or find running) munged, slurmctld, slurmd
 #   ops/slurm-local.sh stop DIR    cancel this cluster's jobs, stop the daemons

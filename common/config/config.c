@@ -80,7 +80,7 @@ static const char *const g_codecs[] = {"fp32", "fp32_zstd", "bf16_zstd", NULL};
      .min_count = mn, .max_count = mx, .lo = l, .hi = h, .required = r}
 
 /* The order here is the canonical order of config_to_yaml and of the diffs.
- * The model's ranges are the model's limits (common/model/unet_limits.h);
+ * The model's ranges are the model's limits (common/model/model_config.h);
  * config_validate adds the model's other rules through unet_check_config. */
 static const key_def g_keys[] = {
     INT_KEY(SEC_MODEL, "image_size", model.image_size, UNET_MIN_IMAGE_SIZE, UNET_MAX_IMAGE_SIZE, 1),

@@ -19,40 +19,20 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "common/model/unet_limits.h"
+#include "common/data/dataset.h"
+#include "common/diffusion/diffusion.h"
+#include "common/model/model_config.h"
+#include "common/train/batch.h"
+#include "common/wire/wire.h"
 
-/* The model's limits (common/model/unet_limits.h) size the lists. */
+/* The model's limits (common/model/model_config.h) size the lists. */
 #define CONFIG_MAX_LEVELS UNET_MAX_LEVELS
 #define CONFIG_MAX_ATTN UNET_MAX_ATTN
 #define CONFIG_PATH_MAX 1024
 /* Size of config.key_line: every key and every section has a slot. */
 #define CONFIG_MAX_KEYS 64
 
-typedef enum { BETA_SCHEDULE_LINEAR = 0, BETA_SCHEDULE_COSINE = 1 } beta_schedule;
-typedef enum { SAMPLING_VAR_BETA = 0, SAMPLING_VAR_BETA_TILDE = 1 } sampling_variance;
-typedef enum { TIMESTEP_UNIFORM = 0, TIMESTEP_STRATIFIED = 1 } timestep_sampler;
-typedef enum { DATA_IDX = 0, DATA_CIFAR10 = 1, DATA_IMAGE_FOLDER = 2, DATA_SHARDS = 3 } data_format;
-typedef enum { CODEC_FP32 = 0, CODEC_FP32_ZSTD = 1, CODEC_BF16_ZSTD = 2 } wire_codec;
 
-/* The ranges of the model section are the model's (UNET_* in
- * common/model/unet_limits.h, checked by unet_check_config in common/model/unet.h,
- * which config_validate calls); the numbers below are today's values. */
-typedef struct {
-    int image_size;         /* required, 4..4096; divisible by 2^(num_levels-1) */
-    int in_channels;        /* required, 1..4; the output has the same count (epsilon);
-                               1 for data.format idx, 3 for cifar10 */
-    int ch;                 /* required, 32..4096, multiple of 32 (GroupNorm 32 groups) */
-    int ch_mult[CONFIG_MAX_LEVELS]; /* required list, entries 1..64; ch*mult multiple of 32 */
-    int num_levels;         /* length of ch_mult, 1..8 */
-    int num_res_blocks;     /* required, 1..64 */
-    int attn_resolutions[CONFIG_MAX_ATTN]; /* default []; each one of image_size/2^i,
-                                              i < num_levels, no repeats */
-    int num_attn;           /* length of attn_resolutions, 0..8 */
-    /* and the whole: at most 2^32 parameters, no layer over 2^32 floats per image
-     * (attention at 256x256 at most), activations estimated below 2^50 bytes */
-    double dropout;         /* [0, 1), default 0.0 */
-    int resamp_with_conv;   /* bool, default true */
-} model_config;
 
 typedef struct {
     int timesteps;                /* T, required, 1..100000 */

@@ -1,7 +1,7 @@
 /* OpenBLAS start-up: the right kernel and the right number of threads.
  *
  * Debian's OpenBLAS 0.3.21 does not recognise some AVX-512 CPUs and falls back to
- * its generic "Prescott" kernels (about 5x slower SGEMM here, DESIGN §6). It reads
+ * its generic "Prescott" kernels (SGEMM about 50 GFLOP/s instead of 170-290 on 2 Zen 4 cores). It reads
  * OPENBLAS_CORETYPE only when the library loads, so blas_setup() re-executes the
  * program once with the variable set when it sees that fallback on a CPU with
  * AVX-512 (SkylakeX) or AVX2 (Haswell). A value already in the environment is

@@ -13,7 +13,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "common/config/config.h"
+typedef enum { DATA_IDX = 0, DATA_CIFAR10 = 1, DATA_IMAGE_FOLDER = 2, DATA_SHARDS = 3 } data_format;
+
 
 typedef struct dataset dataset; /* opaque, owns its memory (images, path) */
 

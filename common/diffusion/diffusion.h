@@ -14,7 +14,10 @@
 
 #include <stddef.h>
 
-#include "common/config/config.h"
+typedef enum { SAMPLING_VAR_BETA = 0, SAMPLING_VAR_BETA_TILDE = 1 } sampling_variance;
+
+typedef enum { BETA_SCHEDULE_LINEAR = 0, BETA_SCHEDULE_COSINE = 1 } beta_schedule;
+
 
 typedef struct {
     int T;

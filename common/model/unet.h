@@ -16,9 +16,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "common/config/config.h"
 #include "common/ops/ops.h"
-#include "common/model/unet_limits.h"
+#include "common/model/model_config.h"
 
 #define UNET_NAME_MAX 96
 
@@ -31,7 +30,7 @@ typedef struct {
 } unet_config_error;
 
 /* The model's rules for a config, the same for every caller: every limit of
- * unet_limits.h (fields and list lengths read from the struct are checked before
+ * model_config.h (fields and list lengths read from the struct are checked before
  * they index anything), ch and each ch*mult multiple of 32, image_size divisible
  * by 2^(levels-1), attention resolutions that exist and are not repeated, dropout
  * in [0, 1), and the sizes the structure implies (parameters, each layer's floats

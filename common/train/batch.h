@@ -1,6 +1,7 @@
 /* What each global batch of Algorithm 1 holds, as a pure function of (seed, step):
  * which dataset records, their timesteps, flips, and the sample ids that key every
- * random number drawn for them (DESIGN §3, §4).
+ * random number drawn for them, so that results do not depend on how a batch is
+ * split over workers and a resumed run continues exactly where it stopped.
  *
  * The sample stream is the concatenation of per-epoch permutations of the dataset
  * (epoch e's permutation keyed on (seed, e)); global batch s takes stream positions
@@ -13,7 +14,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "common/config/config.h"
+typedef enum { TIMESTEP_UNIFORM = 0, TIMESTEP_STRATIFIED = 1 } timestep_sampler;
+
 
 typedef struct {
     uint64_t seed;

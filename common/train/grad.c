@@ -110,12 +110,3 @@ int grad_worker_run(grad_worker *w, const float *params, float *grads, uint64_t 
     }
     return 0;
 }
-
-void loss_stats_add(loss_stats *dst, const loss_stats *src) {
-    dst->loss_sum += src->loss_sum;
-    for (int q = 0; q < 4; q++) {
-        dst->q_sum[q] += src->q_sum[q];
-        dst->q_count[q] += src->q_count[q];
-    }
-    dst->n += src->n;
-}

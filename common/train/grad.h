@@ -60,6 +60,4 @@ int grad_worker_run(grad_worker *w, const float *params, float *grads, uint64_t 
 int grad_worker_inputs(grad_worker *w, uint64_t step, const batch_item *items, int n, float *x0,
                        float *eps);
 
-void loss_stats_add(loss_stats *dst, const loss_stats *src);
-
 #endif

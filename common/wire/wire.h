@@ -16,7 +16,9 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "common/config/config.h" /* wire_codec: CODEC_FP32, CODEC_FP32_ZSTD, CODEC_BF16_ZSTD */
+
+/* The gradient codecs (distributed.codec). */
+typedef enum { CODEC_FP32 = 0, CODEC_FP32_ZSTD = 1, CODEC_BF16_ZSTD = 2 } wire_codec;
 
 /* ---------------------------------------------------------------- codecs */
 

@@ -1,4 +1,4 @@
-/* Config loader tests: the shipped configs hold DESIGN §4's values, round trips
+/* Config loader tests: the shipped configs hold the paper's values (and the demo's), round trips
  * through config_to_yaml are exact, every class of bad input gives -1 with a
  * message naming file, line and key (never a crash, including random bytes and
  * random mutations of a valid file), overrides and diffs behave. */
