@@ -11,7 +11,6 @@
 
 #include <lmdb.h>
 
-#include "common/config/config.h"
 #include "common/core/util.h"
 #include "common/data/dataset.h"
 #include "common/data/preprocess.h"
