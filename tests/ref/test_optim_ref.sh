@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # ddpm-train's 10 optimizer steps (warmup, clipping, Adam, EMA) against PyTorch on
-# the very batches the C trainer dumps: losses, final parameters and EMA within
+# the very batches the C training run dumps: losses, final parameters and EMA within
 # 1e-4 relative (tests/ref/optim_ref.py). Dropout is off here: the reference cannot
 # redraw the C masks; dropout itself is checked in test_unet_ref.sh.
 set -u
