@@ -115,7 +115,7 @@ $PY tests/integration/prep_ref.py check "$TMP/folder_shards" "$TMP/folder" 24 1 
 # --- an image file over the 256 MiB limit (sparse: no disk used) is skipped unread ---
 mkdir -p "$TMP/bigfolder" && cp "$TMP/folder/sub/img01.jpg" "$TMP/bigfolder/" && truncate -s 300M "$TMP/bigfolder/huge.png"
 $PREP --input "$TMP/bigfolder" --format image_folder --size 16 --out "$TMP/big_shards" --quiet >"$TMP/big.log" 2>&1
-grep -q "huge.png.*at most 256 MiB" "$TMP/big.log" && grep -q "done: 1 records" "$TMP/big.log" \
+grep -q "huge.png.*larger than any image file we decode (limit 268435456 bytes)" "$TMP/big.log" && grep -q "done: 1 records" "$TMP/big.log" \
     && ok "a 300 MB image file is skipped before it is read: $(grep -o 'skipping.*' "$TMP/big.log" | cut -c1-120)" \
     || fail "oversized image file: $(tail -2 "$TMP/big.log")"
 
