@@ -196,11 +196,8 @@ static int check_layout(const train_proc *p) {
                             "which spreads the images over the ranks\n");
         return EXIT_USAGE;
     }
-    if (p->distributed && p->cfg.distributed.servers >= p->world) {
-        if (p->is_coord)
-            fprintf(stderr, "ddpm-train: distributed.servers is %d but only %d ranks were "
-                            "started: ranks = server shards + workers, with at least one worker\n",
-                    p->cfg.distributed.servers, p->world);
+    if (p->distributed && dist_check_servers(p->cfg.distributed.servers, p->world) != 0) {
+        if (p->is_coord) fprintf(stderr, "ddpm-train: %s\n", err_msg());
         return EXIT_USAGE;
     }
     return -1;

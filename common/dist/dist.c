@@ -10,14 +10,19 @@
 
 #include "common/core/util.h"
 
+int dist_check_servers(int S, int world) {
+    if (S < 1 || S >= world)
+        return err_set("distributed.servers is %d but %d ranks were started: there must be at "
+                       "least one server shard and one worker (ranks = server shards + workers)",
+                       S, world);
+    return 0;
+}
+
 int dist_layout_init(dist_layout *d, int S, size_t n_params, double timeout_s) {
     memset(d, 0, sizeof *d);
     MPI_Comm_rank(MPI_COMM_WORLD, &d->rank);
     MPI_Comm_size(MPI_COMM_WORLD, &d->world);
-    if (S < 1 || S >= d->world)
-        return err_set("distributed.servers is %d but %d ranks were started: there must be at "
-                       "least one server shard and one worker (ranks = servers + workers)",
-                       S, d->world);
+    if (dist_check_servers(S, d->world) != 0) return -1;
     d->S = S;
     d->W = d->world - S;
     d->faults = dist_faults_none();

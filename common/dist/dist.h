@@ -118,7 +118,10 @@ void dist_test_hook(const dist_layout *d, const char *phase);
 
 /* The roles of rank `rank` of `world` with S server shards (S >= world: no worker). */
 static inline int dist_is_server(int rank, int S) { return rank < S; }
-/* d->rank, d->world from MPI_COMM_WORLD; -1 with err_msg() unless 1 <= S < world. */
+/* 0 when S server shards leave at least one worker among `world` ranks, else -1
+ * with err_msg() saying so (ranks = server shards + workers). */
+int dist_check_servers(int S, int world);
+/* d->rank, d->world from MPI_COMM_WORLD; -1 with err_msg() unless dist_check_servers. */
 int dist_layout_init(dist_layout *d, int S, size_t n_params, double timeout_s);
 void dist_layout_free(dist_layout *d);
 static inline int dist_chunk_owner(const dist_layout *d, int k) { return k % d->S; }
