@@ -57,7 +57,6 @@ static const char *const g_schedules[] = {"linear", "cosine", NULL};
 static const char *const g_variances[] = {"beta", "beta_tilde", NULL};
 static const char *const g_samplers[] = {"uniform", "stratified", NULL};
 static const char *const g_formats[] = {"idx", "cifar10", "image_folder", "shards", NULL};
-static const char *const g_codecs[] = {"fp32", "fp32_zstd", "bf16_zstd", NULL};
 
 #define OFF(f) offsetof(config, f)
 /* Initialiser helpers, one per kind of key; R marks required keys. */
@@ -128,7 +127,7 @@ static const key_def g_keys[] = {
     BOOL_KEY(SEC_DATA, "random_flip", data.random_flip),
 
     INT_KEY(SEC_DISTRIBUTED, "servers", distributed.servers, 1, 4096, 0),
-    ENUM_KEY(SEC_DISTRIBUTED, "codec", distributed.codec, g_codecs, 0),
+    ENUM_KEY(SEC_DISTRIBUTED, "codec", distributed.codec, wire_codec_names, 0),
     INT_KEY(SEC_DISTRIBUTED, "zstd_level", distributed.zstd_level, 1, 19, 0),
     DBL_KEY(SEC_DISTRIBUTED, "timeout_s", distributed.timeout_s, 0, 1, 1e6, 0, 0),
 

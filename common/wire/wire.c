@@ -48,13 +48,10 @@ static int codec_known(int codec) {
     return codec == CODEC_FP32 || codec == CODEC_FP32_ZSTD || codec == CODEC_BF16_ZSTD;
 }
 
+const char *const wire_codec_names[] = {"fp32", "fp32_zstd", "bf16_zstd", NULL};
+
 const char *wire_codec_name(wire_codec codec) {
-    switch ((int)codec) {
-    case CODEC_FP32: return "fp32";
-    case CODEC_FP32_ZSTD: return "fp32_zstd";
-    case CODEC_BF16_ZSTD: return "bf16_zstd";
-    default: return "unknown";
-    }
+    return codec_known((int)codec) ? wire_codec_names[codec] : "unknown";
 }
 
 /* Grows *buf to at least need bytes (at least 1, so the pointer is never NULL). */

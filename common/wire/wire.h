@@ -71,6 +71,9 @@ uint16_t wire_bf16_round_sat(float x);
 float wire_bf16_to_float(uint16_t b);
 
 /* "fp32" | "fp32_zstd" | "bf16_zstd", or "unknown". */
+/* The codecs' names, indexed by wire_codec, NULL-terminated (the config parses
+ * distributed.codec with them). */
+extern const char *const wire_codec_names[];
 const char *wire_codec_name(wire_codec codec);
 
 /* ---------------------------------------------------------------- WorkAssignment */
