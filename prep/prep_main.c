@@ -280,223 +280,312 @@ static int check_same(const shard_manifest *m, const options *o, const char *inp
 
 /* ---------- main ---------- */
 
-static int run(const options *o) {
-    char input[PATH_MAX];
-    if (!realpath(o->input, input)) return err_set("%s: %s", o->input, strerror(errno));
-    if (mkdir_p(o->out) != 0) return -1;
-    image_source *src = NULL;
-    if (image_source_open(&src, o->format, input, o->size, o->channels) != 0) return -1;
-    uint64_t total = image_source_count(src);
+/* One preparation: the source, the manifest being built and the shard being
+ * filled. */
+typedef struct {
+    const options *o;
+    const char *input; /* realpath of o->input */
+    image_source *src;
+    uint64_t total;    /* items the source announces */
     shard_manifest m;
-    char mpath[PATH_MAX];
-    snprintf(mpath, sizeof mpath, "%s/%s", o->out, SHARD_MANIFEST_NAME);
-    int rc = 0;
-    if (access(mpath, F_OK) == 0) {
-        if (shard_manifest_read(&m, o->out) != 0) {
-            image_source_close(src);
-            return err_prefix("cannot resume (remove %s to start over): ", o->out);
-        }
-        if (!m.complete && m.version != SHARD_VERSION) {
-            err_set("%s: an unfinished preparation in shard format %u, which this ddpm-prep cannot "
-                    "continue (it writes format %u); remove the folder and run again", o->out,
-                    m.version, SHARD_VERSION);
-            shard_manifest_free(&m);
-            image_source_close(src);
-            return -1;
-        }
-        if (check_same(&m, o, input, total, o->out) != 0) {
-            shard_manifest_free(&m);
-            image_source_close(src);
-            return -1;
-        }
-        if (m.complete) {
-            log_info("%s is already complete: %llu records in %zu shard(s), %zu skipped; nothing to do",
-                     o->out, (unsigned long long)shard_manifest_records(&m), m.n_shards, m.n_skips);
-            shard_manifest_free(&m);
-            image_source_close(src);
-            return 0;
-        }
-    } else {
-        memset(&m, 0, sizeof m);
-        m.channels = o->channels;
-        m.size = o->size;
-        m.records_per_shard = (uint32_t)o->records_per_shard;
-        m.zstd_level = o->level;
-        m.source_format = xstrdup(o->format);
-        m.source_path = xstrdup(input);
-        m.source_items = total;
-        m.version = SHARD_VERSION;
-        /* derived from the settings and the source, so that the output is the same bytes
-         * whatever the threads and interruptions (docs/shards.md) */
-        char desc[PATH_MAX + 256];
-        snprintf(desc, sizeof desc, "ddpm-prep|%s|%s|%llu|%d|%d|%ld|%d", o->format, input,
-                 (unsigned long long)total, o->size, o->channels, o->records_per_shard, o->level);
-        shard_dataset_id(desc, m.dataset_id);
-        if (shard_manifest_write(&m, o->out) != 0) {
-            shard_manifest_free(&m);
-            image_source_close(src);
-            return -1;
-        }
-    }
-    uint64_t consumed = m.n_shards ? m.shards[m.n_shards - 1].source_end : 0;
-    /* skips past the last committed shard belong to work that will be redone */
-    while (m.n_skips && m.skips[m.n_skips - 1].source_index >= consumed) {
-        m.n_skips--;
-        free(m.skips[m.n_skips].key);
-        free(m.skips[m.n_skips].reason);
-    }
-    uint64_t records = shard_manifest_records(&m), skipped = m.n_skips;
-    unsigned shard_no = (unsigned)m.n_shards;
-    if (clean_leftovers(o->out, shard_no) != 0 || image_source_skip(src, consumed) != 0) {
-        shard_manifest_free(&m);
-        image_source_close(src);
+    shard_writer *w;   /* the shard being filled, or NULL */
+    unsigned shard_no;
+    uint64_t records, skipped;
+} packer;
+
+/* Reads the manifest of an earlier run and checks that it can be continued.
+ * Returns 0 to go on, 1 when it is already complete (nothing to do), -1 on
+ * error; k->m is freed unless 0 is returned. */
+static int resume_manifest(packer *k) {
+    const options *o = k->o;
+    if (shard_manifest_read(&k->m, o->out) != 0)
+        return err_prefix("cannot resume (remove %s to start over): ", o->out);
+    if (!k->m.complete && k->m.version != SHARD_VERSION) {
+        err_set("%s: an unfinished preparation in shard format %u, which this ddpm-prep cannot "
+                "continue (it writes format %u); remove the folder and run again", o->out,
+                k->m.version, SHARD_VERSION);
+        shard_manifest_free(&k->m);
         return -1;
     }
-    if (consumed)
-        log_info("resuming %s: %zu shard(s) with %llu records done, continuing at input item %llu of %llu",
-                 o->out, m.n_shards, (unsigned long long)records, (unsigned long long)consumed,
-                 (unsigned long long)total);
-    log_info("packing %llu %s item(s) from %s into %s: %dx%dx%d, %ld per shard, zstd %d, %d thread(s)",
-             (unsigned long long)(total - consumed), o->format, input, o->out, o->channels, o->size,
-             o->size, o->records_per_shard, o->level, o->threads);
+    if (check_same(&k->m, o, k->input, k->total, o->out) != 0) {
+        shard_manifest_free(&k->m);
+        return -1;
+    }
+    if (k->m.complete) {
+        log_info("%s is already complete: %llu records in %zu shard(s), %zu skipped; nothing to do",
+                 o->out, (unsigned long long)shard_manifest_records(&k->m), k->m.n_shards, k->m.n_skips);
+        shard_manifest_free(&k->m);
+        return 1;
+    }
+    return 0;
+}
 
+/* Starts a new preparation: an empty manifest with the settings, written at
+ * once so that a kill before the first shard still leaves a resumable folder. */
+static int new_manifest(packer *k) {
+    const options *o = k->o;
+    shard_manifest *m = &k->m;
+    memset(m, 0, sizeof *m);
+    m->channels = o->channels;
+    m->size = o->size;
+    m->records_per_shard = (uint32_t)o->records_per_shard;
+    m->zstd_level = o->level;
+    m->source_format = xstrdup(o->format);
+    m->source_path = xstrdup(k->input);
+    m->source_items = k->total;
+    m->version = SHARD_VERSION;
+    /* derived from the settings and the source, so that the output is the same bytes
+     * whatever the threads and interruptions (docs/shards.md) */
+    char desc[PATH_MAX + 256];
+    snprintf(desc, sizeof desc, "ddpm-prep|%s|%s|%llu|%d|%d|%ld|%d", o->format, k->input,
+             (unsigned long long)k->total, o->size, o->channels, o->records_per_shard, o->level);
+    shard_dataset_id(desc, m->dataset_id);
+    if (shard_manifest_write(m, o->out) != 0) {
+        shard_manifest_free(m);
+        return -1;
+    }
+    return 0;
+}
+
+/* Where packing starts: after the last shard the manifest lists. Drops the
+ * skips past it, removes leftovers of a killed run and skips the source to it.
+ * Returns the input index to continue at in *consumed. */
+static int resume_point(packer *k, uint64_t *consumed) {
+    const options *o = k->o;
+    shard_manifest *m = &k->m;
+    *consumed = m->n_shards ? m->shards[m->n_shards - 1].source_end : 0;
+    /* skips past the last committed shard belong to work that will be redone */
+    while (m->n_skips && m->skips[m->n_skips - 1].source_index >= *consumed) {
+        m->n_skips--;
+        free(m->skips[m->n_skips].key);
+        free(m->skips[m->n_skips].reason);
+    }
+    k->records = shard_manifest_records(m);
+    k->skipped = m->n_skips;
+    k->shard_no = (unsigned)m->n_shards;
+    if (clean_leftovers(o->out, k->shard_no) != 0 || image_source_skip(k->src, *consumed) != 0) return -1;
+    if (*consumed)
+        log_info("resuming %s: %zu shard(s) with %llu records done, continuing at input item %llu of %llu",
+                 o->out, m->n_shards, (unsigned long long)k->records, (unsigned long long)*consumed,
+                 (unsigned long long)k->total);
+    log_info("packing %llu %s item(s) from %s into %s: %dx%dx%d, %ld per shard, zstd %d, %d thread(s)",
+             (unsigned long long)(k->total - *consumed), o->format, k->input, o->out, o->channels, o->size,
+             o->size, o->records_per_shard, o->level, o->threads);
+    return 0;
+}
+
+static void pipeline_init(pipeline *p, const options *o, uint64_t consumed) {
+    memset(p, 0, sizeof *p);
+    pthread_mutex_init(&p->mu, NULL);
+    pthread_cond_init(&p->work, NULL);
+    pthread_cond_init(&p->done, NULL);
+    p->o = o;
+    p->rb = (size_t)o->channels * o->size * o->size;
+    p->frame_cap = ZSTD_compressBound(p->rb);
+    p->R = (size_t)o->threads * 4 + 4;
+    p->ring = xcalloc(p->R, sizeof *p->ring);
+    for (size_t i = 0; i < p->R; i++) p->ring[i].frame = xmalloc(p->frame_cap);
+    p->next_write = p->next_read = consumed;
+}
+
+static void pipeline_free(pipeline *p) {
+    for (size_t i = 0; i < p->R; i++) {
+        free(p->ring[i].in);
+        free(p->ring[i].key);
+        free(p->ring[i].frame);
+    }
+    free(p->ring);
+    pthread_mutex_destroy(&p->mu);
+    pthread_cond_destroy(&p->work);
+    pthread_cond_destroy(&p->done);
+}
+
+/* Copies a source item into a slot; an unreadable or oversized item is kept as
+ * its key and a reason, for the worker to mark it skipped. */
+static void fill_slot(slot *s, const image_source_item *it) {
+    size_t len = it->len;
+    s->readable = it->data != NULL;
+    s->decoded = it->decoded;
+    if (!s->readable) set_reason(s, err_msg());
+    if (s->readable && len > PREP_MAX_ITEM_BYTES) {
+        s->readable = 0;
+        snprintf(s->reason, sizeof s->reason, "%zu bytes, over the %zu MiB limit for one image",
+                 len, PREP_MAX_ITEM_BYTES >> 20);
+    }
+    if (!s->readable) len = 0;
+    if (len > s->in_cap) s->in = xrealloc(s->in, s->in_cap = len);
+    if (len) memcpy(s->in, it->data, len);
+    s->in_len = len;
+    size_t kl = strlen(it->key) + 1;
+    if (kl > s->key_cap) s->key = xrealloc(s->key, s->key_cap = kl);
+    memcpy(s->key, it->key, kl);
+}
+
+/* Reads source items into the free slots until the ring is full or the source
+ * ends (*eof). Called and returns with p->mu held; the reading runs unlocked.
+ * Returns -1 if the source failed. */
+static int fill_ring(pipeline *p, image_source *src, int *eof) {
+    while (!*eof && p->next_read - p->next_write < p->R) {
+        slot *s = &p->ring[p->next_read % p->R];
+        pthread_mutex_unlock(&p->mu);
+        image_source_item it;
+        int r = image_source_next(src, &it);
+        if (r > 0) fill_slot(s, &it);
+        pthread_mutex_lock(&p->mu);
+        if (r <= 0) {
+            *eof = 1;
+            return r < 0 ? -1 : 0;
+        }
+        s->seq = p->next_read++;
+        s->state = SLOT_FILLED;
+        pthread_cond_signal(&p->work);
+    }
+    return 0;
+}
+
+/* Adds a compressed record to the current shard (opened on demand); a shard
+ * that reaches records_per_shard is finished and listed in the manifest, which
+ * is rewritten, so a kill after this point does not redo it. */
+static int add_record(packer *k, const slot *s) {
+    const options *o = k->o;
+    char name[64];
+    shard_file_name(name, sizeof name, k->shard_no);
+    if (!k->w && shard_writer_open(&k->w, o->out, name, o->channels, o->size, k->m.dataset_id, k->shard_no,
+                                   k->records) != 0)
+        return -1;
+    /* no input format carries class labels yet: -1 (none) */
+    int rc = shard_writer_add(k->w, s->frame, s->frame_len, s->crc, SHARD_LABEL_NONE);
+    if (rc != 0) return rc;
+    k->records++;
+    if (shard_writer_count(k->w) != (uint64_t)o->records_per_shard) return 0;
+    shard_writer *full = k->w;
+    k->w = NULL;
+    shard_file_info fi;
+    rc = shard_writer_finish(full, &fi);
+    if (rc == 0) {
+        shard_manifest_add_shard(&k->m, name, (uint64_t)o->records_per_shard, s->seq + 1, fi.file_bytes,
+                                 fi.header_crc);
+        rc = shard_manifest_write(&k->m, o->out);
+        k->shard_no++;
+    }
+    return rc;
+}
+
+/* Commits a processed slot, in source order: a fatal error, a skip (logged and
+ * listed in the manifest) or a record. */
+static int commit_slot(packer *k, const slot *s) {
+    if (s->bad == 2) return err_set("input item %llu: %s", (unsigned long long)s->seq, s->reason);
+    if (s->bad) {
+        log_warn("skipping input item %llu (%s): %s", (unsigned long long)s->seq, s->key, s->reason);
+        shard_manifest_add_skip(&k->m, s->seq, s->key, s->reason);
+        k->skipped++;
+        return 0;
+    }
+    return add_record(k, s);
+}
+
+/* The main thread's loop: keep the ring filled, and commit the oldest slot once
+ * a worker is done with it. Returns with the workers told to stop. */
+static int pack_loop(packer *k, pipeline *p, progress *pg, int rc) {
+    int eof = 0;
+    pthread_mutex_lock(&p->mu);
+    while (rc == 0) {
+        if (fill_ring(p, k->src, &eof) != 0) rc = -1;
+        if (rc != 0 || (eof && p->next_write == p->next_read)) break;
+        slot *s = &p->ring[p->next_write % p->R];
+        while (s->state != SLOT_DONE) pthread_cond_wait(&p->done, &p->mu);
+        pthread_mutex_unlock(&p->mu);
+        /* only this thread touches a DONE slot */
+        rc = commit_slot(k, s);
+        progress_show(pg, s->seq + 1, k->records, k->skipped, 0);
+        pthread_mutex_lock(&p->mu);
+        s->state = SLOT_FREE;
+        p->next_write++;
+    }
+    p->stop = 1;
+    pthread_cond_broadcast(&p->work);
+    pthread_mutex_unlock(&p->mu);
+    return rc;
+}
+
+/* After the last item: the partial last shard, the end-of-input checks and the
+ * manifest marked complete. `consumed`: the input items read. */
+static int finish(packer *k, uint64_t consumed) {
+    int rc = 0;
+    if (k->w) {
+        char name[64];
+        shard_file_name(name, sizeof name, k->shard_no);
+        uint64_t n = shard_writer_count(k->w);
+        shard_file_info fi;
+        rc = shard_writer_finish(k->w, &fi);
+        k->w = NULL;
+        if (rc == 0) shard_manifest_add_shard(&k->m, name, n, consumed, fi.file_bytes, fi.header_crc);
+    }
+    if (rc == 0 && k->records == 0)
+        rc = err_set("%s: none of the %llu input items could be used (%llu skipped; see the log)", k->input,
+                     (unsigned long long)k->total, (unsigned long long)k->skipped);
+    if (rc == 0 && consumed != k->total)
+        rc = err_set("%s: the input ended after %llu items, it announced %llu", k->input,
+                     (unsigned long long)consumed, (unsigned long long)k->total);
+    if (rc == 0) {
+        k->m.complete = 1;
+        rc = shard_manifest_write(&k->m, k->o->out);
+    }
+    return rc;
+}
+
+/* Starts the workers, packs from `consumed` to the end of the source and
+ * finishes the manifest. */
+static int pack(packer *k, uint64_t consumed) {
+    const options *o = k->o;
     pipeline p;
-    memset(&p, 0, sizeof p);
-    pthread_mutex_init(&p.mu, NULL);
-    pthread_cond_init(&p.work, NULL);
-    pthread_cond_init(&p.done, NULL);
-    p.o = o;
-    p.rb = (size_t)o->channels * o->size * o->size;
-    p.frame_cap = ZSTD_compressBound(p.rb);
-    p.R = (size_t)o->threads * 4 + 4;
-    p.ring = xcalloc(p.R, sizeof *p.ring);
-    for (size_t i = 0; i < p.R; i++) p.ring[i].frame = xmalloc(p.frame_cap);
-    p.next_write = p.next_read = consumed;
+    pipeline_init(&p, o, consumed);
     pthread_t *th = xcalloc((size_t)o->threads, sizeof *th);
-    int started = 0;
+    int started = 0, rc = 0;
     for (; started < o->threads; started++)
         if (pthread_create(&th[started], NULL, worker_main, &p) != 0) break;
     if (started == 0) rc = err_set("cannot start worker threads");
 
-    progress pg = {isatty(2), o->quiet, total, consumed, 0, now_seconds(), 0};
-    shard_writer *w = NULL;
-    int eof = 0;
-    pthread_mutex_lock(&p.mu);
-    while (rc == 0) {
-        while (!eof && p.next_read - p.next_write < p.R) {
-            slot *s = &p.ring[p.next_read % p.R];
-            pthread_mutex_unlock(&p.mu);
-            image_source_item it;
-            int r = image_source_next(src, &it);
-            if (r > 0) {
-                s->readable = it.data != NULL;
-                s->decoded = it.decoded;
-                if (!s->readable) set_reason(s, err_msg());
-                if (s->readable && it.len > PREP_MAX_ITEM_BYTES) {
-                    s->readable = 0;
-                    snprintf(s->reason, sizeof s->reason, "%zu bytes, over the %zu MiB limit for one image",
-                             it.len, PREP_MAX_ITEM_BYTES >> 20);
-                }
-                if (!s->readable) it.len = 0;
-                if (it.len > s->in_cap) s->in = xrealloc(s->in, s->in_cap = it.len);
-                if (it.len) memcpy(s->in, it.data, it.len);
-                s->in_len = it.len;
-                size_t kl = strlen(it.key) + 1;
-                if (kl > s->key_cap) s->key = xrealloc(s->key, s->key_cap = kl);
-                memcpy(s->key, it.key, kl);
-            }
-            pthread_mutex_lock(&p.mu);
-            if (r < 0) rc = -1;
-            if (r <= 0) {
-                eof = 1;
-                break;
-            }
-            s->seq = p.next_read++;
-            s->state = SLOT_FILLED;
-            pthread_cond_signal(&p.work);
-        }
-        if (rc != 0 || (eof && p.next_write == p.next_read)) break;
-        slot *s = &p.ring[p.next_write % p.R];
-        while (s->state != SLOT_DONE) pthread_cond_wait(&p.done, &p.mu);
-        pthread_mutex_unlock(&p.mu);
-        /* commit in source order (only this thread touches a DONE slot) */
-        if (s->bad == 2) {
-            rc = err_set("input item %llu: %s", (unsigned long long)s->seq, s->reason);
-        } else if (s->bad) {
-            log_warn("skipping input item %llu (%s): %s", (unsigned long long)s->seq, s->key, s->reason);
-            shard_manifest_add_skip(&m, s->seq, s->key, s->reason);
-            skipped++;
-        } else {
-            char name[64];
-            shard_file_name(name, sizeof name, shard_no);
-            if (!w && shard_writer_open(&w, o->out, name, o->channels, o->size, m.dataset_id, shard_no,
-                                        records) != 0)
-                rc = -1;
-            /* no input format carries class labels yet: -1 (none) */
-            if (rc == 0) rc = shard_writer_add(w, s->frame, s->frame_len, s->crc, SHARD_LABEL_NONE);
-            if (rc == 0) records++;
-            if (rc == 0 && shard_writer_count(w) == (uint64_t)o->records_per_shard) {
-                shard_writer *full = w;
-                w = NULL;
-                shard_file_info fi;
-                rc = shard_writer_finish(full, &fi);
-                if (rc == 0) {
-                    shard_manifest_add_shard(&m, name, (uint64_t)o->records_per_shard, s->seq + 1,
-                                             fi.file_bytes, fi.header_crc);
-                    rc = shard_manifest_write(&m, o->out);
-                    shard_no++;
-                }
-            }
-        }
-        progress_show(&pg, s->seq + 1, records, skipped, 0);
-        pthread_mutex_lock(&p.mu);
-        s->state = SLOT_FREE;
-        p.next_write++;
-    }
-    p.stop = 1;
-    pthread_cond_broadcast(&p.work);
-    pthread_mutex_unlock(&p.mu);
+    progress pg = {isatty(2), o->quiet, k->total, consumed, 0, now_seconds(), 0};
+    rc = pack_loop(k, &p, &pg, rc);
     for (int i = 0; i < started; i++) pthread_join(th[i], NULL);
-    if (rc == 0 && w) { /* the last, partial shard */
-        char name[64];
-        shard_file_name(name, sizeof name, shard_no);
-        uint64_t n = shard_writer_count(w);
-        shard_file_info fi;
-        rc = shard_writer_finish(w, &fi);
-        w = NULL;
-        if (rc == 0) shard_manifest_add_shard(&m, name, n, p.next_write, fi.file_bytes, fi.header_crc);
-    }
-    if (rc == 0 && records == 0)
-        rc = err_set("%s: none of the %llu input items could be used (%llu skipped; see the log)",
-                     input, (unsigned long long)total, (unsigned long long)skipped);
-    if (rc == 0 && p.next_write != total)
-        rc = err_set("%s: the input ended after %llu items, it announced %llu", input,
-                     (unsigned long long)p.next_write, (unsigned long long)total);
+    if (rc == 0) rc = finish(k, p.next_write);
+    shard_writer_abort(k->w);
     if (rc == 0) {
-        m.complete = 1;
-        rc = shard_manifest_write(&m, o->out);
-    }
-    shard_writer_abort(w);
-    if (rc == 0) {
-        progress_show(&pg, total, records, skipped, 1);
+        progress_show(&pg, k->total, k->records, k->skipped, 1);
         log_info("done: %llu records in %zu shard(s) under %s; %llu bad item(s) skipped%s",
-                 (unsigned long long)records, m.n_shards, o->out, (unsigned long long)skipped,
-                 skipped ? " (listed as 'skip' lines in the manifest)" : "");
+                 (unsigned long long)k->records, k->m.n_shards, o->out, (unsigned long long)k->skipped,
+                 k->skipped ? " (listed as 'skip' lines in the manifest)" : "");
     } else if (!o->quiet && pg.tty) {
         fputc('\n', stderr);
     }
-    for (size_t i = 0; i < p.R; i++) {
-        free(p.ring[i].in);
-        free(p.ring[i].key);
-        free(p.ring[i].frame);
-    }
-    free(p.ring);
+    pipeline_free(&p);
     free(th);
-    pthread_mutex_destroy(&p.mu);
-    pthread_cond_destroy(&p.work);
-    pthread_cond_destroy(&p.done);
-    shard_manifest_free(&m);
-    image_source_close(src);
+    return rc;
+}
+
+static int run(const options *o) {
+    char input[PATH_MAX];
+    if (!realpath(o->input, input)) return err_set("%s: %s", o->input, strerror(errno));
+    if (mkdir_p(o->out) != 0) return -1;
+    packer k;
+    memset(&k, 0, sizeof k);
+    k.o = o;
+    k.input = input;
+    if (image_source_open(&k.src, o->format, input, o->size, o->channels) != 0) return -1;
+    k.total = image_source_count(k.src);
+    char mpath[PATH_MAX];
+    snprintf(mpath, sizeof mpath, "%s/%s", o->out, SHARD_MANIFEST_NAME);
+    int r = access(mpath, F_OK) == 0 ? resume_manifest(&k) : new_manifest(&k);
+    if (r != 0) { /* k.m already freed */
+        image_source_close(k.src);
+        return r < 0 ? -1 : 0;
+    }
+    uint64_t consumed;
+    int rc = resume_point(&k, &consumed);
+    if (rc == 0) rc = pack(&k, consumed);
+    shard_manifest_free(&k.m);
+    image_source_close(k.src);
     return rc;
 }
 

@@ -225,30 +225,24 @@ int ckpt_write(const char *dir, const ckpt_header *h, const float *params, const
     return ckpt_write_ex(dir, h, params, ema, adam_m, adam_v, NULL, written_path, path_len);
 }
 
-int ckpt_write_ex(const char *dir, const ckpt_header *h, const float *params, const float *ema,
-                  const float *adam_m, const float *adam_v, const ckpt_write_opts *opts,
-                  char *written_path, size_t path_len) {
-    if (!dir || !h) return err_set("checkpoint write: NULL directory or header");
-    char final_path[PATH_MAX], tmp_path[PATH_MAX];
-    unsigned long long step = (unsigned long long)h->step;
-    int n1 = snprintf(final_path, sizeof final_path, "%s/ckpt-%010llu.ddpm", dir, step);
-    int n2 = snprintf(tmp_path, sizeof tmp_path, "%s/.ckpt-%010llu.tmp", dir, step);
-    if (n1 < 0 || n2 < 0 || (size_t)n1 >= sizeof final_path || (size_t)n2 >= sizeof tmp_path)
+/* DIR/ckpt-STEP.ddpm and DIR/.ckpt-STEP.tmp into the PATH_MAX buffers, and a
+ * check that the caller's written_path buffer can take the final name. */
+static int write_paths(const char *dir, uint64_t step64, char *final_path, char *tmp_path,
+                       const char *written_path, size_t path_len) {
+    unsigned long long step = (unsigned long long)step64;
+    int n1 = snprintf(final_path, PATH_MAX, "%s/ckpt-%010llu.ddpm", dir, step);
+    int n2 = snprintf(tmp_path, PATH_MAX, "%s/.ckpt-%010llu.tmp", dir, step);
+    if (n1 < 0 || n2 < 0 || (size_t)n1 >= PATH_MAX || (size_t)n2 >= PATH_MAX)
         return err_set("checkpoint dir %s: path too long", dir);
     if (written_path && path_len < (size_t)n1 + 1)
         return err_set("checkpoint %s: written_path buffer of %zu bytes is too small", final_path, path_len);
-    if (header_check(h)) return err_prefix("checkpoint %s: bad header: ", final_path);
+    return 0;
+}
 
-    const float *bufs[4] = {params, ema, adam_m, adam_v};
-    int sections = 0;
-    for (int i = 0; i < 4; i++)
-        if (bufs[i]) sections |= k_sections[i];
-    int level = opts && opts->level ? opts->level : 3;
-    if (level > MAX_LEVEL) level = MAX_LEVEL;
-    int threads = opts && opts->threads > 0 ? opts->threads : 0;
-
-    /* Header message: borrows the caller's strings; entries live in arrays
-     * freed below. */
+/* The header record, packed into a new buffer (*len bytes). The message borrows
+ * h's strings and shapes, so it lives only here; the bytes are what the stream
+ * carries and what the footer's header_crc32 covers. */
+static uint8_t *pack_header(const ckpt_header *h, int sections, size_t *len) {
     size_t nt = (size_t)h->n_tensors;
     Ddpm__Ckpt__TensorEntry *entries = xcalloc(nt ? nt : 1, sizeof *entries);
     Ddpm__Ckpt__TensorEntry **entry_ptrs = xcalloc(nt ? nt : 1, sizeof *entry_ptrs);
@@ -283,45 +277,64 @@ int ckpt_write_ex(const char *dir, const ckpt_header *h, const float *params, co
     Ddpm__Ckpt__Record rec = DDPM__CKPT__RECORD__INIT;
     rec.kind_case = DDPM__CKPT__RECORD__KIND_HEADER;
     rec.header = &hdr;
-    size_t hdr_len = ddpm__ckpt__record__get_packed_size(&rec);
-    uint8_t *hdr_bytes = xmalloc(hdr_len);
-    ddpm__ckpt__record__pack(&rec, hdr_bytes);
-    uint32_t header_crc = crc_update(0, hdr_bytes, hdr_len);
+    *len = ddpm__ckpt__record__get_packed_size(&rec);
+    uint8_t *bytes = xmalloc(*len);
+    ddpm__ckpt__record__pack(&rec, bytes);
+    free(entries);
+    free(entry_ptrs);
+    return bytes;
+}
 
-    zsink s;
-    memset(&s, 0, sizeof s);
-    s.base.append = sink_append;
-    s.path = tmp_path;
-    s.fd = -1;
-    s.kill_at = opts && opts->kill_enabled && opts->kill_at_byte <= INT64_MAX
-                    ? (int64_t)opts->kill_at_byte : -1;
-    s.out_cap = ZSTD_CStreamOutSize();
-    s.out = xmalloc(s.out_cap);
-    uint8_t *swap = CKPT_BIG_ENDIAN ? xmalloc(CHUNK_BYTES) : NULL;
-    int rc = -1;
+/* A sink with no zstd context and no file yet; kill_at arms the test-only crash
+ * point (ckpt_write_opts.kill_at_byte). */
+static void sink_init(zsink *s, const char *tmp_path, const ckpt_write_opts *opts) {
+    memset(s, 0, sizeof *s);
+    s->base.append = sink_append;
+    s->path = tmp_path;
+    s->fd = -1;
+    s->kill_at = opts && opts->kill_enabled && opts->kill_at_byte <= INT64_MAX
+                     ? (int64_t)opts->kill_at_byte : -1;
+    s->out_cap = ZSTD_CStreamOutSize();
+    s->out = xmalloc(s->out_cap);
+}
 
-    s.cctx = ZSTD_createCCtx();
-    if (!s.cctx) { err_set("checkpoint %s: cannot create zstd context", final_path); goto done; }
-    size_t zr = ZSTD_CCtx_setParameter(s.cctx, ZSTD_c_compressionLevel, level);
-    if (!ZSTD_isError(zr)) zr = ZSTD_CCtx_setParameter(s.cctx, ZSTD_c_checksumFlag, 1);
-    if (ZSTD_isError(zr)) { err_set("checkpoint %s: zstd setup: %s", final_path, ZSTD_getErrorName(zr)); goto done; }
+/* The zstd context (level, frame checksum, workers) and the temp file. What is
+ * made before a failure is released by the caller's cleanup. */
+static int sink_start(zsink *s, const char *final_path, const ckpt_write_opts *opts) {
+    int level = opts && opts->level ? opts->level : 3;
+    if (level > MAX_LEVEL) level = MAX_LEVEL;
+    int threads = opts && opts->threads > 0 ? opts->threads : 0;
+    s->cctx = ZSTD_createCCtx();
+    if (!s->cctx) return err_set("checkpoint %s: cannot create zstd context", final_path);
+    size_t zr = ZSTD_CCtx_setParameter(s->cctx, ZSTD_c_compressionLevel, level);
+    if (!ZSTD_isError(zr)) zr = ZSTD_CCtx_setParameter(s->cctx, ZSTD_c_checksumFlag, 1);
+    if (ZSTD_isError(zr)) return err_set("checkpoint %s: zstd setup: %s", final_path, ZSTD_getErrorName(zr));
     /* A libzstd built without threads refuses workers; compress inline then. */
-    if (threads) (void)ZSTD_CCtx_setParameter(s.cctx, ZSTD_c_nbWorkers, threads);
+    if (threads) (void)ZSTD_CCtx_setParameter(s->cctx, ZSTD_c_nbWorkers, threads);
+    s->fd = open(s->path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+    if (s->fd < 0) return err_set("checkpoint %s: cannot create: %s", s->path, strerror(errno));
+    return 0;
+}
 
-    s.fd = open(tmp_path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-    if (s.fd < 0) { err_set("checkpoint %s: cannot create: %s", tmp_path, strerror(errno)); goto done; }
-
+/* varint length + an already packed record. */
+static int sink_packed(zsink *s, const uint8_t *bytes, size_t len) {
     uint8_t vb[10];
-    size_t vn = varint_encode(hdr_len, vb);
-    sink_append(&s.base, vn, vb);
-    sink_append(&s.base, hdr_len, hdr_bytes);
-    if (s.failed) goto done;
+    size_t vn = varint_encode(len, vb);
+    sink_append(&s->base, vn, vb);
+    sink_append(&s->base, len, bytes);
+    return s->failed ? -1 : 0;
+}
 
-    uint64_t records = 1;
-    uint32_t crcs[4] = {0};
-    for (int i = 0; i < 4; i++) {
+/* One chunk record per CKPT_CHUNK_FLOATS of each present section, in section
+ * order; crcs[i] gets the CRC-32 of section i's little-endian bytes and
+ * *records counts the records written. */
+static int write_sections(zsink *s, const ckpt_header *h, const float *const bufs[4], uint32_t crcs[4],
+                          uint64_t *records) {
+    uint8_t *swap = CKPT_BIG_ENDIAN ? xmalloc(CHUNK_BYTES) : NULL;
+    int rc = 0;
+    for (int i = 0; i < 4 && rc == 0; i++) {
         if (!bufs[i]) continue;
-        for (uint64_t off = 0; off < h->n_params; off += CKPT_CHUNK_FLOATS) {
+        for (uint64_t off = 0; off < h->n_params && rc == 0; off += CKPT_CHUNK_FLOATS) {
             uint64_t nf = h->n_params - off < CKPT_CHUNK_FLOATS ? h->n_params - off : CKPT_CHUNK_FLOATS;
             const uint8_t *bytes = (const uint8_t *)(bufs[i] + off);
             if (CKPT_BIG_ENDIAN) {
@@ -337,11 +350,18 @@ int ckpt_write_ex(const char *dir, const ckpt_header *h, const float *params, co
             Ddpm__Ckpt__Record cr = DDPM__CKPT__RECORD__INIT;
             cr.kind_case = DDPM__CKPT__RECORD__KIND_CHUNK;
             cr.chunk = &ch;
-            if (sink_record(&s, &cr)) goto done;
-            records++;
+            rc = sink_record(s, &cr);
+            if (rc == 0) (*records)++;
         }
     }
+    free(swap);
+    return rc;
+}
 
+/* The footer record (record count, per-section CRCs, header CRC), then the end
+ * of the zstd frame. */
+static int write_footer(zsink *s, const ckpt_header *h, const float *const bufs[4], const uint32_t crcs[4],
+                        uint64_t records, uint32_t header_crc) {
     Ddpm__Ckpt__SectionSummary sums[4];
     Ddpm__Ckpt__SectionSummary *sum_ptrs[4];
     size_t n_sums = 0;
@@ -363,30 +383,55 @@ int ckpt_write_ex(const char *dir, const ckpt_header *h, const float *params, co
     Ddpm__Ckpt__Record fr = DDPM__CKPT__RECORD__INIT;
     fr.kind_case = DDPM__CKPT__RECORD__KIND_FOOTER;
     fr.footer = &foot;
-    if (sink_record(&s, &fr)) goto done;
-    if (sink_feed(&s, NULL, 0, ZSTD_e_end)) goto done;
+    if (sink_record(s, &fr)) return -1;
+    return sink_feed(s, NULL, 0, ZSTD_e_end);
+}
 
-    if (fsync(s.fd)) { err_set("checkpoint %s: fsync failed: %s", tmp_path, strerror(errno)); goto done; }
-    int fd = s.fd;
-    s.fd = -1;
-    if (close(fd)) { err_set("checkpoint %s: close failed: %s", tmp_path, strerror(errno)); goto done; }
-    if (rename(tmp_path, final_path)) {
-        err_set("checkpoint %s: rename from %s failed: %s", final_path, tmp_path, strerror(errno));
-        goto done;
+/* The atomic part: fsync the temp file, close it, rename it to the final name,
+ * fsync the directory. s->fd is -1 once closed, so the cleanup does not close it
+ * twice. */
+static int commit_file(zsink *s, const char *final_path, const char *dir) {
+    if (fsync(s->fd)) return err_set("checkpoint %s: fsync failed: %s", s->path, strerror(errno));
+    int fd = s->fd;
+    s->fd = -1;
+    if (close(fd)) return err_set("checkpoint %s: close failed: %s", s->path, strerror(errno));
+    if (rename(s->path, final_path))
+        return err_set("checkpoint %s: rename from %s failed: %s", final_path, s->path, strerror(errno));
+    return fsync_dir(dir);
+}
+
+int ckpt_write_ex(const char *dir, const ckpt_header *h, const float *params, const float *ema,
+                  const float *adam_m, const float *adam_v, const ckpt_write_opts *opts,
+                  char *written_path, size_t path_len) {
+    if (!dir || !h) return err_set("checkpoint write: NULL directory or header");
+    char final_path[PATH_MAX], tmp_path[PATH_MAX];
+    if (write_paths(dir, h->step, final_path, tmp_path, written_path, path_len)) return -1;
+    if (header_check(h)) return err_prefix("checkpoint %s: bad header: ", final_path);
+
+    const float *const bufs[4] = {params, ema, adam_m, adam_v};
+    int sections = 0;
+    for (int i = 0; i < 4; i++)
+        if (bufs[i]) sections |= k_sections[i];
+    size_t hdr_len;
+    uint8_t *hdr_bytes = pack_header(h, sections, &hdr_len);
+    uint32_t header_crc = crc_update(0, hdr_bytes, hdr_len);
+
+    zsink s;
+    sink_init(&s, tmp_path, opts);
+    uint64_t records = 1; /* the header */
+    uint32_t crcs[4] = {0};
+    int rc = -1;
+    if (!sink_start(&s, final_path, opts) && !sink_packed(&s, hdr_bytes, hdr_len) &&
+        !write_sections(&s, h, bufs, crcs, &records) && !write_footer(&s, h, bufs, crcs, records, header_crc) &&
+        !commit_file(&s, final_path, dir)) {
+        if (written_path) snprintf(written_path, path_len, "%s", final_path);
+        rc = 0;
     }
-    if (fsync_dir(dir)) goto done;
-    if (written_path) snprintf(written_path, path_len, "%s", final_path);
-    rc = 0;
-
-done:
     if (s.fd >= 0) close(s.fd);
     if (rc) unlink(tmp_path); /* ENOENT (ignored) if the rename already happened */
     ZSTD_freeCCtx(s.cctx);
     free(s.out);
-    free(swap);
     free(hdr_bytes);
-    free(entries);
-    free(entry_ptrs);
     return rc;
 }
 
