@@ -153,12 +153,20 @@ static int write_csv(const char *path, const bpd_result *r) {
     return 0;
 }
 
-int eval_bpd_main(int argc, char **argv) {
-    const char *ckpt = NULL, *out_csv = NULL, *data = NULL, *weights = "ema", *variance = NULL;
-    long n = -1, first = 0, stride = 1, batch = 32, threads = 0;
-    unsigned long long seed = 0;
-    int clip = 1, quiet = 0;
-    bpd_estimate est = BPD_ESTIMATE_UNBIASED;
+typedef struct {
+    const char *ckpt, *out_csv, *data, *variance;
+    int which; /* CKPT_EMA | CKPT_PARAMS */
+    long n, first, stride, batch, threads; /* n < 0: all of the set from first */
+    unsigned long long seed;
+    int clip, quiet;
+    bpd_estimate est;
+} bpd_opts;
+
+/* Fills o from the command line. Returns -1 to go on, or the exit code: 0 after
+ * --help, 2 for a bad command line (already reported). */
+static int parse_args(int argc, char **argv, bpd_opts *o) {
+    *o = (bpd_opts){.which = CKPT_EMA, .n = -1, .stride = 1, .batch = 32, .clip = 1,
+                    .est = BPD_ESTIMATE_UNBIASED};
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
         char *end = NULL;
@@ -175,47 +183,46 @@ int eval_bpd_main(int argc, char **argv) {
             usage(stdout);
             return 0;
         } else if (!strcmp(a, "--images")) {
-            n = strtol(v, &end, 10);
-            if (*end || n < 1) goto bad;
+            o->n = strtol(v, &end, 10);
+            if (*end || o->n < 1) goto bad;
         } else if (!strcmp(a, "--first")) {
-            first = strtol(v, &end, 10);
-            if (*end || first < 0) goto bad;
+            o->first = strtol(v, &end, 10);
+            if (*end || o->first < 0) goto bad;
         } else if (!strcmp(a, "--stride")) {
-            stride = strtol(v, &end, 10);
-            if (*end || stride < 1 || stride > 100000) goto bad;
+            o->stride = strtol(v, &end, 10);
+            if (*end || o->stride < 1 || o->stride > 100000) goto bad;
         } else if (!strcmp(a, "--estimate")) {
-            if (!strcmp(v, "unbiased")) est = BPD_ESTIMATE_UNBIASED;
-            else if (!strcmp(v, "trapezoid")) est = BPD_ESTIMATE_TRAPEZOID;
+            if (!strcmp(v, "unbiased")) o->est = BPD_ESTIMATE_UNBIASED;
+            else if (!strcmp(v, "trapezoid")) o->est = BPD_ESTIMATE_TRAPEZOID;
             else goto bad;
         } else if (!strcmp(a, "--out")) {
-            out_csv = v;
+            o->out_csv = v;
         } else if (!strcmp(a, "--data")) {
-            data = v;
+            o->data = v;
         } else if (!strcmp(a, "--batch")) {
-            batch = strtol(v, &end, 10);
-            if (*end || batch < 1 || batch > 4096) goto bad;
+            o->batch = strtol(v, &end, 10);
+            if (*end || o->batch < 1 || o->batch > 4096) goto bad;
         } else if (!strcmp(a, "--seed")) {
-            seed = strtoull(v, &end, 10);
+            o->seed = strtoull(v, &end, 10);
             if (*end) goto bad;
         } else if (!strcmp(a, "--weights")) {
-            weights = v;
-            if (strcmp(v, "ema") && strcmp(v, "params")) goto bad;
+            if (!(o->which = ckpt_weights_parse(v))) goto bad;
         } else if (!strcmp(a, "--variance")) {
-            variance = v;
+            o->variance = v;
             if (strcmp(v, "beta") && strcmp(v, "beta_tilde")) goto bad;
         } else if (!strcmp(a, "--threads")) {
-            threads = strtol(v, &end, 10);
-            if (*end || threads < 0) goto bad;
+            o->threads = strtol(v, &end, 10);
+            if (*end || o->threads < 0) goto bad;
         } else if (!strcmp(a, "--no-clip")) {
-            clip = 0;
+            o->clip = 0;
         } else if (!strcmp(a, "-q") || !strcmp(a, "--quiet")) {
-            quiet = 1;
+            o->quiet = 1;
         } else if (a[0] == '-') {
             fprintf(stderr, "ddpm-eval bpd: unknown option '%s'\n", a);
             usage(stderr);
             return 2;
-        } else if (!ckpt) {
-            ckpt = a;
+        } else if (!o->ckpt) {
+            o->ckpt = a;
         } else {
             fprintf(stderr, "ddpm-eval bpd: unexpected argument '%s'\n", a);
             return 2;
@@ -225,90 +232,127 @@ int eval_bpd_main(int argc, char **argv) {
         fprintf(stderr, "ddpm-eval bpd: invalid value '%s' for %s\n", v, a);
         return 2;
     }
-    if (!ckpt) {
+    if (!o->ckpt) {
         usage(stderr);
         return 2;
     }
+    return -1;
+}
+
+/* What this rank holds of a run; bpd_run_free releases it. */
+typedef struct {
+    ckpt_model cm;
+    bpd_result res; /* this rank's sums; after sum_to_root, rank 0's are the totals */
+    uint8_t *imgs;  /* this rank's images, uint8 CHW */
+    uint64_t *ids;  /* their indices in the set (they key the noise) */
+    int count;
+} bpd_run;
+
+static void bpd_run_free(bpd_run *r) {
+    bpd_result_free(&r->res);
+    ckpt_model_free(&r->cm);
+    free(r->imgs);
+    free(r->ids);
+}
+
+/* Loads the model and this rank's images, says what will run (rank 0) and adds
+ * up this rank's terms. Fills in o->data (default: the config's eval_path) and
+ * o->n (default: the rest of the set). */
+static int run_bpd(bpd_run *r, bpd_opts *o, int rank, int world, int nthreads) {
+    unet_options opt = unet_options_default();
+    if (env_unet_options(&opt) != 0 ||
+        ckpt_model_load(&r->cm, o->ckpt, o->which, (int)o->batch, &opt) != 0)
+        return -1;
+    const config *cfg = &r->cm.cfg;
+    if (!o->data) {
+        if (!cfg->data.eval_path[0])
+            return err_set("%s: its config has no data.eval_path; pass --data PATH", o->ckpt);
+        o->data = cfg->data.eval_path;
+    }
+    if (bpd_result_init(&r->res, r->cm.diff.T) != 0) return -1;
+    if (load_images(o->data, cfg, o->first, &o->n, rank, world, &r->imgs, &r->ids, &r->count) != 0)
+        return -1;
+    sampling_variance var = cfg->diffusion.sampling_var;
+    if (o->variance)
+        var = strcmp(o->variance, "beta") == 0 ? SAMPLING_VAR_BETA : SAMPLING_VAR_BETA_TILDE;
+    if (rank == 0)
+        log_info("%s: step %llu, %s weights; %ld images of %s from %ld over %d rank(s), T %d, "
+                 "stride %ld (%s), sigma^2 = %s, %sclipped x0, batch %ld, OpenBLAS %s x%d",
+                 o->ckpt, (unsigned long long)r->cm.h.step, ckpt_weights_name(o->which), o->n,
+                 o->data, o->first, world, r->cm.diff.T, o->stride,
+                 o->stride > 1 ? (o->est == BPD_ESTIMATE_UNBIASED ? "unbiased" : "trapezoid")
+                               : "exact",
+                 var == SAMPLING_VAR_BETA ? "beta" : "beta-tilde", o->clip ? "" : "un", o->batch,
+                 blas_kernel_name(), nthreads);
+    bpd_config bc = {&r->cm.diff, (int)var, o->clip, (int)o->stride, o->est, o->seed};
+    progress_state ps = {now_seconds(), o->quiet || rank != 0};
+    return bpd_evaluate_u8(r->cm.model, r->cm.weights, &bc, r->imgs, r->ids, r->count,
+                           cfg->model.in_channels, cfg->model.image_size, &r->res, NULL,
+                           show_progress, &ps);
+}
+
+/* Every rank learns whether any failed before the reduction, so none hangs. */
+static int any_rank_failed(int rc, int rank) {
+    int bad = rc != 0, any_bad = 0;
+    if (bad) fprintf(stderr, "ddpm-eval bpd (rank %d): %s\n", rank, err_msg());
+    MPI_Allreduce(&bad, &any_bad, 1, MPI_INT, MPI_MAX, MPI_COMM_WORLD);
+    return any_bad;
+}
+
+/* Adds every rank's sums into rank 0's res. */
+static void sum_to_root(bpd_result *res, int rank) {
+    size_t nd = bpd_result_doubles(res);
+    double *sum = rank == 0 ? xcalloc(nd, sizeof *sum) : NULL;
+    MPI_Reduce(res->buf, sum, (int)nd, MPI_DOUBLE, MPI_SUM, 0, MPI_COMM_WORLD);
+    if (rank == 0) {
+        memcpy(res->buf, sum, nd * sizeof *sum);
+        free(sum);
+    }
+}
+
+/* Rank 0: the bound and its parts on stdout, the per-timestep CSV when asked.
+ * Returns the exit code. */
+static int report(const bpd_result *res, const bpd_opts *o, int world, double t0) {
+    double ni = res->scalars[BPD_S_IMAGES], secs = now_seconds() - t0;
+    double kl = bpd_result_mean(res) - (res->scalars[BPD_S_DECODER] + res->scalars[BPD_S_PRIOR]) / ni;
+    printf("bpd %.6f +- %.6f (standard error; %.0f images, stride %ld%s)\n", bpd_result_mean(res),
+           bpd_result_stderr(res), ni, o->stride,
+           o->stride > 1 ? (o->est == BPD_ESTIMATE_UNBIASED ? ", unbiased estimate"
+                                                           : ", trapezoid estimate")
+                         : "");
+    printf("  decoder L_0 %.6f, sum of KL terms L_1..L_%d %.6f, prior L_T %.6f bits/dim\n",
+           res->scalars[BPD_S_DECODER] / ni, res->T - 1, kl, res->scalars[BPD_S_PRIOR] / ni);
+    log_info("%.1f s (%d rank(s))", secs, world);
+    if (!o->out_csv) return 0;
+    if (write_csv(o->out_csv, res) != 0) {
+        fprintf(stderr, "ddpm-eval bpd: %s\n", err_msg());
+        return 1;
+    }
+    log_info("wrote %s", o->out_csv);
+    return 0;
+}
+
+int eval_bpd_main(int argc, char **argv) {
+    bpd_opts o;
+    int code = parse_args(argc, argv, &o);
+    if (code >= 0) return code;
     env_mpi_singleton_as_root();
     MPI_Init(&argc, &argv);
     int rank = 0, world = 1;
     MPI_Comm_rank(MPI_COMM_WORLD, &rank);
     MPI_Comm_size(MPI_COMM_WORLD, &world);
-    int nthreads = blas_set_threads((int)threads, env_ranks_on_node());
+    int nthreads = blas_set_threads((int)o.threads, env_ranks_on_node());
 
-    ckpt_model cm;
-    memset(&cm, 0, sizeof cm);
-    bpd_result res;
-    memset(&res, 0, sizeof res);
-    uint8_t *imgs = NULL;
-    uint64_t *ids = NULL;
-    int count = 0, rc = -1;
+    bpd_run r;
+    memset(&r, 0, sizeof r);
     double t0 = now_seconds();
-    unet_options opt = unet_options_default();
-    if (env_unet_options(&opt) != 0 ||
-        ckpt_model_load(&cm, ckpt, strcmp(weights, "ema") == 0 ? CKPT_EMA : CKPT_PARAMS,
-                        (int)batch, &opt) != 0)
-        goto done;
-    const config *cfg = &cm.cfg;
-    if (!data) {
-        if (!cfg->data.eval_path[0]) {
-            err_set("%s: its config has no data.eval_path; pass --data PATH", ckpt);
-            goto done;
-        }
-        data = cfg->data.eval_path;
+    int rc = run_bpd(&r, &o, rank, world, nthreads);
+    code = 1;
+    if (!any_rank_failed(rc, rank)) {
+        sum_to_root(&r.res, rank);
+        code = rank == 0 ? report(&r.res, &o, world, t0) : 0;
     }
-    if (bpd_result_init(&res, cm.diff.T) != 0) goto done;
-    if (load_images(data, cfg, first, &n, rank, world, &imgs, &ids, &count) != 0) goto done;
-    sampling_variance var = cfg->diffusion.sampling_var;
-    if (variance) var = strcmp(variance, "beta") == 0 ? SAMPLING_VAR_BETA : SAMPLING_VAR_BETA_TILDE;
-    if (rank == 0)
-        log_info("%s: step %llu, %s weights; %ld images of %s from %ld over %d rank(s), T %d, "
-                 "stride %ld (%s), sigma^2 = %s, %sclipped x0, batch %ld, OpenBLAS %s x%d",
-                 ckpt, (unsigned long long)cm.h.step, weights, n, data, first, world, cm.diff.T, stride,
-                 stride > 1 ? (est == BPD_ESTIMATE_UNBIASED ? "unbiased" : "trapezoid") : "exact",
-                 var == SAMPLING_VAR_BETA ? "beta" : "beta-tilde", clip ? "" : "un", batch,
-                 blas_kernel_name(), nthreads);
-    bpd_config bc = {&cm.diff, (int)var, clip, (int)stride, est, seed};
-    progress_state ps = {now_seconds(), quiet || rank != 0};
-    rc = bpd_evaluate_u8(cm.model, cm.weights, &bc, imgs, ids, count, cfg->model.in_channels,
-                         cfg->model.image_size, &res, NULL, show_progress, &ps);
-done:;
-    /* Every rank learns whether any failed before the reduction, so none hangs. */
-    int bad = rc != 0, any_bad = 0;
-    if (bad) fprintf(stderr, "ddpm-eval bpd (rank %d): %s\n", rank, err_msg());
-    MPI_Allreduce(&bad, &any_bad, 1, MPI_INT, MPI_MAX, MPI_COMM_WORLD);
-    int code = any_bad ? 1 : 0;
-    if (!any_bad) {
-        size_t nd = bpd_result_doubles(&res);
-        double *sum = rank == 0 ? xcalloc(nd, sizeof *sum) : NULL;
-        MPI_Reduce(res.buf, sum, (int)nd, MPI_DOUBLE, MPI_SUM, 0, MPI_COMM_WORLD);
-        if (rank == 0) {
-            memcpy(res.buf, sum, nd * sizeof *sum);
-            free(sum);
-            double ni = res.scalars[BPD_S_IMAGES], secs = now_seconds() - t0;
-            double kl = bpd_result_mean(&res) - (res.scalars[BPD_S_DECODER] + res.scalars[BPD_S_PRIOR]) / ni;
-            printf("bpd %.6f +- %.6f (standard error; %.0f images, stride %ld%s)\n",
-                   bpd_result_mean(&res), bpd_result_stderr(&res), ni, stride,
-                   stride > 1 ? (est == BPD_ESTIMATE_UNBIASED ? ", unbiased estimate"
-                                                             : ", trapezoid estimate")
-                              : "");
-            printf("  decoder L_0 %.6f, sum of KL terms L_1..L_%d %.6f, prior L_T %.6f bits/dim\n",
-                   res.scalars[BPD_S_DECODER] / ni, cm.diff.T - 1, kl, res.scalars[BPD_S_PRIOR] / ni);
-            log_info("%.1f s (%d rank(s))", secs, world);
-            if (out_csv) {
-                if (write_csv(out_csv, &res) != 0) {
-                    fprintf(stderr, "ddpm-eval bpd: %s\n", err_msg());
-                    code = 1;
-                } else {
-                    log_info("wrote %s", out_csv);
-                }
-            }
-        }
-    }
-    bpd_result_free(&res);
-    ckpt_model_free(&cm);
-    free(imgs);
-    free(ids);
+    bpd_run_free(&r);
     MPI_Finalize();
     return code;
 }

@@ -161,22 +161,14 @@ static int load_or_compute_stats(const char *path, inception **net, const inc_op
     return rc;
 }
 
-int main(int argc, char **argv) {
-    blas_setup(argv);
-    if (argc < 2 || !strcmp(argv[1], "-h") || !strcmp(argv[1], "--help")) {
-        usage(argc < 2 ? stderr : stdout);
-        return argc < 2 ? 2 : 0;
-    }
+/* Reads the options and file arguments after `ddpm-eval CMD` into o and pos
+ * (want of them). Returns -1 to go on, or the exit code 2 for a bad command line
+ * (already reported). */
+static int parse_args(int argc, char **argv, int want, inc_opts *o, const char *pos[2]) {
     const char *cmd = argv[1];
-    if (!strcmp(cmd, "bpd")) return eval_bpd_main(argc - 1, argv + 1);
-    if (strcmp(cmd, "stats") && strcmp(cmd, "fid") && strcmp(cmd, "is") && strcmp(cmd, "features")) {
-        fprintf(stderr, "ddpm-eval: unknown command '%s'\n", cmd);
-        usage(stderr);
-        return 2;
-    }
     const char *env_w = getenv("DDPM_INCEPTION_WEIGHTS");
-    inc_opts o = {env_w && env_w[0] ? env_w : NULL, 10, 0, 0};
-    const char *pos[2] = {NULL, NULL};
+    *o = (inc_opts){env_w && env_w[0] ? env_w : NULL, 10, 0, 0};
+    pos[0] = pos[1] = NULL;
     int npos = 0;
     for (int i = 2; i < argc; i++) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
@@ -188,20 +180,20 @@ int main(int argc, char **argv) {
             }
             i++;
             if (!strcmp(a, "--inception")) {
-                o.inception = v;
+                o->inception = v;
             } else if (!strcmp(a, "--splits")) {
-                o.splits = (int)strtol(v, &end, 10);
-                if (*end || o.splits < 1) goto bad;
+                o->splits = (int)strtol(v, &end, 10);
+                if (*end || o->splits < 1) goto bad;
             } else {
-                o.threads = strtol(v, &end, 10);
-                if (*end || o.threads < 0) goto bad;
+                o->threads = strtol(v, &end, 10);
+                if (*end || o->threads < 0) goto bad;
             }
             continue;
         bad:
             fprintf(stderr, "ddpm-eval %s: invalid value '%s' for %s\n", cmd, v, a);
             return 2;
         } else if (!strcmp(a, "-q") || !strcmp(a, "--quiet")) {
-            o.quiet = 1;
+            o->quiet = 1;
         } else if (a[0] == '-') {
             fprintf(stderr, "ddpm-eval %s: unknown option '%s'\n", cmd, a);
             return 2;
@@ -212,71 +204,116 @@ int main(int argc, char **argv) {
             return 2;
         }
     }
-    int want = !strcmp(cmd, "is") ? 1 : 2;
     if (npos != want) {
         fprintf(stderr, "ddpm-eval %s: expected %d file argument(s)\n", cmd, want);
         usage(stderr);
         return 2;
     }
+    return -1;
+}
+
+/* The Inception commands: each returns 0, or -1 with err_msg() set. net is loaded
+ * on first need (not at all when fid is given two statistics files). */
+
+static int cmd_stats(const char *const pos[2], inception **net, const inc_opts *o) {
+    fid_stats st;
+    if (load_or_compute_stats(pos[0], net, o, &st) != 0) return -1;
+    npz_f64_array arr[2] = {{"mu", st.mu, 1, {st.d}}, {"sigma", st.sigma, 2, {st.d, st.d}}};
+    int D = st.d;
+    int rc = npz_write_f64(pos[1], arr, 2);
+    fid_stats_free(&st);
+    if (rc != 0) return -1;
+    log_info("wrote %s (mu [%d], sigma [%d][%d], float64)", pos[1], D, D, D);
+    return 0;
+}
+
+static int cmd_fid(const char *const pos[2], inception **net, const inc_opts *o) {
+    fid_stats a, b;
+    double fid;
+    if (load_or_compute_stats(pos[0], net, o, &a) != 0) return -1;
+    if (load_or_compute_stats(pos[1], net, o, &b) != 0) {
+        fid_stats_free(&a);
+        return -1;
+    }
+    int rc;
+    if (a.d != b.d) {
+        rc = err_set("%s has %d-dimensional statistics, %s has %d", pos[0], a.d, pos[1], b.d);
+    } else if ((rc = fid_distance(a.mu, a.sigma, b.mu, b.sigma, a.d, &fid)) != 0) {
+        err_prefix("FID of %s and %s: ", pos[0], pos[1]);
+    }
+    fid_stats_free(&a);
+    fid_stats_free(&b);
+    if (rc != 0) return -1;
+    printf("FID %.10g\n", fid);
+    return 0;
+}
+
+static int cmd_is(const char *const pos[2], inception **net, const inc_opts *o) {
+    float *p, *l;
+    size_t N;
+    double mean, sd;
+    if (npz_features(pos[0], net, o, &p, &l, &N) != 0) return -1;
+    int splits = o->splits > (int)N ? (int)N : o->splits;
+    int rc = inception_score(l, N, INCEPTION_CLASSES, splits, &mean, &sd);
+    free(p);
+    free(l);
+    if (rc != 0) return -1;
+    printf("IS %.6f +- %.6f (%zu images, %d splits)\n", mean, sd, N, splits);
+    return 0;
+}
+
+static int cmd_features(const char *const pos[2], inception **net, const inc_opts *o) {
+    float *p, *l;
+    size_t N;
+    if (npz_features(pos[0], net, o, &p, &l, &N) != 0) return -1;
+    tensor_file tf;
+    int64_t dp[2] = {(int64_t)N, INCEPTION_FEATURES}, dl[2] = {(int64_t)N, INCEPTION_CLASSES};
+    int rc = tensor_file_create(&tf, pos[1]);
+    if (rc == 0) rc = tensor_file_add(&tf, "pool3", 2, dp, p);
+    if (rc == 0) rc = tensor_file_add(&tf, "logits", 2, dl, l);
+    if (rc == 0) rc = tensor_file_close(&tf);
+    free(p);
+    free(l);
+    return rc != 0 ? -1 : 0;
+}
+
+typedef struct {
+    const char *name;
+    int files; /* file arguments it takes */
+    int (*run)(const char *const pos[2], inception **net, const inc_opts *o);
+} inc_command;
+
+static const inc_command k_commands[] = {
+    {"stats", 2, cmd_stats},
+    {"fid", 2, cmd_fid},
+    {"is", 1, cmd_is},
+    {"features", 2, cmd_features},
+};
+
+int main(int argc, char **argv) {
+    blas_setup(argv);
+    if (argc < 2 || !strcmp(argv[1], "-h") || !strcmp(argv[1], "--help")) {
+        usage(argc < 2 ? stderr : stdout);
+        return argc < 2 ? 2 : 0;
+    }
+    const char *cmd = argv[1];
+    if (!strcmp(cmd, "bpd")) return eval_bpd_main(argc - 1, argv + 1);
+    const inc_command *c = NULL;
+    for (size_t k = 0; k < sizeof k_commands / sizeof k_commands[0]; k++)
+        if (!strcmp(cmd, k_commands[k].name)) c = &k_commands[k];
+    if (!c) {
+        fprintf(stderr, "ddpm-eval: unknown command '%s'\n", cmd);
+        usage(stderr);
+        return 2;
+    }
+    inc_opts o;
+    const char *pos[2];
+    int code = parse_args(argc, argv, c->files, &o, pos);
+    if (code >= 0) return code;
     blas_set_threads((int)o.threads, 1);
     inception *net = NULL;
-    int rc = -1;
-    const int d = INCEPTION_FEATURES;
-    if (!strcmp(cmd, "stats")) {
-        fid_stats st;
-        if (load_or_compute_stats(pos[0], &net, &o, &st) != 0) goto fail;
-        npz_f64_array arr[2] = {{"mu", st.mu, 1, {st.d}}, {"sigma", st.sigma, 2, {st.d, st.d}}};
-        int D = st.d;
-        rc = npz_write_f64(pos[1], arr, 2);
-        fid_stats_free(&st);
-        if (rc != 0) goto fail;
-        log_info("wrote %s (mu [%d], sigma [%d][%d], float64)", pos[1], D, D, D);
-    } else if (!strcmp(cmd, "fid")) {
-        fid_stats a, b;
-        double fid;
-        if (load_or_compute_stats(pos[0], &net, &o, &a) != 0) goto fail;
-        if (load_or_compute_stats(pos[1], &net, &o, &b) != 0) {
-            fid_stats_free(&a);
-            goto fail;
-        }
-        if (a.d != b.d) {
-            rc = err_set("%s has %d-dimensional statistics, %s has %d", pos[0], a.d, pos[1], b.d);
-        } else if ((rc = fid_distance(a.mu, a.sigma, b.mu, b.sigma, a.d, &fid)) != 0) {
-            err_prefix("FID of %s and %s: ", pos[0], pos[1]);
-        }
-        fid_stats_free(&a);
-        fid_stats_free(&b);
-        if (rc != 0) goto fail;
-        printf("FID %.10g\n", fid);
-    } else if (!strcmp(cmd, "is")) {
-        float *p, *l;
-        size_t N;
-        double mean, sd;
-        if (npz_features(pos[0], &net, &o, &p, &l, &N) != 0) goto fail;
-        rc = inception_score(l, N, INCEPTION_CLASSES, o.splits > (int)N ? (int)N : o.splits, &mean, &sd);
-        free(p);
-        free(l);
-        if (rc != 0) goto fail;
-        printf("IS %.6f +- %.6f (%zu images, %d splits)\n", mean, sd, N,
-               o.splits > (int)N ? (int)N : o.splits);
-    } else { /* features */
-        float *p, *l;
-        size_t N;
-        if (npz_features(pos[0], &net, &o, &p, &l, &N) != 0) goto fail;
-        tensor_file tf;
-        int64_t dp[2] = {(int64_t)N, d}, dl[2] = {(int64_t)N, INCEPTION_CLASSES};
-        rc = tensor_file_create(&tf, pos[1]);
-        if (rc == 0) rc = tensor_file_add(&tf, "pool3", 2, dp, p);
-        if (rc == 0) rc = tensor_file_add(&tf, "logits", 2, dl, l);
-        if (rc == 0) rc = tensor_file_close(&tf);
-        free(p);
-        free(l);
-        if (rc != 0) goto fail;
-    }
+    int rc = c->run(pos, &net, &o);
+    if (rc != 0) fprintf(stderr, "ddpm-eval %s: %s\n", cmd, err_msg());
     inception_free(net);
-    return 0;
-fail:
-    fprintf(stderr, "ddpm-eval %s: %s\n", cmd, err_msg());
-    inception_free(net);
-    return 1;
+    return rc != 0 ? 1 : 0;
 }

@@ -73,14 +73,20 @@ static void show_progress(void *ctx, int step_done, int steps_total) {
     fflush(stderr);
 }
 
-int main(int argc, char **argv) {
-    blas_setup(argv);
-    const char *ckpt = NULL, *spec = "", *variance = NULL, *weights = "ema";
-    const char *grid = "samples.png", *npz = "samples.npz", *png_dir = NULL;
-    long n = 64, batch = 16, threads = 0;
-    unsigned long long first = 0, seed = 0;
-    int ddim = 0, clip = 1, quiet = 0;
-    double eta = 0;
+typedef struct {
+    const char *ckpt, *spec, *variance, *grid, *npz, *png_dir;
+    int which; /* CKPT_EMA | CKPT_PARAMS */
+    long n, batch, threads;
+    unsigned long long first, seed;
+    int ddim, clip, quiet;
+    double eta;
+} sample_opts;
+
+/* Fills o from the command line. Returns -1 to go on, or the exit code: 0 after
+ * --help, 2 for a bad command line (already reported). */
+static int parse_args(int argc, char **argv, sample_opts *o) {
+    *o = (sample_opts){.spec = "", .grid = "samples.png", .npz = "samples.npz",
+                       .which = CKPT_EMA, .n = 64, .batch = 16, .clip = 1};
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
         const char *v = i + 1 < argc ? argv[i + 1] : NULL;
@@ -98,60 +104,59 @@ int main(int argc, char **argv) {
             return 0;
         } else if (!strcmp(a, "-n") || !strcmp(a, "--num")) {
             NEED_VALUE();
-            n = strtol(v, &end, 10);
-            if (*end || n < 1) goto bad;
+            o->n = strtol(v, &end, 10);
+            if (*end || o->n < 1) goto bad;
         } else if (!strcmp(a, "--first")) {
             NEED_VALUE();
-            first = strtoull(v, &end, 10);
+            o->first = strtoull(v, &end, 10);
             if (*end) goto bad;
         } else if (!strcmp(a, "-b") || !strcmp(a, "--batch")) {
             NEED_VALUE();
-            batch = strtol(v, &end, 10);
-            if (*end || batch < 1 || batch > 4096) goto bad;
+            o->batch = strtol(v, &end, 10);
+            if (*end || o->batch < 1 || o->batch > 4096) goto bad;
         } else if (!strcmp(a, "--steps")) {
             NEED_VALUE();
-            spec = v;
+            o->spec = v;
         } else if (!strcmp(a, "--ddim")) {
-            ddim = 1;
+            o->ddim = 1;
         } else if (!strcmp(a, "--eta")) {
             NEED_VALUE();
-            eta = strtod(v, &end);
-            if (*end || !(eta >= 0 && eta <= 1)) goto bad;
+            o->eta = strtod(v, &end);
+            if (*end || !(o->eta >= 0 && o->eta <= 1)) goto bad;
         } else if (!strcmp(a, "--variance")) {
             NEED_VALUE();
-            variance = v;
+            o->variance = v;
             if (strcmp(v, "beta") && strcmp(v, "beta_tilde")) goto bad;
         } else if (!strcmp(a, "--no-clip")) {
-            clip = 0;
+            o->clip = 0;
         } else if (!strcmp(a, "--seed")) {
             NEED_VALUE();
-            seed = strtoull(v, &end, 10);
+            o->seed = strtoull(v, &end, 10);
             if (*end) goto bad;
         } else if (!strcmp(a, "--weights")) {
             NEED_VALUE();
-            weights = v;
-            if (strcmp(v, "ema") && strcmp(v, "params")) goto bad;
+            if (!(o->which = ckpt_weights_parse(v))) goto bad;
         } else if (!strcmp(a, "--grid")) {
             NEED_VALUE();
-            grid = v;
+            o->grid = v;
         } else if (!strcmp(a, "--npz")) {
             NEED_VALUE();
-            npz = v;
+            o->npz = v;
         } else if (!strcmp(a, "--png-dir")) {
             NEED_VALUE();
-            png_dir = v;
+            o->png_dir = v;
         } else if (!strcmp(a, "--threads")) {
             NEED_VALUE();
-            threads = strtol(v, &end, 10);
-            if (*end || threads < 0) goto bad;
+            o->threads = strtol(v, &end, 10);
+            if (*end || o->threads < 0) goto bad;
         } else if (!strcmp(a, "-q") || !strcmp(a, "--quiet")) {
-            quiet = 1;
+            o->quiet = 1;
         } else if (a[0] == '-') {
             fprintf(stderr, "ddpm-sample: unknown option '%s'\n", a);
             usage(stderr);
             return 2;
-        } else if (!ckpt) {
-            ckpt = a;
+        } else if (!o->ckpt) {
+            o->ckpt = a;
         } else {
             fprintf(stderr, "ddpm-sample: unexpected argument '%s'\n", a);
             return 2;
@@ -160,81 +165,126 @@ int main(int argc, char **argv) {
     bad:
         fprintf(stderr, "ddpm-sample: invalid value '%s' for %s\n", v, a);
         return 2;
+#undef NEED_VALUE
     }
-    if (!ckpt) {
+    if (!o->ckpt) {
         usage(stderr);
         return 2;
     }
-    int nthreads = blas_set_threads((int)threads, 1);
+    return -1;
+}
 
+/* What a run holds between loading and writing; sample_run_free releases it. */
+typedef struct {
     ckpt_model cm;
-    memset(&cm, 0, sizeof cm);
-    float *x = NULL;
-    uint8_t *u8 = NULL;
     sampler s;
-    memset(&s, 0, sizeof s);
-    int rc = 1;
-    if (batch > n) batch = n;
+    int C, S;      /* channels, image side */
+    size_t D;      /* values per image */
+    float *x;      /* one batch as the sampler leaves it */
+    uint8_t *u8;   /* all n images, uint8 NHWC */
+} sample_run;
+
+/* Loads the model, sets up the sampler, says what will run, and allocates the
+ * images. */
+static int sample_run_open(sample_run *r, const sample_opts *o, int nthreads) {
     unet_options opt = unet_options_default();
     if (env_unet_options(&opt) != 0 ||
-        ckpt_model_load(&cm, ckpt, strcmp(weights, "ema") == 0 ? CKPT_EMA : CKPT_PARAMS,
-                        (int)batch, &opt) != 0)
-        goto fail;
-    const config *cfg = &cm.cfg;
+        ckpt_model_load(&r->cm, o->ckpt, o->which, (int)o->batch, &opt) != 0)
+        return -1;
+    const config *cfg = &r->cm.cfg;
     sampling_variance var = cfg->diffusion.sampling_var;
-    if (variance) var = strcmp(variance, "beta") == 0 ? SAMPLING_VAR_BETA : SAMPLING_VAR_BETA_TILDE;
-    int C = cfg->model.in_channels, S = cfg->model.image_size;
-    if (sampler_init(&s, &cm.diff, spec, ddim, eta, var, clip, seed, C, S, (int)batch) != 0) goto fail;
+    if (o->variance)
+        var = strcmp(o->variance, "beta") == 0 ? SAMPLING_VAR_BETA : SAMPLING_VAR_BETA_TILDE;
+    r->C = cfg->model.in_channels;
+    r->S = cfg->model.image_size;
+    if (sampler_init(&r->s, &r->cm.diff, o->spec, o->ddim, o->eta, var, o->clip, o->seed, r->C,
+                     r->S, (int)o->batch) != 0)
+        return -1;
     log_info("%s: step %llu, %s weights; %s over %d of %d steps%s, %ld images from index %llu, "
              "batch %ld, OpenBLAS %s x%d",
-             ckpt, (unsigned long long)cm.h.step, weights, ddim ? "DDIM" : "ancestral sampling",
-             sampler_num_steps(&s), cfg->diffusion.timesteps,
-             ddim ? "" : (var == SAMPLING_VAR_BETA ? " (sigma^2 = beta)" : " (sigma^2 = beta-tilde)"),
-             n, first, batch, blas_kernel_name(), nthreads);
-    size_t D = (size_t)C * S * S;
-    x = xfloats((size_t)batch * D);
-    u8 = xmalloc((size_t)n * D);
-    if (png_dir && mkdir(png_dir, 0755) != 0 && errno != EEXIST) {
-        err_set("%s: cannot create: %m", png_dir);
-        goto fail;
-    }
-    progress_state ps = {now_seconds(), 0, (int)n, 0, quiet};
-    for (long i = 0; i < n; i += batch) {
-        int nb = (int)(n - i < batch ? n - i : batch);
+             o->ckpt, (unsigned long long)r->cm.h.step, ckpt_weights_name(o->which),
+             o->ddim ? "DDIM" : "ancestral sampling", sampler_num_steps(&r->s),
+             cfg->diffusion.timesteps,
+             o->ddim ? "" : (var == SAMPLING_VAR_BETA ? " (sigma^2 = beta)" : " (sigma^2 = beta-tilde)"),
+             o->n, o->first, o->batch, blas_kernel_name(), nthreads);
+    r->D = (size_t)r->C * r->S * r->S;
+    r->x = xfloats((size_t)o->batch * r->D);
+    r->u8 = xmalloc((size_t)o->n * r->D);
+    return 0;
+}
+
+static void sample_run_free(sample_run *r) {
+    sampler_free(&r->s);
+    ckpt_model_free(&r->cm);
+    free(r->x);
+    free(r->u8);
+}
+
+/* Made before sampling, so that a bad --png-dir fails before the long part. */
+static int make_png_dir(const char *dir) {
+    if (dir && mkdir(dir, 0755) != 0 && errno != EEXIST)
+        return err_set("%s: cannot create: %m", dir);
+    return 0;
+}
+
+/* Draws images first .. first+n-1, batch by batch, into r->u8. */
+static void draw_images(sample_run *r, const sample_opts *o) {
+    progress_state ps = {now_seconds(), 0, (int)o->n, 0, o->quiet};
+    for (long i = 0; i < o->n; i += o->batch) {
+        int nb = (int)(o->n - i < o->batch ? o->n - i : o->batch);
         ps.done_images = (int)i;
         ps.batch_images = nb;
-        sampler_run(&s, cm.model, cm.weights, first + (uint64_t)i, nb, x, show_progress, &ps);
-        sampler_to_uint8_nhwc(x, nb, C, S, u8 + (size_t)i * D);
+        sampler_run(&r->s, r->cm.model, r->cm.weights, o->first + (uint64_t)i, nb, r->x,
+                    show_progress, &ps);
+        sampler_to_uint8_nhwc(r->x, nb, r->C, r->S, r->u8 + (size_t)i * r->D);
     }
     double secs = now_seconds() - ps.t0;
-    log_info("sampled %ld images in %.1f s (%.3f images/s, %.1f network evaluations/s)", n, secs,
-             (double)n / secs, (double)n * sampler_num_steps(&s) / secs);
-    if (strcmp(grid, "none") != 0) {
-        int cols = (int)ceil(sqrt((double)n));
-        if (image_write_grid_png(grid, u8, (int)n, S, C, cols) != 0) goto fail;
-        log_info("wrote %s", grid);
+    log_info("sampled %ld images in %.1f s (%.3f images/s, %.1f network evaluations/s)", o->n,
+             secs, (double)o->n / secs, (double)o->n * sampler_num_steps(&r->s) / secs);
+}
+
+/* The grid, the .npz and the per-image PNGs, each as asked for. */
+static int write_outputs(const sample_run *r, const sample_opts *o) {
+    int n = (int)o->n, S = r->S, C = r->C;
+    if (strcmp(o->grid, "none") != 0) {
+        int cols = (int)ceil(sqrt((double)o->n));
+        if (image_write_grid_png(o->grid, r->u8, n, S, C, cols) != 0) return -1;
+        log_info("wrote %s", o->grid);
     }
-    if (strcmp(npz, "none") != 0) {
-        int shape[4] = {(int)n, S, S, C};
-        if (npz_write_uint8(npz, "arr_0", u8, shape, 4) != 0) goto fail;
-        log_info("wrote %s", npz);
+    if (strcmp(o->npz, "none") != 0) {
+        int shape[4] = {n, S, S, C};
+        if (npz_write_uint8(o->npz, "arr_0", r->u8, shape, 4) != 0) return -1;
+        log_info("wrote %s", o->npz);
     }
-    if (png_dir) {
-        for (long i = 0; i < n; i++) {
+    if (o->png_dir) {
+        for (long i = 0; i < o->n; i++) {
             char path[2048];
-            snprintf(path, sizeof path, "%s/%06llu.png", png_dir, first + (unsigned long long)i);
-            if (image_write_png(path, u8 + (size_t)i * D, S, S, C) != 0) goto fail;
+            snprintf(path, sizeof path, "%s/%06llu.png", o->png_dir,
+                     o->first + (unsigned long long)i);
+            if (image_write_png(path, r->u8 + (size_t)i * r->D, S, S, C) != 0) return -1;
         }
-        log_info("wrote %ld PNGs to %s", n, png_dir);
+        log_info("wrote %ld PNGs to %s", o->n, o->png_dir);
     }
-    rc = 0;
-    goto out;
-fail:
-    fprintf(stderr, "ddpm-sample: %s\n", err_msg());
-out:
-    sampler_free(&s);
-    ckpt_model_free(&cm);
-    free(x);
-    free(u8);
-    return rc;
+    return 0;
+}
+
+int main(int argc, char **argv) {
+    blas_setup(argv);
+    sample_opts o;
+    int code = parse_args(argc, argv, &o);
+    if (code >= 0) return code;
+    int nthreads = blas_set_threads((int)o.threads, 1);
+    if (o.batch > o.n) o.batch = o.n;
+
+    sample_run r;
+    memset(&r, 0, sizeof r);
+    int rc = sample_run_open(&r, &o, nthreads);
+    if (rc == 0) rc = make_png_dir(o.png_dir);
+    if (rc == 0) {
+        draw_images(&r, &o);
+        rc = write_outputs(&r, &o);
+    }
+    if (rc != 0) fprintf(stderr, "ddpm-sample: %s\n", err_msg());
+    sample_run_free(&r);
+    return rc != 0 ? 1 : 0;
 }

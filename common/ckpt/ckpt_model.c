@@ -7,6 +7,12 @@
 
 const char *ckpt_weights_name(int which) { return which == CKPT_EMA ? "ema" : "params"; }
 
+int ckpt_weights_parse(const char *name) {
+    if (strcmp(name, "ema") == 0) return CKPT_EMA;
+    if (strcmp(name, "params") == 0) return CKPT_PARAMS;
+    return 0;
+}
+
 int ckpt_model_load(ckpt_model *cm, const char *path, int which, int max_batch,
                     const unet_options *opt) {
     memset(cm, 0, sizeof *cm);

@@ -26,6 +26,9 @@ int ckpt_model_load(ckpt_model *cm, const char *path, int which, int max_batch,
                     const unet_options *opt);
 /* "ema" or "params" for CKPT_EMA / CKPT_PARAMS. */
 const char *ckpt_weights_name(int which);
+/* The inverse, for the programs' --weights: CKPT_EMA, CKPT_PARAMS, or 0 for any
+ * other name. */
+int ckpt_weights_parse(const char *name);
 void ckpt_model_free(ckpt_model *cm);
 
 #endif
