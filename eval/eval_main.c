@@ -16,6 +16,7 @@
 
 #include "common/core/blas_setup.h"
 #include "common/core/util.h"
+#include "common/env/env_opts.h"
 #include "common/eval/fid.h"
 #include "common/eval/inception.h"
 #include "common/io/npz_array.h"
@@ -166,8 +167,7 @@ static int load_or_compute_stats(const char *path, inception **net, const inc_op
  * (already reported). */
 static int parse_args(int argc, char **argv, int want, inc_opts *o, const char *pos[2]) {
     const char *cmd = argv[1];
-    const char *env_w = getenv("DDPM_INCEPTION_WEIGHTS");
-    *o = (inc_opts){env_w && env_w[0] ? env_w : NULL, 10, 0, 0};
+    *o = (inc_opts){env_inception_weights(), 10, 0, 0};
     pos[0] = pos[1] = NULL;
     int npos = 0;
     for (int i = 2; i < argc; i++) {

@@ -142,3 +142,8 @@ const char *env_timeline(void) {
     const char *e = getenv("DDPM_TIMELINE");
     return e && *e ? e : NULL;
 }
+
+const char *env_inception_weights(void) {
+    const char *e = getenv("DDPM_INCEPTION_WEIGHTS");
+    return e && *e ? e : NULL;
+}

@@ -59,4 +59,8 @@ int env_ckpt_test_hook(ckpt_write_opts *o);
 int env_dist_faults(dist_faults *f);
 const char *env_timeline(void);
 
+/* DDPM_INCEPTION_WEIGHTS: ddpm-eval's Inception weights when --inception is not
+ * given, or NULL. */
+const char *env_inception_weights(void);
+
 #endif
