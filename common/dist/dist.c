@@ -12,8 +12,8 @@
 
 int dist_check_servers(int S, int world) {
     if (S < 1 || S >= world)
-        return err_set("distributed.servers is %d but %d ranks were started: there must be at "
-                       "least one server shard and one worker (ranks = server shards + workers)",
+        return err_set("distributed.servers is %d but %d ranks were started: ranks = server "
+                       "shards + workers, with at least one server shard and at least one worker",
                        S, world);
     return 0;
 }
