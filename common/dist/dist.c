@@ -269,7 +269,17 @@ int dist_recv_any(int source, int tag, double deadline, size_t max_len, uint8_t 
         *cap = (size_t)n;
         *buf = xrealloc(*buf, *cap);
     }
-    MPI_Recv(*buf, n, MPI_BYTE, st.MPI_SOURCE, tag, MPI_COMM_WORLD, MPI_STATUS_IGNORE);
+    /* non-blocking, answering pings: a large message trickling in over a slow link
+     * must not make this rank look dead to the ranks that wait for it */
+    MPI_Request r;
+    MPI_Irecv(*buf, n, MPI_BYTE, st.MPI_SOURCE, tag, MPI_COMM_WORLD, &r);
+    for (;;) {
+        int done = 0;
+        MPI_Test(&r, &done, MPI_STATUS_IGNORE);
+        if (done) break;
+        dist_serve_pings();
+        pause_briefly();
+    }
     *len = n;
     *from = st.MPI_SOURCE;
     return 0;
