@@ -81,7 +81,11 @@ nc_up() {
     [ "$k" -ge 1 ] && [ "$k" -le 64 ] || { nc_err "up: K from 1 to 64"; return 2; }
     case "$NC_ID" in ''|*[!0-9]*) nc_err "NETNS_CLUSTER_ID must be digits"; return 2 ;; esac
     [ ${#NC_ID} -le 6 ] || { nc_err "NETNS_CLUSTER_ID: at most 6 digits"; return 2; }
-    [ -e "$NC_STATE/k" ] && { nc_err "a cluster with id $NC_ID is up ($NC_STATE); down it first"; return 2; }
+    [ -e "$NC_STATE/k" ] && { nc_err "a cluster with id $NC_ID is up ($NC_STATE); down it first"; return 4; }
+    if [ -n "$(nc_existing)" ]; then
+        nc_err "namespaces of id $NC_ID exist ($(nc_existing | tr '\n' ' ')): another cluster with this id is up, or one was left behind (NETNS_CLUSTER_ID=$NC_ID $NC_HERE/netns-cluster.sh down removes them)"
+        return 4
+    fi
     nc_rate_bps "$NC_RATE" >/dev/null || return 2
     mkdir -p "$NC_STATE" || return 1
     echo 0 >"$NC_STATE/k"
@@ -116,30 +120,28 @@ nc_up() {
     echo "$NC_STATE"
 }
 
+# the namespaces of this cluster's id that exist (whatever the state folder says)
+nc_existing() { ip netns list 2>/dev/null | awk -v p="ddpmc$NC_ID-" 'index($1, p) == 1 { print $1 }'; }
+
 # remove everything: processes on the nodes, namespaces (which takes their veths and
-# the bridge with them), the state folder. Safe to call twice, or after a partial up.
+# the bridge with them), the state folder. Safe to call twice, after a partial up,
+# or without the state folder (it goes by the namespaces' names).
 nc_down() {
-    [ -d "$NC_STATE" ] || return 0
-    local k i ns
-    k=$(nc_k)
+    local ns
     nc_kill_all
-    for ((i = 0; i < k; i++)); do
-        ns=$(nc_ns $i)
-        ip netns list 2>/dev/null | grep -q "^$ns\b" && ip netns del "$ns"
-    done
-    ns=$(nc_sw)
-    ip netns list 2>/dev/null | grep -q "^$ns\b" && ip netns del "$ns"
+    for ns in $(nc_existing); do ip netns del "$ns"; done
     rm -rf "$NC_STATE"
     return 0
 }
 
 nc_pids() {   # [I]: pids of processes on node I, or on every node
-    local k i
-    k=$(nc_k)
+    local ns
     if [ -n "${1:-}" ]; then
         ip netns pids "$(nc_ns "$1")" 2>/dev/null
     else
-        for ((i = 0; i < k; i++)); do ip netns pids "$(nc_ns $i)" 2>/dev/null; done
+        for ns in $(nc_existing); do
+            case "$ns" in *-n[0-9]*) ip netns pids "$ns" 2>/dev/null ;; esac
+        done
     fi
 }
 nc_kill_all() {

@@ -47,6 +47,12 @@ export OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1
 # that mpirun notices a node it cannot reach within seconds (docs/cluster.md)
 KEEP=(--mca oob_tcp_keepalive_time 1 --mca oob_tcp_keepalive_intvl 1 --mca oob_tcp_keepalive_probes 2)
 MPI=(timeout -k 5 90 ops/netns-cluster.sh mpirun "${KEEP[@]}" -x OMP_NUM_THREADS -x OPENBLAS_NUM_THREADS)
+# in the background and waited for, so that a signal to this script runs its traps
+# at once (nc_down kills mpirun and the ranks) rather than after the launch ends
+mpi() {
+    "${MPI[@]}" "$@" &
+    wait $!
+}
 TRAIN="$PWD/build/ddpm-train"
 CFG=configs/tiny_fashion.yaml
 STEPS=10
@@ -67,7 +73,7 @@ left_behind() {   # what: no process may stay on any node after mpirun ended
 }
 
 # the harness: rank i on node i, its own hostname and address, no other interface
-if "${MPI[@]}" -np $NODES sh -c 'echo "$OMPI_COMM_WORLD_RANK $(hostname) $(ip -o -4 addr show scope global | awk "{print \$2, \$4}")"' \
+if mpi -np $NODES sh -c 'echo "$OMPI_COMM_WORLD_RANK $(hostname) $(ip -o -4 addr show scope global | awk "{print \$2, \$4}")"' \
         >"$TMP/where.log" 2>&1 \
    && [ "$(sort -n "$TMP/where.log" | tr '\n' ';')" = "$(for i in $(seq 0 $((NODES - 1))); do printf '%s node%s eth0 %s/24;' $i $i "$(nc_ip $i)"; done)" ]; then
     ok "rank i runs on node i (hostname node<i>, eth0 $(nc_subnet).<i+1>/24, nothing else) for $NODES nodes"
@@ -87,7 +93,7 @@ compare() {   # run: equal to the single process within the distributed toleranc
 
 # (a) coordinator + shard 1 + 3 workers on 5 nodes
 t0=$SECONDS
-if "${MPI[@]}" -np 5 "$TRAIN" $CFG "${COMMON[@]}" distributed.servers=2 output.dir="$TMP/eq" >"$TMP/eq.log" 2>&1 \
+if mpi -np 5 "$TRAIN" $CFG "${COMMON[@]}" distributed.servers=2 output.dir="$TMP/eq" >"$TMP/eq.log" 2>&1 \
    && compare eq; then
     ok "5 nodes (coordinator + shard 0, shard 1, 3 workers) equal the single process after $STEPS steps ($((SECONDS - t0)) s): $(grep -o 'worst.*' "$TMP/eq.cmp" | head -1 | cut -d, -f1)"
 else
@@ -103,7 +109,7 @@ $PY -c "
 import json, sys
 with open('$TMP/relayout/metrics.jsonl', 'w') as out:
     out.writelines(l for l in open('$TMP/eq/metrics.jsonl') if json.loads(l)['step'] <= 5)" 2>/dev/null
-"${MPI[@]}" -np 3 "$TRAIN" $CFG "${COMMON[@]}" distributed.servers=1 \
+mpi -np 3 "$TRAIN" $CFG "${COMMON[@]}" distributed.servers=1 \
     output.dir="$TMP/relayout" --resume auto >"$TMP/relayout.log" 2>&1
 if grep -q "resumed from .*ckpt-0000000005.ddpm at step 5 (written by 5 rank(s))" "$TMP/relayout.log" \
    && compare relayout; then
@@ -124,7 +130,7 @@ for codec in fp32 fp32_zstd bf16_zstd; do
     run="$TMP/eq"
     if [ $codec != fp32 ]; then
         run="$TMP/$codec"
-        "${MPI[@]}" -np 4 "$TRAIN" "${FAULT[@]}" training.steps=3 distributed.codec=$codec \
+        mpi -np 4 "$TRAIN" "${FAULT[@]}" training.steps=3 distributed.codec=$codec \
             output.dir="$run" >"$TMP/$codec.log" 2>&1
     fi
     if $PY - "$run/metrics.jsonl" $codec >"$TMP/$codec.out" 2>&1 <<'PYEOF'
@@ -186,7 +192,7 @@ fault() {   # id name bound-s expected-message(ERE) inject-command...
     fi
     left_behind "$name"
     # the same 4 nodes, link restored: --resume auto completes, every checkpoint verifies
-    "${MPI[@]}" -np 4 "$TRAIN" "${FAULT[@]}" output.dir="$run" --resume auto >"$TMP/$id.resume.log" 2>&1
+    mpi -np 4 "$TRAIN" "${FAULT[@]}" output.dir="$run" --resume auto >"$TMP/$id.resume.log" 2>&1
     rc=$?
     local from bad
     from=$(grep -o 'resumed from [^ ]* at step [0-9]*' "$TMP/$id.resume.log" | head -1)
