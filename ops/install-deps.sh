@@ -9,6 +9,8 @@ PKGS=(
   python3-torch python3-numpy python3-scipy python3-pil python3-yaml zstd
   # tools the tests call: /usr/bin/time (peak RSS), pgrep; not on every minimal image
   time procps
+  # ip and tc for the emulated cluster (ops/netns-cluster.sh, tests/integration/test_cluster.sh)
+  iproute2
   dataset-fashion-mnist
   # a real single-node Slurm cluster for tests/integration/test_slurm.sh (ops/slurm-local.sh)
   munge slurmctld slurmd slurm-client
