@@ -14,7 +14,9 @@
  * with that key and kept until the state is freed (a long run makes each once).
  * A plan without a state (tests, one-off calls) builds and frees them around
  * each call: correct, slow. Threads: inside a parallel region (the model's
- * lanes) oneDNN runs on the calling thread only, and the entry is keyed by 1.
+ * lanes) oneDNN runs on the calling thread only, so the entry is keyed by 1 and
+ * its primitives are created with the thread's OpenMP setting at 1 (created
+ * for 2, a backward-weights kernel waited at its barrier for a second thread).
  *
  * Determinism: for a given shape, thread count and CPU, oneDNN picks the same
  * implementation and splits the work the same way, and its reductions
@@ -263,7 +265,7 @@ static conv_state *cd_state_create(const conv_shape *s, const conv_plan *p) {
 
 /* The entry for s->N on this many threads, with primitive kind dk made. */
 static dnnl_op *state_op(conv_state *st, const conv_shape *s, int dk) {
-    const int nthr = omp_in_parallel() ? 1 : omp_get_max_threads();
+    const int inpar = omp_in_parallel(), nthr = inpar ? 1 : omp_get_max_threads();
     dnnl_entry *e = NULL;
     for (int i = 0; i < DNNL_ENTRIES && !e; i++)
         if (st->e[i].N == s->N && st->e[i].nthr == nthr) e = &st->e[i];
@@ -276,9 +278,16 @@ static dnnl_op *state_op(conv_state *st, const conv_shape *s, int dk) {
         }
         e->N = s->N;
         e->nthr = nthr;
-        e->fwd_pd = op_pd(DK_FWD, s, st->eng, NULL);
     }
-    if (!e->op[dk].prim) op_make(&e->op[dk], dk, s, st->eng, e->fwd_pd);
+    if (e->op[dk].prim) return &e->op[dk];
+    /* oneDNN sizes its split of the work (and its barriers) by
+     * omp_get_max_threads() at creation, but runs on one thread inside a
+     * parallel region: there, create for one (this thread's setting only) */
+    const int was = omp_get_max_threads();
+    if (inpar) omp_set_num_threads(1);
+    if (!e->fwd_pd) e->fwd_pd = op_pd(DK_FWD, s, st->eng, NULL);
+    op_make(&e->op[dk], dk, s, st->eng, e->fwd_pd);
+    if (inpar) omp_set_num_threads(was);
     return &e->op[dk];
 }
 

@@ -47,7 +47,8 @@ typedef enum {
 
 /* The caller's request for 3x3 stride-1 convolutions. algo: AUTO takes Winograd
  * when both channel counts are at least CONV_WINOGRAD_MIN_CH and the map is at
- * most 908 wide, oneDNN by the rule of conv_plan_make (conv.c), SHIFT never,
+ * most 908 wide, oneDNN for every other convolution of at least
+ * CONV_DNNL_MIN_CIN input channels (conv.c, wants_dnnl), SHIFT neither,
  * WINOGRAD wherever it fits; DNNL takes oneDNN for every convolution (any k and
  * stride: tests and benchmarks). wino_tile: the
  * forward's Winograd tile, 0 for F(4x4, 3x3) on maps at least 16 wide and
@@ -57,6 +58,7 @@ typedef enum {
  * make it small to exercise the chunk boundaries. All zero: the defaults. */
 typedef enum { CONV_ALGO_AUTO = 0, CONV_ALGO_SHIFT, CONV_ALGO_WINOGRAD, CONV_ALGO_DNNL } conv_algo;
 #define CONV_WINOGRAD_MIN_CH 128
+#define CONV_DNNL_MIN_CIN 16
 typedef struct {
     conv_algo algo;
     int wino_tile;

@@ -442,18 +442,31 @@ static void check_dnnl_state(const char *name, int N, int Cin, int H, int W, int
     }
     test_check(same, "dnnl %s: with the plan's state, bit-identical to the stateless plan, "
                "repeatedly and after other batch sizes", name);
-    /* one thread inside a parallel region, as a lane runs it */
-    float *o3 = zeros(no);
-#pragma omp parallel num_threads(2)
-    {
-#pragma omp single
-        conv2d_forward(o3, x, w, b, &s, &ps, ws);
-    }
-    float *ref = zeros(no);
+    /* one thread inside a parallel region, as a lane runs it (the state and a
+     * stateless plan): forward and backward (whose kernels, created for two
+     * threads, once waited for a second thread there) */
+    float *o3 = zeros(no), *ref = zeros(no);
     conv_naive_forward(ref, x, w, b, N, Cin, H, W, Cout, k, st);
     char what[160];
-    snprintf(what, sizeof what, "dnnl %s: inside a parallel region", name);
-    fwd_report(what, o3, ref, no);
+    for (int with_state = 0; with_state < 2; with_state++) {
+        memset(dx2, 0, nx * sizeof(float));
+        memset(dw2, 0, nw * sizeof(float));
+#pragma omp parallel num_threads(2)
+        {
+#pragma omp single
+            {
+                conv2d_forward(o3, x, w, b, &s, with_state ? &ps : &p, ws);
+                conv2d_backward(dx2, dw2, NULL, R, x, w, &s, with_state ? &ps : &p, ws);
+            }
+        }
+        snprintf(what, sizeof what, "dnnl %s: inside a parallel region%s", name,
+                 with_state ? ", with the state" : "");
+        fwd_report(what, o3, ref, no);
+        test_check(test_rel_err(dx2, dx1, nx) < 1e-5 && test_rel_err(dw2, dw1, nw) < 1e-5,
+                   "dnnl %s: backward inside a parallel region%s equals the plain one "
+                   "(%.2e, %.2e)", name, with_state ? ", with the state" : "",
+                   test_rel_err(dx2, dx1, nx), test_rel_err(dw2, dw1, nw));
+    }
     conv_state_free(&ps);
     test_check(ps.state == NULL, "dnnl %s: conv_state_free clears the plan's state", name);
     free(x); free(w); free(b); free(R); free(ws); free(o1); free(o2); free(o3); free(ref);
