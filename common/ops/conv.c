@@ -43,17 +43,21 @@ static int wants_winograd(const conv_shape *s, const conv_algo_opts *o) {
 }
 
 /* The rule for oneDNN's direct convolutions under AUTO (docs/performance.md,
- * "oneDNN direct convolutions", has the per-layer timings behind it): every
- * convolution of at least CONV_DNNL_MIN_CIN input channels that Winograd does
- * not take (3x3 stride 1 under 128 channels, stride 2, 1x1), where its blocked
- * JIT kernels ran 1.4-3x the shifted GEMMs and im2col; not the first layer
- * (1-3 channels: its weight gradient was slower than im2col's GEMM), and not
- * where Winograd runs (128-256 channels: level or behind it). */
+ * "oneDNN direct convolutions", has the timings behind it): the small models'
+ * convolutions, CONV_DNNL_MIN_CIN to CONV_WINOGRAD_MIN_CH input channels and
+ * fewer than CONV_WINOGRAD_MIN_CH output channels, any k and stride, where its
+ * blocked JIT kernels ran 1.4-3x the shifted GEMMs and im2col on one core and
+ * fashion_mnist's steps 1.5-2x; not the first layer (1-3 channels: its weight
+ * gradient was slower than im2col's GEMM), and not cifar10's 128-256 channels
+ * (Winograd there; its 1x1 and stride-2 layers were faster alone by oneDNN but
+ * the training step measured slower with them: left for later). */
 static int wants_dnnl(const conv_shape *s, const conv_algo_opts *o) {
     if (!conv_dnnl_formulation.fits(s)) return 0;
     switch (o->algo) {
     case CONV_ALGO_DNNL: return 1;
-    case CONV_ALGO_AUTO: return s->Cin >= CONV_DNNL_MIN_CIN && !wants_winograd(s, o);
+    case CONV_ALGO_AUTO:
+        return s->Cin >= CONV_DNNL_MIN_CIN && s->Cin <= CONV_WINOGRAD_MIN_CH &&
+               s->Cout < CONV_WINOGRAD_MIN_CH && !wants_winograd(s, o);
     default: return 0;
     }
 }

@@ -47,8 +47,9 @@ typedef enum {
 
 /* The caller's request for 3x3 stride-1 convolutions. algo: AUTO takes Winograd
  * when both channel counts are at least CONV_WINOGRAD_MIN_CH and the map is at
- * most 908 wide, oneDNN for every other convolution of at least
- * CONV_DNNL_MIN_CIN input channels (conv.c, wants_dnnl), SHIFT neither,
+ * most 908 wide, oneDNN for the other convolutions of CONV_DNNL_MIN_CIN to
+ * CONV_WINOGRAD_MIN_CH input and fewer than CONV_WINOGRAD_MIN_CH output
+ * channels (conv.c, wants_dnnl), SHIFT neither,
  * WINOGRAD wherever it fits; DNNL takes oneDNN for every convolution (any k and
  * stride: tests and benchmarks). wino_tile: the
  * forward's Winograd tile, 0 for F(4x4, 3x3) on maps at least 16 wide and
