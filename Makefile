@@ -23,7 +23,9 @@ BASE_CFLAGS := -std=c11 -D_GNU_SOURCE -g $(WARN) -pthread -fopenmp -Ibuild/gen -
 # -fno-trapping-math: nothing reads the floating-point exception flags, and it
 # lets gcc vectorise loops with float selects (the vectorised expf of the ops)
 OPT      ?= -O3 -fno-trapping-math
-LDLIBS   := $(PKG_LIBS) -lm -pthread -fopenmp
+# -ldnnl: oneDNN (Debian's libdnnl-dev ships no pkg-config file), the direct
+# convolutions of common/ops/conv_dnnl.c
+LDLIBS   := $(PKG_LIBS) -ldnnl -lm -pthread -fopenmp
 
 # Two build flavours share the same rules: build/ (optimised) and build-san/
 # (AddressSanitizer + UndefinedBehaviorSanitizer).

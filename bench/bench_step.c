@@ -3,7 +3,7 @@
  *   bench_step sgemm [--threads T] [--reps R]
  *       median GFLOP/s of cblas_sgemm 2048x2048x2048
  *   bench_step train|forward CONFIG.yaml BATCH [--threads T] [--steps S] [--warmup W]
- *              [--conv auto|shift|winograd]   (the 3x3 stride-1 formulation: conv_algo_opts.algo)
+ *              [--conv auto|shift|winograd|dnnl]   (the 3x3 stride-1 formulation: conv_algo_opts.algo)
  *              [--wino-tile 0|2|4]             (the forward's Winograd tile: .wino_tile)
  *       The flags override DDPM_CONV; DDPM_LANES and DDPM_PREPARE_MIB apply as in
  *       the programs (common/env/env_opts.h).
@@ -199,7 +199,7 @@ static int usage(void) {
     fprintf(stderr,
             "usage: bench_step sgemm [--threads T] [--reps R]\n"
             "       bench_step train|forward CONFIG.yaml BATCH [--threads T] [--steps S] "
-            "[--warmup W] [--conv auto|shift|winograd] [--wino-tile 0|2|4]\n");
+            "[--warmup W] [--conv auto|shift|winograd|dnnl] [--wino-tile 0|2|4]\n");
     return 2;
 }
 
@@ -223,6 +223,7 @@ int main(int argc, char **argv) {
             if (strcmp(a, "auto") == 0) opt.conv.algo = CONV_ALGO_AUTO;
             else if (strcmp(a, "shift") == 0) opt.conv.algo = CONV_ALGO_SHIFT;
             else if (strcmp(a, "winograd") == 0) opt.conv.algo = CONV_ALGO_WINOGRAD;
+            else if (strcmp(a, "dnnl") == 0) opt.conv.algo = CONV_ALGO_DNNL;
             else return usage();
         }
         else if (i + 1 < argc && strcmp(argv[i], "--wino-tile") == 0) {

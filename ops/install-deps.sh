@@ -4,6 +4,8 @@ set -euo pipefail
 PKGS=(
   build-essential pkg-config
   libopenblas-dev libopenmpi-dev openmpi-bin
+  # oneDNN's direct convolutions (common/ops/conv_dnnl.c)
+  libdnnl-dev
   libprotobuf-c-dev protobuf-c-compiler
   libzstd-dev libyaml-dev zlib1g-dev libpng-dev libjpeg-dev libwebp-dev liblmdb-dev
   python3-torch python3-numpy python3-scipy python3-pil python3-yaml zstd

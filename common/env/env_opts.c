@@ -31,11 +31,13 @@ int env_conv(conv_algo_opts *conv) {
     if (strcmp(e, "auto") == 0) algo = CONV_ALGO_AUTO;
     else if (strcmp(e, "shift") == 0) algo = CONV_ALGO_SHIFT;
     else if (strcmp(e, "winograd") == 0) algo = CONV_ALGO_WINOGRAD;
+    else if (strcmp(e, "dnnl") == 0) algo = CONV_ALGO_DNNL;
     else if (strcmp(e, "winograd2") == 0 || strcmp(e, "winograd4") == 0) {
         algo = CONV_ALGO_WINOGRAD;
         tile = e[8] - '0';
     } else {
-        return err_set("DDPM_CONV='%s': expected auto, shift, winograd, winograd2 or winograd4",
+        return err_set("DDPM_CONV='%s': expected auto, shift, winograd, winograd2, winograd4 "
+                       "or dnnl",
                        e);
     }
     conv->algo = algo;

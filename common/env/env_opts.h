@@ -8,9 +8,9 @@
  * returns -1 with err_msg() naming the variable and its value when it is
  * malformed, so that a program stops at start: "DDPM_LANES='x': expected ...".
  *   DDPM_LANES        lanes, a whole number in 1..1024 (1: no lanes)
- *   DDPM_CONV         auto, shift, winograd, winograd2 or winograd4 (the last two
- *                     force the forward's Winograd tile; the others leave it
- *                     automatic)
+ *   DDPM_CONV         auto, shift, winograd, winograd2, winograd4 or dnnl
+ *                     (winograd2/4 force the forward's Winograd tile; dnnl runs
+ *                     every convolution by oneDNN)
  *   DDPM_PREPARE_MIB  the prepare budget in whole MiB (0: never prepare) */
 #ifndef DDPM_ENV_OPTS_H
 #define DDPM_ENV_OPTS_H

@@ -382,6 +382,7 @@ static size_t plan_convs(unet *m, layer *L) {
     for (int k = 0; k < layer_n_convs(L); k++) {
         const conv_shape cs = layer_conv_shape(L, k, m->max_batch);
         L->plan[k] = conv_plan_make(&cs, &m->opt.conv);
+        L->plan[k].state = conv_state_create(&cs, &L->plan[k]);
         const size_t wk = conv_workspace_floats(&cs, &L->plan[k]);
         if (wk > w) w = wk;
     }
@@ -802,6 +803,7 @@ void unet_free(unet *m) {
     }
     for (int i = 0; i < m->n_layers; i++) {
         layer *L = &m->layers[i];
+        for (int k = 0; k < K_COUNT; k++) conv_state_free(&L->plan[k]);
         free(L->out);
         if (m->with_backward)
             for (int s = 0; s < S_COUNT; s++)

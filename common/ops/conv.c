@@ -27,6 +27,7 @@ static const conv_formulation *const conv_forms[CONV_FORM_COUNT] = {
     [CONV_FORM_GEMM] = &conv_gemm_formulation,
     [CONV_FORM_SHIFT] = &conv_shift_formulation,
     [CONV_FORM_WINOGRAD] = &conv_winograd_formulation,
+    [CONV_FORM_DNNL] = &conv_dnnl_formulation,
 };
 
 /* The rule of conv_algo_opts.algo for a 3x3 stride-1 shape (the shifted GEMMs
@@ -41,10 +42,34 @@ static int wants_winograd(const conv_shape *s, const conv_algo_opts *o) {
     }
 }
 
+/* The rule for oneDNN's direct convolutions under AUTO (docs/performance.md,
+ * "oneDNN direct convolutions", has the timings behind it): the small models'
+ * convolutions, CONV_DNNL_MIN_CIN to CONV_WINOGRAD_MIN_CH input channels and
+ * fewer than CONV_WINOGRAD_MIN_CH output channels, any k and stride, where its
+ * blocked JIT kernels ran 1.4-3x the shifted GEMMs and im2col on one core and
+ * fashion_mnist's steps 1.5-2x; not the first layer (1-3 channels: its weight
+ * gradient was slower than im2col's GEMM), and not cifar10's 128-256 channels
+ * (Winograd there; its 1x1 and stride-2 layers were faster alone by oneDNN but
+ * the training step measured slower with them: left for later). */
+static int wants_dnnl(const conv_shape *s, const conv_algo_opts *o) {
+    if (!conv_dnnl_formulation.fits(s)) return 0;
+    switch (o->algo) {
+    case CONV_ALGO_DNNL: return 1;
+    case CONV_ALGO_AUTO:
+        return s->Cin >= CONV_DNNL_MIN_CIN && s->Cin <= CONV_WINOGRAD_MIN_CH &&
+               s->Cout < CONV_WINOGRAD_MIN_CH && !wants_winograd(s, o);
+    default: return 0;
+    }
+}
+
 conv_plan conv_plan_make(const conv_shape *s, const conv_algo_opts *o) {
     static const conv_algo_opts defaults = {CONV_ALGO_AUTO, 0, 0};
     if (!o) o = &defaults;
     conv_plan p = {.form = CONV_FORM_GEMM, .wino_chunk_floats = o->wino_chunk_floats};
+    if (wants_dnnl(s, o)) {
+        p.form = CONV_FORM_DNNL;
+        return p;
+    }
     if (!conv_shift_formulation.fits(s)) return p;
     p.form = CONV_FORM_SHIFT;
     if (wants_winograd(s, o)) {
@@ -59,6 +84,17 @@ static const conv_plan *plan_or_default(const conv_shape *s, const conv_plan *p,
     if (p) return p;
     *tmp = conv_plan_make(s, NULL);
     return tmp;
+}
+
+conv_state *conv_state_create(const conv_shape *s, const conv_plan *p) {
+    const conv_formulation *f = conv_forms[p->form];
+    return f->state_create ? f->state_create(s, p) : NULL;
+}
+
+void conv_state_free(conv_plan *p) {
+    if (!p->state) return;
+    conv_forms[p->form]->state_free(p->state);
+    p->state = NULL;
 }
 
 size_t conv_workspace_floats(const conv_shape *s, const conv_plan *p) {

@@ -5,7 +5,8 @@
  *                  dispatch of conv2d / silu_conv2d / gn_silu_conv2d to it;
  *   conv_gemm.c    im2col + SGEMM (any k and stride; 1x1 with no copy),
  *   conv_shift.c   3x3 stride-1 as nine shifted GEMMs,
- *   winograd.c     3x3 stride-1 by Winograd F(2x2) / F(4x4):
+ *   winograd.c     3x3 stride-1 by Winograd F(2x2) / F(4x4),
+ *   conv_dnnl.c    oneDNN's direct convolutions (any k, stride):
  *                  the formulations, each a conv_formulation, which know
  *                  nothing of each other nor of the dispatcher;
  *   conv_plane.c   what they share on single planes: bordered copies and the
@@ -102,7 +103,8 @@ void conv_bias_grad(float *dbias, const float *dout, const conv_shape *s);
 
 /* One formulation. fits: it can run shape s. fused: forward and backward take
  * a conv_act (else act is always NULL). prepared_floats / prepare: NULL when
- * it has nothing to prepare. backward adds into dinp and dweight (either may
+ * it has nothing to prepare. state_create / state_free: NULL when it keeps no
+ * state per plan (conv_state_create). backward adds into dinp and dweight (either may
  * be NULL, not both); the dispatcher does the bias gradient. */
 typedef struct {
     int (*fits)(const conv_shape *s);
@@ -110,6 +112,8 @@ typedef struct {
     size_t (*workspace_floats)(const conv_shape *s, const conv_plan *p);
     size_t (*prepared_floats)(const conv_shape *s, const conv_plan *p);
     void (*prepare)(float *prep, const float *weight, const conv_shape *s, const conv_plan *p);
+    conv_state *(*state_create)(const conv_shape *s, const conv_plan *p);
+    void (*state_free)(conv_state *st);
     void (*forward)(float *out, const float *inp, const conv_act *act, const float *weight,
                     const float *bias, const conv_shape *s, const conv_plan *p, float *ws);
     void (*backward)(float *dinp, float *dweight, const float *dout, const float *inp,
@@ -120,6 +124,7 @@ typedef struct {
 extern const conv_formulation conv_gemm_formulation;     /* conv_gemm.c */
 extern const conv_formulation conv_shift_formulation;    /* conv_shift.c */
 extern const conv_formulation conv_winograd_formulation; /* winograd.c */
+extern const conv_formulation conv_dnnl_formulation;     /* conv_dnnl.c */
 
 /* winograd.c: the forward's tile for shape s (which it fits) given the forced
  * tile (0, 2 or 4): F(2x2) where F(4x4) does not fit. */

@@ -10,7 +10,7 @@
  *    from the caller (`ws`, sized by the matching *_workspace_floats()).
  *  - forward saves what backward needs into caller-owned buffers (GroupNorm
  *    mean/rstd, attention probabilities).
- *  - All GEMMs go through cblas_sgemm. */
+ *  - All GEMMs go through cblas_sgemm; the DNNL convolutions through oneDNN. */
 #ifndef DDPM_OPS_H
 #define DDPM_OPS_H
 
@@ -33,25 +33,43 @@ conv_shape conv_shape_make(int N, int Cin, int H, int W, int Cout, int k, int st
  * GEMM: im2col (or the input itself for 1x1) + SGEMM, any k and stride. SHIFT:
  * 3x3 stride-1 as nine shifted GEMMs (conv_shift.c). WINOGRAD: 3x3 stride-1 as
  * Winograd F(2x2, 3x3) (16 GEMMs), the forward F(4x4, 3x3) (36) where it fits
- * (winograd.c). Only SHIFT and WINOGRAD take the fused input activation of
+ * (winograd.c). DNNL: oneDNN's direct convolutions (libdnnl), fp32, any k and
+ * stride, with the input and output reordered to its channel-blocked layouts
+ * (conv_dnnl.c). SHIFT, WINOGRAD and DNNL take the fused input activation of
  * silu_conv2d / gn_silu_conv2d. */
-typedef enum { CONV_FORM_GEMM = 0, CONV_FORM_SHIFT, CONV_FORM_WINOGRAD, CONV_FORM_COUNT } conv_form;
+typedef enum {
+    CONV_FORM_GEMM = 0,
+    CONV_FORM_SHIFT,
+    CONV_FORM_WINOGRAD,
+    CONV_FORM_DNNL,
+    CONV_FORM_COUNT
+} conv_form;
 
 /* The caller's request for 3x3 stride-1 convolutions. algo: AUTO takes Winograd
  * when both channel counts are at least CONV_WINOGRAD_MIN_CH and the map is at
- * most 908 wide, SHIFT never, WINOGRAD wherever it fits. wino_tile: the
+ * most 908 wide, oneDNN for the other convolutions of CONV_DNNL_MIN_CIN to
+ * CONV_WINOGRAD_MIN_CH input and fewer than CONV_WINOGRAD_MIN_CH output
+ * channels (conv.c, wants_dnnl), SHIFT neither,
+ * WINOGRAD wherever it fits; DNNL takes oneDNN for every convolution (any k and
+ * stride: tests and benchmarks). wino_tile: the
  * forward's Winograd tile, 0 for F(4x4, 3x3) on maps at least 16 wide and
  * F(2x2, 3x3) below, 2 or 4 to force one (F(4x4) only up to maps 420 wide;
  * backward always uses F(2x2)). wino_chunk_floats: Winograd works on chunks of
  * about that many floats of transformed tiles (0: the default, 8 Mi); tests
  * make it small to exercise the chunk boundaries. All zero: the defaults. */
-typedef enum { CONV_ALGO_AUTO = 0, CONV_ALGO_SHIFT, CONV_ALGO_WINOGRAD } conv_algo;
+typedef enum { CONV_ALGO_AUTO = 0, CONV_ALGO_SHIFT, CONV_ALGO_WINOGRAD, CONV_ALGO_DNNL } conv_algo;
 #define CONV_WINOGRAD_MIN_CH 128
+#define CONV_DNNL_MIN_CIN 16
 typedef struct {
     conv_algo algo;
     int wino_tile;
     size_t wino_chunk_floats;
 } conv_algo_opts;
+
+/* A plan's long-lived state (conv_state_create): what a formulation builds once
+ * per layer rather than at every call (oneDNN's primitives, per batch size and
+ * thread count), owned by the caller. */
+typedef struct conv_state conv_state;
 
 /* A plan: what conv_plan_make chose for a shape. It holds no pointer to global
  * state, so a model keeps one per layer and two models never disturb each
@@ -64,6 +82,8 @@ typedef struct {
     int wino_tile;            /* the forward's Winograd tile, 2 or 4; 0 unless WINOGRAD */
     size_t wino_chunk_floats; /* as in conv_algo_opts (0: the default) */
     const float *prep;        /* NULL: not prepared */
+    conv_state *state;        /* NULL: none (a DNNL plan then builds its primitives at
+                                 each call: correct, slow) */
 } conv_plan;
 
 /* o NULL: all defaults. */
@@ -77,6 +97,13 @@ conv_plan conv_plan_make(const conv_shape *s, const conv_algo_opts *o);
  * `weight` nor free `prep` while plans point at it. */
 size_t conv_prepared_floats(const conv_shape *s, const conv_plan *p);
 void conv_prepare(float *prep, const float *weight, const conv_shape *s, const conv_plan *p);
+/* The state of plan p for shape s (any N), or NULL when its formulation keeps
+ * none (all but DNNL): a model sets plan.state to it and, when the plan goes,
+ * frees it with conv_state_free(&plan) (which clears plan.state; none: nothing
+ * to do). A state serves one thread at a time: every lane of a model has its
+ * own. */
+conv_state *conv_state_create(const conv_shape *s, const conv_plan *p);
+void conv_state_free(conv_plan *p);
 size_t conv_workspace_floats(const conv_shape *s, const conv_plan *p);
 void conv2d_forward(float *out, const float *inp, const float *weight, const float *bias,
                     const conv_shape *s, const conv_plan *p, float *ws);
@@ -89,7 +116,7 @@ void conv2d_backward(float *dinp, float *dweight, float *dbias, const float *dou
  * while the conv copies its input, so silu(inp) is never stored. backward adds
  * d/d inp (through mask and silu') into dinp and the weight/bias gradients into
  * dweight/dbias; any of them may be NULL. Same workspace as conv2d_* for s.
- * Only k = 3, stride 1 and a SHIFT or WINOGRAD plan (aborts otherwise: a
+ * Only k = 3, stride 1 and a SHIFT, WINOGRAD or DNNL plan (aborts otherwise: a
  * programming error). */
 void silu_conv2d_forward(float *out, const float *inp, const float *mask, const float *weight,
                          const float *bias, const conv_shape *s, const conv_plan *p, float *ws);

@@ -403,6 +403,103 @@ static void test_conv_winograd(void) {
                "winograd: auto picks it from %d channels on", CONV_WINOGRAD_MIN_CH);
 }
 
+/* oneDNN's direct convolutions (CONV_FORM_DNNL), forced on every shape: the
+ * same direct reference, FD, accumulation and NULL-gradient checks; then the
+ * plan's state (the primitives kept per batch size and thread count) gives the
+ * very bits a plan without one gives, call after call and across batch sizes
+ * beyond its entries; and inside a parallel region (the model's lanes) it runs
+ * on one thread and agrees with the reference too. */
+static void check_dnnl_state(const char *name, int N, int Cin, int H, int W, int Cout, int k,
+                             int st) {
+    conv_shape s = conv_shape_make(N, Cin, H, W, Cout, k, st);
+    conv_plan p = conv_plan_make(&s, &conv_opts);
+    conv_plan ps = p;
+    ps.state = conv_state_create(&s, &p);
+    test_check(ps.state != NULL && p.form == CONV_FORM_DNNL, "dnnl %s: the plan keeps a state",
+               name);
+    size_t nx = (size_t)N * Cin * H * W, nw = (size_t)Cout * Cin * k * k;
+    size_t no = (size_t)N * Cout * s.Ho * s.Wo;
+    float *x = rnd_tensor(nx, -1, 1), *w = rnd_tensor(nw, -1, 1), *b = rnd_tensor(Cout, -1, 1);
+    float *R = rnd_tensor(no, -1, 1), *ws = exact_ws(conv_workspace_floats(&s, &p));
+    float *o1 = zeros(no), *o2 = zeros(no), *dx1 = zeros(nx), *dx2 = zeros(nx);
+    float *dw1 = zeros(nw), *dw2 = zeros(nw);
+    conv2d_forward(o1, x, w, b, &s, &p, ws);
+    conv2d_backward(dx1, dw1, NULL, R, x, w, &s, &p, ws);
+    int same = 1;
+    /* batch sizes N, 1, N-1, 2, N, 3, N: more keys than the state's entries */
+    const int ns[] = {N, 1, N > 1 ? N - 1 : 1, 2 < N ? 2 : 1, N, 3 < N ? 3 : 1, N};
+    for (int r = 0; r < (int)(sizeof ns / sizeof ns[0]); r++) {
+        conv_shape sn = conv_shape_make(ns[r], Cin, H, W, Cout, k, st);
+        memset(o2, 0, no * sizeof(float));
+        memset(dx2, 0, nx * sizeof(float));
+        memset(dw2, 0, nw * sizeof(float));
+        conv2d_forward(o2, x, w, b, &sn, &ps, ws);
+        conv2d_backward(dx2, dw2, NULL, R, x, w, &sn, &ps, ws);
+        if (ns[r] == N)
+            same &= memcmp(o1, o2, no * sizeof(float)) == 0 &&
+                    memcmp(dx1, dx2, nx * sizeof(float)) == 0 &&
+                    memcmp(dw1, dw2, nw * sizeof(float)) == 0;
+    }
+    test_check(same, "dnnl %s: with the plan's state, bit-identical to the stateless plan, "
+               "repeatedly and after other batch sizes", name);
+    /* one thread inside a parallel region, as a lane runs it (the state and a
+     * stateless plan): forward and backward (whose kernels, created for two
+     * threads, once waited for a second thread there) */
+    float *o3 = zeros(no), *ref = zeros(no);
+    conv_naive_forward(ref, x, w, b, N, Cin, H, W, Cout, k, st);
+    char what[160];
+    for (int with_state = 0; with_state < 2; with_state++) {
+        memset(dx2, 0, nx * sizeof(float));
+        memset(dw2, 0, nw * sizeof(float));
+#pragma omp parallel num_threads(2)
+        {
+#pragma omp single
+            {
+                conv2d_forward(o3, x, w, b, &s, with_state ? &ps : &p, ws);
+                conv2d_backward(dx2, dw2, NULL, R, x, w, &s, with_state ? &ps : &p, ws);
+            }
+        }
+        snprintf(what, sizeof what, "dnnl %s: inside a parallel region%s", name,
+                 with_state ? ", with the state" : "");
+        fwd_report(what, o3, ref, no);
+        test_check(test_rel_err(dx2, dx1, nx) < 1e-5 && test_rel_err(dw2, dw1, nw) < 1e-5,
+                   "dnnl %s: backward inside a parallel region%s equals the plain one "
+                   "(%.2e, %.2e)", name, with_state ? ", with the state" : "",
+                   test_rel_err(dx2, dx1, nx), test_rel_err(dw2, dw1, nw));
+    }
+    conv_state_free(&ps);
+    test_check(ps.state == NULL, "dnnl %s: conv_state_free clears the plan's state", name);
+    free(x); free(w); free(b); free(R); free(ws); free(o1); free(o2); free(o3); free(ref);
+    free(dx1); free(dx2); free(dw1); free(dw2);
+}
+
+static void test_conv_dnnl(void) {
+    conv_opts.algo = CONV_ALGO_DNNL;
+    printf("# oneDNN direct convolutions, forced\n");
+    check_conv("dnnl k3 s1 5x6 3->4", 2, 3, 5, 6, 4, 3, 1, 1);
+    check_conv("dnnl k3 s2 even 6x8 3->4", 2, 3, 6, 8, 4, 3, 2, 1);
+    check_conv("dnnl k3 s2 odd 5x7 3->4", 2, 3, 5, 7, 4, 3, 2, 1);
+    check_conv("dnnl k3 s2 mixed 6x7 4->3", 2, 4, 6, 7, 3, 3, 2, 1);
+    check_conv("dnnl k1 s1 5x5 3->4", 2, 3, 5, 5, 4, 1, 1, 1);
+    check_conv("dnnl k1 s2 5x6 3->2", 2, 3, 5, 6, 2, 1, 2, 1);
+    check_conv("dnnl k5 s1 6x7 2->3", 2, 2, 6, 7, 3, 5, 1, 1);
+    check_conv("dnnl k2 s1 5x6 2->3", 2, 2, 5, 6, 3, 2, 1, 1);
+    check_conv("dnnl k3 s3 7x8 2->3", 2, 2, 7, 8, 3, 3, 3, 1);
+    check_conv("dnnl k3 s1 1x1 map", 3, 2, 1, 1, 3, 3, 1, 1);
+    check_conv("dnnl k3 s1 1x7 map", 2, 3, 1, 7, 2, 3, 1, 1);
+    /* channel counts of the blocked layouts (16 and more, not multiples of 16) */
+    check_conv("dnnl k3 s1 9x9 32->32", 2, 32, 9, 9, 32, 3, 1, 1);
+    check_conv("dnnl k3 s1 7x7 64->48", 3, 64, 7, 7, 48, 3, 1, 0);
+    check_conv("dnnl k3 s1 8x8 20->36", 2, 20, 8, 8, 36, 3, 1, 0);
+    check_conv("dnnl k3 s2 14x14 64->64", 2, 64, 14, 14, 64, 3, 2, 0);
+    check_conv("dnnl k1 s1 7x7 96->64", 2, 96, 7, 7, 64, 1, 1, 0);
+    check_conv("dnnl k3 s1 28x28 32->32", 4, 32, 28, 28, 32, 3, 1, 0);
+    check_dnnl_state("k3 s1 9x9 32->32", 5, 32, 9, 9, 32, 3, 1);
+    check_dnnl_state("k3 s2 6x8 3->4", 4, 3, 6, 8, 4, 3, 2);
+    check_dnnl_state("k3 s1 14x14 64->64", 6, 64, 14, 14, 64, 3, 1);
+    conv_opts.algo = CONV_ALGO_AUTO;
+}
+
 /* =================== silu_conv2d (SiLU, dropout, 3x3 conv fused) =================== */
 
 typedef struct {
@@ -552,6 +649,12 @@ static void test_silu_conv(void) {
     conv_opts.wino_chunk_floats = 16 * 7 * 11 * 3; /* 3 tile rows of 10 (+1 virtual) */
     check_silu_conv("winograd 20x20 chunks of 3 tile rows, mask", 3, 3, 20, 20, 4, 1, 0);
     conv_opts.wino_chunk_floats = 0;
+    conv_opts.algo = CONV_ALGO_DNNL;
+    check_gn_silu_conv("dnnl 7x7 64->32", 2, 64, 7, 7, 32, 0);
+    check_gn_silu_conv("dnnl 6x5 8->4, mask", 3, 8, 6, 5, 4, 1);
+    check_silu_conv("dnnl 5x6 3->4", 2, 3, 5, 6, 4, 0, 1);
+    check_silu_conv("dnnl 7x7 3->4 with dropout mask", 2, 3, 7, 7, 4, 1, 1);
+    check_silu_conv("dnnl 14x14 32->32, mask", 3, 32, 14, 14, 32, 1, 0);
     conv_opts.algo = CONV_ALGO_AUTO;
 }
 
@@ -1161,6 +1264,7 @@ static void test_fd_detects_bugs(void) {
 int main(void) {
     test_conv();
     test_conv_winograd();
+    test_conv_dnnl();
     test_silu_conv();
     test_linear();
     test_groupnorm();

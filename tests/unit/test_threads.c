@@ -73,12 +73,15 @@ int main(void) {
         ids[i] = (uint64_t)(40 + i);
     }
     float *pred1 = xfloats(NB * D), *g1 = xfloats(P), *pred = xfloats(NB * D), *g = xfloats(P);
-    /* the model's 3x3 convs as shifted GEMMs (auto, under 128 channels), then
-     * as Winograd: either way, threads and lanes change nothing but rounding */
-    for (int algo = 0; algo < 2; algo++) {
+    /* the model's 3x3 convs as shifted GEMMs, as Winograd, then every conv by
+     * oneDNN (its primitives made per thread count: inside a lane, one): either
+     * way, threads and lanes change nothing but rounding */
+    static const conv_algo algos[3] = {CONV_ALGO_SHIFT, CONV_ALGO_WINOGRAD, CONV_ALGO_DNNL};
+    static const char *const names[3] = {"", "winograd: ", "dnnl: "};
+    for (int algo = 0; algo < 3; algo++) {
         unet_options o = one;
-        o.conv.algo = algo ? CONV_ALGO_WINOGRAD : CONV_ALGO_AUTO;
-        const char *an = algo ? "winograd: " : "";
+        o.conv.algo = algos[algo];
+        const char *an = names[algo];
         blas_set_threads(1, 1);
         unet *mr = unet_create(&c.model, NB, 1, &o);
         run(mr, params, x, eps, t, ids, D, pred1, g1, P);

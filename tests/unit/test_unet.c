@@ -314,12 +314,13 @@ static void check_lanes_env(void) {
     unsetenv("DDPM_LANES");
 }
 
-/* DDPM_CONV likewise: auto, shift or winograd, anything else refused. */
+/* DDPM_CONV likewise: auto, shift, winograd or dnnl, anything else refused. */
 static void check_conv_env(void) {
     config c;
     if (!test_check(config_load_file(&c, "configs/tiny.yaml") == 0, "load tiny")) return;
-    const char *bad[] = {"Winograd", "fast", "shift ", "1", "winograd3", "winograd44"};
-    for (int i = 0; i < 6; i++) {
+    const char *bad[] = {"Winograd", "fast", "shift ", "1", "winograd3", "winograd44", "DNNL",
+                         "onednn"};
+    for (int i = 0; i < 8; i++) {
         setenv("DDPM_CONV", bad[i], 1);
         unet *m = env_model(&c.model, 2, 1, NULL);
         test_check(m == NULL && strstr(err_msg(), "DDPM_CONV") != NULL,
@@ -346,6 +347,14 @@ static void check_conv_env(void) {
                    "DDPM_CONV=winograd%d: forward tile %d on 8x8 and 16x16 maps", t, t);
         unet_free(m);
     }
+    setenv("DDPM_CONV", "dnnl", 1);
+    m = env_model(&c.model, 2, 1, &o);
+    conv_shape s2 = conv_shape_make(1, 32, 8, 8, 32, 3, 2);
+    conv_shape s1x1 = conv_shape_make(1, 32, 8, 8, 64, 1, 1);
+    test_check(m && PLAN(s).form == CONV_FORM_DNNL && PLAN(s2).form == CONV_FORM_DNNL &&
+                   PLAN(s1x1).form == CONV_FORM_DNNL,
+               "DDPM_CONV=dnnl: every convolution (3x3, stride 2, 1x1) by oneDNN");
+    unet_free(m);
     setenv("DDPM_CONV", "auto", 1);
     m = env_model(&c.model, 2, 1, &o);
     test_check(m && PLAN(s).form != CONV_FORM_WINOGRAD && PLAN(s).wino_tile == 0,

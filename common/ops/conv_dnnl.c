@@ -1,0 +1,406 @@
+/* Direct convolutions by oneDNN (libdnnl, its C API), fp32 (a conv_formulation).
+ *
+ * oneDNN's JIT direct convolutions (forward, backward data, backward weights)
+ * work on channel-blocked layouts (nChw16c and the like on AVX-512): the
+ * primitives are created with format "any", and the plain NCHW / OIHW tensors
+ * are reordered into the layouts they chose (and the results back) through
+ * regions of the caller's workspace. Where a primitive takes plain layouts
+ * there is no reorder.
+ *
+ * The primitives depend on the batch size and on the number of threads they
+ * will run on (oneDNN splits the work at creation), so they are kept in a
+ * conv_state per plan, owned by the caller (the model: conv_state_create at
+ * plan time), a few entries keyed by (N, threads), each made at the first call
+ * with that key and kept until the state is freed (a long run makes each once).
+ * A plan without a state (tests, one-off calls) builds and frees them around
+ * each call: correct, slow. Threads: inside a parallel region (the model's
+ * lanes) oneDNN runs on the calling thread only, so the entry is keyed by 1 and
+ * its primitives are created with the thread's OpenMP setting at 1 (created
+ * for 2, a backward-weights kernel waited at its barrier for a second thread).
+ *
+ * Determinism: for a given shape, thread count and CPU, oneDNN picks the same
+ * implementation and splits the work the same way, and its reductions
+ * (backward weights over images) run in a fixed order: the results are
+ * bit-for-bit repeatable. They differ from the other formulations' by rounding.
+ *
+ * Backward accumulates (the ops contract) where oneDNN overwrites: its results
+ * land in the workspace and are added in (diff_src through the fused
+ * activation's derivative, as conv_unpad_plane does for the shifted GEMMs).
+ * The fused activation of silu_conv2d / gn_silu_conv2d is applied into the
+ * workspace first (ops_silu_mask: the very values the other formulations copy).
+ *
+ * bf16 (issue 19) fits here: the data type of the inner memory descriptors and
+ * a bf16 reorder of the activations and weights; the accumulation stays fp32. */
+#include <dnnl.h>
+#include <omp.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "common/core/util.h"
+#include "common/ops/conv_internal.h"
+
+/* The three primitives, and for each the roles of its three tensors: two
+ * inputs and the output, in the plain layouts the ops use. */
+enum { DK_FWD, DK_BWD_DATA, DK_BWD_WEIGHTS, DK_COUNT };
+enum { T_IN0, T_IN1, T_OUT, T_COUNT };
+enum { R_SRC, R_WEI, R_DST }; /* plain tensors: NCHW input, OIHW weight, NCHW output */
+
+static const int dk_arg[DK_COUNT][T_COUNT] = {
+    [DK_FWD] = {DNNL_ARG_SRC, DNNL_ARG_WEIGHTS, DNNL_ARG_DST},
+    [DK_BWD_DATA] = {DNNL_ARG_DIFF_DST, DNNL_ARG_WEIGHTS, DNNL_ARG_DIFF_SRC},
+    [DK_BWD_WEIGHTS] = {DNNL_ARG_SRC, DNNL_ARG_DIFF_DST, DNNL_ARG_DIFF_WEIGHTS},
+};
+static const int dk_role[DK_COUNT][T_COUNT] = {
+    [DK_FWD] = {R_SRC, R_WEI, R_DST},
+    [DK_BWD_DATA] = {R_DST, R_WEI, R_SRC},
+    [DK_BWD_WEIGHTS] = {R_SRC, R_DST, R_WEI},
+};
+static const dnnl_query_t dk_query[DK_COUNT][T_COUNT] = {
+    [DK_FWD] = {dnnl_query_src_md, dnnl_query_weights_md, dnnl_query_dst_md},
+    [DK_BWD_DATA] = {dnnl_query_diff_dst_md, dnnl_query_weights_md, dnnl_query_diff_src_md},
+    [DK_BWD_WEIGHTS] = {dnnl_query_src_md, dnnl_query_diff_dst_md, dnnl_query_diff_weights_md},
+};
+
+typedef struct {
+    dnnl_primitive_t prim;          /* NULL: not made yet */
+    dnnl_primitive_t reo[T_COUNT];  /* plain <-> the primitive's layout; NULL: the same */
+    dnnl_memory_t plain[T_COUNT], inner[T_COUNT], bias, scratch;
+    void *scratch_buf;
+} dnnl_op;
+
+typedef struct {
+    int N, nthr; /* the key; N 0: free slot */
+    dnnl_primitive_desc_t fwd_pd; /* the forward's, the hint of the backward ones */
+    dnnl_op op[DK_COUNT];
+} dnnl_entry;
+
+#define DNNL_ENTRIES 4
+
+struct conv_state {
+    dnnl_engine_t eng;
+    dnnl_stream_t strm;
+    conv_shape s; /* the plan's shape (any N) */
+    dnnl_entry e[DNNL_ENTRIES];
+    unsigned next; /* the slot to reuse when all are taken */
+};
+
+static void dnnl_ok(dnnl_status_t st, const char *what, const conv_shape *s) {
+    if (st == dnnl_success) return;
+    log_warn("conv_dnnl: %s failed (status %d) for N %d, %d->%d channels, %dx%d, k %d, stride %d",
+             what, (int)st, s->N, s->Cin, s->Cout, s->H, s->W, s->k, s->stride);
+    abort();
+}
+
+static size_t round16(size_t n) { return (n + 15) / 16 * 16; }
+
+/* The workspace, in floats: act[N][Cin][H][W] (the fused activation's values),
+ * tmp (backward's plain diff_src or diff_weights before they are added in),
+ * the zero bias, and three inner regions for the reordered tensors, each large
+ * enough for any of them with channels padded to 16 (AVX-512's blocks; a
+ * layout that needs more is refused and the plain one used). */
+typedef struct {
+    size_t act, tmp, bias, inner;
+} dnnl_ws;
+
+static dnnl_ws ws_layout(const conv_shape *s) {
+    const size_t N = (size_t)s->N, HW = (size_t)s->H * s->W, P = (size_t)s->Ho * s->Wo;
+    const size_t ci = round16((size_t)s->Cin), co = round16((size_t)s->Cout);
+    const size_t kk = (size_t)s->k * s->k;
+    dnnl_ws w;
+    w.act = round16(N * s->Cin * HW);
+    w.tmp = N * s->Cin * HW > (size_t)s->Cout * s->Cin * kk ? N * s->Cin * HW
+                                                            : (size_t)s->Cout * s->Cin * kk;
+    w.tmp = round16(w.tmp);
+    w.bias = round16((size_t)s->Cout);
+    size_t in = N * ci * HW, out = N * co * P, wei = co * ci * kk;
+    w.inner = in > out ? in : out;
+    if (wei > w.inner) w.inner = wei;
+    w.inner = round16(w.inner);
+    return w;
+}
+
+static size_t cd_workspace_floats(const conv_shape *s, const conv_plan *p) {
+    (void)p;
+    const dnnl_ws w = ws_layout(s);
+    return w.act + w.tmp + w.bias + 3 * w.inner;
+}
+
+static void plain_md(dnnl_memory_desc_t *md, const conv_shape *s, int role, int any) {
+    dnnl_dims_t d;
+    switch (role) {
+    case R_SRC: d[0] = s->N; d[1] = s->Cin; d[2] = s->H; d[3] = s->W; break;
+    case R_WEI: d[0] = s->Cout; d[1] = s->Cin; d[2] = s->k; d[3] = s->k; break;
+    default: d[0] = s->N; d[1] = s->Cout; d[2] = s->Ho; d[3] = s->Wo; break;
+    }
+    const dnnl_format_tag_t tag = any ? dnnl_format_tag_any : role == R_WEI ? dnnl_oihw : dnnl_nchw;
+    dnnl_memory_desc_init_by_tag(md, 4, d, dnnl_f32, tag);
+}
+
+/* The descriptor of primitive kind dk for s, layouts "any" or plain. */
+static void op_desc(dnnl_convolution_desc_t *cd, int dk, const conv_shape *s, int any) {
+    dnnl_memory_desc_t src, wei, dst, bias;
+    plain_md(&src, s, R_SRC, any);
+    plain_md(&wei, s, R_WEI, any);
+    plain_md(&dst, s, R_DST, any);
+    dnnl_dims_t bd = {s->Cout};
+    dnnl_memory_desc_init_by_tag(&bias, 1, bd, dnnl_f32, dnnl_x);
+    const dnnl_dims_t strides = {s->stride, s->stride};
+    const dnnl_dims_t pl = {s->pad_top, s->pad_left};
+    const dnnl_dims_t pr = {(s->Ho - 1) * s->stride + s->k - s->H - s->pad_top,
+                            (s->Wo - 1) * s->stride + s->k - s->W - s->pad_left};
+    dnnl_status_t st;
+    if (dk == DK_FWD)
+        st = dnnl_convolution_forward_desc_init(cd, dnnl_forward_training, dnnl_convolution_direct,
+                                                &src, &wei, &bias, &dst, strides, pl, pr);
+    else if (dk == DK_BWD_DATA)
+        st = dnnl_convolution_backward_data_desc_init(cd, dnnl_convolution_direct, &src, &wei, &dst,
+                                                      strides, pl, pr);
+    else
+        st = dnnl_convolution_backward_weights_desc_init(cd, dnnl_convolution_direct, &src, &wei,
+                                                         NULL, &dst, strides, pl, pr);
+    dnnl_ok(st, "convolution descriptor", s);
+}
+
+/* The primitive descriptor of kind dk: the blocked layouts oneDNN prefers when
+ * they fit the workspace's regions, else the plain ones. */
+static dnnl_primitive_desc_t op_pd(int dk, const conv_shape *s, dnnl_engine_t eng,
+                                   const_dnnl_primitive_desc_t hint) {
+    dnnl_primitive_attr_t attr;
+    dnnl_ok(dnnl_primitive_attr_create(&attr), "attr", s);
+    dnnl_ok(dnnl_primitive_attr_set_scratchpad_mode(attr, dnnl_scratchpad_mode_user), "attr", s);
+    const size_t inner_bytes = ws_layout(s).inner * sizeof(float);
+    dnnl_primitive_desc_t pd = NULL;
+    for (int any = 1; any >= 0 && !pd; any--) {
+        dnnl_convolution_desc_t cd;
+        op_desc(&cd, dk, s, any);
+        dnnl_ok(dnnl_primitive_desc_create(&pd, &cd, attr, eng, hint), "primitive descriptor", s);
+        for (int t = 0; any && t < T_COUNT; t++)
+            if (dnnl_memory_desc_get_size(dnnl_primitive_desc_query_md(pd, dk_query[dk][t], 0)) >
+                inner_bytes) {
+                dnnl_primitive_desc_destroy(pd);
+                pd = NULL;
+                break;
+            }
+    }
+    dnnl_primitive_attr_destroy(attr);
+    return pd;
+}
+
+static void op_make(dnnl_op *o, int dk, const conv_shape *s, dnnl_engine_t eng,
+                    const_dnnl_primitive_desc_t fwd_pd) {
+    dnnl_primitive_desc_t pd = dk == DK_FWD ? (dnnl_primitive_desc_t)fwd_pd
+                                            : op_pd(dk, s, eng, fwd_pd);
+    for (int t = 0; t < T_COUNT; t++) {
+        dnnl_memory_desc_t pm;
+        plain_md(&pm, s, dk_role[dk][t], 0);
+        const dnnl_memory_desc_t *im = dnnl_primitive_desc_query_md(pd, dk_query[dk][t], 0);
+        dnnl_ok(dnnl_memory_create(&o->plain[t], &pm, eng, DNNL_MEMORY_NONE), "memory", s);
+        dnnl_ok(dnnl_memory_create(&o->inner[t], im, eng, DNNL_MEMORY_NONE), "memory", s);
+        o->reo[t] = NULL;
+        if (!dnnl_memory_desc_equal(&pm, im)) {
+            dnnl_primitive_desc_t rpd;
+            const int in = t != T_OUT;
+            dnnl_ok(dnnl_reorder_primitive_desc_create(&rpd, in ? &pm : im, eng, in ? im : &pm,
+                                                       eng, NULL),
+                    "reorder descriptor", s);
+            dnnl_ok(dnnl_primitive_create(&o->reo[t], rpd), "reorder", s);
+            dnnl_primitive_desc_destroy(rpd);
+        }
+    }
+    o->bias = NULL;
+    if (dk == DK_FWD) {
+        const dnnl_memory_desc_t *bm = dnnl_primitive_desc_query_md(pd, dnnl_query_weights_md, 1);
+        dnnl_ok(dnnl_memory_create(&o->bias, bm, eng, DNNL_MEMORY_NONE), "memory", s);
+    }
+    const dnnl_memory_desc_t *sm = dnnl_primitive_desc_query_md(pd, dnnl_query_scratchpad_md, 0);
+    const size_t sb = dnnl_memory_desc_get_size(sm);
+    o->scratch_buf = sb ? xmalloc(sb) : NULL;
+    dnnl_ok(dnnl_memory_create(&o->scratch, sm, eng, o->scratch_buf ? o->scratch_buf
+                                                                    : DNNL_MEMORY_NONE),
+            "memory", s);
+    dnnl_ok(dnnl_primitive_create(&o->prim, pd), "primitive", s);
+    if (dk != DK_FWD) dnnl_primitive_desc_destroy(pd);
+}
+
+static void op_free(dnnl_op *o) {
+    if (!o->prim) return;
+    dnnl_primitive_destroy(o->prim);
+    for (int t = 0; t < T_COUNT; t++) {
+        if (o->reo[t]) dnnl_primitive_destroy(o->reo[t]);
+        dnnl_memory_destroy(o->plain[t]);
+        dnnl_memory_destroy(o->inner[t]);
+    }
+    if (o->bias) dnnl_memory_destroy(o->bias);
+    dnnl_memory_destroy(o->scratch);
+    free(o->scratch_buf);
+    memset(o, 0, sizeof *o);
+}
+
+static void entry_free(dnnl_entry *e) {
+    for (int k = 0; k < DK_COUNT; k++) op_free(&e->op[k]);
+    if (e->fwd_pd) dnnl_primitive_desc_destroy(e->fwd_pd);
+    memset(e, 0, sizeof *e);
+}
+
+static conv_state *state_new(const conv_shape *s) {
+    conv_state *st = xcalloc(1, sizeof *st);
+    st->s = *s;
+    dnnl_ok(dnnl_engine_create(&st->eng, dnnl_cpu, 0), "engine", s);
+    dnnl_ok(dnnl_stream_create(&st->strm, st->eng, dnnl_stream_default_flags), "stream", s);
+    return st;
+}
+
+static void state_free(conv_state *st) {
+    if (!st) return;
+    for (int i = 0; i < DNNL_ENTRIES; i++) entry_free(&st->e[i]);
+    dnnl_stream_destroy(st->strm);
+    dnnl_engine_destroy(st->eng);
+    free(st);
+}
+
+static conv_state *cd_state_create(const conv_shape *s, const conv_plan *p) {
+    (void)p;
+    return state_new(s);
+}
+
+/* The entry for s->N on this many threads, with primitive kind dk made. */
+static dnnl_op *state_op(conv_state *st, const conv_shape *s, int dk) {
+    const int inpar = omp_in_parallel(), nthr = inpar ? 1 : omp_get_max_threads();
+    dnnl_entry *e = NULL;
+    for (int i = 0; i < DNNL_ENTRIES && !e; i++)
+        if (st->e[i].N == s->N && st->e[i].nthr == nthr) e = &st->e[i];
+    if (!e) {
+        for (int i = 0; i < DNNL_ENTRIES && !e; i++)
+            if (!st->e[i].N) e = &st->e[i];
+        if (!e) {
+            e = &st->e[st->next++ % DNNL_ENTRIES];
+            entry_free(e);
+        }
+        e->N = s->N;
+        e->nthr = nthr;
+    }
+    if (e->op[dk].prim) return &e->op[dk];
+    /* oneDNN sizes its split of the work (and its barriers) by
+     * omp_get_max_threads() at creation, but runs on one thread inside a
+     * parallel region: there, create for one (this thread's setting only) */
+    const int was = omp_get_max_threads();
+    if (inpar) omp_set_num_threads(1);
+    if (!e->fwd_pd) e->fwd_pd = op_pd(DK_FWD, s, st->eng, NULL);
+    op_make(&e->op[dk], dk, s, st->eng, e->fwd_pd);
+    if (inpar) omp_set_num_threads(was);
+    return &e->op[dk];
+}
+
+/* Runs primitive kind dk: the inputs in0, in1 and the output out in the plain
+ * layouts; the reorders go through the workspace's inner regions. */
+static void op_run(conv_state *st, const conv_shape *s, int dk, const float *in0,
+                   const float *in1, float *out, const float *bias, float *ws) {
+    dnnl_op *o = state_op(st, s, dk);
+    const dnnl_ws w = ws_layout(s);
+    float *inner = ws + w.act + w.tmp + w.bias;
+    const void *ptr[T_COUNT] = {in0, in1, out};
+    dnnl_exec_arg_t args[5];
+    int na = 0;
+    for (int t = 0; t < T_COUNT; t++) {
+        dnnl_memory_set_data_handle(o->plain[t], (void *)ptr[t]);
+        dnnl_memory_t use = o->plain[t];
+        if (o->reo[t]) {
+            dnnl_memory_set_data_handle(o->inner[t], inner + (size_t)t * w.inner);
+            use = o->inner[t];
+            if (t != T_OUT) {
+                dnnl_exec_arg_t ra[2] = {{DNNL_ARG_FROM, o->plain[t]}, {DNNL_ARG_TO, use}};
+                dnnl_ok(dnnl_primitive_execute(o->reo[t], st->strm, 2, ra), "reorder", s);
+            }
+        }
+        args[na++] = (dnnl_exec_arg_t){dk_arg[dk][t], use};
+    }
+    if (o->bias) {
+        dnnl_memory_set_data_handle(o->bias, (void *)bias);
+        args[na++] = (dnnl_exec_arg_t){DNNL_ARG_BIAS, o->bias};
+    }
+    args[na++] = (dnnl_exec_arg_t){DNNL_ARG_SCRATCHPAD, o->scratch};
+    dnnl_ok(dnnl_primitive_execute(o->prim, st->strm, na, args), "convolution", s);
+    if (o->reo[T_OUT]) {
+        dnnl_exec_arg_t ra[2] = {{DNNL_ARG_FROM, o->inner[T_OUT]}, {DNNL_ARG_TO, o->plain[T_OUT]}};
+        dnnl_ok(dnnl_primitive_execute(o->reo[T_OUT], st->strm, 2, ra), "reorder", s);
+    }
+    dnnl_ok(dnnl_stream_wait(st->strm), "stream wait", s);
+}
+
+/* The plan's state, or a temporary one (*tmp, freed by the caller) for a plan
+ * without one. */
+static conv_state *use_state(const conv_shape *s, const conv_plan *p, conv_state **tmp) {
+    *tmp = NULL;
+    if (p && p->state) return p->state;
+    return *tmp = state_new(s);
+}
+
+/* The conv's input: inp itself, or its fused activation in ws's act region. */
+static const float *act_input(const float *inp, const conv_act *act, const conv_shape *s,
+                              float *ws) {
+    if (!act || !act->silu) return inp;
+    const int C = s->Cin, tasks = s->N * C;
+    const size_t HW = (size_t)s->H * s->W;
+#pragma omp parallel for schedule(static) if ((size_t)tasks * HW >= OPS_PAR_MIN)
+    for (int task = 0; task < tasks; task++) {
+        const size_t plane = (size_t)task * HW;
+        ops_silu_mask(ws + plane, inp + plane, act->mask ? act->mask + plane : NULL, HW,
+                      conv_act_norm(act, task / C, task % C, C));
+    }
+    return ws;
+}
+
+static int cd_fits(const conv_shape *s) {
+    return s->k >= 1 && s->stride >= 1;
+}
+
+static void cd_forward(float *out, const float *inp, const conv_act *act, const float *weight,
+                         const float *bias, const conv_shape *s, const conv_plan *p, float *ws) {
+    conv_state *tmp, *st = use_state(s, p, &tmp);
+    const dnnl_ws w = ws_layout(s);
+    float *zb = ws + w.act + w.tmp;
+    if (!bias) {
+        memset(zb, 0, sizeof(float) * (size_t)s->Cout);
+        bias = zb;
+    }
+    op_run(st, s, DK_FWD, act_input(inp, act, s, ws), weight, out, bias, ws);
+    state_free(tmp);
+}
+
+static void cd_backward(float *dinp, float *dweight, const float *dout, const float *inp,
+                          const conv_act *act, const float *weight, const conv_shape *s,
+                          const conv_plan *p, float *ws) {
+    conv_state *tmp, *st = use_state(s, p, &tmp);
+    const dnnl_ws w = ws_layout(s);
+    float *t = ws + w.act;
+    if (dweight) {
+        const size_t nw = (size_t)s->Cout * s->Cin * s->k * s->k;
+        op_run(st, s, DK_BWD_WEIGHTS, act_input(inp, act, s, ws), dout, t, NULL, ws);
+#pragma omp parallel for schedule(static) if (nw >= OPS_PAR_MIN)
+        for (size_t i = 0; i < nw; i++) dweight[i] += t[i];
+    }
+    if (dinp) {
+        op_run(st, s, DK_BWD_DATA, dout, weight, t, NULL, ws);
+        const int C = s->Cin, tasks = s->N * C, silu = act && act->silu;
+        const size_t HW = (size_t)s->H * s->W;
+#pragma omp parallel for schedule(static) if ((size_t)tasks * HW >= OPS_PAR_MIN)
+        for (int task = 0; task < tasks; task++) {
+            const size_t plane = (size_t)task * HW;
+            conv_unpad_plane(dinp + plane, t + plane, 0.0f, 1, silu ? act->g + plane : NULL,
+                             silu && act->mask ? act->mask + plane : NULL,
+                             conv_act_norm(silu ? act : NULL, task / C, task % C, C), s->H,
+                             s->W, s->W);
+        }
+    }
+    state_free(tmp);
+}
+
+const conv_formulation conv_dnnl_formulation = {
+    .fits = cd_fits,
+    .fused = 1,
+    .workspace_floats = cd_workspace_floats,
+    .state_create = cd_state_create,
+    .state_free = state_free,
+    .forward = cd_forward,
+    .backward = cd_backward,
+};
