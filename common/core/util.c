@@ -9,6 +9,8 @@
 #include <string.h>
 #include <time.h>
 #include <errno.h>
+#include <fcntl.h>
+#include <unistd.h>
 #include <limits.h>
 #include <sys/stat.h>
 
@@ -35,6 +37,30 @@ int err_prefix(const char *fmt, ...) {
 }
 
 const char *err_msg(void) { return g_err[0] ? g_err : "unknown error"; }
+
+FILE *fopen_regular(const char *path, uint64_t *size) {
+    int fd = open(path, O_RDONLY | O_NONBLOCK | O_CLOEXEC);
+    if (fd < 0) {
+        err_set("%s: cannot open: %s", path, strerror(errno));
+        return NULL;
+    }
+    struct stat st;
+    int fl;
+    if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
+        err_set("%s: not a regular file", path);
+    } else if ((fl = fcntl(fd, F_GETFL)) == -1 || fcntl(fd, F_SETFL, fl & ~O_NONBLOCK) == -1) {
+        err_set("%s: cannot open: %s", path, strerror(errno));
+    } else {
+        FILE *f = fdopen(fd, "rb");
+        if (f) {
+            *size = (uint64_t)st.st_size;
+            return f;
+        }
+        err_set("%s: cannot open: %s", path, strerror(errno));
+    }
+    close(fd);
+    return NULL;
+}
 
 int mkdir_p(const char *path) {
     char tmp[PATH_MAX];

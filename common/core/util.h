@@ -8,6 +8,7 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 
 /* Record an error message (printf-style); always returns -1 so that
  * `return err_set(...)` is the one-line error path. Thread-local. */
@@ -52,6 +53,12 @@ int size_prod(const size_t *dims, int n, size_t *out);
  * memory.current, or v1 memory.limit_in_bytes and memory.usage_in_bytes: where
  * Slurm puts a job's --mem). SIZE_MAX when neither can be read. */
 size_t mem_available_bytes(void);
+
+/* Opens path for reading ("rb") only if it is a regular file: opened O_NONBLOCK
+ * first, so a FIFO named like a data file is refused instead of blocking the open,
+ * and a directory or device (no size to check a header against) is refused too.
+ * *size gets the file's size. NULL with err_msg() naming the path. */
+FILE *fopen_regular(const char *path, uint64_t *size);
 
 /* mkdir -p: creates path and its missing parents (mode 0755); 0, or -1 with
  * err_msg() naming the part that could not be made or a path over PATH_MAX. */

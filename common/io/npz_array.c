@@ -50,36 +50,6 @@ typedef struct {
     uint64_t cd_off; /* where the central directory starts: entry data must end before it */
 } zip_entry;
 
-/* Opens path for reading only if it is a regular file (a FIFO would block in
- * fopen, a directory or device has no size to check against); *size gets its size. */
-static FILE *open_regular(const char *path, uint64_t *size) {
-    int fd = open(path, O_RDONLY | O_NONBLOCK | O_CLOEXEC);
-    if (fd < 0) {
-        err_set("%s: cannot open: %m", path);
-        return NULL;
-    }
-    struct stat st;
-    if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
-        err_set("%s: not a regular file", path);
-        close(fd);
-        return NULL;
-    }
-    int fl = fcntl(fd, F_GETFL);
-    if (fl == -1 || fcntl(fd, F_SETFL, fl & ~O_NONBLOCK) == -1) {
-        err_set("%s: cannot open: %m", path);
-        close(fd);
-        return NULL;
-    }
-    FILE *f = fdopen(fd, "rb");
-    if (!f) {
-        err_set("%s: cannot open: %m", path);
-        close(fd);
-        return NULL;
-    }
-    *size = (uint64_t)st.st_size;
-    return f;
-}
-
 /* Reads the Zip64 end of central directory record that the locator before the
  * classic record (at file offset eocd_pos) points to. */
 static int zip64_dir(FILE *f, const char *path, uint64_t fsize, const uint8_t *loc,
@@ -184,6 +154,18 @@ out:
     return rc;
 }
 
+/* A deflated entry's next compressed bytes, when inflate has used up the last. */
+static int refill_input(npz_reader *r) {
+    if (r->zs.avail_in != 0 || r->comp_left == 0) return 0;
+    size_t want = r->comp_left < IN_CHUNK ? (size_t)r->comp_left : IN_CHUNK;
+    if (fread(r->in, 1, want, r->f) != want)
+        return err_set("%s: entry %s.npy is truncated", r->path, r->key);
+    r->comp_left -= want;
+    r->zs.next_in = r->in;
+    r->zs.avail_in = (uInt)want;
+    return 0;
+}
+
 /* Pulls up to n bytes of the entry's uncompressed stream into dst. */
 static int entry_read(npz_reader *r, uint8_t *dst, size_t n) {
     if (r->method == 0) {
@@ -194,14 +176,7 @@ static int entry_read(npz_reader *r, uint8_t *dst, size_t n) {
         r->zs.next_out = dst;
         r->zs.avail_out = (uInt)n;
         while (r->zs.avail_out > 0) {
-            if (r->zs.avail_in == 0 && r->comp_left > 0) {
-                size_t want = r->comp_left < IN_CHUNK ? (size_t)r->comp_left : IN_CHUNK;
-                if (fread(r->in, 1, want, r->f) != want)
-                    return err_set("%s: entry %s.npy is truncated", r->path, r->key);
-                r->comp_left -= want;
-                r->zs.next_in = r->in;
-                r->zs.avail_in = (uInt)want;
-            }
+            if (refill_input(r) != 0) return -1;
             int zr = inflate(&r->zs, Z_NO_FLUSH);
             if (zr == Z_STREAM_END && r->zs.avail_out > 0)
                 return err_set("%s: entry %s.npy inflates to fewer bytes than its declared size %llu",
@@ -226,14 +201,7 @@ static int entry_finish(npz_reader *r) {
         uint8_t scratch[64];
         int zr = Z_OK;
         while (zr != Z_STREAM_END) {
-            if (r->zs.avail_in == 0 && r->comp_left > 0) {
-                size_t want = r->comp_left < IN_CHUNK ? (size_t)r->comp_left : IN_CHUNK;
-                if (fread(r->in, 1, want, r->f) != want)
-                    return err_set("%s: entry %s.npy is truncated", r->path, r->key);
-                r->comp_left -= want;
-                r->zs.next_in = r->in;
-                r->zs.avail_in = (uInt)want;
-            }
+            if (refill_input(r) != 0) return -1;
             r->zs.next_out = scratch;
             r->zs.avail_out = sizeof scratch;
             zr = inflate(&r->zs, Z_NO_FLUSH);
@@ -412,7 +380,7 @@ int npz_reader_open(npz_reader **out, const char *path, const char *key) {
     uint64_t fsize = 0;
     char name[512];
     zip_entry e;
-    r->f = open_regular(path, &fsize);
+    r->f = fopen_regular(path, &fsize);
     if (!r->f) goto fail;
     snprintf(name, sizeof name, "%s.npy", key);
     int found = zip_find(r->f, path, fsize, name, &e);
@@ -480,7 +448,7 @@ void npz_reader_close(npz_reader *r) {
 
 int npz_has_key(const char *path, const char *key) {
     uint64_t fsize = 0;
-    FILE *f = open_regular(path, &fsize);
+    FILE *f = fopen_regular(path, &fsize);
     if (!f) return -1;
     char name[512];
     snprintf(name, sizeof name, "%s.npy", key);

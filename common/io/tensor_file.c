@@ -49,31 +49,6 @@ int tensor_file_close(tensor_file *tf) {
     return 0;
 }
 
-/* Opens path only if it is a regular file (a FIFO would block in fopen). */
-static FILE *open_regular(const char *path, uint64_t *size) {
-    int fd = open(path, O_RDONLY | O_NONBLOCK | O_CLOEXEC);
-    if (fd < 0) {
-        err_set("%s: cannot open: %m", path);
-        return NULL;
-    }
-    struct stat st;
-    int fl;
-    if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
-        err_set("%s: not a regular file", path);
-    } else if ((fl = fcntl(fd, F_GETFL)) == -1 || fcntl(fd, F_SETFL, fl & ~O_NONBLOCK) == -1) {
-        err_set("%s: cannot open: %m", path);
-    } else {
-        FILE *f = fdopen(fd, "rb");
-        if (f) {
-            *size = (uint64_t)st.st_size;
-            return f;
-        }
-        err_set("%s: cannot open: %m", path);
-    }
-    close(fd);
-    return NULL;
-}
-
 void tensor_reader_close(tensor_file_reader *r) {
     if (r->f) fclose(r->f);
     r->f = NULL;
@@ -133,7 +108,7 @@ int tensor_reader_open(tensor_file_reader *r, const char *path) {
     memset(r, 0, sizeof *r);
     snprintf(r->path, sizeof r->path, "%s", path);
     uint64_t size = 0;
-    r->f = open_regular(path, &size);
+    r->f = fopen_regular(path, &size);
     if (!r->f) return -1;
     char magic[8];
     if (size < 8 || fread(magic, 1, 8, r->f) != 8 || memcmp(magic, "DDPMTNS1", 8) != 0) {
