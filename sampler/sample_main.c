@@ -3,7 +3,8 @@
  *   ddpm-sample CHECKPOINT [options]
  *
  * Loads the EMA weights by default, streaming past the optimizer records, and runs
- * Algorithm 2 over all T steps, a respaced subset, or DDIM. Writes a PNG grid, a
+ * Algorithm 2 over all T steps or a respaced subset, DDIM, or DPM-Solver++(2M)
+ * (--sampler). Writes a PNG grid, a
  * .npz (uint8 NHWC under arr_0, the guided-diffusion evaluator's format) and, on
  * request, one PNG per image. */
 #include <errno.h>
@@ -31,13 +32,20 @@ static void usage(FILE *f) {
             "  --first I             index of the first image (default 0); image i depends only\n"
             "                        on (seed, i), so ranges can be drawn on different machines\n"
             "  -b, --batch B         images per network evaluation (default 16)\n"
-            "  --steps SPEC          respacing: all T steps (default), a count such as 100, or\n"
-            "                        per-section counts such as 10,15,20 (improved-diffusion)\n"
-            "  --ddim                DDIM instead of ancestral sampling (--steps defaults to T)\n"
+            "  --sampler KIND        ancestral (default; Algorithm 2) | ddim | dpm-solver++\n"
+            "                        (DPM-Solver++(2M), deterministic, 10-20 steps)\n"
+            "  --steps SPEC          ancestral, ddim: respacing: all T steps (default), a count\n"
+            "                        such as 100, or per-section counts such as 10,15,20\n"
+            "                        (improved-diffusion); dpm-solver++: the number of network\n"
+            "                        evaluations N (default 20; a list is refused)\n"
+            "  --ddim                the same as --sampler ddim (--steps defaults to T)\n"
             "  --eta E               DDIM eta in [0, 1] (default 0)\n"
+            "  --spacing S           dpm-solver++'s time points: logsnr (default: uniform in\n"
+            "                        log(alpha/sigma)) | time (uniform in the index)\n"
             "  --variance KIND       beta | beta_tilde (default: the config's\n"
             "                        diffusion.sampling_variance)\n"
-            "  --no-clip             do not clip the predicted x0 to [-1, 1]\n"
+            "  --clip, --no-clip     clip the predicted x0 to [-1, 1] or not (default: clip\n"
+            "                        for ancestral and ddim, not for dpm-solver++)\n"
             "  --seed S              noise seed (default 0)\n"
             "  --weights W           ema (default) | params (the raw trained weights)\n"
             "  --grid PATH           PNG grid (default samples.png; 'none' to skip)\n"
@@ -78,7 +86,10 @@ typedef struct {
     int which; /* CKPT_EMA | CKPT_PARAMS */
     long n, batch, threads;
     unsigned long long first, seed;
-    int ddim, clip, quiet;
+    sampler_kind kind;
+    int clip, quiet;      /* clip: -1 for the sampler's default */
+    int spacing;          /* -1: the solver's default, else a dpm_spacing */
+    int eta_given;
     double eta;
 } sample_opts;
 
@@ -86,7 +97,8 @@ typedef struct {
  * --help, 2 for a bad command line (already reported). */
 static int parse_args(int argc, char **argv, sample_opts *o) {
     *o = (sample_opts){.spec = "", .grid = "samples.png", .npz = "samples.npz",
-                       .which = CKPT_EMA, .n = 64, .batch = 16, .clip = 1};
+                       .which = CKPT_EMA, .n = 64, .batch = 16, .clip = -1,
+                       .spacing = -1, .kind = SAMPLER_ANCESTRAL};
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
         const char *v = i + 1 < argc ? argv[i + 1] : NULL;
@@ -117,18 +129,29 @@ static int parse_args(int argc, char **argv, sample_opts *o) {
         } else if (!strcmp(a, "--steps")) {
             NEED_VALUE();
             o->spec = v;
+        } else if (!strcmp(a, "--sampler")) {
+            NEED_VALUE();
+            if (sampler_kind_parse(v, &o->kind) != 0) goto bad;
         } else if (!strcmp(a, "--ddim")) {
-            o->ddim = 1;
+            o->kind = SAMPLER_DDIM;
         } else if (!strcmp(a, "--eta")) {
             NEED_VALUE();
             o->eta = strtod(v, &end);
             if (*end || !(o->eta >= 0 && o->eta <= 1)) goto bad;
+            o->eta_given = 1;
+        } else if (!strcmp(a, "--spacing")) {
+            NEED_VALUE();
+            dpm_spacing sp;
+            if (dpm_spacing_parse(v, &sp) != 0) goto bad;
+            o->spacing = (int)sp;
         } else if (!strcmp(a, "--variance")) {
             NEED_VALUE();
             o->variance = v;
             if (strcmp(v, "beta") && strcmp(v, "beta_tilde")) goto bad;
         } else if (!strcmp(a, "--no-clip")) {
             o->clip = 0;
+        } else if (!strcmp(a, "--clip")) {
+            o->clip = 1;
         } else if (!strcmp(a, "--seed")) {
             NEED_VALUE();
             o->seed = strtoull(v, &end, 10);
@@ -171,6 +194,14 @@ static int parse_args(int argc, char **argv, sample_opts *o) {
         usage(stderr);
         return 2;
     }
+    if (o->spacing >= 0 && o->kind != SAMPLER_DPM_SOLVER) {
+        fprintf(stderr, "ddpm-sample: --spacing applies to --sampler dpm-solver++ only\n");
+        return 2;
+    }
+    if (o->eta_given && o->kind != SAMPLER_DDIM) {
+        fprintf(stderr, "ddpm-sample: --eta applies to --sampler ddim only\n");
+        return 2;
+    }
     return -1;
 }
 
@@ -197,16 +228,27 @@ static int sample_run_open(sample_run *r, const sample_opts *o, int nthreads) {
         var = strcmp(o->variance, "beta") == 0 ? SAMPLING_VAR_BETA : SAMPLING_VAR_BETA_TILDE;
     r->C = cfg->model.in_channels;
     r->S = cfg->model.image_size;
-    if (sampler_init(&r->s, &r->cm.diff, o->spec, o->ddim, o->eta, var, o->clip, o->seed, r->C,
-                     r->S, (int)o->batch) != 0)
-        return -1;
-    log_info("%s: step %llu, %s weights; %s over %d of %d steps%s, %ld images from index %llu, "
-             "batch %ld, OpenBLAS %s x%d",
+    sampler_opts so = sampler_opts_default();
+    so.kind = o->kind;
+    so.steps = o->spec;
+    so.eta = o->eta;
+    so.variance = var;
+    so.clip = o->clip;
+    if (o->spacing >= 0) so.spacing = (dpm_spacing)o->spacing;
+    so.seed = o->seed;
+    if (sampler_init(&r->s, &r->cm.diff, &so, r->C, r->S, (int)o->batch) != 0) return -1;
+    char detail[64] = "";
+    if (o->kind == SAMPLER_ANCESTRAL)
+        snprintf(detail, sizeof detail, " (sigma^2 = %s)",
+                 var == SAMPLING_VAR_BETA ? "beta" : "beta-tilde");
+    else if (o->kind == SAMPLER_DPM_SOLVER)
+        snprintf(detail, sizeof detail, " (%s spacing)", dpm_spacing_name(r->s.o.spacing));
+    log_info("%s: step %llu, %s weights; %s over %d of %d steps%s, x0 %sclipped, %ld images from "
+             "index %llu, batch %ld, OpenBLAS %s x%d",
              o->ckpt, (unsigned long long)r->cm.h.step, ckpt_weights_name(o->which),
-             o->ddim ? "DDIM" : "ancestral sampling", sampler_num_steps(&r->s),
-             cfg->diffusion.timesteps,
-             o->ddim ? "" : (var == SAMPLING_VAR_BETA ? " (sigma^2 = beta)" : " (sigma^2 = beta-tilde)"),
-             o->n, o->first, o->batch, blas_kernel_name(), nthreads);
+             sampler_kind_name(o->kind), sampler_num_steps(&r->s), cfg->diffusion.timesteps,
+             detail, r->s.o.clip ? "" : "not ", o->n, o->first, o->batch, blas_kernel_name(),
+             nthreads);
     r->D = (size_t)r->C * r->S * r->S;
     r->x = xfloats((size_t)o->batch * r->D);
     r->u8 = xmalloc((size_t)o->n * r->D);

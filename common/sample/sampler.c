@@ -1,5 +1,6 @@
 #include "common/sample/sampler.h"
 
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -7,33 +8,89 @@
 #include "common/core/util.h"
 #include "common/rng/rng.h"
 
-int sampler_init(sampler *s, const diffusion *base, const char *spec, int ddim, double eta,
-                 sampling_variance variance, int clip, uint64_t seed, int channels, int size,
-                 int max_batch) {
-    memset(s, 0, sizeof *s);
-    char full[32];
+static const char *const kind_names[] = {"ancestral", "ddim", "dpm-solver++"};
+
+const char *sampler_kind_name(sampler_kind k) {
+    return (unsigned)k < 3 ? kind_names[k] : "?";
+}
+
+int sampler_kind_parse(const char *name, sampler_kind *out) {
+    for (int k = 0; k < 3; k++)
+        if (strcmp(name, kind_names[k]) == 0) {
+            *out = (sampler_kind)k;
+            return 0;
+        }
+    return -1;
+}
+
+sampler_opts sampler_opts_default(void) {
+    return (sampler_opts){.kind = SAMPLER_ANCESTRAL, .steps = "", .eta = 0.0,
+                          .variance = SAMPLING_VAR_BETA, .clip = -1,
+                          .spacing = SAMPLER_SOLVER_DEFAULT_SPACING, .seed = 0};
+}
+
+/* The solver's step count: a plain positive integer (default 20, at most T). */
+static int solver_steps(const char *spec, int T, int *n) {
     if (!spec || !*spec) {
-        snprintf(full, sizeof full, "%s%d", ddim ? "ddim" : "", base->T);
+        *n = T < SAMPLER_SOLVER_DEFAULT_STEPS ? T : SAMPLER_SOLVER_DEFAULT_STEPS;
+        return 0;
+    }
+    char *end;
+    errno = 0;
+    long v = strtol(spec, &end, 10);
+    if (*end || errno || v < 1 || v > T)
+        return err_set("steps '%s': dpm-solver++ takes one number of network evaluations in "
+                       "1..%d (e.g. 20); respacing lists such as '10,15,20' and 'ddimN' are for "
+                       "the ancestral and ddim samplers", spec, T);
+    *n = (int)v;
+    return 0;
+}
+
+/* The process the sampler walks: all T steps or a respacing (ancestral, ddim),
+ * all T steps with the solver's plan over them (dpm-solver++). */
+static int init_steps(sampler *s, const diffusion *base, const char *steps) {
+    const sampler_opts *o = &s->o;
+    char full[32];
+    const char *spec = steps;
+    if (o->kind == SAMPLER_DPM_SOLVER || !spec || !*spec) {
+        snprintf(full, sizeof full, "%s%d", o->kind == SAMPLER_DDIM ? "ddim" : "", base->T);
         spec = full;
     }
-    if (diffusion_init_respaced(&s->steps, base, spec) != 0) return -1;
-    if (ddim && (eta < 0 || eta > 1)) {
-        diffusion_free(&s->steps);
-        return err_set("DDIM eta must be in [0, 1], got %g", eta);
+    if (o->kind == SAMPLER_DPM_SOLVER) {
+        int n = 0;
+        if (solver_steps(steps, base->T, &n) != 0) return -1;
+        if (diffusion_init_respaced(&s->steps, base, spec) != 0) return -1;
+        return dpm_plan_init(&s->plan, &s->steps, n, o->spacing);
     }
-    s->ddim = ddim;
-    s->eta = eta;
-    s->variance = variance;
-    s->clip = clip;
-    s->seed = seed;
+    if (o->kind == SAMPLER_DDIM && !(o->eta >= 0 && o->eta <= 1))
+        return err_set("DDIM eta must be in [0, 1], got %g", o->eta);
+    return diffusion_init_respaced(&s->steps, base, spec);
+}
+
+int sampler_init(sampler *s, const diffusion *base, const sampler_opts *o, int channels,
+                 int size, int max_batch) {
+    memset(s, 0, sizeof *s);
+    if ((unsigned)o->kind > SAMPLER_DPM_SOLVER)
+        return err_set("unknown sampler kind %d", (int)o->kind);
+    s->o = *o;
+    s->o.steps = NULL; /* borrowed: not kept past the call */
+    if (s->o.clip < 0) s->o.clip = o->kind != SAMPLER_DPM_SOLVER;
+    if (init_steps(s, base, o->steps) != 0) {
+        sampler_free(s);
+        return -1;
+    }
     s->channels = channels;
     s->size = size;
     s->D = (size_t)channels * size * size;
     s->max_batch = max_batch;
+    s->out_channels = channels;
     size_t nd = (size_t)max_batch * s->D;
     s->eps = xfloats(nd);
     s->z = xfloats(nd);
     s->x0 = xfloats(nd);
+    s->x0_prev = xfloats(nd);
+    if (s->out_channels != channels)
+        s->out = xfloats((size_t)max_batch * s->out_channels * size * size);
     s->t_model = xcalloc((size_t)max_batch, sizeof(int));
     s->t_step = xcalloc((size_t)max_batch, sizeof(int));
     return 0;
@@ -41,44 +98,98 @@ int sampler_init(sampler *s, const diffusion *base, const char *spec, int ddim, 
 
 void sampler_free(sampler *s) {
     diffusion_free(&s->steps);
-    free(s->eps); free(s->z); free(s->x0); free(s->t_model); free(s->t_step);
+    dpm_plan_free(&s->plan);
+    free(s->eps); free(s->z); free(s->x0); free(s->x0_prev); free(s->out);
+    free(s->t_model); free(s->t_step);
     memset(s, 0, sizeof *s);
 }
 
-int sampler_num_steps(const sampler *s) { return s->steps.T; }
+int sampler_num_steps(const sampler *s) {
+    return s->o.kind == SAMPLER_DPM_SOLVER ? s->plan.n : s->steps.T;
+}
 
-void sampler_run(sampler *s, unet *model, const float *params, uint64_t first, int n, float *x,
-                 sampler_progress progress, void *ctx) {
-    int K = s->steps.T;
-    /* the weights stay fixed for the whole run: their Winograd transforms are
-     * computed once (without the memory for them, every step computes its own) */
-    const int prepared = !unet_prepared(model, params) && unet_prepare(model, params) == 0;
+void sampler_model_eps(void *ctx, const float *x, const int *t, int n, float *eps) {
+    sampler_net *net = ctx;
+    const sampler *s = net->s;
+    float *out = s->out ? s->out : eps;
+    unet_forward(net->model, net->params, x, t, n, NULL, out);
+    if (out == eps) return;
+    /* epsilon is the first `channels` channels of each image's output */
+    size_t per_out = (size_t)s->out_channels * s->size * s->size;
+    for (int i = 0; i < n; i++)
+        memcpy(eps + (size_t)i * s->D, out + (size_t)i * per_out, s->D * sizeof(float));
+}
+
+/* Every image in the batch at the same step: its index in the walked process
+ * and the model's timestep input. */
+static void set_step(sampler *s, int n, int k) {
     for (int i = 0; i < n; i++) {
-        rng_key k = {s->seed, 0, first + (uint64_t)i, RNG_PURPOSE_SAMPLE_INIT};
-        rng_normal(&k, x + (size_t)i * s->D, s->D);
+        s->t_step[i] = k;
+        s->t_model[i] = s->steps.timestep_map[k];
     }
+}
+
+/* Ancestral (Algorithm 2) or DDIM over the walked process. */
+static void run_respaced(sampler *s, sampler_eps_fn eps_fn, void *eps_ctx, uint64_t first, int n,
+                         float *x, sampler_progress progress, void *ctx) {
+    const sampler_opts *o = &s->o;
+    int K = s->steps.T;
     for (int k = K - 1; k >= 0; k--) {
-        for (int i = 0; i < n; i++) {
-            s->t_step[i] = k;
-            s->t_model[i] = s->steps.timestep_map[k];
-        }
-        unet_forward(model, params, x, s->t_model, n, NULL, s->eps);
+        set_step(s, n, k);
+        eps_fn(eps_ctx, x, s->t_model, n, s->eps);
         const float *z = NULL;
-        if (k > 0 && (!s->ddim || s->eta > 0)) {
+        if (k > 0 && (o->kind != SAMPLER_DDIM || o->eta > 0)) {
             for (int i = 0; i < n; i++) {
-                rng_key key = {s->seed, (uint64_t)k, first + (uint64_t)i, RNG_PURPOSE_SAMPLE_STEP};
+                rng_key key = {o->seed, (uint64_t)k, first + (uint64_t)i, RNG_PURPOSE_SAMPLE_STEP};
                 rng_normal(&key, s->z + (size_t)i * s->D, s->D);
             }
             z = s->z;
         }
-        if (s->ddim)
-            diffusion_ddim_step(&s->steps, s->eta, s->clip, x, s->x0, x, s->eps, z, s->t_step, n,
+        if (o->kind == SAMPLER_DDIM)
+            diffusion_ddim_step(&s->steps, o->eta, o->clip, x, s->x0, x, s->eps, z, s->t_step, n,
                                 s->D);
         else
-            diffusion_p_sample(&s->steps, s->variance, s->clip, x, s->x0, x, s->eps, z, s->t_step,
+            diffusion_p_sample(&s->steps, o->variance, o->clip, x, s->x0, x, s->eps, z, s->t_step,
                                n, s->D);
         if (progress) progress(ctx, K - k, K);
     }
+}
+
+/* DPM-Solver++(2M) over the plan: one evaluation per step; no noise after x_T. */
+static void run_solver(sampler *s, sampler_eps_fn eps_fn, void *eps_ctx, int n, float *x,
+                       sampler_progress progress, void *ctx) {
+    const dpm_plan *p = &s->plan;
+    for (int i = 0; i < p->n; i++) {
+        set_step(s, n, p->t[i]);
+        eps_fn(eps_ctx, x, s->t_model, n, s->eps);
+        dpm_solver_x0(p, i, s->o.clip, s->x0, x, s->eps, n, s->D);
+        dpm_solver_step(p, i, x, s->x0, s->x0_prev, n, s->D);
+        float *tmp = s->x0_prev; /* this step's x0 is the next step's previous one */
+        s->x0_prev = s->x0;
+        s->x0 = tmp;
+        if (progress) progress(ctx, i + 1, p->n);
+    }
+}
+
+void sampler_run_eps(sampler *s, sampler_eps_fn eps_fn, void *eps_ctx, uint64_t first, int n,
+                     float *x, sampler_progress progress, void *ctx) {
+    for (int i = 0; i < n; i++) {
+        rng_key k = {s->o.seed, 0, first + (uint64_t)i, RNG_PURPOSE_SAMPLE_INIT};
+        rng_normal(&k, x + (size_t)i * s->D, s->D);
+    }
+    if (s->o.kind == SAMPLER_DPM_SOLVER)
+        run_solver(s, eps_fn, eps_ctx, n, x, progress, ctx);
+    else
+        run_respaced(s, eps_fn, eps_ctx, first, n, x, progress, ctx);
+}
+
+void sampler_run(sampler *s, unet *model, const float *params, uint64_t first, int n, float *x,
+                 sampler_progress progress, void *ctx) {
+    /* the weights stay fixed for the whole run: their Winograd transforms are
+     * computed once (without the memory for them, every step computes its own) */
+    const int prepared = !unet_prepared(model, params) && unet_prepare(model, params) == 0;
+    sampler_net net = {s, model, params};
+    sampler_run_eps(s, sampler_model_eps, &net, first, n, x, progress, ctx);
     if (prepared) unet_unprepare(model);
 }
 

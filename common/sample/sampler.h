@@ -1,6 +1,10 @@
-/* Algorithm 2 (ancestral sampling), strided (respaced) sampling and DDIM over a
- * trained eps_theta. Image i's initial noise and every step's noise are keyed on
- * (seed, i, step), so image i is the same whatever the batch size or thread count. */
+/* The samplers over a trained eps_theta: Algorithm 2 (ancestral) over all or a
+ * respaced subset of the steps, DDIM, and DPM-Solver++(2M) (dpm_solver.h). Every
+ * sampler gets its epsilon from one function per network evaluation (the model's
+ * forward pass, first `channels` channels of its output: sampler_model_eps), so
+ * whatever changes that epsilon changes it for all of them. Image i's initial
+ * noise and every step's noise are keyed on (seed, i, step), so image i is the
+ * same whatever the batch size or thread count. */
 #ifndef DDPM_SAMPLER_H
 #define DDPM_SAMPLER_H
 
@@ -8,29 +12,59 @@
 #include <stdint.h>
 
 #include "common/diffusion/diffusion.h"
+#include "common/diffusion/dpm_solver.h"
 #include "common/model/unet.h"
 
+typedef enum { SAMPLER_ANCESTRAL = 0, SAMPLER_DDIM = 1, SAMPLER_DPM_SOLVER = 2 } sampler_kind;
+
+/* "ancestral", "ddim", "dpm-solver++"; the parser returns -1 for any other name. */
+const char *sampler_kind_name(sampler_kind k);
+int sampler_kind_parse(const char *name, sampler_kind *out);
+
+/* How to sample. sampler_opts_default(): ancestral over all T steps, beta
+ * variance, clip -1, the solver's default spacing, seed 0. */
 typedef struct {
-    diffusion steps;     /* the (possibly respaced) process that is walked; owned */
-    int ddim;            /* 0: ancestral p_sample, 1: DDIM */
-    double eta;          /* DDIM only */
-    sampling_variance variance; /* ancestral only */
-    int clip;            /* clip predicted x0 to [-1, 1] */
+    sampler_kind kind;
+    /* ancestral, ddim: "" or NULL for all T steps, else improved-diffusion's
+     * respacing ("100", "ddim50", "10,15,20"). dpm-solver++: the number of
+     * network evaluations N ("" or NULL: 20); anything else is refused. */
+    const char *steps;
+    double eta;                  /* ddim only, in [0, 1] */
+    sampling_variance variance;  /* ancestral only */
+    int clip;                    /* clip the predicted x0 to [-1, 1]: 1, 0, or -1 for the
+                                    sampler's default (ancestral, ddim: on; solver: off) */
+    dpm_spacing spacing;         /* dpm-solver++ only */
     uint64_t seed;
+} sampler_opts;
+
+/* The solver's default step count and spacing (measured: docs/diffusion.md). */
+#define SAMPLER_SOLVER_DEFAULT_STEPS 20
+#define SAMPLER_SOLVER_DEFAULT_SPACING DPM_SPACING_LOGSNR
+
+sampler_opts sampler_opts_default(void);
+
+/* epsilon for n images x (n * D floats) at model timestep indices t (n ints, all
+ * equal within a call), into eps (n * D floats). */
+typedef void (*sampler_eps_fn)(void *ctx, const float *x, const int *t, int n, float *eps);
+
+typedef struct {
+    sampler_opts o;
+    diffusion steps;     /* ancestral/ddim: the (possibly respaced) process walked; owned */
+    dpm_plan plan;       /* dpm-solver++: its time points; owned */
     int channels, size;
     size_t D;
     int max_batch;
+    int out_channels;    /* channels of the model's output (channels: epsilon only) */
     /* owned scratch, max_batch images */
-    float *eps, *z, *x0;
+    float *eps, *z, *x0, *x0_prev, *out;
     int *t_model, *t_step;
 } sampler;
 
-/* spec: "" or NULL for all T steps, else improved-diffusion's respacing ("100",
- * "ddim50", "10,15,20"). base is borrowed only during the call. 0 or -1 (err_msg). */
-int sampler_init(sampler *s, const diffusion *base, const char *spec, int ddim, double eta,
-                 sampling_variance variance, int clip, uint64_t seed, int channels, int size,
-                 int max_batch);
+/* base is borrowed only during the call. 0 or -1 (err_msg naming the option). */
+int sampler_init(sampler *s, const diffusion *base, const sampler_opts *o, int channels,
+                 int size, int max_batch);
 void sampler_free(sampler *s);
+/* Network evaluations per image (= steps). */
 int sampler_num_steps(const sampler *s);
 
 typedef void (*sampler_progress)(void *ctx, int step_done, int steps_total);
@@ -39,6 +73,23 @@ typedef void (*sampler_progress)(void *ctx, int step_done, int steps_total);
  * in about [-1, 1]). The model must accept batches of n. */
 void sampler_run(sampler *s, unet *model, const float *params, uint64_t first, int n, float *x,
                  sampler_progress progress, void *ctx);
+
+/* The same loop with epsilon from eps_fn (what sampler_run passes is
+ * sampler_model_eps over the model); reference tests plug in a closed-form
+ * epsilon. Calls eps_fn exactly sampler_num_steps(s) times. */
+void sampler_run_eps(sampler *s, sampler_eps_fn eps_fn, void *eps_ctx, uint64_t first, int n,
+                     float *x, sampler_progress progress, void *ctx);
+
+/* What sampler_model_eps evaluates: the sampler (its scratch) and the network. */
+typedef struct {
+    sampler *s;
+    unet *model;
+    const float *params;
+} sampler_net;
+
+/* The one network evaluation of every sampler (ctx: a sampler_net): the forward
+ * pass, then the first `channels` channels of each image's output. */
+void sampler_model_eps(void *ctx, const float *x, const int *t, int n, float *eps);
 
 /* [-1, 1] NCHW floats to uint8 NHWC as guided-diffusion does:
  * ((x + 1) * 127.5) clamped to [0, 255], then truncated. */
