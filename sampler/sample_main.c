@@ -198,8 +198,9 @@ static int parse_args(int argc, char **argv, sample_opts *o) {
         fprintf(stderr, "ddpm-sample: --spacing applies to --sampler dpm-solver++ only\n");
         return 2;
     }
-    if (o->eta_given && o->kind != SAMPLER_DDIM) {
-        fprintf(stderr, "ddpm-sample: --eta applies to --sampler ddim only\n");
+    if (o->eta_given && o->kind == SAMPLER_DPM_SOLVER) {
+        fprintf(stderr, "ddpm-sample: --eta applies to --sampler ddim, not dpm-solver++ "
+                        "(deterministic)\n");
         return 2;
     }
     return -1;

@@ -124,5 +124,25 @@ else
 fi
 build/ddpm-sample "$CK" -n 2 -b 2 --steps ddim4 --ddim --eta 0 --grid none --npz "$TMP/d.npz" -q >"$TMP/d.log" 2>&1 \
     && ok "DDIM sampling (4 steps, eta 0) runs" || fail "DDIM sampling: $(tail -2 "$TMP/d.log")"
+build/ddpm-sample "$CK" -n 2 -b 2 --steps ddim4 --sampler ddim --eta 0 --grid none --npz "$TMP/d2.npz" -q >"$TMP/d2.log" 2>&1 \
+    && cmp -s "$TMP/d.npz" "$TMP/d2.npz" && ok "--ddim is --sampler ddim (identical images)" \
+    || fail "--ddim vs --sampler ddim: $(tail -2 "$TMP/d2.log")"
+SV=(build/ddpm-sample "$CK" --sampler dpm-solver++ --steps 4 --grid none -q)
+if "${SV[@]}" -n 3 -b 3 --npz "$TMP/v3.npz" >"$TMP/v3.log" 2>&1 \
+   && "${SV[@]}" -n 2 -b 1 --first 1 --npz "$TMP/v1.npz" >"$TMP/v1.log" 2>&1 \
+   && grep -q "dpm-solver++ over 4 of .* steps (logsnr spacing), x0 not clipped" "$TMP/v3.log" \
+   && $PY -c "
+import sys, numpy as np
+a = np.load('$TMP/v3.npz')['arr_0'].astype(int); b = np.load('$TMP/v1.npz')['arr_0'].astype(int)
+assert a.shape == (3, 28, 28, 1), a.shape
+assert np.abs(a[1:] - b).max() <= 1, np.abs(a[1:] - b).max()" >"$TMP/v.out" 2>&1; then
+    ok "dpm-solver++ (4 steps) runs; images 1-2 drawn alone with --first match the batch of 3"
+else
+    fail "dpm-solver++ sampling: $(tail -2 "$TMP"/v3.log "$TMP"/v1.log "$TMP/v.out")"
+fi
+expect_fail "dpm-solver++ refuses a respacing list" "respacing lists such as '10,15,20'" \
+    build/ddpm-sample "$CK" --sampler dpm-solver++ --steps 10,15,20 -n 1 --grid none --npz none
+expect_fail "--spacing without dpm-solver++ is refused" "--spacing applies to" \
+    build/ddpm-sample "$CK" --spacing time -n 1 --grid none --npz none
 expect_fail "ddpm-sample on a missing checkpoint is an error naming it" "nope.ddpm" build/ddpm-sample "$TMP/nope.ddpm"
 expect_fail "ddpm-sample rejects a bad option value" "invalid value" build/ddpm-sample "$CK" --eta 2
