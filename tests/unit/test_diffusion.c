@@ -1,6 +1,7 @@
 /* Property tests of common/diffusion: schedule ranges and monotonicity, the
  * posterior against its Gaussian-product derivation, respacing consistency,
- * sampler-step identities, and refusal of bad arguments. Exact agreement with a
+ * sampler-step identities, DPM-Solver++'s time points and its first-order step
+ * (DDIM), and refusal of bad arguments. Exact agreement with a
  * float64 reference is tests/ref/test_diffusion.sh. */
 #include <math.h>
 #include <stdio.h>
@@ -9,6 +10,7 @@
 
 #include "common/core/util.h"
 #include "common/diffusion/diffusion.h"
+#include "common/diffusion/dpm_solver.h"
 #include "tests/unit/test.h"
 
 static double rel(double a, double b) { return fabs(a - b) / fmax(fabs(b), 1e-300); }
@@ -309,8 +311,75 @@ static void test_steps(void) {
     diffusion_free(&d);
 }
 
+/* Every n in 1..T (a sample of them for T = 1000) gives n strictly decreasing
+ * indices from T-1 (to 0 for n >= 2), for both spacings and schedules. */
+static void test_dpm_timesteps(void) {
+    static const int ns[] = {1, 2, 3, 7, 10, 20, 50, 100, 200, 500, 999, 1000};
+    struct { beta_schedule s; int T; const char *name; } cases[] = {
+        {BETA_SCHEDULE_LINEAR, 10, "linear T=10"}, {BETA_SCHEDULE_COSINE, 37, "cosine T=37"},
+        {BETA_SCHEDULE_LINEAR, 1000, "linear T=1000"}, {BETA_SCHEDULE_COSINE, 1000, "cosine T=1000"}};
+    for (size_t c = 0; c < sizeof cases / sizeof cases[0]; c++) {
+        diffusion d;
+        diffusion_init(&d, cases[c].s, cases[c].T, 1e-4, 0.02);
+        int T = d.T, *t = xcalloc((size_t)T, sizeof(int));
+        for (int sp = 0; sp < 2; sp++) {
+            int ok = 1, tried = 0;
+            for (int k = 0; T == 1000 ? k < 12 : k < T; k++) {
+                int n = T == 1000 ? ns[k] : k + 1;
+                if (dpm_solver_timesteps(&d, n, (dpm_spacing)sp, t) != 0) ok = 0;
+                if (t[0] != T - 1 || (n >= 2 && t[n - 1] != 0)) ok = 0;
+                for (int i = 1; i < n; i++)
+                    if (t[i] >= t[i - 1]) ok = 0;
+                tried++;
+            }
+            test_check(ok, "dpm-solver++ %s, %s spacing: %d step counts give strictly decreasing "
+                       "indices from T-1 to 0", cases[c].name, dpm_spacing_name((dpm_spacing)sp),
+                       tried);
+        }
+        int refused = dpm_solver_timesteps(&d, 0, DPM_SPACING_TIME, t) == -1 &&
+                      dpm_solver_timesteps(&d, T + 1, DPM_SPACING_LOGSNR, t) == -1;
+        test_check(refused, "dpm-solver++ %s refuses 0 and T+1 steps (%s)", cases[c].name,
+                   err_msg());
+        free(t);
+        diffusion_free(&d);
+    }
+}
+
+/* The first-order step is DDIM with eta 0 (Lu et al. 2022): from t_0 to t_1,
+ * x' = sqrt(abar_1) x0 + sqrt(1 - abar_1) eps; the last step returns x0. */
+static void test_dpm_steps(void) {
+    enum { N = 2, D = 5 };
+    diffusion d;
+    diffusion_init(&d, BETA_SCHEDULE_LINEAR, 1000, 1e-4, 0.02);
+    dpm_plan p;
+    dpm_plan_init(&p, &d, 10, DPM_SPACING_LOGSNR);
+    float x[N * D], eps[N * D], x0[N * D], want[N * D];
+    for (int i = 0; i < N * D; i++) {
+        x[i] = (float)sin(i + 1.0);
+        eps[i] = (float)cos(2.0 * i);
+    }
+    dpm_solver_x0(&p, 0, 0, x0, x, eps, N, D);
+    double ab = d.alphas_cumprod[p.t[1]];
+    for (int i = 0; i < N * D; i++) {
+        want[i] = (float)(sqrt(ab) * x0[i] + sqrt(1 - ab) * eps[i]);
+    }
+    dpm_solver_step(&p, 0, x, x0, NULL, N, D);
+    double err = test_rel_err(x, want, N * D);
+    test_check(p.order[0] == 1 && p.order[1] == 2 && p.order[9] == 1 && err < 1e-5,
+               "dpm-solver++: orders 1, 2, ..., 2, 1; the first step is DDIM eta 0 (rel err %.1e)",
+               err);
+    float x0b[N * D];
+    for (int i = 0; i < N * D; i++) x0b[i] = 0.25f * (float)i;
+    dpm_solver_step(&p, 9, x, x0b, x0, N, D);
+    test_check(memcmp(x, x0b, sizeof x) == 0, "dpm-solver++: the last step returns x0");
+    dpm_plan_free(&p);
+    diffusion_free(&d);
+}
+
 int main(void) {
     test_schedules();
+    test_dpm_timesteps();
+    test_dpm_steps();
     test_bad_args();
     test_respacing();
     test_steps();
