@@ -49,13 +49,15 @@ typedef void (*sampler_eps_fn)(void *ctx, const float *x, const int *t, int n, f
 
 typedef struct {
     sampler_opts o;
-    diffusion steps;     /* ancestral/ddim: the (possibly respaced) process walked; owned */
+    diffusion steps;     /* the (possibly respaced) process walked; dpm-solver++: all T
+                            steps, which its plan's indices point into; owned */
     dpm_plan plan;       /* dpm-solver++: its time points; owned */
     int channels, size;
     size_t D;
     int max_batch;
     int out_channels;    /* channels of the model's output (channels: epsilon only) */
-    /* owned scratch, max_batch images */
+    /* owned scratch, max_batch images; out (the model's whole output) only when it
+     * has more channels than epsilon, else NULL */
     float *eps, *z, *x0, *x0_prev, *out;
     int *t_model, *t_step;
 } sampler;
