@@ -39,6 +39,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from diffusion_ref import base_betas, space_timesteps  # noqa: E402  (independent numpy tables)
 
 DIM = 16
+DEFAULT_STEPS, DEFAULT_SPACING = 20, "logsnr"  # docs/diffusion.md: measured the better
 TOL = 5e-6
 failures = 0
 LABEL = ""
@@ -147,12 +148,16 @@ def traj_err(c_traj, c_final, r_traj, r_final):
     return max(errs)
 
 
-def check_solver(tool, scratch, schedule, T, n, spacing, clip=0, steps=None, self_test=False):
+def check_solver(tool, scratch, schedule, T, n, spacing, clip=0, default=False,
+                 self_test=False):
     name = f"dpm-solver++ {schedule} T={T} {n} steps {spacing}{' clip' if clip else ''}"
+    if default:
+        name = f"dpm-solver++ {schedule} T={T} default steps and spacing ({n}, {spacing})"
     ac = alphas_cumprod(schedule, T)
     N = 4
     c, err = run_tool(tool, os.path.join(scratch, name.replace(" ", "_")), "dpm-solver++",
-                      spacing, schedule, T, steps or str(n), N, 3, clip)
+                      "-" if default else spacing, schedule, T, "-" if default else str(n),
+                      N, 3, clip)
     if c is None:
         report(False, f"{name}: solver_dump failed: {err}")
         return
@@ -227,7 +232,7 @@ def main():
     for sp in ("time", "logsnr"):
         for n in (10, 20):
             check_solver(tool, scratch, "linear", 1000, n, sp, self_test=(n == 10))
-    check_solver(tool, scratch, "linear", 1000, 20, "logsnr", steps="-")  # the default
+    check_solver(tool, scratch, "linear", 1000, DEFAULT_STEPS, DEFAULT_SPACING, default=True)
     check_solver(tool, scratch, "linear", 1000, 10, "logsnr", clip=1)
     check_solver(tool, scratch, "cosine", 1000, 15, "logsnr")
     check_solver(tool, scratch, "cosine", 1000, 15, "time")
