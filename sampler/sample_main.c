@@ -93,6 +93,21 @@ typedef struct {
     double eta;
 } sample_opts;
 
+/* Options that only one sampler takes: -1 to go on, or 2 (reported). --eta with
+ * ancestral sampling stays accepted (and unused), as before --sampler existed. */
+static int check_sampler_options(const sample_opts *o) {
+    if (o->spacing >= 0 && o->kind != SAMPLER_DPM_SOLVER) {
+        fprintf(stderr, "ddpm-sample: --spacing applies to --sampler dpm-solver++ only\n");
+        return 2;
+    }
+    if (o->eta_given && o->kind == SAMPLER_DPM_SOLVER) {
+        fprintf(stderr, "ddpm-sample: --eta applies to --sampler ddim, not dpm-solver++ "
+                        "(deterministic)\n");
+        return 2;
+    }
+    return -1;
+}
+
 /* Fills o from the command line. Returns -1 to go on, or the exit code: 0 after
  * --help, 2 for a bad command line (already reported). */
 static int parse_args(int argc, char **argv, sample_opts *o) {
@@ -194,16 +209,7 @@ static int parse_args(int argc, char **argv, sample_opts *o) {
         usage(stderr);
         return 2;
     }
-    if (o->spacing >= 0 && o->kind != SAMPLER_DPM_SOLVER) {
-        fprintf(stderr, "ddpm-sample: --spacing applies to --sampler dpm-solver++ only\n");
-        return 2;
-    }
-    if (o->eta_given && o->kind == SAMPLER_DPM_SOLVER) {
-        fprintf(stderr, "ddpm-sample: --eta applies to --sampler ddim, not dpm-solver++ "
-                        "(deterministic)\n");
-        return 2;
-    }
-    return -1;
+    return check_sampler_options(o);
 }
 
 /* What a run holds between loading and writing; sample_run_free releases it. */
