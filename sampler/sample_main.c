@@ -36,7 +36,8 @@ static void usage(FILE *f) {
             "  --ddim                DDIM instead of ancestral sampling (--steps defaults to T)\n"
             "  --eta E               DDIM eta in [0, 1] (default 0)\n"
             "  --variance KIND       beta | beta_tilde (default: the config's\n"
-            "                        diffusion.sampling_variance)\n"
+            "                        diffusion.sampling_variance; ignored for a model\n"
+            "                        with learned variances)\n"
             "  --no-clip             do not clip the predicted x0 to [-1, 1]\n"
             "  --seed S              noise seed (default 0)\n"
             "  --weights W           ema (default) | params (the raw trained weights)\n"
@@ -195,6 +196,10 @@ static int sample_run_open(sample_run *r, const sample_opts *o, int nthreads) {
     sampling_variance var = cfg->diffusion.sampling_var;
     if (o->variance)
         var = strcmp(o->variance, "beta") == 0 ? SAMPLING_VAR_BETA : SAMPLING_VAR_BETA_TILDE;
+    const int learned = cfg->model.learn_sigma;
+    if (learned && o->variance && !o->ddim)
+        log_info("--variance %s ignored: %s has learned variances (model.learn_sigma)",
+                 o->variance, o->ckpt);
     r->C = cfg->model.in_channels;
     r->S = cfg->model.image_size;
     if (sampler_init(&r->s, &r->cm.diff, o->spec, o->ddim, o->eta, var, o->clip, o->seed, r->C,
@@ -205,7 +210,8 @@ static int sample_run_open(sample_run *r, const sample_opts *o, int nthreads) {
              o->ckpt, (unsigned long long)r->cm.h.step, ckpt_weights_name(o->which),
              o->ddim ? "DDIM" : "ancestral sampling", sampler_num_steps(&r->s),
              cfg->diffusion.timesteps,
-             o->ddim ? "" : (var == SAMPLING_VAR_BETA ? " (sigma^2 = beta)" : " (sigma^2 = beta-tilde)"),
+             o->ddim ? "" : learned ? " (learned sigma^2)"
+                       : (var == SAMPLING_VAR_BETA ? " (sigma^2 = beta)" : " (sigma^2 = beta-tilde)"),
              o->n, o->first, o->batch, blas_kernel_name(), nthreads);
     r->D = (size_t)r->C * r->S * r->S;
     r->x = xfloats((size_t)o->batch * r->D);

@@ -31,7 +31,8 @@ int sampler_init(sampler *s, const diffusion *base, const char *spec, int ddim, 
     s->D = (size_t)channels * size * size;
     s->max_batch = max_batch;
     size_t nd = (size_t)max_batch * s->D;
-    s->eps = xfloats(nd);
+    s->eps = xfloats(2 * nd); /* room for a learned-variance model's [eps | v] */
+    s->v = xfloats(nd);
     s->z = xfloats(nd);
     s->x0 = xfloats(nd);
     s->t_model = xcalloc((size_t)max_batch, sizeof(int));
@@ -41,7 +42,7 @@ int sampler_init(sampler *s, const diffusion *base, const char *spec, int ddim, 
 
 void sampler_free(sampler *s) {
     diffusion_free(&s->steps);
-    free(s->eps); free(s->z); free(s->x0); free(s->t_model); free(s->t_step);
+    free(s->eps); free(s->v); free(s->z); free(s->x0); free(s->t_model); free(s->t_step);
     memset(s, 0, sizeof *s);
 }
 
@@ -50,6 +51,9 @@ int sampler_num_steps(const sampler *s) { return s->steps.T; }
 void sampler_run(sampler *s, unet *model, const float *params, uint64_t first, int n, float *x,
                  sampler_progress progress, void *ctx) {
     int K = s->steps.T;
+    /* a learned-variance model: v interpolates each step's log variance between the
+     * walked process's beta and beta-tilde (s->variance unused); DDIM ignores it */
+    const int learned = unet_out_channels(model) != s->channels;
     /* the weights stay fixed for the whole run: their Winograd transforms are
      * computed once (without the memory for them, every step computes its own) */
     const int prepared = !unet_prepared(model, params) && unet_prepare(model, params) == 0;
@@ -63,6 +67,7 @@ void sampler_run(sampler *s, unet *model, const float *params, uint64_t first, i
             s->t_model[i] = s->steps.timestep_map[k];
         }
         unet_forward(model, params, x, s->t_model, n, NULL, s->eps);
+        if (learned) diffusion_split_output(s->eps, n, s->D, s->eps, s->v);
         const float *z = NULL;
         if (k > 0 && (!s->ddim || s->eta > 0)) {
             for (int i = 0; i < n; i++) {
@@ -74,6 +79,9 @@ void sampler_run(sampler *s, unet *model, const float *params, uint64_t first, i
         if (s->ddim)
             diffusion_ddim_step(&s->steps, s->eta, s->clip, x, s->x0, x, s->eps, z, s->t_step, n,
                                 s->D);
+        else if (learned)
+            diffusion_p_sample_learned(&s->steps, s->clip, x, s->x0, x, s->eps, s->v, z, s->t_step,
+                                       n, s->D);
         else
             diffusion_p_sample(&s->steps, s->variance, s->clip, x, s->x0, x, s->eps, z, s->t_step,
                                n, s->D);

@@ -14,14 +14,14 @@ typedef struct {
     diffusion steps;     /* the (possibly respaced) process that is walked; owned */
     int ddim;            /* 0: ancestral p_sample, 1: DDIM */
     double eta;          /* DDIM only */
-    sampling_variance variance; /* ancestral only */
+    sampling_variance variance; /* ancestral only; unused for a learned-variance model */
     int clip;            /* clip predicted x0 to [-1, 1] */
     uint64_t seed;
     int channels, size;
     size_t D;
     int max_batch;
     /* owned scratch, max_batch images */
-    float *eps, *z, *x0;
+    float *eps, *v, *z, *x0; /* eps: room for 2 D per image (a learn_sigma output) */
     int *t_model, *t_step;
 } sampler;
 
@@ -36,7 +36,10 @@ int sampler_num_steps(const sampler *s);
 typedef void (*sampler_progress)(void *ctx, int step_done, int steps_total);
 
 /* Generates images first .. first+n-1 (n <= max_batch) into x (n * D floats, values
- * in about [-1, 1]). The model must accept batches of n. */
+ * in about [-1, 1]). The model must accept batches of n. A model with learned
+ * variances (unet_out_channels twice channels) sets each ancestral step's variance
+ * from its v output, on the walked (respaced) process's betas, as improved-diffusion
+ * does; DDIM uses only eps. */
 void sampler_run(sampler *s, unet *model, const float *params, uint64_t first, int n, float *x,
                  sampler_progress progress, void *ctx);
 
