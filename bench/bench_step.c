@@ -72,7 +72,7 @@ typedef struct {
     int *t;
     uint64_t *ids;
     int N, train;
-    size_t D, P;
+    size_t D, out_D, P; /* values per input and per output image, parameters */
     optim_config oc;
     uint64_t step;
 } bench_state;
@@ -86,8 +86,8 @@ static void run_step(bench_state *b) {
     unet_rng r = {7, b->step, b->ids};
     memset(b->grads, 0, b->P * sizeof(float));
     unet_forward(b->model, b->params, b->x, b->t, b->N, &r, b->pred);
-    memset(b->dpred, 0, (size_t)b->N * b->D * sizeof(float));
-    mse_backward(b->dpred, b->pred, b->eps, (size_t)b->N * b->D, 1.0f);
+    memset(b->dpred, 0, (size_t)b->N * b->out_D * sizeof(float));
+    mse_backward(b->dpred, b->pred, b->eps, (size_t)b->N * b->out_D, 1.0f);
     unet_backward(b->model, b->params, b->grads, b->dpred);
     double t0 = prof_begin();
     optim_adam(b->params, b->grads, b->m, b->v, b->P, 2e-4, 1.0, &b->oc, b->step);
@@ -112,6 +112,8 @@ static int bench_model(const char *mode, const char *path, int N, int steps, int
     }
     b.P = unet_num_params(b.model);
     b.D = (size_t)c.model.in_channels * c.model.image_size * c.model.image_size;
+    /* the output (and the random target a step's MSE takes) has twice D with learn_sigma */
+    b.out_D = (size_t)unet_out_channels(b.model) * c.model.image_size * c.model.image_size;
     b.params = xfloats(b.P);
     unet_init(b.model, b.params, 3);
     /* The authors' init makes conv2/proj_out ~0; perturb every weight a little so
@@ -124,16 +126,16 @@ static int bench_model(const char *mode, const char *path, int N, int steps, int
         for (size_t i = 0; i < b.P; i++) b.params[i] += 0.01f * noise[i];
         free(noise);
     }
-    size_t nd = (size_t)N * b.D;
+    size_t nd = (size_t)N * b.D, nod = (size_t)N * b.out_D;
     b.x = xfloats(nd);
-    b.eps = xfloats(nd);
-    b.pred = xfloats(nd);
+    b.eps = xfloats(nod);
+    b.pred = xfloats(nod);
     b.t = xcalloc((size_t)N, sizeof *b.t);
     b.ids = xcalloc((size_t)N, sizeof *b.ids);
     rng_key kx = {5, 0, 0, 0};
     rng_normal(&kx, b.x, nd);
     kx.sample = 1;
-    rng_normal(&kx, b.eps, nd);
+    rng_normal(&kx, b.eps, nod);
     for (int i = 0; i < N; i++) {
         b.t[i] = (i * 997 + 13) % c.diffusion.timesteps;
         b.ids[i] = (uint64_t)i;
@@ -142,7 +144,7 @@ static int bench_model(const char *mode, const char *path, int N, int steps, int
         b.grads = xfloats(b.P);
         b.m = xcalloc(b.P, sizeof(float));
         b.v = xcalloc(b.P, sizeof(float));
-        b.dpred = xfloats(nd);
+        b.dpred = xfloats(nod);
         b.oc = (optim_config){.lr = 2e-4, .beta1 = 0.9, .beta2 = 0.999, .eps = 1e-8};
     }
 

@@ -61,6 +61,8 @@ int main(int argc, char **argv) {
     }
     size_t P = unet_num_params(model);
     size_t D = (size_t)c.model.in_channels * c.model.image_size * c.model.image_size;
+    /* the output (and the random target of the step's MSE): twice D with learn_sigma */
+    size_t out_D = (size_t)unet_out_channels(model) * c.model.image_size * c.model.image_size;
     double act_mib = (double)unet_activation_bytes(model) / 1048576.0;
     double est_mib = act_mib + 4.0 * (double)P * sizeof(float) / 1048576.0;
     printf("kernel %s\nmicro %d\nthreads %d\nactivation_mib %.1f\nestimate_mib %.1f\n",
@@ -74,14 +76,15 @@ int main(int argc, char **argv) {
     float *params = xfloats(P), *grads = xcalloc(P, sizeof(float));
     float *am = xcalloc(P, sizeof(float)), *av = xcalloc(P, sizeof(float));
     unet_init(model, params, 3);
-    size_t nd = (size_t)N * D;
-    float *x = xfloats(nd), *eps = xfloats(nd), *pred = xfloats(nd), *dpred = xcalloc(nd, sizeof(float));
+    size_t nd = (size_t)N * D, nod = (size_t)N * out_D;
+    float *x = xfloats(nd), *eps = xfloats(nod), *pred = xfloats(nod);
+    float *dpred = xcalloc(nod, sizeof(float));
     int *t = xcalloc((size_t)N, sizeof *t);
     uint64_t *ids = xcalloc((size_t)N, sizeof *ids);
     rng_key k = {5, 0, 0, 0};
     rng_normal(&k, x, nd);
     k.sample = 1;
-    rng_normal(&k, eps, nd);
+    rng_normal(&k, eps, nod);
     for (int i = 0; i < N; i++) {
         t[i] = (i * 997 + 13) % c.diffusion.timesteps;
         ids[i] = (uint64_t)i;
@@ -91,7 +94,7 @@ int main(int argc, char **argv) {
 
     double t0 = now_seconds();
     unet_forward(model, params, x, t, N, &r, pred);
-    mse_backward(dpred, pred, eps, nd, 1.0f);
+    mse_backward(dpred, pred, eps, nod, 1.0f);
     unet_backward(model, params, grads, dpred);
     optim_adam(params, grads, am, av, P, 2e-5, 1.0, &oc, 1);
     double s = now_seconds() - t0;

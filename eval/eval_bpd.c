@@ -37,7 +37,8 @@ static void usage(FILE *f) {
             "  --batch B             (image, timestep) pairs per network evaluation (default 32)\n"
             "  --seed S              keys the noise and strided offsets (default 0)\n"
             "  --weights W           ema (default) | params\n"
-            "  --variance V          beta | beta_tilde (default: the config's sampling_variance)\n"
+            "  --variance V          beta | beta_tilde (default: the config's sampling_variance;\n"
+            "                        ignored for a model with learned variances)\n"
             "  --no-clip             do not clip the predicted x0 (the authors clip)\n"
             "  --threads N           BLAS threads per rank (default: the cores given)\n"
             "  -q, --quiet           no progress line\n"
@@ -275,6 +276,10 @@ static int run_bpd(bpd_run *r, bpd_opts *o, int rank, int world, int nthreads) {
     sampling_variance var = cfg->diffusion.sampling_var;
     if (o->variance)
         var = strcmp(o->variance, "beta") == 0 ? SAMPLING_VAR_BETA : SAMPLING_VAR_BETA_TILDE;
+    const int learned = cfg->model.learn_sigma;
+    if (rank == 0 && learned && o->variance)
+        log_info("--variance %s ignored: %s has learned variances (model.learn_sigma)",
+                 o->variance, o->ckpt);
     if (rank == 0)
         log_info("%s: step %llu, %s weights; %ld images of %s from %ld over %d rank(s), T %d, "
                  "stride %ld (%s), sigma^2 = %s, %sclipped x0, batch %ld, OpenBLAS %s x%d",
@@ -282,7 +287,8 @@ static int run_bpd(bpd_run *r, bpd_opts *o, int rank, int world, int nthreads) {
                  o->data, o->first, world, r->cm.diff.T, o->stride,
                  o->stride > 1 ? (o->est == BPD_ESTIMATE_UNBIASED ? "unbiased" : "trapezoid")
                                : "exact",
-                 var == SAMPLING_VAR_BETA ? "beta" : "beta-tilde", o->clip ? "" : "un", o->batch,
+                 learned ? "learned" : var == SAMPLING_VAR_BETA ? "beta" : "beta-tilde",
+                 o->clip ? "" : "un", o->batch,
                  blas_kernel_name(), nthreads);
     bpd_config bc = {&r->cm.diff, (int)var, o->clip, (int)o->stride, o->est, o->seed};
     progress_state ps = {now_seconds(), o->quiet || rank != 0};

@@ -43,7 +43,8 @@ static void usage(FILE *f) {
             "  --spacing S           dpm-solver++'s time points: logsnr (default: uniform in\n"
             "                        log(alpha/sigma)) | time (uniform in the index)\n"
             "  --variance KIND       beta | beta_tilde (default: the config's\n"
-            "                        diffusion.sampling_variance)\n"
+            "                        diffusion.sampling_variance; ignored for a model\n"
+            "                        with learned variances)\n"
             "  --clip, --no-clip     clip the predicted x0 to [-1, 1] or not (default: clip\n"
             "                        for ancestral and ddim, not for dpm-solver++)\n"
             "  --seed S              noise seed (default 0)\n"
@@ -233,6 +234,10 @@ static int sample_run_open(sample_run *r, const sample_opts *o, int nthreads) {
     sampling_variance var = cfg->diffusion.sampling_var;
     if (o->variance)
         var = strcmp(o->variance, "beta") == 0 ? SAMPLING_VAR_BETA : SAMPLING_VAR_BETA_TILDE;
+    const int learned = cfg->model.learn_sigma;
+    if (learned && o->variance && o->kind == SAMPLER_ANCESTRAL)
+        log_info("--variance %s ignored: %s has learned variances (model.learn_sigma)",
+                 o->variance, o->ckpt);
     r->C = cfg->model.in_channels;
     r->S = cfg->model.image_size;
     sampler_opts so = sampler_opts_default();
@@ -247,7 +252,7 @@ static int sample_run_open(sample_run *r, const sample_opts *o, int nthreads) {
     char detail[64] = "";
     if (o->kind == SAMPLER_ANCESTRAL)
         snprintf(detail, sizeof detail, " (sigma^2 = %s)",
-                 var == SAMPLING_VAR_BETA ? "beta" : "beta-tilde");
+                 learned ? "learned" : var == SAMPLING_VAR_BETA ? "beta" : "beta-tilde");
     else if (o->kind == SAMPLER_DPM_SOLVER)
         snprintf(detail, sizeof detail, " (%s spacing)", dpm_spacing_name(r->s.o.spacing));
     log_info("%s: step %llu, %s weights; %s over %d of %d steps%s, x0 %sclipped, %ld images from "

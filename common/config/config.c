@@ -93,6 +93,7 @@ static const key_def g_keys[] = {
              UNET_MAX_ATTN, 1, UNET_MAX_IMAGE_SIZE, 0),
     DBL_KEY(SEC_MODEL, "dropout", model.dropout, 0, 0, 1, 1, 0),
     BOOL_KEY(SEC_MODEL, "resamp_with_conv", model.resamp_with_conv),
+    BOOL_KEY(SEC_MODEL, "learn_sigma", model.learn_sigma),
 
     INT_KEY(SEC_DIFFUSION, "timesteps", diffusion.timesteps, 1, 100000, 1),
     ENUM_KEY(SEC_DIFFUSION, "schedule", diffusion.schedule, g_schedules, 0),

@@ -291,23 +291,53 @@ void diffusion_p_mean_variance(const diffusion *d, sampling_variance kind, int c
     }
 }
 
-void diffusion_p_sample(const diffusion *d, sampling_variance kind, int clip, float *x_prev,
-                        float *x0_out, const float *xt, const float *eps, const float *z,
-                        const int *t, int N, size_t D) {
+void diffusion_learned_range(const diffusion *d, int t, double *min_log, double *max_log) {
+    *min_log = d->posterior_log_variance_clipped[t];
+    *max_log = log(d->betas[t]);
+}
+
+/* One ancestral step; the log variance is the fixed one of `kind`, or per value
+ * from v (learned range) when v is not NULL. */
+static void p_sample(const diffusion *d, sampling_variance kind, int clip, float *x_prev,
+                     float *x0_out, const float *xt, const float *eps, const float *v,
+                     const float *z, const int *t, int N, size_t D) {
     for (int n = 0; n < N; n++) {
         int tn = t[n];
         double c1 = d->posterior_mean_coef1[tn], c2 = d->posterior_mean_coef2[tn];
         /* No noise on the last step (index 0): it outputs the mean. */
-        double sd = (tn > 0 && z) ? exp(0.5 * diffusion_log_variance(d, kind, tn)) : 0.0;
+        int noisy = tn > 0 && z;
+        double sd = noisy && !v ? exp(0.5 * diffusion_log_variance(d, kind, tn)) : 0.0;
+        double lo = 0, hi = 0;
+        if (v) diffusion_learned_range(d, tn, &lo, &hi);
         size_t o = (size_t)n * D;
         for (size_t i = 0; i < D; i++) {
             double x = xt[o + i];
             double x0v = x0_of(d, tn, x, eps[o + i], clip);
             double mean = c1 * x0v + c2 * x;
+            if (v && noisy) sd = exp(0.5 * diffusion_learned_log_variance(v[o + i], lo, hi));
             double noise = sd != 0.0 ? sd * z[o + i] : 0.0;
             if (x0_out) x0_out[o + i] = (float)x0v;
             x_prev[o + i] = (float)(mean + noise);
         }
+    }
+}
+
+void diffusion_p_sample(const diffusion *d, sampling_variance kind, int clip, float *x_prev,
+                        float *x0_out, const float *xt, const float *eps, const float *z,
+                        const int *t, int N, size_t D) {
+    p_sample(d, kind, clip, x_prev, x0_out, xt, eps, NULL, z, t, N, D);
+}
+
+void diffusion_p_sample_learned(const diffusion *d, int clip, float *x_prev, float *x0_out,
+                                const float *xt, const float *eps, const float *v, const float *z,
+                                const int *t, int N, size_t D) {
+    p_sample(d, SAMPLING_VAR_BETA, clip, x_prev, x0_out, xt, eps, v, z, t, N, D);
+}
+
+void diffusion_split_output(const float *out, int N, size_t D, float *eps, float *v) {
+    for (int n = 0; n < N; n++) {
+        memmove(eps + (size_t)n * D, out + (size_t)n * 2 * D, D * sizeof(float));
+        if (v) memcpy(v + (size_t)n * D, out + ((size_t)n * 2 + 1) * D, D * sizeof(float));
     }
 }
 

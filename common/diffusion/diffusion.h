@@ -106,6 +106,31 @@ void diffusion_p_sample(const diffusion *d, sampling_variance kind, int clip, fl
                         float *x0_out, const float *xt, const float *eps, const float *z,
                         const int *t, int N, size_t D);
 
+/* Learned variances (improved DDPM, model.learn_sigma; improved-diffusion's
+ * LEARNED_RANGE): the model's second output v gives, per value,
+ *   frac = (v + 1) / 2,  log sigma^2 = frac log(beta_t) + (1 - frac) log(beta-tilde_t)
+ * with log beta-tilde_t = posterior_log_variance_clipped[t] (index 0 takes index
+ * 1's value) and log(beta_t) = log(betas[t]) (not large_variance's clipped one).
+ * v is not clamped: frac outside [0, 1] extrapolates, as in improved-diffusion.
+ * diffusion_learned_range gives the two ends at index t: min_log (beta-tilde),
+ * max_log (beta). */
+void diffusion_learned_range(const diffusion *d, int t, double *min_log, double *max_log);
+static inline double diffusion_learned_log_variance(double v, double min_log, double max_log) {
+    double frac = (v + 1.0) / 2.0;
+    return frac * max_log + (1.0 - frac) * min_log;
+}
+
+/* diffusion_p_sample with the learned log variance of each value from v (N*D,
+ * the model's second output) in place of a fixed kind. */
+void diffusion_p_sample_learned(const diffusion *d, int clip, float *x_prev, float *x0_out,
+                                const float *xt, const float *eps, const float *v, const float *z,
+                                const int *t, int N, size_t D);
+
+/* A learned-variance model's output, per sample [eps (D) | v (D)], split into
+ * eps (N*D) and v (N*D; NULL: eps only). eps may be out itself (compacted in
+ * place); v must not overlap out. */
+void diffusion_split_output(const float *out, int N, size_t D, float *eps, float *v);
+
 /* One DDIM step (Song et al. 2021, as improved-diffusion's ddim_sample): x0 as above
  * (clipped when clip), eps' = (sqrt(1/abar_t) x_t - x0) / sqrt(1/abar_t - 1),
  * sigma = eta sqrt((1 - abar_prev)/(1 - abar_t)) sqrt(1 - abar_t/abar_prev),

@@ -7,64 +7,11 @@
 
 #include "common/core/util.h"
 #include "common/data/dataset.h"
+#include "common/diffusion/vlb.h"
 #include "common/rng/rng.h"
 
 /* The strided offsets use their own stream: the noise streams use step = t < 2^32. */
 #define BPD_OFFSET_STEP (UINT64_C(1) << 40)
-
-double bpd_normal_kl(double mean1, double logvar1, double mean2, double logvar2) {
-    double dm = mean1 - mean2;
-    return 0.5 * (-1.0 + logvar2 - logvar1 + exp(logvar1 - logvar2) + dm * dm * exp(-logvar2));
-}
-
-double bpd_approx_std_normal_cdf(double x) {
-    return 0.5 * (1.0 + tanh(sqrt(2.0 / M_PI) * (x + 0.044715 * x * x * x)));
-}
-
-double bpd_discretized_gaussian_loglik(double x, double mean, double log_scale) {
-    double c = x - mean, inv = exp(-log_scale);
-    double cdf_plus = bpd_approx_std_normal_cdf(inv * (c + 1.0 / 255.0));
-    double cdf_min = bpd_approx_std_normal_cdf(inv * (c - 1.0 / 255.0));
-    if (x < -0.999) return log(fmax(cdf_plus, 1e-12));
-    if (x > 0.999) return log(fmax(1.0 - cdf_min, 1e-12));
-    return log(fmax(cdf_plus - cdf_min, 1e-12));
-}
-
-void bpd_vb_terms(const diffusion *d, int kind, int clip, const float *x0, const float *xt,
-                  const float *eps, const int *t, int N, size_t D, double *vb, double *mse) {
-    for (int n = 0; n < N; n++) {
-        int tn = t[n];
-        const float *a = x0 + (size_t)n * D, *x = xt + (size_t)n * D, *e = eps + (size_t)n * D;
-        double sra = d->sqrt_recip_alphas_cumprod[tn], srm1 = d->sqrt_recipm1_alphas_cumprod[tn];
-        double c1 = d->posterior_mean_coef1[tn], c2 = d->posterior_mean_coef2[tn];
-        double model_lv = diffusion_log_variance(d, (sampling_variance)kind, tn);
-        double true_lv = d->posterior_log_variance_clipped[tn];
-        double sum = 0, se = 0;
-        for (size_t i = 0; i < D; i++) {
-            double p = sra * x[i] - srm1 * e[i];
-            if (clip) p = p < -1 ? -1 : (p > 1 ? 1 : p);
-            double err = p - a[i];
-            se += err * err;
-            if (tn == 0) {
-                double mean = c1 * p + c2 * x[i];
-                sum -= bpd_discretized_gaussian_loglik(a[i], mean, 0.5 * model_lv);
-            } else {
-                /* true mean - model mean = c1 (x0 - x0_pred): the c2 x_t parts cancel */
-                sum += err * err;
-            }
-        }
-        double term;
-        if (tn == 0) {
-            term = sum / (double)D;
-        } else {
-            /* normal_kl per value, with the parts that do not depend on the value summed once */
-            term = 0.5 * (-1.0 + model_lv - true_lv + exp(true_lv - model_lv)) +
-                   0.5 * c1 * c1 * exp(-model_lv) * sum / (double)D;
-        }
-        vb[n] = term / M_LN2;
-        if (mse) mse[n] = se / (double)D;
-    }
-}
 
 void bpd_prior(const diffusion *d, const float *x0, int N, size_t D, double *prior) {
     int T = d->T;
@@ -164,8 +111,12 @@ int bpd_evaluate(unet *m, const float *params, const bpd_config *cfg, const floa
     size_t total_pairs = 0;
     for (int n = 0; n < N; n++)
         total_pairs += (size_t)bpd_plan(T, cfg->stride, cfg->estimate, cfg->seed, image_ids[n], ts, w);
+    /* a learned-variance model's output holds v after eps: pred takes both, then
+     * eps is compacted in place and v copied out */
+    const int learned = unet_out_channels(m) != C;
     float *xb = xfloats((size_t)B * D), *xt = xfloats((size_t)B * D);
-    float *pred = xfloats((size_t)B * D);
+    float *pred = xfloats((size_t)B * D * (learned ? 2 : 1));
+    float *v = learned ? xfloats((size_t)B * D) : NULL;
     int *tb = xcalloc((size_t)B, sizeof *tb), *tm = xcalloc((size_t)B, sizeof *tm);
     int *img = xcalloc((size_t)B, sizeof *img);
     double *wb = xcalloc((size_t)B, sizeof *wb), *vb = xcalloc((size_t)B, sizeof *vb);
@@ -193,7 +144,8 @@ int bpd_evaluate(unet *m, const float *params, const bpd_config *cfg, const floa
             nb++;
             if (nb < B && !(n == N - 1 && j == np - 1)) continue;
             unet_forward(m, params, xt, tm, nb, NULL, pred);
-            bpd_vb_terms(d, cfg->kind, cfg->clip, xb, xt, pred, tb, nb, D, vb, mse);
+            if (learned) diffusion_split_output(pred, nb, D, pred, v);
+            vlb_terms(d, cfg->kind, cfg->clip, xb, xt, pred, v, tb, nb, D, vb, mse, NULL, 0);
             for (int k = 0; k < nb; k++) {
                 if (!isfinite(vb[k])) {
                     rc = err_set("bpd: image %llu, t %d: the term is %g",
@@ -221,7 +173,7 @@ int bpd_evaluate(unet *m, const float *params, const bpd_config *cfg, const floa
         if (per_image_total) memcpy(per_image_total, tot, (size_t)N * sizeof *tot);
     }
     if (prepared) unet_unprepare(m);
-    free(ts); free(w); free(xb); free(xt); free(pred); free(tb); free(tm); free(img);
+    free(ts); free(w); free(xb); free(xt); free(pred); free(v); free(tb); free(tm); free(img);
     free(wb); free(vb); free(mse); free(tot);
     return rc;
 }

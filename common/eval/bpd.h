@@ -10,8 +10,11 @@
  *   L_prior = KL(q(x_{T-1} | x0) || N(0, I))
  * each a mean over the D values of an image divided by log 2.
  *
- * p_theta uses the model's fixed variance of the given kind (SAMPLING_VAR_BETA:
- * the authors' 'fixedlarge', SAMPLING_VAR_BETA_TILDE: 'fixedsmall') and the mean
+ * The terms are common/diffusion/vlb.h's. p_theta uses the model's fixed variance
+ * of the given kind (SAMPLING_VAR_BETA: the authors' 'fixedlarge',
+ * SAMPLING_VAR_BETA_TILDE: 'fixedsmall'), or, for a model with learned variances
+ * (model.learn_sigma: unet_out_channels is twice C), the learned one of each
+ * value (improved-diffusion's LEARNED_RANGE; kind is then unused), and the mean
  * of diffusion_p_mean_variance, x0 clipped to [-1, 1] when clip is set (the
  * authors' calc_bpd_loop default). x_t = q_sample(x0, t, eps) with eps keyed on
  * (seed, image id, t) (RNG_PURPOSE_EVAL), so a result depends on the image, not on
@@ -27,22 +30,6 @@
 #include "common/diffusion/diffusion.h"
 #include "common/model/unet.h"
 
-/* Elementwise pieces (nats), exposed for tests. */
-double bpd_normal_kl(double mean1, double logvar1, double mean2, double logvar2);
-/* The authors' tanh approximation of the standard normal CDF:
- * 0.5 (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3))). */
-double bpd_approx_std_normal_cdf(double x);
-/* log of the probability of the bin of x (a value of {-1, -1 + 2/255, ..., 1}) under
- * N(mean, exp(log_scale)^2): bins [x - 1/255, x + 1/255], the first open to -inf
- * (x < -0.999) and the last to +inf (x > 0.999); each probability floored at 1e-12. */
-double bpd_discretized_gaussian_loglik(double x, double mean, double log_scale);
-
-/* The term of the bound at index t[n] for N images (bits/dim): the decoder NLL at
- * t = 0, the KL otherwise. x0, xt, eps: N*D floats; eps is the model's prediction.
- * vb: N doubles; mse (N doubles, may be NULL): mean over D of (x0_pred - x0)^2, the
- * authors' "progressive prediction" error. */
-void bpd_vb_terms(const diffusion *d, int kind, int clip, const float *x0, const float *xt,
-                  const float *eps, const int *t, int N, size_t D, double *vb, double *mse);
 /* L_prior per image (bits/dim): KL(N(sqrt(abar_{T-1}) x0, 1 - abar_{T-1}) || N(0, 1)). */
 void bpd_prior(const diffusion *d, const float *x0, int N, size_t D, double *prior);
 

@@ -27,8 +27,8 @@
  * checked by unet_check_config in common/model/unet.h, which config_validate calls. */
 typedef struct {
     int image_size;         /* required, 4..4096; divisible by 2^(num_levels-1) */
-    int in_channels;        /* required, 1..4; the output has the same count (epsilon);
-                               1 for data.format idx, 3 for cifar10 */
+    int in_channels;        /* required, 1..4; 1 for data.format idx, 3 for cifar10. The
+                               output has the same count (epsilon), twice it with learn_sigma */
     int ch;                 /* required, 32..4096, multiple of 32 (GroupNorm 32 groups) */
     int ch_mult[UNET_MAX_LEVELS]; /* required list, entries 1..64; ch*mult multiple of 32 */
     int num_levels;         /* length of ch_mult, 1..8 */
@@ -40,6 +40,10 @@ typedef struct {
      * (attention at 256x256 at most), activations estimated below 2^50 bytes */
     double dropout;         /* [0, 1), default 0.0 */
     int resamp_with_conv;   /* bool, default true */
+    int learn_sigma;        /* bool, default false: the output also holds v, in_channels more
+                               channels, whose (v+1)/2 interpolates the log variance of
+                               p(x_{t-1}|x_t) between log beta_t and log beta-tilde_t
+                               (improved DDPM; docs/diffusion.md) */
 } model_config;
 
 #endif

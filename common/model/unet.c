@@ -680,9 +680,10 @@ static int build_tables(unet *m) {
     if (nhs != 0 || res != S)
         return err_set("model.image_size: %d does not halve evenly through %d levels", S,
                        mc->num_levels);
-    L = new_layer(m, L_OUT, cur, cur_ch, mc->in_channels, res, res);
+    const int out_ch = mc->in_channels * (mc->learn_sigma ? 2 : 1); /* eps, then v */
+    L = new_layer(m, L_OUT, cur, cur_ch, out_ch, res, res);
     add_norm(m, "norm_out", cur_ch, &L->p[O_NG], &L->p[O_NB]);
-    add_conv(m, "conv_out", cur_ch, mc->in_channels, 3, INIT_ZERO_SCALE, &L->p[O_W], &L->p[O_B]);
+    add_conv(m, "conv_out", cur_ch, out_ch, 3, INIT_ZERO_SCALE, &L->p[O_W], &L->p[O_B]);
     return 0;
 }
 
@@ -824,6 +825,7 @@ size_t unet_num_params(const unet *m) { return m->n_params; }
 int unet_num_tensors(const unet *m) { return m->n_tensors; }
 const unet_tensor *unet_tensors(const unet *m) { return m->tensors; }
 int unet_max_batch(const unet *m) { return m->max_batch; }
+int unet_out_channels(const unet *m) { return m->mc.in_channels * (m->mc.learn_sigma ? 2 : 1); }
 size_t unet_activation_bytes(const unet *m) { return m->act_bytes; }
 double unet_forward_macs(const unet *m) { return m->macs; }
 
@@ -957,7 +959,8 @@ void unet_forward(unet *m, const float *params, const float *x, const int *t, in
     if (m->nlanes > 1) {
         m->last_N = N;
         split_lanes(m, N);
-        const size_t img = (size_t)m->mc.in_channels * m->mc.image_size * m->mc.image_size;
+        const size_t hw = (size_t)m->mc.image_size * m->mc.image_size;
+        const size_t img = (size_t)m->mc.in_channels * hw, oimg = (size_t)unet_out_channels(m) * hw;
 #pragma omp parallel for num_threads(m->active_lanes) schedule(static, 1)
         for (int l = 0; l < m->active_lanes; l++) {
             const int n0 = m->lane_start[l], n = m->lane_start[l + 1] - n0;
@@ -967,7 +970,7 @@ void unet_forward(unet *m, const float *params, const float *x, const int *t, in
                 r.sample_ids = rng->sample_ids + n0;
             }
             unet_forward(m->lane[l], params, x + (size_t)n0 * img, t + n0, n, rng ? &r : NULL,
-                         out + (size_t)n0 * img);
+                         out + (size_t)n0 * oimg);
         }
         return;
     }
@@ -1312,7 +1315,7 @@ void unet_backward(unet *m, const float *params, float *grads, const float *dout
     if (!m->with_backward) return;
     if (m->nlanes > 1) {
         const int k = m->active_lanes;
-        const size_t img = (size_t)m->mc.in_channels * m->mc.image_size * m->mc.image_size;
+        const size_t img = (size_t)unet_out_channels(m) * m->mc.image_size * m->mc.image_size;
 #pragma omp parallel for num_threads(k) schedule(static, 1)
         for (int l = 0; l < k; l++) {
             if (l > 0) zeroed(m->lane_grads[l], m->n_params);
@@ -1387,7 +1390,7 @@ const float *unet_dropout_mask(unet *m, int id, size_t *n, const char **block_na
     return NULL;
 }
 
-_Static_assert(7 + UNET_MAX_LEVELS + UNET_MAX_ATTN <= 32, "unet_describe writes at most 32");
+_Static_assert(8 + UNET_MAX_LEVELS + UNET_MAX_ATTN <= 32, "unet_describe writes at most 32");
 int unet_describe(const model_config *mc, float *meta) {
     int k = 0;
     meta[k++] = (float)mc->image_size;
@@ -1404,6 +1407,7 @@ int unet_describe(const model_config *mc, float *meta) {
     for (int i = 0; i < levels; i++) meta[k++] = (float)mc->ch_mult[i];
     meta[k++] = (float)attn;
     for (int i = 0; i < attn; i++) meta[k++] = (float)mc->attn_resolutions[i];
+    meta[k++] = (float)(mc->learn_sigma != 0);
     return k;
 }
 
@@ -1416,7 +1420,8 @@ void unet_print_summary(const unet *m, const model_config *mc, void *file) {
     for (int i = 0; i < mc->num_levels; i++) fprintf(f, "%s%d", i ? "," : "", mc->ch_mult[i]);
     fprintf(f, "], %d res blocks, attention at [", mc->num_res_blocks);
     for (int i = 0; i < mc->num_attn; i++) fprintf(f, "%s%d", i ? "," : "", mc->attn_resolutions[i]);
-    fprintf(f, "], dropout %g\n", mc->dropout);
+    fprintf(f, "], dropout %g%s\n", mc->dropout,
+            mc->learn_sigma ? ", learned variances (output: eps and v)" : "");
     fprintf(f, "%-4s %-44s %-20s %12s %12s\n", "#", "tensor", "shape", "params", "offset");
     for (int i = 0; i < m->n_tensors; i++) {
         const unet_tensor *t = &m->tensors[i];

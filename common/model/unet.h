@@ -4,7 +4,8 @@
  * 1x1 shortcut when channels change), self-attention at the configured
  * resolutions, stride-2 conv downsample; middle block-attn-block; the up path with
  * num_res_blocks+1 blocks per level on skip concatenations and nearest+conv
- * upsampling; GroupNorm-SiLU-conv_out. Output: epsilon, same shape as the input.
+ * upsampling; GroupNorm-SiLU-conv_out. Output: epsilon, same shape as the input, and
+ * with model.learn_sigma the variance output v after it (unet_out_channels).
  *
  * Ownership: the model (unet) owns its structure, the parameter table and the
  * activation/gradient scratch sized for max_batch images. Parameters, their
@@ -109,6 +110,10 @@ const unet_tensor *unet_tensors(const unet *m);
 /* Index of the tensor named `name`, or -1. */
 int unet_find_tensor(const unet *m, const char *name);
 int unet_max_batch(const unet *m);
+/* Channels of the output: in_channels (epsilon), and with learn_sigma as many more
+ * (v, docs/diffusion.md): per image [eps (in_channels planes) | v]. Callers size
+ * and read the output with this. */
+int unet_out_channels(const unet *m);
 /* Bytes of activation and scratch memory the model holds. */
 size_t unet_activation_bytes(const unet *m);
 /* Forward multiply-accumulates per image (convolutions, linears, attention GEMMs). */
@@ -119,7 +124,8 @@ double unet_forward_macs(const unet *m);
  * conv_out; biases 0; GroupNorm gamma 1, beta 0. Deterministic in seed. */
 void unet_init(const unet *m, float *params, uint64_t seed);
 
-/* out[N][C][H][W] = eps_theta(x, t). x and out are borrowed; N <= max_batch.
+/* out[N][unet_out_channels][H][W] = eps_theta(x, t) (and v with learn_sigma). x and
+ * out are borrowed; N <= max_batch.
  * Keeps the activations that unet_backward needs (if built with_backward). */
 void unet_forward(unet *m, const float *params, const float *x, const int *t, int N,
                   const unet_rng *rng, float *out);
@@ -165,7 +171,7 @@ int unet_num_dropout(const unet *m);
 
 /* The model's hyper-parameters as a float vector for reference scripts
  * (tests/ref/ddpm_torch.py from_meta): image_size, in_channels, ch, num_res_blocks,
- * dropout, num_levels, ch_mult..., num_attn, attn_resolutions... Returns the count
+ * dropout, num_levels, ch_mult..., num_attn, attn_resolutions..., learn_sigma. Returns the count
  * (at most 32). */
 int unet_describe(const model_config *mc, float *meta);
 

@@ -89,8 +89,6 @@ int sampler_init(sampler *s, const diffusion *base, const sampler_opts *o, int c
     s->z = xfloats(nd);
     s->x0 = xfloats(nd);
     s->x0_prev = xfloats(nd);
-    if (s->out_channels != channels)
-        s->out = xfloats((size_t)max_batch * s->out_channels * size * size);
     s->t_model = xcalloc((size_t)max_batch, sizeof(int));
     s->t_step = xcalloc((size_t)max_batch, sizeof(int));
     return 0;
@@ -99,7 +97,7 @@ int sampler_init(sampler *s, const diffusion *base, const sampler_opts *o, int c
 void sampler_free(sampler *s) {
     diffusion_free(&s->steps);
     dpm_plan_free(&s->plan);
-    free(s->eps); free(s->z); free(s->x0); free(s->x0_prev); free(s->out);
+    free(s->eps); free(s->v); free(s->z); free(s->x0); free(s->x0_prev); free(s->out);
     free(s->t_model); free(s->t_step);
     memset(s, 0, sizeof *s);
 }
@@ -110,14 +108,19 @@ int sampler_num_steps(const sampler *s) {
 
 void sampler_model_eps(void *ctx, const float *x, const int *t, int n, float *eps) {
     sampler_net *net = ctx;
-    const sampler *s = net->s;
+    sampler *s = net->s;
     float *out = s->out ? s->out : eps;
     unet_forward(net->model, net->params, x, t, n, NULL, out);
     if (out == eps) return;
-    /* epsilon is the first `channels` channels of each image's output */
+    /* epsilon is the first `channels` channels of each image's output; a
+     * learned-variance model's v (the rest) goes to s->v for the ancestral step */
     size_t per_out = (size_t)s->out_channels * s->size * s->size;
-    for (int i = 0; i < n; i++)
+    for (int i = 0; i < n; i++) {
         memcpy(eps + (size_t)i * s->D, out + (size_t)i * per_out, s->D * sizeof(float));
+        if (s->v)
+            memcpy(s->v + (size_t)i * s->D, out + (size_t)i * per_out + s->D,
+                   s->D * sizeof(float));
+    }
 }
 
 /* Every image in the batch at the same step: its index in the walked process
@@ -134,6 +137,10 @@ static void run_respaced(sampler *s, sampler_eps_fn eps_fn, void *eps_ctx, uint6
                          float *x, sampler_progress progress, void *ctx) {
     const sampler_opts *o = &s->o;
     int K = s->steps.T;
+    /* a learned-variance model (its v filled by sampler_model_eps): v interpolates
+     * each step's log variance between the walked process's beta and beta-tilde
+     * (o->variance unused); DDIM ignores it */
+    const int learned = s->v != NULL;
     for (int k = K - 1; k >= 0; k--) {
         set_step(s, n, k);
         eps_fn(eps_ctx, x, s->t_model, n, s->eps);
@@ -148,6 +155,9 @@ static void run_respaced(sampler *s, sampler_eps_fn eps_fn, void *eps_ctx, uint6
         if (o->kind == SAMPLER_DDIM)
             diffusion_ddim_step(&s->steps, o->eta, o->clip, x, s->x0, x, s->eps, z, s->t_step, n,
                                 s->D);
+        else if (learned)
+            diffusion_p_sample_learned(&s->steps, o->clip, x, s->x0, x, s->eps, s->v, z, s->t_step,
+                                       n, s->D);
         else
             diffusion_p_sample(&s->steps, o->variance, o->clip, x, s->x0, x, s->eps, z, s->t_step,
                                n, s->D);
@@ -183,11 +193,24 @@ void sampler_run_eps(sampler *s, sampler_eps_fn eps_fn, void *eps_ctx, uint64_t 
         run_respaced(s, eps_fn, eps_ctx, first, n, x, progress, ctx);
 }
 
+/* The model's whole output (out) and a learned variance's v, sized for the model
+ * that runs: a learn_sigma model outputs [eps | v], 2 x channels. */
+static void set_out_channels(sampler *s, int oc) {
+    if (oc == s->out_channels) return;
+    free(s->out); free(s->v);
+    s->out = s->v = NULL;
+    s->out_channels = oc;
+    if (oc == s->channels) return;
+    s->out = xfloats((size_t)s->max_batch * oc * s->size * s->size);
+    if (oc == 2 * s->channels) s->v = xfloats((size_t)s->max_batch * s->D);
+}
+
 void sampler_run(sampler *s, unet *model, const float *params, uint64_t first, int n, float *x,
                  sampler_progress progress, void *ctx) {
     /* the weights stay fixed for the whole run: their Winograd transforms are
      * computed once (without the memory for them, every step computes its own) */
     const int prepared = !unet_prepared(model, params) && unet_prepare(model, params) == 0;
+    set_out_channels(s, unet_out_channels(model));
     sampler_net net = {s, model, params};
     sampler_run_eps(s, sampler_model_eps, &net, first, n, x, progress, ctx);
     if (prepared) unet_unprepare(model);

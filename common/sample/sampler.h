@@ -30,7 +30,7 @@ typedef struct {
      * network evaluations N ("" or NULL: 20); anything else is refused. */
     const char *steps;
     double eta;                  /* ddim only, in [0, 1] */
-    sampling_variance variance;  /* ancestral only */
+    sampling_variance variance;  /* ancestral only; unused for a learned-variance model */
     int clip;                    /* clip the predicted x0 to [-1, 1]: 1, 0, or -1 for the
                                     sampler's default (ancestral, ddim: on; solver: off) */
     dpm_spacing spacing;         /* dpm-solver++ only */
@@ -55,10 +55,12 @@ typedef struct {
     int channels, size;
     size_t D;
     int max_batch;
-    int out_channels;    /* channels of the model's output (channels: epsilon only) */
+    int out_channels;    /* channels of the model's output (channels: epsilon only;
+                            2 x channels: a learn_sigma model's [eps | v]) */
     /* owned scratch, max_batch images; out (the model's whole output) only when it
-     * has more channels than epsilon, else NULL */
-    float *eps, *z, *x0, *x0_prev, *out;
+     * has more channels than epsilon, v (a learned variance's v) only for a
+     * learn_sigma model, else NULL; sized by sampler_run for its model */
+    float *eps, *z, *x0, *x0_prev, *out, *v;
     int *t_model, *t_step;
 } sampler;
 
@@ -72,7 +74,10 @@ int sampler_num_steps(const sampler *s);
 typedef void (*sampler_progress)(void *ctx, int step_done, int steps_total);
 
 /* Generates images first .. first+n-1 (n <= max_batch) into x (n * D floats, values
- * in about [-1, 1]). The model must accept batches of n. */
+ * in about [-1, 1]). The model must accept batches of n. A model with learned
+ * variances (unet_out_channels twice channels) sets each ancestral step's variance
+ * from its v output, on the walked (respaced) process's betas, as improved-diffusion
+ * does; DDIM uses only eps. */
 void sampler_run(sampler *s, unet *model, const float *params, uint64_t first, int n, float *x,
                  sampler_progress progress, void *ctx);
 

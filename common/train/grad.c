@@ -4,6 +4,7 @@
 #include <string.h>
 
 #include "common/core/util.h"
+#include "common/diffusion/vlb.h"
 #include "common/ops/ops.h"
 #include "common/rng/rng.h"
 
@@ -18,21 +19,23 @@ void grad_worker_init(grad_worker *w, unet *model, const diffusion *diff, const 
     w->channels = channels;
     w->size = size;
     w->D = (size_t)channels * size * size;
+    w->out_D = (size_t)unet_out_channels(model) * size * size;
     size_t nd = (size_t)micro * w->D;
     w->u8 = xmalloc(nd);
     w->flip = xmalloc((size_t)micro);
     w->x0 = xfloats(nd);
     w->xt = xfloats(nd);
     w->eps = xfloats(nd);
-    w->pred = xfloats(nd);
-    w->dpred = xfloats(nd);
+    w->pred = xfloats((size_t)micro * w->out_D);
+    w->dpred = xfloats((size_t)micro * w->out_D);
+    w->loss = xcalloc((size_t)micro, sizeof *w->loss);
     w->t = xcalloc((size_t)micro, sizeof *w->t);
     w->ids = xcalloc((size_t)micro, sizeof *w->ids);
 }
 
 void grad_worker_free(grad_worker *w) {
     free(w->u8); free(w->flip); free(w->x0); free(w->xt); free(w->eps); free(w->pred);
-    free(w->dpred); free(w->t); free(w->ids); free(w->pf_idx);
+    free(w->dpred); free(w->loss); free(w->t); free(w->ids); free(w->pf_idx);
     memset(w, 0, sizeof *w);
 }
 
@@ -78,6 +81,33 @@ int grad_worker_inputs(grad_worker *w, uint64_t step, const batch_item *items, i
     return 0;
 }
 
+void grad_hybrid_loss(const diffusion *d, const float *x0, const float *xt, const float *eps,
+                      const float *out, const int *t, int N, size_t D, double scale, double *loss,
+                      double *mse, double *vb, float *dout) {
+    const double w = GRAD_VLB_LAMBDA * d->T;
+    for (int n = 0; n < N; n++) {
+        const size_t o = (size_t)n * D, oo = 2 * o;
+        const float *e = out + oo, *v = out + oo + D;
+        double l, term;
+        diffusion_loss_simple(&l, e, eps + o, 1, D);
+        memset(dout + oo, 0, D * sizeof(float));
+        mse_backward(dout + oo, e, eps + o, D, (float)scale);
+        /* the mean comes from e, fixed here: only v receives L_vlb's gradient */
+        vlb_terms(d, 0, 0, x0 + o, xt + o, e, v, &t[n], 1, D, &term, NULL, dout + oo + D,
+                  scale * w);
+        loss[n] = l + w * term;
+        if (mse) mse[n] = l;
+        if (vb) vb[n] = term;
+    }
+}
+
+/* L_simple of c samples and dpred = (c / total_batch) d(mean of L_simple)/d pred. */
+static void simple_loss(grad_worker *w, int c, int total_batch) {
+    diffusion_loss_simple(w->loss, w->pred, w->eps, c, w->D);
+    memset(w->dpred, 0, (size_t)c * w->D * sizeof(float));
+    mse_backward(w->dpred, w->pred, w->eps, (size_t)c * w->D, (float)c / (float)total_batch);
+}
+
 int grad_worker_run(grad_worker *w, const float *params, float *grads, uint64_t step,
                     const batch_item *items, int n, int total_batch, loss_stats *st) {
     int T = w->diff->T;
@@ -87,22 +117,18 @@ int grad_worker_run(grad_worker *w, const float *params, float *grads, uint64_t 
         diffusion_q_sample(w->diff, w->xt, w->x0, w->eps, w->t, c, w->D);
         unet_rng r = {w->seed, step, w->ids};
         unet_forward(w->model, params, w->xt, w->t, c, &r, w->pred);
+        if (w->out_D != w->D)
+            grad_hybrid_loss(w->diff, w->x0, w->xt, w->eps, w->pred, w->t, c, w->D,
+                             1.0 / total_batch, w->loss, NULL, NULL, w->dpred);
+        else
+            simple_loss(w, c, total_batch);
         for (int i = 0; i < c; i++) {
-            double l = 0;
-            const float *p = w->pred + (size_t)i * w->D, *e = w->eps + (size_t)i * w->D;
-            for (size_t d = 0; d < w->D; d++) {
-                double diff = (double)p[d] - (double)e[d];
-                l += diff * diff;
-            }
-            l /= (double)w->D;
             int q = (int)((long)w->t[i] * 4 / T);
-            st->loss_sum += l;
-            st->q_sum[q] += l;
+            st->loss_sum += w->loss[i];
+            st->q_sum[q] += w->loss[i];
             st->q_count[q]++;
             st->n++;
         }
-        memset(w->dpred, 0, (size_t)c * w->D * sizeof(float));
-        mse_backward(w->dpred, w->pred, w->eps, (size_t)c * w->D, (float)c / (float)total_batch);
         int last = s + c >= n;
         if (last && w->final_hook) unet_set_backward_hook(w->model, w->final_hook, w->final_hook_ctx);
         unet_backward(w->model, params, grads, w->dpred);

@@ -1,6 +1,7 @@
 /* Algorithm 1's per-sample work: load x0, draw eps (keyed on the sample id), form
  * x_t, run eps_theta forward and backward, and accumulate the gradient of
- * L = (1/B) sum_i mean_D (eps_theta(x_t, t) - eps)^2 over the global batch B.
+ * L = (1/B) sum_i L_i over the global batch B, L_i = mean_D (eps_theta(x_t, t) - eps)^2
+ * (L_simple), or with model.learn_sigma the hybrid loss of improved DDPM (below).
  * A single process and a distributed worker run the same code on their share. */
 #ifndef DDPM_GRAD_H
 #define DDPM_GRAD_H
@@ -14,8 +15,24 @@
 #include "common/model/unet.h"
 #include "common/train/batch.h"
 
+/* L_hybrid = L_simple + lambda L_vlb (Nichol & Dhariwal 2021), lambda = 0.001 fixed
+ * as in the paper and improved-diffusion. L_vlb = sum_t L_t is estimated at the
+ * sample's t as T L_t, so the term is lambda T L_t = (T / 1000) L_t with L_t in
+ * bits/dim (improved-diffusion's RESCALED_MSE: vb * num_timesteps / 1000). */
+#define GRAD_VLB_LAMBDA 0.001
+
+/* The hybrid loss of N samples of a learned-variance model (eps_theta and v_theta,
+ * out: N * 2D floats, per sample [eps | v]); x0, xt and eps (the true noise): N*D.
+ * L_t is vlb_terms's (common/diffusion/vlb.h) with x0 not clipped and the mean from
+ * the eps output held fixed (improved-diffusion's frozen_out: L_vlb trains only v).
+ * Writes loss[n] = mse[n] + lambda T vb[n] (mse, vb: may be NULL) and dout (N * 2D
+ * floats) = scale * d loss[n] / d out[n]. */
+void grad_hybrid_loss(const diffusion *d, const float *x0, const float *xt, const float *eps,
+                      const float *out, const int *t, int N, size_t D, double scale, double *loss,
+                      double *mse, double *vb, float *dout);
+
 typedef struct {
-    double loss_sum;      /* sum over samples of their L_simple */
+    double loss_sum;      /* sum over samples of their loss (L_simple, or L_hybrid) */
     double q_sum[4];      /* per timestep quartile (t * 4 / T) */
     long q_count[4];
     long n;
@@ -29,9 +46,11 @@ typedef struct {
     uint64_t seed;
     int micro, channels, size;
     size_t D;
-    /* owned scratch, micro images each */
+    size_t out_D;            /* the model's output per image: D, or 2D with learn_sigma */
+    /* owned scratch, micro images each (pred, dpred: out_D floats per image) */
     uint8_t *u8, *flip;
     float *x0, *xt, *eps, *pred, *dpred;
+    double *loss;
     int *t;
     uint64_t *ids;
     /* optional: installed on the model for the last micro-batch's backward only,

@@ -85,15 +85,22 @@ class Diffusion:
             return np.log(np.append(self.post_var[1], self.betas[1:]))
         return self.post_logvar_clipped  # 'fixedsmall'
 
-    def vb_term(self, x0, xt, eps, t, kind, clip):
-        """_vb_terms_bpd for one image at index t, in bits/dim, and the x0 MSE."""
+    def learned_logvar(self, t, v):
+        """improved-diffusion's LEARNED_RANGE: frac = (v + 1) / 2 between
+        log(beta_t) and posterior_log_variance_clipped[t]."""
+        frac = (v + 1) / 2
+        return frac * np.log(self.betas[t]) + (1 - frac) * self.post_logvar_clipped[t]
+
+    def vb_term(self, x0, xt, eps, t, kind, clip, v=None):
+        """_vb_terms_bpd for one image at index t, in bits/dim, and the x0 MSE; v: the
+        output of a learned-variance model (then kind is unused)."""
         true_mean = self.coef1[t] * x0 + self.coef2[t] * xt
         true_logvar = self.post_logvar_clipped[t]
         pred = self.sqrt_recip_ac[t] * xt - self.sqrt_recipm1_ac[t] * eps
         if clip:
             pred = np.clip(pred, -1.0, 1.0)
         model_mean = self.coef1[t] * pred + self.coef2[t] * xt
-        model_logvar = self.model_logvar(kind)[t]
+        model_logvar = self.model_logvar(kind)[t] if v is None else self.learned_logvar(t, v)
         kl = np.mean(normal_kl(true_mean, true_logvar, model_mean, model_logvar)) / np.log(2.0)
         nll = -np.mean(discretized_gaussian_log_likelihood(
             x0, model_mean, 0.5 * model_logvar * np.ones_like(x0))) / np.log(2.0)
@@ -123,10 +130,12 @@ def main():
     prior_c, total_c = doubles(d, "prior"), doubles(d, "total")
     if perturb:
         terms_c[0, 5] *= 1 + 1e-6
-    label = f"T {T}, sigma^2 {'beta' if kind == 0 else 'beta-tilde'}, clip {clip}"
+    model = ddpm_torch.from_meta(d["meta/model"]).double().eval()
+    learned = model.conv_out.out_channels == 2 * x0.shape[1]
+    sigma = "learned" if learned else "beta" if kind == 0 else "beta-tilde"
+    label = f"T {T}, sigma^2 {sigma}, clip {clip}"
 
     torch.set_num_threads(2)
-    model = ddpm_torch.from_meta(d["meta/model"]).double().eval()
     sd = model.state_dict()
     with torch.no_grad():
         for k in sd:
@@ -145,11 +154,14 @@ def main():
             np.float32).astype(np.float64)
         with torch.no_grad():
             eps_ref = model(torch.from_numpy(xt.reshape((T,) + x0.shape[1:])),
-                            torch.from_numpy(t_all)).numpy().reshape(T, D)
+                            torch.from_numpy(t_all)).numpy().reshape(T, -1)
         worst_eps = max(worst_eps, rel(eps_c[n], eps_ref))
+        # a learned-variance model's output per image: eps (D values), then v
+        v_ref, v_c = (eps_ref[:, D:], eps_c[n][:, D:]) if learned else ([None] * T, [None] * T)
         for t in range(T):
-            terms_py[n, t], _ = diff.vb_term(a, xt[t], eps_ref[t], t, kind, clip)
-            terms_from_c[n, t], mse_from_c[n, t] = diff.vb_term(a, xt[t], eps_c[n, t], t, kind, clip)
+            terms_py[n, t], _ = diff.vb_term(a, xt[t], eps_ref[t, :D], t, kind, clip, v_ref[t])
+            terms_from_c[n, t], mse_from_c[n, t] = diff.vb_term(a, xt[t], eps_c[n, t, :D], t, kind,
+                                                                 clip, v_c[t])
         prior_py[n] = diff.prior(a)
 
     report(worst_eps <= 1e-4, f"{label}: C U-Net eps on all {N}x{T} x_t vs PyTorch float64: "

@@ -89,7 +89,7 @@ class Level(nn.Module):
 
 
 class UNet(nn.Module):
-    def __init__(self, image_size, in_ch, ch, ch_mult, num_res_blocks, attn_res):
+    def __init__(self, image_size, in_ch, ch, ch_mult, num_res_blocks, attn_res, learn_sigma=False):
         super().__init__()
         self.ch = ch
         self.temb = nn.Module()
@@ -135,7 +135,8 @@ class UNet(nn.Module):
                 res *= 2
             self.up[lvl] = L
         self.norm_out = norm(cur)
-        self.conv_out = nn.Conv2d(cur, in_ch, 3, padding=1)
+        # learned variances (improved DDPM): eps, then as many channels of v
+        self.conv_out = nn.Conv2d(cur, in_ch * (2 if learn_sigma else 1), 3, padding=1)
 
     def forward(self, x, t):
         emb = timestep_embedding(t, self.ch).to(x.dtype)
@@ -170,4 +171,5 @@ def from_meta(meta):
     mult = m[6:6 + nlev]
     nattn = m[6 + nlev]
     attn = m[7 + nlev:7 + nlev + nattn]
-    return UNet(image_size, in_ch, ch, mult, nrb, attn)
+    learn_sigma = len(m) > 7 + nlev + nattn and m[7 + nlev + nattn] != 0
+    return UNet(image_size, in_ch, ch, mult, nrb, attn, learn_sigma)

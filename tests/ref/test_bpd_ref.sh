@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Bits/dim (common/eval/bpd.h) against an independent float64 implementation of the
 # authors' formulas on the same weights, images and noise (tests/ref/bpd_ref.py):
-# both variance kinds, with and without clipping, strided estimates; once more under
+# both variance kinds, with and without clipping, strided estimates, a model with
+# learned variances (model.learn_sigma); once more under
 # ASan+UBSan; then a perturbed term must fail the comparison.
 set -u
 TMP="${DDPM_TEST_TMP:-$(mktemp -d)}"
@@ -10,9 +11,9 @@ CFG=tests/configs/bpd_tiny.yaml
 # beta_start / beta_end of $CFG, passed exactly as written there
 BS=0.001
 BE=0.2
-run() {   # label bdir kind clip stride seed
+run() {   # label bdir kind clip stride seed [KEY=VALUE...]
     local label="$1" bdir="$2"
-    if ! $bdir/tools/bpd_ref_dump $CFG "$TMP/$label.tns" 2 "$6" "$3" "$4" "$5" >"$TMP/$label.log" 2>&1; then
+    if ! $bdir/tools/bpd_ref_dump $CFG "$TMP/$label.tns" 2 "$6" "$3" "$4" "$5" "${@:7}" >"$TMP/$label.log" 2>&1; then
         echo "not ok - $label: bpd_ref_dump failed: $(cat "$TMP/$label.log")"
         return
     fi
@@ -21,6 +22,8 @@ run() {   # label bdir kind clip stride seed
 run bpd_beta_clip build beta 1 5 7
 run bpd_betatilde_noclip build beta_tilde 0 7 8
 run bpd_san build-san beta 1 3 9
+# learned variances (improved-diffusion's LEARNED_RANGE): the kind is then unused
+run bpd_learned_sigma build beta 1 5 10 model.learn_sigma=true
 if $PY tests/ref/bpd_ref.py "$TMP/bpd_beta_clip.tns" $BS $BE --perturb >"$TMP/perturb.log" 2>&1; then
     echo "not ok - a perturbed bits/dim term passed the comparison"
 elif grep -q '^not ok - .*every term' "$TMP/perturb.log"; then

@@ -2,13 +2,14 @@
 # The C U-Net against the independent PyTorch reference (tests/ref/unet_ref.py):
 # output and every parameter gradient of L_simple, for the fashion_mnist model and
 # for a small 3-channel model with attention and channel changes in every block
-# type; then the same comparison with one gradient perturbed must fail.
+# type, and for a small model with learned variances (model.learn_sigma); then
+# the same comparison with one gradient perturbed must fail.
 set -u
 TMP="${DDPM_TEST_TMP:-$(mktemp -d)}"
 PY=/usr/bin/python3
-run_ref() {   # label config N [build dir]
+run_ref() {   # label config N [build dir] [KEY=VALUE...]
     local label="$1" cfg="$2" n="$3" bdir="${4:-build}"
-    if ! $bdir/tools/unet_ref_dump "$cfg" "$TMP/$label.tns" "$n" 4321 >"$TMP/$label.dump.log" 2>&1; then
+    if ! $bdir/tools/unet_ref_dump "$cfg" "$TMP/$label.tns" "$n" 4321 "${@:5}" >"$TMP/$label.dump.log" 2>&1; then
         echo "not ok - $label: unet_ref_dump failed: $(cat "$TMP/$label.dump.log")"
         return
     fi
@@ -23,6 +24,9 @@ run_ref() {   # label config N [build dir]
 }
 run_ref fashion_mnist configs/fashion_mnist.yaml 2
 run_ref small_rgb tests/configs/ref_small.yaml 3
+# learned variances: conv_out has 2 x in_channels outputs (eps, then v); the loss
+# is an MSE over all of them, so v's gradient path is compared too
+run_ref learn_sigma tests/configs/bpd_tiny.yaml 2 build model.learn_sigma=true
 # Both again with every 3x3 stride-1 convolution as Winograd (auto takes it only
 # from 128 channels on, which neither model has): F(2x2, 3x3) throughout, then
 # the forward's F(4x4, 3x3) on every map (backward stays F(2x2)).

@@ -1,11 +1,12 @@
 /* Runs the bits/dim evaluation (common/eval/bpd.h) of a config's model with random,
  * non-degenerate weights on random images and writes what the PyTorch reference
  * (tests/ref/bpd_ref.py) needs to recompute every term:
- *   bpd_ref_dump CONFIG OUT.tns N SEED KIND(beta|beta_tilde) CLIP(0|1) STRIDE
+ *   bpd_ref_dump CONFIG OUT.tns N SEED KIND(beta|beta_tilde) CLIP(0|1) STRIDE [KEY=VALUE...]
+ * (the KEY=VALUE overrides apply to the config, as ddpm-train's do)
  * Records: meta/model, meta/diffusion [T, beta_start, beta_end, kind, clip, stride],
- * param/NAME, x0 [N][C][S][S], noise [N][T][D] and eps [N][T][D] (the model's output
- * on every x_t, computed here in one batch per image exactly as bpd_evaluate batches
- * it), terms/mse [N][T] and prior/total [N] from bpd_evaluate (stride 1, one image
+ * param/NAME, x0 [N][C][S][S], noise [N][T][D] and eps [N][T][OD] (the model's output
+ * on every x_t, OD = D, or 2D: [eps | v] for a model with learn_sigma; computed here
+ * in one batch per image exactly as bpd_evaluate batches it), terms/mse [N][T] and prior/total [N] from bpd_evaluate (stride 1, one image
  * per call), and for the strided estimates total_unbiased/total_trapezoid [N] and
  * evaluated_unbiased/evaluated_trapezoid [N][T] (1 where the term was evaluated). */
 #include <math.h>
@@ -48,8 +49,9 @@ static void add_doubles(tensor_file *tf, const char *name, int ndim, const int64
 }
 
 int main(int argc, char **argv) {
-    if (argc != 8) {
-        fprintf(stderr, "usage: %s CONFIG OUT.tns N SEED beta|beta_tilde CLIP STRIDE\n", argv[0]);
+    if (argc < 8) {
+        fprintf(stderr, "usage: %s CONFIG OUT.tns N SEED beta|beta_tilde CLIP STRIDE [KEY=VALUE...]\n",
+                argv[0]);
         return 2;
     }
     int N = atoi(argv[3]);
@@ -58,6 +60,9 @@ int main(int argc, char **argv) {
     int clip = atoi(argv[6]), stride = atoi(argv[7]);
     config cfg;
     if (config_load_file(&cfg, argv[1]) != 0) die();
+    for (int a = 8; a < argc; a++)
+        if (config_override(&cfg, argv[a]) != 0) die();
+    if (config_validate(&cfg) != 0) die();
     const model_config *mc = &cfg.model;
     int T = cfg.diffusion.timesteps;
     unet_options opt = unet_options_default();
@@ -90,7 +95,7 @@ int main(int argc, char **argv) {
                        cfg.diffusion.beta_end) != 0)
         die();
     int S = mc->image_size, C = mc->in_channels;
-    size_t D = (size_t)C * S * S;
+    size_t D = (size_t)C * S * S, OD = (size_t)unet_out_channels(m) * S * S;
     /* random images, with the edge values 0 and 255 present (the open-ended bins) */
     uint8_t *u8 = xmalloc((size_t)N * D);
     for (int n = 0; n < N; n++) {
@@ -105,7 +110,7 @@ int main(int argc, char **argv) {
     for (int n = 0; n < N; n++) ids[n] = 100 + 7 * (uint64_t)n;
 
     size_t NTD = (size_t)N * T * D;
-    float *noise = xfloats(NTD), *eps = xfloats(NTD), *xt = xfloats((size_t)T * D);
+    float *noise = xfloats(NTD), *eps = xfloats((size_t)N * T * OD), *xt = xfloats((size_t)T * D);
     double *terms = xcalloc((size_t)N * T, sizeof *terms), *mse = xcalloc((size_t)N * T, sizeof *mse);
     double *prior = xcalloc((size_t)N, sizeof *prior), *total = xcalloc((size_t)N, sizeof *total);
     double *tot_s[2], *evald[2];
@@ -124,7 +129,7 @@ int main(int argc, char **argv) {
             diffusion_q_sample(&d, xt + (size_t)t * D, x0 + (size_t)n * D, nz + (size_t)t * D,
                                &ts[t], 1, D);
         }
-        unet_forward(m, params, xt, tmap, T, NULL, eps + (size_t)n * T * D);
+        unet_forward(m, params, xt, tmap, T, NULL, eps + (size_t)n * T * OD);
 
         bpd_config bc = {&d, kind, clip, 1, BPD_ESTIMATE_UNBIASED, seed};
         bpd_result r;
@@ -161,9 +166,10 @@ int main(int argc, char **argv) {
     /* the betas as doubles would not survive float32; the reference rebuilds them from
      * the config's exact decimal values passed on its command line */
     int64_t dx[4] = {N, C, S, S}, dn[3] = {N, T, (int64_t)D}, dnt[2] = {N, T}, d1[1] = {N};
+    int64_t dno[3] = {N, T, (int64_t)OD};
     add(&tf, "x0", 4, dx, x0);
     add(&tf, "noise", 3, dn, noise);
-    add(&tf, "eps", 3, dn, eps);
+    add(&tf, "eps", 3, dno, eps);
     add_doubles(&tf, "terms", 2, dnt, terms, (size_t)N * T);
     add_doubles(&tf, "mse", 2, dnt, mse, (size_t)N * T);
     add_doubles(&tf, "prior", 1, d1, prior, (size_t)N);

@@ -1,7 +1,8 @@
 /* Builds the U-Net of a config with random, non-degenerate weights, runs one
  * L_simple forward/backward on random (x_t, t, noise) and writes everything the
  * PyTorch reference (tests/ref/unet_ref.py) needs to redo the computation:
- *   unet_ref_dump CONFIG OUT.tns [N] [SEED]
+ *   unet_ref_dump CONFIG OUT.tns [N] [SEED] [KEY=VALUE...]
+ * (the KEY=VALUE overrides apply to the config, as ddpm-train's do)
  * Records: meta/model, x_t, t, noise, out, loss, param/NAME, grad/NAME, mask/BLOCK. */
 #include <math.h>
 #include <stdio.h>
@@ -26,13 +27,15 @@ static int add(tensor_file *tf, const char *name, int ndim, const int64_t *dims,
 
 int main(int argc, char **argv) {
     if (argc < 3) {
-        fprintf(stderr, "usage: %s CONFIG OUT.tns [N] [SEED]\n", argv[0]);
+        fprintf(stderr, "usage: %s CONFIG OUT.tns [N] [SEED] [KEY=VALUE...]\n", argv[0]);
         return 2;
     }
     int N = argc > 3 ? atoi(argv[3]) : 2;
     uint64_t seed = argc > 4 ? strtoull(argv[4], NULL, 10) : 1234;
     config cfg;
-    if (config_load_file(&cfg, argv[1]) != 0) {
+    int bad = config_load_file(&cfg, argv[1]) != 0;
+    for (int a = 5; a < argc && !bad; a++) bad = config_override(&cfg, argv[a]) != 0;
+    if (bad || config_validate(&cfg) != 0) {
         fprintf(stderr, "unet_ref_dump: %s\n", err_msg());
         return 1;
     }
@@ -71,9 +74,11 @@ int main(int argc, char **argv) {
         }
         for (size_t j = 0; j < t->size; j++) p[j] = (float)(lo + (hi - lo) * p[j]);
     }
-    int S = mc->image_size, C = mc->in_channels;
-    size_t D = (size_t)C * S * S, ND = (size_t)N * D;
-    float *xt = xfloats(ND), *noise = xfloats(ND), *out = xfloats(ND), *dout = xfloats(ND);
+    int S = mc->image_size, C = mc->in_channels, OC = unet_out_channels(m);
+    size_t D = (size_t)C * S * S, ND = (size_t)N * D, OD = (size_t)OC * S * S, NOD = (size_t)N * OD;
+    /* the loss is an MSE over the whole output: with learn_sigma, v's channels too
+     * (this checks the network; the hybrid loss has its own test, test_hybrid_ref.sh) */
+    float *xt = xfloats(ND), *noise = xfloats(NOD), *out = xfloats(NOD), *dout = xfloats(NOD);
     float *tf32 = xfloats((size_t)N);
     int *t = xcalloc((size_t)N, sizeof *t);
     uint64_t *ids = xcalloc((size_t)N, sizeof *ids);
@@ -81,7 +86,7 @@ int main(int argc, char **argv) {
         rng_key kx = {seed, 2, (uint64_t)n, RNG_PURPOSE_NOISE};
         rng_normal(&kx, xt + (size_t)n * D, D);
         rng_key ke = {seed, 3, (uint64_t)n, RNG_PURPOSE_NOISE};
-        rng_normal(&ke, noise + (size_t)n * D, D);
+        rng_normal(&ke, noise + (size_t)n * OD, OD);
         rng_key kt = {seed, 4, (uint64_t)n, RNG_PURPOSE_TIMESTEP};
         t[n] = (int)rng_below(&kt, 0, (uint32_t)cfg.diffusion.timesteps);
         tf32[n] = (float)t[n];
@@ -89,8 +94,8 @@ int main(int argc, char **argv) {
     }
     unet_rng r = {seed, 7, ids};
     unet_forward(m, params, xt, t, N, &r, out);
-    float loss = mse_forward(out, noise, ND);
-    mse_backward(dout, out, noise, ND, 1.0f);
+    float loss = mse_forward(out, noise, NOD);
+    mse_backward(dout, out, noise, NOD, 1.0f);
     unet_backward(m, params, grads, dout);
 
     tensor_file tf;
@@ -102,11 +107,11 @@ int main(int argc, char **argv) {
     int k = unet_describe(mc, meta);
     int64_t dk[1] = {k};
     add(&tf, "meta/model", 1, dk, meta);
-    int64_t dx[4] = {N, C, S, S}, dn[1] = {N}, d1[1] = {1};
+    int64_t dx[4] = {N, C, S, S}, dox[4] = {N, OC, S, S}, dn[1] = {N}, d1[1] = {1};
     add(&tf, "x_t", 4, dx, xt);
     add(&tf, "t", 1, dn, tf32);
-    add(&tf, "noise", 4, dx, noise);
-    add(&tf, "out", 4, dx, out);
+    add(&tf, "noise", 4, dox, noise);
+    add(&tf, "out", 4, dox, out);
     add(&tf, "loss", 1, d1, &loss);
     char name[256];
     for (int i = 0; i < unet_num_tensors(m); i++) {

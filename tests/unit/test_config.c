@@ -653,6 +653,20 @@ static void test_diffs(void) {
     b.key_line[3] = 99;
     snprintf(b.source, sizeof b.source, "elsewhere.yaml");
     test_check(config_diff_all(&a, &b, out, sizeof out) == 0, "unused list slots, lines and source are ignored");
+    /* learned variances: off by default (a config or checkpoint text without the key),
+     * a model key (must match on resume), written canonically */
+    test_check(a.model.learn_sigma == 0, "model.learn_sigma defaults to false");
+    b = a;
+    test_check(config_override(&b, "model.learn_sigma=true") == 0 && config_validate(&b) == 0 &&
+                   b.model.learn_sigma == 1, "model.learn_sigma=true overrides");
+    n = config_diff_model(&a, &b, out, sizeof out);
+    test_check(n == 1 && !strcmp(out, "model.learn_sigma"), "learn_sigma is a model key: '%s'", out);
+    char *y = config_to_yaml(&b);
+    config c;
+    test_check(y && contains(y, "learn_sigma: true") &&
+                   config_load_string(&c, y, strlen(y), "canonical") == 0 && c.model.learn_sigma == 1,
+               "learn_sigma round-trips through the canonical YAML");
+    free(y);
 }
 
 static void test_validate_in_code(void) {

@@ -12,6 +12,7 @@
 #include "common/config/config.h"
 #include "common/core/util.h"
 #include "common/diffusion/diffusion.h"
+#include "common/diffusion/vlb.h"
 #include "common/eval/bpd.h"
 #include "common/eval/fid.h"
 #include "common/io/npz.h"
@@ -23,13 +24,13 @@
 
 static void test_pieces(void) {
     /* KL(N(0,1) || N(1,4)) = log 2 + (1 + 1)/8 - 1/2 */
-    double kl = bpd_normal_kl(0, 0, 1, log(4.0));
+    double kl = vlb_normal_kl(0, 0, 1, log(4.0));
     test_check(fabs(kl - (log(2.0) + 0.25 - 0.5)) < 1e-15, "normal_kl(N(0,1)||N(1,4)) = %.15f", kl);
-    kl = bpd_normal_kl(0.3, -1.2, 0.3, -1.2);
+    kl = vlb_normal_kl(0.3, -1.2, 0.3, -1.2);
     test_check(fabs(kl) < 1e-15, "normal_kl of equal Gaussians is 0 (%.2g)", kl);
     double worst = 0;
     for (double x = -6; x <= 6; x += 0.01) {
-        double e = fabs(bpd_approx_std_normal_cdf(x) - 0.5 * erfc(-x / sqrt(2.0)));
+        double e = fabs(vlb_approx_std_normal_cdf(x) - 0.5 * erfc(-x / sqrt(2.0)));
         worst = e > worst ? e : worst;
     }
     test_check(worst < 2e-4, "tanh approximation of the normal CDF within 2e-4 of erfc (max %.2e)", worst);
@@ -38,14 +39,14 @@ static void test_pieces(void) {
     for (int k = 0; k < 3; k++) {
         double s = 0;
         for (int v = 0; v < 256; v++)
-            s += exp(bpd_discretized_gaussian_loglik(v / 127.5 - 1.0, ms[k][0], ms[k][1]));
+            s += exp(vlb_discretized_gaussian_loglik(v / 127.5 - 1.0, ms[k][0], ms[k][1]));
         test_check(fabs(s - 1) < 1e-9, "discretized Gaussian: bin probabilities sum to 1 (mean %g, "
                    "scale %g): %.12f", ms[k][0], exp(ms[k][1]), s);
     }
     /* a narrow Gaussian centred on the value: the bin holds almost everything */
-    double lp = bpd_discretized_gaussian_loglik(0.2, 0.2, log(1e-4));
+    double lp = vlb_discretized_gaussian_loglik(0.2, 0.2, log(1e-4));
     test_check(lp > -1e-9 && lp <= 0, "narrow Gaussian on the value: log p = %.3g ~ 0", lp);
-    test_check(bpd_discretized_gaussian_loglik(-1, 5, log(0.01)) == log(1e-12),
+    test_check(vlb_discretized_gaussian_loglik(-1, 5, log(0.01)) == log(1e-12),
                "probability floored at 1e-12 far in the tail");
 }
 

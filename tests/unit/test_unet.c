@@ -283,6 +283,53 @@ static void check_tail_chunk(void) {
     unet_free(one);
 }
 
+/* model.learn_sigma: conv_out (and only it) has 2 x in_channels outputs, the
+ * parameter count grows by its extra weights and biases, and a batch run in lanes
+ * places each image's [eps | v] output where its lone run does. */
+static void check_learn_sigma(void) {
+    config c;
+    if (config_load_file(&c, "configs/fashion_mnist.yaml") != 0) {
+        test_check(0, "load configs/fashion_mnist.yaml: %s", err_msg());
+        return;
+    }
+    unet *plain = unet_create(&c.model, 1, 0, &one_lane);
+    c.model.learn_sigma = 1;
+    const unet_options two = {.lanes = 2, .prepare_budget = UNET_PREPARE_AUTO};
+    const int N = 3;
+    unet *m = unet_create(&c.model, N, 1, &two), *one = unet_create(&c.model, 1, 0, &one_lane);
+    if (!test_check(plain && m && one, "build fashion_mnist with learn_sigma")) return;
+    const unet_tensor *a = unet_tensors(plain), *b = unet_tensors(m);
+    int same = unet_num_tensors(plain) == unet_num_tensors(m);
+    for (int i = 0; same && i < unet_num_tensors(m); i++)
+        if (strncmp(b[i].name, "conv_out.", 9) != 0)
+            same = a[i].size == b[i].size && strcmp(a[i].name, b[i].name) == 0;
+    const unet_tensor *w = &b[unet_find_tensor(m, "conv_out.weight")];
+    size_t extra = (size_t)w->shape[1] * 3 * 3 + 1; /* one more output channel's kernel, bias */
+    test_check(same && w->shape[0] == 2 && unet_out_channels(m) == 2 &&
+                   unet_out_channels(plain) == 1 &&
+                   unet_num_params(m) == unet_num_params(plain) + extra,
+               "learn_sigma: conv_out has %d outputs, every other tensor unchanged, %zu = %zu + %zu "
+               "parameters", w->shape[0], unet_num_params(m), unet_num_params(plain), extra);
+    size_t P = unet_num_params(m), D = 28 * 28;
+    float *p = xfloats(P), *x = xfloats(N * D), *o = xfloats(2 * N * D), *s = xfloats(2 * N * D);
+    rng_key kp = {8, 0, 0, RNG_PURPOSE_INIT};
+    rng_uniform(&kp, p, P);
+    for (size_t i = 0; i < P; i++) p[i] = 0.2f * (p[i] - 0.5f);
+    rng_key kx = {8, 1, 0, RNG_PURPOSE_NOISE};
+    rng_normal(&kx, x, N * D);
+    int t[3] = {0, 500, 999};
+    unet_forward(m, p, x, t, N, NULL, o);
+    for (int n = 0; n < N; n++) unet_forward(one, p, x + n * D, t + n, 1, NULL, s + 2 * n * D);
+    double e = test_rel_err(o, s, 2 * N * D);
+    test_check(unet_num_lanes(m) == 2 && e < 1e-5,
+               "learn_sigma: a batch of 3 in 2 lanes equals each image's lone run, eps and v "
+               "(rel err %.2e)", e);
+    free(p); free(x); free(o); free(s);
+    unet_free(plain);
+    unet_free(m);
+    unet_free(one);
+}
+
 /* DDPM_LANES is read strictly: a malformed value fails env_unet_options with a
  * message naming the variable; a valid one sets the lane count. */
 /* A model built as the programs build theirs: options from the environment
@@ -524,6 +571,7 @@ int main(void) {
     check_lanes_env();
     check_conv_env();
     check_tail_chunk();
+    check_learn_sigma();
     check_count("configs/fashion_mnist.yaml", 1623169);
     check_count("configs/cifar10.yaml", 35746307);
     check_count("configs/lsun256.yaml", 113673219);
