@@ -192,7 +192,7 @@ int bpd_evaluate(unet *m, const float *params, const bpd_config *cfg, const floa
             wb[nb] = w[j];
             nb++;
             if (nb < B && !(n == N - 1 && j == np - 1)) continue;
-            unet_forward(m, params, xt, tm, nb, NULL, pred);
+            unet_forward(m, params, xt, tm, NULL, nb, NULL, pred);
             bpd_vb_terms(d, cfg->kind, cfg->clip, xb, xt, pred, tb, nb, D, vb, mse);
             for (int k = 0; k < nb; k++) {
                 if (!isfinite(vb[k])) {

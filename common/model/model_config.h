@@ -18,6 +18,7 @@
 #define UNET_MAX_LEVELS 8            /* entries of ch_mult */
 #define UNET_MAX_RES_BLOCKS 64       /* res blocks per level (down path; up has one more) */
 #define UNET_MAX_ATTN 8              /* entries of attn_resolutions */
+#define UNET_MAX_CLASSES 100000      /* num_classes (ImageNet-21k has 21841) */
 /* Sizes the structure implies, checked before anything is allocated. */
 #define UNET_MAX_PARAMS ((size_t)1 << 32)        /* 16 GiB per float copy (paper's largest: 114M) */
 #define UNET_MAX_LAYER_FLOATS ((size_t)1 << 32)  /* one layer's output or attention matrix, per image */
@@ -40,6 +41,9 @@ typedef struct {
      * (attention at 256x256 at most), activations estimated below 2^50 bytes */
     double dropout;         /* [0, 1), default 0.0 */
     int resamp_with_conv;   /* bool, default true */
+    int num_classes;        /* 0..100000, default 0 = unconditional; K > 0: a label
+                               embedding label_emb.weight [K + 1][4 ch] whose row K is
+                               the null label (classifier-free guidance) */
 } model_config;
 
 #endif

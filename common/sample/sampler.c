@@ -42,13 +42,61 @@ int sampler_init(sampler *s, const diffusion *base, const char *spec, int ddim, 
 void sampler_free(sampler *s) {
     diffusion_free(&s->steps);
     free(s->eps); free(s->z); free(s->x0); free(s->t_model); free(s->t_step);
+    free(s->x2); free(s->eps2); free(s->t2); free(s->y2);
     memset(s, 0, sizeof *s);
+}
+
+int sampler_set_guidance(sampler *s, int num_classes, double guidance) {
+    if (!(guidance >= 0 && guidance <= 1e6))
+        return err_set("guidance weight %g is out of range (must be 0..1e6)", guidance);
+    if (guidance > 0 && num_classes <= 0)
+        return err_set("guidance needs a class-conditional model (model.num_classes > 0); "
+                       "this one is unconditional");
+    s->num_classes = num_classes;
+    s->guidance = guidance;
+    if (guidance > 0 && !s->x2) {
+        size_t n2 = 2 * (size_t)s->max_batch;
+        s->x2 = xfloats(n2 * s->D);
+        s->eps2 = xfloats(n2 * s->D);
+        s->t2 = xcalloc(n2, sizeof *s->t2);
+        s->y2 = xcalloc(n2, sizeof *s->y2);
+    }
+    return 0;
+}
+
+void sampler_guide(float *out, const float *eps_cond, const float *eps_uncond, double w, size_t n) {
+    for (size_t i = 0; i < n; i++)
+        out[i] = (float)((1.0 + w) * (double)eps_cond[i] - w * (double)eps_uncond[i]);
+}
+
+void sampler_eps(sampler *s, unet *model, const float *params, const float *x, const int *y,
+                 int n) {
+    const int *labels = s->num_classes > 0 ? y : NULL;
+    if (!labels || s->guidance <= 0) {
+        unet_forward(model, params, x, s->t_model, labels, n, NULL, s->eps);
+        return;
+    }
+    const size_t nd = (size_t)n * s->D;
+    for (int i = 0; i < n; i++) {
+        s->t2[i] = s->t2[n + i] = s->t_model[i];
+        s->y2[i] = labels[i];
+        s->y2[n + i] = s->num_classes; /* the null label */
+    }
+    if (unet_max_batch(model) >= 2 * n) {
+        memcpy(s->x2, x, nd * sizeof *x);
+        memcpy(s->x2 + nd, x, nd * sizeof *x);
+        unet_forward(model, params, s->x2, s->t2, s->y2, 2 * n, NULL, s->eps2);
+    } else {
+        unet_forward(model, params, x, s->t2, s->y2, n, NULL, s->eps2);
+        unet_forward(model, params, x, s->t2 + n, s->y2 + n, n, NULL, s->eps2 + nd);
+    }
+    sampler_guide(s->eps, s->eps2, s->eps2 + nd, s->guidance, nd);
 }
 
 int sampler_num_steps(const sampler *s) { return s->steps.T; }
 
-void sampler_run(sampler *s, unet *model, const float *params, uint64_t first, int n, float *x,
-                 sampler_progress progress, void *ctx) {
+void sampler_run(sampler *s, unet *model, const float *params, uint64_t first, int n,
+                 const int *y, float *x, sampler_progress progress, void *ctx) {
     int K = s->steps.T;
     /* the weights stay fixed for the whole run: their Winograd transforms are
      * computed once (without the memory for them, every step computes its own) */
@@ -62,7 +110,7 @@ void sampler_run(sampler *s, unet *model, const float *params, uint64_t first, i
             s->t_step[i] = k;
             s->t_model[i] = s->steps.timestep_map[k];
         }
-        unet_forward(model, params, x, s->t_model, n, NULL, s->eps);
+        sampler_eps(s, model, params, x, y, n);
         const float *z = NULL;
         if (k > 0 && (!s->ddim || s->eta > 0)) {
             for (int i = 0; i < n; i++) {
