@@ -120,3 +120,55 @@ expect_fail "a label file of another length" "holds 10000 labels but the images"
 expect_fail "images given as labels" "this is an IDX image file, expected labels" \
     build/ddpm-train $CFG model.num_classes=10 training.steps=1 output.dir="$TMP/img" \
     data.labels_path=/usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz
+
+# shards carry the labels: ddpm-prep --labels, then the shards dataset returns them,
+# and a run on the shards is bit-identical to the same run on the IDX files
+T10K=/usr/share/datasets/fashion-mnist/t10k
+if build/ddpm-prep --input $T10K-images-idx3-ubyte.gz --format idx --size 28 --channels 1 \
+        --labels $T10K-labels-idx1-ubyte.gz --out "$TMP/shards" --quiet --threads 2 >"$TMP/prep.log" 2>&1 \
+   && build/tools/shard_tool labels "$TMP/shards" 28 1 >"$TMP/shard_labels.txt" \
+   && $PY -c "
+import gzip, sys
+want = list(gzip.open('$T10K-labels-idx1-ubyte.gz').read()[8:])
+got = [int(l) for l in open('$TMP/shard_labels.txt')]
+assert got == want, (len(got), len(want), got[:5], want[:5])
+print(len(got))" >"$TMP/shard_labels.out" 2>&1; then
+    ok "ddpm-prep --labels: the shards' $(cat "$TMP/shard_labels.out") records carry the IDX file's labels"
+else
+    fail "shard labels: $(tail -2 "$TMP/prep.log" "$TMP/shard_labels.out" 2>/dev/null)"
+fi
+train training.steps=2 data.path=$T10K-images-idx3-ubyte.gz data.labels_path=$T10K-labels-idx1-ubyte.gz \
+    output.dir="$TMP/on_idx" >"$TMP/on_idx.log" 2>&1
+train training.steps=2 data.format=shards data.path="$TMP/shards" data.labels_path= \
+    output.dir="$TMP/on_shards" >"$TMP/on_shards.log" 2>&1
+state "$(final "$TMP/on_idx")" "$TMP/on_idx.tns"; state "$(final "$TMP/on_shards")" "$TMP/on_shards.tns"
+if [ -s "$TMP/on_idx.tns" ] && cmp -s "$TMP/on_idx.tns" "$TMP/on_shards.tns"; then
+    ok "a conditional run on the labelled shards is bit-identical to the run on the IDX files and labels"
+else
+    fail "shards vs IDX conditional runs differ: $(tail -1 "$TMP/on_idx.log" "$TMP/on_shards.log")"
+fi
+
+# image folders: the class is the file-name prefix before the first '_', classes
+# numbered in sorted order; a name without one is its own class, extension included,
+# as in guided-diffusion (ant.png 0, cat 1, dog 2); recorded in classes.txt
+mkdir -p "$TMP/imgs"
+$PY -c "
+from PIL import Image
+import numpy as np
+for i, n in enumerate(['dog_0', 'cat_1', 'ant', 'cat_2']):
+    Image.fromarray((np.arange(28 * 28).reshape(28, 28) * (i + 1) % 256).astype('uint8')).save('$TMP/imgs/' + n + '.png')
+"
+FOLDER=(data.format=image_folder data.path="$TMP/imgs" data.labels_path= training.batch_size=4)
+expect_fail "a folder with more classes than num_classes names the class and a file" \
+    "class 'dog' (class 2 of the 3 file-name prefixes, first file $TMP/imgs/dog_0.png)" \
+    train "${FOLDER[@]}" model.num_classes=2 training.steps=1 output.dir="$TMP/f2"
+if train "${FOLDER[@]}" model.num_classes=3 training.steps=1 output.dir="$TMP/f3" >"$TMP/f3.log" 2>&1 \
+   && [ "$(tr '\n' ' ' <"$TMP/f3/classes.txt")" = "ant.png cat dog " ] \
+   && build/ddpm-prep --input "$TMP/imgs" --format image_folder --size 28 --channels 1 --out "$TMP/fshards" \
+        --quiet --threads 1 >"$TMP/fprep.log" 2>&1 \
+   && [ "$(tr '\n' ' ' <"$TMP/fshards/classes.txt")" = "ant.png cat dog " ] \
+   && [ "$(build/tools/shard_tool labels "$TMP/fshards" 28 1 | tr '\n' ' ')" = "0 1 1 2 " ]; then
+    ok "image folder classes by file-name prefix (ant.png, cat, dog): recorded in the run's and the shards' classes.txt, records labelled 0 1 1 2"
+else
+    fail "image folder classes: $(tail -2 "$TMP/f3.log" "$TMP/fprep.log" 2>/dev/null) $(cat "$TMP/f3/classes.txt" 2>/dev/null)"
+fi
