@@ -66,7 +66,18 @@ static void check_init(void) {
                    strcmp(nm, "conv_out.weight") == 0;
         double amax = 0;
         for (size_t j = 0; j < t[i].size; j++) amax = fmax(amax, fabs(v[j]));
-        if (is_norm && !is_bias) {
+        if (strcmp(nm, "label_emb.weight") == 0) {
+            /* N(0, 1) as nn.Embedding: mean and variance of its 11 x 128 draws */
+            double mean = 0, var = 0;
+            for (size_t j = 0; j < t[i].size; j++) mean += v[j];
+            mean /= (double)t[i].size;
+            for (size_t j = 0; j < t[i].size; j++) var += (v[j] - mean) * (v[j] - mean);
+            var /= (double)t[i].size;
+            test_check(t[i].ndim == 2 && t[i].shape[0] == c.model.num_classes + 1 &&
+                           t[i].shape[1] == 4 * c.model.ch && fabs(mean) < 0.1 && fabs(var - 1) < 0.1,
+                       "label_emb.weight [%d x %d] starts N(0, 1): mean %.3f, variance %.3f",
+                       t[i].shape[0], t[i].shape[1], mean, var);
+        } else if (is_norm && !is_bias) {
             for (size_t j = 0; j < t[i].size; j++) bad_ones += v[j] != 1.0f;
         } else if (is_bias) {
             bad_zero += amax != 0;
@@ -524,7 +535,7 @@ int main(void) {
     check_lanes_env();
     check_conv_env();
     check_tail_chunk();
-    check_count("configs/fashion_mnist.yaml", 1623169);
+    check_count("configs/fashion_mnist.yaml", 1624577); /* 1,623,169 + label_emb 11 x 128 */
     check_count("configs/cifar10.yaml", 35746307);
     check_count("configs/lsun256.yaml", 113673219);
     check_init();
