@@ -4,7 +4,7 @@
 # demo, and sample a grid with one row per class (classifier-free guidance).
 #   bash ops/demo.sh              (as root, or a user with sudo)
 # Environment: DEMO_STEPS (default 400), DEMO_OUT (default runs/fashion_mnist_demo),
-# SAMPLE_STEPS (respaced sampling steps of the unguided grid, default 100),
+# SAMPLE_STEPS (respaced sampling steps of the EMA grid, default 100),
 # DEMO_GUIDANCE (guidance weight of the class grid, default 2).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -24,14 +24,12 @@ CKPT="$(ls "$OUT"/ckpt-*.ddpm | sort | tail -n 1)"
 # T-shirt/top, trouser, pullover, dress, coat, sandal, shirt, sneaker, bag, ankle
 # boot), with guidance weight $GUIDANCE; DDIM with 50 steps keeps its 2 x 100 x 50
 # network evaluations (conditional and null label per step) near the cost of the
-# unguided grids.
+# 64-image, 100-step grid it replaces (about 1.5 minutes on 2 cores).
 echo "== sampling a 10x10 class grid (guidance $GUIDANCE, DDIM 50 steps) from $CKPT"
 build/ddpm-sample "$CKPT" -n 100 -b 50 --class all --guidance "$GUIDANCE" --ddim --steps 50 \
     --weights params --grid "$OUT/samples.png" --npz "$OUT/samples.npz"
-echo "== sampling 64 images with the null label (unconditional) and $SAMPLE_STEPS respaced steps"
-build/ddpm-sample "$CKPT" -n 64 -b 64 --steps "$SAMPLE_STEPS" --weights params \
-    --grid "$OUT/samples_uncond.png" --npz none
+echo "== sampling 64 images from the EMA weights with the null label (unconditional), $SAMPLE_STEPS steps"
 build/ddpm-sample "$CKPT" -n 64 -b 64 --steps "$SAMPLE_STEPS" --weights ema \
     --grid "$OUT/samples_ema.png" --npz none
 echo "== done: loss curve in $OUT/metrics.jsonl, class grid in $OUT/samples.png (one row per class),"
-echo "   unconditional samples in $OUT/samples_uncond.png (EMA: $OUT/samples_ema.png)"
+echo "   EMA weights, unconditional: $OUT/samples_ema.png"
