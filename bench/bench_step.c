@@ -79,13 +79,13 @@ typedef struct {
 
 static void run_step(bench_state *b) {
     if (!b->train) {
-        unet_forward(b->model, b->params, b->x, b->t, b->N, NULL, b->pred);
+        unet_forward(b->model, b->params, b->x, b->t, NULL, b->N, NULL, b->pred);
         return;
     }
     b->step++;
     unet_rng r = {7, b->step, b->ids};
     memset(b->grads, 0, b->P * sizeof(float));
-    unet_forward(b->model, b->params, b->x, b->t, b->N, &r, b->pred);
+    unet_forward(b->model, b->params, b->x, b->t, NULL, b->N, &r, b->pred);
     memset(b->dpred, 0, (size_t)b->N * b->out_D * sizeof(float));
     mse_backward(b->dpred, b->pred, b->eps, (size_t)b->N * b->out_D, 1.0f);
     unet_backward(b->model, b->params, b->grads, b->dpred);

@@ -93,7 +93,7 @@ int main(int argc, char **argv) {
     unet_rng r = {7, 1, ids};
 
     double t0 = now_seconds();
-    unet_forward(model, params, x, t, N, &r, pred);
+    unet_forward(model, params, x, t, NULL, N, &r, pred);
     mse_backward(dpred, pred, eps, nod, 1.0f);
     unet_backward(model, params, grads, dpred);
     optim_adam(params, grads, am, av, P, 2e-5, 1.0, &oc, 1);

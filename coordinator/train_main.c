@@ -5,6 +5,7 @@
  * One MPI program; a lone process (no mpirun) runs as an MPI singleton and does
  * every role: it plans each global batch, computes the gradients, applies
  * clip -> Adam -> EMA, logs metrics and writes checkpoints. */
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -213,6 +214,31 @@ static int open_data(train_proc *p) {
         log_info("dataset %s: %llu images", c->data.path, (unsigned long long)p->dataset_size);
         if (dataset_warning(p->ds)) log_warn("dataset %s: %s", c->data.path, dataset_warning(p->ds));
     }
+    if (c->data.labels_path[0] && dataset_load_labels(p->ds, c->data.labels_path) != 0) return -1;
+    if (c->model.num_classes > 0 && dataset_check_labels(p->ds, c->model.num_classes) != 0)
+        return -1;
+    if (p->is_coord && c->model.num_classes > 0)
+        log_info("class-conditional: %d classes, label dropout %g (null label %d)",
+                 c->model.num_classes, c->training.label_dropout, c->model.num_classes);
+    return 0;
+}
+
+/* An image folder's classes (file-name prefixes): logged, and recorded in the run
+ * folder as classes.txt, line k the name of class k (what ddpm-sample --class K draws). */
+static int record_classes(const train_proc *p) {
+    size_t n = 0;
+    const char *const *names = dataset_class_names(p->ds, &n);
+    if (!names || p->cfg.model.num_classes == 0) return 0;
+    char path[CONFIG_PATH_MAX + 16];
+    snprintf(path, sizeof path, "%s/classes.txt", p->cfg.output.dir);
+    FILE *f = fopen(path, "w");
+    if (!f) return err_set("%s: cannot write: %s", path, strerror(errno));
+    for (size_t k = 0; k < n; k++) {
+        log_info("class %zu: '%s'", k, names[k]);
+        fprintf(f, "%s\n", names[k]);
+    }
+    if (fclose(f) != 0) return err_set("%s: write error", path);
+    log_info("class names (file-name prefixes, sorted) recorded in %s", path);
     return 0;
 }
 
@@ -284,7 +310,8 @@ static int set_up(train_proc *p, const train_args *a) {
     int ok = (!(p->is_coord || p->is_worker) || open_data(p) == 0) &&
              diffusion_init(&p->diff, p->cfg.diffusion.schedule, p->cfg.diffusion.timesteps,
                             p->cfg.diffusion.beta_start, p->cfg.diffusion.beta_end) == 0 &&
-             build_model(p) == 0 && start_roles(p, a) == 0;
+             build_model(p) == 0 && start_roles(p, a) == 0 &&
+             (!p->is_coord || record_classes(p) == 0);
     if (!ok) fprintf(stderr, "ddpm-train: %s\n", err_msg());
     int all_ok = ok;
     if (p->distributed) MPI_Allreduce(&ok, &all_ok, 1, MPI_INT, MPI_MIN, MPI_COMM_WORLD);

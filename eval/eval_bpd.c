@@ -290,6 +290,9 @@ static int run_bpd(bpd_run *r, bpd_opts *o, int rank, int world, int nthreads) {
                  learned ? "learned" : var == SAMPLING_VAR_BETA ? "beta" : "beta-tilde",
                  o->clip ? "" : "un", o->batch,
                  blas_kernel_name(), nthreads);
+    if (rank == 0 && cfg->model.num_classes > 0)
+        log_info("class-conditional model (%d classes): the bound is that of its unconditional "
+                 "model, evaluated with the null label", cfg->model.num_classes);
     bpd_config bc = {&r->cm.diff, (int)var, o->clip, (int)o->stride, o->est, o->seed};
     progress_state ps = {now_seconds(), o->quiet || rank != 0};
     return bpd_evaluate_u8(r->cm.model, r->cm.weights, &bc, r->imgs, r->ids, r->count,

@@ -1,14 +1,17 @@
 #!/usr/bin/env bash
 # The main job on a fresh Debian 12 machine: install the dependencies, build, train
-# configs/fashion_mnist.yaml for a bounded demo, and sample a grid of images.
+# configs/fashion_mnist.yaml (class-conditional, label dropout 0.1) for a bounded
+# demo, and sample a grid with one row per class (classifier-free guidance).
 #   bash ops/demo.sh              (as root, or a user with sudo)
 # Environment: DEMO_STEPS (default 400), DEMO_OUT (default runs/fashion_mnist_demo),
-# SAMPLE_STEPS (respaced sampling steps, default 100).
+# SAMPLE_STEPS (respaced sampling steps of the EMA grid, default 100),
+# DEMO_GUIDANCE (guidance weight of the class grid, default 2).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 STEPS="${DEMO_STEPS:-400}"
 OUT="${DEMO_OUT:-runs/fashion_mnist_demo}"
 SAMPLE_STEPS="${SAMPLE_STEPS:-100}"
+GUIDANCE="${DEMO_GUIDANCE:-2}"
 bash ops/install-deps.sh
 make -j"$(nproc)" all
 echo "== training configs/fashion_mnist.yaml for $STEPS steps into $OUT (resumes if interrupted)"
@@ -17,9 +20,16 @@ CKPT="$(ls "$OUT"/ckpt-*.ddpm | sort | tail -n 1)"
 # A 400-step demo is too short for the EMA (decay 0.995 still averages in the first,
 # untrained steps), so the main grid uses the trained weights; the EMA grid is drawn
 # too, for comparison. Longer runs should sample the EMA weights (the default).
-echo "== sampling 64 images with $SAMPLE_STEPS respaced steps from $CKPT"
-build/ddpm-sample "$CKPT" -n 64 -b 64 --steps "$SAMPLE_STEPS" --weights params \
-    --grid "$OUT/samples.png" --npz "$OUT/samples.npz"
+# The class grid: 100 images, image i of class i mod 10, one row per class (rows 0-9:
+# T-shirt/top, trouser, pullover, dress, coat, sandal, shirt, sneaker, bag, ankle
+# boot), with guidance weight $GUIDANCE; DDIM with 50 steps keeps its 2 x 100 x 50
+# network evaluations (conditional and null label per step) near the cost of the
+# 64-image, 100-step grid it replaces (150 s measured on 2 busy cores).
+echo "== sampling a 10x10 class grid (guidance $GUIDANCE, DDIM 50 steps) from $CKPT"
+build/ddpm-sample "$CKPT" -n 100 -b 50 --class all --guidance "$GUIDANCE" --ddim --steps 50 \
+    --weights params --grid "$OUT/samples.png" --npz "$OUT/samples.npz"
+echo "== sampling 64 images from the EMA weights with the null label (unconditional), $SAMPLE_STEPS steps"
 build/ddpm-sample "$CKPT" -n 64 -b 64 --steps "$SAMPLE_STEPS" --weights ema \
     --grid "$OUT/samples_ema.png" --npz none
-echo "== done: loss curve in $OUT/metrics.jsonl, samples in $OUT/samples.png (EMA: $OUT/samples_ema.png)"
+echo "== done: loss curve in $OUT/metrics.jsonl, class grid in $OUT/samples.png (one row per class),"
+echo "   EMA weights, unconditional: $OUT/samples_ema.png"

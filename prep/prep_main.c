@@ -34,7 +34,7 @@ enum { SLOT_FREE, SLOT_FILLED, SLOT_BUSY, SLOT_DONE };
 #define PREP_MAX_ITEM_BYTES IMAGE_SOURCE_MAX_ITEM_BYTES
 
 typedef struct {
-    const char *input, *format, *out;
+    const char *input, *format, *out, *labels;
     int size, channels, threads, level, delay_ms, quiet;
     long records_per_shard;
 } options;
@@ -50,6 +50,8 @@ static void usage(FILE *f) {
             "  --out DIR                shard folder (created; a partial one is resumed)\n"
             "options:\n"
             "  --channels C             3 (RGB, default) or 1 (PIL's L)\n"
+            "  --labels PATH            idx input: its IDX label file; each record keeps its\n"
+            "                           class (cifar10 and image folders carry their labels)\n"
             "  --threads N              decode/compress threads (default: the CPU count)\n"
             "  --records-per-shard N    records per shard file (default 4096): at most this\n"
             "                           much work is redone after a kill\n"
@@ -96,6 +98,7 @@ static int parse_args(int argc, char **argv, options *o) {
         if (!strcmp(a, "--input")) o->input = v;
         else if (!strcmp(a, "--format")) o->format = v;
         else if (!strcmp(a, "--out")) o->out = v;
+        else if (!strcmp(a, "--labels")) o->labels = v;
         else if (!strcmp(a, "--size") && !parse_int(v, 1, 4096, &x)) o->size = (int)x;
         else if (!strcmp(a, "--channels") && !parse_int(v, 1, 3, &x) && x != 2) o->channels = (int)x;
         else if (!strcmp(a, "--threads") && !parse_int(v, 1, 1024, &x)) o->threads = (int)x;
@@ -127,6 +130,7 @@ typedef struct {
     uint8_t *frame;
     size_t frame_len;
     uint32_t crc;
+    int32_t label; /* the item's class, SHARD_LABEL_NONE for none */
     int bad; /* 1: skip this item (reason), 2: fatal */
     char reason[512];
 } slot;
@@ -406,6 +410,7 @@ static void fill_slot(slot *s, const image_source_item *it) {
     size_t len = it->len;
     s->readable = it->data != NULL;
     s->decoded = it->decoded;
+    s->label = it->label;
     if (!s->readable) set_reason(s, err_msg());
     if (s->readable && len > PREP_MAX_ITEM_BYTES) {
         s->readable = 0;
@@ -453,8 +458,7 @@ static int add_record(packer *k, const slot *s) {
     if (!k->w && shard_writer_open(&k->w, o->out, name, o->channels, o->size, k->m.dataset_id, k->shard_no,
                                    k->records) != 0)
         return -1;
-    /* no input format carries class labels yet: -1 (none) */
-    int rc = shard_writer_add(k->w, s->frame, s->frame_len, s->crc, SHARD_LABEL_NONE);
+    int rc = shard_writer_add(k->w, s->frame, s->frame_len, s->crc, s->label);
     if (rc != 0) return rc;
     k->records++;
     if (shard_writer_count(k->w) != (uint64_t)o->records_per_shard) return 0;
@@ -564,6 +568,22 @@ static int pack(packer *k, uint64_t consumed) {
     return rc;
 }
 
+/* An image folder's classes (file-name prefixes, docs/data.md): OUT/classes.txt,
+ * line k the name of class k, the label its records carry. */
+static int write_classes(const image_source *src, const char *dir) {
+    size_t n = 0;
+    const char *const *names = image_source_class_names(src, &n);
+    if (!names) return 0;
+    char path[PATH_MAX];
+    snprintf(path, sizeof path, "%s/classes.txt", dir);
+    FILE *f = fopen(path, "w");
+    if (!f) return err_set("%s: cannot write: %s", path, strerror(errno));
+    for (size_t i = 0; i < n; i++) fprintf(f, "%s\n", names[i]);
+    if (fclose(f) != 0) return err_set("%s: write error", path);
+    log_info("%zu classes (file-name prefixes, sorted; each record carries its class): %s", n, path);
+    return 0;
+}
+
 static int run(const options *o) {
     char input[PATH_MAX];
     if (!realpath(o->input, input)) return err_set("%s: %s", o->input, strerror(errno));
@@ -572,7 +592,11 @@ static int run(const options *o) {
     memset(&k, 0, sizeof k);
     k.o = o;
     k.input = input;
-    if (image_source_open(&k.src, o->format, input, o->size, o->channels) != 0) return -1;
+    if (image_source_open(&k.src, o->format, input, o->size, o->channels, o->labels) != 0 ||
+        (k.src && write_classes(k.src, o->out) != 0)) {
+        image_source_close(k.src);
+        return -1;
+    }
     k.total = image_source_count(k.src);
     char mpath[PATH_MAX];
     snprintf(mpath, sizeof mpath, "%s/%s", o->out, SHARD_MANIFEST_NAME);

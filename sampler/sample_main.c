@@ -4,7 +4,8 @@
  *
  * Loads the EMA weights by default, streaming past the optimizer records, and runs
  * Algorithm 2 over all T steps or a respaced subset, DDIM, or DPM-Solver++(2M)
- * (--sampler). Writes a PNG grid, a
+ * (--sampler); a class-conditional model draws the classes asked for, with
+ * classifier-free guidance. Writes a PNG grid, a
  * .npz (uint8 NHWC under arr_0, the guided-diffusion evaluator's format) and, on
  * request, one PNG per image. */
 #include <errno.h>
@@ -53,6 +54,13 @@ static void usage(FILE *f) {
             "  --npz PATH            .npz of uint8 NHWC images under arr_0 (default samples.npz;\n"
             "                        'none' to skip)\n"
             "  --png-dir DIR         also write one PNG per image into DIR\n"
+            "  --class K|all         class-conditional models: draw class K (0..num_classes-1),\n"
+            "                        or 'all': image i gets class i mod num_classes and the grid\n"
+            "                        has one row per class (default: the null label, i.e.\n"
+            "                        unconditional)\n"
+            "  --guidance W          classifier-free guidance weight W >= 0 (with --class):\n"
+            "                        eps = (1 + W) eps(x, class) - W eps(x, null); 0: plain\n"
+            "                        conditional (default 0)\n"
             "  --threads N           BLAS threads (default: the CPUs given to the process)\n"
             "  -q, --quiet           no progress bar\n");
 }
@@ -92,7 +100,11 @@ typedef struct {
     int spacing;          /* -1: the solver's default, else a dpm_spacing */
     int eta_given;
     double eta;
+    long cls;        /* CLASS_NONE, CLASS_ALL or a class index */
+    double guidance;
 } sample_opts;
+
+enum { CLASS_NONE = -1, CLASS_ALL = -2 };
 
 /* Options that only one sampler takes: -1 to go on, or 2 (reported). --eta with
  * ancestral sampling stays accepted (and unused), as before --sampler existed. */
@@ -114,7 +126,7 @@ static int check_sampler_options(const sample_opts *o) {
 static int parse_args(int argc, char **argv, sample_opts *o) {
     *o = (sample_opts){.spec = "", .grid = "samples.png", .npz = "samples.npz",
                        .which = CKPT_EMA, .n = 64, .batch = 16, .clip = -1,
-                       .spacing = -1, .kind = SAMPLER_ANCESTRAL};
+                       .spacing = -1, .kind = SAMPLER_ANCESTRAL, .cls = CLASS_NONE};
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
         const char *v = i + 1 < argc ? argv[i + 1] : NULL;
@@ -188,6 +200,18 @@ static int parse_args(int argc, char **argv, sample_opts *o) {
             NEED_VALUE();
             o->threads = strtol(v, &end, 10);
             if (*end || o->threads < 0) goto bad;
+        } else if (!strcmp(a, "--class")) {
+            NEED_VALUE();
+            if (!strcmp(v, "all")) {
+                o->cls = CLASS_ALL;
+            } else {
+                o->cls = strtol(v, &end, 10);
+                if (*end || !*v || o->cls < 0) goto bad;
+            }
+        } else if (!strcmp(a, "--guidance")) {
+            NEED_VALUE();
+            o->guidance = strtod(v, &end);
+            if (*end || !*v || !(o->guidance >= 0 && o->guidance <= 1e6)) goto bad;
         } else if (!strcmp(a, "-q") || !strcmp(a, "--quiet")) {
             o->quiet = 1;
         } else if (a[0] == '-') {
@@ -210,6 +234,11 @@ static int parse_args(int argc, char **argv, sample_opts *o) {
         usage(stderr);
         return 2;
     }
+    if (o->guidance > 0 && o->cls == CLASS_NONE) {
+        fprintf(stderr, "ddpm-sample: --guidance needs --class K|all (guidance pushes each image "
+                        "towards its class)\n");
+        return 2;
+    }
     return check_sampler_options(o);
 }
 
@@ -221,14 +250,48 @@ typedef struct {
     size_t D;      /* values per image */
     float *x;      /* one batch as the sampler leaves it */
     uint8_t *u8;   /* all n images, uint8 NHWC */
+    int *y;        /* all n images' class labels, or NULL (unconditional / null label) */
 } sample_run;
+
+/* The classes to draw (--class) for a model of K classes: refused clearly when the
+ * model has none or K is out of range; none asked of a conditional model: the null
+ * label, said so. */
+static int set_classes(sample_run *r, const sample_opts *o) {
+    const int K = r->cm.cfg.model.num_classes;
+    if (o->cls == CLASS_NONE) {
+        if (K > 0)
+            log_info("class-conditional model (%d classes), no --class given: sampling with the "
+                     "null label (unconditional)", K);
+        return 0;
+    }
+    if (K == 0)
+        return err_set("%s: --class needs a class-conditional model; this one is unconditional "
+                       "(model.num_classes 0)", o->ckpt);
+    if (o->cls != CLASS_ALL && o->cls >= K)
+        return err_set("--class %ld is out of range: the model has %d classes (0..%d)", o->cls, K,
+                       K - 1);
+    r->y = xmalloc((size_t)o->n * sizeof *r->y);
+    for (long i = 0; i < o->n; i++)
+        r->y[i] = o->cls == CLASS_ALL ? (int)((o->first + (unsigned long long)i) % (unsigned)K)
+                                      : (int)o->cls;
+    if (o->cls == CLASS_ALL)
+        log_info("classes: image i draws class i mod %d; the grid has one row per class", K);
+    else
+        log_info("class %ld", o->cls);
+    if (o->guidance > 0)
+        log_info("classifier-free guidance: eps = (1 + %g) eps(x, class) - %g eps(x, null)",
+                 o->guidance, o->guidance);
+    return 0;
+}
 
 /* Loads the model, sets up the sampler, says what will run, and allocates the
  * images. */
 static int sample_run_open(sample_run *r, const sample_opts *o, int nthreads) {
     unet_options opt = unet_options_default();
+    /* guidance evaluates the conditional and the null-label halves in one batch */
+    int max_batch = (int)o->batch * (o->guidance > 0 ? 2 : 1);
     if (env_unet_options(&opt) != 0 ||
-        ckpt_model_load(&r->cm, o->ckpt, o->which, (int)o->batch, &opt) != 0)
+        ckpt_model_load(&r->cm, o->ckpt, o->which, max_batch, &opt) != 0)
         return -1;
     const config *cfg = &r->cm.cfg;
     sampling_variance var = cfg->diffusion.sampling_var;
@@ -248,7 +311,10 @@ static int sample_run_open(sample_run *r, const sample_opts *o, int nthreads) {
     so.clip = o->clip;
     if (o->spacing >= 0) so.spacing = (dpm_spacing)o->spacing;
     so.seed = o->seed;
-    if (sampler_init(&r->s, &r->cm.diff, &so, r->C, r->S, (int)o->batch) != 0) return -1;
+    if (sampler_init(&r->s, &r->cm.diff, &so, r->C, r->S, (int)o->batch) != 0 ||
+        sampler_set_guidance(&r->s, cfg->model.num_classes, o->guidance) != 0 ||
+        set_classes(r, o) != 0)
+        return -1;
     char detail[64] = "";
     if (o->kind == SAMPLER_ANCESTRAL)
         snprintf(detail, sizeof detail, " (sigma^2 = %s)",
@@ -272,6 +338,7 @@ static void sample_run_free(sample_run *r) {
     ckpt_model_free(&r->cm);
     free(r->x);
     free(r->u8);
+    free(r->y);
 }
 
 /* Made before sampling, so that a bad --png-dir fails before the long part. */
@@ -288,13 +355,33 @@ static void draw_images(sample_run *r, const sample_opts *o) {
         int nb = (int)(o->n - i < o->batch ? o->n - i : o->batch);
         ps.done_images = (int)i;
         ps.batch_images = nb;
-        sampler_run(&r->s, r->cm.model, r->cm.weights, o->first + (uint64_t)i, nb, r->x,
-                    show_progress, &ps);
+        sampler_run(&r->s, r->cm.model, r->cm.weights, o->first + (uint64_t)i, nb,
+                    r->y ? r->y + i : NULL, r->x, show_progress, &ps);
         sampler_to_uint8_nhwc(r->x, nb, r->C, r->S, r->u8 + (size_t)i * r->D);
     }
     double secs = now_seconds() - ps.t0;
+    int evals = (r->y && o->guidance > 0) ? 2 : 1; /* guided: two epsilons per step */
     log_info("sampled %ld images in %.1f s (%.3f images/s, %.1f network evaluations/s)", o->n,
-             secs, (double)o->n / secs, (double)o->n * sampler_num_steps(&r->s) / secs);
+             secs, (double)o->n / secs, (double)o->n * evals * sampler_num_steps(&r->s) / secs);
+}
+
+/* --class all: the grid with one row per class, row c holding the images of class c
+ * in index order (cells past the last image of a class stay black). */
+static int write_class_grid(const sample_run *r, const sample_opts *o) {
+    const int K = r->cm.cfg.model.num_classes;
+    int *count = xcalloc((size_t)K, sizeof *count), cols = 0;
+    for (long i = 0; i < o->n; i++)
+        if (++count[r->y[i]] > cols) cols = count[r->y[i]];
+    uint8_t *grid = xcalloc((size_t)K * cols, r->D);
+    memset(count, 0, (size_t)K * sizeof *count);
+    for (long i = 0; i < o->n; i++) {
+        int c = r->y[i];
+        memcpy(grid + ((size_t)c * cols + count[c]++) * r->D, r->u8 + (size_t)i * r->D, r->D);
+    }
+    int rc = image_write_grid_png(o->grid, grid, K * cols, r->S, r->C, cols);
+    free(grid);
+    free(count);
+    return rc;
 }
 
 /* The grid, the .npz and the per-image PNGs, each as asked for. */
@@ -302,7 +389,9 @@ static int write_outputs(const sample_run *r, const sample_opts *o) {
     int n = (int)o->n, S = r->S, C = r->C;
     if (strcmp(o->grid, "none") != 0) {
         int cols = (int)ceil(sqrt((double)o->n));
-        if (image_write_grid_png(o->grid, r->u8, n, S, C, cols) != 0) return -1;
+        if (o->cls == CLASS_ALL ? write_class_grid(r, o) != 0
+                                : image_write_grid_png(o->grid, r->u8, n, S, C, cols) != 0)
+            return -1;
         log_info("wrote %s", o->grid);
     }
     if (strcmp(o->npz, "none") != 0) {

@@ -109,6 +109,7 @@ int worker_init(worker *w, const config *cfg, dataset *ds, uint64_t dataset_size
     w->grads = grads ? grads : xfloats(w->P);
     grad_worker_init(&w->gw, model, diff, ds, tc->seed, micro, cfg->model.in_channels,
                      cfg->model.image_size);
+    grad_worker_set_labels(&w->gw, cfg->model.num_classes, tc->label_dropout);
     if (cfg->data.format != DATA_SHARDS) return 0;
     /* read the next step's records while this one computes; a distributed worker
      * plans the next batch itself to know its next share */

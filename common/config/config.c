@@ -94,6 +94,7 @@ static const key_def g_keys[] = {
     DBL_KEY(SEC_MODEL, "dropout", model.dropout, 0, 0, 1, 1, 0),
     BOOL_KEY(SEC_MODEL, "resamp_with_conv", model.resamp_with_conv),
     BOOL_KEY(SEC_MODEL, "learn_sigma", model.learn_sigma),
+    INT_KEY(SEC_MODEL, "num_classes", model.num_classes, 0, UNET_MAX_CLASSES, 0),
 
     INT_KEY(SEC_DIFFUSION, "timesteps", diffusion.timesteps, 1, 100000, 1),
     ENUM_KEY(SEC_DIFFUSION, "schedule", diffusion.schedule, g_schedules, 0),
@@ -121,11 +122,13 @@ static const key_def g_keys[] = {
     INT_MIN_KEY(SEC_TRAINING, "eval_every", training.eval_every, 0, 0),
     INT_KEY(SEC_TRAINING, "eval_images", training.eval_images, 1, 1000000, 0),
     INT_KEY(SEC_TRAINING, "eval_stride", training.eval_stride, 1, 100000, 0),
+    DBL_KEY(SEC_TRAINING, "label_dropout", training.label_dropout, 0, 0, 1, 1, 0),
 
     ENUM_KEY(SEC_DATA, "format", data.format, g_formats, 1),
     STR_KEY(SEC_DATA, "path", data.path, 1),
     STR_KEY(SEC_DATA, "eval_path", data.eval_path, 0),
     BOOL_KEY(SEC_DATA, "random_flip", data.random_flip),
+    STR_KEY(SEC_DATA, "labels_path", data.labels_path, 0),
 
     INT_KEY(SEC_DISTRIBUTED, "servers", distributed.servers, 1, 4096, 0),
     ENUM_KEY(SEC_DISTRIBUTED, "codec", distributed.codec, wire_codec_names, 0),
@@ -957,6 +960,14 @@ int config_validate(const config *c) {
     if (t->eval_every > 0 && !c->data.eval_path[0])
         return fail_key(c, find_key("training.eval_every"),
                         "%d needs a held-out set in data.eval_path", t->eval_every);
+    if (t->label_dropout > 0 && c->model.num_classes == 0)
+        return fail_key(c, find_key("training.label_dropout"),
+                        "%g needs a class-conditional model (model.num_classes > 0)",
+                        t->label_dropout);
+    if (c->data.labels_path[0] && c->data.format != DATA_IDX)
+        return fail_key(c, find_key("data.labels_path"),
+                        "is for format idx; %s carries its own labels (docs/data.md)",
+                        g_formats[c->data.format]);
     return 0;
 }
 

@@ -65,6 +65,9 @@ typedef struct {
     int eval_images;        /* default 64, 1..10^6: first images of data.eval_path evaluated */
     int eval_stride;        /* default 50, 1..100000: every K-th timestep (common/eval/bpd.h,
                                unbiased strided estimate) */
+    double label_dropout;   /* default 0, [0, 1): probability that a sample's class label is
+                               replaced by the null label (classifier-free guidance); needs
+                               model.num_classes > 0; may change at a resume */
 } training_config;
 
 typedef struct {
@@ -72,6 +75,8 @@ typedef struct {
     char path[CONFIG_PATH_MAX];      /* required, non-empty: file or folder */
     char eval_path[CONFIG_PATH_MAX]; /* optional held-out set, "" (or null) if none */
     int random_flip;         /* bool, default false */
+    char labels_path[CONFIG_PATH_MAX]; /* optional: IDX label file of format idx's images
+                                          (class-conditional models), "" if none */
 } data_config;
 
 typedef struct {

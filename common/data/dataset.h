@@ -46,6 +46,35 @@ void dataset_close(dataset *ds);
  * no identity (docs/shards.md). */
 const char *dataset_warning(const dataset *ds);
 
+/* ---- class labels (class-conditional models, docs/data.md) ----
+ * CIFAR-10 has its label bytes, image folders the class of guided-diffusion's
+ * convention (the file name's prefix before the first '_', classes numbered in the
+ * sorted order of the prefixes), shards the label of each record (written by
+ * ddpm-prep, -1 = none); IDX images get theirs from an IDX label file
+ * (dataset_load_labels). */
+
+/* Reads the IDX label file `path` (magic 0x00000801, unsigned bytes; plain or gzip)
+ * for an IDX dataset: it must hold exactly dataset_size(ds) labels. Other formats
+ * carry their own labels and are refused. Returns 0, or -1 with err_msg() naming
+ * the file (and the record where it ends early). */
+int dataset_load_labels(dataset *ds, const char *path);
+/* 1 when every record has a label (>= 0), else 0. */
+int dataset_has_labels(const dataset *ds);
+/* The label of record `index` (< dataset_size), or -1 (none). */
+int dataset_label(const dataset *ds, size_t index);
+/* For a model of num_classes classes: every record has a label in
+ * 0..num_classes-1. Returns 0, or -1 with err_msg() naming the file and the record
+ * (a dataset without labels: how to give them). */
+int dataset_check_labels(const dataset *ds, int num_classes);
+/* Image folders: the class names, in class order (n_classes of them); NULL for the
+ * other formats. Owned by the dataset. */
+const char *const *dataset_class_names(const dataset *ds, size_t *n_classes);
+
+/* The IDX label file reader alone (for ddpm-prep and the fuzz target): on success
+ * *labels (*count bytes, each the label of one record) is the caller's (free).
+ * Checks the header against the file's size before allocating. 0 or -1 (err_msg). */
+int idx_labels_read(const char *path, uint8_t **labels, size_t *count);
+
 /* Fill x (float CHW, n images, caller-owned) from u8 (borrowed): x = v/127.5 - 1 in
  * float arithmetic (as numpy's float32 does), i.e. data in [-1, 1]; image i is
  * flipped horizontally where flip[i] != 0 (flip may be NULL: no flips). */

@@ -49,6 +49,7 @@ static int load_batch(struct dataset *ds, const char *file) {
         return err_set("%s: %zu records do not fit in memory", file, records);
     }
     ds->images = xrealloc(ds->images, bytes_all);
+    ds->labels = xrealloc(ds->labels, total * sizeof *ds->labels);
     uint8_t rec[CIFAR_RECORD];
     for (size_t i = 0; i < records; i++) {
         if (fread(rec, 1, CIFAR_RECORD, f) != CIFAR_RECORD) {
@@ -63,9 +64,11 @@ static int load_batch(struct dataset *ds, const char *file) {
                            i * CIFAR_RECORD, rec[0]);
         }
         memcpy(ds->images + (ds->count + i) * CIFAR_IMAGE, rec + 1, CIFAR_IMAGE); /* already CHW */
+        ds->labels[ds->count + i] = rec[0];
     }
     fclose(f);
     ds->count += records;
+    ds->part_end[ds->n_parts++] = ds->count; /* at most CIFAR_BATCHES files */
     return 0;
 }
 

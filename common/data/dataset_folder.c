@@ -10,6 +10,18 @@
 #include "common/core/util.h"
 #include "common/data/preprocess.h"
 
+/* The classes by guided-diffusion's file-name convention (docs/data.md): every
+ * image has one; the names and one file of each are kept for messages and logs. */
+static int folder_labels(struct dataset *ds, char **paths, size_t n) {
+    size_t *first = NULL;
+    if (image_folder_classes(paths, n, &ds->labels, &ds->class_names, &first, &ds->n_classes) != 0)
+        return -1;
+    ds->class_files = xcalloc(ds->n_classes ? ds->n_classes : 1, sizeof *ds->class_files);
+    for (size_t c = 0; c < ds->n_classes; c++) ds->class_files[c] = xstrdup(paths[first[c]]);
+    free(first);
+    return 0;
+}
+
 int dataset_load_folder(struct dataset *ds) {
     if (ds->channels != 1 && ds->channels != 3)
         return err_set("%s: image folders give 1 or 3 channels, not %d", ds->path, ds->channels);
@@ -31,6 +43,7 @@ int dataset_load_folder(struct dataset *ds) {
         }
         if (rc == 0) ds->count = n;
     }
+    if (rc == 0) rc = folder_labels(ds, paths, n);
     image_folder_list_free(paths, n);
     return rc;
 }

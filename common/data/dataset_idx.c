@@ -236,3 +236,71 @@ int dataset_load_idx(struct dataset *ds) {
     free(r);
     return rc;
 }
+
+/* ---------- IDX label files (magic 0x00000801: a count, then one byte a record) ---------- */
+
+#define IDX_LABEL_HEADER 8
+
+static int idx_labels_load(idx_reader *r, uint8_t **labels, size_t *count) {
+    const char *path = r->path, *kind = r->gz ? "gzip IDX" : "IDX";
+    uint8_t hdr[IDX_LABEL_HEADER];
+    long long h = idx_read(r, hdr, IDX_LABEL_HEADER);
+    if (h < 0) return -1;
+    if (h < 4) return err_set("%s: %s file too short (%lld bytes) for an IDX header", path, kind, h);
+    uint32_t magic = be32(hdr);
+    if (magic == IDX_MAGIC_U8_3D)
+        return err_set("%s: bad magic 0x%08x: this is an IDX image file, expected labels (0x%08x)",
+                       path, magic, IDX_MAGIC_U8_1D);
+    if (magic != IDX_MAGIC_U8_1D)
+        return err_set("%s: bad magic 0x%08x, expected 0x%08x (IDX unsigned-byte 1-D labels)", path,
+                       magic, IDX_MAGIC_U8_1D);
+    if (h < IDX_LABEL_HEADER)
+        return err_set("%s: truncated IDX label header (%lld of %d bytes)", path, h, IDX_LABEL_HEADER);
+    size_t n = be32(hdr + 4);
+    if (n == 0) return err_set("%s: IDX header says 0 labels", path);
+    /* the header's count checked against what the file can hold, before allocating */
+    if (!r->gz && n + IDX_LABEL_HEADER > r->file_bytes)
+        return err_set("%s: truncated: header says %zu labels but the data ends at byte offset %zu; "
+                       "first missing record is label %zu", path, n, r->file_bytes,
+                       r->file_bytes - IDX_LABEL_HEADER);
+    if (r->gz && (n + IDX_LABEL_HEADER) / GZ_MAX_RATIO > r->file_bytes)
+        return err_set("%s: header says %zu labels but a %zu-byte gzip file cannot hold them "
+                       "(deflate's limit is %u:1): truncated or corrupt", path, n, r->file_bytes,
+                       GZ_MAX_RATIO);
+    uint8_t *buf = xmalloc(n);
+    long long got = idx_read(r, buf, n);
+    uint8_t extra;
+    long long t = got == (long long)n ? idx_read(r, &extra, 1) : 0;
+    int rc = 0;
+    if (got < 0 || t < 0)
+        rc = -1;
+    else if ((size_t)got < n)
+        rc = err_set("%s: truncated%s: header says %zu labels but the data ends at byte offset %zu; "
+                     "first missing record is label %lld", path,
+                     r->early_end ? " (gzip stream ends early)" : "", n, IDX_LABEL_HEADER + (size_t)got,
+                     got);
+    else if (t > 0)
+        rc = err_set("%s: trailing bytes after the %zu labels declared in the header (from byte "
+                     "offset %zu)", path, n, IDX_LABEL_HEADER + n);
+    else if (r->early_end)
+        rc = err_set("%s: gzip stream ends early after the last label: its CRC-32/size trailer "
+                     "is missing (truncated file?)", path);
+    if (rc != 0) {
+        free(buf);
+        return -1;
+    }
+    *labels = buf;
+    *count = n;
+    return 0;
+}
+
+int idx_labels_read(const char *path, uint8_t **labels, size_t *count) {
+    *labels = NULL;
+    *count = 0;
+    idx_reader *r = xmalloc(sizeof *r);
+    int rc = idx_reader_open(r, path);
+    if (rc == 0) rc = idx_labels_load(r, labels, count);
+    idx_reader_close(r);
+    free(r);
+    return rc;
+}

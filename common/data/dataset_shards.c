@@ -76,6 +76,21 @@ static int check_distinct(const struct shard_set *s, const shard_file_info *info
     return 0;
 }
 
+/* The records' labels from the indexes (kept in memory with them), or none when
+ * no record has one (format 1, or a source without labels). */
+static void copy_labels(struct dataset *ds) {
+    const struct shard_set *s = ds->shards;
+    int any = 0;
+    for (size_t i = 0; i < s->n && !any; i++)
+        for (uint64_t r = 0; r < s->first[i + 1] - s->first[i]; r++)
+            if (s->index[i][r].label >= 0) any = 1;
+    if (!any) return;
+    ds->labels = xmalloc(ds->count * sizeof *ds->labels);
+    for (size_t i = 0; i < s->n; i++)
+        for (uint64_t r = 0; r < s->first[i + 1] - s->first[i]; r++)
+            ds->labels[s->first[i] + r] = s->index[i][r].label;
+}
+
 int dataset_load_shards(struct dataset *ds) {
     shard_manifest m;
     if (shard_manifest_read(&m, ds->path) != 0) return -1;
@@ -123,6 +138,7 @@ int dataset_load_shards(struct dataset *ds) {
     if (rc == 0 && s->first[s->n] > SIZE_MAX / 2)
         rc = err_set("%s: %llu records is too many", mpath, (unsigned long long)s->first[s->n]);
     if (rc == 0) ds->count = (size_t)s->first[s->n];
+    if (rc == 0) copy_labels(ds);
     free(info);
     free(mpath);
     shard_manifest_free(&m);
@@ -137,15 +153,26 @@ const char *dataset_warning(const dataset *ds) {
     return NULL;
 }
 
-int dataset_shards_get(const struct dataset *ds, size_t index, uint8_t *out) {
-    struct shard_set *s = ds->shards;
-    /* the shard holding `index`: the last i with first[i] <= index */
+/* The shard holding dataset record `index`: the last i with first[i] <= index. */
+static size_t shard_of(const struct shard_set *s, size_t index) {
     size_t lo = 0, hi = s->n - 1;
     while (lo < hi) {
         size_t mid = (lo + hi + 1) / 2;
         if (s->first[mid] <= index) lo = mid;
         else hi = mid - 1;
     }
+    return lo;
+}
+
+void dataset_shards_where(const struct dataset *ds, size_t index, char *buf, size_t cap) {
+    size_t i = shard_of(ds->shards, index);
+    snprintf(buf, cap, "%s: record %llu (dataset record %zu)", ds->shards->paths[i],
+             (unsigned long long)(index - ds->shards->first[i]), index);
+}
+
+int dataset_shards_get(const struct dataset *ds, size_t index, uint8_t *out) {
+    struct shard_set *s = ds->shards;
+    size_t lo = shard_of(s, index);
     uint64_t rec = index - s->first[lo];
     pthread_mutex_lock(&s->lock);
     reader_slot *r = s->free_slots;

@@ -33,6 +33,9 @@ struct image_source {
     /* folder */
     char **paths;
     size_t n_paths;
+    int32_t *labels;    /* guided-diffusion's classes of the paths */
+    char **class_names;
+    size_t *class_first, n_classes;
     /* idx / cifar10 */
     dataset *ds;
 };
@@ -74,7 +77,8 @@ static int open_lmdb(image_source *s) {
     return 0;
 }
 
-int image_source_open(image_source **out, const char *format, const char *path, int size, int channels) {
+int image_source_open(image_source **out, const char *format, const char *path, int size, int channels,
+                      const char *labels_path) {
     *out = NULL;
     image_source *s = xcalloc(1, sizeof *s);
     s->path = xstrdup(path);
@@ -86,9 +90,13 @@ int image_source_open(image_source **out, const char *format, const char *path, 
         s->kind = SRC_FOLDER;
         rc = image_folder_list(path, &s->paths, &s->n_paths);
         s->count = s->n_paths;
+        if (rc == 0)
+            rc = image_folder_classes(s->paths, s->n_paths, &s->labels, &s->class_names,
+                                      &s->class_first, &s->n_classes);
     } else if (!strcmp(format, "idx") || !strcmp(format, "cifar10")) {
         s->kind = SRC_DATASET;
         rc = dataset_open(&s->ds, format[0] == 'i' ? DATA_IDX : DATA_CIFAR10, path, size, channels);
+        if (rc == 0 && labels_path && labels_path[0]) rc = dataset_load_labels(s->ds, labels_path);
         if (rc == 0) {
             s->count = dataset_size(s->ds);
             s->buf = xmalloc(dataset_image_bytes(s->ds));
@@ -96,12 +104,20 @@ int image_source_open(image_source **out, const char *format, const char *path, 
     } else {
         rc = err_set("unknown input format '%s' (lmdb, image_folder, idx, cifar10)", format);
     }
+    if (rc == 0 && labels_path && labels_path[0] && s->kind != SRC_DATASET)
+        rc = err_set("--labels %s: only idx input takes a label file (cifar10 and image folders "
+                     "carry their labels)", labels_path);
     if (rc != 0) {
         image_source_close(s);
         return -1;
     }
     *out = s;
     return 0;
+}
+
+const char *const *image_source_class_names(const image_source *s, size_t *n) {
+    *n = s->n_classes;
+    return (const char *const *)s->class_names;
 }
 
 uint64_t image_source_count(const image_source *s) { return s->count; }
@@ -128,6 +144,7 @@ int image_source_skip(image_source *s, uint64_t n) {
 
 int image_source_next(image_source *s, image_source_item *item) {
     memset(item, 0, sizeof *item);
+    item->label = -1;
     if (s->kind == SRC_LMDB) {
         MDB_val k, v;
         int rc = mdb_cursor_get(s->cur, &k, &v, s->pos == 0 ? MDB_FIRST : MDB_NEXT);
@@ -150,6 +167,7 @@ int image_source_next(image_source *s, image_source_item *item) {
         if (n + 1 > s->key_cap) s->key = xrealloc(s->key, s->key_cap = n + 1);
         memcpy(s->key, p, n + 1);
         item->key = s->key;
+        item->label = s->labels[i];
         size_t len = 0;
         if (image_read_file(p, IMAGE_SOURCE_MAX_ITEM_BYTES, &s->buf, &len) == 0) {
             item->data = s->buf;
@@ -165,6 +183,7 @@ int image_source_next(image_source *s, image_source_item *item) {
     item->len = dataset_image_bytes(s->ds);
     item->decoded = 1;
     item->key = s->key;
+    item->label = dataset_label(s->ds, (size_t)i);
     return 1;
 }
 
@@ -174,6 +193,7 @@ void image_source_close(image_source *s) {
     if (s->txn) mdb_txn_abort(s->txn);
     if (s->env) mdb_env_close(s->env);
     image_folder_list_free(s->paths, s->n_paths);
+    image_folder_classes_free(s->labels, s->class_names, s->class_first, s->n_classes);
     if (s->ds) dataset_close(s->ds);
     free(s->buf);
     free(s->key);

@@ -25,12 +25,18 @@ typedef struct {
     size_t len;
     int decoded;         /* 1: data is channels*size*size CHW pixels */
     const char *key;     /* LMDB key (printable form) or file path; owned by the source */
+    int32_t label;       /* class label (cifar10, idx with a label file, image_folder by
+                            the file-name convention of docs/data.md), -1 = none (lmdb) */
 } image_source_item;
 
 /* Opens `path` (borrowed) as `format` ("lmdb", "image_folder", "idx", "cifar10").
- * size/channels are only used by idx/cifar10, which must match them.
+ * size/channels are only used by idx/cifar10, which must match them. labels_path
+ * (NULL or "": none) is an IDX label file for format idx (dataset_load_labels).
  * Returns 0 or -1 (err_msg names the path). */
-int image_source_open(image_source **out, const char *format, const char *path, int size, int channels);
+int image_source_open(image_source **out, const char *format, const char *path, int size, int channels,
+                      const char *labels_path);
+/* An image folder's class names in class order (*n of them), else NULL; owned by s. */
+const char *const *image_source_class_names(const image_source *s, size_t *n);
 /* Items in the source. */
 uint64_t image_source_count(const image_source *s);
 /* Moves past the next n items without reading their values. Returns 0 or -1. */

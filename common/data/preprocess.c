@@ -133,3 +133,57 @@ void image_folder_list_free(char **paths, size_t n) {
     for (size_t i = 0; i < n; i++) free(paths[i]);
     free(paths);
 }
+
+/* The class name of a path: its base name up to the first '_'. */
+static char *class_name_of(const char *path) {
+    const char *base = strrchr(path, '/');
+    base = base ? base + 1 : path;
+    size_t len = strcspn(base, "_");
+    char *name = xmalloc(len + 1);
+    memcpy(name, base, len);
+    name[len] = '\0';
+    return name;
+}
+
+int image_folder_classes(char *const *paths, size_t n, int32_t **labels, char ***names,
+                         size_t **first, size_t *n_names) {
+    *labels = NULL;
+    *names = NULL;
+    *first = NULL;
+    *n_names = 0;
+    if (n > INT32_MAX) return err_set("image folder: %zu images is too many for class labels", n);
+    char **all = xcalloc(n ? n : 1, sizeof *all), **sorted = xcalloc(n ? n : 1, sizeof *sorted);
+    for (size_t i = 0; i < n; i++) sorted[i] = all[i] = class_name_of(paths[i]);
+    qsort(sorted, n, sizeof *sorted, cmp_str);
+    size_t k = 0;
+    for (size_t i = 0; i < n; i++)
+        if (k == 0 || strcmp(sorted[k - 1], sorted[i]) != 0) sorted[k++] = sorted[i];
+    char **out = xcalloc(k ? k : 1, sizeof *out);
+    size_t *fst = xcalloc(k ? k : 1, sizeof *fst);
+    int32_t *lab = xcalloc(n ? n : 1, sizeof *lab);
+    for (size_t c = 0; c < k; c++) fst[c] = SIZE_MAX;
+    for (size_t i = 0; i < n; i++) {
+        char **hit = bsearch(&all[i], sorted, k, sizeof *sorted, cmp_str);
+        size_t c = (size_t)(hit - sorted);
+        lab[i] = (int32_t)c;
+        if (fst[c] == SIZE_MAX) {
+            fst[c] = i;
+            out[c] = xstrdup(all[i]);
+        }
+    }
+    for (size_t i = 0; i < n; i++) free(all[i]);
+    free(all);
+    free(sorted);
+    *labels = lab;
+    *names = out;
+    *first = fst;
+    *n_names = k;
+    return 0;
+}
+
+void image_folder_classes_free(int32_t *labels, char **names, size_t *first, size_t n_names) {
+    for (size_t i = 0; i < n_names; i++) free(names[i]);
+    free(names);
+    free(first);
+    free(labels);
+}

@@ -25,4 +25,13 @@ int image_preprocess_file(const char *path, int size, int channels, uint8_t *chw
 int image_folder_list(const char *dir, char ***paths, size_t *n);
 void image_folder_list_free(char **paths, size_t n);
 
+/* guided-diffusion's class convention (image_datasets.py with class_cond): an image's
+ * class name is its file name up to the first '_' (the whole name when it has none);
+ * the classes are numbered in the sorted (byte) order of the distinct names. On
+ * success *labels (n entries), *names (*n_names, in class order) and *first (for each
+ * class the index of its first path) are the caller's (image_folder_classes_free). */
+int image_folder_classes(char *const *paths, size_t n, int32_t **labels, char ***names,
+                         size_t **first, size_t *n_names);
+void image_folder_classes_free(int32_t *labels, char **names, size_t *first, size_t n_names);
+
 #endif

@@ -143,7 +143,7 @@ int bpd_evaluate(unet *m, const float *params, const bpd_config *cfg, const floa
             wb[nb] = w[j];
             nb++;
             if (nb < B && !(n == N - 1 && j == np - 1)) continue;
-            unet_forward(m, params, xt, tm, nb, NULL, pred);
+            unet_forward(m, params, xt, tm, NULL, nb, NULL, pred);
             if (learned) diffusion_split_output(pred, nb, D, pred, v);
             vlb_terms(d, cfg->kind, cfg->clip, xb, xt, pred, v, tb, nb, D, vb, mse, NULL, 0);
             for (int k = 0; k < nb; k++) {

@@ -18,6 +18,7 @@
 #define UNET_MAX_LEVELS 8            /* entries of ch_mult */
 #define UNET_MAX_RES_BLOCKS 64       /* res blocks per level (down path; up has one more) */
 #define UNET_MAX_ATTN 8              /* entries of attn_resolutions */
+#define UNET_MAX_CLASSES 100000      /* num_classes (ImageNet-21k has 21841) */
 /* Sizes the structure implies, checked before anything is allocated. */
 #define UNET_MAX_PARAMS ((size_t)1 << 32)        /* 16 GiB per float copy (paper's largest: 114M) */
 #define UNET_MAX_LAYER_FLOATS ((size_t)1 << 32)  /* one layer's output or attention matrix, per image */
@@ -44,6 +45,9 @@ typedef struct {
                                channels, whose (v+1)/2 interpolates the log variance of
                                p(x_{t-1}|x_t) between log beta_t and log beta-tilde_t
                                (improved DDPM; docs/diffusion.md) */
+    int num_classes;        /* 0..100000, default 0 = unconditional; K > 0: a label
+                               embedding label_emb.weight [K + 1][4 ch] whose row K is
+                               the null label (classifier-free guidance) */
 } model_config;
 
 #endif

@@ -72,6 +72,8 @@ struct unet {
     int n_layers, cap_layers;
     layer *layers;
     int p_temb[4];      /* dense0 W, b, dense1 W, b */
+    int p_label;        /* label_emb.weight, or -1 (num_classes 0) */
+    int *y;             /* the last forward's labels (null label for NULL), max_batch */
     /* timestep embedding activations */
     float *emb, *d0, *a0, *d1, *ts, *dts;
     float *scratch[NSCRATCH]; /* forward transients and backward scratch, max_act floats each */
@@ -158,7 +160,7 @@ static void add_norm(unet *m, const char *prefix, int c, int *pg, int *pb) {
     char name[UNET_NAME_MAX];
     int s[1] = {c};
     snprintf(name, sizeof name, "%s.weight", prefix);
-    *pg = add_tensor(m, name, 1, s, -1.0f);
+    *pg = add_tensor(m, name, 1, s, UNET_INIT_ONES);
     snprintf(name, sizeof name, "%s.bias", prefix);
     *pb = add_tensor(m, name, 1, s, 0.0f);
 }
@@ -436,6 +438,8 @@ static void allocate(unet *m) {
     m->a0 = alloc_floats(m, N * 4 * (size_t)ch);
     m->d1 = alloc_floats(m, N * 4 * (size_t)ch);
     m->ts = alloc_floats(m, N * 4 * (size_t)ch);
+    m->y = xcalloc(N, sizeof *m->y);
+    m->act_bytes += N * sizeof *m->y;
     if (m->with_backward) {
         m->dts = alloc_floats(m, N * 4 * (size_t)ch);
         for (int g = 0; g < NSCRATCH; g++) m->scratch[g] = alloc_floats(m, m->max_act);
@@ -523,6 +527,8 @@ static int check_fields(const model_config *mc, unet_config_error *e) {
                             mc->ch_mult[i], UNET_MAX_CH_MULT);
     if (mc->num_res_blocks < 1 || mc->num_res_blocks > UNET_MAX_RES_BLOCKS)
         return range_fail(e, "num_res_blocks", mc->num_res_blocks, 1, UNET_MAX_RES_BLOCKS);
+    if (mc->num_classes < 0 || mc->num_classes > UNET_MAX_CLASSES)
+        return range_fail(e, "num_classes", mc->num_classes, 0, UNET_MAX_CLASSES);
     if (!(mc->dropout >= 0 && mc->dropout < 1))
         return cfg_fail(e, "dropout", "%g is out of range (must be [0, 1))", mc->dropout);
     int down = 1 << (mc->num_levels - 1);
@@ -618,6 +624,11 @@ static int build_tables(unet *m) {
 
     add_linear(m, "temb.dense0", ch, 4 * ch, 1.0f, &m->p_temb[0], &m->p_temb[1]);
     add_linear(m, "temb.dense1", 4 * ch, 4 * ch, 1.0f, &m->p_temb[2], &m->p_temb[3]);
+    m->p_label = -1;
+    if (mc->num_classes > 0) { /* K classes and the null label, added after the time MLP */
+        int ls[2] = {mc->num_classes + 1, 4 * ch};
+        m->p_label = add_tensor(m, "label_emb.weight", 2, ls, UNET_INIT_NORMAL);
+    }
 
     int S = mc->image_size;
     layer *L = new_layer(m, L_CONV_IN, -1, mc->in_channels, ch, S, S);
@@ -813,6 +824,7 @@ void unet_free(unet *m) {
     free(m->dout_pool);
     free(m->ids);
     for (int s = 0; s < S_COUNT; s++) free(m->shared[s]);
+    free(m->y);
     free(m->emb); free(m->d0); free(m->a0); free(m->d1); free(m->ts); free(m->dts);
     for (int g = 0; g < NSCRATCH; g++) free(m->scratch[g]);
     free(m->ws);
@@ -841,8 +853,11 @@ void unet_init(const unet *m, float *params, uint64_t seed) {
     for (int i = 0; i < m->n_tensors; i++) {
         const unet_tensor *t = &m->tensors[i];
         float *p = params + t->offset;
-        if (t->init_scale < 0) {
+        if (t->init_scale == UNET_INIT_ONES) {
             for (size_t j = 0; j < t->size; j++) p[j] = 1.0f;
+        } else if (t->init_scale == UNET_INIT_NORMAL) {
+            rng_key key = {seed, 0, (uint64_t)i, RNG_PURPOSE_INIT};
+            rng_normal(&key, p, t->size);
         } else if (t->init_scale == 0) {
             memset(p, 0, t->size * sizeof *p);
         } else {
@@ -954,8 +969,22 @@ static void split_lanes(unet *m, int N) {
     for (int l = 0; l <= k; l++) m->lane_start[l] = (int)((long)N * l / k);
 }
 
-void unet_forward(unet *m, const float *params, const float *x, const int *t, int N,
-                  const unet_rng *rng, float *out) {
+/* The labels of a forward into m->y: y, or the null label everywhere for NULL. */
+static void set_labels(unet *m, const int *y, int N) {
+    const int K = m->mc.num_classes;
+    for (int n = 0; n < N; n++) {
+        int v = y ? y[n] : K;
+        if (v < 0 || v > K || (K == 0 && y)) {
+            log_warn("unet_forward: label %d of image %d is out of range (num_classes %d: "
+                     "0..%d, %d the null label)", v, n, K, K, K);
+            abort();
+        }
+        m->y[n] = v;
+    }
+}
+
+void unet_forward(unet *m, const float *params, const float *x, const int *t, const int *y,
+                  int N, const unet_rng *rng, float *out) {
     if (m->nlanes > 1) {
         m->last_N = N;
         split_lanes(m, N);
@@ -969,8 +998,8 @@ void unet_forward(unet *m, const float *params, const float *x, const int *t, in
                 r = *rng;
                 r.sample_ids = rng->sample_ids + n0;
             }
-            unet_forward(m->lane[l], params, x + (size_t)n0 * img, t + n0, n, rng ? &r : NULL,
-                         out + (size_t)n0 * oimg);
+            unet_forward(m->lane[l], params, x + (size_t)n0 * img, t + n0, y ? y + n0 : NULL, n,
+                         rng ? &r : NULL, out + (size_t)n0 * oimg);
         }
         return;
     }
@@ -990,6 +1019,10 @@ void unet_forward(unet *m, const float *params, const float *x, const int *t, in
     silu_forward(m->a0, m->d0, (size_t)N * 4 * ch);
     linear_forward(m->d1, m->a0, params + m->tensors[m->p_temb[2]].offset,
                    params + m->tensors[m->p_temb[3]].offset, N, 4 * ch, 4 * ch);
+    set_labels(m, y, N);
+    if (m->p_label >= 0)
+        label_embedding_forward(m->d1, m->d1, params + m->tensors[m->p_label].offset, m->y, N,
+                                4 * ch);
     silu_forward(m->ts, m->d1, (size_t)N * 4 * ch);
 
     for (int i = 0; i < m->n_layers; i++) {
@@ -1286,6 +1319,8 @@ static void backward_temb(unet *m, const float *params, float *grads) {
     size_t nt = (size_t)N * 4 * ch;
     float *dd1 = zeroed(G[0], nt);
     silu_backward(dd1, m->dts, m->d1, nt);
+    if (m->p_label >= 0)
+        label_embedding_backward(NULL, grads + m->tensors[m->p_label].offset, dd1, m->y, N, 4 * ch);
     float *da0 = zeroed(G[1], nt);
     linear_backward(da0, grads + m->tensors[m->p_temb[2]].offset,
                     grads + m->tensors[m->p_temb[3]].offset, dd1, m->a0,
@@ -1408,6 +1443,7 @@ int unet_describe(const model_config *mc, float *meta) {
     meta[k++] = (float)attn;
     for (int i = 0; i < attn; i++) meta[k++] = (float)mc->attn_resolutions[i];
     meta[k++] = (float)(mc->learn_sigma != 0);
+    meta[k++] = (float)mc->num_classes;
     return k;
 }
 
@@ -1420,8 +1456,10 @@ void unet_print_summary(const unet *m, const model_config *mc, void *file) {
     for (int i = 0; i < mc->num_levels; i++) fprintf(f, "%s%d", i ? "," : "", mc->ch_mult[i]);
     fprintf(f, "], %d res blocks, attention at [", mc->num_res_blocks);
     for (int i = 0; i < mc->num_attn; i++) fprintf(f, "%s%d", i ? "," : "", mc->attn_resolutions[i]);
-    fprintf(f, "], dropout %g%s\n", mc->dropout,
+    fprintf(f, "], dropout %g%s", mc->dropout,
             mc->learn_sigma ? ", learned variances (output: eps and v)" : "");
+    if (mc->num_classes > 0) fprintf(f, ", %d classes (+ the null label)", mc->num_classes);
+    fprintf(f, "\n");
     fprintf(f, "%-4s %-44s %-20s %12s %12s\n", "#", "tensor", "shape", "params", "offset");
     for (int i = 0; i < m->n_tensors; i++) {
         const unet_tensor *t = &m->tensors[i];

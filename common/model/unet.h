@@ -50,8 +50,12 @@ typedef struct {
     int shape[4];
     size_t offset; /* in floats */
     size_t size;   /* in floats */
-    float init_scale; /* variance-scaling scale used by unet_init (0: constant init) */
+    float init_scale; /* variance-scaling scale used by unet_init (0: zeros;
+                         UNET_INIT_ONES, UNET_INIT_NORMAL: see unet_init) */
 } unet_tensor;
+
+#define UNET_INIT_ONES (-1.0f)   /* GroupNorm gamma */
+#define UNET_INIT_NORMAL (-2.0f) /* N(0, 1): the label embedding */
 
 typedef struct unet unet;
 
@@ -121,14 +125,22 @@ double unet_forward_macs(const unet *m);
 
 /* The authors' initialisation: variance scaling (fan_avg, uniform) for every conv
  * and dense weight, scale 1e-10 for each block's conv2, attention proj_out and
- * conv_out; biases 0; GroupNorm gamma 1, beta 0. Deterministic in seed. */
+ * conv_out; biases 0; GroupNorm gamma 1, beta 0; the label embedding (num_classes
+ * > 0) N(0, 1), as PyTorch's nn.Embedding in guided-diffusion. Deterministic in
+ * seed. */
 void unet_init(const unet *m, float *params, uint64_t seed);
 
-/* out[N][unet_out_channels][H][W] = eps_theta(x, t) (and v with learn_sigma). x and
- * out are borrowed; N <= max_batch.
- * Keeps the activations that unet_backward needs (if built with_backward). */
-void unet_forward(unet *m, const float *params, const float *x, const int *t, int N,
-                  const unet_rng *rng, float *out);
+/* out[N][unet_out_channels][H][W] = eps_theta(x, t, y) (and v with learn_sigma). x, y and out are borrowed; N <= max_batch.
+ * y: N class labels for a class-conditional model (num_classes K > 0), each in
+ * 0..K, K the null label; row y[n] of label_emb.weight is added to the timestep
+ * embedding after its MLP (before the SiLU that feeds every res block), as
+ * guided-diffusion's emb = time_embed(t) + label_emb(y). NULL: every image gets
+ * the null label (K > 0), or no label at all (K = 0, where y must be NULL).
+ * A label out of range is a programming error (callers check their inputs):
+ * logged, then abort. Keeps the activations that unet_backward needs (if built
+ * with_backward). */
+void unet_forward(unet *m, const float *params, const float *x, const int *t, const int *y,
+                  int N, const unet_rng *rng, float *out);
 /* Prepares the forward passes of a run over weights that stay unchanged (a
  * sampling run, a bits/dim evaluation): the Winograd-transformed kernels of every
  * 3x3 convolution that uses Winograd are computed once, from params, and every
@@ -171,8 +183,8 @@ int unet_num_dropout(const unet *m);
 
 /* The model's hyper-parameters as a float vector for reference scripts
  * (tests/ref/ddpm_torch.py from_meta): image_size, in_channels, ch, num_res_blocks,
- * dropout, num_levels, ch_mult..., num_attn, attn_resolutions..., learn_sigma. Returns the count
- * (at most 32). */
+ * dropout, num_levels, ch_mult..., num_attn, attn_resolutions..., learn_sigma,
+ * num_classes. Returns the count (at most 32). */
 int unet_describe(const model_config *mc, float *meta);
 
 /* Prints the parameter table and total to f (the `--summary` of the programs). */

@@ -23,3 +23,28 @@ void timestep_embedding_forward(float *out, const int *t, int N, int dim) {
         if (dim % 2) o[dim - 1] = 0.0f;
     }
 }
+
+/* The class label embedding (guided-diffusion's nn.Embedding, added to the time
+ * embedding): a row lookup, so its backward scatters each image's gradient into
+ * its label's row. */
+void label_embedding_forward(float *out, const float *inp, const float *table, const int *y,
+                             int N, int dim) {
+    PROF_SCOPE(PROF_OTHER);
+    for (int n = 0; n < N; n++) {
+        const float *row = table + (size_t)y[n] * dim, *a = inp + (size_t)n * dim;
+        float *o = out + (size_t)n * dim;
+        for (int i = 0; i < dim; i++) o[i] = a[i] + row[i];
+    }
+}
+
+void label_embedding_backward(float *dinp, float *dtable, const float *dout, const int *y,
+                              int N, int dim) {
+    PROF_SCOPE(PROF_OTHER);
+    for (int n = 0; n < N; n++) {
+        const float *g = dout + (size_t)n * dim;
+        float *row = dtable + (size_t)y[n] * dim;
+        for (int i = 0; i < dim; i++) row[i] += g[i];
+        if (dinp)
+            for (int i = 0; i < dim; i++) dinp[(size_t)n * dim + i] += g[i];
+    }
+}

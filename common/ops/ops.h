@@ -207,6 +207,15 @@ void add_channel_backward(float *dinp, float *dbias, const float *dout, int N, i
  * backward: its input is an integer and it has no parameters. */
 void timestep_embedding_forward(float *out, const int *t, int N, int dim);
 
+/* ---- label embedding, added: out[n][:] = inp[n][:] + table[y[n]][:] (out may alias
+ * inp); table is [rows][dim], every y[n] in 0..rows-1 (the caller's check).
+ * backward: dinp += dout (when dinp is not NULL), dtable[y[n]] += dout[n]
+ * (images in order, so that a repeated label sums in a fixed order). */
+void label_embedding_forward(float *out, const float *inp, const float *table, const int *y,
+                             int N, int dim);
+void label_embedding_backward(float *dinp, float *dtable, const float *dout, const int *y,
+                              int N, int dim);
+
 /* ---- mean squared error, L_simple: loss = mean((pred - target)^2) over n values ----
  * backward: dpred += scale * 2 (pred - target) / n, where scale is dloss. */
 float mse_forward(const float *pred, const float *target, size_t n);

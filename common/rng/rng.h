@@ -39,6 +39,7 @@ enum {
     RNG_PURPOSE_SAMPLE_STEP = 6,/* z of each sampler step */
     RNG_PURPOSE_INIT = 7,       /* weight initialisation */
     RNG_PURPOSE_EVAL = 8,       /* evaluation (bits/dim) noise */
+    RNG_PURPOSE_LABEL_DROP = 9, /* label dropout (null label for guidance) */
     RNG_PURPOSE_DROPOUT = 1024  /* + layer index */
 };
 

@@ -99,6 +99,7 @@ void sampler_free(sampler *s) {
     dpm_plan_free(&s->plan);
     free(s->eps); free(s->v); free(s->z); free(s->x0); free(s->x0_prev); free(s->out);
     free(s->t_model); free(s->t_step);
+    free(s->x2); free(s->eps2); free(s->t2); free(s->y2);
     memset(s, 0, sizeof *s);
 }
 
@@ -106,21 +107,91 @@ int sampler_num_steps(const sampler *s) {
     return s->o.kind == SAMPLER_DPM_SOLVER ? s->plan.n : s->steps.T;
 }
 
-void sampler_model_eps(void *ctx, const float *x, const int *t, int n, float *eps) {
-    sampler_net *net = ctx;
-    sampler *s = net->s;
+int sampler_set_guidance(sampler *s, int num_classes, double guidance) {
+    if (!(guidance >= 0 && guidance <= 1e6))
+        return err_set("guidance weight %g is out of range (must be 0..1e6)", guidance);
+    if (guidance > 0 && num_classes <= 0)
+        return err_set("guidance needs a class-conditional model (model.num_classes > 0); "
+                       "this one is unconditional");
+    s->num_classes = num_classes;
+    s->guidance = guidance;
+    if (guidance > 0 && !s->x2) {
+        size_t n2 = 2 * (size_t)s->max_batch;
+        s->x2 = xfloats(n2 * s->D);
+        s->eps2 = xfloats(n2 * s->D);
+        s->t2 = xcalloc(n2, sizeof *s->t2);
+        s->y2 = xcalloc(n2, sizeof *s->y2);
+    }
+    return 0;
+}
+
+void sampler_guide(float *out, const float *eps_cond, const float *eps_uncond, double w, size_t n) {
+    for (size_t i = 0; i < n; i++)
+        out[i] = (float)((1.0 + w) * (double)eps_cond[i] - w * (double)eps_uncond[i]);
+}
+
+/* One forward of n images with labels y (NULL allowed); epsilon (the first
+ * `channels` channels of each output) into eps; the v of the first nv images of a
+ * learned-variance model into s->v. */
+static void net_eval(sampler *s, const sampler_net *net, const float *x, const int *t,
+                     const int *y, int n, float *eps, int nv) {
     float *out = s->out ? s->out : eps;
-    unet_forward(net->model, net->params, x, t, n, NULL, out);
+    unet_forward(net->model, net->params, x, t, y, n, NULL, out);
     if (out == eps) return;
-    /* epsilon is the first `channels` channels of each image's output; a
-     * learned-variance model's v (the rest) goes to s->v for the ancestral step */
     size_t per_out = (size_t)s->out_channels * s->size * s->size;
     for (int i = 0; i < n; i++) {
         memcpy(eps + (size_t)i * s->D, out + (size_t)i * per_out, s->D * sizeof(float));
-        if (s->v)
+        if (s->v && i < nv)
             memcpy(s->v + (size_t)i * s->D, out + (size_t)i * per_out + s->D,
                    s->D * sizeof(float));
     }
+}
+
+void sampler_model_eps(void *ctx, const float *x, const int *t, int n, float *eps) {
+    sampler_net *net = ctx;
+    sampler *s = net->s;
+    const int *labels = s->num_classes > 0 ? net->y : NULL;
+    if (!labels || s->guidance <= 0) {
+        net_eval(s, net, x, t, labels, n, eps, n);
+        return;
+    }
+    /* guided: the conditional and the null-label predictions (a learned variance's
+     * v from the conditional half) */
+    const size_t nd = (size_t)n * s->D;
+    for (int i = 0; i < n; i++) {
+        s->t2[i] = s->t2[n + i] = t[i];
+        s->y2[i] = labels[i];
+        s->y2[n + i] = s->num_classes; /* the null label */
+    }
+    if (unet_max_batch(net->model) >= 2 * n) {
+        memcpy(s->x2, x, nd * sizeof *x);
+        memcpy(s->x2 + nd, x, nd * sizeof *x);
+        net_eval(s, net, s->x2, s->t2, s->y2, 2 * n, s->eps2, n);
+    } else {
+        net_eval(s, net, x, s->t2, s->y2, n, s->eps2, n);
+        net_eval(s, net, x, s->t2 + n, s->y2 + n, n, s->eps2 + nd, 0);
+    }
+    sampler_guide(eps, s->eps2, s->eps2 + nd, s->guidance, nd);
+}
+
+/* The model's whole output (out, room for a guided batch of 2 max_batch) and a
+ * learned variance's v, sized for the model that runs: a learn_sigma model
+ * outputs [eps | v], 2 x channels. */
+static void set_out_channels(sampler *s, int oc) {
+    if (oc == s->out_channels) return;
+    free(s->out); free(s->v);
+    s->out = s->v = NULL;
+    s->out_channels = oc;
+    if (oc == s->channels) return;
+    s->out = xfloats(2 * (size_t)s->max_batch * oc * s->size * s->size);
+    if (oc == 2 * s->channels) s->v = xfloats((size_t)s->max_batch * s->D);
+}
+
+void sampler_eps(sampler *s, unet *model, const float *params, const float *x, const int *y,
+                 int n) {
+    set_out_channels(s, unet_out_channels(model));
+    sampler_net net = {s, model, params, y};
+    sampler_model_eps(&net, x, s->t_model, n, s->eps);
 }
 
 /* Every image in the batch at the same step: its index in the walked process
@@ -193,25 +264,13 @@ void sampler_run_eps(sampler *s, sampler_eps_fn eps_fn, void *eps_ctx, uint64_t 
         run_respaced(s, eps_fn, eps_ctx, first, n, x, progress, ctx);
 }
 
-/* The model's whole output (out) and a learned variance's v, sized for the model
- * that runs: a learn_sigma model outputs [eps | v], 2 x channels. */
-static void set_out_channels(sampler *s, int oc) {
-    if (oc == s->out_channels) return;
-    free(s->out); free(s->v);
-    s->out = s->v = NULL;
-    s->out_channels = oc;
-    if (oc == s->channels) return;
-    s->out = xfloats((size_t)s->max_batch * oc * s->size * s->size);
-    if (oc == 2 * s->channels) s->v = xfloats((size_t)s->max_batch * s->D);
-}
-
-void sampler_run(sampler *s, unet *model, const float *params, uint64_t first, int n, float *x,
-                 sampler_progress progress, void *ctx) {
+void sampler_run(sampler *s, unet *model, const float *params, uint64_t first, int n,
+                 const int *y, float *x, sampler_progress progress, void *ctx) {
     /* the weights stay fixed for the whole run: their Winograd transforms are
      * computed once (without the memory for them, every step computes its own) */
     const int prepared = !unet_prepared(model, params) && unet_prepare(model, params) == 0;
     set_out_channels(s, unet_out_channels(model));
-    sampler_net net = {s, model, params};
+    sampler_net net = {s, model, params, y};
     sampler_run_eps(s, sampler_model_eps, &net, first, n, x, progress, ctx);
     if (prepared) unet_unprepare(model);
 }

@@ -4,7 +4,9 @@
  * forward pass, first `channels` channels of its output: sampler_model_eps), so
  * whatever changes that epsilon changes it for all of them. Image i's initial
  * noise and every step's noise are keyed on (seed, i, step), so image i is the
- * same whatever the batch size or thread count. */
+ * same whatever the batch size or thread count. A class-conditional model samples
+ * with its labels, with classifier-free guidance (Ho & Salimans 2022) when a
+ * guidance weight is set (in that one function, so every sampler guides). */
 #ifndef DDPM_SAMPLER_H
 #define DDPM_SAMPLER_H
 
@@ -62,6 +64,12 @@ typedef struct {
      * learn_sigma model, else NULL; sized by sampler_run for its model */
     float *eps, *z, *x0, *x0_prev, *out, *v;
     int *t_model, *t_step;
+    /* classifier-free guidance (sampler_set_guidance): the model's class count, the
+     * weight W, and scratch for the 2n-image batch [conditional; null label] */
+    int num_classes;
+    double guidance;
+    float *x2, *eps2;
+    int *t2, *y2;
 } sampler;
 
 /* base is borrowed only during the call. 0 or -1 (err_msg naming the option). */
@@ -71,15 +79,37 @@ void sampler_free(sampler *s);
 /* Network evaluations per image (= steps). */
 int sampler_num_steps(const sampler *s);
 
+/* A class-conditional model (num_classes K > 0) and the guidance weight W >= 0:
+ * with labels, each step's epsilon is the guided one (sampler_guide) of the
+ * conditional and the null-label predictions, both from one forward over 2n images
+ * when the model accepts batches of 2n (else two forwards of n). W = 0: plain
+ * conditional sampling, one forward. Returns 0, or -1 (err_msg) for W < 0 or not
+ * finite, or W > 0 on an unconditional model (K = 0). */
+int sampler_set_guidance(sampler *s, int num_classes, double guidance);
+
 typedef void (*sampler_progress)(void *ctx, int step_done, int steps_total);
 
 /* Generates images first .. first+n-1 (n <= max_batch) into x (n * D floats, values
- * in about [-1, 1]). The model must accept batches of n. A model with learned
+ * in about [-1, 1]). y: the n images' class labels (0..K-1; K, the null label, also
+ * allowed), borrowed; NULL: unconditional (a conditional model gets the null label;
+ * with a guidance weight, sampler_set_guidance, the guided epsilon). The model must accept batches of n. A model with learned
  * variances (unet_out_channels twice channels) sets each ancestral step's variance
  * from its v output, on the walked (respaced) process's betas, as improved-diffusion
  * does; DDIM uses only eps. */
-void sampler_run(sampler *s, unet *model, const float *params, uint64_t first, int n, float *x,
-                 sampler_progress progress, void *ctx);
+void sampler_run(sampler *s, unet *model, const float *params, uint64_t first, int n,
+                 const int *y, float *x, sampler_progress progress, void *ctx);
+/* s->eps (n images) = the network's epsilon for x at timesteps s->t_model, as every
+ * sampler step uses it: conditional on y (NULL: the null label / unconditional),
+ * guided when a guidance weight is set and there are labels (the conditional and
+ * the null-label halves in one forward of 2n images when the model takes them,
+ * else two forwards of n). */
+void sampler_eps(sampler *s, unet *model, const float *params, const float *x, const int *y,
+                 int n);
+
+/* Classifier-free guidance (Ho & Salimans 2022, eq. 6):
+ * out = (1 + w) * eps_cond - w * eps_uncond over n values, computed in double and
+ * rounded once. out may alias either input. */
+void sampler_guide(float *out, const float *eps_cond, const float *eps_uncond, double w, size_t n);
 
 /* The same loop with epsilon from eps_fn (what sampler_run passes is
  * sampler_model_eps over the model); reference tests plug in a closed-form
@@ -92,6 +122,7 @@ typedef struct {
     sampler *s;
     unet *model;
     const float *params;
+    const int *y;        /* the images' labels, or NULL */
 } sampler_net;
 
 /* The one network evaluation of every sampler (ctx: a sampler_net): the forward

@@ -35,8 +35,25 @@ void grad_worker_init(grad_worker *w, unet *model, const diffusion *diff, const 
 
 void grad_worker_free(grad_worker *w) {
     free(w->u8); free(w->flip); free(w->x0); free(w->xt); free(w->eps); free(w->pred);
-    free(w->dpred); free(w->loss); free(w->t); free(w->ids); free(w->pf_idx);
+    free(w->dpred); free(w->loss); free(w->t); free(w->ids); free(w->pf_idx); free(w->y);
     memset(w, 0, sizeof *w);
+}
+
+void grad_worker_set_labels(grad_worker *w, int num_classes, double label_dropout) {
+    w->num_classes = num_classes;
+    w->label_dropout = label_dropout;
+    free(w->y);
+    w->y = num_classes > 0 ? xcalloc((size_t)w->micro, sizeof *w->y) : NULL;
+}
+
+int grad_worker_label(const grad_worker *w, uint64_t step, const batch_item *it) {
+    if (w->label_dropout > 0) {
+        rng_key k = {w->seed, step, it->sample_id, RNG_PURPOSE_LABEL_DROP};
+        float u;
+        rng_uniform(&k, &u, 1);
+        if (u < w->label_dropout) return w->num_classes;
+    }
+    return dataset_label(w->ds, it->index);
 }
 
 void grad_worker_set_prefetcher(grad_worker *w, prefetcher *pf) { w->pf = pf; }
@@ -63,6 +80,13 @@ static int load_chunk(grad_worker *w, uint64_t step, const batch_item *items, in
         w->flip[i] = items[i].flip;
         w->t[i] = items[i].t;
         w->ids[i] = items[i].sample_id;
+        if (w->y) {
+            w->y[i] = grad_worker_label(w, step, &items[i]);
+            if (w->y[i] < 0 || w->y[i] > w->num_classes)
+                return err_set("step %llu, sample %llu: record %u has no label in 0..%d",
+                               (unsigned long long)step, (unsigned long long)items[i].sample_id,
+                               items[i].index, w->num_classes - 1);
+        }
         rng_key ke = {w->seed, step, items[i].sample_id, RNG_PURPOSE_NOISE};
         rng_normal(&ke, w->eps + (size_t)i * w->D, w->D);
     }
@@ -116,7 +140,7 @@ int grad_worker_run(grad_worker *w, const float *params, float *grads, uint64_t 
         if (load_chunk(w, step, items + s, c) != 0) return -1;
         diffusion_q_sample(w->diff, w->xt, w->x0, w->eps, w->t, c, w->D);
         unet_rng r = {w->seed, step, w->ids};
-        unet_forward(w->model, params, w->xt, w->t, c, &r, w->pred);
+        unet_forward(w->model, params, w->xt, w->t, w->y, c, &r, w->pred);
         if (w->out_D != w->D)
             grad_hybrid_loss(w->diff, w->x0, w->xt, w->eps, w->pred, w->t, c, w->D,
                              1.0 / total_batch, w->loss, NULL, NULL, w->dpred);

@@ -45,6 +45,11 @@ typedef struct {
     prefetcher *pf;          /* borrowed, optional: when set, x0 is read through it */
     uint64_t seed;
     int micro, channels, size;
+    /* class-conditional models (grad_worker_set_labels): K > 0 classes, the label
+     * dropout probability, and the labels of the micro-batch (owned) */
+    int num_classes;
+    double label_dropout;
+    int *y;
     size_t D;
     size_t out_D;            /* the model's output per image: D, or 2D with learn_sigma */
     /* owned scratch, micro images each (pred, dpred: out_D floats per image) */
@@ -65,6 +70,14 @@ typedef struct {
 void grad_worker_init(grad_worker *w, unet *model, const diffusion *diff, const dataset *ds,
                       uint64_t seed, int micro, int channels, int size);
 void grad_worker_free(grad_worker *w);
+/* A class-conditional model (num_classes > 0; the dataset's labels checked with
+ * dataset_check_labels): each sample's label is its record's, replaced by the null
+ * label num_classes when a uniform draw keyed on (seed, step, sample id,
+ * RNG_PURPOSE_LABEL_DROP) is below label_dropout, so the choice does not depend on
+ * the worker count. */
+void grad_worker_set_labels(grad_worker *w, int num_classes, double label_dropout);
+/* The label sample `it` of step `step` trains with (the null label when dropped). */
+int grad_worker_label(const grad_worker *w, uint64_t step, const batch_item *it);
 /* Reads records through `pf` (borrowed, NULL to stop) from now on. */
 void grad_worker_set_prefetcher(grad_worker *w, prefetcher *pf);
 /* Asks the prefetcher (if set) to read the records of items[0..n-1] in the background:

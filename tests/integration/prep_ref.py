@@ -99,9 +99,10 @@ def gen(work):
     return 0
 
 
-def read_shards(d, size, ch):
+def read_shards(d, size, ch, labels=None):
     """Independent reader of docs/shards.md (format 2, as ddpm-prep writes it, with its
-    identity checked against the manifest). Returns (manifest lines, records, problems)."""
+    identity checked against the manifest). labels: each record's expected label (None:
+    -1 for all). Returns (manifest lines, records, problems)."""
     lines = open(os.path.join(d, "manifest.txt")).read().splitlines()
     shards = [l.split() for l in lines if l.startswith("shard ")]
     ids = [l.split()[1] for l in lines if l.startswith("dataset_id ")]
@@ -131,7 +132,8 @@ def read_shards(d, size, ch):
         pos = 128
         for i in range(n):
             off, ln, crc, label = struct.unpack("<QIIi", index[20 * i:20 * i + 20])
-            if off != pos or label != -1:
+            want_label = labels[len(frames) + first - n] if labels else -1
+            if off != pos or label != want_label:
                 problems.append("%s: record %d offset or label" % (name, i))
             frames.append((raw[off:off + ln], crc))
             pos = off + ln
@@ -166,13 +168,20 @@ def check_cmd(shard_dir, src, size, ch, kind):
         items = [(k, os.path.join(src, k)) for k in sorted(os.listdir(src), key=lambda k: k.encode())]
     else:
         items = [(p, p) for p in list_image_files_recursively(src)]
-    want, bad = [], []
-    for key, path in items:
+    want, bad, labels = [], [], None
+    if kind == "image_folder":
+        # guided-diffusion's class_cond: the name before the first "_", classes sorted
+        names = [os.path.basename(p).split("_")[0] for _, p in items]
+        classes = {c: i for i, c in enumerate(sorted(set(names)))}
+        labels = []
+    for i, (key, path) in enumerate(items):
         try:
             want.append(reference_image(path, size, ch))
+            if labels is not None:
+                labels.append(classes[names[i]])
         except Exception as e:  # what PIL cannot open, ddpm-prep must skip
             bad.append((key, type(e).__name__))
-    lines, records, problems = read_shards(shard_dir, size, ch)
+    lines, records, problems = read_shards(shard_dir, size, ch, labels)
     check(not problems, "%s: independent reader: format 2 headers, identity (dataset id, shard number, first record, size and header crc as the manifest records them), index and record crc32s check, every frame "
           "decodes alone with the zstd tool to %d bytes%s" % (kind, ch * size * size, "" if not problems else ": " + "; ".join(problems[:5])))
     skips = [l.split(" ", 3) for l in lines if l.startswith("skip ")]

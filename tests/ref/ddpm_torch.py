@@ -89,12 +89,18 @@ class Level(nn.Module):
 
 
 class UNet(nn.Module):
-    def __init__(self, image_size, in_ch, ch, ch_mult, num_res_blocks, attn_res, learn_sigma=False):
+    def __init__(self, image_size, in_ch, ch, ch_mult, num_res_blocks, attn_res, learn_sigma=False,
+                 num_classes=0):
         super().__init__()
         self.ch = ch
+        self.num_classes = num_classes
         self.temb = nn.Module()
         self.temb.dense0 = nn.Linear(ch, 4 * ch)
         self.temb.dense1 = nn.Linear(4 * ch, 4 * ch)
+        if num_classes > 0:
+            # guided-diffusion's label embedding, with one more row: the null label
+            # (index num_classes) of classifier-free guidance
+            self.label_emb = nn.Embedding(num_classes + 1, 4 * ch)
         self.conv_in = nn.Conv2d(in_ch, ch, 3, padding=1)
         self.num_res_blocks = num_res_blocks
         res = image_size
@@ -138,9 +144,14 @@ class UNet(nn.Module):
         # learned variances (improved DDPM): eps, then as many channels of v
         self.conv_out = nn.Conv2d(cur, in_ch * (2 if learn_sigma else 1), 3, padding=1)
 
-    def forward(self, x, t):
+    def forward(self, x, t, y=None):
         emb = timestep_embedding(t, self.ch).to(x.dtype)
         temb = self.temb.dense1(F.silu(self.temb.dense0(emb)))
+        if self.num_classes > 0:
+            if y is None:  # the null label
+                y = torch.full_like(t, self.num_classes)
+            # guided-diffusion: emb = time_embed(t) + label_emb(y), before the SiLU
+            temb = temb + self.label_emb(y)
         ta = F.silu(temb)
         hs = [self.conv_in(x)]
         for lvl, L in enumerate(self.down):
@@ -172,4 +183,6 @@ def from_meta(meta):
     nattn = m[6 + nlev]
     attn = m[7 + nlev:7 + nlev + nattn]
     learn_sigma = len(m) > 7 + nlev + nattn and m[7 + nlev + nattn] != 0
-    return UNet(image_size, in_ch, ch, mult, nrb, attn, learn_sigma)
+    # the count of classes follows learn_sigma (0 or absent: unconditional)
+    num_classes = int(m[8 + nlev + nattn]) if len(m) > 8 + nlev + nattn else 0
+    return UNet(image_size, in_ch, ch, mult, nrb, attn, learn_sigma, num_classes)

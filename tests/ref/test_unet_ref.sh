@@ -36,6 +36,10 @@ DDPM_CONV=winograd4 run_ref fashion_mnist_winograd4 configs/fashion_mnist.yaml 2
 DDPM_CONV=winograd4 run_ref small_rgb_winograd4 tests/configs/ref_small.yaml 3
 # The same computation under AddressSanitizer + UndefinedBehaviorSanitizer.
 run_ref small_rgb_san tests/configs/ref_small.yaml 2 build-san
+# A class-conditional model (3 classes + the null label): 5 images with labels
+# 0,1,2,null,0, so the label embedding's gradient sums a repeated label.
+run_ref class_cond tests/configs/ref_class.yaml 5
+run_ref class_cond_san tests/configs/ref_class.yaml 5 build-san
 
 # The comparison must be able to fail: perturb one gradient of the small model.
 if $PY tests/ref/unet_ref.py "$TMP/small_rgb.tns" --perturb down.1.block.0.conv1.weight >"$TMP/perturb.log" 2>&1; then
@@ -46,4 +50,11 @@ else
     else
         echo "not ok - perturbed run failed for another reason: $(head -5 "$TMP/perturb.log")"
     fi
+fi
+if $PY tests/ref/unet_ref.py "$TMP/class_cond.tns" --perturb label_emb.weight >"$TMP/perturb_label.log" 2>&1; then
+    echo "not ok - a perturbed label-embedding gradient passed the PyTorch comparison"
+elif grep -q '^not ok - grad label_emb.weight' "$TMP/perturb_label.log"; then
+    echo "ok - a perturbed gradient (label_emb.weight) fails the comparison"
+else
+    echo "not ok - perturbed label run failed for another reason: $(head -5 "$TMP/perturb_label.log")"
 fi

@@ -49,7 +49,8 @@ def main():
     x = torch.from_numpy(d["x_t"].astype(np.float64))
     t = torch.from_numpy(d["t"].astype(np.int64))
     noise = torch.from_numpy(d["noise"].astype(np.float64))
-    out = model(x, t)
+    y = torch.from_numpy(d["y"].astype(np.int64)) if "y" in d else None
+    out = model(x, t, y)
     loss = ((out - noise) ** 2).mean()
     loss.backward()
 

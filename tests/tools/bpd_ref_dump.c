@@ -129,7 +129,7 @@ int main(int argc, char **argv) {
             diffusion_q_sample(&d, xt + (size_t)t * D, x0 + (size_t)n * D, nz + (size_t)t * D,
                                &ts[t], 1, D);
         }
-        unet_forward(m, params, xt, tmap, T, NULL, eps + (size_t)n * T * OD);
+        unet_forward(m, params, xt, tmap, NULL, T, NULL, eps + (size_t)n * T * OD);
 
         bpd_config bc = {&d, kind, clip, 1, BPD_ESTIMATE_UNBIASED, seed};
         bpd_result r;

@@ -1,6 +1,8 @@
 /* Test and benchmark helper for packed shards.
  *   shard_tool dump DIR SIZE CHANNELS OUT.raw
  *       every record through the `shards` dataset, in order, as uint8 CHW; prints "records N"
+ *   shard_tool labels DIR SIZE CHANNELS
+ *       every record's class label through the `shards` dataset, one a line (-1: none)
  *   shard_tool make DIR N SIZE CHANNELS PER_SHARD SEED
  *       N pseudo-random (incompressible) records packed with the library's writer
  *   shard_tool read DIR SIZE CHANNELS STEPS BATCH [direct|inmemory]
@@ -167,11 +169,20 @@ static int cmd_read(int argc, char **argv) {
     return rc;
 }
 
+static int cmd_labels(char **argv) {
+    dataset *ds = NULL;
+    if (dataset_open(&ds, DATA_SHARDS, argv[2], atoi(argv[3]), atoi(argv[4])) != 0) return die("open");
+    for (size_t i = 0; i < dataset_size(ds); i++) printf("%d\n", dataset_label(ds, i));
+    dataset_close(ds);
+    return 0;
+}
+
 int main(int argc, char **argv) {
     if (argc == 6 && !strcmp(argv[1], "dump")) return cmd_dump(argv);
+    if (argc == 5 && !strcmp(argv[1], "labels")) return cmd_labels(argv);
     if (argc == 8 && !strcmp(argv[1], "make")) return cmd_make(argv);
     if ((argc == 7 || argc == 8) && !strcmp(argv[1], "read")) return cmd_read(argc, argv);
-    fprintf(stderr, "usage: shard_tool dump DIR SIZE CH OUT.raw | make DIR N SIZE CH PER_SHARD SEED | "
+    fprintf(stderr, "usage: shard_tool dump DIR SIZE CH OUT.raw | labels DIR SIZE CH | make DIR N SIZE CH PER_SHARD SEED | "
                     "read DIR SIZE CH STEPS BATCH [direct]\n");
     return 2;
 }

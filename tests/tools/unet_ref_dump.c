@@ -92,8 +92,15 @@ int main(int argc, char **argv) {
         tf32[n] = (float)t[n];
         ids[n] = 1000 + (uint64_t)n;
     }
+    /* class labels (num_classes K > 0): image n gets n mod (K + 1), so the null
+     * label K appears once N > K, and a label repeats once N > K + 1 (its gradient
+     * row sums two images) */
+    const int K = mc->num_classes;
+    int *y = K > 0 ? xcalloc((size_t)N, sizeof *y) : NULL;
+    float *yf = xfloats((size_t)N);
+    for (int n = 0; K > 0 && n < N; n++) yf[n] = (float)(y[n] = n % (K + 1));
     unet_rng r = {seed, 7, ids};
-    unet_forward(m, params, xt, t, N, &r, out);
+    unet_forward(m, params, xt, t, y, N, &r, out);
     float loss = mse_forward(out, noise, NOD);
     mse_backward(dout, out, noise, NOD, 1.0f);
     unet_backward(m, params, grads, dout);
@@ -110,6 +117,7 @@ int main(int argc, char **argv) {
     int64_t dx[4] = {N, C, S, S}, dox[4] = {N, OC, S, S}, dn[1] = {N}, d1[1] = {1};
     add(&tf, "x_t", 4, dx, xt);
     add(&tf, "t", 1, dn, tf32);
+    if (y) add(&tf, "y", 1, dn, yf);
     add(&tf, "noise", 4, dox, noise);
     add(&tf, "out", 4, dox, out);
     add(&tf, "loss", 1, d1, &loss);
@@ -143,7 +151,7 @@ int main(int argc, char **argv) {
     }
     printf("wrote %s: %zu params, loss %.6f\n", argv[2], P, loss);
     free(params); free(grads); free(xt); free(noise); free(out); free(dout); free(tf32);
-    free(t); free(ids);
+    free(t); free(ids); free(y); free(yf);
     unet_free(m);
     return 0;
 }

@@ -899,8 +899,49 @@ static void test_model_limits(void) {
                    "model.attn_resolutions: 14 is not a resolution");
 }
 
+/* Class conditioning: the demo's keys, the defaults, the ranges and the rules
+ * between keys; num_classes is a model key (resume must match), label_dropout not. */
+static void test_class_keys(void) {
+    config c, d;
+    if (!test_check(config_load_file(&c, "configs/fashion_mnist.yaml") == 0, "fashion_mnist loads"))
+        return;
+    test_check(c.model.num_classes == 10 && c.training.label_dropout == 0.1 &&
+                   !strcmp(c.data.labels_path,
+                           "/usr/share/datasets/fashion-mnist/train-labels-idx1-ubyte.gz"),
+               "fashion_mnist: 10 classes, label dropout 0.1, Debian's train labels");
+    config_defaults(&d);
+    test_check(d.model.num_classes == 0 && d.training.label_dropout == 0 && !d.data.labels_path[0],
+               "defaults: unconditional, no label dropout, no label file");
+    test_check(config_load_file(&d, "configs/cifar10.yaml") == 0 && d.model.num_classes == 0,
+               "a config without num_classes (as an old checkpoint's) is unconditional");
+    expect_override_error(&c, "model.num_classes=100001", "model.num_classes", "0..100000");
+    expect_override_error(&c, "model.num_classes=-1", "model.num_classes", NULL);
+    expect_override_error(&c, "training.label_dropout=1", "training.label_dropout", NULL);
+    config u = c;
+    int rc = config_override(&u, "model.num_classes=0") || config_validate(&u);
+    test_check(rc != 0 && contains(err_msg(), "training.label_dropout") &&
+                   contains(err_msg(), "class-conditional"),
+               "label_dropout without classes refused: %s", err_msg());
+    u = c;
+    rc = config_override(&u, "data.format=shards") || config_validate(&u);
+    test_check(rc != 0 && contains(err_msg(), "data.labels_path"),
+               "labels_path with shards refused: %s", err_msg());
+    u = c;
+    char diff[256];
+    config_override(&u, "model.num_classes=12");
+    config_override(&u, "training.label_dropout=0.2");
+    test_check(config_diff_model(&c, &u, diff, sizeof diff) == 1 && !strcmp(diff, "model.num_classes"),
+               "num_classes must match on resume, label_dropout may change (%s)", diff);
+    char *y = config_to_yaml(&c);
+    test_check(y && config_load_string(&d, y, strlen(y), NULL) == 0 && d.model.num_classes == 10 &&
+                   d.training.label_dropout == 0.1 && !strcmp(d.data.labels_path, c.data.labels_path),
+               "canonical YAML carries the class keys");
+    free(y);
+}
+
 int main(void) {
     setup_tmp();
+    test_class_keys();
     test_fashion_mnist();
     test_cifar10();
     test_lsun256();

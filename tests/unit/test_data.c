@@ -695,6 +695,85 @@ static void test_output_errors(void) {
     test_check(rc == 0 && access(p, F_OK) == 0, "npz written where asked (%s)", rc ? err_msg() : "ok");
 }
 
+/* Class labels: IDX label files (plain and gzip, the count against the images,
+ * refusals), CIFAR-10's bytes with the batch file named in a range error, and the
+ * image-folder convention (prefix before the first '_', sorted). */
+static void test_labels(void) {
+    uint8_t lab[8 + 5] = {0, 0, 8, 1, 0, 0, 0, 5, 3, 0, 9, 1, 4};
+    const char *lp = tmp_path("labels5"), *ip = tmp_path("images5");
+    write_bytes(lp, lab, sizeof lab);
+    write_idx(ip, 0x803, 5, 28, 28, 5, 0, 0);
+    dataset *ds = NULL;
+    int rc = dataset_open(&ds, DATA_IDX, ip, 28, 1);
+    test_check(rc == 0 && !dataset_has_labels(ds) && dataset_label(ds, 0) == -1,
+               "IDX images alone have no labels");
+    rc = rc ? rc : dataset_load_labels(ds, lp);
+    test_check(rc == 0 && dataset_has_labels(ds) && dataset_label(ds, 0) == 3 &&
+                   dataset_label(ds, 2) == 9 && dataset_label(ds, 4) == 4,
+               "IDX label file read (%s)", rc ? err_msg() : "ok");
+    test_check(dataset_check_labels(ds, 10) == 0, "labels within 10 classes pass");
+    test_check(dataset_check_labels(ds, 9) != 0 && msg_has(err_msg(), "labels5: record 2: label 9") &&
+                   msg_has(err_msg(), "out of range for model.num_classes 9"),
+               "label 9 of 9 classes refused naming file and record: %s", err_msg());
+    /* gzip, and a count that differs from the images' */
+    uint8_t gz[256];
+    uLongf gl = sizeof gz;
+    compress2(gz, &gl, lab, sizeof lab, 9); /* zlib, not gzip: must be refused */
+    const char *zp = tmp_path("labels_zlib");
+    write_bytes(zp, gz, gl);
+    test_check(dataset_load_labels(ds, zp) != 0 && msg_has(err_msg(), "labels_zlib: bad magic"),
+               "a non-IDX label file refused: %s", err_msg());
+    const char *gp = tmp_path("labels5.gz");
+    gzFile g = gzopen(gp, "wb");
+    gzwrite(g, lab, sizeof lab);
+    gzclose(g);
+    test_check(dataset_load_labels(ds, gp) == 0 && dataset_label(ds, 2) == 9,
+               "a gzip IDX label file read (%s)", err_msg());
+    uint8_t lab3[8 + 3] = {0, 0, 8, 1, 0, 0, 0, 3, 1, 2, 3};
+    const char *l3 = tmp_path("labels3");
+    write_bytes(l3, lab3, sizeof lab3);
+    test_check(dataset_load_labels(ds, l3) != 0 && msg_has(err_msg(), "holds 3 labels but the images"),
+               "a label file of another count refused: %s", err_msg());
+    uint8_t lab_short[8 + 2] = {0, 0, 8, 1, 0, 0, 0, 5, 1, 2};
+    const char *ls = tmp_path("labels_short");
+    write_bytes(ls, lab_short, sizeof lab_short);
+    test_check(dataset_load_labels(ds, ls) != 0 && msg_has(err_msg(), "truncated"),
+               "a truncated label file refused: %s", err_msg());
+    dataset_close(ds);
+    ds = NULL;
+
+    /* CIFAR-10: record i has label i % 10 (write_cifar); a folder's batch 2 named */
+    char dir[600];
+    snprintf(dir, sizeof dir, "%s/cifar_lab", g_tmp);
+    mkdir(dir, 0755);
+    for (int b = 1; b <= 5; b++) {
+        char f[700];
+        snprintf(f, sizeof f, "%s/data_batch_%d.bin", dir, b);
+        write_cifar(f, (size_t)(b - 1) * 3, 3, 0, -1, 0);
+    }
+    rc = dataset_open(&ds, DATA_CIFAR10, dir, 32, 3);
+    test_check(rc == 0 && dataset_has_labels(ds) && dataset_label(ds, 4) == 4 &&
+                   dataset_label(ds, 14) == 4, "CIFAR-10 labels are the record bytes");
+    test_check(rc == 0 && dataset_check_labels(ds, 5) != 0 &&
+                   msg_has(err_msg(), "data_batch_2.bin: record 2: label 5"),
+               "CIFAR-10 label out of range names the batch file and record: %s", err_msg());
+    test_check(rc == 0 && dataset_load_labels(ds, lp) != 0 && msg_has(err_msg(), "only IDX"),
+               "a label file for CIFAR-10 refused: %s", err_msg());
+    dataset_close(ds);
+
+    /* the folder convention, as guided-diffusion's class_cond */
+    char *paths[] = {"a/dog_1.png", "b/cat_x_y.jpg", "c/ant.png", "dog_2.png", "cat_.png"};
+    int32_t *labels = NULL;
+    char **names = NULL;
+    size_t *first = NULL, nn = 0;
+    rc = image_folder_classes(paths, 5, &labels, &names, &first, &nn);
+    test_check(rc == 0 && nn == 3 && !strcmp(names[0], "ant.png") && !strcmp(names[1], "cat") &&
+                   !strcmp(names[2], "dog") && labels[0] == 2 && labels[1] == 1 && labels[2] == 0 &&
+                   labels[3] == 2 && labels[4] == 1 && first[2] == 0 && first[1] == 1,
+               "folder classes: prefix before the first '_', sorted (ant.png, cat, dog)");
+    image_folder_classes_free(labels, names, first, nn);
+}
+
 int main(void) {
     snprintf(g_tmp, sizeof g_tmp, "%s/test_data.XXXXXX", getenv("DDPM_TEST_TMP") ? getenv("DDPM_TEST_TMP") : "/tmp");
     if (!mkdtemp(g_tmp)) {
@@ -711,6 +790,7 @@ int main(void) {
     test_threads();
     test_to_float();
     test_output_errors();
+    test_labels();
     char cmd[700];
     snprintf(cmd, sizeof cmd, "rm -rf '%s'", g_tmp);
     if (system(cmd) != 0) printf("# could not remove %s\n", g_tmp);

@@ -38,7 +38,7 @@ static void hook(void *ctx, size_t done_from) {
 static void run(unet *m, const float *params, const float *x, const float *eps, const int *t,
                 const uint64_t *ids, size_t D, float *pred, float *grads, size_t P) {
     unet_rng r = {9, 3, ids};
-    unet_forward(m, params, x, t, NB, &r, pred);
+    unet_forward(m, params, x, t, NULL, NB, &r, pred);
     float *dpred = xcalloc((size_t)NB * D, sizeof(float));
     mse_backward(dpred, pred, eps, (size_t)NB * D, 1.0f);
     memset(grads, 0, P * sizeof(float));
@@ -116,8 +116,8 @@ int main(void) {
     unet *ml = unet_create(&c.model, NB, 1, &three);
     float *pred2 = xfloats(2 * D), *g2 = xfloats(P), *pred2r = xfloats(2 * D), *g2r = xfloats(P);
     unet_rng r2 = {9, 3, ids};
-    unet_forward(ml, params, x, t, 2, &r2, pred2);
-    unet_forward(m, params, x, t, 2, &r2, pred2r);
+    unet_forward(ml, params, x, t, NULL, 2, &r2, pred2);
+    unet_forward(m, params, x, t, NULL, 2, &r2, pred2r);
     float *dp2 = xcalloc(2 * D, sizeof(float));
     mse_backward(dp2, pred2r, eps, 2 * D, 1.0f);
     memset(g2, 0, P * sizeof(float));

@@ -66,7 +66,18 @@ static void check_init(void) {
                    strcmp(nm, "conv_out.weight") == 0;
         double amax = 0;
         for (size_t j = 0; j < t[i].size; j++) amax = fmax(amax, fabs(v[j]));
-        if (is_norm && !is_bias) {
+        if (strcmp(nm, "label_emb.weight") == 0) {
+            /* N(0, 1) as nn.Embedding: mean and variance of its 11 x 128 draws */
+            double mean = 0, var = 0;
+            for (size_t j = 0; j < t[i].size; j++) mean += v[j];
+            mean /= (double)t[i].size;
+            for (size_t j = 0; j < t[i].size; j++) var += (v[j] - mean) * (v[j] - mean);
+            var /= (double)t[i].size;
+            test_check(t[i].ndim == 2 && t[i].shape[0] == c.model.num_classes + 1 &&
+                           t[i].shape[1] == 4 * c.model.ch && fabs(mean) < 0.1 && fabs(var - 1) < 0.1,
+                       "label_emb.weight [%d x %d] starts N(0, 1): mean %.3f, variance %.3f",
+                       t[i].shape[0], t[i].shape[1], mean, var);
+        } else if (is_norm && !is_bias) {
             for (size_t j = 0; j < t[i].size; j++) bad_ones += v[j] != 1.0f;
         } else if (is_bias) {
             bad_zero += amax != 0;
@@ -117,9 +128,9 @@ static void check_forward_consistency(void) {
     rng_key kx = {5, 1, 0, RNG_PURPOSE_NOISE};
     rng_normal(&kx, x, N * D);
     int t[3] = {0, 17, 99};
-    unet_forward(train, p, x, t, N, NULL, a);
-    unet_forward(eval, p, x, t, N, NULL, b);
-    for (int n = 0; n < N; n++) unet_forward(one, p, x + n * D, t + n, 1, NULL, s + n * D);
+    unet_forward(train, p, x, t, NULL, N, NULL, a);
+    unet_forward(eval, p, x, t, NULL, N, NULL, b);
+    for (int n = 0; n < N; n++) unet_forward(one, p, x + n * D, t + n, NULL, 1, NULL, s + n * D);
     test_check(memcmp(a, b, N * D * sizeof *a) == 0,
                "forward-only model gives bit-identical output to the training model");
     double e = test_rel_err(s, a, N * D);
@@ -130,10 +141,10 @@ static void check_forward_consistency(void) {
     /* dropout masks depend on sample ids, not on batch position */
     uint64_t ids[3] = {10, 11, 12};
     unet_rng r = {9, 3, ids};
-    unet_forward(train, p, x, t, N, &r, a);
+    unet_forward(train, p, x, t, NULL, N, &r, a);
     unet *train1 = unet_create(&c.model, 1, 1, NULL);
     unet_rng r1 = {9, 3, ids + 2};
-    unet_forward(train1, p, x + 2 * D, t + 2, 1, &r1, s);
+    unet_forward(train1, p, x + 2 * D, t + 2, NULL, 1, &r1, s);
     e = test_rel_err(s, a + 2 * D, D);
     test_check(e < 1e-5, "dropout keyed on the sample id: image 2 alone equals image 2 in a batch (%.2e)", e);
     free(p); free(x); free(a); free(b); free(s);
@@ -160,10 +171,10 @@ static void check_prepare(void) {
             rng_key kx = {6, 1, 0, RNG_PURPOSE_NOISE};
             rng_normal(&kx, x, N * D);
             int t[3] = {3, 500, 999};
-            unet_forward(m, p, x, t, N, NULL, a);
+            unet_forward(m, p, x, t, NULL, N, NULL, a);
             test_check(!unet_prepared(m, p) && unet_prepare(m, p) == 0 && unet_prepared(m, p),
                        "tile %d, %d lane(s): unet_prepare", tile, lanes);
-            unet_forward(m, p, x, t, N, NULL, b);
+            unet_forward(m, p, x, t, NULL, N, NULL, b);
             test_check(memcmp(a, b, N * D * sizeof *a) == 0,
                        "tile %d, %d lane(s): forward over prepared kernels is bit-identical",
                        tile, lanes);
@@ -171,12 +182,12 @@ static void check_prepare(void) {
             float *w0 = p + unet_tensors(m)[w].offset + 4; /* a centre tap */
             const float w0_was = *w0;
             *w0 += 1.0f; /* not allowed while prepared: shows which is read */
-            unet_forward(m, p, x, t, N, NULL, b);
+            unet_forward(m, p, x, t, NULL, N, NULL, b);
             test_check(memcmp(a, b, N * D * sizeof *a) == 0,
                        "tile %d, %d lane(s): the prepared kernels are read", tile, lanes);
             const size_t bytes = unet_prepared_bytes(m);
             unet_unprepare(m);
-            unet_forward(m, p, x, t, N, NULL, b);
+            unet_forward(m, p, x, t, NULL, N, NULL, b);
             test_check(!unet_prepared(m, p) && memcmp(a, b, N * D * sizeof *a) != 0 &&
                            unet_prepared_bytes(m) == 0,
                        "tile %d, %d lane(s): unprepared, the weights are read again", tile,
@@ -193,7 +204,7 @@ static void check_prepare(void) {
                 test_check(rc == -1 && !(mb && unet_prepared(mb, p)) &&
                                strstr(err_msg(), "DDPM_PREPARE_MIB") != NULL,
                            "DDPM_PREPARE_MIB='%s': nothing prepared (%s)", bad[i], err_msg());
-                if (mb) unet_forward(mb, p, x, t, N, NULL, b);
+                if (mb) unet_forward(mb, p, x, t, NULL, N, NULL, b);
                 test_check(mb == NULL || memcmp(a, b, N * D * sizeof *a) == 0,
                            "DDPM_PREPARE_MIB='%s': the forward is unchanged", bad[i]);
                 unet_free(mb);
@@ -240,14 +251,14 @@ static void check_two_models(void) {
     rng_key kx = {7, 1, 0, RNG_PURPOSE_NOISE};
     rng_normal(&kx, x, N * D);
     int t[2] = {5, 700};
-    unet_forward(mw, p, x, t, N, NULL, a);
+    unet_forward(mw, p, x, t, NULL, N, NULL, a);
     unet *ms = unet_create(&c.model, N, 0, &os);
-    unet_forward(ms, p, x, t, N, NULL, e);
+    unet_forward(ms, p, x, t, NULL, N, NULL, e);
     test_check(unet_prepare(mw, p) == 0, "two models: the Winograd one prepared");
-    unet_forward(mw, p, x, t, N, NULL, b);
+    unet_forward(mw, p, x, t, NULL, N, NULL, b);
     test_check(memcmp(a, b, N * D * sizeof *a) == 0,
                "two models: the Winograd model is unchanged by the other's creation");
-    unet_forward(ms, p, x, t, N, NULL, b);
+    unet_forward(ms, p, x, t, NULL, N, NULL, b);
     test_check(memcmp(e, b, N * D * sizeof *e) == 0,
                "two models: the shifted-GEMM model ignores the other's prepared kernels");
     free(p); free(x); free(a); free(b); free(e);
@@ -273,8 +284,8 @@ static void check_tail_chunk(void) {
     rng_key kx = {6, 1, 0, RNG_PURPOSE_NOISE};
     rng_normal(&kx, x, N * D);
     int t[6] = {0, 100, 200, 300, 400, 999};
-    unet_forward(m, p, x, t, N, NULL, a);
-    for (int n = 0; n < N; n++) unet_forward(one, p, x + n * D, t + n, 1, NULL, b + n * D);
+    unet_forward(m, p, x, t, NULL, N, NULL, a);
+    for (int n = 0; n < N; n++) unet_forward(one, p, x + n * D, t + n, NULL, 1, NULL, b + n * D);
     double e = test_rel_err(a + 5 * D, b + 5 * D, D);
     test_check(e < 1e-5, "fashion_mnist batch of 6 (last conv chunk of 1 image): image 5 equals "
                "its lone run (rel err %.2e)", e);
@@ -318,8 +329,8 @@ static void check_learn_sigma(void) {
     rng_key kx = {8, 1, 0, RNG_PURPOSE_NOISE};
     rng_normal(&kx, x, N * D);
     int t[3] = {0, 500, 999};
-    unet_forward(m, p, x, t, N, NULL, o);
-    for (int n = 0; n < N; n++) unet_forward(one, p, x + n * D, t + n, 1, NULL, s + 2 * n * D);
+    unet_forward(m, p, x, t, NULL, N, NULL, o);
+    for (int n = 0; n < N; n++) unet_forward(one, p, x + n * D, t + n, NULL, 1, NULL, s + 2 * n * D);
     double e = test_rel_err(o, s, 2 * N * D);
     test_check(unet_num_lanes(m) == 2 && e < 1e-5,
                "learn_sigma: a batch of 3 in 2 lanes equals each image's lone run, eps and v "
@@ -572,7 +583,7 @@ int main(void) {
     check_conv_env();
     check_tail_chunk();
     check_learn_sigma();
-    check_count("configs/fashion_mnist.yaml", 1623169);
+    check_count("configs/fashion_mnist.yaml", 1624577); /* 1,623,169 + label_emb 11 x 128 */
     check_count("configs/cifar10.yaml", 35746307);
     check_count("configs/lsun256.yaml", 113673219);
     check_init();
