@@ -10,6 +10,7 @@
 #include "common/core/crc32c.h"
 #include "common/core/util.h"
 #include "common/io/image_io.h"
+#include "common/io/jsonl_steps.h"
 #include "common/io/tfevents.h"
 #include "test.h"
 
@@ -116,11 +117,52 @@ static void test_png_memory(void) {
     free(back);
 }
 
+static char *slurp(const char *path) {
+    FILE *f = fopen(path, "rb");
+    if (!f) return NULL;
+    char *buf = calloc(1, 4096);
+    size_t n = fread(buf, 1, 4095, f);
+    buf[n] = 0;
+    fclose(f);
+    return buf;
+}
+
+static void test_jsonl_resume(void) {
+    char path[] = "/tmp/test_jsonl_XXXXXX";
+    int fd = mkstemp(path);
+    if (fd < 0) return;
+    const char *in = "{\"step\": 1, \"loss\": 1}\n{\"step\": 2, \"loss\": 0.9}\n"
+                     "{\"step\": 2, \"eval_bpd\": 7}\nnot a metrics line\n"
+                     "{\"step\": 3, \"loss\": 0.8}\n{\"step\":12}\n{\"step\": 4, \"lo";
+    if (write(fd, in, strlen(in)) != (ssize_t)strlen(in)) return;
+    close(fd);
+    long dropped = -1;
+    int rc = jsonl_drop_after_step(path, 2, &dropped);
+    char *out = slurp(path);
+    test_check(rc == 0 && dropped == 3 && out &&
+                   strcmp(out, "{\"step\": 1, \"loss\": 1}\n{\"step\": 2, \"loss\": 0.9}\n"
+                               "{\"step\": 2, \"eval_bpd\": 7}\nnot a metrics line\n") == 0,
+               "metrics.jsonl from step 2: steps 3 and 12 and the torn last line removed, other lines kept "
+               "(dropped %ld)", dropped);
+    free(out);
+    rc = jsonl_drop_after_step(path, 2, &dropped);
+    test_check(rc == 0 && dropped == 0, "nothing more to remove: the file is left as it is");
+    unlink(path);
+    test_check(jsonl_drop_after_step(path, 0, &dropped) == 0 && dropped == 0,
+               "a missing metrics.jsonl is no error (a fresh run)");
+    uint64_t st = 99;
+    test_check(jsonl_line_step("{\"step\": 18446744073709551615}", &st) && st == UINT64_MAX &&
+                   !jsonl_line_step("{\"step\": 18446744073709551616}", &st) &&
+                   !jsonl_line_step("{\"step\": -1}", &st) && !jsonl_line_step("{\"steps\": 1}", &st),
+               "a line's step: up to 2^64-1; overflow, negative and other keys are no step");
+}
+
 int main(void) {
     test_crc32c_vectors();
     test_record_framing();
     test_open_names();
     test_grid_scale();
     test_png_memory();
+    test_jsonl_resume();
     return test_done();
 }
