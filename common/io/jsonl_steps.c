@@ -58,17 +58,27 @@ static int copy_kept(FILE *in, FILE *out, const char *path, uint64_t max_step, l
 
 int jsonl_drop_after_step(const char *path, uint64_t max_step, long *dropped) {
     *dropped = 0;
+    size_t tn = strlen(path) + 16;
+    char *tmp = xmalloc(tn);
+    snprintf(tmp, tn, "%s.tmp", path);
+    /* a rewrite killed before its rename left this; the caller owns the folder */
+    if (unlink(tmp) != 0 && errno != ENOENT) {
+        err_set("%s: cannot remove: %m", tmp);
+        free(tmp);
+        return -1;
+    }
     FILE *in = fopen(path, "rb");
-    if (!in) return errno == ENOENT ? 0 : err_set("%s: cannot open: %m", path);
+    if (!in) {
+        free(tmp);
+        return errno == ENOENT ? 0 : err_set("%s: cannot open: %m", path);
+    }
     /* a first pass only counts: most starts have nothing to remove */
     int rc = copy_kept(in, NULL, path, max_step, dropped);
     if (rc != 0 || *dropped == 0) {
         fclose(in);
+        free(tmp);
         return rc;
     }
-    size_t tn = strlen(path) + 16;
-    char *tmp = xmalloc(tn);
-    snprintf(tmp, tn, "%s.tmp", path);
     FILE *out = fopen(tmp, "wb");
     if (!out) {
         rc = err_set("%s: cannot create: %m", tmp);

@@ -10,7 +10,9 @@
 /* Rewrites `path` (atomically: temporary file, fsync, rename) without its lines
  * whose leading "step" field is above max_step, and without a last line that has
  * no newline (torn by a kill). Lines that do not start with {"step": N are kept.
- * A missing file is no error; a file with nothing to remove is left untouched.
+ * A missing file is no error; a file with nothing to remove is left untouched. A
+ * `path`.tmp left by a rewrite that was killed is removed first (the caller owns
+ * the folder: ddpm-train holds the run lock).
  * *dropped gets the number of lines removed. 0, or -1 with err_msg() naming the
  * file. Lines are at most JSONL_MAX_LINE bytes (longer ones: an error). */
 #define JSONL_MAX_LINE (1u << 20)

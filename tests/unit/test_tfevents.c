@@ -145,8 +145,13 @@ static void test_jsonl_resume(void) {
                "metrics.jsonl from step 2: steps 3 and 12 and the torn last line removed, other lines kept "
                "(dropped %ld)", dropped);
     free(out);
+    char tmp[64];
+    snprintf(tmp, sizeof tmp, "%s.tmp", path);
+    FILE *stale = fopen(tmp, "wb");
+    if (stale) fclose(stale);
     rc = jsonl_drop_after_step(path, 2, &dropped);
-    test_check(rc == 0 && dropped == 0, "nothing more to remove: the file is left as it is");
+    test_check(rc == 0 && dropped == 0 && access(tmp, F_OK) != 0,
+               "nothing more to remove: the file is left as it is, a stale .tmp of a killed rewrite removed");
     unlink(path);
     test_check(jsonl_drop_after_step(path, 0, &dropped) == 0 && dropped == 0,
                "a missing metrics.jsonl is no error (a fresh run)");
