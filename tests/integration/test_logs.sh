@@ -25,8 +25,8 @@ build/ddpm-train configs/tiny_fashion.yaml model.ch_mult=[1,2] model.num_res_blo
     diffusion.timesteps=20 training.batch_size=4 training.log_every=1 training.threads=1 \
     training.steps=4 training.checkpoint_every=2 output.dir="$TMP/run" 2>"$TMP/train.log" \
     || fail "training: $(tail -3 "$TMP/train.log")"
-grep -q "^step 4/4 .* ETA 0s  ckpt step 2 [0-9]*s ago$" "$TMP/train.log" \
-    && grep -q "^step 1/4 .* ETA [0-9]*s  no ckpt yet$" "$TMP/train.log" \
+grep -q "^step 4/4 .* ETA 0s  ckpt step 2 [0-9hms]* ago$" "$TMP/train.log" \
+    && grep -q "^step 1/4 .* ETA [0-9hms]*  no ckpt yet$" "$TMP/train.log" \
     && ok "training progress lines end with the ETA and the last checkpoint: '$(grep '^step 4/4' "$TMP/train.log" | sed 's/.*img\/s *//')'" \
     || fail "training progress line: $(grep '^step' "$TMP/train.log" | tail -2)"
 CKPT="$TMP/run/ckpt-0000000004.ddpm"

@@ -106,7 +106,6 @@ same_grid single "$TMP/a" 3 ema
 train training.steps=5 output.dir="$TMP/b" training.sample_weights=params >"$TMP/b1.log" 2>&1 \
     || fail "run b: $(tail -3 "$TMP/b1.log")"
 rm -f "$TMP/b/ckpt-0000000005.ddpm"     # as if killed after logging steps 4 and 5
-sleep 1                                  # a later <time> in the new file's name
 train training.steps=6 output.dir="$TMP/b" training.sample_weights=params --resume auto >"$TMP/b2.log" 2>&1 \
     || fail "run b resumed: $(tail -3 "$TMP/b2.log")"
 same_grid params "$TMP/b" 3 params
