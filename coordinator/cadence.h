@@ -13,6 +13,7 @@ typedef struct {
     int log;          /* a metrics.jsonl line and the progress line */
     int checkpoint;   /* a periodic checkpoint (not at the last step: the end writes it) */
     int eval;         /* training.eval_every: bits/dim of the EMA weights */
+    int sample;       /* training.sample_every: a grid of samples */
 } cadence;
 
 static inline cadence cadence_after_step(const training_config *tc, uint64_t step) {
@@ -21,6 +22,7 @@ static inline cadence cadence_after_step(const training_config *tc, uint64_t ste
     c.log = tc->log_every > 0 && (step % (uint64_t)tc->log_every == 0 || last);
     c.checkpoint = tc->checkpoint_every > 0 && step % (uint64_t)tc->checkpoint_every == 0 && !last;
     c.eval = tc->eval_every > 0 && step % (uint64_t)tc->eval_every == 0;
+    c.sample = tc->sample_every > 0 && step % (uint64_t)tc->sample_every == 0;
     return c;
 }
 

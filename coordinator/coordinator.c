@@ -2,6 +2,7 @@
  * (no MPI here). */
 #include <errno.h>
 #include <math.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -9,6 +10,7 @@
 
 #include "common/core/util.h"
 #include "common/eval/bpd.h"
+#include "common/io/jsonl_steps.h"
 #include "coordinator/cadence.h"
 #include "coordinator/coordinator.h"
 
@@ -58,7 +60,8 @@ int coordinator_save_checkpoint(coordinator *tr) {
     if (ckpt_prune_ex(tr->cfg->output.dir, tr->cfg->training.keep_checkpoints, &po) < 0)
         log_warn("pruning old checkpoints: %s", err_msg());
     tr->ckpt_step = tr->step;
-    tr->ckpt_seconds = now_seconds() - t0;
+    tr->t_ckpt = now_seconds();
+    tr->ckpt_seconds = tr->t_ckpt - t0;
     log_info("checkpoint step %llu -> %s (%.1f s)", (unsigned long long)tr->step, path,
              tr->ckpt_seconds);
     return 0;
@@ -218,35 +221,116 @@ static int resume(coordinator *tr, const char *mode) {
     return rc;
 }
 
+/* One metrics.jsonl line: each field's JSON text as printed; TensorBoard gets
+ * every numeric field as a scalar of the same name, parsed back from that text, so
+ * the two files hold the same values. */
+#define METRIC_MAX_FIELDS 24
+typedef struct {
+    int n;
+    const char *name[METRIC_MAX_FIELDS];
+    char text[METRIC_MAX_FIELDS][40];
+} metric_line;
+
+__attribute__((format(printf, 3, 4)))
+static void metric_add(metric_line *m, const char *name, const char *fmt, ...) {
+    if (m->n == METRIC_MAX_FIELDS) return;
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(m->text[m->n], sizeof m->text[m->n], fmt, ap);
+    va_end(ap);
+    m->name[m->n++] = name;
+}
+
+/* After a failed write the event file is closed; training goes on (metrics.jsonl
+ * still has everything). */
+void coordinator_tb_failed(coordinator *tr) {
+    log_warn("TensorBoard event file %s: %s; no further events are written", tr->tb.path,
+             err_msg());
+    tfevents_close(&tr->tb);
+    tr->tb_on = 0;
+}
+
+static void metrics_write(coordinator *tr, const metric_line *m) {
+    fprintf(tr->metrics, "{\"step\": %llu", (unsigned long long)tr->step);
+    for (int i = 0; i < m->n; i++) fprintf(tr->metrics, ", \"%s\": %s", m->name[i], m->text[i]);
+    fprintf(tr->metrics, "}\n");
+    fflush(tr->metrics);
+    if (!tr->tb_on) return;
+    const char *tags[METRIC_MAX_FIELDS];
+    double vals[METRIC_MAX_FIELDS];
+    int n = 0;
+    for (int i = 0; i < m->n; i++) {
+        char *end = NULL;
+        double v = strtod(m->text[i], &end);
+        if (end == m->text[i] || *end) continue; /* null, strings */
+        tags[n] = m->name[i];
+        vals[n++] = v;
+    }
+    if (tfevents_scalars(&tr->tb, (int64_t)tr->step, tags, vals, n) != 0 ||
+        tfevents_flush(&tr->tb) != 0)
+        coordinator_tb_failed(tr);
+}
+
+/* "1h02m", "3m05s", "42s" */
+static void fmt_duration(char *out, size_t cap, double s) {
+    long t = s > 0 && s < 1e9 ? (long)(s + 0.5) : 0;
+    if (t >= 3600)
+        snprintf(out, cap, "%ldh%02ldm", t / 3600, t / 60 % 60);
+    else if (t >= 60)
+        snprintf(out, cap, "%ldm%02lds", t / 60, t % 60);
+    else
+        snprintf(out, cap, "%lds", t);
+}
+
+/* The progress line's tail: time left at this process's pace so far, and the
+ * last checkpoint (this process's, or the one it resumed from). */
+static void progress_tail(const coordinator *tr, double elapsed, char *out, size_t cap) {
+    char eta[32], ago[32];
+    uint64_t done = tr->step - tr->step0;
+    long left = tr->cfg->training.steps - (long)tr->step;
+    fmt_duration(eta, sizeof eta, done && left > 0 ? elapsed / (double)done * (double)left : 0);
+    if (tr->t_ckpt > 0) {
+        fmt_duration(ago, sizeof ago, now_seconds() - tr->t_ckpt);
+        snprintf(out, cap, "  ETA %s  ckpt step %llu %s ago", eta, (unsigned long long)tr->ckpt_step,
+                 ago);
+    } else if (tr->ckpt_step > 0) {
+        snprintf(out, cap, "  ETA %s  ckpt step %llu (resumed)", eta,
+                 (unsigned long long)tr->ckpt_step);
+    } else {
+        snprintf(out, cap, "  ETA %s  no ckpt yet", eta);
+    }
+}
+
 static void log_metrics(coordinator *tr, const loss_stats *st, double gnorm, double lr, double ips,
                         double elapsed, double bytes_sent, double bytes_raw) {
     double pnorm = sqrt(optim_sum_squares(tr->state->params, tr->state->P));
     double loss = st->n ? st->loss_sum / (double)st->n : 0;
-    char q[4][32];
+    static const char *const qn[4] = {"q0", "q1", "q2", "q3"};
+    metric_line m = {0};
+    metric_add(&m, "loss", "%.9g", loss);
     for (int i = 0; i < 4; i++) {
         if (st->q_count[i])
-            snprintf(q[i], sizeof q[i], "%.9g", st->q_sum[i] / (double)st->q_count[i]);
+            metric_add(&m, qn[i], "%.9g", st->q_sum[i] / (double)st->q_count[i]);
         else
-            snprintf(q[i], sizeof q[i], "null");
+            metric_add(&m, qn[i], "null");
     }
-    fprintf(tr->metrics,
-            "{\"step\": %llu, \"loss\": %.9g, \"q0\": %s, \"q1\": %s, \"q2\": %s, \"q3\": %s, "
-            "\"grad_norm\": %.9g, \"param_norm\": %.9g, \"lr\": %.9g, \"images_per_s\": %.4g, "
-            "\"elapsed\": %.3f",
-            (unsigned long long)tr->step, loss, q[0], q[1], q[2], q[3], gnorm, pnorm, lr, ips,
-            elapsed);
-    char wire[96] = "";
+    metric_add(&m, "grad_norm", "%.9g", gnorm);
+    metric_add(&m, "param_norm", "%.9g", pnorm);
+    metric_add(&m, "lr", "%.9g", lr);
+    metric_add(&m, "images_per_s", "%.4g", ips);
+    metric_add(&m, "elapsed", "%.3f", elapsed);
+    char wire[96] = "", tail[128];
     if (bytes_raw > 0) {
-        fprintf(tr->metrics, ", \"bytes_per_step\": %.0f, \"compression\": %.4g", bytes_sent,
-                bytes_raw / bytes_sent);
+        metric_add(&m, "bytes_per_step", "%.0f", bytes_sent);
+        metric_add(&m, "compression", "%.4g", bytes_raw / bytes_sent);
         snprintf(wire, sizeof wire, "  %.2f MB/step sent (%.2fx)", bytes_sent / 1e6,
                  bytes_raw / bytes_sent);
     }
-    fprintf(tr->metrics, "}\n");
-    fflush(tr->metrics);
-    fprintf(stderr, "step %llu/%ld  loss %.5f  grad_norm %.3f  lr %.3g  %.1f img/s  %.0f s%s\n",
+    metrics_write(tr, &m);
+    progress_tail(tr, now_seconds() - tr->t_start, tail, sizeof tail);
+    fprintf(stderr, "step %llu/%ld  loss %.5f  grad_norm %.3f  lr %.3g  %.1f img/s  %.0f s%s%s\n",
             (unsigned long long)tr->step, tr->cfg->training.steps, loss, gnorm, lr, ips, elapsed,
-            wire);
+            wire, tail);
 }
 
 /* training.eval_every: bits/dim of the EMA weights on the first training.eval_images
@@ -286,14 +370,16 @@ int coordinator_eval_bpd(coordinator *tr, unet *model, const diffusion *diff) {
         rc = bpd_evaluate_u8(model, tr->state->ema, &bc, u8, ids, (int)n, C, S, &r, NULL, NULL, NULL);
         if (rc == 0) {
             double ni = r.scalars[BPD_S_IMAGES], secs = now_seconds() - t0;
-            fprintf(tr->metrics,
-                    "{\"step\": %llu, \"eval_bpd\": %.9g, \"eval_bpd_stderr\": %.9g, "
-                    "\"eval_decoder\": %.9g, \"eval_prior\": %.9g, \"eval_images\": %zu, "
-                    "\"eval_stride\": %d, \"eval_weights\": \"ema\", \"eval_seconds\": %.3f}\n",
-                    (unsigned long long)tr->step, bpd_result_mean(&r), bpd_result_stderr(&r),
-                    r.scalars[BPD_S_DECODER] / ni, r.scalars[BPD_S_PRIOR] / ni, n, tc->eval_stride,
-                    secs);
-            fflush(tr->metrics);
+            metric_line m = {0};
+            metric_add(&m, "eval_bpd", "%.9g", bpd_result_mean(&r));
+            metric_add(&m, "eval_bpd_stderr", "%.9g", bpd_result_stderr(&r));
+            metric_add(&m, "eval_decoder", "%.9g", r.scalars[BPD_S_DECODER] / ni);
+            metric_add(&m, "eval_prior", "%.9g", r.scalars[BPD_S_PRIOR] / ni);
+            metric_add(&m, "eval_images", "%zu", n);
+            metric_add(&m, "eval_stride", "%d", tc->eval_stride);
+            metric_add(&m, "eval_weights", "\"ema\"");
+            metric_add(&m, "eval_seconds", "%.3f", secs);
+            metrics_write(tr, &m);
             fprintf(stderr, "step %llu  eval bits/dim %.4f +- %.4f (EMA, %zu images, stride %d, %.1f s)\n",
                     (unsigned long long)tr->step, bpd_result_mean(&r), bpd_result_stderr(&r), n,
                     tc->eval_stride, secs);
@@ -303,6 +389,43 @@ int coordinator_eval_bpd(coordinator *tr, unet *model, const diffusion *diff) {
     free(u8);
     free(ids);
     return rc;
+}
+
+/* metrics.jsonl (without the lines of steps after the one this run starts from:
+ * it logs them again) and a new TensorBoard event file that starts with a
+ * SessionLog START at this run's first step, for the same reason, and the config. */
+static int open_logs(coordinator *c) {
+    const config *cfg = c->cfg;
+    char mpath[CONFIG_PATH_MAX + 32];
+    snprintf(mpath, sizeof mpath, "%s/metrics.jsonl", cfg->output.dir);
+    long dropped = 0;
+    if (jsonl_drop_after_step(mpath, c->step, &dropped) != 0) return -1;
+    if (dropped)
+        log_info("%s: removed %ld line(s) after step %llu (logged after the checkpoint this run "
+                 "starts from; they are logged again)", mpath, dropped,
+                 (unsigned long long)c->step);
+    c->metrics = fopen(mpath, "a");
+    if (!c->metrics) return err_set("%s: cannot open for appending: %m", mpath);
+    if (!cfg->output.tensorboard) return 0;
+    if (tfevents_open(&c->tb, cfg->output.dir) != 0) return -1;
+    c->tb_on = 1;
+    /* indented by four spaces: a markdown code block, so the text plugin keeps
+     * the YAML's lines */
+    size_t n = strlen(c->cfg_yaml), lines = 1;
+    for (size_t i = 0; i < n; i++) lines += c->cfg_yaml[i] == '\n';
+    char *md = xmalloc(n + 4 * lines + 1), *q = md;
+    for (const char *p = c->cfg_yaml; *p; p++) {
+        if (p == c->cfg_yaml || p[-1] == '\n') q += sprintf(q, "    ");
+        *q++ = *p;
+    }
+    *q = 0;
+    int64_t first = (int64_t)c->step + 1;
+    if (tfevents_session_start(&c->tb, first) != 0 || tfevents_text(&c->tb, first, "config", md) != 0 ||
+        tfevents_flush(&c->tb) != 0)
+        coordinator_tb_failed(c);
+    free(md);
+    log_info("TensorBoard events: %s", c->tb_on ? c->tb.path : "off");
+    return 0;
 }
 
 int coordinator_init(coordinator *c, const config *cfg, const unet *model, shard *state,
@@ -332,16 +455,17 @@ int coordinator_init(coordinator *c, const config *cfg, const unet *model, shard
     unet_init(model, state->params, tc->seed);
     memcpy(state->ema, state->params, state->P * sizeof(float));
     if (resume(c, resume_mode) != 0) return -1;
-    char mpath[CONFIG_PATH_MAX + 32];
-    snprintf(mpath, sizeof mpath, "%s/metrics.jsonl", cfg->output.dir);
-    c->metrics = fopen(mpath, "a");
-    if (!c->metrics) return err_set("%s: cannot open for appending: %m", mpath);
+    c->step0 = c->step;
+    c->unet_opt = o->unet_opt;
+    if (open_logs(c) != 0) return -1;
     c->t_start = c->t_window = now_seconds();
     return 0;
 }
 
 void coordinator_free(coordinator *c) {
     if (c->metrics) fclose(c->metrics);
+    if (c->tb_on) tfevents_close(&c->tb);
+    unet_free(c->sample_model);
     runlock_release(&c->lock);
     batch_planner_free(&c->bp);
     ckpt_known_free(&c->ckpt_known);

@@ -12,6 +12,7 @@
 #include "common/ckpt/runlock.h"
 #include "common/config/config.h"
 #include "common/diffusion/diffusion.h"
+#include "common/io/tfevents.h"
 #include "common/model/unet.h"
 #include "common/train/batch.h"
 #include "common/train/grad.h"
@@ -44,6 +45,15 @@ typedef struct {
     /* the log window: images since the last metrics line */
     double t_start, t_window;
     uint64_t window_images;
+    uint64_t step0;             /* the step this process started from (ETA) */
+    double t_ckpt;              /* now_seconds() of this process's last checkpoint (0: none) */
+    /* output.tensorboard: this process's event file (rank 0 only) */
+    tfevents tb;
+    int tb_on;
+    /* training.sample_every: a forward-only model of training.sample_images
+     * images, made at the first grid (owned) */
+    unet_options unet_opt;
+    unet *sample_model;
 } coordinator;
 
 /* What the coordinator is given: the run folder's lock options come from the program. */
@@ -53,6 +63,7 @@ typedef struct {
     double grace_s;
     ckpt_write_opts write_opts;
     uint32_t world_size, servers, workers;
+    unet_options unet_opt;      /* for the sampling model of training.sample_every */
 } coordinator_opts;
 
 /* Creates output.dir, takes its lock (one run at a time), plans batches over
@@ -86,5 +97,17 @@ void coordinator_log_end(const coordinator *c, int stopping, int wrote);
 /* training.eval_every: strided bits/dim of the EMA weights on data.eval_path with
  * `model` (a single process's training model), one more metrics.jsonl line. */
 int coordinator_eval_bpd(coordinator *c, unet *model, const diffusion *diff);
+/* training.sample_every: draws training.sample_images images (seed 0, DDIM over 50
+ * steps, or all T when T <= 50) with `weights` (P floats: the EMA or the params,
+ * as training.sample_weights says) into output.dir/samples/step-<step>.png,
+ * scaled to at least 512 pixels wide, and into TensorBoard. `serve` (may be NULL)
+ * is called after each sampling step (a distributed rank 0 answers liveness
+ * checks there). The same pixels as `ddpm-sample CKPT --ddim --steps 50 -n N -b N
+ * --seed 0 --weights W --grid-scale K` on this step's checkpoint. */
+/* After an event file write failed: warns with err_msg() and writes no further
+ * events (metrics.jsonl keeps everything; training goes on). */
+void coordinator_tb_failed(coordinator *c);
+int coordinator_sample(coordinator *c, const diffusion *diff, const float *weights,
+                       void (*serve)(void));
 
 #endif

@@ -77,6 +77,9 @@ int local_run(coordinator *c, worker *w, const diffusion *diff, tensor_file *dum
         cadence due = cadence_after_step(tc, c->step);
         if (due.checkpoint && coordinator_save_checkpoint(c) != 0) return -1;
         if (due.eval && coordinator_eval_bpd(c, w->model, diff) != 0) return -1;
+        if (due.sample && coordinator_sample(c, diff, tc->sample_weights == SAMPLE_WEIGHTS_EMA
+                                                          ? sh->ema : sh->params, NULL) != 0)
+            return -1;
     }
     if (dump && (dump_params(dump, w->model, "final", sh->params) != 0 ||
                  dump_params(dump, w->model, "ema", sh->ema) != 0))

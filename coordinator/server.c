@@ -203,6 +203,19 @@ static int checkpoint(server *sv, const dist_layout *d) {
     return 0;
 }
 
+/* training.sample_every: every shard sends rank 0 its EMA chunks (unless a
+ * checkpoint just did), and rank 0 draws the grid, answering liveness checks
+ * between sampling steps (the workers wait for its next control message). */
+static int draw_samples(server *sv, const dist_layout *d, int gathered) {
+    int ema = sv->cfg->training.sample_weights == SAMPLE_WEIGHTS_EMA;
+    if (ema && !gathered &&
+        dist_gather_buffers(d, &sv->sh->ema, 1, "EMA gather for the sample grid") != 0)
+        return -1;
+    if (!sv->coord) return 0;
+    return coordinator_sample(sv->coord, sv->diff, ema ? sv->sh->ema : sv->sh->params,
+                              dist_serve_pings);
+}
+
 /* Rank 0: the control message for the step about to run (stop when the run is done). */
 static dist_control next_control(const server *sv) {
     dist_control c = {sv->step, DIST_CTL_STEP, EXIT_OK, 0};
@@ -276,8 +289,9 @@ int server_run(server *sv, dist_layout *d, int *exit_code) {
             coord->step = sv->step;
             coordinator_log_step(coord, &ss.st, gnorm, ss.bytes_sent, ss.bytes_raw);
         }
-        if (cadence_after_step(&sv->cfg->training, sv->step).checkpoint && checkpoint(sv, d) != 0)
-            dist_fail(d);
+        cadence due = cadence_after_step(&sv->cfg->training, sv->step);
+        if (due.checkpoint && checkpoint(sv, d) != 0) dist_fail(d);
+        if (due.sample && draw_samples(sv, d, due.checkpoint) != 0) dist_fail(d);
     }
     *exit_code = ctl.exit_code;
     if (ctl.final_checkpoint && checkpoint(sv, d) != 0) dist_fail(d);

@@ -9,6 +9,7 @@
 #include <stdint.h>
 
 #include "common/config/config.h"
+#include "common/diffusion/diffusion.h"
 #include "common/dist/dist.h"
 #include "coordinator/coordinator.h"
 #include "coordinator/shard.h"
@@ -18,6 +19,7 @@ typedef struct {
     shard *sh;             /* this rank's shard (borrowed) */
     coordinator *coord;    /* rank 0's coordinator (borrowed), NULL on other shards */
     uint64_t step;         /* updates done */
+    const diffusion *diff; /* the schedule (training.sample_every's sampler) */
 } server;
 
 /* The loop, from sv->step until the run ends (exit code in *exit_code); a failure

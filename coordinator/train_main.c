@@ -284,6 +284,8 @@ static int start_roles(train_proc *p, const train_args *a) {
                               .servers = p->distributed ? (uint32_t)c->distributed.servers : 1,
                               .workers = p->distributed ? (uint32_t)(p->world - c->distributed.servers) : 1};
         if (env_ckpt_test_hook(&o.write_opts) != 0) return -1;
+        o.unet_opt = unet_options_default();
+        if (env_unet_options(&o.unet_opt) != 0) return -1;
         p->have_coord = 1;
         if (coordinator_init(&p->coord, c, p->model, &p->sh, p->dataset_size, a->resume_mode, &o) != 0)
             return -1;
@@ -330,7 +332,7 @@ static int run_distributed(train_proc *p) {
     if (p->is_server) {
         float *bufs[3];
         if (dist_scatter_state(d, bufs, shard_state_buffers(&p->sh, bufs)) != 0) dist_fail(d);
-        server sv = {&p->cfg, &p->sh, p->is_coord ? &p->coord : NULL, (uint64_t)step0};
+        server sv = {&p->cfg, &p->sh, p->is_coord ? &p->coord : NULL, (uint64_t)step0, &p->diff};
         server_run(&sv, d, &code);
     } else {
         worker_run(&p->wk, d, (uint64_t)step0, &code);

@@ -14,6 +14,7 @@
 #include "common/ckpt/ckpt_model.h"
 #include "common/config/config.h"
 #include "common/core/blas_setup.h"
+#include "common/core/progress.h"
 #include "common/core/util.h"
 #include "common/data/dataset.h"
 #include "common/diffusion/diffusion.h"
@@ -45,19 +46,11 @@ static void usage(FILE *f) {
             "Run under mpirun to spread the images over ranks.\n");
 }
 
-typedef struct {
-    double t0;
-    int quiet;
-} progress_state;
-
 static void show_progress(void *ctx, size_t done, size_t total) {
-    progress_state *p = ctx;
-    if (p->quiet) return;
-    double el = now_seconds() - p->t0, frac = total ? (double)done / (double)total : 1;
-    fprintf(stderr, "\rbpd: %zu/%zu network evaluations (rank 0), %.0f s, ~%.0f s left  ", done,
-            total, el, frac > 0 ? el / frac - el : 0);
-    if (done == total) fputc('\n', stderr);
-    fflush(stderr);
+    progress *p = ctx;
+    double frac = total ? (double)done / (double)total : 1;
+    progress_update(p, frac, done == total, "bpd: %zu/%zu network evaluations (rank 0), %.0f s, ~%.0f s left",
+                    done, total, progress_elapsed(p), progress_left(p, frac));
 }
 
 /* Loads this rank's share of images [first, first+n) (every world-th) as uint8 CHW. */
@@ -294,10 +287,11 @@ static int run_bpd(bpd_run *r, bpd_opts *o, int rank, int world, int nthreads) {
         log_info("class-conditional model (%d classes): the bound is that of its unconditional "
                  "model, evaluated with the null label", cfg->model.num_classes);
     bpd_config bc = {&r->cm.diff, (int)var, o->clip, (int)o->stride, o->est, o->seed};
-    progress_state ps = {now_seconds(), o->quiet || rank != 0};
+    progress pg;
+    progress_start(&pg, o->quiet || rank != 0 ? NULL : stderr);
     return bpd_evaluate_u8(r->cm.model, r->cm.weights, &bc, r->imgs, r->ids, r->count,
                            cfg->model.in_channels, cfg->model.image_size, &r->res, NULL,
-                           show_progress, &ps);
+                           show_progress, &pg);
 }
 
 /* Every rank learns whether any failed before the reduction, so none hangs. */

@@ -15,6 +15,7 @@
 #include <string.h>
 
 #include "common/core/blas_setup.h"
+#include "common/core/progress.h"
 #include "common/core/util.h"
 #include "common/env/env_opts.h"
 #include "common/eval/fid.h"
@@ -110,18 +111,15 @@ static int npz_features(const char *path, inception **net, const inc_opts *o, fl
     uint8_t *img = xmalloc(D);
     float *p = xfloats(N * INCEPTION_FEATURES);
     float *l = logits ? xfloats(N * INCEPTION_CLASSES) : NULL;
-    double t0 = now_seconds();
+    progress pg;
+    progress_start(&pg, o->quiet ? NULL : stderr);
     int rc = 0;
     for (size_t i = 0; i < N && rc == 0; i++) {
         if ((rc = npz_reader_read(r, img, D)) != 0) break;
         rc = inception_forward_u8(*net, img, 1, H, W, C, p + i * INCEPTION_FEATURES,
                                   l ? l + i * INCEPTION_CLASSES : NULL);
-        if (!o->quiet) {
-            double el = now_seconds() - t0;
-            fprintf(stderr, "\r%s: %zu/%zu images, %.2f images/s  ", path, i + 1, N,
-                    (double)(i + 1) / el);
-            if (i + 1 == N) fputc('\n', stderr);
-        }
+        progress_update(&pg, (double)(i + 1) / (double)N, i + 1 == N, "%s: %zu/%zu images, %.2f images/s",
+                        path, i + 1, N, (double)(i + 1) / progress_elapsed(&pg));
     }
     free(img);
     npz_reader_close(r);

@@ -9,6 +9,8 @@ PKGS=(
   libprotobuf-c-dev protobuf-c-compiler
   libzstd-dev libyaml-dev zlib1g-dev libpng-dev libjpeg-dev libwebp-dev liblmdb-dev
   python3-torch python3-numpy python3-scipy python3-pil python3-yaml zstd
+  # ops/plot_metrics.py (tests/integration/test_logs.sh draws one; nodes need none)
+  python3-matplotlib
   # tools the tests call: /usr/bin/time (peak RSS), pgrep; not on every minimal image
   time procps
   # ip and tc for the emulated cluster (ops/netns-cluster.sh, tests/integration/test_cluster.sh)

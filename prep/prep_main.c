@@ -22,6 +22,7 @@
 
 #include <zstd.h>
 
+#include "common/core/progress.h"
 #include "common/core/util.h"
 #include "common/data/image_source.h"
 #include "common/data/preprocess.h"
@@ -209,30 +210,17 @@ static void *worker_main(void *arg) {
 /* ---------- progress ---------- */
 
 typedef struct {
-    int tty, quiet;
-    uint64_t total, start, last_pct;
-    double t0, last;
-} progress;
+    progress pg;
+    uint64_t total, start;   /* items in all; done before this run */
+} prep_progress;
 
-static void progress_show(progress *pg, uint64_t done, uint64_t records, uint64_t skipped, int final) {
-    if (pg->quiet) return;
-    double now = now_seconds();
-    uint64_t pct = pg->total ? done * 100 / pg->total : 100;
-    if (!final && pg->tty && now - pg->last < 0.25) return;
-    if (!pg->tty && (final ? pg->last_pct == 100 : pct / 10 == pg->last_pct / 10)) return;
-    pg->last = now;
-    pg->last_pct = pct;
-    double rate = (double)(done - pg->start) / (now - pg->t0 + 1e-9);
-    double eta = rate > 0 ? (double)(pg->total - done) / rate : 0;
-    char bar[31];
-    int fill = (int)(pct * 30 / 100);
-    for (int i = 0; i < 30; i++) bar[i] = i < fill ? '#' : '.';
-    bar[30] = 0;
-    fprintf(stderr, "%s[%s] %3llu%% %llu/%llu items, %llu packed, %llu skipped, %.0f img/s, ETA %.0f s%s",
-            pg->tty ? "\r" : "", bar, (unsigned long long)pct, (unsigned long long)done,
-            (unsigned long long)pg->total, (unsigned long long)records, (unsigned long long)skipped,
-            rate, eta, pg->tty && !final ? "   " : "\n");
-    fflush(stderr);
+static void progress_show(prep_progress *pp, uint64_t done, uint64_t records, uint64_t skipped, int final) {
+    double rate = (double)(done - pp->start) / (progress_elapsed(&pp->pg) + 1e-9);
+    double eta = rate > 0 ? (double)(pp->total - done) / rate : 0;
+    progress_update(&pp->pg, pp->total ? (double)done / (double)pp->total : 1, final,
+                    "%llu/%llu items, %llu packed, %llu skipped, %.0f img/s, ETA %.0f s",
+                    (unsigned long long)done, (unsigned long long)pp->total,
+                    (unsigned long long)records, (unsigned long long)skipped, rate, eta);
 }
 
 /* ---------- resume bookkeeping ---------- */
@@ -490,7 +478,7 @@ static int commit_slot(packer *k, const slot *s) {
 
 /* The main thread's loop: keep the ring filled, and commit the oldest slot once
  * a worker is done with it. Returns with the workers told to stop. */
-static int pack_loop(packer *k, pipeline *p, progress *pg, int rc) {
+static int pack_loop(packer *k, pipeline *p, prep_progress *pg, int rc) {
     int eof = 0;
     pthread_mutex_lock(&p->mu);
     while (rc == 0) {
@@ -550,7 +538,8 @@ static int pack(packer *k, uint64_t consumed) {
         if (pthread_create(&th[started], NULL, worker_main, &p) != 0) break;
     if (started == 0) rc = err_set("cannot start worker threads");
 
-    progress pg = {isatty(2), o->quiet, k->total, consumed, 0, now_seconds(), 0};
+    prep_progress pg = {.total = k->total, .start = consumed};
+    progress_start(&pg.pg, o->quiet ? NULL : stderr);
     rc = pack_loop(k, &p, &pg, rc);
     for (int i = 0; i < started; i++) pthread_join(th[i], NULL);
     if (rc == 0) rc = finish(k, p.next_write);
@@ -560,7 +549,7 @@ static int pack(packer *k, uint64_t consumed) {
         log_info("done: %llu records in %zu shard(s) under %s; %llu bad item(s) skipped%s",
                  (unsigned long long)k->records, k->m.n_shards, o->out, (unsigned long long)k->skipped,
                  k->skipped ? " (listed as 'skip' lines in the manifest)" : "");
-    } else if (!o->quiet && pg.tty) {
+    } else if (pg.pg.out && pg.pg.tty) {
         fputc('\n', stderr);
     }
     pipeline_free(&p);

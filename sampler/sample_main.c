@@ -18,6 +18,7 @@
 #include "common/ckpt/ckpt_model.h"
 #include "common/config/config.h"
 #include "common/core/blas_setup.h"
+#include "common/core/progress.h"
 #include "common/core/util.h"
 #include "common/diffusion/diffusion.h"
 #include "common/env/env_opts.h"
@@ -51,6 +52,8 @@ static void usage(FILE *f) {
             "  --seed S              noise seed (default 0)\n"
             "  --weights W           ema (default) | params (the raw trained weights)\n"
             "  --grid PATH           PNG grid (default samples.png; 'none' to skip)\n"
+            "  --grid-scale K        draw each grid pixel as a KxK block (nearest neighbour,\n"
+            "                        1..64, default 1): 28-pixel images at K 4 are easy to see\n"
             "  --npz PATH            .npz of uint8 NHWC images under arr_0 (default samples.npz;\n"
             "                        'none' to skip)\n"
             "  --png-dir DIR         also write one PNG per image into DIR\n"
@@ -62,38 +65,29 @@ static void usage(FILE *f) {
             "                        eps = (1 + W) eps(x, class) - W eps(x, null); 0: plain\n"
             "                        conditional (default 0)\n"
             "  --threads N           BLAS threads (default: the CPUs given to the process)\n"
-            "  -q, --quiet           no progress bar\n");
+            "  -q, --quiet           no progress (on a terminal a redrawn line; in a file a\n"
+            "                        line per 10%% or 30 s)\n");
 }
 
 typedef struct {
-    double t0;
+    progress pg;
     int done_images, total_images, batch_images;
-    int quiet;
 } progress_state;
 
 static void show_progress(void *ctx, int step_done, int steps_total) {
     progress_state *p = ctx;
-    if (p->quiet) return;
     double frac = ((double)p->done_images + (double)p->batch_images * step_done / steps_total) /
                   (double)p->total_images;
-    double el = now_seconds() - p->t0;
-    double eta = frac > 0 ? el / frac - el : 0;
-    int bar = (int)(frac * 30);
-    char b[31];
-    for (int i = 0; i < 30; i++) b[i] = i < bar ? '#' : '.';
-    b[30] = 0;
-    fprintf(stderr, "\r[%s] %5.1f%%  images %d-%d/%d  step %d/%d  %.0fs elapsed, ~%.0fs left  ", b,
-            100 * frac, p->done_images, p->done_images + p->batch_images, p->total_images,
-            step_done, steps_total, el, eta);
-    if (step_done == steps_total && p->done_images + p->batch_images == p->total_images)
-        fputc('\n', stderr);
-    fflush(stderr);
+    int final = step_done == steps_total && p->done_images + p->batch_images == p->total_images;
+    progress_update(&p->pg, frac, final, "images %d-%d/%d  step %d/%d  %.0fs elapsed, ~%.0fs left",
+                    p->done_images, p->done_images + p->batch_images, p->total_images, step_done,
+                    steps_total, progress_elapsed(&p->pg), progress_left(&p->pg, frac));
 }
 
 typedef struct {
     const char *ckpt, *spec, *variance, *grid, *npz, *png_dir;
     int which; /* CKPT_EMA | CKPT_PARAMS */
-    long n, batch, threads;
+    long n, batch, threads, grid_scale;
     unsigned long long first, seed;
     sampler_kind kind;
     int clip, quiet;      /* clip: -1 for the sampler's default */
@@ -126,7 +120,8 @@ static int check_sampler_options(const sample_opts *o) {
 static int parse_args(int argc, char **argv, sample_opts *o) {
     *o = (sample_opts){.spec = "", .grid = "samples.png", .npz = "samples.npz",
                        .which = CKPT_EMA, .n = 64, .batch = 16, .clip = -1,
-                       .spacing = -1, .kind = SAMPLER_ANCESTRAL, .cls = CLASS_NONE};
+                       .spacing = -1, .kind = SAMPLER_ANCESTRAL, .cls = CLASS_NONE,
+                       .grid_scale = 1};
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
         const char *v = i + 1 < argc ? argv[i + 1] : NULL;
@@ -190,6 +185,10 @@ static int parse_args(int argc, char **argv, sample_opts *o) {
         } else if (!strcmp(a, "--grid")) {
             NEED_VALUE();
             o->grid = v;
+        } else if (!strcmp(a, "--grid-scale")) {
+            NEED_VALUE();
+            o->grid_scale = strtol(v, &end, 10);
+            if (*end || o->grid_scale < 1 || o->grid_scale > IMAGE_MAX_GRID_SCALE) goto bad;
         } else if (!strcmp(a, "--npz")) {
             NEED_VALUE();
             o->npz = v;
@@ -350,7 +349,8 @@ static int make_png_dir(const char *dir) {
 
 /* Draws images first .. first+n-1, batch by batch, into r->u8. */
 static void draw_images(sample_run *r, const sample_opts *o) {
-    progress_state ps = {now_seconds(), 0, (int)o->n, 0, o->quiet};
+    progress_state ps = {.total_images = (int)o->n};
+    progress_start(&ps.pg, o->quiet ? NULL : stderr);
     for (long i = 0; i < o->n; i += o->batch) {
         int nb = (int)(o->n - i < o->batch ? o->n - i : o->batch);
         ps.done_images = (int)i;
@@ -359,7 +359,7 @@ static void draw_images(sample_run *r, const sample_opts *o) {
                     r->y ? r->y + i : NULL, r->x, show_progress, &ps);
         sampler_to_uint8_nhwc(r->x, nb, r->C, r->S, r->u8 + (size_t)i * r->D);
     }
-    double secs = now_seconds() - ps.t0;
+    double secs = progress_elapsed(&ps.pg);
     int evals = (r->y && o->guidance > 0) ? 2 : 1; /* guided: two epsilons per step */
     log_info("sampled %ld images in %.1f s (%.3f images/s, %.1f network evaluations/s)", o->n,
              secs, (double)o->n / secs, (double)o->n * evals * sampler_num_steps(&r->s) / secs);
@@ -378,7 +378,7 @@ static int write_class_grid(const sample_run *r, const sample_opts *o) {
         int c = r->y[i];
         memcpy(grid + ((size_t)c * cols + count[c]++) * r->D, r->u8 + (size_t)i * r->D, r->D);
     }
-    int rc = image_write_grid_png(o->grid, grid, K * cols, r->S, r->C, cols);
+    int rc = image_write_grid_png_scaled(o->grid, grid, K * cols, r->S, r->C, cols, (int)o->grid_scale);
     free(grid);
     free(count);
     return rc;
@@ -390,7 +390,8 @@ static int write_outputs(const sample_run *r, const sample_opts *o) {
     if (strcmp(o->grid, "none") != 0) {
         int cols = (int)ceil(sqrt((double)o->n));
         if (o->cls == CLASS_ALL ? write_class_grid(r, o) != 0
-                                : image_write_grid_png(o->grid, r->u8, n, S, C, cols) != 0)
+                                : image_write_grid_png_scaled(o->grid, r->u8, n, S, C, cols,
+                                                              (int)o->grid_scale) != 0)
             return -1;
         log_info("wrote %s", o->grid);
     }

@@ -27,6 +27,7 @@ _Static_assert(sizeof(sampling_variance) == sizeof(int), "enum size");
 _Static_assert(sizeof(timestep_sampler) == sizeof(int), "enum size");
 _Static_assert(sizeof(data_format) == sizeof(int), "enum size");
 _Static_assert(sizeof(wire_codec) == sizeof(int), "enum size");
+_Static_assert(sizeof(sample_weights_kind) == sizeof(int), "enum size");
 
 #define CMDLINE_NAME "<command line>"
 #define MAX_FILE_BYTES (1u << 20)
@@ -56,6 +57,7 @@ typedef struct {
 static const char *const g_schedules[] = {"linear", "cosine", NULL};
 static const char *const g_variances[] = {"beta", "beta_tilde", NULL};
 static const char *const g_samplers[] = {"uniform", "stratified", NULL};
+static const char *const g_sample_weights[] = {"ema", "params", NULL};
 static const char *const g_formats[] = {"idx", "cifar10", "image_folder", "shards", NULL};
 
 #define OFF(f) offsetof(config, f)
@@ -123,6 +125,9 @@ static const key_def g_keys[] = {
     INT_KEY(SEC_TRAINING, "eval_images", training.eval_images, 1, 1000000, 0),
     INT_KEY(SEC_TRAINING, "eval_stride", training.eval_stride, 1, 100000, 0),
     DBL_KEY(SEC_TRAINING, "label_dropout", training.label_dropout, 0, 0, 1, 1, 0),
+    INT_MIN_KEY(SEC_TRAINING, "sample_every", training.sample_every, 0, 0),
+    INT_KEY(SEC_TRAINING, "sample_images", training.sample_images, 1, 256, 0),
+    ENUM_KEY(SEC_TRAINING, "sample_weights", training.sample_weights, g_sample_weights, 0),
 
     ENUM_KEY(SEC_DATA, "format", data.format, g_formats, 1),
     STR_KEY(SEC_DATA, "path", data.path, 1),
@@ -136,6 +141,7 @@ static const key_def g_keys[] = {
     DBL_KEY(SEC_DISTRIBUTED, "timeout_s", distributed.timeout_s, 0, 1, 1e6, 0, 0),
 
     STR_KEY(SEC_OUTPUT, "dir", output.dir, 1),
+    BOOL_KEY(SEC_OUTPUT, "tensorboard", output.tensorboard),
 };
 #define NUM_KEYS ((int)(sizeof g_keys / sizeof g_keys[0]))
 /* key_line slots: keys first, then sections. */
@@ -177,6 +183,8 @@ void config_defaults(config *c) {
     c->training.eval_every = 0;
     c->training.eval_images = 64;
     c->training.eval_stride = 50;
+    c->training.sample_images = 16;
+    c->output.tensorboard = 1;
     c->data.format = DATA_IDX;
     c->distributed.servers = 1;
     c->distributed.codec = CODEC_FP32;

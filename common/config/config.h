@@ -34,6 +34,9 @@
 
 
 
+/* Which weights training.sample_every draws with. */
+typedef enum { SAMPLE_WEIGHTS_EMA = 0, SAMPLE_WEIGHTS_PARAMS = 1 } sample_weights_kind;
+
 typedef struct {
     int timesteps;                /* T, required, 1..100000 */
     beta_schedule schedule;       /* "linear" | "cosine", default linear */
@@ -68,6 +71,10 @@ typedef struct {
     double label_dropout;   /* default 0, [0, 1): probability that a sample's class label is
                                replaced by the null label (classifier-free guidance); needs
                                model.num_classes > 0; may change at a resume */
+    int sample_every;       /* default 0 = off; >= 0: a grid of samples every K steps
+                               (output.dir/samples/step-<step>.png, TensorBoard) */
+    int sample_images;      /* default 16, 1..256: images in that grid */
+    sample_weights_kind sample_weights; /* "ema" (default) | "params" */
 } training_config;
 
 typedef struct {
@@ -88,6 +95,7 @@ typedef struct {
 
 typedef struct {
     char dir[CONFIG_PATH_MAX]; /* required, non-empty: run folder (checkpoints, metrics.jsonl) */
+    int tensorboard;           /* bool, default true: TensorBoard event files in dir */
 } output_config;
 
 typedef struct {

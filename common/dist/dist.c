@@ -359,6 +359,10 @@ int dist_gather_state(const dist_layout *d, float *const *bufs, int n_bufs) {
     return move_state(d, bufs, n_bufs, 0, "optimizer state gather for the checkpoint");
 }
 
+int dist_gather_buffers(const dist_layout *d, float *const *bufs, int n_bufs, const char *phase) {
+    return move_state(d, bufs, n_bufs, 0, phase);
+}
+
 void dist_final_barrier(const dist_layout *d, double wait_s) {
     MPI_Request r;
     MPI_Ibarrier(MPI_COMM_WORLD, &r);

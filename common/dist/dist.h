@@ -165,6 +165,9 @@ int dist_bcast_params(const dist_layout *d, float *params, int from_rank0);
  * checkpoint). Server ranks only. */
 int dist_scatter_state(const dist_layout *d, float *const *bufs, int n_bufs);
 int dist_gather_state(const dist_layout *d, float *const *bufs, int n_bufs);
+/* The same gather for another purpose, named `phase` in its errors (the EMA
+ * before rank 0 draws training.sample_every's grid). */
+int dist_gather_buffers(const dist_layout *d, float *const *bufs, int n_bufs, const char *phase);
 /* Every rank, after its loop: waits until rank 0 has finished its final checkpoint,
  * so that no rank exits (and makes mpirun end the job) while rank 0 still writes.
  * Waits at most wait_s; a rank that gives up says so and exits with its code. */

@@ -436,6 +436,27 @@ static int png_encode(FILE *f, const char *path, const uint8_t *hwc, int width, 
     return 0;
 }
 
+int image_encode_png(const uint8_t *hwc, int width, int height, int channels, uint8_t **png,
+                     size_t *len) {
+    *png = NULL;
+    *len = 0;
+    if (channels != 1 && channels != 3) return err_set("PNG channels must be 1 or 3, got %d", channels);
+    if (width <= 0 || height <= 0) return err_set("invalid image size %dx%d", width, height);
+    char *buf = NULL;
+    size_t n = 0;
+    FILE *f = open_memstream(&buf, &n);
+    if (!f) return err_set("PNG in memory: %m");
+    int rc = png_encode(f, "PNG in memory", hwc, width, height, channels);
+    if (fclose(f) != 0 && rc == 0) rc = err_set("PNG in memory: %m");
+    if (rc != 0) {
+        free(buf);
+        return -1;
+    }
+    *png = (uint8_t *)buf;
+    *len = n;
+    return 0;
+}
+
 int image_write_png(const char *path, const uint8_t *hwc, int width, int height, int channels) {
     if (channels != 1 && channels != 3) return err_set("%s: PNG channels must be 1 or 3, got %d", path, channels);
     if (width <= 0 || height <= 0) return err_set("%s: invalid image size %dx%d", path, width, height);
@@ -483,15 +504,63 @@ void image_grid_fill(uint8_t *out, const uint8_t *nhwc, int n, int size, int cha
     }
 }
 
-int image_write_grid_png(const char *path, const uint8_t *nhwc, int n, int size, int channels, int cols) {
-    if (n <= 0 || size <= 0 || cols <= 0)
-        return err_set("%s: invalid grid (n %d, size %d, cols %d)", path, n, size, cols);
-    if (channels != 1 && channels != 3) return err_set("%s: PNG channels must be 1 or 3, got %d", path, channels);
+void image_upscale_nearest(const uint8_t *in, int width, int height, int channels, int k,
+                           uint8_t *out) {
+    size_t row = (size_t)width * k * channels;
+    for (int y = 0; y < height; y++) {
+        uint8_t *o = out + (size_t)y * k * row;
+        const uint8_t *src = in + (size_t)y * width * channels;
+        for (int x = 0; x < width; x++)
+            for (int r = 0; r < k; r++)
+                memcpy(o + ((size_t)x * k + r) * channels, src + (size_t)x * channels, (size_t)channels);
+        for (int r = 1; r < k; r++) memcpy(o + (size_t)r * row, o, row);
+    }
+}
+
+uint8_t *image_grid_make(const char *name, const uint8_t *nhwc, int n, int size, int channels,
+                         int cols, int scale, int *width, int *height) {
+    if (n <= 0 || size <= 0 || cols <= 0 || scale < 1 || scale > IMAGE_MAX_GRID_SCALE) {
+        err_set("%s: invalid grid (n %d, size %d, cols %d, scale %d)", name, n, size, cols, scale);
+        return NULL;
+    }
+    if (channels != 1 && channels != 3) {
+        err_set("%s: PNG channels must be 1 or 3, got %d", name, channels);
+        return NULL;
+    }
     int gw, gh;
     image_grid_dims(n, size, cols, &gw, &gh);
+    size_t dims[4] = {(size_t)gw, (size_t)gh, (size_t)scale * scale, (size_t)channels}, bytes;
+    if (size_prod(dims, 4, &bytes) != 0 || bytes / (size_t)channels > IMAGE_MAX_PIXELS) {
+        err_set("%s: a grid of %dx%d pixels scaled %d times is over the limit of %zu pixels", name,
+                gw, gh, scale, IMAGE_MAX_PIXELS);
+        return NULL;
+    }
     uint8_t *grid = xmalloc((size_t)gw * gh * channels);
     image_grid_fill(grid, nhwc, n, size, channels, cols);
+    *width = gw * scale;
+    *height = gh * scale;
+    if (scale == 1) return grid;
+    uint8_t *big = xmalloc(bytes);
+    image_upscale_nearest(grid, gw, gh, channels, scale, big);
+    free(grid);
+    return big;
+}
+
+int image_write_grid_png_scaled(const char *path, const uint8_t *nhwc, int n, int size,
+                                int channels, int cols, int scale) {
+    int gw, gh;
+    uint8_t *grid = image_grid_make(path, nhwc, n, size, channels, cols, scale, &gw, &gh);
+    if (!grid) return -1;
     int rc = image_write_png(path, grid, gw, gh, channels);
     free(grid);
     return rc;
+}
+
+int image_write_grid_png(const char *path, const uint8_t *nhwc, int n, int size, int channels, int cols) {
+    return image_write_grid_png_scaled(path, nhwc, n, size, channels, cols, 1);
+}
+
+int image_grid_scale_for(int width, int min_width) {
+    int k = width >= min_width ? 1 : (min_width + width - 1) / width;
+    return k > IMAGE_MAX_GRID_SCALE ? IMAGE_MAX_GRID_SCALE : k;
 }

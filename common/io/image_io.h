@@ -61,6 +61,26 @@ int image_write_png(const char *path, const uint8_t *hwc, int width, int height,
  * (as torchvision's make_grid(padding=2)), written as a PNG. Returns 0 or -1. */
 int image_write_grid_png(const char *path, const uint8_t *nhwc, int n, int size, int channels, int cols);
 
+/* The largest --grid-scale: beyond it a pixel is no easier to see. */
+#define IMAGE_MAX_GRID_SCALE 64
+
+/* The same grid with every pixel drawn as a scale x scale block (nearest
+ * neighbour: no pixel value is invented). Refused above IMAGE_MAX_PIXELS. */
+int image_write_grid_png_scaled(const char *path, const uint8_t *nhwc, int n, int size,
+                                int channels, int cols, int scale);
+/* That grid in memory (caller frees; HWC, *width x *height), or NULL with err_msg()
+ * (name names it in messages). */
+uint8_t *image_grid_make(const char *name, const uint8_t *nhwc, int n, int size, int channels,
+                         int cols, int scale, int *width, int *height);
+/* out (width*k x height*k) = in with every pixel repeated k x k times. */
+void image_upscale_nearest(const uint8_t *in, int width, int height, int channels, int k,
+                           uint8_t *out);
+/* The smallest scale (1..IMAGE_MAX_GRID_SCALE) that makes `width` at least min_width. */
+int image_grid_scale_for(int width, int min_width);
+/* A PNG file's bytes in memory (caller frees *png). 0 or -1. */
+int image_encode_png(const uint8_t *hwc, int width, int height, int channels, uint8_t **png,
+                     size_t *len);
+
 /* Lay out the grid described above into `out` (caller-owned; see image_grid_dims). */
 void image_grid_fill(uint8_t *out, const uint8_t *nhwc, int n, int size, int channels, int cols);
 /* Width and height of that grid. */

@@ -137,7 +137,8 @@ if build/tools/ckpt_state "$final" "$TMP/run.tns" >/dev/null 2>&1 && build/tools
 else
     fail "final state after $kills kills differs from the uninterrupted run (seed $SEED)"
 fi
-# steps done twice (after a kill) logged the same numbers both times, and the reference's
+# every step logged once (a restart removes the lines logged after its checkpoint),
+# with the uninterrupted run's numbers
 if $PY - "$RUN/metrics.jsonl" "$TMP/ref/metrics.jsonl" "$STEPS" >"$TMP/metrics.cmp" 2>&1 <<'PYEOF'
 import json, sys
 drop = {"images_per_s", "elapsed"}
@@ -152,9 +153,11 @@ n = int(sys.argv[3])
 by_step = {r["step"]: r for r in ref}
 assert sorted(by_step) == list(range(1, n + 1))
 assert {r["step"] for r in run} == set(by_step), "steps missing"
+# each start removes the lines logged after its checkpoint (logged again)
+assert len(run) == n, f"{len(run)} lines for {n} steps: a step logged twice"
 for r in run:
     assert r == by_step[r["step"]], (r, by_step[r["step"]])
-print(f"{len(run)} lines for {n} steps, {len(run) - n} recomputed after kills")
+print(f"{len(run)} lines for {n} steps, each once")
 PYEOF
 then
     ok "metrics: $(tail -1 "$TMP/metrics.cmp"); every line equals the uninterrupted run's"

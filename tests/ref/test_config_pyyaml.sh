@@ -29,10 +29,11 @@ defaults = {
                  "ema_decay": 0.9999, "adam_beta1": 0.9, "adam_beta2": 0.999, "adam_eps": 1e-8,
                  "timestep_sampler": "uniform", "log_every": 10, "checkpoint_every": 1000,
                  "keep_checkpoints": 3, "threads": 0, "eval_every": 0, "eval_images": 64,
-                 "eval_stride": 50, "label_dropout": 0.0},
+                 "eval_stride": 50, "label_dropout": 0.0, "sample_every": 0,
+                 "sample_images": 16, "sample_weights": "ema"},
     "data": {"eval_path": "", "random_flip": False, "labels_path": ""},
     "distributed": {"servers": 1, "codec": "fp32", "zstd_level": 1, "timeout_s": 60.0},
-    "output": {},
+    "output": {"tensorboard": True},
 }
 bad = []
 for sec, keys in b.items():

@@ -756,7 +756,8 @@ static void test_hostile_numbers(void) {
         "diffusion.timesteps", "training.batch_size", "training.micro_batch",
         "training.warmup_steps", "training.log_every", "training.checkpoint_every",
         "training.keep_checkpoints", "training.threads", "training.eval_every",
-        "training.eval_images", "training.eval_stride", "distributed.servers",
+        "training.eval_images", "training.eval_stride", "training.sample_every",
+        "training.sample_images", "distributed.servers",
         "distributed.zstd_level"};
     static const char *const huge[] = {"2147483648", "-2147483649", "4294967296",
                                        "9223372036854775807", "9223372036854775808",
