@@ -7,6 +7,7 @@
 #include <string.h>
 #include <sys/stat.h>
 
+#include "common/ckpt/weights_io.h"
 #include "common/core/util.h"
 #include "common/eval/bpd.h"
 #include "coordinator/cadence.h"
@@ -23,16 +24,7 @@ static void fill_header(const coordinator *tr, ckpt_header *h, ckpt_tensor *tens
     h->servers = tr->servers;
     h->workers = tr->workers;
     h->n_params = tr->state->P;
-    const unet_tensor *t = unet_tensors(tr->model);
-    h->n_tensors = unet_num_tensors(tr->model);
-    for (int i = 0; i < h->n_tensors; i++) {
-        tens[i].name = (char *)t[i].name;
-        tens[i].ndim = t[i].ndim;
-        for (int d = 0; d < t[i].ndim; d++) tens[i].shape[d] = t[i].shape[d];
-        tens[i].offset = t[i].offset;
-        tens[i].size = t[i].size;
-    }
-    h->tensors = tens;
+    weights_header_tensors(h, tr->model, tens);
 }
 
 static void log_set_aside(void *arg, const char *path, const char *aside, const char *why) {
