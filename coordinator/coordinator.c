@@ -158,6 +158,7 @@ static int load_checkpoint(coordinator *tr, const char *path, int *corrupt) {
         log_info("resume: settings changed since the checkpoint: %s", diff);
     tr->step = h.step;
     tr->ckpt_step = h.step;
+    tr->resumed = 1;
     log_info("resumed from %s at step %llu (written by %u rank(s))", path,
              (unsigned long long)h.step, h.world_size);
 done:
@@ -297,6 +298,24 @@ int coordinator_eval_bpd(coordinator *tr, unet *model, const diffusion *diff) {
     return rc;
 }
 
+/* --init-from: a new run (step 0, fresh Adam, its own data order) from given
+ * weights; the model section must be the config's (weights_init_from). */
+static int init_from(coordinator *c, const coordinator_opts *o) {
+    if (!o->init_from) return 0;
+    if (c->resumed) {
+        log_info("--init-from %s ignored: resuming this run from its own checkpoint (step %llu)",
+                 o->init_from, (unsigned long long)c->step);
+        return 0;
+    }
+    shard *st = c->state;
+    if (weights_init_from(o->init_from, o->init_which, c->model, c->cfg, st->params) != 0)
+        return err_prefix("--init-from: ");
+    memcpy(st->ema, st->params, st->P * sizeof(float));
+    log_info("initialised from %s (params and EMA; a new run: step 0, fresh Adam, data order "
+             "and schedule from the config)", o->init_from);
+    return 0;
+}
+
 int coordinator_init(coordinator *c, const config *cfg, const unet *model, shard *state,
                      uint64_t dataset_size, const char *resume_mode, const coordinator_opts *o) {
     memset(c, 0, sizeof *c);
@@ -323,7 +342,7 @@ int coordinator_init(coordinator *c, const config *cfg, const unet *model, shard
         return -1;
     unet_init(model, state->params, tc->seed);
     memcpy(state->ema, state->params, state->P * sizeof(float));
-    if (resume(c, resume_mode) != 0) return -1;
+    if (resume(c, resume_mode) != 0 || init_from(c, o) != 0) return -1;
     char mpath[CONFIG_PATH_MAX + 32];
     snprintf(mpath, sizeof mpath, "%s/metrics.jsonl", cfg->output.dir);
     c->metrics = fopen(mpath, "a");
