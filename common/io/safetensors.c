@@ -210,7 +210,8 @@ static int parse_tensor(jp *j, st_tensor *t) {
     int seen = 0;
     snprintf(j->ctx, sizeof j->ctx, "tensor '%.200s': ", t->name);
     if (jp_expect(j, '{')) return -1;
-    if (!jp_accept(j, '}')) do {
+    if (jp_accept(j, '}')) return err_set("%s: tensor '%s': missing dtype", j->path, t->name);
+    do {
         char *key;
         if (jp_string(j, &key, 64)) return -1;
         int bit = !strcmp(key, "dtype") ? 1 : !strcmp(key, "shape") ? 2 : !strcmp(key, "data_offsets") ? 4 : 0;
@@ -335,7 +336,8 @@ static int parse_header(st_file *sf, const uint8_t *s, size_t n) {
     jp j = {sf->path, s, n, 0, ""};
     int cap = 0;
     if (jp_expect(&j, '{')) return -1;
-    if (!jp_accept(&j, '}')) do {
+    if (jp_accept(&j, '}')) goto end;
+    do {
         char *name;
         if (jp_string(&j, &name, ST_MAX_NAME)) return -1;
         if (jp_expect(&j, ':')) {
@@ -357,6 +359,7 @@ static int parse_header(st_file *sf, const uint8_t *s, size_t n) {
         if (parse_tensor(&j, t) || check_sizes(sf, t)) return -1;
     } while (jp_accept(&j, ','));
     if (jp_expect(&j, '}')) return -1;
+end:
     jp_ws(&j);
     if (j.i != n) return JP_ERR(&j, "text after the header object");
     return check_layout(sf);
