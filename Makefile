@@ -136,6 +136,7 @@ install: all
 	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/share/ddpm-cluster/configs
 	install -m 755 $(PROGRAMS) $(DESTDIR)$(PREFIX)/bin/
 	install -m 644 configs/*.yaml $(DESTDIR)$(PREFIX)/share/ddpm-cluster/configs/
+	install -m 644 export/ddpm_unet.py $(DESTDIR)$(PREFIX)/share/ddpm-cluster/
 
 clean:
 	rm -rf build build-san
