@@ -40,6 +40,7 @@ TRAIN_SRC := $(wildcard coordinator/*.c worker/*.c)
 SAMPLE_SRC := $(wildcard sampler/*.c)
 PREP_SRC := $(wildcard prep/*.c)
 EVAL_SRC := $(wildcard eval/*.c)
+# export/: two programs, one main each (ddpm-export, ddpm-import; no MPI)
 UNIT_SRC := $(wildcard tests/unit/test_*.c)
 TOOL_SRC := $(wildcard tests/tools/*.c)
 BENCH_SRC := $(wildcard bench/*.c)
@@ -83,7 +84,8 @@ SAN_UNIT_BINS := $(patsubst tests/unit/%.c,build-san/tests/%,$(UNIT_SRC))
 TOOL_BINS := $(patsubst tests/tools/%.c,build/tools/%,$(TOOL_SRC))
 SAN_TOOL_BINS := $(patsubst tests/tools/%.c,build-san/tools/%,$(TOOL_SRC))
 
-PROGRAMS := build/ddpm-train build/ddpm-sample build/ddpm-prep build/ddpm-eval
+PROGRAMS := build/ddpm-train build/ddpm-sample build/ddpm-prep build/ddpm-eval build/ddpm-export \
+            build/ddpm-import
 
 .PHONY: all test test-build bench bench-memory bench-dist install clean
 all: $(PROGRAMS)
@@ -101,6 +103,12 @@ build/ddpm-prep: $(patsubst %.c,build/obj/%.o,$(PREP_SRC)) build/libddpm.a
 build/ddpm-eval: $(patsubst %.c,build/obj/%.o,$(EVAL_SRC)) build/libddpm.a
 	$(CC) $(BASE_CFLAGS) $(OPT) $^ -o $@ $(MPI_LIBS) $(LDLIBS)
 
+
+build/ddpm-export: build/obj/export/export_main.o build/libddpm.a
+	$(CC) $(BASE_CFLAGS) $(OPT) $^ -o $@ $(LDLIBS)
+
+build/ddpm-import: build/obj/export/import_main.o build/libddpm.a
+	$(CC) $(BASE_CFLAGS) $(OPT) $^ -o $@ $(LDLIBS)
 
 test-build: all $(UNIT_BINS) $(SAN_UNIT_BINS) $(TOOL_BINS) $(SAN_TOOL_BINS)
 
@@ -128,6 +136,7 @@ install: all
 	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/share/ddpm-cluster/configs
 	install -m 755 $(PROGRAMS) $(DESTDIR)$(PREFIX)/bin/
 	install -m 644 configs/*.yaml $(DESTDIR)$(PREFIX)/share/ddpm-cluster/configs/
+	install -m 644 export/ddpm_unet.py $(DESTDIR)$(PREFIX)/share/ddpm-cluster/
 
 clean:
 	rm -rf build build-san

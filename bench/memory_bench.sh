@@ -2,7 +2,7 @@
 # Peak memory of one training step, C against PyTorch 1.13, at several micro-batches
 # (docs/memory.md). Each point is a fresh process running one forward + backward +
 # Adam step: bench/mem_step.c (C) and bench/torch_mem.py (the same U-Net from
-# tests/ref/ddpm_torch.py, float32). Both report getrusage's ru_maxrss and the step's
+# export/ddpm_unet.py, float32). Both report getrusage's ru_maxrss and the step's
 # seconds per image. Runs are strictly one after the other (memory and cores are
 # shared); PyTorch gets the OpenBLAS kernel the C program reports, as in run_bench.sh.
 #

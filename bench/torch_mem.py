@@ -1,5 +1,5 @@
 """PyTorch 1.13 counterpart of bench/mem_step.c: one training step (forward +
-backward + Adam) of the same U-Net (tests/ref/ddpm_torch.py), float32, at one
+backward + Adam) of the same U-Net (export/ddpm_unet.py), float32, at one
 micro-batch, in a fresh process; prints peak RSS (getrusage ru_maxrss) and seconds
 per image as "key value" lines.
 
@@ -14,8 +14,8 @@ import torch
 import torch.nn.functional as F
 import yaml
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests", "ref"))
-from ddpm_torch import UNet  # noqa: E402
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "export"))
+from ddpm_unet import UNet  # noqa: E402
 
 
 def main():

@@ -1,6 +1,6 @@
 """The PyTorch 1.13 counterpart of bench_step: one training step (forward +
 backward + Adam) or one forward pass (no_grad) of the same U-Net
-(tests/ref/ddpm_torch.py), float32, random inputs, median seconds per step.
+(export/ddpm_unet.py), float32, random inputs, median seconds per step.
 
 usage: torch_step.py train|forward CONFIG.yaml BATCH [--threads T] [--steps S] [--warmup W]
 Prints "key value" lines like bench_step."""
@@ -14,8 +14,8 @@ import torch
 import torch.nn.functional as F
 import yaml
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests", "ref"))
-from ddpm_torch import UNet  # noqa: E402
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "export"))
+from ddpm_unet import UNet  # noqa: E402
 
 
 def main():

@@ -8,6 +8,7 @@
 #include <string.h>
 #include <sys/stat.h>
 
+#include "common/ckpt/weights_io.h"
 #include "common/core/util.h"
 #include "common/eval/bpd.h"
 #include "common/io/jsonl_steps.h"
@@ -25,16 +26,7 @@ static void fill_header(const coordinator *tr, ckpt_header *h, ckpt_tensor *tens
     h->servers = tr->servers;
     h->workers = tr->workers;
     h->n_params = tr->state->P;
-    const unet_tensor *t = unet_tensors(tr->model);
-    h->n_tensors = unet_num_tensors(tr->model);
-    for (int i = 0; i < h->n_tensors; i++) {
-        tens[i].name = (char *)t[i].name;
-        tens[i].ndim = t[i].ndim;
-        for (int d = 0; d < t[i].ndim; d++) tens[i].shape[d] = t[i].shape[d];
-        tens[i].offset = t[i].offset;
-        tens[i].size = t[i].size;
-    }
-    h->tensors = tens;
+    weights_header_tensors(h, tr->model, tens);
 }
 
 static void log_set_aside(void *arg, const char *path, const char *aside, const char *why) {
@@ -169,6 +161,7 @@ static int load_checkpoint(coordinator *tr, const char *path, int *corrupt) {
         log_info("resume: settings changed since the checkpoint: %s", diff);
     tr->step = h.step;
     tr->ckpt_step = h.step;
+    tr->resumed = 1;
     log_info("resumed from %s at step %llu (written by %u rank(s))", path,
              (unsigned long long)h.step, h.world_size);
 done:
@@ -391,6 +384,24 @@ int coordinator_eval_bpd(coordinator *tr, unet *model, const diffusion *diff) {
     return rc;
 }
 
+/* --init-from: a new run (step 0, fresh Adam, its own data order) from given
+ * weights; the model section must be the config's (weights_init_from). */
+static int init_from(coordinator *c, const coordinator_opts *o) {
+    if (!o->init_from) return 0;
+    if (c->resumed) {
+        log_info("--init-from %s ignored: resuming this run from its own checkpoint (step %llu)",
+                 o->init_from, (unsigned long long)c->step);
+        return 0;
+    }
+    shard *st = c->state;
+    if (weights_init_from(o->init_from, o->init_which, c->model, c->cfg, st->params) != 0)
+        return err_prefix("--init-from: ");
+    memcpy(st->ema, st->params, st->P * sizeof(float));
+    log_info("initialised from %s (params and EMA; a new run: step 0, fresh Adam, data order "
+             "and schedule from the config)", o->init_from);
+    return 0;
+}
+
 /* metrics.jsonl (without the lines of steps after the one this run starts from:
  * it logs them again) and a new TensorBoard event file that starts with a
  * SessionLog START at this run's first step, for the same reason, and the config. */
@@ -454,7 +465,7 @@ int coordinator_init(coordinator *c, const config *cfg, const unet *model, shard
         return -1;
     unet_init(model, state->params, tc->seed);
     memcpy(state->ema, state->params, state->P * sizeof(float));
-    if (resume(c, resume_mode) != 0) return -1;
+    if (resume(c, resume_mode) != 0 || init_from(c, o) != 0) return -1;
     c->step0 = c->step;
     c->unet_opt = o->unet_opt;
     if (open_logs(c) != 0) return -1;

@@ -28,6 +28,7 @@ typedef struct {
     batch_planner bp;
     batch_item *items;          /* the current step's global batch */
     uint64_t step;              /* updates done */
+    int resumed;                /* the state came from a checkpoint of this run */
     /* the layout the run uses (recorded in checkpoints) */
     uint32_t world_size, servers, workers;
     FILE *metrics;
@@ -64,12 +65,19 @@ typedef struct {
     ckpt_write_opts write_opts;
     uint32_t world_size, servers, workers;
     unet_options unet_opt;      /* for the sampling model of training.sample_every */
+    /* --init-from: a new run starts from these weights (a checkpoint's init_which
+     * weights, CKPT_EMA or CKPT_PARAMS, or a safetensors file; common/ckpt/weights_io.h)
+     * instead of the authors' initialisation; NULL: none. Ignored when the run
+     * resumes (--resume auto found a checkpoint of its own). */
+    const char *init_from;
+    int init_which;
 } coordinator_opts;
 
 /* Creates output.dir, takes its lock (one run at a time), plans batches over
  * dataset_size records, initialises the state's params (the authors' init,
  * seeded) and EMA, resumes as `resume_mode` says ("none": refuse a folder with
- * checkpoints; "auto"; or a path) and opens metrics.jsonl. 0, or -1 with err_msg(). */
+ * checkpoints; "auto"; or a path), or, for a run that does not resume, takes
+ * params and EMA from o->init_from; opens metrics.jsonl. 0, or -1 with err_msg(). */
 int coordinator_init(coordinator *c, const config *cfg, const unet *model, shard *state,
                      uint64_t dataset_size, const char *resume_mode, const coordinator_opts *o);
 void coordinator_free(coordinator *c);

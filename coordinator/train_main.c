@@ -1,6 +1,7 @@
 /* ddpm-train: Algorithm 1 of Ho et al. (2020).
  *
- *   ddpm-train CONFIG [section.key=value ...] [--resume auto|none|PATH] [--summary]
+ *   ddpm-train CONFIG [section.key=value ...] [--resume auto|none|PATH] [--init-from FILE]
+ *              [--summary]
  *
  * One MPI program; a lone process (no mpirun) runs as an MPI singleton and does
  * every role: it plans each global batch, computes the gradients, applies
@@ -12,6 +13,7 @@
 
 #include <mpi.h>
 
+#include "common/ckpt/ckpt_model.h"
 #include "common/config/config.h"
 #include "common/core/blas_setup.h"
 #include "common/core/util.h"
@@ -48,6 +50,12 @@ static void usage(FILE *f) {
             "                       (start fresh if there is none)\n"
             "  --resume PATH        continue from this checkpoint file\n"
             "  --resume none        start fresh (refused if output.dir has checkpoints)\n"
+            "  --init-from FILE     start a new run (step 0, fresh Adam) from the weights of a\n"
+            "                       checkpoint or a safetensors file (ddpm-export, PyTorch);\n"
+            "                       everything but the model section may differ from the run\n"
+            "                       that made them. With --resume auto, a run that has\n"
+            "                       checkpoints of its own resumes instead (docs/export.md)\n"
+            "  --init-weights W     ema (default) | params: which weights of a checkpoint\n"
             "  --summary            print the model's parameter table and exit\n"
             "  --force-unlock       take output.dir's run lock whatever holds it (only when\n"
             "                       the holder named in the refusal is certainly dead)\n"
@@ -68,8 +76,8 @@ static void usage(FILE *f) {
 
 /* The command line. */
 typedef struct {
-    const char *cfg_path, *resume_mode, *dump_path;
-    int summary, force_unlock;
+    const char *cfg_path, *resume_mode, *dump_path, *init_from;
+    int summary, force_unlock, init_which;
     double grace_s;
     const char **overrides;
     int n_over;
@@ -79,6 +87,7 @@ typedef struct {
 static int parse_args(int argc, char **argv, train_args *a) {
     memset(a, 0, sizeof *a);
     a->resume_mode = "none";
+    a->init_which = CKPT_EMA;
     a->grace_s = env_slurm_job().job_id ? SLURM_DEFAULT_GRACE_S : 0;
     a->overrides = xcalloc((size_t)argc, sizeof *a->overrides);
     for (int i = 1; i < argc; i++) {
@@ -92,6 +101,13 @@ static int parse_args(int argc, char **argv, train_args *a) {
             a->force_unlock = 1;
         } else if (!strcmp(s, "--resume") && i + 1 < argc) {
             a->resume_mode = argv[++i];
+        } else if (!strcmp(s, "--init-from") && i + 1 < argc) {
+            a->init_from = argv[++i];
+        } else if (!strcmp(s, "--init-weights") && i + 1 < argc) {
+            if (!(a->init_which = ckpt_weights_parse(argv[++i]))) {
+                fprintf(stderr, "ddpm-train: --init-weights: '%s' is not ema or params\n", argv[i]);
+                return EXIT_USAGE;
+            }
         } else if (!strcmp(s, "--grace-time") && i + 1 < argc) {
             char *end = NULL;
             a->grace_s = strtod(argv[++i], &end);
@@ -114,6 +130,11 @@ static int parse_args(int argc, char **argv, train_args *a) {
             fprintf(stderr, "ddpm-train: unexpected argument '%s'\n", s);
             return EXIT_USAGE;
         }
+    }
+    if (a->init_from && strcmp(a->resume_mode, "auto") && strcmp(a->resume_mode, "none")) {
+        fprintf(stderr, "ddpm-train: --init-from starts a new run; it goes with --resume auto or "
+                        "none, not with --resume PATH\n");
+        return EXIT_USAGE;
     }
     if (a->cfg_path) return -1;
     usage(stderr);
@@ -282,7 +303,8 @@ static int start_roles(train_proc *p, const train_args *a) {
         coordinator_opts o = {.job_id = env_slurm_job().job_id, .force_unlock = a->force_unlock,
                               .grace_s = a->grace_s, .world_size = (uint32_t)p->world,
                               .servers = p->distributed ? (uint32_t)c->distributed.servers : 1,
-                              .workers = p->distributed ? (uint32_t)(p->world - c->distributed.servers) : 1};
+                              .workers = p->distributed ? (uint32_t)(p->world - c->distributed.servers) : 1,
+                              .init_from = a->init_from, .init_which = a->init_which};
         if (env_ckpt_test_hook(&o.write_opts) != 0) return -1;
         o.unet_opt = unet_options_default();
         if (env_unet_options(&o.unet_opt) != 0) return -1;

@@ -400,15 +400,10 @@ static int commit_file(zsink *s, const char *final_path, const char *dir) {
     return fsync_dir(dir);
 }
 
-int ckpt_write_ex(const char *dir, const ckpt_header *h, const float *params, const float *ema,
-                  const float *adam_m, const float *adam_v, const ckpt_write_opts *opts,
-                  char *written_path, size_t path_len) {
-    if (!dir || !h) return err_set("checkpoint write: NULL directory or header");
-    char final_path[PATH_MAX], tmp_path[PATH_MAX];
-    if (write_paths(dir, h->step, final_path, tmp_path, written_path, path_len)) return -1;
+/* The write itself: tmp_path, then renamed to final_path in dir. */
+static int write_to(const char *final_path, const char *tmp_path, const char *dir, const ckpt_header *h,
+                    const float *const bufs[4], const ckpt_write_opts *opts) {
     if (header_check(h)) return err_prefix("checkpoint %s: bad header: ", final_path);
-
-    const float *const bufs[4] = {params, ema, adam_m, adam_v};
     int sections = 0;
     for (int i = 0; i < 4; i++)
         if (bufs[i]) sections |= k_sections[i];
@@ -423,16 +418,41 @@ int ckpt_write_ex(const char *dir, const ckpt_header *h, const float *params, co
     int rc = -1;
     if (!sink_start(&s, final_path, opts) && !sink_packed(&s, hdr_bytes, hdr_len) &&
         !write_sections(&s, h, bufs, crcs, &records) && !write_footer(&s, h, bufs, crcs, records, header_crc) &&
-        !commit_file(&s, final_path, dir)) {
-        if (written_path) snprintf(written_path, path_len, "%s", final_path);
+        !commit_file(&s, final_path, dir))
         rc = 0;
-    }
     if (s.fd >= 0) close(s.fd);
     if (rc) unlink(tmp_path); /* ENOENT (ignored) if the rename already happened */
     ZSTD_freeCCtx(s.cctx);
     free(s.out);
     free(hdr_bytes);
     return rc;
+}
+
+int ckpt_write_ex(const char *dir, const ckpt_header *h, const float *params, const float *ema,
+                  const float *adam_m, const float *adam_v, const ckpt_write_opts *opts,
+                  char *written_path, size_t path_len) {
+    if (!dir || !h) return err_set("checkpoint write: NULL directory or header");
+    char final_path[PATH_MAX], tmp_path[PATH_MAX];
+    if (write_paths(dir, h->step, final_path, tmp_path, written_path, path_len)) return -1;
+    const float *const bufs[4] = {params, ema, adam_m, adam_v};
+    if (write_to(final_path, tmp_path, dir, h, bufs, opts)) return -1;
+    if (written_path) snprintf(written_path, path_len, "%s", final_path);
+    return 0;
+}
+
+int ckpt_write_file(const char *path, const ckpt_header *h, const float *params, const float *ema,
+                    const float *adam_m, const float *adam_v) {
+    if (!path || !h) return err_set("checkpoint write: NULL path or header");
+    char dir[PATH_MAX], tmp_path[PATH_MAX];
+    const char *slash = strrchr(path, '/');
+    int n1 = slash ? snprintf(dir, sizeof dir, "%.*s", (int)(slash - path), path)
+                   : snprintf(dir, sizeof dir, ".");
+    if (slash == path) snprintf(dir, sizeof dir, "/");
+    int n2 = snprintf(tmp_path, sizeof tmp_path, "%s/.%s.tmp", dir, slash ? slash + 1 : path);
+    if (n1 < 0 || n2 < 0 || (size_t)n2 >= sizeof tmp_path)
+        return err_set("checkpoint %s: path too long", path);
+    const float *const bufs[4] = {params, ema, adam_m, adam_v};
+    return write_to(path, tmp_path, dir, h, bufs, NULL);
 }
 
 /* ---------------------------------------------------------------- reader */

@@ -86,6 +86,11 @@ int ckpt_write_ex(const char *dir, const ckpt_header *h, const float *params, co
                   const float *adam_m, const float *adam_v, const ckpt_write_opts *opts,
                   char *written_path, size_t path_len);
 
+/* The same format and atomicity (PATH's folder/.NAME.tmp, fsync, rename, fsync of
+ * the folder) at a path of the caller's choosing (ddpm-import's --out). */
+int ckpt_write_file(const char *path, const ckpt_header *h, const float *params, const float *ema,
+                    const float *adam_m, const float *adam_v);
+
 /* Reads and fully verifies a checkpoint while streaming it: the sections named
  * in `want` are copied into the caller's buffers (each n_params floats, NULL for
  * sections not wanted); other sections are decoded, checksummed and dropped

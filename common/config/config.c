@@ -1090,6 +1090,48 @@ char *config_to_yaml(const config *c) {
     return b.p;
 }
 
+/* One section as a JSON object, keys in table order: numbers, booleans, integer
+ * lists, enums and strings as JSON strings (the export metadata, docs/export.md). */
+static int section_index(const char *section) {
+    for (int s = 0; s < NUM_SECTIONS; s++)
+        if (!strcmp(g_sections[s], section)) return s;
+    return -1;
+}
+
+char *config_section_json(const config *c, const char *section) {
+    int s = section_index(section);
+    if (s < 0) return NULL;
+    strbuf b = {xmalloc(1024), 0, 1024};
+    b.p[0] = '\0';
+    int first = 1;
+    sb_printf(&b, "{");
+    for (int k = 0; k < NUM_KEYS; k++) {
+        const key_def *d = &g_keys[k];
+        if (d->section != s) continue;
+        sb_printf(&b, "%s\"%s\": ", first ? "" : ", ", d->name);
+        first = 0;
+        if (d->type == K_ENUM || d->type == K_STRING) {
+            strbuf v = {xmalloc(256), 0, 256};
+            v.p[0] = '\0';
+            sb_value(&v, c, k);
+            const char *t = v.p + (v.p[0] == '"'), *end = v.p + v.n - (v.p[0] == '"');
+            /* sb_value's string escapes are \" \\ and \xHH; JSON spells the last \u00HH */
+            sb_printf(&b, "\"");
+            for (; t < end; t++) {
+                if (t[0] == '\\' && t[1] == 'x') { sb_printf(&b, "\\u00%.2s", t + 2); t += 3; }
+                else if (t[0] == '\\') { sb_printf(&b, "\\%c", t[1]); t++; }
+                else sb_printf(&b, "%c", *t);
+            }
+            sb_printf(&b, "\"");
+            free(v.p);
+        } else {
+            sb_value(&b, c, k);
+        }
+    }
+    sb_printf(&b, "}");
+    return b.p;
+}
+
 /* ------------------------------------------------------------------ diffs */
 
 static int key_equal(const config *a, const config *b, int k) {
@@ -1132,6 +1174,12 @@ static int diff_sections(const config *a, const config *b, unsigned mask, char *
 
 int config_diff_model(const config *a, const config *b, char *out, size_t out_len) {
     return diff_sections(a, b, (1u << SEC_MODEL) | (1u << SEC_DIFFUSION), out, out_len);
+}
+
+int config_diff_section(const config *a, const config *b, const char *section, char *out,
+                        size_t out_len) {
+    int s = section_index(section);
+    return s < 0 ? -1 : diff_sections(a, b, 1u << s, out, out_len);
 }
 
 int config_diff_all(const config *a, const config *b, char *out, size_t out_len) {

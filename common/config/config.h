@@ -140,6 +140,14 @@ char *config_to_yaml(const config *c);
  * out_len, always NUL-terminated; out may be NULL when out_len is 0); returns the
  * count of differing keys. */
 int config_diff_model(const config *a, const config *b, char *out, size_t out_len);
+/* The same for one section ("model", "training", ...); -1 for an unknown name. */
+int config_diff_section(const config *a, const config *b, const char *section, char *out,
+                        size_t out_len);
+/* One section ("model", "diffusion", ...) as a JSON object, every key in the
+ * canonical order: numbers, booleans, integer lists, and enums and strings as JSON
+ * strings. Caller frees; NULL for an unknown section. Every key of the section is
+ * in it, so a new model key travels without change (docs/export.md). */
+char *config_section_json(const config *c, const char *section);
 /* Dotted keys that differ anywhere (for the resume log). Same conventions. */
 int config_diff_all(const config *a, const config *b, char *out, size_t out_len);
 

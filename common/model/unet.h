@@ -182,7 +182,7 @@ const float *unet_dropout_mask(unet *m, int id, size_t *n, const char **block_na
 int unet_num_dropout(const unet *m);
 
 /* The model's hyper-parameters as a float vector for reference scripts
- * (tests/ref/ddpm_torch.py from_meta): image_size, in_channels, ch, num_res_blocks,
+ * (export/ddpm_unet.py from_meta): image_size, in_channels, ch, num_res_blocks,
  * dropout, num_levels, ch_mult..., num_attn, attn_resolutions..., learn_sigma,
  * num_classes. Returns the count (at most 32). */
 int unet_describe(const model_config *mc, float *meta);

@@ -5,7 +5,7 @@ normal_kl, approx_standard_normal_cdf, discretized_gaussian_log_likelihood).
 
 usage: bpd_ref.py DUMP.tns BETA_START BETA_END [--perturb]
 DUMP is what tests/tools/bpd_ref_dump wrote. Checks, each an ok/not ok line:
-  1. the C U-Net output on every x_t against the PyTorch port (tests/ref/ddpm_torch.py)
+  1. the C U-Net output on every x_t against the PyTorch port (export/ddpm_unet.py)
      in float64: max|C-ref|/max|ref| <= 1e-4 (the U-Net reference test's bound);
   2. every term L_t (N x T), the prior and the total from the C eps, with x_t rebuilt
      here from x0 and the dumped noise: relative error <= 1e-9 (double arithmetic on
@@ -23,7 +23,8 @@ import numpy as np
 import torch
 
 sys.path.insert(0, __file__.rsplit("/", 1)[0])
-import ddpm_torch  # noqa: E402
+sys.path.insert(0, __file__.rsplit("/", 1)[0] + "/../../export")
+import ddpm_unet as ddpm_torch  # noqa: E402  (the shipped module, export/ddpm_unet.py)
 import tensor_file  # noqa: E402
 
 failures = 0

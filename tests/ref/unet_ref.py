@@ -13,7 +13,8 @@ import numpy as np
 import torch
 
 sys.path.insert(0, __file__.rsplit("/", 1)[0])
-import ddpm_torch  # noqa: E402
+sys.path.insert(0, __file__.rsplit("/", 1)[0] + "/../../export")
+import ddpm_unet as ddpm_torch  # noqa: E402  (the shipped module, export/ddpm_unet.py)
 import tensor_file  # noqa: E402
 
 TOL = 1e-4

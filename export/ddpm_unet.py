@@ -1,7 +1,23 @@
-"""An independent PyTorch implementation of the DDPM U-Net (Ho et al. 2020),
-written from the authors' diffusion_tf/models/unet.py, with the parameter names
-that ddpm-cluster uses (docs/model.md). Used only by the reference tests."""
+"""The DDPM U-Net (Ho et al. 2020) in PyTorch, for using ddpm-cluster's weights
+elsewhere: an independent implementation written from the authors'
+diffusion_tf/models/unet.py, whose state_dict keys are ddpm-cluster's parameter
+names (docs/model.md). The reference tests compare the C network against it.
+
+    import ddpm_unet
+    model, meta = ddpm_unet.load_safetensors("model.safetensors")  # from ddpm-export
+    eps = model(x_t, t)   # x_t: [N, C, H, W] in the data scale, t: [N] int64 timesteps
+
+load_safetensors builds the module from the file's metadata (the model section of
+the training config, as JSON) and loads the tensors with a few-line safetensors
+reader (json + torch.frombuffer; no safetensors package needed). To go the other
+way, save `model.state_dict()` in safetensors (F32, F16 or BF16) and run
+`ddpm-import FILE CONFIG --out ckpt.ddpm` (docs/export.md). Needs torch and numpy
+only; `python3 ddpm_unet.py model.safetensors` runs the example at the end."""
+import inspect
+import json
 import math
+import struct
+import sys
 
 import torch
 import torch.nn as nn
@@ -186,3 +202,86 @@ def from_meta(meta):
     # the count of classes follows learn_sigma (0 or absent: unconditional)
     num_classes = int(m[8 + nlev + nattn]) if len(m) > 8 + nlev + nattn else 0
     return UNet(image_size, in_ch, ch, mult, nrb, attn, learn_sigma, num_classes)
+
+
+
+# Model-section keys (docs/config.md) and the constructor arguments they become;
+# a key not listed here is passed under its own name when UNet takes an argument
+# of that name, so a new model option needs only its constructor argument.
+_ARG_NAMES = {"in_channels": "in_ch", "attn_resolutions": "attn_res"}
+# keys that do not change the weights or an evaluation forward pass
+_TRAINING_ONLY = {"dropout"}
+
+
+def from_config(model):
+    """The UNet of a config's model section (a dict, e.g. json.loads of a
+    safetensors file's metadata["model"]). An option this module does not
+    implement is refused by name rather than ignored."""
+    params = inspect.signature(UNet.__init__).parameters
+    kwargs = {}
+    for key, value in model.items():
+        arg = _ARG_NAMES.get(key, key)
+        if arg in params:
+            kwargs[arg] = value
+        elif key == "resamp_with_conv":
+            if not value:
+                raise ValueError("model.resamp_with_conv: false is not supported")
+        elif key not in _TRAINING_ONLY:
+            raise ValueError(f"model.{key}: not supported by this module")
+    return UNet(**kwargs)
+
+
+_DTYPES = {"F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16,
+           "F64": torch.float64}
+
+
+def read_safetensors(path):
+    """(tensors, metadata) of a safetensors file: an 8-byte little-endian header
+    length, the JSON header, then the raw little-endian data (offsets from the
+    data's start)."""
+    with open(path, "rb") as f:
+        data = f.read()
+    (n,) = struct.unpack("<Q", data[:8])
+    header = json.loads(data[8:8 + n])
+    meta = header.pop("__metadata__", {})
+    tensors = {}
+    for name, info in header.items():
+        begin, end = info["data_offsets"]
+        raw = bytearray(data[8 + n + begin:8 + n + end])  # a writable copy
+        t = torch.frombuffer(raw, dtype=_DTYPES[info["dtype"]]) if raw else torch.zeros(0)
+        tensors[name] = t.reshape(info["shape"])
+    return tensors, meta
+
+
+def load_safetensors(path):
+    """(model, metadata) from a file written by ddpm-export: the module built from
+    metadata["model"], every tensor loaded (strict: the names and shapes must be
+    exactly the module's), in eval mode. metadata also holds "diffusion" (the
+    noise schedule, JSON), "config" (the whole training config, YAML), "step" and
+    "weights" (ema or params)."""
+    tensors, meta = read_safetensors(path)
+    model = from_config(json.loads(meta["model"]))
+    model.load_state_dict({k: v.float() for k, v in tensors.items()}, strict=True)
+    return model.eval(), meta
+
+
+def _example(path):
+    """Predicts epsilon for a few noisy images and prints its statistics."""
+    model, meta = load_safetensors(path)
+    cfg = json.loads(meta["model"])
+    diffusion = json.loads(meta["diffusion"])
+    print(f"{path}: step {meta.get('step')}, {meta.get('weights')} weights, "
+          f"{sum(p.numel() for p in model.parameters())} parameters, model {cfg}")
+    torch.manual_seed(0)
+    x_t = torch.randn(2, cfg["in_channels"], cfg["image_size"], cfg["image_size"])
+    t = torch.tensor([0, diffusion["timesteps"] - 1])
+    with torch.no_grad():
+        eps = model(x_t, t)
+    print(f"eps_theta(x_t, t={t.tolist()}): shape {list(eps.shape)}, mean {eps.mean():.4f}, "
+          f"std {eps.std():.4f}")
+
+
+if __name__ == "__main__":
+    if len(sys.argv) != 2:
+        sys.exit("usage: python3 ddpm_unet.py MODEL.safetensors")
+    _example(sys.argv[1])
