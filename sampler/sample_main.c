@@ -45,6 +45,8 @@ static void usage(FILE *f) {
             "                        'none' to skip)\n"
             "  --png-dir DIR         also write one PNG per image into DIR\n"
             "  --threads N           BLAS threads (default: the CPUs given to the process)\n"
+            "  --precision P         fp32 | bf16 (mixed precision) | trained (default: the\n"
+            "                        checkpoint's training.precision)\n"
             "  -q, --quiet           no progress bar\n");
 }
 
@@ -77,6 +79,7 @@ typedef struct {
     const char *ckpt, *spec, *variance, *grid, *npz, *png_dir;
     int which; /* CKPT_EMA | CKPT_PARAMS */
     long n, batch, threads;
+    int precision; /* ckpt_model_load's */
     unsigned long long first, seed;
     int ddim, clip, quiet;
     double eta;
@@ -86,7 +89,8 @@ typedef struct {
  * --help, 2 for a bad command line (already reported). */
 static int parse_args(int argc, char **argv, sample_opts *o) {
     *o = (sample_opts){.spec = "", .grid = "samples.png", .npz = "samples.npz",
-                       .which = CKPT_EMA, .n = 64, .batch = 16, .clip = 1};
+                       .which = CKPT_EMA, .n = 64, .batch = 16, .clip = 1,
+                       .precision = CKPT_PRECISION_TRAINED};
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
         const char *v = i + 1 < argc ? argv[i + 1] : NULL;
@@ -149,6 +153,9 @@ static int parse_args(int argc, char **argv, sample_opts *o) {
             NEED_VALUE();
             o->threads = strtol(v, &end, 10);
             if (*end || o->threads < 0) goto bad;
+        } else if (!strcmp(a, "--precision")) {
+            NEED_VALUE();
+            if ((o->precision = ckpt_precision_parse(v)) == -2) goto bad;
         } else if (!strcmp(a, "-q") || !strcmp(a, "--quiet")) {
             o->quiet = 1;
         } else if (a[0] == '-') {
@@ -189,7 +196,7 @@ typedef struct {
 static int sample_run_open(sample_run *r, const sample_opts *o, int nthreads) {
     unet_options opt = unet_options_default();
     if (env_unet_options(&opt) != 0 ||
-        ckpt_model_load(&r->cm, o->ckpt, o->which, (int)o->batch, &opt) != 0)
+        ckpt_model_load(&r->cm, o->ckpt, o->which, (int)o->batch, &opt, o->precision) != 0)
         return -1;
     const config *cfg = &r->cm.cfg;
     sampling_variance var = cfg->diffusion.sampling_var;
@@ -201,12 +208,16 @@ static int sample_run_open(sample_run *r, const sample_opts *o, int nthreads) {
                      r->S, (int)o->batch) != 0)
         return -1;
     log_info("%s: step %llu, %s weights; %s over %d of %d steps%s, %ld images from index %llu, "
-             "batch %ld, OpenBLAS %s x%d",
+             "batch %ld, OpenBLAS %s x%d, precision %s",
              o->ckpt, (unsigned long long)r->cm.h.step, ckpt_weights_name(o->which),
              o->ddim ? "DDIM" : "ancestral sampling", sampler_num_steps(&r->s),
              cfg->diffusion.timesteps,
              o->ddim ? "" : (var == SAMPLING_VAR_BETA ? " (sigma^2 = beta)" : " (sigma^2 = beta-tilde)"),
-             o->n, o->first, o->batch, blas_kernel_name(), nthreads);
+             o->n, o->first, o->batch, blas_kernel_name(), nthreads,
+             ops_precision_names[unet_precision(r->cm.model)]);
+    char plans[2048];
+    unet_describe_plans(r->cm.model, plans, sizeof plans);
+    log_info("%s", plans);
     r->D = (size_t)r->C * r->S * r->S;
     r->x = xfloats((size_t)o->batch * r->D);
     r->u8 = xmalloc((size_t)o->n * r->D);

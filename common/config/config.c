@@ -27,6 +27,7 @@ _Static_assert(sizeof(sampling_variance) == sizeof(int), "enum size");
 _Static_assert(sizeof(timestep_sampler) == sizeof(int), "enum size");
 _Static_assert(sizeof(data_format) == sizeof(int), "enum size");
 _Static_assert(sizeof(wire_codec) == sizeof(int), "enum size");
+_Static_assert(sizeof(ops_precision) == sizeof(int), "enum size");
 
 #define CMDLINE_NAME "<command line>"
 #define MAX_FILE_BYTES (1u << 20)
@@ -120,6 +121,7 @@ static const key_def g_keys[] = {
     INT_MIN_KEY(SEC_TRAINING, "eval_every", training.eval_every, 0, 0),
     INT_KEY(SEC_TRAINING, "eval_images", training.eval_images, 1, 1000000, 0),
     INT_KEY(SEC_TRAINING, "eval_stride", training.eval_stride, 1, 100000, 0),
+    ENUM_KEY(SEC_TRAINING, "precision", training.precision, ops_precision_names, 0),
 
     ENUM_KEY(SEC_DATA, "format", data.format, g_formats, 1),
     STR_KEY(SEC_DATA, "path", data.path, 1),

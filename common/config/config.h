@@ -22,6 +22,7 @@
 #include "common/data/dataset.h"
 #include "common/diffusion/diffusion.h"
 #include "common/model/model_config.h"
+#include "common/ops/ops.h"
 #include "common/train/batch.h"
 #include "common/wire/wire.h"
 
@@ -65,6 +66,8 @@ typedef struct {
     int eval_images;        /* default 64, 1..10^6: first images of data.eval_path evaluated */
     int eval_stride;        /* default 50, 1..100000: every K-th timestep (common/eval/bpd.h,
                                unbiased strided estimate) */
+    ops_precision precision; /* "fp32" | "bf16" (mixed precision, ops.h), default fp32; not
+                               a model key: may change at a resume */
 } training_config;
 
 typedef struct {
