@@ -33,13 +33,15 @@ static void softmax_row(float *restrict row, int n) {
     for (int k = 0; k < n; k++) row[k] *= inv;
 }
 
-/* r = a * (r - sum_j a_j r_j): the softmax backward of one row, in place
- * (a the softmax output, r its incoming gradient). */
+/* r = scale * a * (r - sum_j a_j r_j): the softmax backward of one row, in
+ * place (a the softmax output, r its incoming gradient), times the scores'
+ * scale, which dq and dk both carry (in bf16 the GEMMs' operand is then the
+ * scaled gradient, as autograd hands it to the score matmul). */
 DDPM_CLONES
-static void softmax_row_backward(float *restrict r, const float *restrict a, int n) {
+static void softmax_row_backward(float *restrict r, const float *restrict a, int n, float scale) {
     const float d = (float)ops_dot(a, r, (size_t)n);
 #pragma omp simd
-    for (int j = 0; j < n; j++) r[j] = a[j] * (r[j] - d);
+    for (int j = 0; j < n; j++) r[j] = scale * (a[j] * (r[j] - d));
 }
 
 size_t attention_workspace_floats(int C, int HW, ops_precision prec) {
@@ -92,14 +94,15 @@ void attention_backward(float *dq, float *dk, float *dv, const float *dout, cons
         float *ds = ws;
         ops_gemm(prec, 1, 0, HW, HW, C, 1.0f, don, HW, vn, HW,
                     0.0f, ds, HW, gws);
-        /* softmax backward: ds = att * (datt - sum_j att datt), in place */
+        /* softmax backward: ds = scale att (datt - sum_j att datt), in place */
 #pragma omp parallel for schedule(static) if ((size_t)HW * HW >= OPS_PAR_MIN)
-        for (int i = 0; i < HW; i++) softmax_row_backward(ds + (size_t)i * HW, a + (size_t)i * HW, HW);
-        if (dq) /* dq[c][i] += scale sum_j k[c][j] ds[i][j] */
-            ops_gemm(prec, 0, 1, C, HW, HW, scale, kn, HW, ds,
+        for (int i = 0; i < HW; i++)
+            softmax_row_backward(ds + (size_t)i * HW, a + (size_t)i * HW, HW, scale);
+        if (dq) /* dq[c][i] += sum_j k[c][j] ds[i][j] (ds carries the scale) */
+            ops_gemm(prec, 0, 1, C, HW, HW, 1.0f, kn, HW, ds,
                         HW, 1.0f, dq + n * chw, HW, gws);
-        if (dk) /* dk[c][j] += scale sum_i q[c][i] ds[i][j] */
-            ops_gemm(prec, 0, 0, C, HW, HW, scale, qn, HW, ds,
+        if (dk) /* dk[c][j] += sum_i q[c][i] ds[i][j] */
+            ops_gemm(prec, 0, 0, C, HW, HW, 1.0f, qn, HW, ds,
                         HW, 1.0f, dk + n * chw, HW, gws);
     }
 }
