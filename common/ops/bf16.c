@@ -102,6 +102,12 @@ static void pack_bf16(uint16_t *d, const float *s, int rows, int cols, int ld) {
     for (int r = 0; r < rows; r++) ops_to_bf16_n(d + (size_t)r * cols, s + (size_t)r * ld, (size_t)cols);
 }
 
+int ops_bf16_gemm(int ta, int tb, int M, int N, int K, float alpha, const uint16_t *A, int lda,
+                  const uint16_t *B, int ldb, float beta, float *C, int ldc) {
+    return dnnl_gemm_bf16bf16f32(ta ? 'T' : 'N', tb ? 'T' : 'N', M, N, K, alpha, A, lda, B, ldb,
+                                 beta, C, ldc) == dnnl_success ? 0 : -1;
+}
+
 void ops_gemm(ops_precision prec, int ta, int tb, int M, int N, int K, float alpha,
               const float *A, int lda, const float *B, int ldb, float beta, float *C, int ldc,
               float *ws) {
@@ -116,10 +122,8 @@ void ops_gemm(ops_precision prec, int ta, int tb, int M, int N, int K, float alp
     const int ar = ta ? K : M, ac = ta ? M : K, br = tb ? N : K, bc = tb ? K : N;
     pack_bf16(a, A, ar, ac, lda);
     pack_bf16(b, B, br, bc, ldb);
-    const dnnl_status_t st = dnnl_gemm_bf16bf16f32(ta ? 'T' : 'N', tb ? 'T' : 'N', M, N, K, alpha,
-                                                   a, ac, b, bc, beta, C, ldc);
-    if (st != dnnl_success) {
-        log_warn("ops_gemm: oneDNN's bf16 GEMM failed (status %d) for %dx%dx%d", (int)st, M, N, K);
+    if (ops_bf16_gemm(ta, tb, M, N, K, alpha, a, ac, b, bc, beta, C, ldc) != 0) {
+        log_warn("ops_gemm: oneDNN's bf16 GEMM failed for %dx%dx%d", M, N, K);
         abort();
     }
     prof_end(PROF_GEMM, t0);

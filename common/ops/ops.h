@@ -41,6 +41,11 @@ void ops_to_bf16_n(uint16_t *d, const float *s, size_t n);
  * B are rounded to bf16 into ws (ops_gemm_ws_floats(M, N, K) floats) and
  * multiplied by oneDNN with fp32 accumulation. */
 size_t ops_gemm_ws_floats(int M, int N, int K);
+/* The bf16 GEMM itself on operands already in bf16 (oneDNN's
+ * dnnl_gemm_bf16bf16f32, row-major, lda / ldb the leading dimensions of A and B
+ * as stored): 0, or -1 when oneDNN refuses (no AVX-512). */
+int ops_bf16_gemm(int ta, int tb, int M, int N, int K, float alpha, const uint16_t *A, int lda,
+                  const uint16_t *B, int ldb, float beta, float *C, int ldc);
 void ops_gemm(ops_precision prec, int ta, int tb, int M, int N, int K, float alpha,
               const float *A, int lda, const float *B, int ldb, float beta, float *C, int ldc,
               float *ws);
