@@ -96,7 +96,7 @@ int main(int argc, char **argv) {
     int nthreads = blas_set_threads(threads, 1);
     bench b = {.n = n, .batch = batch};
     unet_options opt = unet_options_default();
-    if (env_unet_options(&opt) != 0 || ckpt_model_load(&b.cm, ckpt, CKPT_EMA, batch, &opt) != 0) {
+    if (env_unet_options(&opt) != 0 || ckpt_model_load(&b.cm, ckpt, CKPT_EMA, batch, &opt, CKPT_PRECISION_TRAINED) != 0) {
         fprintf(stderr, "bench_solver: %s\n", err_msg());
         return 1;
     }

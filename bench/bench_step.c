@@ -1,10 +1,13 @@
 /* Benchmark of the C training step and sampling forward pass.
  *
  *   bench_step sgemm [--threads T] [--reps R]
- *       median GFLOP/s of cblas_sgemm 2048x2048x2048
+ *       median GFLOP/s of cblas_sgemm 2048x2048x2048, then of oneDNN's bf16 GEMM
+ *       (dnnl_gemm_bf16bf16f32, bf16 operands, fp32 accumulation and result) on
+ *       the same shape: the two limits, fp32 and bf16
  *   bench_step train|forward CONFIG.yaml BATCH [--threads T] [--steps S] [--warmup W]
  *              [--conv auto|shift|winograd|dnnl]   (the 3x3 stride-1 formulation: conv_algo_opts.algo)
  *              [--wino-tile 0|2|4]             (the forward's Winograd tile: .wino_tile)
+ *              [--precision fp32|bf16]         (unet_options.precision)
  *       The flags override DDPM_CONV; DDPM_LANES and DDPM_PREPARE_MIB apply as in
  *       the programs (common/env/env_opts.h).
  *       train: forward + backward + Adam update of one batch (dropout on, as in
@@ -62,7 +65,18 @@ static int bench_sgemm(int reps, int threads) {
     }
     double s = median(t, reps);
     printf("sgemm_gflops %.2f\n", 2.0 * n * (double)n * n / s / 1e9);
-    free(a); free(b); free(c); free(t);
+    /* bf16 on oneDNN's OpenMP threads (blas_set_threads gave OpenMP `threads`) */
+    uint16_t *ah = xmalloc(nn * sizeof *ah), *bh = xmalloc(nn * sizeof *bh);
+    ops_to_bf16_n(ah, a, nn);
+    ops_to_bf16_n(bh, b, nn);
+    int ok = ops_bf16_gemm(0, 0, n, n, n, 1.0f, ah, n, bh, n, 0.0f, c, n) == 0;
+    for (int r = 0; ok && r < reps; r++) {
+        double t0 = now_seconds();
+        ops_bf16_gemm(0, 0, n, n, n, 1.0f, ah, n, bh, n, 0.0f, c, n);
+        t[r] = now_seconds() - t0;
+    }
+    if (ok) printf("bf16gemm_gflops %.2f\n", 2.0 * n * (double)n * n / median(t, reps) / 1e9);
+    free(a); free(b); free(c); free(t); free(ah); free(bh);
     return 0;
 }
 
@@ -201,7 +215,8 @@ static int usage(void) {
     fprintf(stderr,
             "usage: bench_step sgemm [--threads T] [--reps R]\n"
             "       bench_step train|forward CONFIG.yaml BATCH [--threads T] [--steps S] "
-            "[--warmup W] [--conv auto|shift|winograd|dnnl] [--wino-tile 0|2|4]\n");
+            "[--warmup W] [--conv auto|shift|winograd|dnnl] [--wino-tile 0|2|4] "
+            "[--precision fp32|bf16]\n");
     return 2;
 }
 
@@ -233,6 +248,12 @@ int main(int argc, char **argv) {
             if (strcmp(a, "0") != 0 && strcmp(a, "2") != 0 && strcmp(a, "4") != 0) return usage();
             opt.conv.wino_tile = atoi(a);
         }
+        else if (i + 1 < argc && strcmp(argv[i], "--precision") == 0) {
+            const char *a = argv[++i];
+            if (strcmp(a, "fp32") == 0) opt.precision = OPS_FP32;
+            else if (strcmp(a, "bf16") == 0) opt.precision = OPS_BF16;
+            else return usage();
+        }
         else if (argv[i][0] == '-') return usage();
         else if (npos < 3) pos[npos++] = argv[i];
         else return usage();
@@ -240,8 +261,8 @@ int main(int argc, char **argv) {
     if (npos < 1 || threads < 1 || steps < 1 || warmup < 0 || reps < 1) return usage();
     blas_set_threads(threads, 1);
     const char *spin = getenv("GOMP_SPINCOUNT"), *wait = getenv("OMP_WAIT_POLICY");
-    printf("threads %d\nkernel %s\nomp_wait %s\n", threads, blas_kernel_name(),
-           wait ? wait : spin ? spin : "default");
+    printf("threads %d\nkernel %s\nomp_wait %s\nprecision %s\n", threads, blas_kernel_name(),
+           wait ? wait : spin ? spin : "default", ops_precision_names[opt.precision]);
     if (strcmp(pos[0], "sgemm") == 0) return npos == 1 ? bench_sgemm(reps, threads) : usage();
     if (npos != 3 || (strcmp(pos[0], "train") != 0 && strcmp(pos[0], "forward") != 0))
         return usage();

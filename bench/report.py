@@ -24,6 +24,32 @@ def med(rs, key):
     return statistics.median(float(r[key]) for r in rs)
 
 
+def bf16_table(out, n, cases, shares):
+    """The four modes side by side: C and PyTorch, fp32 and bf16 (autocast)."""
+    if not os.path.exists(os.path.join(out, "c_%s_%s_train_bf16.r1" % tuple(cases[0]))):
+        return
+    print()
+    print("| config | batch | mode | C fp32 | C bf16 | PyTorch fp32 | PyTorch bf16 autocast "
+          "| C bf16 / PyTorch bf16 | per round | C bf16 / C fp32 |")
+    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+    for name, batch in cases:
+        for mode in ("train", "forward"):
+            stem = "%s_%s_%s" % (name, batch, mode)
+            c, t = rounds(out, "c_" + stem, n), rounds(out, "t_" + stem, n)
+            cb, tb = rounds(out, "c_%s_bf16" % stem, n), rounds(out, "t_%s_bf16" % stem, n)
+            ratios = [float(a["images_per_s"]) / float(b["images_per_s"]) for a, b in zip(cb, tb)]
+            own = [float(a["images_per_s"]) / float(b["images_per_s"]) for a, b in zip(cb, c)]
+            print("| %s | %s | %s | %.2f | %.2f | %.2f | %.2f | %.2f | %s | %.2f |" %
+                  (name, batch, "train step" if mode == "train" else "forward (sampling)",
+                   med(c, "images_per_s"), med(cb, "images_per_s"), med(t, "images_per_s"),
+                   med(tb, "images_per_s"), statistics.median(ratios),
+                   " ".join("%.2f" % x for x in ratios), statistics.median(own)))
+            shares.append(("%s b%s %s bf16" % (name, batch, mode), cb))
+    print()
+    print("images/s, medians over the rounds; C bf16 / C fp32 is the median of the rounds' "
+          "ratios.")
+
+
 def main():
     out, n = sys.argv[1], int(sys.argv[2])
     cases = [c.split(":") for c in sys.argv[3:]]
@@ -34,6 +60,11 @@ def main():
           "SGEMM 2048^3 peak %.1f GFLOP/s (median of %d rounds: %s)" %
           (sg[0]["kernel"], sg[0]["threads"], sg[0].get("omp_wait", "?"), peak, n,
            ", ".join("%.1f" % p for p in peaks)))
+    bpeaks = [float(r["bf16gemm_gflops"]) for r in sg if "bf16gemm_gflops" in r]
+    if bpeaks:
+        print("; oneDNN bf16 GEMM 2048^3 peak %.1f GFLOP/s (rounds: %s), %.2fx the SGEMM peak" %
+              (statistics.median(bpeaks), ", ".join("%.1f" % p for p in bpeaks),
+               statistics.median(bpeaks) / peak))
     print()
     print("| config | batch | mode | C img/s | PyTorch img/s | C/PyTorch | C/PyTorch per round "
           "| C GFLOP/s | of SGEMM peak |")
@@ -52,6 +83,7 @@ def main():
                    " ".join("%.2f" % x for x in ratios), med(c, "gflops"),
                    100 * statistics.median(fracs)))
             shares.append(("%s b%s %s" % (name, batch, mode), c))
+    bf16_table(out, n, cases, shares)
     print()
     print("Medians over the rounds. GFLOP/s: train 6 x forward MACs x images / s, forward "
           "2 x MACs x images / s (the direct convolution's FLOPs: Winograd layers do fewer).")

@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # `make bench`: the C training step and sampling forward pass against PyTorch 1.13
-# on this machine, plus the SGEMM peak, printed as one table (bench/report.py).
+# on this machine, in fp32 and in bf16 mixed precision (C: training.precision
+# bf16; PyTorch: CPU autocast to bfloat16, GroupNorm in fp32), plus the SGEMM and
+# bf16 GEMM peaks, printed as one table (bench/report.py).
 # C and PyTorch run one after the other, never at the same time, so they do not
 # compete for the cores. PyTorch gets the same OpenBLAS kernel as the C programs
 # (OPENBLAS_CORETYPE, see common/core/blas_setup.h): its linear layers and attention
@@ -33,12 +35,15 @@ for r in $(seq "$ROUNDS"); do
     for c in $CASES; do
         name="${c%%:*}" batch="${c##*:}"
         for mode in train forward; do
-            echo "# round $r: $name batch $batch $mode: C, then PyTorch" >&2
-            "$BIN" "$mode" "configs/$name.yaml" "$batch" --threads "$THREADS" --steps "$STEPS" \
-                --warmup "$WARMUP" >"$OUT/c_${name}_${batch}_$mode.r$r"
-            OPENBLAS_CORETYPE="$KERNEL" "$PY" bench/torch_step.py "$mode" "configs/$name.yaml" \
-                "$batch" --threads "$THREADS" --steps "$STEPS" --warmup "$WARMUP" \
-                >"$OUT/t_${name}_${batch}_$mode.r$r"
+            for prec in fp32 bf16; do
+                echo "# round $r: $name batch $batch $mode $prec: C, then PyTorch" >&2
+                tag="${name}_${batch}_$mode"; [ $prec = bf16 ] && tag="${tag}_bf16"
+                "$BIN" "$mode" "configs/$name.yaml" "$batch" --threads "$THREADS" --steps "$STEPS" \
+                    --warmup "$WARMUP" --precision $prec >"$OUT/c_$tag.r$r"
+                OPENBLAS_CORETYPE="$KERNEL" "$PY" bench/torch_step.py "$mode" "configs/$name.yaml" \
+                    "$batch" --threads "$THREADS" --steps "$STEPS" --warmup "$WARMUP" \
+                    $([ $prec = bf16 ] && echo --bf16) >"$OUT/t_$tag.r$r"
+            done
         done
     done
 done

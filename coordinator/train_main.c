@@ -269,6 +269,7 @@ static int build_model(train_proc *p) {
     const config *c = &p->cfg;
     unet_options opt = unet_options_default();
     if (env_unet_options(&opt) != 0) return -1;
+    opt.precision = c->training.precision;
     p->model = p->is_worker ? unet_create(&c->model, p->micro, 1, &opt)
                             : unet_create(&c->model, 1, 0, &opt);
     if (!p->model) return -1;
@@ -283,6 +284,11 @@ static int build_model(train_proc *p) {
     if (p->is_worker)
         log_info("rank %d: activations %.1f MiB (micro-batch %d)", p->rank,
                  (double)unet_activation_bytes(p->model) / 1048576.0, p->micro);
+    if (p->is_coord && p->is_worker) {
+        char plans[2048];
+        unet_describe_plans(p->model, plans, sizeof plans);
+        log_info("%s", plans);
+    }
     if (!p->distributed) return 0;
     if (dist_layout_init(&p->d, c->distributed.servers, P, c->distributed.timeout_s) != 0)
         return -1;

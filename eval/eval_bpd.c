@@ -42,6 +42,8 @@ static void usage(FILE *f) {
             "                        ignored for a model with learned variances)\n"
             "  --no-clip             do not clip the predicted x0 (the authors clip)\n"
             "  --threads N           BLAS threads per rank (default: the cores given)\n"
+            "  --precision P         fp32 | bf16 (mixed precision) | trained (default: the\n"
+            "                        checkpoint's training.precision)\n"
             "  -q, --quiet           no progress line\n"
             "Run under mpirun to spread the images over ranks.\n");
 }
@@ -150,6 +152,7 @@ static int write_csv(const char *path, const bpd_result *r) {
 typedef struct {
     const char *ckpt, *out_csv, *data, *variance;
     int which; /* CKPT_EMA | CKPT_PARAMS */
+    int precision; /* ckpt_model_load's */
     long n, first, stride, batch, threads; /* n < 0: all of the set from first */
     unsigned long long seed;
     int clip, quiet;
@@ -160,14 +163,15 @@ typedef struct {
  * --help, 2 for a bad command line (already reported). */
 static int parse_args(int argc, char **argv, bpd_opts *o) {
     *o = (bpd_opts){.which = CKPT_EMA, .n = -1, .stride = 1, .batch = 32, .clip = 1,
-                    .est = BPD_ESTIMATE_UNBIASED};
+                    .est = BPD_ESTIMATE_UNBIASED, .precision = CKPT_PRECISION_TRAINED};
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
         char *end = NULL;
         int needs = !strcmp(a, "--images") || !strcmp(a, "--first") || !strcmp(a, "--stride") ||
                     !strcmp(a, "--estimate") || !strcmp(a, "--out") || !strcmp(a, "--data") ||
                     !strcmp(a, "--batch") || !strcmp(a, "--seed") || !strcmp(a, "--weights") ||
-                    !strcmp(a, "--variance") || !strcmp(a, "--threads");
+                    !strcmp(a, "--variance") || !strcmp(a, "--threads") ||
+                    !strcmp(a, "--precision");
         if (needs && !v) {
             fprintf(stderr, "ddpm-eval bpd: option %s needs a value\n", a);
             return 2;
@@ -207,6 +211,8 @@ static int parse_args(int argc, char **argv, bpd_opts *o) {
         } else if (!strcmp(a, "--threads")) {
             o->threads = strtol(v, &end, 10);
             if (*end || o->threads < 0) goto bad;
+        } else if (!strcmp(a, "--precision")) {
+            if ((o->precision = ckpt_precision_parse(v)) == -2) goto bad;
         } else if (!strcmp(a, "--no-clip")) {
             o->clip = 0;
         } else if (!strcmp(a, "-q") || !strcmp(a, "--quiet")) {
@@ -255,7 +261,7 @@ static void bpd_run_free(bpd_run *r) {
 static int run_bpd(bpd_run *r, bpd_opts *o, int rank, int world, int nthreads) {
     unet_options opt = unet_options_default();
     if (env_unet_options(&opt) != 0 ||
-        ckpt_model_load(&r->cm, o->ckpt, o->which, (int)o->batch, &opt) != 0)
+        ckpt_model_load(&r->cm, o->ckpt, o->which, (int)o->batch, &opt, o->precision) != 0)
         return -1;
     const config *cfg = &r->cm.cfg;
     if (!o->data) {
@@ -275,17 +281,21 @@ static int run_bpd(bpd_run *r, bpd_opts *o, int rank, int world, int nthreads) {
                  o->variance, o->ckpt);
     if (rank == 0)
         log_info("%s: step %llu, %s weights; %ld images of %s from %ld over %d rank(s), T %d, "
-                 "stride %ld (%s), sigma^2 = %s, %sclipped x0, batch %ld, OpenBLAS %s x%d",
+                 "stride %ld (%s), sigma^2 = %s, %sclipped x0, batch %ld, OpenBLAS %s x%d, "
+                 "precision %s",
                  o->ckpt, (unsigned long long)r->cm.h.step, ckpt_weights_name(o->which), o->n,
                  o->data, o->first, world, r->cm.diff.T, o->stride,
                  o->stride > 1 ? (o->est == BPD_ESTIMATE_UNBIASED ? "unbiased" : "trapezoid")
                                : "exact",
                  learned ? "learned" : var == SAMPLING_VAR_BETA ? "beta" : "beta-tilde",
-                 o->clip ? "" : "un", o->batch,
-                 blas_kernel_name(), nthreads);
+                 o->clip ? "" : "un", o->batch, blas_kernel_name(), nthreads,
+                 ops_precision_names[unet_precision(r->cm.model)]);
     if (rank == 0 && cfg->model.num_classes > 0)
         log_info("class-conditional model (%d classes): the bound is that of its unconditional "
                  "model, evaluated with the null label", cfg->model.num_classes);
+    char plans[2048];
+    unet_describe_plans(r->cm.model, plans, sizeof plans);
+    if (rank == 0) log_info("%s", plans);
     bpd_config bc = {&r->cm.diff, (int)var, o->clip, (int)o->stride, o->est, o->seed};
     progress pg;
     progress_start(&pg, o->quiet || rank != 0 ? NULL : stderr);

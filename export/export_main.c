@@ -51,7 +51,7 @@ int main(int argc, char **argv) {
         return 2;
     }
     ckpt_model cm;
-    if (ckpt_model_load(&cm, ckpt, which, 1, NULL) != 0 ||
+    if (ckpt_model_load(&cm, ckpt, which, 1, NULL, OPS_FP32) != 0 ||
         weights_export(out, cm.model, cm.weights, &cm.cfg, cm.h.step, ckpt_weights_name(which)) != 0) {
         fprintf(stderr, "ddpm-export: %s\n", err_msg());
         ckpt_model_free(&cm);

@@ -65,6 +65,8 @@ static void usage(FILE *f) {
             "                        eps = (1 + W) eps(x, class) - W eps(x, null); 0: plain\n"
             "                        conditional (default 0)\n"
             "  --threads N           BLAS threads (default: the CPUs given to the process)\n"
+            "  --precision P         fp32 | bf16 (mixed precision) | trained (default: the\n"
+            "                        checkpoint's training.precision)\n"
             "  -q, --quiet           no progress (on a terminal a redrawn line; in a file a\n"
             "                        line per 10%% or 30 s)\n");
 }
@@ -88,6 +90,7 @@ typedef struct {
     const char *ckpt, *spec, *variance, *grid, *npz, *png_dir;
     int which; /* CKPT_EMA | CKPT_PARAMS */
     long n, batch, threads, grid_scale;
+    int precision; /* ckpt_model_load's */
     unsigned long long first, seed;
     sampler_kind kind;
     int clip, quiet;      /* clip: -1 for the sampler's default */
@@ -121,7 +124,7 @@ static int parse_args(int argc, char **argv, sample_opts *o) {
     *o = (sample_opts){.spec = "", .grid = "samples.png", .npz = "samples.npz",
                        .which = CKPT_EMA, .n = 64, .batch = 16, .clip = -1,
                        .spacing = -1, .kind = SAMPLER_ANCESTRAL, .cls = CLASS_NONE,
-                       .grid_scale = 1};
+                       .grid_scale = 1, .precision = CKPT_PRECISION_TRAINED};
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
         const char *v = i + 1 < argc ? argv[i + 1] : NULL;
@@ -211,6 +214,9 @@ static int parse_args(int argc, char **argv, sample_opts *o) {
             NEED_VALUE();
             o->guidance = strtod(v, &end);
             if (*end || !*v || !(o->guidance >= 0 && o->guidance <= 1e6)) goto bad;
+        } else if (!strcmp(a, "--precision")) {
+            NEED_VALUE();
+            if ((o->precision = ckpt_precision_parse(v)) == -2) goto bad;
         } else if (!strcmp(a, "-q") || !strcmp(a, "--quiet")) {
             o->quiet = 1;
         } else if (a[0] == '-') {
@@ -290,7 +296,7 @@ static int sample_run_open(sample_run *r, const sample_opts *o, int nthreads) {
     /* guidance evaluates the conditional and the null-label halves in one batch */
     int max_batch = (int)o->batch * (o->guidance > 0 ? 2 : 1);
     if (env_unet_options(&opt) != 0 ||
-        ckpt_model_load(&r->cm, o->ckpt, o->which, max_batch, &opt) != 0)
+        ckpt_model_load(&r->cm, o->ckpt, o->which, max_batch, &opt, o->precision) != 0)
         return -1;
     const config *cfg = &r->cm.cfg;
     sampling_variance var = cfg->diffusion.sampling_var;
@@ -321,11 +327,14 @@ static int sample_run_open(sample_run *r, const sample_opts *o, int nthreads) {
     else if (o->kind == SAMPLER_DPM_SOLVER)
         snprintf(detail, sizeof detail, " (%s spacing)", dpm_spacing_name(r->s.o.spacing));
     log_info("%s: step %llu, %s weights; %s over %d of %d steps%s, x0 %sclipped, %ld images from "
-             "index %llu, batch %ld, OpenBLAS %s x%d",
+             "index %llu, batch %ld, OpenBLAS %s x%d, precision %s",
              o->ckpt, (unsigned long long)r->cm.h.step, ckpt_weights_name(o->which),
              sampler_kind_name(o->kind), sampler_num_steps(&r->s), cfg->diffusion.timesteps,
              detail, r->s.o.clip ? "" : "not ", o->n, o->first, o->batch, blas_kernel_name(),
-             nthreads);
+             nthreads, ops_precision_names[unet_precision(r->cm.model)]);
+    char plans[2048];
+    unet_describe_plans(r->cm.model, plans, sizeof plans);
+    log_info("%s", plans);
     r->D = (size_t)r->C * r->S * r->S;
     r->x = xfloats((size_t)o->batch * r->D);
     r->u8 = xmalloc((size_t)o->n * r->D);

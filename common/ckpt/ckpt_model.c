@@ -13,15 +13,25 @@ int ckpt_weights_parse(const char *name) {
     return 0;
 }
 
+int ckpt_precision_parse(const char *name) {
+    if (strcmp(name, "trained") == 0) return CKPT_PRECISION_TRAINED;
+    for (int i = 0; ops_precision_names[i]; i++)
+        if (strcmp(name, ops_precision_names[i]) == 0) return i;
+    return -2;
+}
+
 int ckpt_model_load(ckpt_model *cm, const char *path, int which, int max_batch,
-                    const unet_options *opt) {
+                    const unet_options *opt, int precision) {
     memset(cm, 0, sizeof *cm);
     if (which != CKPT_EMA && which != CKPT_PARAMS)
         return err_set("%s: weights must be ema or params", path);
     if (ckpt_read_header(path, &cm->h) != 0) goto fail;
     if (config_load_string(&cm->cfg, cm->h.config_yaml, strlen(cm->h.config_yaml), path) != 0)
         goto fail;
-    cm->model = unet_create(&cm->cfg.model, max_batch, 0, opt);
+    unet_options o = opt ? *opt : unet_options_default();
+    o.precision = precision == CKPT_PRECISION_TRAINED ? cm->cfg.training.precision
+                                                      : (ops_precision)precision;
+    cm->model = unet_create(&cm->cfg.model, max_batch, 0, &o);
     if (!cm->model) goto fail;
     size_t P = unet_num_params(cm->model);
     cm->weights = xfloats(P);

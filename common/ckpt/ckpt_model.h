@@ -20,10 +20,17 @@ typedef struct {
 } ckpt_model;
 
 /* which: CKPT_EMA or CKPT_PARAMS. opt: as for unet_create (NULL: defaults).
- * Returns 0, or -1 with err_msg() naming the checkpoint (then *cm holds nothing:
- * ckpt_model_free is still safe). */
+ * precision: the model's arithmetic (OPS_FP32 or OPS_BF16, replacing opt's), or
+ * CKPT_PRECISION_TRAINED for the training.precision of the checkpoint's config
+ * (fp32 for checkpoints written before the key existed). The weights are fp32
+ * whatever the precision. Returns 0, or -1 with err_msg() naming the checkpoint
+ * (then *cm holds nothing: ckpt_model_free is still safe). */
+#define CKPT_PRECISION_TRAINED (-1)
 int ckpt_model_load(ckpt_model *cm, const char *path, int which, int max_batch,
-                    const unet_options *opt);
+                    const unet_options *opt, int precision);
+/* The programs' --precision: "fp32", "bf16", or "trained" (CKPT_PRECISION_TRAINED);
+ * -2 for any other name. */
+int ckpt_precision_parse(const char *name);
 /* "ema" or "params" for CKPT_EMA / CKPT_PARAMS. */
 const char *ckpt_weights_name(int which);
 /* The inverse, for the programs' --weights: CKPT_EMA, CKPT_PARAMS, or 0 for any

@@ -131,7 +131,7 @@ int weights_init_from(const char *path, int which, const unet *m, const config *
     if (is_checkpoint(path, &ckpt) != 0) return -1;
     if (!ckpt) return weights_import(path, m, cfg, w);
     ckpt_model cm;
-    if (ckpt_model_load(&cm, path, which, 1, NULL) != 0) return -1;
+    if (ckpt_model_load(&cm, path, which, 1, NULL, OPS_FP32) != 0) return -1;
     int rc = same_model(path, &cm.cfg, cfg);
     if (rc == 0 && unet_num_params(cm.model) != unet_num_params(m))
         rc = err_set("%s: %zu parameters; the model of %s has %zu", path,

@@ -28,6 +28,7 @@ _Static_assert(sizeof(timestep_sampler) == sizeof(int), "enum size");
 _Static_assert(sizeof(data_format) == sizeof(int), "enum size");
 _Static_assert(sizeof(wire_codec) == sizeof(int), "enum size");
 _Static_assert(sizeof(sample_weights_kind) == sizeof(int), "enum size");
+_Static_assert(sizeof(ops_precision) == sizeof(int), "enum size");
 
 #define CMDLINE_NAME "<command line>"
 #define MAX_FILE_BYTES (1u << 20)
@@ -128,6 +129,7 @@ static const key_def g_keys[] = {
     INT_MIN_KEY(SEC_TRAINING, "sample_every", training.sample_every, 0, 0),
     INT_KEY(SEC_TRAINING, "sample_images", training.sample_images, 1, 256, 0),
     ENUM_KEY(SEC_TRAINING, "sample_weights", training.sample_weights, g_sample_weights, 0),
+    ENUM_KEY(SEC_TRAINING, "precision", training.precision, ops_precision_names, 0),
 
     ENUM_KEY(SEC_DATA, "format", data.format, g_formats, 1),
     STR_KEY(SEC_DATA, "path", data.path, 1),

@@ -22,6 +22,7 @@
 #include "common/data/dataset.h"
 #include "common/diffusion/diffusion.h"
 #include "common/model/model_config.h"
+#include "common/ops/ops.h"
 #include "common/train/batch.h"
 #include "common/wire/wire.h"
 
@@ -75,6 +76,8 @@ typedef struct {
                                (output.dir/samples/step-<step>.png, TensorBoard) */
     int sample_images;      /* default 16, 1..256: images in that grid */
     sample_weights_kind sample_weights; /* "ema" (default) | "params" */
+    ops_precision precision; /* "fp32" | "bf16" (mixed precision, ops.h), default fp32; not
+                               a model key: may change at a resume */
 } training_config;
 
 typedef struct {

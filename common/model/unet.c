@@ -381,16 +381,23 @@ static conv_shape layer_conv_shape(const layer *L, int k, int N) {
  * workspace (floats) that they, and attention, need at max_batch images. */
 static size_t plan_convs(unet *m, layer *L) {
     size_t w = 0;
+    const ops_precision prec = m->opt.precision;
+    conv_algo_opts co = m->opt.conv;
+    co.precision = prec;
     for (int k = 0; k < layer_n_convs(L); k++) {
         const conv_shape cs = layer_conv_shape(L, k, m->max_batch);
-        L->plan[k] = conv_plan_make(&cs, &m->opt.conv);
+        L->plan[k] = conv_plan_make(&cs, &co);
         L->plan[k].state = conv_state_create(&cs, &L->plan[k]);
         const size_t wk = conv_workspace_floats(&cs, &L->plan[k]);
         if (wk > w) w = wk;
     }
     if (L->kind == L_ATTN) {
-        const size_t wa = attention_workspace_floats(L->cin, L->H * L->W);
+        const size_t wa = attention_workspace_floats(L->cin, L->H * L->W, prec);
         if (wa > w) w = wa;
+    }
+    if (L->kind == L_RES) { /* temb_proj */
+        const size_t wl = linear_workspace_floats(m->max_batch, 4 * m->mc.ch, L->cout, prec);
+        if (wl > w) w = wl;
     }
     return w;
 }
@@ -433,6 +440,11 @@ static void allocate(unet *m) {
             for (int s = 0; s < S_COUNT; s++) m->layers[i].s[s] = m->shared[s];
     }
     int ch = m->mc.ch;
+    for (int k = 0; k < 2; k++) { /* the timestep MLP's dense0 (ch -> 4ch), dense1 */
+        const size_t wl = linear_workspace_floats(m->max_batch, k ? 4 * ch : ch, 4 * ch,
+                                                  m->opt.precision);
+        if (wl > m->ws_floats) m->ws_floats = wl;
+    }
     m->emb = alloc_floats(m, N * (size_t)ch);
     m->d0 = alloc_floats(m, N * 4 * (size_t)ch);
     m->a0 = alloc_floats(m, N * 4 * (size_t)ch);
@@ -795,10 +807,48 @@ unet *unet_create(const model_config *mc, int max_batch, int with_backward,
         return NULL;
     }
     if (o.lanes == 0) o.lanes = omp_get_max_threads() < 1 ? 1 : omp_get_max_threads();
+    const char *how;
+    if (o.precision == OPS_BF16 && ops_bf16_support(&how) == OPS_BF16_NONE) {
+        err_set("unet: precision bf16 is %s; use precision fp32", how);
+        return NULL;
+    }
     return create(mc, max_batch, with_backward, &o);
 }
 
+void unet_describe_plans(const unet *m, char *buf, size_t cap) {
+    if (!cap) return;
+    buf[0] = '\0';
+    const unet *r = m->nlanes > 1 ? m->lane[0] : m; /* the lanes hold the plans */
+    const char *how = "";
+    if (m->opt.precision == OPS_BF16) ops_bf16_support(&how);
+    int n0 = snprintf(buf, cap, "precision %s%s%s%s; linear and attention GEMMs by %s; "
+                      "convolutions: ", ops_precision_names[m->opt.precision], *how ? " (" : "",
+                      how, *how ? ")" : "",
+                      m->opt.precision == OPS_BF16 ? "oneDNN bf16 (fp32 accumulation)"
+                                                   : "OpenBLAS sgemm");
+    if (n0 < 0 || (size_t)n0 >= cap) return;
+    size_t len = (size_t)n0;
+    for (int i = 0; i < r->n_layers; i++) {
+        const layer *L = &r->layers[i];
+        for (int k = 0; k < layer_n_convs(L); k++) {
+            const conv_shape cs = layer_conv_shape(L, k, 1);
+            char e[96];
+            snprintf(e, sizeof e, "%d->%d %dx%d k%d s%d: %s", cs.Cin, cs.Cout, cs.H, cs.W, cs.k,
+                     cs.stride, conv_plan_name(&L->plan[k]));
+            if (strstr(buf + n0, e)) continue; /* listed already */
+            const int n = snprintf(buf + len, cap - len, "%s%s", len > (size_t)n0 ? "; " : "",
+                                   e);
+            if (n < 0 || (size_t)n >= cap - len) {
+                if (cap > 4) snprintf(buf + cap - 4, 4, "...");
+                return;
+            }
+            len += (size_t)n;
+        }
+    }
+}
+
 int unet_num_lanes(const unet *m) { return m->nlanes; }
+ops_precision unet_precision(const unet *m) { return m->opt.precision; }
 
 void unet_free(unet *m) {
     if (!m) return;
@@ -922,7 +972,8 @@ static void res_forward(unet *m, layer *L, const float *params, int N) {
     const conv_plan p1 = fwd_plan(m, L, K_MAIN, params);
     gn_silu_conv2d_forward(L->s[S_H1], x, &gn1, NULL, PW(L, R_C1W), PW(L, R_C1B), &c1, &p1,
                            m->ws);
-    linear_forward(L->s[S_TP], m->ts, PW(L, R_TW), PW(L, R_TB), N, 4 * m->mc.ch, L->cout);
+    linear_forward(L->s[S_TP], m->ts, PW(L, R_TW), PW(L, R_TB), N, 4 * m->mc.ch, L->cout,
+                   m->opt.precision, m->ws);
     add_channel_forward(L->s[S_H1], L->s[S_H1], L->s[S_TP], N, L->cout, HW);
     groupnorm_stats(L->s[S_MEAN2], L->s[S_RSTD2], L->s[S_H1], N, L->cout, HW, GN_GROUPS, GN_EPS);
     const gn_apply gn2 = {L->s[S_MEAN2], L->s[S_RSTD2], PW(L, R_N2G), PW(L, R_N2B), GN_GROUPS};
@@ -957,7 +1008,8 @@ static void attn_forward(unet *m, layer *L, const float *params, int N) {
                    m->ws);
     conv2d_forward(L->s[S_V], L->s[S_G1], PW(L, A_VW), PW(L, A_VB), &cs, &L->plan[K_MAIN],
                    m->ws);
-    attention_forward(L->s[S_O], L->s[S_ATT], L->s[S_Q], L->s[S_K], L->s[S_V], N, C, HW, m->ws);
+    attention_forward(L->s[S_O], L->s[S_ATT], L->s[S_Q], L->s[S_K], L->s[S_V], N, C, HW,
+                      m->opt.precision, m->ws);
     conv2d_forward(L->out, L->s[S_O], PW(L, A_OW), PW(L, A_OB), &cs, &L->plan[K_MAIN], m->ws);
     add_forward(L->out, L->out, x, (size_t)N * C * HW);
 }
@@ -1015,14 +1067,17 @@ void unet_forward(unet *m, const float *params, const float *x, const int *t, co
     int ch = m->mc.ch;
     timestep_embedding_forward(m->emb, t, N, ch);
     linear_forward(m->d0, m->emb, params + m->tensors[m->p_temb[0]].offset,
-                   params + m->tensors[m->p_temb[1]].offset, N, ch, 4 * ch);
+                   params + m->tensors[m->p_temb[1]].offset, N, ch, 4 * ch, m->opt.precision,
+                   m->ws);
     silu_forward(m->a0, m->d0, (size_t)N * 4 * ch);
     linear_forward(m->d1, m->a0, params + m->tensors[m->p_temb[2]].offset,
-                   params + m->tensors[m->p_temb[3]].offset, N, 4 * ch, 4 * ch);
+                   params + m->tensors[m->p_temb[3]].offset, N, 4 * ch, 4 * ch,
+                   m->opt.precision, m->ws);
     set_labels(m, y, N);
     if (m->p_label >= 0)
         label_embedding_forward(m->d1, m->d1, params + m->tensors[m->p_label].offset, m->y, N,
                                 4 * ch);
+
     silu_forward(m->ts, m->d1, (size_t)N * 4 * ch);
 
     for (int i = 0; i < m->n_layers; i++) {
@@ -1200,7 +1255,7 @@ static void res_backward(unet *m, layer *L, const float *params, float *grads, i
     float *dtp = zeroed(L->s[S_TP], (size_t)N * L->cout); /* tp is no longer needed */
     add_channel_backward(NULL, dtp, dh1, N, L->cout, HW);
     linear_backward(m->dts, GW(L, R_TW), GW(L, R_TB), dtp, m->ts, PW(L, R_TW), N, 4 * m->mc.ch,
-                    L->cout);
+                    L->cout, m->opt.precision, m->ws);
 
     const float *x = layer_input(m, L);
     if (L->skip >= 0) {
@@ -1240,7 +1295,7 @@ static void attn_backward(unet *m, layer *L, const float *params, float *grads, 
                     &L->plan[K_MAIN], m->ws);
     float *dq = zeroed(G[1], n), *dk = zeroed(G[2], n), *dv = zeroed(G[3], n);
     attention_backward(dq, dk, dv, dov, L->s[S_Q], L->s[S_K], L->s[S_V], L->s[S_ATT], N, C, HW,
-                       m->ws);
+                       m->opt.precision, m->ws);
     float *dg = zeroed(G[0], n);
     conv2d_backward(dg, GW(L, A_QW), GW(L, A_QB), dq, L->s[S_G1], PW(L, A_QW), &cs,
                     &L->plan[K_MAIN], m->ws);
@@ -1324,12 +1379,14 @@ static void backward_temb(unet *m, const float *params, float *grads) {
     float *da0 = zeroed(G[1], nt);
     linear_backward(da0, grads + m->tensors[m->p_temb[2]].offset,
                     grads + m->tensors[m->p_temb[3]].offset, dd1, m->a0,
-                    params + m->tensors[m->p_temb[2]].offset, N, 4 * ch, 4 * ch);
+                    params + m->tensors[m->p_temb[2]].offset, N, 4 * ch, 4 * ch,
+                    m->opt.precision, m->ws);
     float *dd0 = zeroed(G[2], nt);
     silu_backward(dd0, da0, m->d0, nt);
     linear_backward(NULL, grads + m->tensors[m->p_temb[0]].offset,
                     grads + m->tensors[m->p_temb[1]].offset, dd0, m->emb,
-                    params + m->tensors[m->p_temb[0]].offset, N, ch, 4 * ch);
+                    params + m->tensors[m->p_temb[0]].offset, N, ch, 4 * ch,
+                    m->opt.precision, m->ws);
 }
 
 /* grads[lo, hi) += the lanes' private gradients there, lanes in order. */

@@ -87,12 +87,19 @@ typedef struct {
  * Winograd tile (ops.h's conv_algo_opts), planned per layer at unet_create.
  * prepare_budget: the bytes unet_prepare may take; UNET_PREPARE_AUTO: half the
  * memory the process may still take (mem_available_bytes: MemAvailable, and
- * the cgroup limit Slurm sets), read when unet_prepare runs; 0: never prepare. */
+ * the cgroup limit Slurm sets), read when unet_prepare runs; 0: never prepare.
+ * precision: OPS_FP32, or OPS_BF16 mixed precision (training.precision,
+ * --precision): every convolution by oneDNN in bf16, the linear layers and the
+ * attention matmuls with bf16 operands, all with fp32 accumulation; the
+ * parameters, gradients, activations between ops, GroupNorm, softmax and the
+ * loss stay fp32 (docs/performance.md). unet_create refuses it on a CPU without
+ * AVX-512 (ops_bf16_support). */
 #define UNET_PREPARE_AUTO SIZE_MAX
 typedef struct {
     int lanes;
     conv_algo_opts conv;
     size_t prepare_budget;
+    ops_precision precision;
 } unet_options;
 
 /* lanes 0, the default conv_algo_opts (all zero: AUTO), UNET_PREPARE_AUTO. */
@@ -106,6 +113,12 @@ unet_options unet_options_default(void);
 unet *unet_create(const model_config *mc, int max_batch, int with_backward,
                   const unet_options *opt);
 int unet_num_lanes(const unet *m);
+/* The model's arithmetic for the log, into buf (cap bytes, truncated with
+ * "..."): "precision bf16 (<ops_bf16_support's sentence>); linear and attention
+ * GEMMs <how>; convolutions: " then one "Cin->Cout HxW kK sS: <conv_plan_name>"
+ * entry per distinct (shape, formulation), joined by "; ". */
+void unet_describe_plans(const unet *m, char *buf, size_t cap);
+ops_precision unet_precision(const unet *m);
 void unet_free(unet *m);
 
 size_t unet_num_params(const unet *m);

@@ -53,6 +53,9 @@ static int wants_winograd(const conv_shape *s, const conv_algo_opts *o) {
  * the training step measured slower with them: left for later). */
 static int wants_dnnl(const conv_shape *s, const conv_algo_opts *o) {
     if (!conv_dnnl_formulation.fits(s)) return 0;
+    /* bf16: oneDNN is the one formulation with bf16 kernels (fp32 Winograd
+     * with bf16 GEMMs is not built), so it takes every convolution */
+    if (o->precision == OPS_BF16) return 1;
     switch (o->algo) {
     case CONV_ALGO_DNNL: return 1;
     case CONV_ALGO_AUTO:
@@ -63,11 +66,12 @@ static int wants_dnnl(const conv_shape *s, const conv_algo_opts *o) {
 }
 
 conv_plan conv_plan_make(const conv_shape *s, const conv_algo_opts *o) {
-    static const conv_algo_opts defaults = {CONV_ALGO_AUTO, 0, 0};
+    static const conv_algo_opts defaults = {.algo = CONV_ALGO_AUTO};
     if (!o) o = &defaults;
     conv_plan p = {.form = CONV_FORM_GEMM, .wino_chunk_floats = o->wino_chunk_floats};
     if (wants_dnnl(s, o)) {
         p.form = CONV_FORM_DNNL;
+        p.precision = o->precision;
         return p;
     }
     if (!conv_shift_formulation.fits(s)) return p;
@@ -77,6 +81,15 @@ conv_plan conv_plan_make(const conv_shape *s, const conv_algo_opts *o) {
         p.wino_tile = conv_winograd_forward_tile(s, o->wino_tile);
     }
     return p;
+}
+
+const char *conv_plan_name(const conv_plan *p) {
+    switch (p->form) {
+    case CONV_FORM_SHIFT: return "shifted GEMMs";
+    case CONV_FORM_WINOGRAD: return p->wino_tile == 4 ? "Winograd F(4x4)" : "Winograd F(2x2)";
+    case CONV_FORM_DNNL: return p->precision == OPS_BF16 ? "oneDNN bf16" : "oneDNN fp32";
+    default: return "im2col";
+    }
 }
 
 /* The plan to run: p, or the default plan for s (in *tmp) when p is NULL. */

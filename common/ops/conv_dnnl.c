@@ -29,8 +29,11 @@
  * The fused activation of silu_conv2d / gn_silu_conv2d is applied into the
  * workspace first (ops_silu_mask: the very values the other formulations copy).
  *
- * bf16 (issue 19) fits here: the data type of the inner memory descriptors and
- * a bf16 reorder of the activations and weights; the accumulation stays fp32. */
+ * bf16 (a plan of precision OPS_BF16, issue 19): each primitive's two inputs
+ * are bf16 in its inner layouts (the reorders round the fp32 tensors to bf16 on
+ * the way in), its output stays fp32 (forward dst, diff_src, diff_weights):
+ * oneDNN's bf16 kernels accumulate in fp32 and write fp32, so no rounding
+ * happens after the accumulation and the weight gradient is fp32 as summed. */
 #include <dnnl.h>
 #include <omp.h>
 #include <stdlib.h>
@@ -55,6 +58,9 @@ static const int dk_role[DK_COUNT][T_COUNT] = {
     [DK_BWD_DATA] = {R_DST, R_WEI, R_SRC},
     [DK_BWD_WEIGHTS] = {R_SRC, R_DST, R_WEI},
 };
+/* The plain role each primitive kind writes (its output, fp32 in bf16 too). */
+static const int dk_out_role[DK_COUNT] = {[DK_FWD] = R_DST, [DK_BWD_DATA] = R_SRC,
+                                          [DK_BWD_WEIGHTS] = R_WEI};
 static const dnnl_query_t dk_query[DK_COUNT][T_COUNT] = {
     [DK_FWD] = {dnnl_query_src_md, dnnl_query_weights_md, dnnl_query_dst_md},
     [DK_BWD_DATA] = {dnnl_query_diff_dst_md, dnnl_query_weights_md, dnnl_query_diff_src_md},
@@ -80,6 +86,7 @@ struct conv_state {
     dnnl_engine_t eng;
     dnnl_stream_t strm;
     conv_shape s; /* the plan's shape (any N) */
+    ops_precision prec;
     dnnl_entry e[DNNL_ENTRIES];
     unsigned next; /* the slot to reuse when all are taken */
 };
@@ -125,7 +132,10 @@ static size_t cd_workspace_floats(const conv_shape *s, const conv_plan *p) {
     return w.act + w.tmp + w.bias + 3 * w.inner;
 }
 
-static void plain_md(dnnl_memory_desc_t *md, const conv_shape *s, int role, int any) {
+/* The descriptor of one tensor: plain layout (any 0) or oneDNN's choice, data
+ * type dt. */
+static void plain_md(dnnl_memory_desc_t *md, const conv_shape *s, int role, int any,
+                     dnnl_data_type_t dt) {
     dnnl_dims_t d;
     switch (role) {
     case R_SRC: d[0] = s->N; d[1] = s->Cin; d[2] = s->H; d[3] = s->W; break;
@@ -133,15 +143,22 @@ static void plain_md(dnnl_memory_desc_t *md, const conv_shape *s, int role, int 
     default: d[0] = s->N; d[1] = s->Cout; d[2] = s->Ho; d[3] = s->Wo; break;
     }
     const dnnl_format_tag_t tag = any ? dnnl_format_tag_any : role == R_WEI ? dnnl_oihw : dnnl_nchw;
-    dnnl_memory_desc_init_by_tag(md, 4, d, dnnl_f32, tag);
+    dnnl_memory_desc_init_by_tag(md, 4, d, dt, tag);
+}
+
+/* The inner data type of role in primitive kind dk: bf16 for its inputs in a
+ * bf16 state, else fp32. */
+static dnnl_data_type_t inner_dt(ops_precision prec, int dk, int role) {
+    return prec == OPS_BF16 && role != dk_out_role[dk] ? dnnl_bf16 : dnnl_f32;
 }
 
 /* The descriptor of primitive kind dk for s, layouts "any" or plain. */
-static void op_desc(dnnl_convolution_desc_t *cd, int dk, const conv_shape *s, int any) {
+static void op_desc(dnnl_convolution_desc_t *cd, int dk, const conv_shape *s, int any,
+                    ops_precision prec) {
     dnnl_memory_desc_t src, wei, dst, bias;
-    plain_md(&src, s, R_SRC, any);
-    plain_md(&wei, s, R_WEI, any);
-    plain_md(&dst, s, R_DST, any);
+    plain_md(&src, s, R_SRC, any, inner_dt(prec, dk, R_SRC));
+    plain_md(&wei, s, R_WEI, any, inner_dt(prec, dk, R_WEI));
+    plain_md(&dst, s, R_DST, any, inner_dt(prec, dk, R_DST));
     dnnl_dims_t bd = {s->Cout};
     dnnl_memory_desc_init_by_tag(&bias, 1, bd, dnnl_f32, dnnl_x);
     const dnnl_dims_t strides = {s->stride, s->stride};
@@ -163,8 +180,8 @@ static void op_desc(dnnl_convolution_desc_t *cd, int dk, const conv_shape *s, in
 
 /* The primitive descriptor of kind dk: the blocked layouts oneDNN prefers when
  * they fit the workspace's regions, else the plain ones. */
-static dnnl_primitive_desc_t op_pd(int dk, const conv_shape *s, dnnl_engine_t eng,
-                                   const_dnnl_primitive_desc_t hint) {
+static dnnl_primitive_desc_t op_pd(int dk, const conv_shape *s, ops_precision prec,
+                                   dnnl_engine_t eng, const_dnnl_primitive_desc_t hint) {
     dnnl_primitive_attr_t attr;
     dnnl_ok(dnnl_primitive_attr_create(&attr), "attr", s);
     dnnl_ok(dnnl_primitive_attr_set_scratchpad_mode(attr, dnnl_scratchpad_mode_user), "attr", s);
@@ -172,7 +189,7 @@ static dnnl_primitive_desc_t op_pd(int dk, const conv_shape *s, dnnl_engine_t en
     dnnl_primitive_desc_t pd = NULL;
     for (int any = 1; any >= 0 && !pd; any--) {
         dnnl_convolution_desc_t cd;
-        op_desc(&cd, dk, s, any);
+        op_desc(&cd, dk, s, any, prec);
         dnnl_ok(dnnl_primitive_desc_create(&pd, &cd, attr, eng, hint), "primitive descriptor", s);
         for (int t = 0; any && t < T_COUNT; t++)
             if (dnnl_memory_desc_get_size(dnnl_primitive_desc_query_md(pd, dk_query[dk][t], 0)) >
@@ -186,13 +203,13 @@ static dnnl_primitive_desc_t op_pd(int dk, const conv_shape *s, dnnl_engine_t en
     return pd;
 }
 
-static void op_make(dnnl_op *o, int dk, const conv_shape *s, dnnl_engine_t eng,
-                    const_dnnl_primitive_desc_t fwd_pd) {
+static void op_make(dnnl_op *o, int dk, const conv_shape *s, ops_precision prec,
+                    dnnl_engine_t eng, const_dnnl_primitive_desc_t fwd_pd) {
     dnnl_primitive_desc_t pd = dk == DK_FWD ? (dnnl_primitive_desc_t)fwd_pd
-                                            : op_pd(dk, s, eng, fwd_pd);
+                                            : op_pd(dk, s, prec, eng, fwd_pd);
     for (int t = 0; t < T_COUNT; t++) {
         dnnl_memory_desc_t pm;
-        plain_md(&pm, s, dk_role[dk][t], 0);
+        plain_md(&pm, s, dk_role[dk][t], 0, dnnl_f32);
         const dnnl_memory_desc_t *im = dnnl_primitive_desc_query_md(pd, dk_query[dk][t], 0);
         dnnl_ok(dnnl_memory_create(&o->plain[t], &pm, eng, DNNL_MEMORY_NONE), "memory", s);
         dnnl_ok(dnnl_memory_create(&o->inner[t], im, eng, DNNL_MEMORY_NONE), "memory", s);
@@ -242,9 +259,10 @@ static void entry_free(dnnl_entry *e) {
     memset(e, 0, sizeof *e);
 }
 
-static conv_state *state_new(const conv_shape *s) {
+static conv_state *state_new(const conv_shape *s, ops_precision prec) {
     conv_state *st = xcalloc(1, sizeof *st);
     st->s = *s;
+    st->prec = prec;
     dnnl_ok(dnnl_engine_create(&st->eng, dnnl_cpu, 0), "engine", s);
     dnnl_ok(dnnl_stream_create(&st->strm, st->eng, dnnl_stream_default_flags), "stream", s);
     return st;
@@ -259,8 +277,7 @@ static void state_free(conv_state *st) {
 }
 
 static conv_state *cd_state_create(const conv_shape *s, const conv_plan *p) {
-    (void)p;
-    return state_new(s);
+    return state_new(s, p->precision);
 }
 
 /* The entry for s->N on this many threads, with primitive kind dk made. */
@@ -285,8 +302,8 @@ static dnnl_op *state_op(conv_state *st, const conv_shape *s, int dk) {
      * parallel region: there, create for one (this thread's setting only) */
     const int was = omp_get_max_threads();
     if (inpar) omp_set_num_threads(1);
-    if (!e->fwd_pd) e->fwd_pd = op_pd(DK_FWD, s, st->eng, NULL);
-    op_make(&e->op[dk], dk, s, st->eng, e->fwd_pd);
+    if (!e->fwd_pd) e->fwd_pd = op_pd(DK_FWD, s, st->prec, st->eng, NULL);
+    op_make(&e->op[dk], dk, s, st->prec, st->eng, e->fwd_pd);
     if (inpar) omp_set_num_threads(was);
     return &e->op[dk];
 }
@@ -332,7 +349,7 @@ static void op_run(conv_state *st, const conv_shape *s, int dk, const float *in0
 static conv_state *use_state(const conv_shape *s, const conv_plan *p, conv_state **tmp) {
     *tmp = NULL;
     if (p && p->state) return p->state;
-    return *tmp = state_new(s);
+    return *tmp = state_new(s, p ? p->precision : OPS_FP32);
 }
 
 /* The conv's input: inp itself, or its fused activation in ws's act region. */

@@ -10,12 +10,45 @@
  *    from the caller (`ws`, sized by the matching *_workspace_floats()).
  *  - forward saves what backward needs into caller-owned buffers (GroupNorm
  *    mean/rstd, attention probabilities).
- *  - All GEMMs go through cblas_sgemm; the DNNL convolutions through oneDNN. */
+ *  - All GEMMs go through cblas_sgemm; the DNNL convolutions through oneDNN.
+ *  - Precision (ops_precision): fp32, or bf16 mixed precision where an op takes a
+ *    precision (convolutions through their plan, linear, attention): its matmul
+ *    operands are rounded to bf16 and accumulated in fp32 by oneDNN; inputs,
+ *    outputs, weights and gradients stay fp32 buffers. */
 #ifndef DDPM_OPS_H
 #define DDPM_OPS_H
 
 #include <stddef.h>
 #include <stdint.h>
+
+/* ---- precision (common/ops/bf16.c) ---- */
+typedef enum { OPS_FP32 = 0, OPS_BF16 } ops_precision;
+/* "fp32", "bf16", NULL: the names by value (config key training.precision). */
+extern const char *const ops_precision_names[];
+/* What this CPU offers for bf16, by oneDNN's effective ISA
+ * (dnnl_get_effective_cpu_isa): NATIVE with avx512_bf16 or AMX, EMULATED on
+ * AVX-512 without them (oneDNN's emulation: correct, slower than fp32), NONE
+ * below AVX-512. *how (may be NULL) gets a sentence for the log or the error
+ * that names the CPU features. */
+typedef enum { OPS_BF16_NONE = 0, OPS_BF16_EMULATED, OPS_BF16_NATIVE } ops_bf16_level;
+ops_bf16_level ops_bf16_support(const char **how);
+/* fp32 -> bf16, round to nearest even (NaN stays NaN), and back (exact). */
+uint16_t ops_to_bf16(float x);
+float ops_from_bf16(uint16_t h);
+void ops_to_bf16_n(uint16_t *d, const float *s, size_t n);
+/* Row-major C = alpha op(A) op(B) + beta C (ta / tb: transpose A / B), C M x N,
+ * K the inner size. OPS_FP32: ops_sgemm (ws unused, may be NULL). OPS_BF16: A and
+ * B are rounded to bf16 into ws (ops_gemm_ws_floats(M, N, K) floats) and
+ * multiplied by oneDNN with fp32 accumulation. */
+size_t ops_gemm_ws_floats(int M, int N, int K);
+/* The bf16 GEMM itself on operands already in bf16 (oneDNN's
+ * dnnl_gemm_bf16bf16f32, row-major, lda / ldb the leading dimensions of A and B
+ * as stored): 0, or -1 when oneDNN refuses (no AVX-512). */
+int ops_bf16_gemm(int ta, int tb, int M, int N, int K, float alpha, const uint16_t *A, int lda,
+                  const uint16_t *B, int ldb, float beta, float *C, int ldc);
+void ops_gemm(ops_precision prec, int ta, int tb, int M, int N, int K, float alpha,
+              const float *A, int lda, const float *B, int ldb, float beta, float *C, int ldc,
+              float *ws);
 
 /* ---- 2-D convolution (square kernel k, stride 1 or 2, TF 'SAME' padding) ----
  * Output size Ho = ceil(H / stride); total padding = max((Ho-1)*stride + k - H, 0),
@@ -64,6 +97,9 @@ typedef struct {
     conv_algo algo;
     int wino_tile;
     size_t wino_chunk_floats;
+    /* OPS_BF16: every convolution by oneDNN in bf16 (conv.c, wants_dnnl),
+     * whatever algo says */
+    ops_precision precision;
 } conv_algo_opts;
 
 /* A plan's long-lived state (conv_state_create): what a formulation builds once
@@ -84,7 +120,12 @@ typedef struct {
     const float *prep;        /* NULL: not prepared */
     conv_state *state;        /* NULL: none (a DNNL plan then builds its primitives at
                                  each call: correct, slow) */
+    ops_precision precision;  /* OPS_BF16 only with DNNL */
 } conv_plan;
+
+/* The plan's formulation for logs: "im2col", "shifted GEMMs", "Winograd F(4x4)",
+ * "Winograd F(2x2)", "oneDNN fp32", "oneDNN bf16". */
+const char *conv_plan_name(const conv_plan *p);
 
 /* o NULL: all defaults. */
 conv_plan conv_plan_make(const conv_shape *s, const conv_algo_opts *o);
@@ -144,11 +185,15 @@ void gn_silu_conv2d_backward(float *dgn, float *dweight, float *dbias, const flo
                              const float *weight, const conv_shape *s, const conv_plan *p,
                              float *ws);
 
-/* ---- linear: out[N][Out] = inp[N][In] * weight[Out][In]^T + bias ---- */
+/* ---- linear: out[N][Out] = inp[N][In] * weight[Out][In]^T + bias ----
+ * prec: the GEMMs' operand precision; ws: linear_workspace_floats() (0 for
+ * fp32: ws may then be NULL). */
+size_t linear_workspace_floats(int N, int In, int Out, ops_precision prec);
 void linear_forward(float *out, const float *inp, const float *weight, const float *bias,
-                    int N, int In, int Out);
+                    int N, int In, int Out, ops_precision prec, float *ws);
 void linear_backward(float *dinp, float *dweight, float *dbias, const float *dout,
-                     const float *inp, const float *weight, int N, int In, int Out);
+                     const float *inp, const float *weight, int N, int In, int Out,
+                     ops_precision prec, float *ws);
 
 /* ---- GroupNorm over (C/G channels x HW) per sample and group, then affine ----
  * mean and rstd are [N][G], written by forward and read by backward. */
@@ -170,13 +215,14 @@ void silu_backward(float *dinp, const float *dout, const float *inp, size_t n);
 /* ---- single-head self-attention over HW positions ----
  * q, k, v, out are [N][C][HW] (the outputs of the 1x1 q/k/v projections).
  * att[N][HW][HW] = softmax_j( sum_c q[c][i] k[c][j] / sqrt(C) ); out[c][i] = sum_j att[i][j] v[c][j].
- * att is saved for backward. ws: attention_workspace_floats(). */
-size_t attention_workspace_floats(int C, int HW);
+ * att is saved for backward. prec: the GEMMs' operand precision (scores,
+ * softmax and att stay fp32). ws: attention_workspace_floats(). */
+size_t attention_workspace_floats(int C, int HW, ops_precision prec);
 void attention_forward(float *out, float *att, const float *q, const float *k, const float *v,
-                       int N, int C, int HW, float *ws);
+                       int N, int C, int HW, ops_precision prec, float *ws);
 void attention_backward(float *dq, float *dk, float *dv, const float *dout, const float *q,
                         const float *k, const float *v, const float *att, int N, int C,
-                        int HW, float *ws);
+                        int HW, ops_precision prec, float *ws);
 
 /* ---- nearest-neighbour 2x upsample: [N][C][H][W] -> [N][C][2H][2W] ---- */
 void upsample2x_forward(float *out, const float *inp, int N, int C, int H, int W);

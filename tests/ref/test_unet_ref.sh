@@ -41,6 +41,27 @@ run_ref small_rgb_san tests/configs/ref_small.yaml 2 build-san
 run_ref class_cond tests/configs/ref_class.yaml 5
 run_ref class_cond_san tests/configs/ref_class.yaml 5 build-san
 
+# bf16 mixed precision (training.precision: bf16) against float64 with bf16
+# emulated (tests/ref/unet_ref_bf16.py has the criterion and why); then with the
+# convolutions left exact in the emulation, which must fail.
+if build/tools/unet_ref_dump tests/configs/ref_small.yaml "$TMP/small_bf16.tns" 3 4321 bf16 \
+        >"$TMP/small_bf16.dump.log" 2>&1; then
+    if $PY tests/ref/unet_ref_bf16.py "$TMP/small_bf16.tns" >"$TMP/small_bf16.ref.log" 2>&1; then
+        echo "ok - small_rgb_bf16: C bf16 U-Net's output and gradient errors are bf16-sized against emulated bf16 ($(grep -c '^ok' "$TMP/small_bf16.ref.log") checks; $(grep 'all .* nonzero' "$TMP/small_bf16.ref.log" | sed 's/^ok - //'))"
+    else
+        echo "not ok - small_rgb_bf16: C bf16 U-Net against emulated bf16:"
+        grep -v '^ok' "$TMP/small_bf16.ref.log" | head -20
+    fi
+    sed 's/^ok - /#   /; s/^not ok - /#   FAIL /' "$TMP/small_bf16.ref.log" | head -4
+    if $PY tests/ref/unet_ref_bf16.py "$TMP/small_bf16.tns" --exact conv2d >"$TMP/bf16x.log" 2>&1; then
+        echo "not ok - the bf16 comparison passed against a reference with exact convolutions"
+    else
+        echo "ok - the bf16 comparison fails against a reference whose convolutions are exact ($(grep -c '^not ok' "$TMP/bf16x.log") tensors out)"
+    fi
+else
+    echo "not ok - small_rgb_bf16: unet_ref_dump failed: $(cat "$TMP/small_bf16.dump.log")"
+fi
+
 # The comparison must be able to fail: perturb one gradient of the small model.
 if $PY tests/ref/unet_ref.py "$TMP/small_rgb.tns" --perturb down.1.block.0.conv1.weight >"$TMP/perturb.log" 2>&1; then
     echo "not ok - a perturbed gradient passed the PyTorch comparison"

@@ -28,25 +28,23 @@ ZERO_REL = 1e-9
 ZERO_TOL = 1e-6
 
 
-def main():
-    path = sys.argv[1]
-    perturb = sys.argv[sys.argv.index("--perturb") + 1] if "--perturb" in sys.argv else None
-    d = tensor_file.read(path)
-    torch.set_num_threads(2)
+def run(d):
+    """The reference model on a dump's parameters, masks and inputs: L_simple's
+    forward and backward. Returns (out, loss, model with .grad set), or None when
+    the parameter names differ (printed)."""
     model = ddpm_torch.from_meta(d["meta/model"]).double()
     sd = model.state_dict()
     c_names = sorted(k[6:] for k in d if k.startswith("param/"))
     missing = set(sd) ^ set(c_names)
     if missing:
         print(f"not ok - parameter names differ between C and PyTorch: {sorted(missing)[:10]}")
-        return 1
+        return None
     with torch.no_grad():
         for k in sd:
             sd[k].copy_(torch.from_numpy(d["param/" + k].astype(np.float64)).reshape(sd[k].shape))
     for name, mod in model.named_modules():
         if isinstance(mod, ddpm_torch.ResBlock) and "mask/" + name in d:
             mod.mask = torch.from_numpy(d["mask/" + name].astype(np.float64))
-    nmask = sum(1 for k in d if k.startswith("mask/"))
     x = torch.from_numpy(d["x_t"].astype(np.float64))
     t = torch.from_numpy(d["t"].astype(np.int64))
     noise = torch.from_numpy(d["noise"].astype(np.float64))
@@ -54,6 +52,20 @@ def main():
     out = model(x, t, y)
     loss = ((out - noise) ** 2).mean()
     loss.backward()
+    return out, loss, model
+
+
+def main():
+    path = sys.argv[1]
+    perturb = sys.argv[sys.argv.index("--perturb") + 1] if "--perturb" in sys.argv else None
+    d = tensor_file.read(path)
+    torch.set_num_threads(2)
+    r = run(d)
+    if r is None:
+        return 1
+    out, loss, model = r
+    sd = model.state_dict()
+    nmask = sum(1 for k in d if k.startswith("mask/"))
 
     results = []
     grads = dict(model.named_parameters())

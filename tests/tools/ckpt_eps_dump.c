@@ -23,7 +23,7 @@ int main(int argc, char **argv) {
     unet_options opt = unet_options_default();
     ckpt_model cm;
     if (!which || N < 1 || env_unet_options(&opt) != 0 ||
-        ckpt_model_load(&cm, argv[1], which, N, &opt) != 0) {
+        ckpt_model_load(&cm, argv[1], which, N, &opt, OPS_FP32) != 0) {
         fprintf(stderr, "ckpt_eps_dump: %s\n", which && N > 0 ? err_msg() : "bad arguments");
         return 1;
     }

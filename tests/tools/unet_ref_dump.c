@@ -1,9 +1,11 @@
 /* Builds the U-Net of a config with random, non-degenerate weights, runs one
  * L_simple forward/backward on random (x_t, t, noise) and writes everything the
  * PyTorch reference (tests/ref/unet_ref.py) needs to redo the computation:
- *   unet_ref_dump CONFIG OUT.tns [N] [SEED] [KEY=VALUE...]
- * (the KEY=VALUE overrides apply to the config, as ddpm-train's do)
- * Records: meta/model, x_t, t, noise, out, loss, param/NAME, grad/NAME, mask/BLOCK. */
+ *   unet_ref_dump CONFIG OUT.tns [N] [SEED] [fp32|bf16] [KEY=VALUE...]
+ * (fp32, the default, or bf16: unet_options.precision; the KEY=VALUE overrides
+ * apply to the config, as ddpm-train's do)
+ * Records: meta/model, x_t, t, noise, out, loss, param/NAME, grad/NAME, mask/BLOCK,
+ * precision (0 fp32, 1 bf16). */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -27,20 +29,22 @@ static int add(tensor_file *tf, const char *name, int ndim, const int64_t *dims,
 
 int main(int argc, char **argv) {
     if (argc < 3) {
-        fprintf(stderr, "usage: %s CONFIG OUT.tns [N] [SEED] [KEY=VALUE...]\n", argv[0]);
+        fprintf(stderr, "usage: %s CONFIG OUT.tns [N] [SEED] [fp32|bf16] [KEY=VALUE...]\n", argv[0]);
         return 2;
     }
     int N = argc > 3 ? atoi(argv[3]) : 2;
     uint64_t seed = argc > 4 ? strtoull(argv[4], NULL, 10) : 1234;
     config cfg;
     int bad = config_load_file(&cfg, argv[1]) != 0;
-    for (int a = 5; a < argc && !bad; a++) bad = config_override(&cfg, argv[a]) != 0;
+    int first_kv = argc > 5 && (!strcmp(argv[5], "bf16") || !strcmp(argv[5], "fp32")) ? 6 : 5;
+    for (int a = first_kv; a < argc && !bad; a++) bad = config_override(&cfg, argv[a]) != 0;
     if (bad || config_validate(&cfg) != 0) {
         fprintf(stderr, "unet_ref_dump: %s\n", err_msg());
         return 1;
     }
     const model_config *mc = &cfg.model;
     unet_options opt = unet_options_default();
+    if (argc > 5 && strcmp(argv[5], "bf16") == 0) opt.precision = OPS_BF16;
     unet *m = env_unet_options(&opt) == 0 ? unet_create(mc, N, 1, &opt) : NULL;
     if (!m) {
         fprintf(stderr, "unet_ref_dump: %s\n", err_msg());
@@ -121,6 +125,8 @@ int main(int argc, char **argv) {
     add(&tf, "noise", 4, dox, noise);
     add(&tf, "out", 4, dox, out);
     add(&tf, "loss", 1, d1, &loss);
+    const float prec = opt.precision == OPS_BF16 ? 1.0f : 0.0f;
+    add(&tf, "precision", 1, d1, &prec);
     char name[256];
     for (int i = 0; i < unet_num_tensors(m); i++) {
         const unet_tensor *te = &tt[i];

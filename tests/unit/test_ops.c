@@ -667,7 +667,7 @@ typedef struct {
 
 static double linear_loss(void *p) {
     linear_ctx *c = p;
-    linear_forward(c->out, c->x, c->w, c->b, c->N, c->In, c->Out);
+    linear_forward(c->out, c->x, c->w, c->b, c->N, c->In, c->Out, OPS_FP32, NULL);
     return dot_d(c->out, c->R, (size_t)c->N * c->Out);
 }
 
@@ -690,18 +690,18 @@ static void test_linear(void) {
     fwd_report("linear", c.out, ref, no);
 
     float *dx = zeros(nx), *dw = zeros(nw), *db = zeros(4);
-    linear_backward(dx, dw, db, c.R, c.x, c.w, c.N, c.In, c.Out);
+    linear_backward(dx, dw, db, c.R, c.x, c.w, c.N, c.In, c.Out, OPS_FP32, NULL);
     /* linear in every argument: FD has only rounding error */
     fd_report("linear dinp", linear_loss, &c, c.x, nx, dx, 1e-2f);
     fd_report("linear dweight", linear_loss, &c, c.w, nw, dw, 1e-2f);
     fd_report("linear dbias", linear_loss, &c, c.b, 4, db, 1e-2f);
     float *dx2 = copy_of(dx, nx), *dw2 = copy_of(dw, nw), *db2 = copy_of(db, 4);
-    linear_backward(dx2, dw2, db2, c.R, c.x, c.w, c.N, c.In, c.Out);
+    linear_backward(dx2, dw2, db2, c.R, c.x, c.w, c.N, c.In, c.Out, OPS_FP32, NULL);
     acc_report("linear dinp", dx, dx2, nx);
     acc_report("linear dweight", dw, dw2, nw);
     acc_report("linear dbias", db, db2, 4);
     float *dxo = zeros(nx);
-    linear_backward(dxo, NULL, NULL, c.R, c.x, c.w, c.N, c.In, c.Out);
+    linear_backward(dxo, NULL, NULL, c.R, c.x, c.w, c.N, c.In, c.Out, OPS_FP32, NULL);
     test_check(test_rel_err(dxo, dx, nx) < ACC_TOL, "linear: NULL dweight/dbias skipped");
     free(c.x); free(c.w); free(c.b); free(c.R); free(c.out);
     free(dx); free(dw); free(db); free(dx2); free(dw2); free(db2); free(dxo);
@@ -867,7 +867,7 @@ typedef struct {
 
 static double att_loss(void *p) {
     att_ctx *c = p;
-    attention_forward(c->out, c->att, c->q, c->k, c->v, c->N, c->C, c->HW, c->ws);
+    attention_forward(c->out, c->att, c->q, c->k, c->v, c->N, c->C, c->HW, OPS_FP32, c->ws);
     return dot_d(c->out, c->R, (size_t)c->N * c->C * c->HW);
 }
 
@@ -909,7 +909,7 @@ static void test_attention(void) {
     c.R = rnd_tensor(n, -1, 1);
     c.out = zeros(n);
     c.att = zeros(na);
-    c.ws = exact_ws(attention_workspace_floats(c.C, c.HW));
+    c.ws = exact_ws(attention_workspace_floats(c.C, c.HW, OPS_FP32));
     float *ref = zeros(n), *ratt = zeros(na);
     att_naive(ref, ratt, c.q, c.k, c.v, c.N, c.C, c.HW);
     att_loss(&c);
@@ -917,7 +917,7 @@ static void test_attention(void) {
     fwd_report("attention probabilities", c.att, ratt, na);
 
     float *dq = zeros(n), *dk = zeros(n), *dv = zeros(n);
-    attention_backward(dq, dk, dv, c.R, c.q, c.k, c.v, c.att, c.N, c.C, c.HW, c.ws);
+    attention_backward(dq, dk, dv, c.R, c.q, c.k, c.v, c.att, c.N, c.C, c.HW, OPS_FP32, c.ws);
     /* softmax is smooth at this scale; h = 1e-3 (truncation ~1e-6) */
     fd_report("attention dq", att_loss, &c, c.q, n, dq, 1e-3f);
     fd_report("attention dk", att_loss, &c, c.k, n, dk, 1e-3f);
@@ -925,13 +925,13 @@ static void test_attention(void) {
     att_loss(&c); /* restore att for the calls below */
 
     float *dq2 = copy_of(dq, n), *dk2 = copy_of(dk, n), *dv2 = copy_of(dv, n);
-    attention_backward(dq2, dk2, dv2, c.R, c.q, c.k, c.v, c.att, c.N, c.C, c.HW, c.ws);
+    attention_backward(dq2, dk2, dv2, c.R, c.q, c.k, c.v, c.att, c.N, c.C, c.HW, OPS_FP32, c.ws);
     acc_report("attention dq", dq, dq2, n);
     acc_report("attention dk", dk, dk2, n);
     acc_report("attention dv", dv, dv2, n);
     float *dko = zeros(n), *dvo = zeros(n);
-    attention_backward(NULL, dko, NULL, c.R, c.q, c.k, c.v, c.att, c.N, c.C, c.HW, c.ws);
-    attention_backward(NULL, NULL, dvo, c.R, c.q, c.k, c.v, c.att, c.N, c.C, c.HW, c.ws);
+    attention_backward(NULL, dko, NULL, c.R, c.q, c.k, c.v, c.att, c.N, c.C, c.HW, OPS_FP32, c.ws);
+    attention_backward(NULL, NULL, dvo, c.R, c.q, c.k, c.v, c.att, c.N, c.C, c.HW, OPS_FP32, c.ws);
     test_check(test_rel_err(dko, dk, n) < ACC_TOL && test_rel_err(dvo, dv, n) < ACC_TOL,
                "attention: NULL gradients skipped, others unchanged");
 
@@ -1215,7 +1215,7 @@ static void test_fd_detects_bugs(void) {
     c.R = rnd_tensor(12, -1, 1);
     c.out = zeros(12);
     float *dw = zeros(nw);
-    linear_backward(NULL, dw, NULL, c.R, c.x, c.w, c.N, c.In, c.Out);
+    linear_backward(NULL, dw, NULL, c.R, c.x, c.w, c.N, c.In, c.Out, OPS_FP32, NULL);
     double good = fd_error(linear_loss, &c, c.w, nw, dw, 1e-2f);
     double gmax = 0;
     for (size_t i = 0; i < nw; i++) gmax = fmax(gmax, fabs(dw[i]));

@@ -1,0 +1,253 @@
+/* bf16 mixed precision (ops.h, docs/performance.md "bf16 mixed precision"):
+ * the rounding, the bf16 GEMM of linear layers and attention (ops_gemm), and
+ * oneDNN's bf16 convolutions forward, backward-data and backward-weights,
+ * each against a float64 reference of the same contributions.
+ *
+ * The tolerances come from bf16's format, not from measurement. bf16 keeps 8
+ * significant bits: rounding to nearest gives |bf16(x) - x| <= u |x| with
+ * u = 2^-8. Every output here is a dot product y = sum_i a_i b_i of K terms.
+ *  - Against the float64 sum of the ROUNDED operands (what bf16 computes
+ *    exactly) only the fp32 accumulation differs: |y - y~| <= g_K S~ with
+ *    g_K = K 2^-24 / (1 - K 2^-24) (Higham's bound, any summation order) and
+ *    S~ = sum |bf16(a_i) bf16(b_i)|.
+ *  - Against the float64 sum of the fp32 operands, each product carries
+ *    |(1 + d1)(1 + d2) - 1| <= 2u + u^2: |y - y| <= (2u + u^2) S + g_K S~,
+ *    S = sum |a_i b_i| (the worst case: every rounding error of one sign).
+ *  - In the random-sign case the errors add in quadrature: a rounding error
+ *    relative to a value with a uniformly placed mantissa has variance about
+ *    u^2 / 6, a product's about u^2 / 3, so the root mean square of y's error
+ *    is about (u / sqrt 3) sqrt(sum (a_i b_i)^2), i.e. ~ sqrt(K) u |a||b| / sqrt 3.
+ *    The test requires the measured ratio r = rms(err) / rms(sqrt(sum (a b)^2))
+ *    within [u / (4 sqrt 3), 2 u / sqrt 3]: above, the result would be less
+ *    accurate than bf16 operands allow; below, the operands were not rounded
+ *    to bf16 at all (an fp32 path would give r ~ 1e-7). */
+#include <math.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "common/core/util.h"
+#include "common/ops/ops.h"
+#include "common/rng/rng.h"
+#include "tests/unit/test.h"
+
+static const double U = 1.0 / 256.0; /* bf16 unit roundoff, 2^-8 */
+
+static float rb(float x) { return ops_from_bf16(ops_to_bf16(x)); }
+
+/* Uniform in [-1, 1), keyed on seed. */
+static float *rnd(size_t n, uint64_t seed) {
+    float *p = xfloats(n);
+    rng_key k = {seed, 5, 0, RNG_PURPOSE_INIT};
+    rng_uniform(&k, p, n);
+    for (size_t i = 0; i < n; i++) p[i] = 2.0f * p[i] - 1.0f;
+    return p;
+}
+
+/* ---------- rounding ---------- */
+
+/* The nearest bf16 of x found by comparing the two neighbours in double, ties
+ * to the even one: an independent statement of round-to-nearest-even. */
+static uint16_t nearest_bf16(float x) {
+    uint32_t b;
+    memcpy(&b, &x, sizeof b);
+    const uint16_t lo = (uint16_t)(b >> 16), hi = (uint16_t)(lo + 1);
+    /* past the largest bf16 the next step is 2^128 (IEEE rounding overflows to
+     * inf beyond half an ulp past the largest finite value) */
+    const double vh = isinf(ops_from_bf16(hi)) ? copysign(0x1p128, x) : ops_from_bf16(hi);
+    const double dl = fabs((double)x - ops_from_bf16(lo)), dh = fabs(vh - x);
+    if (dl < dh) return lo;
+    if (dh < dl) return hi;
+    return (lo & 1) ? hi : lo;
+}
+
+static void check_rounding(void) {
+    const size_t n = 200000;
+    float *x = xfloats(n);
+    rng_key k = {7, 1, 0, RNG_PURPOSE_INIT};
+    uint32_t *bits = (uint32_t *)x;
+    rng_uniform(&k, x, n);
+    for (size_t i = 0; i < n; i++) { /* random bit patterns, finite, many exact ties */
+        uint32_t r = (uint32_t)(x[i] * 4294967040.0f);
+        if ((r & 0x7f800000u) == 0x7f800000u) r &= 0xbfffffffu;
+        if (i % 4 == 0) r = (r & 0xffff0000u) | 0x8000u;
+        bits[i] = r;
+    }
+    size_t bad = 0;
+    uint16_t *h = xmalloc(n * sizeof *h);
+    ops_to_bf16_n(h, x, n);
+    for (size_t i = 0; i < n; i++)
+        if (ops_to_bf16(x[i]) != nearest_bf16(x[i]) || h[i] != ops_to_bf16(x[i])) bad++;
+    test_check(bad == 0, "bf16 rounding: %zu values (a quarter exact ties) round to nearest even, "
+               "the vector conversion equal to the scalar one (%zu differ)", n, bad);
+    const float inf = INFINITY, nan = NAN;
+    test_check(isinf(rb(inf)) && isnan(rb(nan)) && rb(-0.0f) == 0.0f && signbit(rb(-0.0f)) &&
+                   isinf(rb(3.4e38f)),
+               "bf16 rounding: inf, NaN, -0 kept; the largest floats round to inf");
+    free(x);
+    free(h);
+}
+
+/* ---------- a float64 reference of dot products ---------- */
+
+typedef struct {
+    size_t n;
+    double *ex, *em, *s, *se, *sq; /* exact sum, of rounded operands, S, S~, sum (ab)^2 */
+    int K;                         /* the largest term count */
+} dots;
+
+static dots dots_new(size_t n) {
+    dots d = {n, xcalloc(n, sizeof(double)), xcalloc(n, sizeof(double)),
+              xcalloc(n, sizeof(double)), xcalloc(n, sizeof(double)),
+              xcalloc(n, sizeof(double)), 0};
+    return d;
+}
+
+static void dots_free(dots *d) {
+    free(d->ex); free(d->em); free(d->s); free(d->se); free(d->sq);
+}
+
+static inline void dot_add(dots *d, size_t i, float a, float b) {
+    const double p = (double)a * b, pe = (double)rb(a) * rb(b);
+    d->ex[i] += p;
+    d->em[i] += pe;
+    d->s[i] += fabs(p);
+    d->se[i] += fabs(pe);
+    d->sq[i] += p * p;
+}
+
+/* y (n values) against d under the bounds of the header; extra: terms added
+ * to each value besides the products (the GEMM's beta C). */
+static void check_dots(const char *name, const float *y, const dots *d) {
+    const double gK = d->K * 0x1p-24 / (1.0 - d->K * 0x1p-24);
+    size_t bad_em = 0, bad_ex = 0;
+    double e2 = 0, q2 = 0, worst_em = 0;
+    for (size_t i = 0; i < d->n; i++) {
+        const double eem = fabs(y[i] - d->em[i]), eex = fabs(y[i] - d->ex[i]);
+        if (!(eem <= gK * d->se[i] + 1e-30)) bad_em++;
+        if (!(eex <= (2 * U + U * U) * d->s[i] + gK * d->se[i] + 1e-30)) bad_ex++;
+        if (d->se[i] > 0 && eem / (gK * d->se[i]) > worst_em) worst_em = eem / (gK * d->se[i]);
+        e2 += eex * eex;
+        q2 += d->sq[i];
+    }
+    const double r = sqrt(e2 / q2), lo = U / (4 * sqrt(3.0)), hi = 2 * U / sqrt(3.0);
+    test_check(bad_em == 0,
+               "%s: |y - sum bf16(a) bf16(b)| <= g_K S~ (fp32 accumulation, K %d) at all %zu "
+               "values (%zu over; worst %.3f of the bound)", name, d->K, d->n, bad_em, worst_em);
+    test_check(bad_ex == 0, "%s: |y - sum a b| <= (2u + u^2) S + g_K S~ at all %zu values (%zu over)",
+               name, d->n, bad_ex);
+    test_check(r >= lo && r <= hi,
+               "%s: rms error / rms sqrt(sum (ab)^2) = %.3e in [u/(4 sqrt 3), 2u/sqrt 3] = "
+               "[%.2e, %.2e] (u/sqrt 3 = %.2e expected for random signs)", name, r, lo, hi,
+               U / sqrt(3.0));
+}
+
+/* ---------- ops_gemm ---------- */
+
+static void check_gemm(int ta, int tb, int beta1) {
+    const int M = 37, N = 29, K = 300, pad = 3;
+    const int lda = (ta ? M : K) + pad, ldb = (tb ? K : N) + pad, ldc = N + pad;
+    const int ar = ta ? K : M, br = tb ? N : K;
+    float *A = rnd((size_t)ar * lda, 1), *B = rnd((size_t)br * ldb, 2), *C = rnd((size_t)M * ldc, 3);
+    dots d = dots_new((size_t)M * N);
+    d.K = K + beta1;
+    for (int i = 0; i < M; i++)
+        for (int j = 0; j < N; j++) {
+            const size_t o = (size_t)i * N + j;
+            if (beta1) { /* C's old value is an exact fp32 term */
+                const double c0 = C[(size_t)i * ldc + j];
+                d.ex[o] = d.em[o] = c0;
+                d.s[o] = d.se[o] = fabs(c0);
+            }
+            for (int k = 0; k < K; k++)
+                dot_add(&d, o, ta ? A[(size_t)k * lda + i] : A[(size_t)i * lda + k],
+                        tb ? B[(size_t)j * ldb + k] : B[(size_t)k * ldb + j]);
+        }
+    float *ws = xfloats(ops_gemm_ws_floats(M, N, K));
+    ops_gemm(OPS_BF16, ta, tb, M, N, K, 1.0f, A, lda, B, ldb, beta1 ? 1.0f : 0.0f, C, ldc, ws);
+    float *y = xfloats((size_t)M * N);
+    for (int i = 0; i < M; i++) memcpy(y + (size_t)i * N, C + (size_t)i * ldc, sizeof(float) * N);
+    char name[64];
+    snprintf(name, sizeof name, "ops_gemm bf16 %c%c beta %d", ta ? 'T' : 'N', tb ? 'T' : 'N', beta1);
+    check_dots(name, y, &d);
+    dots_free(&d);
+    free(A); free(B); free(C); free(ws); free(y);
+}
+
+/* ---------- convolutions ---------- */
+
+static void check_conv(int N, int Cin, int H, int W, int Cout, int k, int stride) {
+    const conv_shape s = conv_shape_make(N, Cin, H, W, Cout, k, stride);
+    const conv_algo_opts o = {.precision = OPS_BF16};
+    conv_plan p = conv_plan_make(&s, &o);
+    char name[96];
+    snprintf(name, sizeof name, "conv bf16 %d->%d %dx%d k%d s%d", Cin, Cout, H, W, k, stride);
+    test_check(p.form == CONV_FORM_DNNL && p.precision == OPS_BF16 &&
+                   strcmp(conv_plan_name(&p), "oneDNN bf16") == 0,
+               "%s: planned as oneDNN bf16", name);
+    p.state = conv_state_create(&s, &p);
+    const size_t nx = (size_t)N * Cin * H * W, nw = (size_t)Cout * Cin * k * k,
+                 ny = (size_t)N * Cout * s.Ho * s.Wo;
+    float *x = rnd(nx, 11), *w = rnd(nw, 12), *g = rnd(ny, 13);
+    dots fwd = dots_new(ny), bd = dots_new(nx), bw = dots_new(nw);
+    fwd.K = Cin * k * k;
+    bd.K = Cout * k * k; /* at most, over the taps that reach an input */
+    bw.K = N * s.Ho * s.Wo;
+    for (int n = 0; n < N; n++)
+        for (int co = 0; co < Cout; co++)
+            for (int oh = 0; oh < s.Ho; oh++)
+                for (int ow = 0; ow < s.Wo; ow++) {
+                    const size_t yi = (((size_t)n * Cout + co) * s.Ho + oh) * s.Wo + ow;
+                    for (int ci = 0; ci < Cin; ci++)
+                        for (int kh = 0; kh < k; kh++)
+                            for (int kw = 0; kw < k; kw++) {
+                                const int ih = oh * stride - s.pad_top + kh,
+                                          iw = ow * stride - s.pad_left + kw;
+                                if (ih < 0 || ih >= H || iw < 0 || iw >= W) continue;
+                                const size_t xi = (((size_t)n * Cin + ci) * H + ih) * W + iw;
+                                const size_t wi = (((size_t)co * Cin + ci) * k + kh) * k + kw;
+                                dot_add(&fwd, yi, x[xi], w[wi]);
+                                dot_add(&bd, xi, g[yi], w[wi]);
+                                dot_add(&bw, wi, g[yi], x[xi]);
+                            }
+                }
+    float *ws = xfloats(conv_workspace_floats(&s, &p));
+    float *y = xfloats(ny), *dx = xcalloc(nx, sizeof(float)), *dw = xcalloc(nw, sizeof(float));
+    conv2d_forward(y, x, w, NULL, &s, &p, ws);
+    conv2d_backward(dx, dw, NULL, g, x, w, &s, &p, ws);
+    char part[128];
+    snprintf(part, sizeof part, "%s forward", name);
+    check_dots(part, y, &fwd);
+    snprintf(part, sizeof part, "%s backward data", name);
+    check_dots(part, dx, &bd);
+    snprintf(part, sizeof part, "%s backward weights", name);
+    check_dots(part, dw, &bw);
+    /* the same call again: bit-identical (a resume repeats a step exactly) */
+    float *y2 = xfloats(ny), *dw2 = xcalloc(nw, sizeof(float));
+    conv2d_forward(y2, x, w, NULL, &s, &p, ws);
+    conv2d_backward(NULL, dw2, NULL, g, x, w, &s, &p, ws);
+    test_check(!memcmp(y, y2, ny * sizeof *y) && !memcmp(dw, dw2, nw * sizeof *dw),
+               "%s: repeated calls bit-identical", name);
+    conv_state_free(&p);
+    dots_free(&fwd); dots_free(&bd); dots_free(&bw);
+    free(x); free(w); free(g); free(ws); free(y); free(dx); free(dw); free(y2); free(dw2);
+}
+
+int main(void) {
+    const char *how;
+    const ops_bf16_level lvl = ops_bf16_support(&how);
+    printf("# bf16 on this CPU: %s\n", how);
+    check_rounding();
+    if (lvl == OPS_BF16_NONE) {
+        printf("skip - bf16 arithmetic: %s\n", how);
+        return test_done();
+    }
+    for (int ta = 0; ta < 2; ta++)
+        for (int tb = 0; tb < 2; tb++) check_gemm(ta, tb, ta == tb);
+    check_conv(2, 32, 9, 9, 16, 3, 1);
+    check_conv(2, 16, 10, 9, 24, 3, 2);
+    check_conv(2, 48, 7, 7, 16, 1, 1);
+    check_conv(2, 1, 8, 8, 32, 3, 1); /* conv_in: one input channel */
+    return test_done();
+}
