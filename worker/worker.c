@@ -102,7 +102,10 @@ typedef struct {
     dist_reqs q;              /* one Ibcast per chunk, in chunk (= forward) order */
     int done;                 /* chunks 0..done-1 have arrived */
     uint64_t step;            /* the step whose update is broadcast (counted from 1) */
-    double t_wait;            /* seconds waited for it (exposed), this run */
+    double t_posted;          /* when it was posted */
+    double t_wait;            /* seconds waited for the broadcasts in forwards (exposed) */
+    double t_full;            /* seconds from posting to the last chunk, summed */
+    int n_waited;             /* broadcasts waited for in a forward */
 } bcast_in;
 
 /* Waits for chunks 0..n-1; a late rank aborts the job, named as a rank of the
@@ -120,8 +123,13 @@ static void bcast_wait(bcast_in *b, int n) {
         int flag;
         MPI_Test(&b->q.reqs[b->done], &flag, MPI_STATUS_IGNORE);
     }
-    if (b->done >= b->q.n) b->q.n = b->done = 0;
-    b->t_wait += now_seconds() - t0;
+    double t1 = now_seconds();
+    b->t_wait += t1 - t0;
+    if (b->done >= b->q.n) {
+        b->q.n = b->done = 0;
+        b->t_full += t1 - b->t_posted;
+        b->n_waited++;
+    }
 }
 
 /* Forward hook: the next layer reads the parameters below ready_to. */
@@ -274,7 +282,11 @@ int worker_run(worker *w, dist_layout *d, uint64_t step, int *exit_code) {
         d->step = step + 1;
         dist_exchange_control(d, &ctl);
         if (ctl.action == DIST_CTL_STOP) {
+            bcast_in last = bi; /* not part of a step: kept out of the timings */
             bcast_wait(&bi, d->n_chunks);
+            bi.t_wait = last.t_wait;
+            bi.t_full = last.t_full;
+            bi.n_waited = last.n_waited;
             *exit_code = ctl.exit_code;
             break;
         }
@@ -311,6 +323,7 @@ int worker_run(worker *w, dist_layout *d, uint64_t step, int *exit_code) {
         dist_test_hook(d, "broadcast");
         /* the new parameters arrive while the next step's control, work and first
          * layers go ahead (on_forward waits for each layer's chunks) */
+        bi.t_posted = now_seconds();
         dist_bcast_start(d, w->params, 0, &bi.q);
         bi.step = d->step;
         steps_done++;
@@ -319,11 +332,12 @@ int worker_run(worker *w, dist_layout *d, uint64_t step, int *exit_code) {
     unet_set_forward_hook(w->model, NULL, NULL);
     if (steps_done) {
         double n = (double)steps_done;
+        double nb = bi.n_waited ? (double)bi.n_waited : 1;
         log_info("worker rank %d, per step: compute %.3f s, encode %.3f s, sending %.3f s, "
-                 "parameter broadcast (exposed: waited for in the forward) %.3f s, "
-                 "waiting for work %.3f s",
-                 d->rank, t_compute / n, ps.t_encode / n, t_send / n, bi.t_wait / n,
-                 t_wait_work / n);
+                 "parameter broadcast (exposed: waited for in the next forward) %.3f s, "
+                 "waiting for work %.3f s; per broadcast: %.3f s from posting to the last "
+                 "chunk, %.3f s of it exposed", d->rank, t_compute / n, ps.t_encode / n,
+                 t_send / n, bi.t_wait / n, t_wait_work / n, bi.t_full / nb, bi.t_wait / nb);
     }
     dist_reqs_free(&bi.q);
     if (ps.timeline) fclose(ps.timeline);
