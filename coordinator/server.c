@@ -197,6 +197,9 @@ static int checkpoint(server *sv, const dist_layout *d) {
     dist_test_hook(d, "gather");
     float *bufs[3];
     if (dist_gather_state(d, bufs, shard_state_buffers(sv->sh, bufs)) != 0) return -1;
+    if (sv->coord && d->S > 1)
+        log_info("checkpoint of step %llu: optimizer state of shards 1..%d gathered in %.1f s",
+                 (unsigned long long)sv->step, d->S - 1, now_seconds() - t0);
     if (sv->coord && coordinator_save_checkpoint(sv->coord) != 0) return -1;
     /* the gather counts towards a grace time */
     if (sv->coord) sv->coord->ckpt_seconds = now_seconds() - t0;
