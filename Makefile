@@ -87,7 +87,7 @@ SAN_TOOL_BINS := $(patsubst tests/tools/%.c,build-san/tools/%,$(TOOL_SRC))
 PROGRAMS := build/ddpm-train build/ddpm-sample build/ddpm-prep build/ddpm-eval build/ddpm-export \
             build/ddpm-import
 
-.PHONY: all test test-build bench bench-memory bench-dist install clean
+.PHONY: all test test-build bench bench-memory bench-dist bench-cluster install clean
 all: $(PROGRAMS)
 
 build/ddpm-train: $(patsubst %.c,build/obj/%.o,$(TRAIN_SRC)) build/libddpm.a
@@ -131,6 +131,11 @@ bench-memory: all build/bench/mem_step
 bench-dist: all build/bench/wire_bench
 	bash bench/dist_bench.sh
 	OMP_NUM_THREADS=1 build/bench/wire_bench
+
+# lsun256's parameter count over emulated nodes (ops/netns-cluster.sh; root), measured
+# against bench/scaling_model.py's prediction (docs/scaling.md); ~20 min
+bench-cluster: all build/tools/shard_tool
+	bash bench/cluster_bench.sh
 
 install: all
 	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/share/ddpm-cluster/configs

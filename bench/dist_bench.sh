@@ -36,7 +36,7 @@ for w in (1, 2):
         log = open(f"{base}.log").read()
         busy = float(re.search(r"coordinator rank 0: busy ([\d.]+)%", log).group(1))
         upd = float(re.search(r"update ([\d.]+) s", log).group(1))
-        ws = re.findall(r"compute ([\d.]+) s, encode ([\d.]+) s, sending ([\d.]+) s, parameter broadcast ([\d.]+) s, waiting for work ([\d.]+) s", log)
+        ws = re.findall(r"compute ([\d.]+) s, encode ([\d.]+) s, sending ([\d.]+) s, parameter broadcast(?: \(exposed[^)]*\))? ([\d.]+) s, waiting for work ([\d.]+) s", log)
         avg = [sum(float(x[i]) for x in ws) / len(ws) for i in range(5)]
         print(f"{w:>7} {codec:>10} {ips:>9.1f} {busy:>9.1f}% {mb:>8.2f} {ratio:>6.2f} "
               f"{avg[0]:>9.3f} {avg[1]:>8.3f} {avg[2]:>7.3f} {avg[3]:>8.3f} {avg[4]:>7.3f} {upd:>8.4f}")

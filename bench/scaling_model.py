@@ -22,6 +22,74 @@ FLOP_PER_IMAGE = 6 * 248.514e9  # training FLOP per image: 6 x the forward's 248
 CORES = 64
 
 
+def unet_layers(image_size=256, ch=128, ch_mult=(1, 1, 2, 2, 4, 4), nrb=2, attn=(16,), cin=3):
+    """(parameters, forward MACs per image) of each step of the forward, in the order
+    the forward runs them and the parameter table lays them out (common/model/unet.c:
+    timestep MLP, conv_in, down blocks, mid, up blocks, out)."""
+    out = [(ch * 4 * ch + 4 * ch + 4 * ch * 4 * ch + 4 * ch, 0.0)]   # temb (negligible MACs)
+
+    def conv(ci, co, k, hw):
+        return ci * co * k * k + co, ci * co * k * k * hw
+
+    def res(ci, co, r):
+        p1, m1 = conv(ci, co, 3, r * r)
+        p2, m2 = conv(co, co, 3, r * r)
+        p = 2 * ci + p1 + 4 * ch * co + co + 2 * co + p2
+        m = m1 + m2
+        if ci != co:
+            ps, ms = conv(ci, co, 1, r * r)
+            p, m = p + ps, m + ms
+        return p, m
+
+    def attn_blk(c, r):
+        hw = r * r
+        return 2 * c + 4 * (c * c + c), 4 * c * c * hw + 2 * hw * hw * c
+
+    r, cur, hs = image_size, ch, [ch]
+    out.append(conv(cin, ch, 3, r * r))
+    for lvl, mult in enumerate(ch_mult):
+        for _ in range(nrb):
+            out.append(res(cur, ch * mult, r))
+            cur = ch * mult
+            if r in attn:
+                out.append(attn_blk(cur, r))
+            hs.append(cur)
+        if lvl != len(ch_mult) - 1:
+            p, _ = conv(cur, cur, 3, 1)
+            r = (r + 1) // 2
+            out.append((p, cur * cur * 9 * r * r))
+            hs.append(cur)
+    out += [res(cur, cur, r), attn_blk(cur, r), res(cur, cur, r)]
+    for lvl in reversed(range(len(ch_mult))):
+        for _ in range(nrb + 1):
+            out.append(res(cur + hs.pop(), ch * ch_mult[lvl], r))
+            cur = ch * ch_mult[lvl]
+            if r in attn:
+                out.append(attn_blk(cur, r))
+        if lvl != 0:
+            r *= 2
+            out.append(conv(cur, cur, 3, r * r))
+    p, m = conv(cur, cin, 3, r * r)
+    out.append((p + 2 * cur, m))
+    return out
+
+
+def bcast_exposed(t_bcast, t_forward, layers):
+    """Seconds the forward waits for a broadcast that delivers the parameters in table
+    order at a steady rate (P*4 bytes in t_bcast) while it runs each layer once the
+    chunks (DIST_CHUNK_FLOATS, 2^18 floats) holding its parameters are in: the forward
+    is posted at the same moment, and each layer takes its share of t_forward by MACs."""
+    P = sum(p for p, _ in layers)
+    M = sum(m for _, m in layers)
+    chunk = 1 << 18
+    t, end = 0.0, 0
+    for p, m in layers:
+        end += p
+        ready = min(P, -(-end // chunk) * chunk) / P * t_bcast
+        t = max(t, ready) + t_forward * m / M
+    return t - t_forward
+
+
 def step_time(nodes, gbps, a, S):
     W = nodes
     images = 64 / W if W <= 64 else 1.0

@@ -197,6 +197,9 @@ static int checkpoint(server *sv, const dist_layout *d) {
     dist_test_hook(d, "gather");
     float *bufs[3];
     if (dist_gather_state(d, bufs, shard_state_buffers(sv->sh, bufs)) != 0) return -1;
+    if (sv->coord && d->S > 1)
+        log_info("checkpoint of step %llu: optimizer state of shards 1..%d gathered in %.1f s",
+                 (unsigned long long)sv->step, d->S - 1, now_seconds() - t0);
     if (sv->coord && coordinator_save_checkpoint(sv->coord) != 0) return -1;
     /* the gather counts towards a grace time */
     if (sv->coord) sv->coord->ckpt_seconds = now_seconds() - t0;
@@ -244,6 +247,16 @@ static void log_times(const dist_layout *d, const server_times *t) {
              (t->busy - t->plan - t->update - t->bcast) / n, t->update / n, t->bcast / n);
 }
 
+/* Waits for this rank's part in the last step's parameter broadcast (as the owner
+ * of its chunks, until it may change them; for the others, until they arrived). */
+static void bcast_finish(dist_layout *d, dist_reqs *bq, uint64_t of_step) {
+    if (bq->n == 0) return;
+    uint64_t running = d->step;
+    d->step = of_step;
+    if (dist_reqs_wait(d, bq, "parameter broadcast") != 0) dist_fail(d);
+    d->step = running;
+}
+
 int server_run(server *sv, dist_layout *d, int *exit_code) {
     coordinator *coord = sv->coord;
     wire_ctx *wc = wire_ctx_create();
@@ -253,6 +266,8 @@ int server_run(server *sv, dist_layout *d, int *exit_code) {
     server_times tm;
     memset(&tm, 0, sizeof tm);
     dist_control ctl;
+    dist_reqs bq; /* the last step's broadcast, still in flight */
+    memset(&bq, 0, sizeof bq);
     for (;;) {
         ctl = next_control(sv);
         d->step = sv->step + 1;
@@ -267,20 +282,24 @@ int server_run(server *sv, dist_layout *d, int *exit_code) {
         dist_test_hook(d, "push");
         if (receive_pushes(sv, d, wc, &buf, &cap, got, &ss) != 0) dist_fail(d);
         double t2 = now_seconds();
+        /* the owned chunks were the roots of the last broadcast: Adam changes them */
+        bcast_finish(d, &bq, sv->step);
+        double t2a = now_seconds();
         double gnorm = 0;
         dist_test_hook(d, "norm");
         if (update_owned(sv, d, &gnorm) != 0) dist_fail(d);
         double t2b = now_seconds();
         dist_test_hook(d, "broadcast");
-        if (dist_bcast_params(d, sv->sh->params, 0) != 0) dist_fail(d);
+        /* not waited for here: it goes on while the workers start the next step */
+        dist_bcast_start(d, sv->sh->params, 0, &bq);
         double t3 = now_seconds();
         /* time blocked in receive is waiting, except the decoding inside it */
         tm.wait += (t2 - t1) - ss.t_decode;
         tm.busy += (t1 - t0) + ss.t_decode + (t3 - t2);
         tm.plan += t1 - t0;
         tm.recv += t2 - t1;
-        tm.update += t2b - t2;
-        tm.bcast += t3 - t2b;
+        tm.update += t2b - t2a;
+        tm.bcast += (t3 - t2b) + (t2a - t2);
         tm.steps++;
         if (coord && coordinator_check_loss(coord, &ss.st) != 0) dist_fail(d);
         sv->step++;
@@ -290,10 +309,14 @@ int server_run(server *sv, dist_layout *d, int *exit_code) {
             coordinator_log_step(coord, &ss.st, gnorm, ss.bytes_sent, ss.bytes_raw);
         }
         cadence due = cadence_after_step(&sv->cfg->training, sv->step);
+        /* rank 0 saves (or samples with) every chunk's parameters */
+        if (due.checkpoint || due.sample) bcast_finish(d, &bq, sv->step);
         if (due.checkpoint && checkpoint(sv, d) != 0) dist_fail(d);
         if (due.sample && draw_samples(sv, d, due.checkpoint) != 0) dist_fail(d);
     }
     *exit_code = ctl.exit_code;
+    bcast_finish(d, &bq, sv->step);
+    dist_reqs_free(&bq);
     if (ctl.final_checkpoint && checkpoint(sv, d) != 0) dist_fail(d);
     log_times(d, &tm);
     /* the loop ends at training.steps, or earlier on a stop request */

@@ -95,6 +95,49 @@ static void on_backward(void *ctx, size_t done_from) {
     MPI_Testall(ps->q.n, ps->q.reqs, &flag, MPI_STATUSES_IGNORE); /* progress sends */
 }
 
+/* The parameter broadcast after a step's update, still arriving while the next
+ * step starts: the forward hook waits for the chunks the next layer reads. */
+typedef struct {
+    dist_layout *d;
+    dist_reqs q;              /* one Ibcast per chunk, in chunk (= forward) order */
+    int done;                 /* chunks 0..done-1 have arrived */
+    uint64_t step;            /* the step whose update is broadcast (counted from 1) */
+    double t_posted;          /* when it was posted */
+    double t_wait;            /* seconds waited for the broadcasts in forwards (exposed) */
+    double t_full;            /* seconds from posting to the last chunk, summed */
+    int n_waited;             /* broadcasts waited for in a forward */
+} bcast_in;
+
+/* Waits for chunks 0..n-1; a late rank aborts the job, named as a rank of the
+ * broadcast of b->step (not of the step now running). */
+static void bcast_wait(bcast_in *b, int n) {
+    if (b->q.n == 0) return;
+    double t0 = now_seconds();
+    if (n > b->done) {
+        uint64_t running = b->d->step;
+        b->d->step = b->step;
+        if (dist_reqs_wait_first(b->d, &b->q, n, "parameter broadcast") != 0) dist_fail(b->d);
+        b->d->step = running;
+        b->done = n;
+    } else if (b->done < b->q.n) { /* nothing to wait for: let the later chunks move on */
+        int flag;
+        MPI_Test(&b->q.reqs[b->done], &flag, MPI_STATUS_IGNORE);
+    }
+    double t1 = now_seconds();
+    b->t_wait += t1 - t0;
+    if (b->done >= b->q.n) {
+        b->q.n = b->done = 0;
+        b->t_full += t1 - b->t_posted;
+        b->n_waited++;
+    }
+}
+
+/* Forward hook: the next layer reads the parameters below ready_to. */
+static void on_forward(void *ctx, size_t ready_to) {
+    bcast_in *b = ctx;
+    bcast_wait(b, dist_bcast_chunks_below(b->d, ready_to));
+}
+
 int worker_init(worker *w, const config *cfg, dataset *ds, uint64_t dataset_size, unet *model,
                 const diffusion *diff, int micro, float *params, float *grads,
                 batch_planner *bp) {
@@ -226,16 +269,25 @@ int worker_run(worker *w, dist_layout *d, uint64_t step, int *exit_code) {
     uint8_t *buf = NULL;
     size_t cap = 0;
     batch_item *items = xcalloc((size_t)tc->batch_size, sizeof *items);
-    double t_wait_work = 0, t_compute = 0, t_send = 0, t_bcast = 0;
+    double t_wait_work = 0, t_compute = 0, t_send = 0;
     uint64_t steps_done = 0;
     int share_start, share_n;
     dist_share(tc->batch_size, d->W, d->worker, &share_start, &share_n);
+    bcast_in bi;
+    memset(&bi, 0, sizeof bi);
+    bi.d = d;
+    unet_set_forward_hook(w->model, on_forward, &bi);
     for (;;) {
         double ta = now_seconds();
         dist_control ctl;
         d->step = step + 1;
         dist_exchange_control(d, &ctl);
         if (ctl.action == DIST_CTL_STOP) {
+            bcast_in last = bi; /* not part of a step: kept out of the timings */
+            bcast_wait(&bi, d->n_chunks);
+            bi.t_wait = last.t_wait;
+            bi.t_full = last.t_full;
+            bi.n_waited = last.n_waited;
             *exit_code = ctl.exit_code;
             break;
         }
@@ -253,12 +305,14 @@ int worker_run(worker *w, dist_layout *d, uint64_t step, int *exit_code) {
         w->gw.final_hook = on_backward;
         w->gw.final_hook_ctx = &ps;
         timeline_event(&ps, "compute_start", 0);
+        double bw0 = bi.t_wait;
         if (worker_compute(w, step, items, n, share_start, &st) != 0) dist_fail(d);
+        bcast_wait(&bi, d->n_chunks); /* all arrived in the forward, unless it did not run */
         timeline_event(&ps, "backward_end", now_seconds() - ps.t_step);
         while (ps.next >= 0 && !ps.failed) push_chunk(&ps, ps.next--); /* e.g. an empty share */
         if (ps.failed) dist_fail(d);
         double tb = now_seconds();
-        t_compute += (tb - ps.t_step) - (ps.t_encode - enc0);
+        t_compute += (tb - ps.t_step) - (ps.t_encode - enc0) - (bi.t_wait - bw0);
         dist_test_hook(d, "push");
         if (dist_reqs_wait(d, &ps.q, "gradient push (taken by the owner shard)") != 0)
             dist_fail(d);
@@ -266,22 +320,27 @@ int worker_run(worker *w, dist_layout *d, uint64_t step, int *exit_code) {
             free(ps.bufs[k]);
             ps.bufs[k] = NULL;
         }
-        double tc0 = now_seconds();
-        t_send += tc0 - tb;
+        t_send += now_seconds() - tb;
         dist_test_hook(d, "broadcast");
-        if (dist_bcast_params(d, w->params, 0) != 0) dist_fail(d);
-        t_bcast += now_seconds() - tc0;
+        /* the new parameters arrive while the next step's control, work and first
+         * layers go ahead (on_forward waits for each layer's chunks) */
+        bi.t_posted = now_seconds();
+        dist_bcast_start(d, w->params, 0, &bi.q);
+        bi.step = d->step;
         steps_done++;
-        timeline_event(&ps, "params_received", now_seconds() - ps.t_step);
         step++;
     }
+    unet_set_forward_hook(w->model, NULL, NULL);
     if (steps_done) {
         double n = (double)steps_done;
+        double nb = bi.n_waited ? (double)bi.n_waited : 1;
         log_info("worker rank %d, per step: compute %.3f s, encode %.3f s, sending %.3f s, "
-                 "parameter broadcast %.3f s, waiting for work %.3f s",
-                 d->rank, t_compute / n, ps.t_encode / n, t_send / n, t_bcast / n,
-                 t_wait_work / n);
+                 "parameter broadcast (exposed: waited for in the next forward) %.3f s, "
+                 "waiting for work %.3f s; per broadcast: %.3f s from posting to the last "
+                 "chunk, %.3f s of it exposed", d->rank, t_compute / n, ps.t_encode / n,
+                 t_send / n, bi.t_wait / n, t_wait_work / n, bi.t_full / nb, bi.t_wait / nb);
     }
+    dist_reqs_free(&bi.q);
     if (ps.timeline) fclose(ps.timeline);
     free(items);
     free(buf);

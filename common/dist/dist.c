@@ -197,18 +197,25 @@ int dist_blame(const dist_layout *d, int n, const int *ranks, const int *chunk,
 }
 
 int dist_reqs_wait(const dist_layout *d, dist_reqs *q, const char *phase) {
+    if (dist_reqs_wait_first(d, q, q->n, phase) != 0) return -1;
+    q->n = 0;
+    return 0;
+}
+
+int dist_reqs_wait_first(const dist_layout *d, dist_reqs *q, int n, const char *phase) {
+    if (n > q->n) n = q->n;
     double start = now_seconds(), deadline = start + d->timeout_s;
     for (;;) {
         int done = 0;
-        MPI_Testall(q->n, q->reqs, &done, MPI_STATUSES_IGNORE);
+        MPI_Testall(n, q->reqs, &done, MPI_STATUSES_IGNORE);
         if (done) break;
         dist_serve_pings();
         if (now_seconds() > deadline) {
             /* which are still pending: MPI_Test sets completed ones to NULL */
-            size_t cap = (size_t)q->n + (size_t)d->world;
+            size_t cap = (size_t)n + (size_t)d->world;
             int *who = xcalloc(cap, sizeof *who), *chunk = xcalloc(cap, sizeof *chunk);
             int m = 0, all = 0;
-            for (int i = 0; i < q->n; i++) {
+            for (int i = 0; i < n; i++) {
                 int flag = 0;
                 MPI_Test(&q->reqs[i], &flag, MPI_STATUS_IGNORE);
                 if (flag) continue;
@@ -233,7 +240,6 @@ int dist_reqs_wait(const dist_layout *d, dist_reqs *q, const char *phase) {
         }
         pause_briefly();
     }
-    q->n = 0;
     return 0;
 }
 
@@ -313,16 +319,27 @@ void dist_exchange_control(const dist_layout *d, dist_control *c) {
     c->final_checkpoint = (int)w[3];
 }
 
-int dist_bcast_params(const dist_layout *d, float *params, int from_rank0) {
+void dist_bcast_start(const dist_layout *d, float *params, int from_rank0, dist_reqs *q) {
     /* a collective per chunk (Open MPI moves each chunk over every link about once,
      * where sends from the owner to each rank would cost the owner N - 1 copies); it
-     * cannot say who is missing, so a time-out checks every rank's liveness */
-    dist_reqs q;
-    memset(&q, 0, sizeof q);
+     * cannot say who is missing, so a time-out checks every rank's liveness. Posted
+     * in chunk order, which is the forward's order of the parameters. */
     for (int k = 0; k < d->n_chunks; k++)
         MPI_Ibcast(params + d->chunk_off[k], (int)d->chunk_cnt[k], MPI_FLOAT,
                    from_rank0 ? 0 : dist_chunk_owner(d, k), MPI_COMM_WORLD,
-                   dist_reqs_add(&q, DIST_ALL_RANKS, k));
+                   dist_reqs_add(q, DIST_ALL_RANKS, k));
+}
+
+int dist_bcast_chunks_below(const dist_layout *d, size_t offset) {
+    if (offset == 0) return 0;
+    size_t k = (offset - 1) / DIST_CHUNK_FLOATS + 1;
+    return k > (size_t)d->n_chunks ? d->n_chunks : (int)k;
+}
+
+int dist_bcast_params(const dist_layout *d, float *params, int from_rank0) {
+    dist_reqs q;
+    memset(&q, 0, sizeof q);
+    dist_bcast_start(d, params, from_rank0, &q);
     int rc = dist_reqs_wait(d, &q, from_rank0 ? "parameters at start-up" : "parameter broadcast");
     dist_reqs_free(&q);
     return rc;

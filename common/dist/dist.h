@@ -98,6 +98,9 @@ MPI_Request *dist_reqs_add(dist_reqs *q, int peer, int chunk);
 /* Waits for every request (see the top: deadline, ping, name). On success the set
  * is empty again. -1 with err_msg() naming the rank(s), the phase and d->step. */
 int dist_reqs_wait(const dist_layout *d, dist_reqs *q, const char *phase);
+/* The same for the first n requests only (the rest stay posted; completed ones
+ * become MPI_REQUEST_NULL, so a later wait skips them); the set keeps its size. */
+int dist_reqs_wait_first(const dist_layout *d, dist_reqs *q, int n, const char *phase);
 void dist_reqs_free(dist_reqs *q);
 /* "worker 1", "server shard 1", "coordinator and server shard 0". */
 const char *dist_role(const dist_layout *d, int rank, char *buf, size_t len);
@@ -156,9 +159,17 @@ static inline size_t dist_work_max_bytes(size_t B) { return 32 * B + 256; }
 void dist_exchange_control(const dist_layout *d, dist_control *c);
 /* Every rank: the parameters of every chunk from its owner (owner shard), or from
  * rank 0 for all chunks when from_rank0 is set (start and resume): one MPI_Ibcast
- * per chunk, each request tagged with its chunk, so a wait per chunk (overlapping the
- * next forward) can use the same deadline and liveness check. */
+ * per chunk, each request tagged with its chunk. dist_bcast_params waits for all;
+ * dist_bcast_start only posts them (request k = chunk k, appended to q), so that a
+ * worker can wait for the first chunks only (dist_reqs_wait_first with
+ * dist_bcast_chunks_below) and start the next forward while later chunks arrive.
+ * Every rank must post the broadcasts of a step at the same point of its sequence
+ * of collectives, and must not touch params (as root: change; else: read) in a
+ * chunk before its request has completed. */
+void dist_bcast_start(const dist_layout *d, float *params, int from_rank0, dist_reqs *q);
 int dist_bcast_params(const dist_layout *d, float *params, int from_rank0);
+/* How many chunks (from chunk 0) cover the parameters at offsets below `offset`. */
+int dist_bcast_chunks_below(const dist_layout *d, size_t offset);
 /* The optimizer state of the shards' chunks, n_bufs whole-model buffers (EMA, Adam
  * m, Adam v) on rank 0 and on each shard: scatter sends rank 0's chunks of shards
  * 1..S-1 to their owners (start and resume), gather brings them to rank 0 (before a

@@ -94,6 +94,8 @@ struct unet {
     int use_dropout;
     unet_backward_hook hook;
     void *hook_ctx;
+    unet_forward_hook fwd_hook;
+    void *fwd_hook_ctx;
     /* Lanes (nlanes > 1): the batch is split into nlanes contiguous slices, each run
      * by a complete sub-model (lane[l], built for ceil(max_batch / nlanes) images)
      * on its own thread; the parent holds only the tables. Lane 0 accumulates into
@@ -1021,6 +1023,12 @@ static void split_lanes(unet *m, int N) {
     for (int l = 0; l <= k; l++) m->lane_start[l] = (int)((long)N * l / k);
 }
 
+/* The end of layer i's parameters (layers add their tensors in forward order):
+ * the forward hook's "ready up to" before layer i runs; i = -1 is the timestep MLP. */
+static size_t layer_params_end(const unet *m, int i) {
+    return i + 1 < m->n_layers ? m->tensors[m->layers[i + 1].p[0]].offset : m->n_params;
+}
+
 /* The labels of a forward into m->y: y, or the null label everywhere for NULL. */
 static void set_labels(unet *m, const int *y, int N) {
     const int K = m->mc.num_classes;
@@ -1038,6 +1046,8 @@ static void set_labels(unet *m, const int *y, int N) {
 void unet_forward(unet *m, const float *params, const float *x, const int *t, const int *y,
                   int N, const unet_rng *rng, float *out) {
     if (m->nlanes > 1) {
+        /* the lanes run every layer on their own threads: all parameters first */
+        if (m->fwd_hook) m->fwd_hook(m->fwd_hook_ctx, m->n_params);
         m->last_N = N;
         split_lanes(m, N);
         const size_t hw = (size_t)m->mc.image_size * m->mc.image_size;
@@ -1065,6 +1075,7 @@ void unet_forward(unet *m, const float *params, const float *x, const int *t, co
         m->rng.sample_ids = m->ids;
     }
     int ch = m->mc.ch;
+    if (m->fwd_hook) m->fwd_hook(m->fwd_hook_ctx, layer_params_end(m, -1));
     timestep_embedding_forward(m->emb, t, N, ch);
     linear_forward(m->d0, m->emb, params + m->tensors[m->p_temb[0]].offset,
                    params + m->tensors[m->p_temb[1]].offset, N, ch, 4 * ch, m->opt.precision,
@@ -1082,6 +1093,7 @@ void unet_forward(unet *m, const float *params, const float *x, const int *t, co
 
     for (int i = 0; i < m->n_layers; i++) {
         layer *L = &m->layers[i];
+        if (m->fwd_hook) m->fwd_hook(m->fwd_hook_ctx, layer_params_end(m, i));
         switch (L->kind) {
         case L_CONV_IN: {
             conv_shape cs = conv_shape_make(N, L->cin, L->H, L->W, L->cout, 3, 1);
@@ -1442,6 +1454,11 @@ void unet_backward(unet *m, const float *params, float *grads, const float *dout
 void unet_set_backward_hook(unet *m, unet_backward_hook hook, void *ctx) {
     m->hook = hook;
     m->hook_ctx = ctx;
+}
+
+void unet_set_forward_hook(unet *m, unet_forward_hook hook, void *ctx) {
+    m->fwd_hook = hook;
+    m->fwd_hook_ctx = ctx;
 }
 
 int unet_num_dropout(const unet *m) {

@@ -185,6 +185,15 @@ void unet_backward(unet *m, const float *params, float *grads, const float *dout
 typedef void (*unet_backward_hook)(void *ctx, size_t done_from);
 void unet_set_backward_hook(unet *m, unet_backward_hook hook, void *ctx);
 
+/* Called during unet_forward before each layer (and before the timestep MLP): the
+ * layer about to run reads parameters at flat offsets below ready_to only (the
+ * table is in forward order, so ready_to only grows within a pass; a model with
+ * lanes asks for all n_params once). The hook returns once those are in place,
+ * which lets a distributed worker start the next forward while the later parameter
+ * chunks still arrive. NULL removes the hook. */
+typedef void (*unet_forward_hook)(void *ctx, size_t ready_to);
+void unet_set_forward_hook(unet *m, unet_forward_hook hook, void *ctx);
+
 /* The dropout mask (values 0 or 1/(1-p), [N][C][H][W]) that res block number `id`
  * used in the last training forward pass, or NULL (no dropout, id out of range, or
  * a forward-only model). *n receives its length. The model does not keep masks: it

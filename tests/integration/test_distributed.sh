@@ -79,12 +79,16 @@ done
 # (a step is well below the 3 s timeout even with the cases run side by side).
 # "rank phase step expected-message"
 # (a worker stopped before taking its work is also named by shard 1 as missing
-# from the gradient push: both name it)
-HANGS=("3|broadcast|2|parameter broadcast of step 2: rank 3 \(worker 1\)"
+# from the gradient push: both name it. The broadcast after step 2's update is
+# not waited for as a phase of its own: the next step's control, work and forward
+# go on while it arrives, so a rank stopped before taking part in it is named by
+# whichever of those waits for it first; a shard stopped before the pushes of step
+# 2 has not finished sending its chunks of step 1's broadcast either)
+HANGS=("3|broadcast|2|(parameter broadcast of step 2|work assignment of step 3|gradient push of step 3): rank 3 \(worker 1"
        "2|work|2|(work assignment|gradient push) of step 2: rank 2 \(worker 0"
-       "1|push|2|gradient push.* of step 2: rank 1 \(server shard 1; chunk"
+       "1|push|2|(gradient push.* of step 2: rank 1 \(server shard 1; chunk|parameter broadcast of step 1: rank 1 \(server shard 1)"
        "1|gather|2|optimizer state gather for the checkpoint of step 2: rank 1 \(server shard 1; chunk"
-       "0|broadcast|2|parameter broadcast of step 2: rank 0 \(coordinator and server shard 0\)")
+       "0|broadcast|2|(parameter broadcast of step 2|step control from the coordinator of step 3): rank 0 \(coordinator and server shard 0\)")
 for i in "${!HANGS[@]}"; do
     IFS='|' read -r r phase step msg <<<"${HANGS[$i]}"
     ( t0=$(date +%s)
