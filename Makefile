@@ -1,6 +1,7 @@
 # ddpm-cluster build. `make` builds the programs, `make test` runs the whole suite
 # (release build, then the same unit/reference tests under ASan+UBSan),
-# `make bench` runs the benchmarks, `make install PREFIX=/usr/local` installs.
+# `make bench` runs the benchmarks (`make bench-quality CKPT=...` the samplers' FID),
+# `make install PREFIX=/usr/local` installs.
 
 PREFIX   ?= /usr/local
 .DEFAULT_GOAL := all
@@ -85,7 +86,7 @@ SAN_TOOL_BINS := $(patsubst tests/tools/%.c,build-san/tools/%,$(TOOL_SRC))
 
 PROGRAMS := build/ddpm-train build/ddpm-sample build/ddpm-prep build/ddpm-eval
 
-.PHONY: all test test-build bench bench-memory bench-dist install clean
+.PHONY: all test test-build bench bench-memory bench-dist bench-quality install clean
 all: $(PROGRAMS)
 
 build/ddpm-train: $(patsubst %.c,build/obj/%.o,$(TRAIN_SRC)) build/libddpm.a
@@ -123,6 +124,13 @@ bench-memory: all build/bench/mem_step
 bench-dist: all build/bench/wire_bench
 	bash bench/dist_bench.sh
 	OMP_NUM_THREADS=1 build/bench/wire_bench
+
+# FID (feature network of bench/fmnist_fid.py) and wall time per image of each sampler
+# row on one Fashion-MNIST checkpoint (docs/evaluation.md): CKPT=path [ROWS="ddim:50 ..."]
+# [N=1000]; the default rows include ancestral:1000, about 2 hours per 1,000 images
+bench-quality: build/ddpm-sample
+	@[ -n "$(CKPT)" ] || { echo "make bench-quality CKPT=path/ckpt.ddpm [ROWS=...]" >&2; exit 2; }
+	bash bench/quality_table.sh $(CKPT) $(ROWS)
 
 install: all
 	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/share/ddpm-cluster/configs

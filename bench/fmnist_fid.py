@@ -10,7 +10,7 @@ with published Inception FIDs.
 
 usage (Debian's /usr/bin/python3):
   fmnist_fid.py train [--out build/fmnist_features.pt] [--epochs 4] [--seed 0]
-                      [--limit N] [--test-limit N] [--min-acc 0.90] [--threads 2]
+                      [--limit N] [--test-limit N] [--min-acc 0.90] [--threads 1]
   fmnist_fid.py fid SAMPLES.npz [--ref test|train|OTHER.npz] [--weights PATH]
   fmnist_fid.py calibrate [--weights PATH]
   fmnist_fid.py write-real N OUT.npz     (the first N training images, as ddpm-sample writes them)
@@ -221,7 +221,7 @@ def accuracy(net, images, labels, mean, std):
 class Features:
     """The cached network (trained first if missing), features and class predictions."""
 
-    def __init__(self, path, threads=2):
+    def __init__(self, path, threads=1):
         torch = setup_torch(threads, 0)
         if not os.path.exists(path):
             print(f"fmnist_fid.py: {path} missing: training the feature network "
@@ -312,7 +312,7 @@ def main(argv):
     t.add_argument("--limit", type=int, default=0, help="first N training images only")
     t.add_argument("--test-limit", type=int, default=0, help="first N test images only")
     t.add_argument("--min-acc", type=float, default=0.90)
-    t.add_argument("--threads", type=int, default=2)
+    t.add_argument("--threads", type=int, default=1)
     f = sub.add_parser("fid")
     f.add_argument("samples")
     f.add_argument("--ref", default="test")
