@@ -1,6 +1,7 @@
 # ddpm-cluster build. `make` builds the programs, `make test` runs the whole suite
 # (release build, then the same unit/reference tests under ASan+UBSan),
-# `make bench` runs the benchmarks, `make install PREFIX=/usr/local` installs.
+# `make bench` runs the benchmarks (`make bench-quality CKPT=...` the samplers' FID),
+# `make install PREFIX=/usr/local` installs.
 
 PREFIX   ?= /usr/local
 .DEFAULT_GOAL := all
@@ -87,7 +88,7 @@ SAN_TOOL_BINS := $(patsubst tests/tools/%.c,build-san/tools/%,$(TOOL_SRC))
 PROGRAMS := build/ddpm-train build/ddpm-sample build/ddpm-prep build/ddpm-eval build/ddpm-export \
             build/ddpm-import
 
-.PHONY: all test test-build bench bench-memory bench-dist bench-cluster install clean
+.PHONY: all test test-build bench bench-memory bench-dist bench-cluster bench-quality install clean
 all: $(PROGRAMS)
 
 build/ddpm-train: $(patsubst %.c,build/obj/%.o,$(TRAIN_SRC)) build/libddpm.a
@@ -136,6 +137,13 @@ bench-dist: all build/bench/wire_bench
 # against bench/scaling_model.py's prediction (docs/scaling.md); ~20 min
 bench-cluster: all build/tools/shard_tool
 	bash bench/cluster_bench.sh
+
+# FID (feature network of bench/fmnist_fid.py) and wall time per image of each sampler
+# row on one Fashion-MNIST checkpoint (docs/evaluation.md): CKPT=path [ROWS="ddim:50 ..."]
+# [N=1000]; the default rows include ancestral:1000, about 2 hours per 1,000 images
+bench-quality: build/ddpm-sample
+	@[ -n "$(CKPT)" ] || { echo "make bench-quality CKPT=path/ckpt.ddpm [ROWS=...]" >&2; exit 2; }
+	bash bench/quality_table.sh $(CKPT) $(ROWS)
 
 install: all
 	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/share/ddpm-cluster/configs
