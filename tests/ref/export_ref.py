@@ -64,11 +64,12 @@ def main():
     model = model.double()
     x_t = torch.from_numpy(d["x_t"].astype(np.float64))
     t = torch.from_numpy(d["t"].astype(np.int64))
+    y = torch.from_numpy(d["y"].astype(np.int64)) if "y" in d else None
     c = d["out"].astype(np.float64)
 
     def rel_err():
         with torch.no_grad():
-            ref = model(x_t, t).numpy()
+            ref = (model(x_t, t) if y is None else model(x_t, t, y)).numpy()
         return np.abs(c - ref).max() / max(np.abs(ref).max(), 1e-30), np.abs(ref).max()
 
     err, scale = rel_err()
