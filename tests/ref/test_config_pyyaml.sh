@@ -22,7 +22,8 @@ a = yaml.safe_load(open(src))
 b = yaml.safe_load(open(dumped))
 # Defaults from config.h's comments, for keys a file may leave out.
 defaults = {
-    "model": {"attn_resolutions": [], "dropout": 0.0, "resamp_with_conv": True, "num_classes": 0},
+    "model": {"attn_resolutions": [], "dropout": 0.0, "resamp_with_conv": True, "num_classes": 0,
+              "learn_sigma": False},
     "diffusion": {"schedule": "linear", "beta_start": 1e-4, "beta_end": 0.02,
                   "sampling_variance": "beta"},
     "training": {"seed": 0, "micro_batch": 0, "warmup_steps": 0, "grad_clip": 1.0,
@@ -30,7 +31,7 @@ defaults = {
                  "timestep_sampler": "uniform", "log_every": 10, "checkpoint_every": 1000,
                  "keep_checkpoints": 3, "threads": 0, "eval_every": 0, "eval_images": 64,
                  "eval_stride": 50, "label_dropout": 0.0, "sample_every": 0,
-                 "sample_images": 16, "sample_weights": "ema"},
+                 "sample_images": 16, "sample_weights": "ema", "precision": "fp32"},
     "data": {"eval_path": "", "random_flip": False, "labels_path": ""},
     "distributed": {"servers": 1, "codec": "fp32", "zstd_level": 1, "timeout_s": 60.0},
     "output": {"tensorboard": True},
