@@ -36,9 +36,13 @@ build/ddpm-sample "$CKPT" -n 100 -b 50 --class all --guidance "$GUIDANCE" --ddim
 echo "== sampling 64 images from the EMA weights with the null label (unconditional), $SAMPLE_STEPS steps"
 build/ddpm-sample "$CKPT" -n 64 -b 64 --steps "$SAMPLE_STEPS" --weights ema \
     --grid "$OUT/samples_ema.png" --grid-scale 3 --npz none
+# the weights for PyTorch users (docs/export.md): the trained weights, as the grid uses
+echo "== exporting the trained weights to $OUT/model.safetensors"
+build/ddpm-export "$CKPT" --weights params --out "$OUT/model.safetensors"
 echo "== done: class grid in $OUT/samples.png (one row per class),"
 echo "   EMA weights, unconditional: $OUT/samples_ema.png"
 echo "   grids drawn during training: $OUT/samples/step-*.png"
 echo "   metrics: $OUT/metrics.jsonl; TensorBoard event files: $OUT/events.out.tfevents.*"
 echo "   (on a workstation with TensorBoard: tensorboard --logdir $OUT)"
 echo "   a picture of the run without TensorBoard: python3 ops/plot_metrics.py $OUT  (writes $OUT/loss.png)"
+echo "   the weights in PyTorch: $OUT/model.safetensors (export/ddpm_unet.py: load_safetensors; docs/export.md)"
