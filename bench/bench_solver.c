@@ -42,8 +42,8 @@ static double draw(bench *b, const sampler_opts *o, float *x) {
     double t0 = now_seconds();
     for (int i = 0; i < b->n; i += b->batch) {
         int nb = b->n - i < b->batch ? b->n - i : b->batch;
-        sampler_run(&s, b->cm.model, b->cm.weights, (uint64_t)i, nb, x + (size_t)i * b->D, NULL,
-                    NULL);
+        sampler_run(&s, b->cm.model, b->cm.weights, (uint64_t)i, nb, NULL, x + (size_t)i * b->D,
+                    NULL, NULL);
     }
     double secs = now_seconds() - t0;
     sampler_free(&s);
