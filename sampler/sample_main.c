@@ -323,7 +323,7 @@ static int sample_run_open(sample_run *r, const sample_opts *o, int nthreads) {
     char detail[64] = "";
     if (o->kind == SAMPLER_ANCESTRAL)
         snprintf(detail, sizeof detail, " (sigma^2 = %s)",
-                 learned ? "learned" : var == SAMPLING_VAR_BETA ? "beta" : "beta-tilde");
+                 learned ? "learned sigma^2" : var == SAMPLING_VAR_BETA ? "beta" : "beta-tilde");
     else if (o->kind == SAMPLER_DPM_SOLVER)
         snprintf(detail, sizeof detail, " (%s spacing)", dpm_spacing_name(r->s.o.spacing));
     log_info("%s: step %llu, %s weights; %s over %d of %d steps%s, x0 %sclipped, %ld images from "
