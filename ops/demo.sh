@@ -28,7 +28,7 @@ CKPT="$(ls "$OUT"/ckpt-*.ddpm | sort | tail -n 1)"
 # boot), with guidance weight $GUIDANCE; DDIM with 50 steps keeps its 2 x 100 x 50
 # network evaluations (conditional and null label per step) near the cost of the
 # 64-image, 100-step grid it replaces (150 s measured on 2 busy cores).
-# --grid-scale 3: the grids of 28-pixel images are drawn 840 (10x10) and 726 (8x8)
+# --grid-scale 3: the grids of 28-pixel images are drawn 906 (10x10) and 726 (8x8)
 # pixels wide
 echo "== sampling a 10x10 class grid (guidance $GUIDANCE, DDIM 50 steps) from $CKPT"
 build/ddpm-sample "$CKPT" -n 100 -b 50 --class all --guidance "$GUIDANCE" --ddim --steps 50 \
