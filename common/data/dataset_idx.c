@@ -137,21 +137,33 @@ static void idx_reader_close(idx_reader *r) {
     if (r->f) fclose(r->f);
 }
 
+/* The magic of an IDX header (h bytes read into hdr): 3-D images when images,
+ * else 1-D labels; the other kind is named, so a label file given as the images
+ * (or the reverse) says so. */
+static int idx_check_magic(const idx_reader *r, const uint8_t *hdr, long long h, int images) {
+    const char *kind = r->gz ? "gzip IDX" : "IDX";
+    if (h < 4)
+        return err_set("%s: %s file too short (%lld bytes) for an IDX header", r->path, kind, h);
+    uint32_t magic = be32(hdr);
+    uint32_t want = images ? IDX_MAGIC_U8_3D : IDX_MAGIC_U8_1D;
+    uint32_t other = images ? IDX_MAGIC_U8_1D : IDX_MAGIC_U8_3D;
+    if (magic == other)
+        return err_set("%s: bad magic 0x%08x: this is an IDX %s file, expected %s (0x%08x)", r->path,
+                       magic, images ? "label" : "image", images ? "images" : "labels", want);
+    if (magic != want)
+        return err_set("%s: bad magic 0x%08x, expected 0x%08x (IDX unsigned-byte %s)", r->path, magic,
+                       want, images ? "3-D images" : "1-D labels");
+    return 0;
+}
+
 /* The header: magic, count and dims checked against the config, the file and the
  * format's limits before anything is allocated. *want = count * rows * cols. */
 static int idx_header(idx_reader *r, const struct dataset *ds, uint32_t *count, size_t *want) {
-    const char *path = r->path, *kind = r->gz ? "gzip IDX" : "IDX";
+    const char *path = r->path;
     uint8_t hdr[IDX_HEADER];
     long long h = idx_read(r, hdr, IDX_HEADER);
     if (h < 0) return -1;
-    if (h < 4) return err_set("%s: %s file too short (%lld bytes) for an IDX header", path, kind, h);
-    uint32_t magic = be32(hdr);
-    if (magic == IDX_MAGIC_U8_1D)
-        return err_set("%s: bad magic 0x%08x: this is an IDX label file, expected images (0x%08x)", path, magic,
-                       IDX_MAGIC_U8_3D);
-    if (magic != IDX_MAGIC_U8_3D)
-        return err_set("%s: bad magic 0x%08x, expected 0x%08x (IDX unsigned-byte 3-D images)", path, magic,
-                       IDX_MAGIC_U8_3D);
+    if (idx_check_magic(r, hdr, h, 1) != 0) return -1;
     if (h < IDX_HEADER) return err_set("%s: truncated IDX header (%lld of %d bytes)", path, h, IDX_HEADER);
     uint32_t n = be32(hdr + 4), rows = be32(hdr + 8), cols = be32(hdr + 12);
     if (rows != (uint32_t)ds->size || cols != (uint32_t)ds->size || ds->channels != 1)
@@ -242,18 +254,11 @@ int dataset_load_idx(struct dataset *ds) {
 #define IDX_LABEL_HEADER 8
 
 static int idx_labels_load(idx_reader *r, uint8_t **labels, size_t *count) {
-    const char *path = r->path, *kind = r->gz ? "gzip IDX" : "IDX";
+    const char *path = r->path;
     uint8_t hdr[IDX_LABEL_HEADER];
     long long h = idx_read(r, hdr, IDX_LABEL_HEADER);
     if (h < 0) return -1;
-    if (h < 4) return err_set("%s: %s file too short (%lld bytes) for an IDX header", path, kind, h);
-    uint32_t magic = be32(hdr);
-    if (magic == IDX_MAGIC_U8_3D)
-        return err_set("%s: bad magic 0x%08x: this is an IDX image file, expected labels (0x%08x)",
-                       path, magic, IDX_MAGIC_U8_1D);
-    if (magic != IDX_MAGIC_U8_1D)
-        return err_set("%s: bad magic 0x%08x, expected 0x%08x (IDX unsigned-byte 1-D labels)", path,
-                       magic, IDX_MAGIC_U8_1D);
+    if (idx_check_magic(r, hdr, h, 0) != 0) return -1;
     if (h < IDX_LABEL_HEADER)
         return err_set("%s: truncated IDX label header (%lld of %d bytes)", path, h, IDX_LABEL_HEADER);
     size_t n = be32(hdr + 4);

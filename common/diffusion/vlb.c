@@ -42,6 +42,12 @@ double vlb_discretized_gaussian_dlogscale(double x, double mean, double log_scal
     return p > 1e-12 ? (dplus - dmin) / p : 0.0;
 }
 
+/* The model's x0 = sqrt(1/abar) x_t - sqrt(1/abar - 1) eps, clipped to [-1, 1] when clip. */
+static inline double pred_x0(double sra, double srm1, int clip, float x, float e) {
+    double p = sra * x - srm1 * e;
+    return clip ? (p < -1 ? -1 : (p > 1 ? 1 : p)) : p;
+}
+
 /* One sample with the fixed log variance model_lv (the same for every value). */
 static double term_fixed(const diffusion *d, int tn, int clip, double model_lv, const float *a,
                          const float *x, const float *e, size_t D, double *mse) {
@@ -50,8 +56,7 @@ static double term_fixed(const diffusion *d, int tn, int clip, double model_lv, 
     double true_lv = d->posterior_log_variance_clipped[tn];
     double sum = 0, se = 0;
     for (size_t i = 0; i < D; i++) {
-        double p = sra * x[i] - srm1 * e[i];
-        if (clip) p = p < -1 ? -1 : (p > 1 ? 1 : p);
+        double p = pred_x0(sra, srm1, clip, x[i], e[i]);
         double err = p - a[i];
         se += err * err;
         if (tn == 0) {
@@ -82,8 +87,7 @@ static double term_learned(const diffusion *d, int tn, int clip, const float *a,
     const double dlv = 0.5 * (hi - lo), gd = g * dlv / (double)D;
     double sum = 0, se = 0;
     for (size_t i = 0; i < D; i++) {
-        double p = sra * x[i] - srm1 * e[i];
-        if (clip) p = p < -1 ? -1 : (p > 1 ? 1 : p);
+        double p = pred_x0(sra, srm1, clip, x[i], e[i]);
         double err = p - a[i];
         se += err * err;
         double lv = diffusion_learned_log_variance(v[i], lo, hi), dterm;

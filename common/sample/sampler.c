@@ -130,21 +130,17 @@ void sampler_guide(float *out, const float *eps_cond, const float *eps_uncond, d
         out[i] = (float)((1.0 + w) * (double)eps_cond[i] - w * (double)eps_uncond[i]);
 }
 
-/* One forward of n images with labels y (NULL allowed); epsilon (the first
- * `channels` channels of each output) into eps; the v of the first nv images of a
- * learned-variance model into s->v. */
+/* One forward of n images with labels y (NULL allowed); epsilon into eps. A
+ * learned-variance model's output is [eps | v] per image: the v of the first nv
+ * images goes to s->v (for the ancestral step), the rest is not needed. */
 static void net_eval(sampler *s, const sampler_net *net, const float *x, const int *t,
                      const int *y, int n, float *eps, int nv) {
     float *out = s->out ? s->out : eps;
     unet_forward(net->model, net->params, x, t, y, n, NULL, out);
     if (out == eps) return;
-    size_t per_out = (size_t)s->out_channels * s->size * s->size;
-    for (int i = 0; i < n; i++) {
-        memcpy(eps + (size_t)i * s->D, out + (size_t)i * per_out, s->D * sizeof(float));
-        if (s->v && i < nv)
-            memcpy(s->v + (size_t)i * s->D, out + (size_t)i * per_out + s->D,
-                   s->D * sizeof(float));
-    }
+    diffusion_split_output(out, nv, s->D, eps, s->v);
+    diffusion_split_output(out + (size_t)nv * 2 * s->D, n - nv, s->D, eps + (size_t)nv * s->D,
+                           NULL);
 }
 
 void sampler_model_eps(void *ctx, const float *x, const int *t, int n, float *eps) {
@@ -175,8 +171,8 @@ void sampler_model_eps(void *ctx, const float *x, const int *t, int n, float *ep
 }
 
 /* The model's whole output (out, room for a guided batch of 2 max_batch) and a
- * learned variance's v, sized for the model that runs: a learn_sigma model
- * outputs [eps | v], 2 x channels. */
+ * learned variance's v, sized for the model that runs: its output has channels
+ * (epsilon: no scratch) or, with learn_sigma, 2 x channels ([eps | v]). */
 static void set_out_channels(sampler *s, int oc) {
     if (oc == s->out_channels) return;
     free(s->out); free(s->v);
@@ -184,7 +180,7 @@ static void set_out_channels(sampler *s, int oc) {
     s->out_channels = oc;
     if (oc == s->channels) return;
     s->out = xfloats(2 * (size_t)s->max_batch * oc * s->size * s->size);
-    if (oc == 2 * s->channels) s->v = xfloats((size_t)s->max_batch * s->D);
+    s->v = xfloats((size_t)s->max_batch * s->D);
 }
 
 void sampler_eps(sampler *s, unet *model, const float *params, const float *x, const int *y,
