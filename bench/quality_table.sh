@@ -8,10 +8,12 @@
 #   bash bench/quality_table.sh CKPT [ROW ...]
 #   make bench-quality CKPT=runs/.../ckpt-1500.ddpm [ROWS="ddim:50 ddim:20"]
 #
-# A row is SAMPLER:STEPS:
+# A row is SAMPLER:STEPS[:OPTION...]:
 #   ancestral:S      Algorithm 2 over S respaced steps (S = T: the paper's sampler)
 #   ddim:S           DDIM (eta 0) over S steps
 #   dpm-solver++:S   any other name X: ddpm-sample --sampler X --steps S
+#   ...:NAME[=VALUE] more ddpm-sample options for that row: dpm-solver++:20:no-clip
+#                    adds --no-clip, dpm-solver++:20:spacing=time adds --spacing time
 #   real             no sampling: the first N training images (the real-vs-real floor)
 # Default rows: ancestral:1000 ancestral:100 ddim:50 ddim:20 dpm-solver++:20
 # dpm-solver++:10 (ancestral:1000 on 1,000 images takes about 2 hours of a 2-core
@@ -26,7 +28,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=/usr/bin/python3
 SAMPLE=build/ddpm-sample
-[ $# -ge 1 ] || { sed -n '2,25p' "$0" >&2; exit 2; }
+[ $# -ge 1 ] || { sed -n '2,26p' "$0" >&2; exit 2; }
 CKPT="$1"; shift
 [ -f "$CKPT" ] || { echo "quality_table.sh: $CKPT: no such checkpoint" >&2; exit 1; }
 [ -x "$SAMPLE" ] || { echo "quality_table.sh: $SAMPLE missing (run make)" >&2; exit 1; }
@@ -40,15 +42,24 @@ mkdir -p "$OUT"
 
 # ddpm-sample's options for a row (the empty string for "real"), or exit 2.
 row_args() {
-    local sampler="${1%%:*}" steps="${1#*:}"
     if [ "$1" = real ]; then echo ""; return; fi
-    [[ "$1" == *:* && "$steps" =~ ^[1-9][0-9]*$ ]] || {
-        echo "quality_table.sh: row '$1': expected SAMPLER:STEPS (e.g. ddim:50) or real" >&2
+    local fields sampler steps extra="" f
+    IFS=: read -r -a fields <<<"$1"
+    sampler="${fields[0]}" steps="${fields[1]:-}"
+    [[ ${#fields[@]} -ge 2 && "$sampler" =~ ^[a-z+-]+$ && "$steps" =~ ^[1-9][0-9]*$ ]] || {
+        echo "quality_table.sh: row '$1': expected SAMPLER:STEPS[:OPTION...] (e.g. ddim:50," \
+             "dpm-solver++:20:clip:spacing=time) or real" >&2
         exit 2; }
+    for f in "${fields[@]:2}"; do
+        [[ "$f" =~ ^[a-z-]+(=[A-Za-z0-9._-]+)?$ ]] || {
+            echo "quality_table.sh: row '$1': option '$f' is not NAME or NAME=VALUE" >&2
+            exit 2; }
+        if [[ "$f" == *=* ]]; then extra+=" --${f%%=*} ${f#*=}"; else extra+=" --$f"; fi
+    done
     case "$sampler" in
-        ancestral) echo "--steps $steps" ;;
-        ddim) echo "--ddim --steps $steps" ;;
-        *) echo "--sampler $sampler --steps $steps" ;;
+        ancestral) echo "--steps $steps$extra" ;;
+        ddim) echo "--ddim --steps $steps$extra" ;;
+        *) echo "--sampler $sampler --steps $steps$extra" ;;
     esac
 }
 for r in "${ROWS[@]}"; do row_args "$r" >/dev/null; done
