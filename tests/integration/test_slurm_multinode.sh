@@ -14,13 +14,14 @@
 # be made or Slurm/munge are not installed, prints "skip - ..." and exits 0
 # (tests/run_tests.sh counts it as skipped).
 set -u
-cd "$(dirname "$0")/../.."
+cd "$(dirname "$0")/../.." || exit 1
 if [ -n "${DDPM_TEST_TMP:-}" ]; then
     TMP="$DDPM_TEST_TMP/slurm-multinode"
 else
     TMP="$(mktemp -d /tmp/ddpm-slurmmn-test.XXXXXX)"; RM_TMP=1
 fi
 rm -rf "$TMP"; mkdir -p "$TMP"
+trap '[ -n "${RM_TMP:-}" ] && rm -rf "$TMP"' EXIT
 PY=/usr/bin/python3
 ok() { echo "ok - $*"; }
 fail() { echo "not ok - $*"; }
@@ -46,7 +47,9 @@ trap 'exit 130' INT TERM
 t_all=$(date +%s)
 timeout -k 5 90 bash ops/slurm-local.sh start "$CL" $NODES >"$TMP/cluster.log" 2>&1
 rc=$?
-if [ $rc -eq 3 ] && grep -q "cannot make a network namespace" "$TMP/cluster.log"; then
+# 3: the harness could not make the nodes (no network namespace, or no CAP_NET_ADMIN
+# for the bridge and links)
+if [ $rc -eq 3 ] && grep -q "netns-cluster: cannot make" "$TMP/cluster.log"; then
     skip "Slurm on emulated nodes: $(tr '\n' ' ' <"$TMP/cluster.log")"; exit 0
 elif [ $rc -ne 0 ]; then
     fail "cluster of $NODES emulated nodes: start exited $rc: $(tail -4 "$TMP/cluster.log" | tr '\n' ' ')"; exit 1
@@ -78,7 +81,7 @@ fi
 
 STEPS=60
 COMMON=(model.ch_mult=[1,2] model.num_res_blocks=1 training.batch_size=4 training.log_every=1
-        training.steps=$STEPS training.checkpoint_every=25 training.threads=1
+        "training.steps=$STEPS" training.checkpoint_every=25 training.threads=1
         distributed.servers=2 distributed.codec=fp32)
 CFG="$PWD/configs/tiny_fashion.yaml"
 TRAIN="$PWD/build/ddpm-train"
