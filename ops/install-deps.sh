@@ -16,7 +16,7 @@ PKGS=(
   # ip and tc for the emulated cluster (ops/netns-cluster.sh, tests/integration/test_cluster.sh)
   iproute2
   dataset-fashion-mnist
-  # a real single-node Slurm cluster for tests/integration/test_slurm.sh (ops/slurm-local.sh)
+  # a real Slurm cluster for tests/integration/test_slurm.sh and test_slurm_multinode.sh (ops/slurm-local.sh)
   munge slurmctld slurmd slurm-client
   # the libFuzzer targets (make fuzz; CI builds them and replays their corpora)
   clang-14 libclang-rt-14-dev libomp-14-dev
