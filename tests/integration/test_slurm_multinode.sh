@@ -15,6 +15,9 @@
 # (tests/run_tests.sh counts it as skipped).
 set -u
 cd "$(dirname "$0")/../.." || exit 1
+for b in build/ddpm-train build/tools/ckpt_state; do   # built by make test-build
+    [ -x "$b" ] || { echo "not ok - $b is missing: run make test-build first"; exit 1; }
+done
 if [ -n "${DDPM_TEST_TMP:-}" ]; then
     TMP="$DDPM_TEST_TMP/slurm-multinode"
 else
