@@ -35,20 +35,21 @@ static void usage(FILE *f) {
             "                        on (seed, i), so ranges can be drawn on different machines\n"
             "  -b, --batch B         images per network evaluation (default 16)\n"
             "  --sampler KIND        ancestral (default; Algorithm 2) | ddim | dpm-solver++\n"
-            "                        (DPM-Solver++(2M), deterministic, 10-20 steps)\n"
+            "                        (DPM-Solver++(2M), deterministic, 10-20 steps) |\n"
+            "                        sde-dpm-solver++ (its stochastic form, 20-50 steps)\n"
             "  --steps SPEC          ancestral, ddim: respacing: all T steps (default), a count\n"
             "                        such as 100, or per-section counts such as 10,15,20\n"
-            "                        (improved-diffusion); dpm-solver++: the number of network\n"
+            "                        (improved-diffusion); the solvers: the number of network\n"
             "                        evaluations N (default 20; a list is refused)\n"
             "  --ddim                the same as --sampler ddim (--steps defaults to T)\n"
             "  --eta E               DDIM eta in [0, 1] (default 0)\n"
-            "  --spacing S           dpm-solver++'s time points: logsnr (default: uniform in\n"
+            "  --spacing S           the solvers' time points: logsnr (default: uniform in\n"
             "                        log(alpha/sigma)) | time (uniform in the index)\n"
             "  --variance KIND       beta | beta_tilde (default: the config's\n"
             "                        diffusion.sampling_variance; ignored for a model\n"
             "                        with learned variances)\n"
-            "  --clip, --no-clip     clip the predicted x0 to [-1, 1] or not (default: clip\n"
-            "                        for ancestral and ddim, not for dpm-solver++)\n"
+            "  --clip, --no-clip     clip the predicted x0 to [-1, 1] or not (default: clip,\n"
+            "                        for every sampler)\n"
             "  --seed S              noise seed (default 0)\n"
             "  --weights W           ema (default) | params (the raw trained weights)\n"
             "  --grid PATH           PNG grid (default samples.png; 'none' to skip)\n"
@@ -106,13 +107,14 @@ enum { CLASS_NONE = -1, CLASS_ALL = -2 };
 /* Options that only one sampler takes: -1 to go on, or 2 (reported). --eta with
  * ancestral sampling stays accepted (and unused), as before --sampler existed. */
 static int check_sampler_options(const sample_opts *o) {
-    if (o->spacing >= 0 && o->kind != SAMPLER_DPM_SOLVER) {
-        fprintf(stderr, "ddpm-sample: --spacing applies to --sampler dpm-solver++ only\n");
+    if (o->spacing >= 0 && !sampler_kind_is_solver(o->kind)) {
+        fprintf(stderr, "ddpm-sample: --spacing applies to --sampler dpm-solver++ and "
+                        "sde-dpm-solver++ only\n");
         return 2;
     }
-    if (o->eta_given && o->kind == SAMPLER_DPM_SOLVER) {
-        fprintf(stderr, "ddpm-sample: --eta applies to --sampler ddim, not dpm-solver++ "
-                        "(deterministic)\n");
+    if (o->eta_given && sampler_kind_is_solver(o->kind)) {
+        fprintf(stderr, "ddpm-sample: --eta applies to --sampler ddim, not %s\n",
+                sampler_kind_name(o->kind));
         return 2;
     }
     return -1;
@@ -324,7 +326,7 @@ static int sample_run_open(sample_run *r, const sample_opts *o, int nthreads) {
     if (o->kind == SAMPLER_ANCESTRAL)
         snprintf(detail, sizeof detail, " (sigma^2 = %s)",
                  learned ? "learned sigma^2" : var == SAMPLING_VAR_BETA ? "beta" : "beta-tilde");
-    else if (o->kind == SAMPLER_DPM_SOLVER)
+    else if (sampler_kind_is_solver(o->kind))
         snprintf(detail, sizeof detail, " (%s spacing)", dpm_spacing_name(r->s.o.spacing));
     log_info("%s: step %llu, %s weights; %s over %d of %d steps%s, x0 %sclipped, %ld images from "
              "index %llu, batch %ld, OpenBLAS %s x%d, precision %s",

@@ -115,23 +115,29 @@ void dpm_solver_x0(const dpm_plan *p, int i, int clip, float *x0, const float *x
 }
 
 void dpm_solver_step(const dpm_plan *p, int i, float *x, const float *x0, const float *x0_prev,
-                     int N, size_t D) {
+                     const float *z, int N, size_t D) {
     size_t nd = (size_t)N * D;
     if (i == p->n - 1) { /* into the clean data: sigma 0, e^{-h} = 0 */
         memcpy(x, x0, nd * sizeof(float));
         return;
     }
     double h = p->lambda[i + 1] - p->lambda[i];
-    double cx = p->sigma[i + 1] / p->sigma[i];
-    double c0 = -p->alpha[i + 1] * expm1(-h);
-    if (p->order[i] == 1) {
-        for (size_t k = 0; k < nd; k++) x[k] = (float)(cx * x[k] + c0 * x0[k]);
-        return;
+    double cx = p->sigma[i + 1] / p->sigma[i], c0, cz = 0.0;
+    if (z) {
+        double one_m_e2h = -expm1(-2.0 * h); /* 1 - e^{-2h} */
+        cx *= exp(-h);
+        c0 = p->alpha[i + 1] * one_m_e2h;
+        cz = p->sigma[i + 1] * sqrt(one_m_e2h);
+    } else {
+        c0 = -p->alpha[i + 1] * expm1(-h);
     }
-    double r = (p->lambda[i] - p->lambda[i - 1]) / h;
-    double w = 1.0 / (2.0 * r);
+    double w = 0.0; /* first order: D = x0 */
+    if (p->order[i] == 2) w = 1.0 / (2.0 * ((p->lambda[i] - p->lambda[i - 1]) / h));
     for (size_t k = 0; k < nd; k++) {
-        double dk = (1.0 + w) * (double)x0[k] - w * (double)x0_prev[k];
-        x[k] = (float)(cx * x[k] + c0 * dk);
+        double dk = (double)x0[k];
+        if (w != 0.0) dk = (1.0 + w) * dk - w * (double)x0_prev[k];
+        double v = cx * (double)x[k] + c0 * dk;
+        if (z) v += cz * (double)z[k];
+        x[k] = (float)v;
     }
 }

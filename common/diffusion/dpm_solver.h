@@ -63,8 +63,16 @@ void dpm_solver_x0(const dpm_plan *p, int i, int clip, float *x0, const float *x
 
 /* Step i of the plan, in place on x (N images of D values): from t_i to t_{i+1}
  * with x0 = x0_i and, for a second-order step, x0_prev = x0_{i-1} (may be NULL
- * for a first-order step). Each value is computed in double and rounded once. */
+ * for a first-order step). z NULL: DPM-Solver++(2M), the ODE step
+ *   x' = (sigma'/sigma) x - alpha' (e^{-h} - 1) D;
+ * z (N x D standard normal values): SDE-DPM-Solver++(2M) (Lu et al. 2022, sec. 5;
+ * diffusers' "sde-dpmsolver++", midpoint), the same D in the SDE's exact step
+ *   x' = (sigma'/sigma) e^{-h} x + alpha' (1 - e^{-2h}) D + sigma' sqrt(1 - e^{-2h}) z
+ * with h = lambda_{i+1} - lambda_i and D = x0 (first order) or
+ * (1 + 1/(2r)) x0 - 1/(2r) x0_prev, r = (lambda_i - lambda_{i-1}) / h. The last step
+ * (into the clean data) is x' = x0 for both, z unused. Each value is computed in
+ * double and rounded once. */
 void dpm_solver_step(const dpm_plan *p, int i, float *x, const float *x0, const float *x0_prev,
-                     int N, size_t D);
+                     const float *z, int N, size_t D);
 
 #endif

@@ -8,14 +8,16 @@
 #include "common/core/util.h"
 #include "common/rng/rng.h"
 
-static const char *const kind_names[] = {"ancestral", "ddim", "dpm-solver++"};
+static const char *const kind_names[] = {"ancestral", "ddim", "dpm-solver++",
+                                         "sde-dpm-solver++"};
+enum { N_KINDS = sizeof kind_names / sizeof kind_names[0] };
 
 const char *sampler_kind_name(sampler_kind k) {
-    return (unsigned)k < 3 ? kind_names[k] : "?";
+    return (unsigned)k < N_KINDS ? kind_names[k] : "?";
 }
 
 int sampler_kind_parse(const char *name, sampler_kind *out) {
-    for (int k = 0; k < 3; k++)
+    for (int k = 0; k < N_KINDS; k++)
         if (strcmp(name, kind_names[k]) == 0) {
             *out = (sampler_kind)k;
             return 0;
@@ -30,7 +32,7 @@ sampler_opts sampler_opts_default(void) {
 }
 
 /* The solver's step count: a plain positive integer (default 20, at most T). */
-static int solver_steps(const char *spec, int T, int *n) {
+static int solver_steps(const char *spec, const char *kind_name, int T, int *n) {
     if (!spec || !*spec) {
         *n = T < SAMPLER_SOLVER_DEFAULT_STEPS ? T : SAMPLER_SOLVER_DEFAULT_STEPS;
         return 0;
@@ -39,9 +41,9 @@ static int solver_steps(const char *spec, int T, int *n) {
     errno = 0;
     long v = strtol(spec, &end, 10);
     if (*end || errno || v < 1 || v > T)
-        return err_set("steps '%s': dpm-solver++ takes one number of network evaluations in "
+        return err_set("steps '%s': %s takes one number of network evaluations in "
                        "1..%d (e.g. 20); respacing lists such as '10,15,20' and 'ddimN' are for "
-                       "the ancestral and ddim samplers", spec, T);
+                       "the ancestral and ddim samplers", spec, kind_name, T);
     *n = (int)v;
     return 0;
 }
@@ -52,13 +54,14 @@ static int init_steps(sampler *s, const diffusion *base, const char *steps) {
     const sampler_opts *o = &s->o;
     char full[32];
     const char *spec = steps;
-    if (o->kind == SAMPLER_DPM_SOLVER || !spec || !*spec) {
+    const int solver = sampler_kind_is_solver(o->kind);
+    if (solver || !spec || !*spec) {
         snprintf(full, sizeof full, "%s%d", o->kind == SAMPLER_DDIM ? "ddim" : "", base->T);
         spec = full;
     }
-    if (o->kind == SAMPLER_DPM_SOLVER) {
+    if (solver) {
         int n = 0;
-        if (solver_steps(steps, base->T, &n) != 0) return -1;
+        if (solver_steps(steps, sampler_kind_name(o->kind), base->T, &n) != 0) return -1;
         if (diffusion_init_respaced(&s->steps, base, spec) != 0) return -1;
         return dpm_plan_init(&s->plan, &s->steps, n, o->spacing);
     }
@@ -70,11 +73,11 @@ static int init_steps(sampler *s, const diffusion *base, const char *steps) {
 int sampler_init(sampler *s, const diffusion *base, const sampler_opts *o, int channels,
                  int size, int max_batch) {
     memset(s, 0, sizeof *s);
-    if ((unsigned)o->kind > SAMPLER_DPM_SOLVER)
+    if ((unsigned)o->kind >= N_KINDS)
         return err_set("unknown sampler kind %d", (int)o->kind);
     s->o = *o;
     s->o.steps = NULL; /* borrowed: not kept past the call */
-    if (s->o.clip < 0) s->o.clip = o->kind != SAMPLER_DPM_SOLVER;
+    if (s->o.clip < 0) s->o.clip = 1; /* every sampler (docs/diffusion.md: measured) */
     if (init_steps(s, base, o->steps) != 0) {
         sampler_free(s);
         return -1;
@@ -104,7 +107,7 @@ void sampler_free(sampler *s) {
 }
 
 int sampler_num_steps(const sampler *s) {
-    return s->o.kind == SAMPLER_DPM_SOLVER ? s->plan.n : s->steps.T;
+    return sampler_kind_is_solver(s->o.kind) ? s->plan.n : s->steps.T;
 }
 
 int sampler_set_guidance(sampler *s, int num_classes, double guidance) {
@@ -232,15 +235,26 @@ static void run_respaced(sampler *s, sampler_eps_fn eps_fn, void *eps_ctx, uint6
     }
 }
 
-/* DPM-Solver++(2M) over the plan: one evaluation per step; no noise after x_T. */
-static void run_solver(sampler *s, sampler_eps_fn eps_fn, void *eps_ctx, int n, float *x,
-                       sampler_progress progress, void *ctx) {
+/* DPM-Solver++(2M) over the plan: one evaluation per step; no noise after x_T.
+ * SDE-DPM-Solver++(2M): noise z into every step but the last (into the clean data),
+ * image i's keyed on (seed, the step's index t_i, first + i) as ancestral's are. */
+static void run_solver(sampler *s, sampler_eps_fn eps_fn, void *eps_ctx, uint64_t first, int n,
+                       float *x, sampler_progress progress, void *ctx) {
     const dpm_plan *p = &s->plan;
     for (int i = 0; i < p->n; i++) {
         set_step(s, n, p->t[i]);
         eps_fn(eps_ctx, x, s->t_model, n, s->eps);
         dpm_solver_x0(p, i, s->o.clip, s->x0, x, s->eps, n, s->D);
-        dpm_solver_step(p, i, x, s->x0, s->x0_prev, n, s->D);
+        const float *z = NULL;
+        if (s->o.kind == SAMPLER_SDE_DPM_SOLVER && i < p->n - 1) {
+            for (int j = 0; j < n; j++) {
+                rng_key key = {s->o.seed, (uint64_t)p->t[i], first + (uint64_t)j,
+                               RNG_PURPOSE_SAMPLE_STEP};
+                rng_normal(&key, s->z + (size_t)j * s->D, s->D);
+            }
+            z = s->z;
+        }
+        dpm_solver_step(p, i, x, s->x0, s->x0_prev, z, n, s->D);
         float *tmp = s->x0_prev; /* this step's x0 is the next step's previous one */
         s->x0_prev = s->x0;
         s->x0 = tmp;
@@ -254,8 +268,8 @@ void sampler_run_eps(sampler *s, sampler_eps_fn eps_fn, void *eps_ctx, uint64_t 
         rng_key k = {s->o.seed, 0, first + (uint64_t)i, RNG_PURPOSE_SAMPLE_INIT};
         rng_normal(&k, x + (size_t)i * s->D, s->D);
     }
-    if (s->o.kind == SAMPLER_DPM_SOLVER)
-        run_solver(s, eps_fn, eps_ctx, n, x, progress, ctx);
+    if (sampler_kind_is_solver(s->o.kind))
+        run_solver(s, eps_fn, eps_ctx, first, n, x, progress, ctx);
     else
         run_respaced(s, eps_fn, eps_ctx, first, n, x, progress, ctx);
 }

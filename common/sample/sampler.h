@@ -17,9 +17,20 @@
 #include "common/diffusion/dpm_solver.h"
 #include "common/model/unet.h"
 
-typedef enum { SAMPLER_ANCESTRAL = 0, SAMPLER_DDIM = 1, SAMPLER_DPM_SOLVER = 2 } sampler_kind;
+typedef enum {
+    SAMPLER_ANCESTRAL = 0,
+    SAMPLER_DDIM = 1,
+    SAMPLER_DPM_SOLVER = 2,     /* DPM-Solver++(2M), the ODE */
+    SAMPLER_SDE_DPM_SOLVER = 3  /* SDE-DPM-Solver++(2M): the same plan, noise each step */
+} sampler_kind;
 
-/* "ancestral", "ddim", "dpm-solver++"; the parser returns -1 for any other name. */
+/* Both DPM-Solver++ kinds: a plan of N network evaluations (dpm_solver.h). */
+static inline int sampler_kind_is_solver(sampler_kind k) {
+    return k == SAMPLER_DPM_SOLVER || k == SAMPLER_SDE_DPM_SOLVER;
+}
+
+/* "ancestral", "ddim", "dpm-solver++", "sde-dpm-solver++"; the parser returns -1
+ * for any other name. */
 const char *sampler_kind_name(sampler_kind k);
 int sampler_kind_parse(const char *name, sampler_kind *out);
 
@@ -28,14 +39,14 @@ int sampler_kind_parse(const char *name, sampler_kind *out);
 typedef struct {
     sampler_kind kind;
     /* ancestral, ddim: "" or NULL for all T steps, else improved-diffusion's
-     * respacing ("100", "ddim50", "10,15,20"). dpm-solver++: the number of
+     * respacing ("100", "ddim50", "10,15,20"). The solvers: the number of
      * network evaluations N ("" or NULL: 20); anything else is refused. */
     const char *steps;
     double eta;                  /* ddim only, in [0, 1] */
     sampling_variance variance;  /* ancestral only; unused for a learned-variance model */
     int clip;                    /* clip the predicted x0 to [-1, 1]: 1, 0, or -1 for the
-                                    sampler's default (ancestral, ddim: on; solver: off) */
-    dpm_spacing spacing;         /* dpm-solver++ only */
+                                    sampler's default (on for every sampler) */
+    dpm_spacing spacing;         /* the solvers only */
     uint64_t seed;
 } sampler_opts;
 

@@ -114,6 +114,37 @@ def dpm_solver_2m(ac, ts, xT, clip, first_order=False, wrong_r=False):
     return np.array(traj), x
 
 
+def sde_dpm_solver_2m(ac, ts, xT, clip, z, first_order=False):
+    """SDE-DPM-Solver++(2M) (the paper's section 5; diffusers' "sde-dpmsolver++",
+    midpoint): the same time points and D as above, each step the exact solution of
+    the SDE's linear part with D held, plus its noise:
+        x' = sigma'/sigma e^{-h} x + alpha' (1 - e^{-2h}) D + sigma' sqrt(1 - e^{-2h}) z_i;
+    the last step (into the clean data) is x0, without noise."""
+    n = len(ts)
+    alpha = np.append(np.sqrt(ac[ts]), 1.0)
+    sigma = np.append(np.sqrt(1.0 - ac[ts]), 0.0)
+    lamb = np.append(lam(ac[ts]), np.inf)
+    x, prev, traj = xT.astype(np.float64), None, []
+    for i in range(n):
+        traj.append(x)
+        x0 = (x - sigma[i] * closed_form_eps(x, ts[i], ac)) / alpha[i]
+        if clip:
+            x0 = np.clip(x0, -1.0, 1.0)
+        if i == n - 1:
+            x = x0
+        else:
+            h = lamb[i + 1] - lamb[i]
+            if i == 0 or first_order:
+                D = x0
+            else:
+                r = (lamb[i] - lamb[i - 1]) / h
+                D = (1.0 + 1.0 / (2.0 * r)) * x0 - 1.0 / (2.0 * r) * prev
+            x = (sigma[i + 1] / sigma[i] * np.exp(-h) * x + alpha[i + 1] * (1.0 - np.exp(-2.0 * h)) * D
+                 + sigma[i + 1] * np.sqrt(1.0 - np.exp(-2.0 * h)) * z[i])
+        prev = x0
+    return np.array(traj), x
+
+
 def ddim(ac, kept, xT):
     """DDIM (eta 0, no clipping) over the kept indices, descending."""
     x, traj = xT.astype(np.float64), []
@@ -136,9 +167,12 @@ def run_tool(tool, out, sampler, spacing, schedule, T, steps, N, batch, clip, se
     rd = lambda name, dt: np.fromfile(os.path.join(out, name), dtype=dt)
     t = rd("t.i32", "<i4")
     K = len(t)
-    return {"t": t, "calls": rd("calls.i32", "<i4"),
-            "traj": rd("traj.f32", "<f4").reshape(K, N, DIM).astype(np.float64),
-            "final": rd("final.f32", "<f4").reshape(N, DIM).astype(np.float64)}, ""
+    r = {"t": t, "calls": rd("calls.i32", "<i4"),
+         "traj": rd("traj.f32", "<f4").reshape(K, N, DIM).astype(np.float64),
+         "final": rd("final.f32", "<f4").reshape(N, DIM).astype(np.float64)}
+    if sampler == "sde-dpm-solver++" and K > 1:
+        r["z"] = rd("z.f32", "<f4").reshape(K - 1, N, DIM).astype(np.float64)
+    return r, ""
 
 
 def traj_err(c_traj, c_final, r_traj, r_final):
@@ -181,6 +215,38 @@ def check_solver(tool, scratch, schedule, T, n, spacing, clip=0, default=False,
                f"{name}: the other spacing's indices differ ({', '.join(map(str, other[:6]))}, ...)")
 
 
+def check_sde(tool, scratch, n, spacing, clip, self_test=False):
+    name = f"sde-dpm-solver++ linear T=1000 {n} steps {spacing}{' clip' if clip else ''}"
+    ac = alphas_cumprod("linear", 1000)
+    N = 4
+    c, err = run_tool(tool, os.path.join(scratch, name.replace(" ", "_")), "sde-dpm-solver++",
+                      spacing, "linear", 1000, str(n), N, 3, clip)
+    if c is None:
+        report(False, f"{name}: solver_dump failed: {err}")
+        return
+    ts = solver_timesteps(ac, n, spacing)
+    report(len(c["t"]) == n and (c["calls"] == n).all() and np.array_equal(c["t"], ts),
+           f"{name}: {n} network evaluations per batch at the ODE solver's indices")
+    z = c["z"]
+    zm, zs = z.mean(), z.std()
+    report(abs(zm) < 0.1 and abs(zs - 1.0) < 0.1,
+           f"{name}: the keyed noise is standard normal ({z.size} values: mean {zm:.3f}, "
+           f"sd {zs:.3f}; 0 +- 0.1, 1 +- 0.1)")
+    rt, rf = sde_dpm_solver_2m(ac, ts, c["traj"][0], clip, z)
+    e = traj_err(c["traj"], c["final"], rt, rf)
+    report(e <= TOL, f"{name}: trajectory and output match the float64 SDE step with that "
+           f"noise (worst {e:.2e} <= {TOL:g} of max(1, |x|))")
+    if self_test:
+        for what, ref in (("no noise (the ODE solver)", dpm_solver_2m(ac, ts, c["traj"][0], clip)),
+                          ("the noise of another step", sde_dpm_solver_2m(
+                              ac, ts, c["traj"][0], clip, np.roll(z, 1, axis=0))),
+                          ("first-order steps", sde_dpm_solver_2m(
+                              ac, ts, c["traj"][0], clip, z, first_order=True))):
+            eb = traj_err(c["traj"], c["final"], *ref)
+            report(eb > 100 * TOL, f"{name}: comparator rejects a reference with {what} "
+                   f"(differs by {eb:.2e})")
+
+
 def check_ddim(tool, scratch):
     name = "ddim linear T=1000 ddim10"
     ac = alphas_cumprod("linear", 1000)
@@ -197,10 +263,10 @@ def check_ddim(tool, scratch):
            f"(worst {e:.2e})")
 
 
-def check_batch_independence(tool, scratch):
+def check_batch_independence(tool, scratch, kind="dpm-solver++"):
     runs = []
     for b in (1, 4):
-        c, err = run_tool(tool, os.path.join(scratch, f"batch{b}"), "dpm-solver++", "logsnr",
+        c, err = run_tool(tool, os.path.join(scratch, f"{kind}batch{b}"), kind, "logsnr",
                           "linear", 1000, "10", 5, b, 0)
         if c is None:
             report(False, f"batch {b}: solver_dump failed: {err}")
@@ -209,8 +275,9 @@ def check_batch_independence(tool, scratch):
     a, b = runs
     same = np.array_equal(a["final"], b["final"]) and np.array_equal(a["traj"], b["traj"])
     report(same and (a["calls"] == 10).all() and (b["calls"] == 10).all(),
-           "dpm-solver++: 5 images drawn in batches of 1 and of 4 are bit-identical "
-           "(x_T keyed on (seed, i), no other randomness)")
+           f"{kind}: 5 images drawn in batches of 1 and of 4 are bit-identical "
+           f"(x_T{' and each step' + chr(39) + 's noise' if kind.startswith('sde') else ''} "
+           f"keyed on (seed, i))")
 
 
 def check_refusals(tool, scratch):
@@ -242,6 +309,9 @@ def main():
     check_solver(tool, scratch, "linear", 1000, 2, "logsnr")
     check_ddim(tool, scratch)
     check_batch_independence(tool, scratch)
+    check_sde(tool, scratch, 10, "time", 0, self_test=True)
+    check_sde(tool, scratch, 20, "logsnr", 1)
+    check_batch_independence(tool, scratch, "sde-dpm-solver++")
     check_refusals(tool, scratch)
     return 1 if failures else 0
 

@@ -3,7 +3,7 @@
  *
  *   solver_dump SAMPLER SPACING SCHEDULE T STEPS N BATCH CLIP SEED OUTDIR
  *
- * SAMPLER: ancestral | ddim | dpm-solver++; SPACING: time | logsnr (the
+ * SAMPLER: ancestral | ddim | dpm-solver++ | sde-dpm-solver++; SPACING: time | logsnr (the
  * solver's; "-" for its default); SCHEDULE: linear (1e-4..0.02) | cosine; STEPS: the --steps spec ("",
  * written "-", for the default); N images of 1x4x4 drawn in batches of BATCH
  * (images first = 0..N-1); CLIP: 0 | 1 | -1 (the sampler's default).
@@ -18,6 +18,9 @@
  *   calls.i32  the number of evaluations of each batch
  *   traj.f32   [K][N][16]: the x passed to each evaluation (x_T first)
  *   final.f32  [N][16]: the sampler's output
+ *   z.f32      sde-dpm-solver++ only, [K-1][N][16]: the noise docs/diffusion.md says
+ *              step k of image i gets, drawn here from its key (seed, t_k, i,
+ *              RNG_PURPOSE_SAMPLE_STEP), not taken from the sampler
  * Prints an error and exits 1 on bad arguments. */
 #include <math.h>
 #include <stdio.h>
@@ -26,6 +29,7 @@
 
 #include "common/core/util.h"
 #include "common/diffusion/diffusion.h"
+#include "common/rng/rng.h"
 #include "common/sample/sampler.h"
 
 #define SIDE 4
@@ -122,6 +126,16 @@ int main(int argc, char **argv) {
     write_file(out, "calls.i32", calls, (size_t)nb * sizeof(int));
     write_file(out, "traj.f32", c.traj, (size_t)K * N * DIM * sizeof(float));
     write_file(out, "final.f32", final, (size_t)N * DIM * sizeof(float));
+    if (o.kind == SAMPLER_SDE_DPM_SOLVER && K > 1) {
+        float *z = xfloats((size_t)(K - 1) * N * DIM);
+        for (int k = 0; k < K - 1; k++)
+            for (int i = 0; i < N; i++) {
+                rng_key key = {o.seed, (uint64_t)c.t_log[k], (uint64_t)i, RNG_PURPOSE_SAMPLE_STEP};
+                rng_normal(&key, z + ((size_t)k * N + i) * DIM, DIM);
+            }
+        write_file(out, "z.f32", z, (size_t)(K - 1) * N * DIM * sizeof(float));
+        free(z);
+    }
     free(c.t_log); free(c.traj); free(calls); free(final);
     sampler_free(&s);
     diffusion_free(&d);

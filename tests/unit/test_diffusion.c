@@ -363,14 +363,14 @@ static void test_dpm_steps(void) {
     for (int i = 0; i < N * D; i++) {
         want[i] = (float)(sqrt(ab) * x0[i] + sqrt(1 - ab) * eps[i]);
     }
-    dpm_solver_step(&p, 0, x, x0, NULL, N, D);
+    dpm_solver_step(&p, 0, x, x0, NULL, NULL, N, D);
     double err = test_rel_err(x, want, N * D);
     test_check(p.order[0] == 1 && p.order[1] == 2 && p.order[9] == 1 && err < 1e-5,
                "dpm-solver++: orders 1, 2, ..., 2, 1; the first step is DDIM eta 0 (rel err %.1e)",
                err);
     float x0b[N * D];
     for (int i = 0; i < N * D; i++) x0b[i] = 0.25f * (float)i;
-    dpm_solver_step(&p, 9, x, x0b, x0, N, D);
+    dpm_solver_step(&p, 9, x, x0b, x0, NULL, N, D);
     test_check(memcmp(x, x0b, sizeof x) == 0, "dpm-solver++: the last step returns x0");
     dpm_plan_free(&p);
     diffusion_free(&d);
