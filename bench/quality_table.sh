@@ -15,8 +15,8 @@
 #   ...:NAME[=VALUE] more ddpm-sample options for that row: dpm-solver++:20:no-clip
 #                    adds --no-clip, dpm-solver++:20:spacing=time adds --spacing time
 #   real             no sampling: the first N training images (the real-vs-real floor)
-# Default rows: ancestral:1000 ancestral:100 ddim:50 ddim:20 dpm-solver++:20
-# dpm-solver++:10 (ancestral:1000 on 1,000 images takes about 2 hours of a 2-core
+# Default rows: ancestral:1000 ancestral:100 ddim:50 ddim:20 sde-dpm-solver++:20
+# dpm-solver++:20 sde-dpm-solver++:10 dpm-solver++:10 (ancestral:1000 on 1,000 images takes about 2 hours of a 2-core
 # machine).
 #
 # Environment: N (images per row, 1000), BATCH (ddpm-sample --batch, 64), WEIGHTS
@@ -33,7 +33,8 @@ CKPT="$1"; shift
 [ -f "$CKPT" ] || { echo "quality_table.sh: $CKPT: no such checkpoint" >&2; exit 1; }
 [ -x "$SAMPLE" ] || { echo "quality_table.sh: $SAMPLE missing (run make)" >&2; exit 1; }
 ROWS=("$@")
-[ ${#ROWS[@]} -gt 0 ] || ROWS=(ancestral:1000 ancestral:100 ddim:50 ddim:20 dpm-solver++:20 dpm-solver++:10)
+[ ${#ROWS[@]} -gt 0 ] || ROWS=(ancestral:1000 ancestral:100 ddim:50 ddim:20 sde-dpm-solver++:20 dpm-solver++:20
+                                  sde-dpm-solver++:10 dpm-solver++:10)
 N="${N:-1000}" BATCH="${BATCH:-64}" WEIGHTS="${WEIGHTS:-ema}" SEED="${SEED:-0}"
 THREADS="${THREADS:-0}" REUSE="${REUSE:-0}"
 FID_WEIGHTS="${FID_WEIGHTS:-build/fmnist_features.pt}"
