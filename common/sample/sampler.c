@@ -202,6 +202,16 @@ static void set_step(sampler *s, int n, int k) {
     }
 }
 
+/* A step's noise for images first..first+n-1 into s->z: image i's keyed on
+ * (seed, step, first + i), whatever the batch. */
+static const float *step_noise(sampler *s, int step, uint64_t first, int n) {
+    for (int i = 0; i < n; i++) {
+        rng_key key = {s->o.seed, (uint64_t)step, first + (uint64_t)i, RNG_PURPOSE_SAMPLE_STEP};
+        rng_normal(&key, s->z + (size_t)i * s->D, s->D);
+    }
+    return s->z;
+}
+
 /* Ancestral (Algorithm 2) or DDIM over the walked process. */
 static void run_respaced(sampler *s, sampler_eps_fn eps_fn, void *eps_ctx, uint64_t first, int n,
                          float *x, sampler_progress progress, void *ctx) {
@@ -215,13 +225,7 @@ static void run_respaced(sampler *s, sampler_eps_fn eps_fn, void *eps_ctx, uint6
         set_step(s, n, k);
         eps_fn(eps_ctx, x, s->t_model, n, s->eps);
         const float *z = NULL;
-        if (k > 0 && (o->kind != SAMPLER_DDIM || o->eta > 0)) {
-            for (int i = 0; i < n; i++) {
-                rng_key key = {o->seed, (uint64_t)k, first + (uint64_t)i, RNG_PURPOSE_SAMPLE_STEP};
-                rng_normal(&key, s->z + (size_t)i * s->D, s->D);
-            }
-            z = s->z;
-        }
+        if (k > 0 && (o->kind != SAMPLER_DDIM || o->eta > 0)) z = step_noise(s, k, first, n);
         if (o->kind == SAMPLER_DDIM)
             diffusion_ddim_step(&s->steps, o->eta, o->clip, x, s->x0, x, s->eps, z, s->t_step, n,
                                 s->D);
@@ -246,14 +250,7 @@ static void run_solver(sampler *s, sampler_eps_fn eps_fn, void *eps_ctx, uint64_
         eps_fn(eps_ctx, x, s->t_model, n, s->eps);
         dpm_solver_x0(p, i, s->o.clip, s->x0, x, s->eps, n, s->D);
         const float *z = NULL;
-        if (s->o.kind == SAMPLER_SDE_DPM_SOLVER && i < p->n - 1) {
-            for (int j = 0; j < n; j++) {
-                rng_key key = {s->o.seed, (uint64_t)p->t[i], first + (uint64_t)j,
-                               RNG_PURPOSE_SAMPLE_STEP};
-                rng_normal(&key, s->z + (size_t)j * s->D, s->D);
-            }
-            z = s->z;
-        }
+        if (s->o.kind == SAMPLER_SDE_DPM_SOLVER && i < p->n - 1) z = step_noise(s, p->t[i], first, n);
         dpm_solver_step(p, i, x, s->x0, s->x0_prev, z, n, s->D);
         float *tmp = s->x0_prev; /* this step's x0 is the next step's previous one */
         s->x0_prev = s->x0;
