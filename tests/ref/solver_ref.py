@@ -86,8 +86,13 @@ def solver_timesteps(ac, n, spacing):
     return np.array(t)
 
 
-def dpm_solver_2m(ac, ts, xT, clip, first_order=False, wrong_r=False):
-    """Algorithm 2 of the paper; returns the states evaluated and the output."""
+def dpm_solver_2m(ac, ts, xT, clip, first_order=False, wrong_r=False, z=None):
+    """Algorithm 2 of the paper; returns the states evaluated and the output.
+    With z ([n-1] noise arrays): SDE-DPM-Solver++(2M) (the paper's section 5;
+    diffusers' "sde-dpmsolver++", midpoint), the same time points and D, each step
+    the exact solution of the SDE's linear part with D held, plus its noise:
+        x' = sigma'/sigma e^{-h} x + alpha' (1 - e^{-2h}) D + sigma' sqrt(1 - e^{-2h}) z_i;
+    the last step (into the clean data) is x0, without noise."""
     n = len(ts)
     alpha = np.append(np.sqrt(ac[ts]), 1.0)
     sigma = np.append(np.sqrt(1.0 - ac[ts]), 0.0)
@@ -109,38 +114,12 @@ def dpm_solver_2m(ac, ts, xT, clip, first_order=False, wrong_r=False):
                 if wrong_r:
                     r = 1.0 / r
                 D = (1.0 + 1.0 / (2.0 * r)) * x0 - 1.0 / (2.0 * r) * prev
-            x = sigma[i + 1] / sigma[i] * x - alpha[i + 1] * (np.exp(-h) - 1.0) * D
-        prev = x0
-    return np.array(traj), x
-
-
-def sde_dpm_solver_2m(ac, ts, xT, clip, z, first_order=False):
-    """SDE-DPM-Solver++(2M) (the paper's section 5; diffusers' "sde-dpmsolver++",
-    midpoint): the same time points and D as above, each step the exact solution of
-    the SDE's linear part with D held, plus its noise:
-        x' = sigma'/sigma e^{-h} x + alpha' (1 - e^{-2h}) D + sigma' sqrt(1 - e^{-2h}) z_i;
-    the last step (into the clean data) is x0, without noise."""
-    n = len(ts)
-    alpha = np.append(np.sqrt(ac[ts]), 1.0)
-    sigma = np.append(np.sqrt(1.0 - ac[ts]), 0.0)
-    lamb = np.append(lam(ac[ts]), np.inf)
-    x, prev, traj = xT.astype(np.float64), None, []
-    for i in range(n):
-        traj.append(x)
-        x0 = (x - sigma[i] * closed_form_eps(x, ts[i], ac)) / alpha[i]
-        if clip:
-            x0 = np.clip(x0, -1.0, 1.0)
-        if i == n - 1:
-            x = x0
-        else:
-            h = lamb[i + 1] - lamb[i]
-            if i == 0 or first_order:
-                D = x0
+            if z is None:
+                x = sigma[i + 1] / sigma[i] * x - alpha[i + 1] * (np.exp(-h) - 1.0) * D
             else:
-                r = (lamb[i] - lamb[i - 1]) / h
-                D = (1.0 + 1.0 / (2.0 * r)) * x0 - 1.0 / (2.0 * r) * prev
-            x = (sigma[i + 1] / sigma[i] * np.exp(-h) * x + alpha[i + 1] * (1.0 - np.exp(-2.0 * h)) * D
-                 + sigma[i + 1] * np.sqrt(1.0 - np.exp(-2.0 * h)) * z[i])
+                x = (sigma[i + 1] / sigma[i] * np.exp(-h) * x
+                     + alpha[i + 1] * (1.0 - np.exp(-2.0 * h)) * D
+                     + sigma[i + 1] * np.sqrt(1.0 - np.exp(-2.0 * h)) * z[i])
         prev = x0
     return np.array(traj), x
 
@@ -232,16 +211,16 @@ def check_sde(tool, scratch, n, spacing, clip, self_test=False):
     report(abs(zm) < 0.1 and abs(zs - 1.0) < 0.1,
            f"{name}: the keyed noise is standard normal ({z.size} values: mean {zm:.3f}, "
            f"sd {zs:.3f}; 0 +- 0.1, 1 +- 0.1)")
-    rt, rf = sde_dpm_solver_2m(ac, ts, c["traj"][0], clip, z)
+    rt, rf = dpm_solver_2m(ac, ts, c["traj"][0], clip, z=z)
     e = traj_err(c["traj"], c["final"], rt, rf)
     report(e <= TOL, f"{name}: trajectory and output match the float64 SDE step with that "
            f"noise (worst {e:.2e} <= {TOL:g} of max(1, |x|))")
     if self_test:
         for what, ref in (("no noise (the ODE solver)", dpm_solver_2m(ac, ts, c["traj"][0], clip)),
-                          ("the noise of another step", sde_dpm_solver_2m(
-                              ac, ts, c["traj"][0], clip, np.roll(z, 1, axis=0))),
-                          ("first-order steps", sde_dpm_solver_2m(
-                              ac, ts, c["traj"][0], clip, z, first_order=True))):
+                          ("the noise of another step", dpm_solver_2m(
+                              ac, ts, c["traj"][0], clip, z=np.roll(z, 1, axis=0))),
+                          ("first-order steps", dpm_solver_2m(
+                              ac, ts, c["traj"][0], clip, first_order=True, z=z))):
             eb = traj_err(c["traj"], c["final"], *ref)
             report(eb > 100 * TOL, f"{name}: comparator rejects a reference with {what} "
                    f"(differs by {eb:.2e})")
