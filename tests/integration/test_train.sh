@@ -127,32 +127,25 @@ build/ddpm-sample "$CK" -n 2 -b 2 --steps ddim4 --ddim --eta 0 --grid none --npz
 build/ddpm-sample "$CK" -n 2 -b 2 --steps ddim4 --sampler ddim --eta 0 --grid none --npz "$TMP/d2.npz" -q >"$TMP/d2.log" 2>&1 \
     && cmp -s "$TMP/d.npz" "$TMP/d2.npz" && ok "--ddim is --sampler ddim (identical images)" \
     || fail "--ddim vs --sampler ddim: $(tail -2 "$TMP/d2.log")"
-SD=(build/ddpm-sample "$CK" --sampler sde-dpm-solver++ --steps 4 --grid none -q)
-if "${SD[@]}" -n 3 -b 3 --npz "$TMP/e3.npz" >"$TMP/e3.log" 2>&1 \
-   && "${SD[@]}" -n 2 -b 1 --first 1 --npz "$TMP/e1.npz" >"$TMP/e1.log" 2>&1 \
-   && grep -q "sde-dpm-solver++ over 4 of .* steps (logsnr spacing), x0 clipped" "$TMP/e3.log" \
-   && $PY -c "
+# both solvers, the same checks: 4 steps, x0 clipped by default, and images 1-2 drawn
+# alone with --first equal to the batch of 3 (x_T and, for the SDE form, each step's
+# noise keyed on the image)
+for kind in sde-dpm-solver++ dpm-solver++; do
+    SV=(build/ddpm-sample "$CK" --sampler "$kind" --steps 4 --grid none -q)
+    tag="${kind%%-*}"
+    if "${SV[@]}" -n 3 -b 3 --npz "$TMP/$tag.3.npz" >"$TMP/$tag.3.log" 2>&1 \
+       && "${SV[@]}" -n 2 -b 1 --first 1 --npz "$TMP/$tag.1.npz" >"$TMP/$tag.1.log" 2>&1 \
+       && grep -q "; $kind over 4 of .* steps (logsnr spacing), x0 clipped" "$TMP/$tag.3.log" \
+       && $PY -c "
 import numpy as np
-a = np.load('$TMP/e3.npz')['arr_0'].astype(int); b = np.load('$TMP/e1.npz')['arr_0'].astype(int)
+a = np.load('$TMP/$tag.3.npz')['arr_0'].astype(int); b = np.load('$TMP/$tag.1.npz')['arr_0'].astype(int)
 assert a.shape == (3, 28, 28, 1), a.shape
-assert np.abs(a[1:] - b).max() <= 1, np.abs(a[1:] - b).max()" >"$TMP/e.out" 2>&1; then
-    ok "sde-dpm-solver++ (4 steps) runs; images 1-2 drawn alone with --first match the batch of 3 (keyed noise)"
-else
-    fail "sde-dpm-solver++: $(tail -2 "$TMP/e3.log" "$TMP/e1.log" "$TMP/e.out" 2>/dev/null)"
-fi
-SV=(build/ddpm-sample "$CK" --sampler dpm-solver++ --steps 4 --grid none -q)
-if "${SV[@]}" -n 3 -b 3 --npz "$TMP/v3.npz" >"$TMP/v3.log" 2>&1 \
-   && "${SV[@]}" -n 2 -b 1 --first 1 --npz "$TMP/v1.npz" >"$TMP/v1.log" 2>&1 \
-   && grep -q "dpm-solver++ over 4 of .* steps (logsnr spacing), x0 clipped" "$TMP/v3.log" \
-   && $PY -c "
-import sys, numpy as np
-a = np.load('$TMP/v3.npz')['arr_0'].astype(int); b = np.load('$TMP/v1.npz')['arr_0'].astype(int)
-assert a.shape == (3, 28, 28, 1), a.shape
-assert np.abs(a[1:] - b).max() <= 1, np.abs(a[1:] - b).max()" >"$TMP/v.out" 2>&1; then
-    ok "dpm-solver++ (4 steps, x0 clipped by default) runs; images 1-2 drawn alone with --first match the batch of 3"
-else
-    fail "dpm-solver++ sampling: $(tail -2 "$TMP"/v3.log "$TMP"/v1.log "$TMP/v.out")"
-fi
+assert np.abs(a[1:] - b).max() <= 1, np.abs(a[1:] - b).max()" >"$TMP/$tag.out" 2>&1; then
+        ok "$kind (4 steps, x0 clipped by default) runs; images 1-2 drawn alone with --first match the batch of 3"
+    else
+        fail "$kind sampling: $(tail -2 "$TMP/$tag.3.log" "$TMP/$tag.1.log" "$TMP/$tag.out" 2>/dev/null)"
+    fi
+done
 expect_fail "dpm-solver++ refuses a respacing list" "respacing lists such as '10,15,20'" \
     build/ddpm-sample "$CK" --sampler dpm-solver++ --steps 10,15,20 -n 1 --grid none --npz none
 expect_fail "--spacing without dpm-solver++ is refused" "--spacing applies to" \
