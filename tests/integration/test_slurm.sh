@@ -109,19 +109,7 @@ scenario() {
         fail "$name: final state differs from the uninterrupted run (or is missing): $(ls "$out")"
     fi
     # every step logged exactly once, with the reference's numbers
-    if $PY - "$out/metrics.jsonl" "$ref/metrics.jsonl" $STEPS >"$TMP/$name.cmp" 2>&1 <<'PYEOF'
-import json, sys
-run = [json.loads(l) for l in open(sys.argv[1])]
-ref = [json.loads(l) for l in open(sys.argv[2])]
-n = int(sys.argv[3])
-assert [r["step"] for r in run] == list(range(1, n + 1)), [r["step"] for r in run]
-drop = {"images_per_s", "elapsed"}
-for a, b in zip(run, ref):
-    a = {k: v for k, v in a.items() if k not in drop}
-    b = {k: v for k, v in b.items() if k not in drop}
-    assert a == b, (a, b)
-print(f"{len(run)} steps")
-PYEOF
+    if $PY tests/tools/metrics_same.py "$out/metrics.jsonl" "$ref/metrics.jsonl" $STEPS >"$TMP/$name.cmp" 2>&1
     then
         ok "$name: metrics.jsonl logs steps 1..$STEPS once each across the 3 starts, every loss and norm equal to the uninterrupted run's"
     else

@@ -183,18 +183,7 @@ if [ "$restarts" = 2 ] && state "$final" "$TMP/run.tns" && state "$reff" "$TMP/r
 else
     fail "final state: restarts '$restarts'; $(basename "$final") $(state "$final" "$TMP/run.tns" && echo verifies || echo 'missing or does not verify'); $(cmp "$TMP/run.tns" "$TMP/ref.tns" 2>&1 | head -1)"
 fi
-if $PY - "$OUT/metrics.jsonl" "$REF/metrics.jsonl" $STEPS >"$TMP/metrics.cmp" 2>&1 <<'PYEOF'
-import json, sys
-run = [json.loads(l) for l in open(sys.argv[1])]
-ref = [json.loads(l) for l in open(sys.argv[2])]
-n = int(sys.argv[3])
-assert [r["step"] for r in run] == list(range(1, n + 1)), [r["step"] for r in run]
-drop = {"images_per_s", "elapsed"}
-for a, b in zip(run, ref):
-    a = {k: v for k, v in a.items() if k not in drop}
-    b = {k: v for k, v in b.items() if k not in drop}
-    assert a == b, (a, b)
-PYEOF
+if $PY tests/tools/metrics_same.py "$OUT/metrics.jsonl" "$REF/metrics.jsonl" $STEPS >"$TMP/metrics.cmp" 2>&1
 then
     ok "metrics.jsonl logs steps 1..$STEPS once each across the 3 starts, every loss and norm equal to the uninterrupted run's"
 else
