@@ -360,7 +360,8 @@ int coordinator_eval_bpd(coordinator *tr, unet *model, const diffusion *diff) {
     int rc = n == 0 ? err_set("data.eval_path %s holds no images", tr->cfg->data.eval_path)
                     : bpd_result_init(&r, diff->T);
     if (rc == 0) {
-        rc = bpd_evaluate_u8(model, tr->state->ema, &bc, u8, ids, (int)n, C, S, &r, NULL, NULL, NULL);
+        rc = bpd_evaluate_u8(model, tr->state->ema, &bc, u8, ids, NULL, (int)n, C, S, &r, NULL, NULL,
+                             NULL);
         if (rc == 0) {
             double ni = r.scalars[BPD_S_IMAGES], secs = now_seconds() - t0;
             metric_line m = {0};

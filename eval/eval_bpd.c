@@ -35,6 +35,11 @@ static void usage(FILE *f) {
             "  --out PATH            per-timestep terms as CSV\n"
             "  --data PATH           images: a .npz (uint8 NHWC under arr_0) or a dataset of the\n"
             "                        checkpoint's data.format (default: its data.eval_path)\n"
+            "  --labels FILE|set     class-conditional checkpoints: the bound of -log p(x | y)\n"
+            "                        with each image's label, from an IDX label file (for IDX or\n"
+            "                        .npz images) or 'set' (the labels CIFAR-10, image folders and\n"
+            "                        shards carry); without it, the null label (the unconditional\n"
+            "                        model that label dropout trained)\n"
             "  --batch B             (image, timestep) pairs per network evaluation (default 32)\n"
             "  --seed S              keys the noise and strided offsets (default 0)\n"
             "  --weights W           ema (default) | params\n"
@@ -55,16 +60,37 @@ static void show_progress(void *ctx, size_t done, size_t total) {
                     done, total, progress_elapsed(p), progress_left(p, frac));
 }
 
-/* Loads this rank's share of images [first, first+n) (every world-th) as uint8 CHW. */
-static int load_images(const char *path, const config *cfg, long first, long *n, int rank,
-                       int world, uint8_t **out, uint64_t **ids, int *count) {
-    int C = cfg->model.in_channels, S = cfg->model.image_size;
+/* The labels of a .npz's `total` images from the IDX label file `path` (exactly
+ * `total` of them, each in 0..K-1); *out is the caller's. */
+static int npz_labels(const char *path, long total, int K, const char *npz, uint8_t **out) {
+    size_t count = 0;
+    if (idx_labels_read(path, out, &count) != 0) return -1;
+    if ((long)count != total)
+        return err_set("%s: holds %zu labels, %s holds %ld images", path, count, npz, total);
+    for (size_t i = 0; i < count; i++)
+        if ((*out)[i] >= K)
+            return err_set("%s: record %zu: label %d is out of range for model.num_classes %d "
+                           "(0..%d)", path, i, (*out)[i], K, K - 1);
+    return 0;
+}
+
+/* Loads this rank's share of images [first, first+n) (every world-th) as uint8 CHW,
+ * and with labels_src (an IDX label file, or "set": the set's own) their labels
+ * (*labels, else NULL). */
+static int load_images(const char *path, const char *labels_src, const config *cfg, long first,
+                       long *n, int rank, int world, uint8_t **out, uint64_t **ids, int **labels,
+                       int *count) {
+    int C = cfg->model.in_channels, S = cfg->model.image_size, K = cfg->model.num_classes;
     size_t D = (size_t)C * S * S;
     size_t len = strlen(path);
     *out = NULL;
     *ids = NULL;
+    *labels = NULL;
     *count = 0;
     if (len > 4 && strcmp(path + len - 4, ".npz") == 0) {
+        if (labels_src && strcmp(labels_src, "set") == 0)
+            return err_set("%s: a .npz carries no labels: pass --labels FILE (an IDX label file, "
+                           "one label per image)", path);
         npz_reader *r;
         if (npz_reader_open(&r, path, "arr_0") != 0) return -1;
         const int64_t *sh = npz_reader_shape(r);
@@ -88,9 +114,16 @@ static int load_images(const char *path, const config *cfg, long first, long *n,
             return err_set("%s: holds %ld images; asked for %ld from index %ld", path, total, *n,
                            first);
         }
+        uint8_t *lab = NULL;
+        if (labels_src && npz_labels(labels_src, total, K, path, &lab) != 0) {
+            free(lab);
+            npz_reader_close(r);
+            return -1;
+        }
         int mine = (int)((*n - rank + world - 1) / world);
         *out = xmalloc((size_t)(mine > 0 ? mine : 1) * D);
         *ids = xcalloc((size_t)(mine > 0 ? mine : 1), sizeof **ids);
+        if (lab) *labels = xcalloc((size_t)(mine > 0 ? mine : 1), sizeof **labels);
         uint8_t *img = xmalloc(D);
         int k = 0, rc = 0;
         for (long i = 0; i < first + *n && rc == 0; i++) {
@@ -99,9 +132,11 @@ static int load_images(const char *path, const config *cfg, long first, long *n,
             for (int c = 0; c < C; c++)
                 for (size_t p = 0; p < (size_t)S * S; p++)
                     (*out)[(size_t)k * D + (size_t)c * S * S + p] = img[p * C + c];
+            if (lab) (*labels)[k] = lab[i];
             (*ids)[k++] = (uint64_t)i;
         }
         free(img);
+        free(lab);
         npz_reader_close(r);
         *count = k;
         return rc;
@@ -119,13 +154,27 @@ static int load_images(const char *path, const config *cfg, long first, long *n,
         dataset_close(ds);
         return err_set("%s: holds %ld images; asked for %ld from index %ld", path, total, *n, first);
     }
+    if (labels_src) {
+        int rc = strcmp(labels_src, "set") != 0 ? dataset_load_labels(ds, labels_src)
+                 : dataset_has_labels(ds)
+                     ? 0
+                     : err_set("%s: the set carries no labels (IDX images: pass --labels FILE, "
+                               "their IDX label file)", path);
+        if (rc == 0) rc = dataset_check_labels(ds, K);
+        if (rc != 0) {
+            dataset_close(ds);
+            return -1;
+        }
+    }
     int mine = (int)((*n - rank + world - 1) / world);
     *out = xmalloc((size_t)(mine > 0 ? mine : 1) * D);
     *ids = xcalloc((size_t)(mine > 0 ? mine : 1), sizeof **ids);
+    if (labels_src) *labels = xcalloc((size_t)(mine > 0 ? mine : 1), sizeof **labels);
     int k = 0;
     int rc = 0;
     for (long i = first + rank; i < first + *n && rc == 0; i += world) {
         rc = dataset_get(ds, (size_t)i, *out + (size_t)k * D);
+        if (labels_src) (*labels)[k] = dataset_label(ds, (size_t)i);
         (*ids)[k++] = (uint64_t)i;
     }
     dataset_close(ds);
@@ -150,7 +199,7 @@ static int write_csv(const char *path, const bpd_result *r) {
 }
 
 typedef struct {
-    const char *ckpt, *out_csv, *data, *variance;
+    const char *ckpt, *out_csv, *data, *variance, *labels;
     int which; /* CKPT_EMA | CKPT_PARAMS */
     int precision; /* ckpt_model_load's */
     long n, first, stride, batch, threads; /* n < 0: all of the set from first */
@@ -171,7 +220,7 @@ static int parse_args(int argc, char **argv, bpd_opts *o) {
                     !strcmp(a, "--estimate") || !strcmp(a, "--out") || !strcmp(a, "--data") ||
                     !strcmp(a, "--batch") || !strcmp(a, "--seed") || !strcmp(a, "--weights") ||
                     !strcmp(a, "--variance") || !strcmp(a, "--threads") ||
-                    !strcmp(a, "--precision");
+                    !strcmp(a, "--precision") || !strcmp(a, "--labels");
         if (needs && !v) {
             fprintf(stderr, "ddpm-eval bpd: option %s needs a value\n", a);
             return 2;
@@ -197,6 +246,8 @@ static int parse_args(int argc, char **argv, bpd_opts *o) {
             o->out_csv = v;
         } else if (!strcmp(a, "--data")) {
             o->data = v;
+        } else if (!strcmp(a, "--labels")) {
+            o->labels = v;
         } else if (!strcmp(a, "--batch")) {
             o->batch = strtol(v, &end, 10);
             if (*end || o->batch < 1 || o->batch > 4096) goto bad;
@@ -245,6 +296,7 @@ typedef struct {
     bpd_result res; /* this rank's sums; after sum_to_root, rank 0's are the totals */
     uint8_t *imgs;  /* this rank's images, uint8 CHW */
     uint64_t *ids;  /* their indices in the set (they key the noise) */
+    int *labels;    /* their class labels (--labels), or NULL: the null label */
     int count;
 } bpd_run;
 
@@ -253,6 +305,7 @@ static void bpd_run_free(bpd_run *r) {
     ckpt_model_free(&r->cm);
     free(r->imgs);
     free(r->ids);
+    free(r->labels);
 }
 
 /* Loads the model and this rank's images, says what will run (rank 0) and adds
@@ -269,8 +322,12 @@ static int run_bpd(bpd_run *r, bpd_opts *o, int rank, int world, int nthreads) {
             return err_set("%s: its config has no data.eval_path; pass --data PATH", o->ckpt);
         o->data = cfg->data.eval_path;
     }
+    if (o->labels && cfg->model.num_classes == 0)
+        return err_set("%s is unconditional (model.num_classes 0): --labels needs a "
+                       "class-conditional checkpoint", o->ckpt);
     if (bpd_result_init(&r->res, r->cm.diff.T) != 0) return -1;
-    if (load_images(o->data, cfg, o->first, &o->n, rank, world, &r->imgs, &r->ids, &r->count) != 0)
+    if (load_images(o->data, o->labels, cfg, o->first, &o->n, rank, world, &r->imgs, &r->ids,
+                    &r->labels, &r->count) != 0)
         return -1;
     sampling_variance var = cfg->diffusion.sampling_var;
     if (o->variance)
@@ -290,16 +347,21 @@ static int run_bpd(bpd_run *r, bpd_opts *o, int rank, int world, int nthreads) {
                  learned ? "learned" : var == SAMPLING_VAR_BETA ? "beta" : "beta-tilde",
                  o->clip ? "" : "un", o->batch, blas_kernel_name(), nthreads,
                  ops_precision_names[unet_precision(r->cm.model)]);
-    if (rank == 0 && cfg->model.num_classes > 0)
+    if (rank == 0 && cfg->model.num_classes > 0 && o->labels)
+        log_info("class-conditional model (%d classes): the bound of -log p(x | y), each image "
+                 "with its label from %s", cfg->model.num_classes,
+                 strcmp(o->labels, "set") ? o->labels : o->data);
+    else if (rank == 0 && cfg->model.num_classes > 0)
         log_info("class-conditional model (%d classes): the bound is that of its unconditional "
-                 "model, evaluated with the null label", cfg->model.num_classes);
+                 "model, evaluated with the null label (--labels: the class-conditional bound)",
+                 cfg->model.num_classes);
     char plans[2048];
     unet_describe_plans(r->cm.model, plans, sizeof plans);
     if (rank == 0) log_info("%s", plans);
     bpd_config bc = {&r->cm.diff, (int)var, o->clip, (int)o->stride, o->est, o->seed};
     progress pg;
     progress_start(&pg, o->quiet || rank != 0 ? NULL : stderr);
-    return bpd_evaluate_u8(r->cm.model, r->cm.weights, &bc, r->imgs, r->ids, r->count,
+    return bpd_evaluate_u8(r->cm.model, r->cm.weights, &bc, r->imgs, r->ids, r->labels, r->count,
                            cfg->model.in_channels, cfg->model.image_size, &r->res, NULL,
                            show_progress, &pg);
 }
@@ -328,11 +390,12 @@ static void sum_to_root(bpd_result *res, int rank) {
 static int report(const bpd_result *res, const bpd_opts *o, int world, double t0) {
     double ni = res->scalars[BPD_S_IMAGES], secs = now_seconds() - t0;
     double kl = bpd_result_mean(res) - (res->scalars[BPD_S_DECODER] + res->scalars[BPD_S_PRIOR]) / ni;
-    printf("bpd %.6f +- %.6f (standard error; %.0f images, stride %ld%s)\n", bpd_result_mean(res),
+    printf("bpd %.6f +- %.6f (standard error; %.0f images, stride %ld%s%s)\n", bpd_result_mean(res),
            bpd_result_stderr(res), ni, o->stride,
            o->stride > 1 ? (o->est == BPD_ESTIMATE_UNBIASED ? ", unbiased estimate"
                                                            : ", trapezoid estimate")
-                         : "");
+                         : "",
+           o->labels ? ", given the class labels" : "");
     printf("  decoder L_0 %.6f, sum of KL terms L_1..L_%d %.6f, prior L_T %.6f bits/dim\n",
            res->scalars[BPD_S_DECODER] / ni, res->T - 1, kl, res->scalars[BPD_S_PRIOR] / ni);
     log_info("%.1f s (%d rank(s))", secs, world);

@@ -97,13 +97,19 @@ double bpd_result_stderr(const bpd_result *r) {
 }
 
 int bpd_evaluate(unet *m, const float *params, const bpd_config *cfg, const float *x0,
-                 const uint64_t *image_ids, int N, int C, int S, bpd_result *r,
+                 const uint64_t *image_ids, const int *labels, int N, int C, int S, bpd_result *r,
                  double *per_image_total, bpd_progress_fn progress, void *ctx) {
     const diffusion *d = cfg->diff;
     int T = d->T;
     if (cfg->stride < 1) return err_set("bpd: stride must be at least 1 (got %d)", cfg->stride);
     if (r->T != T) return err_set("bpd: result has %d timesteps, the process %d", r->T, T);
     if (N <= 0) return 0;
+    const int K = unet_num_classes(m);
+    for (int n = 0; labels && n < N; n++)
+        if (labels[n] < 0 || labels[n] >= K)
+            return K == 0 ? err_set("bpd: labels given for a model without classes (num_classes 0)")
+                          : err_set("bpd: image %llu: label %d outside 0..%d (num_classes %d)",
+                                    (unsigned long long)image_ids[n], labels[n], K - 1, K);
     int B = unet_max_batch(m);
     size_t D = (size_t)C * S * S;
     int *ts = xcalloc((size_t)T, sizeof *ts);
@@ -118,7 +124,7 @@ int bpd_evaluate(unet *m, const float *params, const bpd_config *cfg, const floa
     float *pred = xfloats((size_t)B * D * (learned ? 2 : 1));
     float *v = learned ? xfloats((size_t)B * D) : NULL;
     int *tb = xcalloc((size_t)B, sizeof *tb), *tm = xcalloc((size_t)B, sizeof *tm);
-    int *img = xcalloc((size_t)B, sizeof *img);
+    int *img = xcalloc((size_t)B, sizeof *img), *yb = xcalloc((size_t)B, sizeof *yb);
     double *wb = xcalloc((size_t)B, sizeof *wb), *vb = xcalloc((size_t)B, sizeof *vb);
     double *mse = xcalloc((size_t)B, sizeof *mse);
     double *tot = xcalloc((size_t)N, sizeof *tot);
@@ -140,10 +146,11 @@ int bpd_evaluate(unet *m, const float *params, const bpd_config *cfg, const floa
             tb[nb] = ts[j];
             tm[nb] = d->timestep_map[ts[j]];
             img[nb] = n;
+            yb[nb] = labels ? labels[n] : 0;
             wb[nb] = w[j];
             nb++;
             if (nb < B && !(n == N - 1 && j == np - 1)) continue;
-            unet_forward(m, params, xt, tm, NULL, nb, NULL, pred);
+            unet_forward(m, params, xt, tm, labels ? yb : NULL, nb, NULL, pred);
             if (learned) diffusion_split_output(pred, nb, D, pred, v);
             vlb_terms(d, cfg->kind, cfg->clip, xb, xt, pred, v, tb, nb, D, vb, mse, NULL, 0);
             for (int k = 0; k < nb; k++) {
@@ -173,7 +180,7 @@ int bpd_evaluate(unet *m, const float *params, const bpd_config *cfg, const floa
         if (per_image_total) memcpy(per_image_total, tot, (size_t)N * sizeof *tot);
     }
     if (prepared) unet_unprepare(m);
-    free(ts); free(w); free(xb); free(xt); free(pred); free(v); free(tb); free(tm); free(img);
+    free(ts); free(w); free(xb); free(xt); free(pred); free(v); free(tb); free(tm); free(img); free(yb);
     free(wb); free(vb); free(mse); free(tot);
     return rc;
 }
@@ -191,7 +198,7 @@ static void chunk_progress_fn(void *ctx, size_t done, size_t total) {
 }
 
 int bpd_evaluate_u8(unet *m, const float *params, const bpd_config *cfg, const uint8_t *chw,
-                    const uint64_t *image_ids, int N, int C, int S, bpd_result *r,
+                    const uint64_t *image_ids, const int *labels, int N, int C, int S, bpd_result *r,
                     double *per_image_total, bpd_progress_fn progress, void *ctx) {
     const int chunk = 64;
     size_t D = (size_t)C * S * S;
@@ -206,7 +213,7 @@ int bpd_evaluate_u8(unet *m, const float *params, const bpd_config *cfg, const u
     for (int n0 = 0; n0 < N && rc == 0; n0 += chunk) {
         int nb = N - n0 < chunk ? N - n0 : chunk;
         dataset_to_float(x, chw + (size_t)n0 * D, nb, C, S, NULL);
-        rc = bpd_evaluate(m, params, cfg, x, image_ids + n0, nb, C, S, r,
+        rc = bpd_evaluate(m, params, cfg, x, image_ids + n0, labels ? labels + n0 : NULL, nb, C, S, r,
                           per_image_total ? per_image_total + n0 : NULL,
                           progress ? chunk_progress_fn : NULL, &cp);
         for (int n = n0; n < n0 + nb; n++)

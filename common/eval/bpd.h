@@ -94,16 +94,21 @@ typedef void (*bpd_progress_fn)(void *ctx, size_t done, size_t total);
 /* Evaluates N images x0 (N*C*S*S floats in [-1, 1], borrowed), whose ids (keys of
  * their noise) are image_ids[n], with the model m (forward only; batches of
  * unet_max_batch(m) (image, t) pairs) and params (borrowed), and ADDS the sums to
- * r. per_image_total (N doubles, may be NULL) receives each image's estimated total.
- * Returns 0, or -1 (err_msg) on bad arguments or a non-finite term. */
+ * r. labels (N class labels, borrowed, may be NULL): for a class-conditional model
+ * (unet_num_classes K > 0), image n's p_theta is conditioned on labels[n] in
+ * 0..K-1, so the bound is that of -log p(x0 | y); NULL gives every image the null
+ * label (the bound of the unconditional model that label dropout trained; for
+ * K = 0 labels must be NULL). per_image_total (N doubles, may be NULL) receives
+ * each image's estimated total. Returns 0, or -1 (err_msg) on bad arguments (a
+ * label out of range names the image), or a non-finite term. */
 int bpd_evaluate(unet *m, const float *params, const bpd_config *cfg, const float *x0,
-                 const uint64_t *image_ids, int N, int C, int S, bpd_result *r,
+                 const uint64_t *image_ids, const int *labels, int N, int C, int S, bpd_result *r,
                  double *per_image_total, bpd_progress_fn progress, void *ctx);
 
 /* The same from uint8 CHW images (C*S*S bytes each, borrowed), converted to [-1, 1]
  * as training does (v/127.5 - 1), a chunk at a time. */
 int bpd_evaluate_u8(unet *m, const float *params, const bpd_config *cfg, const uint8_t *chw,
-                    const uint64_t *image_ids, int N, int C, int S, bpd_result *r,
+                    const uint64_t *image_ids, const int *labels, int N, int C, int S, bpd_result *r,
                     double *per_image_total, bpd_progress_fn progress, void *ctx);
 
 #endif

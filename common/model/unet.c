@@ -890,6 +890,7 @@ int unet_num_tensors(const unet *m) { return m->n_tensors; }
 const unet_tensor *unet_tensors(const unet *m) { return m->tensors; }
 int unet_max_batch(const unet *m) { return m->max_batch; }
 int unet_out_channels(const unet *m) { return m->mc.in_channels * (m->mc.learn_sigma ? 2 : 1); }
+int unet_num_classes(const unet *m) { return m->mc.num_classes; }
 size_t unet_activation_bytes(const unet *m) { return m->act_bytes; }
 double unet_forward_macs(const unet *m) { return m->macs; }
 

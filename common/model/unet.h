@@ -131,6 +131,9 @@ int unet_max_batch(const unet *m);
  * (v, docs/diffusion.md): per image [eps (in_channels planes) | v]. Callers size
  * and read the output with this. */
 int unet_out_channels(const unet *m);
+/* model.num_classes: K > 0 for a class-conditional model (labels 0..K-1, K the null
+ * label), 0 for an unconditional one. */
+int unet_num_classes(const unet *m);
 /* Bytes of activation and scratch memory the model holds. */
 size_t unet_activation_bytes(const unet *m);
 /* Forward multiply-accumulates per image (convolutions, linears, attention GEMMs). */

@@ -134,7 +134,10 @@ def main():
     model = ddpm_torch.from_meta(d["meta/model"]).double().eval()
     learned = model.conv_out.out_channels == 2 * x0.shape[1]
     sigma = "learned" if learned else "beta" if kind == 0 else "beta-tilde"
-    label = f"T {T}, sigma^2 {sigma}, clip {clip}"
+    # a class-conditional model: each image's terms are conditioned on its label
+    labels = d["labels"].astype(np.int64) if "labels" in d else None
+    label = f"T {T}, sigma^2 {sigma}, clip {clip}" + (
+        f", {model.num_classes} classes, labels {labels.tolist()}" if labels is not None else "")
 
     torch.set_num_threads(2)
     sd = model.state_dict()
@@ -154,8 +157,9 @@ def main():
         xt = (diff.sqrt_ac[:, None] * a[None, :] + diff.sqrt_1mac[:, None] * noise[n]).astype(
             np.float32).astype(np.float64)
         with torch.no_grad():
+            y = None if labels is None else torch.full((T,), int(labels[n]), dtype=torch.int64)
             eps_ref = model(torch.from_numpy(xt.reshape((T,) + x0.shape[1:])),
-                            torch.from_numpy(t_all)).numpy().reshape(T, -1)
+                            torch.from_numpy(t_all), y).numpy().reshape(T, -1)
         worst_eps = max(worst_eps, rel(eps_c[n], eps_ref))
         # a learned-variance model's output per image: eps (D values), then v
         v_ref, v_c = (eps_ref[:, D:], eps_c[n][:, D:]) if learned else ([None] * T, [None] * T)

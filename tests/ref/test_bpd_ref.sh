@@ -2,7 +2,7 @@
 # Bits/dim (common/eval/bpd.h) against an independent float64 implementation of the
 # authors' formulas on the same weights, images and noise (tests/ref/bpd_ref.py):
 # both variance kinds, with and without clipping, strided estimates, a model with
-# learned variances (model.learn_sigma); once more under
+# learned variances (model.learn_sigma), a class-conditional model; once more under
 # ASan+UBSan; then a perturbed term must fail the comparison.
 set -u
 TMP="${DDPM_TEST_TMP:-$(mktemp -d)}"
@@ -24,6 +24,8 @@ run bpd_betatilde_noclip build beta_tilde 0 7 8
 run bpd_san build-san beta 1 3 9
 # learned variances (improved-diffusion's LEARNED_RANGE): the kind is then unused
 run bpd_learned_sigma build beta 1 5 10 model.learn_sigma=true
+# a class-conditional model, each image's terms conditioned on its label (-log p(x | y))
+run bpd_class_cond build beta 1 5 11 model.num_classes=3
 if $PY tests/ref/bpd_ref.py "$TMP/bpd_beta_clip.tns" $BS $BE --perturb >"$TMP/perturb.log" 2>&1; then
     echo "not ok - a perturbed bits/dim term passed the comparison"
 elif grep -q '^not ok - .*every term' "$TMP/perturb.log"; then

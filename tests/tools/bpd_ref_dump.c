@@ -8,7 +8,9 @@
  * on every x_t, OD = D, or 2D: [eps | v] for a model with learn_sigma; computed here
  * in one batch per image exactly as bpd_evaluate batches it), terms/mse [N][T] and prior/total [N] from bpd_evaluate (stride 1, one image
  * per call), and for the strided estimates total_unbiased/total_trapezoid [N] and
- * evaluated_unbiased/evaluated_trapezoid [N][T] (1 where the term was evaluated). */
+ * evaluated_unbiased/evaluated_trapezoid [N][T] (1 where the term was evaluated).
+ * A class-conditional model (model.num_classes K > 0) is evaluated conditioned on
+ * image n's label (2n + 1) mod K, written as labels [N]. */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -108,6 +110,10 @@ int main(int argc, char **argv) {
     for (size_t i = 0; i < (size_t)N * D; i++) x0[i] = (float)u8[i] / 127.5f - 1.0f;
     uint64_t *ids = xcalloc((size_t)N, sizeof *ids);
     for (int n = 0; n < N; n++) ids[n] = 100 + 7 * (uint64_t)n;
+    const int K = mc->num_classes;
+    int *labels = xcalloc((size_t)N, sizeof *labels), *yT = xcalloc((size_t)T, sizeof *yT);
+    float *labels_f = xfloats((size_t)N);
+    for (int n = 0; n < N; n++) labels_f[n] = (float)(labels[n] = K > 0 ? (2 * n + 1) % K : 0);
 
     size_t NTD = (size_t)N * T * D;
     float *noise = xfloats(NTD), *eps = xfloats((size_t)N * T * OD), *xt = xfloats((size_t)T * D);
@@ -129,13 +135,15 @@ int main(int argc, char **argv) {
             diffusion_q_sample(&d, xt + (size_t)t * D, x0 + (size_t)n * D, nz + (size_t)t * D,
                                &ts[t], 1, D);
         }
-        unet_forward(m, params, xt, tmap, NULL, T, NULL, eps + (size_t)n * T * OD);
+        for (int t = 0; t < T; t++) yT[t] = labels[n];
+        unet_forward(m, params, xt, tmap, K > 0 ? yT : NULL, T, NULL, eps + (size_t)n * T * OD);
+        const int *yn = K > 0 ? &labels[n] : NULL;
 
         bpd_config bc = {&d, kind, clip, 1, BPD_ESTIMATE_UNBIASED, seed};
         bpd_result r;
         if (bpd_result_init(&r, T) != 0) die();
-        if (bpd_evaluate(m, params, &bc, x0 + (size_t)n * D, &ids[n], 1, C, S, &r, &total[n], NULL,
-                         NULL) != 0)
+        if (bpd_evaluate(m, params, &bc, x0 + (size_t)n * D, &ids[n], yn, 1, C, S, &r, &total[n],
+                         NULL, NULL) != 0)
             die();
         for (int t = 0; t < T; t++) {
             terms[(size_t)n * T + t] = r.term_sum[t];
@@ -147,8 +155,8 @@ int main(int argc, char **argv) {
             bc.stride = stride;
             bc.estimate = e == 0 ? BPD_ESTIMATE_UNBIASED : BPD_ESTIMATE_TRAPEZOID;
             if (bpd_result_init(&r, T) != 0) die();
-            if (bpd_evaluate(m, params, &bc, x0 + (size_t)n * D, &ids[n], 1, C, S, &r, &tot_s[e][n],
-                             NULL, NULL) != 0)
+            if (bpd_evaluate(m, params, &bc, x0 + (size_t)n * D, &ids[n], yn, 1, C, S, &r,
+                             &tot_s[e][n], NULL, NULL) != 0)
                 die();
             for (int t = 0; t < T; t++) evald[e][(size_t)n * T + t] = r.count[t];
             bpd_result_free(&r);
@@ -168,6 +176,7 @@ int main(int argc, char **argv) {
     int64_t dx[4] = {N, C, S, S}, dn[3] = {N, T, (int64_t)D}, dnt[2] = {N, T}, d1[1] = {N};
     int64_t dno[3] = {N, T, (int64_t)OD};
     add(&tf, "x0", 4, dx, x0);
+    if (K > 0) add(&tf, "labels", 1, d1, labels_f);
     add(&tf, "noise", 3, dn, noise);
     add(&tf, "eps", 3, dno, eps);
     add_doubles(&tf, "terms", 2, dnt, terms, (size_t)N * T);
@@ -193,7 +202,7 @@ int main(int argc, char **argv) {
         free(evald[e]);
     }
     free(params); free(u8); free(x0); free(ids); free(noise); free(eps); free(xt); free(terms);
-    free(mse); free(prior); free(total); free(ts); free(tmap);
+    free(mse); free(prior); free(total); free(ts); free(tmap); free(labels); free(yT); free(labels_f);
     diffusion_free(&d);
     unet_free(m);
     return 0;

@@ -104,10 +104,16 @@ static void test_plans(void) {
     free(picks);
 }
 
-static void test_evaluate_invariance(void) {
+/* bpd_evaluate's results depend on the images (their ids and, for a class-conditional
+ * model, their labels), not on how they are batched or split over calls (ranks).
+ * K > 0: the model has K classes and image n the label n mod K. */
+static void test_evaluate_invariance(int K) {
     config cfg;
-    if (config_load_file(&cfg, "tests/configs/bpd_tiny.yaml") != 0) {
-        test_check(0, "load tests/configs/bpd_tiny.yaml: %s", err_msg());
+    char key[64];
+    snprintf(key, sizeof key, "model.num_classes=%d", K);
+    if (config_load_file(&cfg, "tests/configs/bpd_tiny.yaml") != 0 ||
+        config_override(&cfg, key) != 0) {
+        test_check(0, "load tests/configs/bpd_tiny.yaml (%s): %s", key, err_msg());
         return;
     }
     const model_config *mc = &cfg.model;
@@ -129,39 +135,78 @@ static void test_evaluate_invariance(void) {
     rng_key ki = {3, 10, 0, RNG_PURPOSE_NOISE};
     for (size_t i = 0; i < (size_t)N * D; i++) u8[i] = (uint8_t)rng_below(&ki, i, 256);
     uint64_t ids[5] = {10, 11, 12, 13, 14};
+    int lab[5], lab_e[3], lab_o[2];
+    for (int n = 0; n < N; n++) lab[n] = K > 0 ? n % K : 0;
+    const int *y = K > 0 ? lab : NULL;
+    for (int i = 0; i < 3; i++) lab_e[i] = lab[2 * i];
+    for (int i = 0; i < 2; i++) lab_o[i] = lab[2 * i + 1];
     bpd_config bc = {&d, SAMPLING_VAR_BETA, 1, 3, BPD_ESTIMATE_UNBIASED, 77};
     bpd_result a, b, c;
     bpd_result_init(&a, d.T);
     bpd_result_init(&b, d.T);
     bpd_result_init(&c, d.T);
     double ta[5], tb[5];
-    int rc = bpd_evaluate_u8(m1, params, &bc, u8, ids, N, C, S, &a, ta, NULL, NULL);
-    rc |= bpd_evaluate_u8(m7, params, &bc, u8, ids, N, C, S, &b, tb, NULL, NULL);
+    int rc = bpd_evaluate_u8(m1, params, &bc, u8, ids, y, N, C, S, &a, ta, NULL, NULL);
+    rc |= bpd_evaluate_u8(m7, params, &bc, u8, ids, y, N, C, S, &b, tb, NULL, NULL);
     /* "ranks": images 0, 2, 4 and 1, 3 evaluated separately, sums added */
     uint8_t *even = xmalloc(3 * D), *odd = xmalloc(2 * D);
     uint64_t ide[3] = {10, 12, 14}, ido[2] = {11, 13};
     for (int i = 0; i < 3; i++) memcpy(even + i * D, u8 + (size_t)(2 * i) * D, D);
     for (int i = 0; i < 2; i++) memcpy(odd + i * D, u8 + (size_t)(2 * i + 1) * D, D);
-    rc |= bpd_evaluate_u8(m1, params, &bc, even, ide, 3, C, S, &c, NULL, NULL, NULL);
-    rc |= bpd_evaluate_u8(m1, params, &bc, odd, ido, 2, C, S, &c, NULL, NULL, NULL);
-    test_check(rc == 0, "bpd_evaluate runs%s%s", rc ? ": " : "", rc ? err_msg() : "");
+    rc |= bpd_evaluate_u8(m1, params, &bc, even, ide, y ? lab_e : NULL, 3, C, S, &c, NULL, NULL, NULL);
+    rc |= bpd_evaluate_u8(m1, params, &bc, odd, ido, y ? lab_o : NULL, 2, C, S, &c, NULL, NULL, NULL);
+    test_check(rc == 0, "K %d: bpd_evaluate runs%s%s", K, rc ? ": " : "", rc ? err_msg() : "");
     double worst = 0;
     for (int i = 0; i < N; i++) worst = fmax(worst, fabs(ta[i] - tb[i]) / fabs(ta[i]));
-    test_check(worst < 1e-5, "per-image totals with batches of 1 and 7 pairs agree (max rel %.2e; "
-               "only the GEMM shapes differ)", worst);
+    test_check(worst < 1e-5, "K %d: per-image totals with batches of 1 and 7 pairs agree (max rel "
+               "%.2e; only the GEMM shapes differ)", K, worst);
     double split = fabs(bpd_result_mean(&a) - bpd_result_mean(&c)) / bpd_result_mean(&a);
     int same_counts = 1;
     for (int t = 0; t < d.T; t++) same_counts &= a.count[t] == c.count[t];
     test_check(split < 1e-12 && same_counts && c.scalars[BPD_S_IMAGES] == N,
-               "images split over two calls (as over ranks): same timesteps and total %.9f vs %.9f",
-               bpd_result_mean(&a), bpd_result_mean(&c));
+               "K %d: images split over two calls (as over ranks): same timesteps and total %.9f "
+               "vs %.9f", K, bpd_result_mean(&a), bpd_result_mean(&c));
     double mean = 0;
     for (int i = 0; i < N; i++) mean += ta[i] / N;
     test_check(fabs(mean - bpd_result_mean(&a)) < 1e-12 * mean && bpd_result_stderr(&a) > 0,
-               "mean of per-image totals = result mean (%.6f bits/dim, stderr %.4f)", mean,
+               "K %d: mean of per-image totals = result mean (%.6f bits/dim, stderr %.4f)", K, mean,
                bpd_result_stderr(&a));
+    if (K > 0) {
+        /* the labels reach the network: the null label (NULL) and other labels differ,
+         * and image 1 alone with its label gives its total from the batch */
+        bpd_result e;
+        bpd_result_init(&e, d.T);
+        double tn[5], t1;
+        int other[5];
+        for (int n = 0; n < N; n++) other[n] = (lab[n] + 1) % K;
+        rc = bpd_evaluate_u8(m7, params, &bc, u8, ids, NULL, N, C, S, &e, tn, NULL, NULL);
+        double dnull = 0, dother = 0;
+        for (int i = 0; i < N; i++) dnull = fmax(dnull, fabs(tn[i] - tb[i]) / fabs(tb[i]));
+        rc |= bpd_evaluate_u8(m7, params, &bc, u8, ids, other, N, C, S, &e, tn, NULL, NULL);
+        for (int i = 0; i < N; i++) dother = fmax(dother, fabs(tn[i] - tb[i]) / fabs(tb[i]));
+        rc |= bpd_evaluate_u8(m1, params, &bc, u8 + D, ids + 1, lab + 1, 1, C, S, &e, &t1, NULL,
+                              NULL);
+        test_check(rc == 0 && dnull > 1e-4 && dother > 1e-4 && t1 == ta[1],
+                   "K %d: the null label and shifted labels change the totals (max rel %.2e, "
+                   "%.2e); image 1 alone with label %d: %.9f vs %.9f in the batch", K, dnull,
+                   dother, lab[1], t1, ta[1]);
+        int badl[5] = {0, 1, K, 0, 1};
+        rc = bpd_evaluate_u8(m1, params, &bc, u8, ids, badl, N, C, S, &e, NULL, NULL, NULL);
+        test_check(rc == -1 && strstr(err_msg(), "image 12: label") &&
+                       strstr(err_msg(), "outside 0.."),
+                   "K %d: a label out of range is refused naming the image: %s", K, err_msg());
+        badl[2] = -1;
+        rc = bpd_evaluate_u8(m1, params, &bc, u8, ids, badl, N, C, S, &e, NULL, NULL, NULL);
+        test_check(rc == -1 && strstr(err_msg(), "label -1"), "K %d: label -1 refused: %s", K,
+                   err_msg());
+        bpd_result_free(&e);
+    } else {
+        rc = bpd_evaluate_u8(m1, params, &bc, u8, ids, lab, N, C, S, &a, NULL, NULL, NULL);
+        test_check(rc == -1 && strstr(err_msg(), "without classes"),
+                   "labels for an unconditional model refused: %s", err_msg());
+    }
     bc.stride = 0;
-    rc = bpd_evaluate_u8(m1, params, &bc, u8, ids, N, C, S, &a, NULL, NULL, NULL);
+    rc = bpd_evaluate_u8(m1, params, &bc, u8, ids, y, N, C, S, &a, NULL, NULL, NULL);
     test_check(rc == -1 && strstr(err_msg(), "stride"), "stride 0 refused: %s", err_msg());
     bpd_result_free(&a);
     bpd_result_free(&b);
@@ -321,7 +366,8 @@ static void test_npz(void) {
 int main(void) {
     test_pieces();
     test_plans();
-    test_evaluate_invariance();
+    test_evaluate_invariance(0);
+    test_evaluate_invariance(3);
     test_fid_trace();
     test_conv_rect();
     test_npz();
