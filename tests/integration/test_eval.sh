@@ -2,6 +2,7 @@
 # Bits/dim end to end: training logs the strided bound every K steps
 # (training.eval_every), `ddpm-eval bpd` reproduces the logged value from the
 # checkpoint, the result does not depend on how images are spread over MPI ranks,
+# a class-conditional model's bound given the labels (--labels),
 # the CSV of per-timestep terms adds up, and bad input is refused with a message.
 set -u
 TMP="${DDPM_TEST_TMP:-$(mktemp -d)}/eval"
@@ -76,6 +77,71 @@ then
     ok "1 rank and 2 MPI ranks give the same terms and total ($(head -1 "$TMP/two.out"))"
 else
     fail "1 rank vs 2 ranks differ: $(head -1 "$TMP/one.out") / $(head -1 "$TMP/two.out"); $(tail -2 "$TMP/two.log")"
+fi
+
+# a class-conditional model: --labels gives the bound of -log p(x | y), each image
+# with its label; the same from a .npz with an IDX label file, over 1 or 2 ranks
+LBL=/usr/share/datasets/fashion-mnist/t10k-labels-idx1-ubyte.gz
+if build/ddpm-train $CFG training.steps=2 training.batch_size=4 training.checkpoint_every=0 \
+        model.num_classes=10 training.label_dropout=0.1 training.lr=0.01 training.warmup_steps=0 \
+        data.labels_path=/usr/share/datasets/fashion-mnist/train-labels-idx1-ubyte.gz \
+        output.dir="$TMP/cond" >"$TMP/cond.log" 2>&1; then
+    CC=$(ls "$TMP"/cond/ckpt-*.ddpm | tail -1)
+    # the raw weights after two large steps: the output (zero at init) depends on the label
+    BPD=(build/ddpm-eval bpd "$CC" --weights params --images 3 --stride 250 --batch 1 -q)
+    c1=$("${BPD[@]}" --labels "$LBL" 2>"$TMP/c1.log" | awk '/^bpd /{print $2}')
+    c0=$("${BPD[@]}" 2>"$TMP/c0.log" | awk '/^bpd /{print $2}')
+    c2=$(mpirun --allow-run-as-root --oversubscribe -np 2 "${BPD[@]}" --labels "$LBL" 2>"$TMP/c2.log" | awk '/^bpd /{print $2}')
+    $PY - "$TMP" "$LBL" <<'PY'
+import gzip, struct, sys, numpy as np
+d, lbl = sys.argv[1], sys.argv[2]
+raw = gzip.open(lbl).read()
+labels = np.frombuffer(raw[8:], np.uint8)
+imgs = np.frombuffer(gzip.open("/usr/share/datasets/fashion-mnist/t10k-images-idx3-ubyte.gz").read()[16:], np.uint8).reshape(-1, 28, 28, 1)
+np.savez(d + "/first3.npz", arr_0=imgs[:3])
+def idx(path, lab):
+    open(path, "wb").write(struct.pack(">II", 0x801, len(lab)) + bytes(lab))
+idx(d + "/first3-labels.idx", labels[:3])
+idx(d + "/two-labels.idx", labels[:2])
+bad = labels.copy(); bad[1] = 12
+idx(d + "/bad-labels.idx", bad)
+PY
+    c3=$(build/ddpm-eval bpd "$CC" --weights params --data "$TMP/first3.npz" --labels "$TMP/first3-labels.idx" \
+        --stride 250 --batch 1 -q 2>"$TMP/c3.log" | awk '/^bpd /{print $2}')
+    if [ -n "$c1" ] && [ -n "$c0" ] && [ "$c1" = "$c2" ] && [ "$c1" = "$c3" ] && [ "$c1" != "$c0" ] &&
+            grep -q "the bound of -log p(x | y)" "$TMP/c1.log"; then
+        ok "class-conditional bound with --labels: $c1 bits/dim (null label: $c0); 2 ranks and a .npz with an IDX label file give the same"
+    else
+        fail "class-conditional bound: labels '$c1', null '$c0', 2 ranks '$c2', npz '$c3': $(tail -2 "$TMP/c1.log") $(tail -2 "$TMP/c3.log")"
+    fi
+    for spec in "a label out of range names the file and record|$TMP/bad-labels.idx: record 1: label 12 is out of range for model.num_classes 10|$TMP/bad-labels.idx" \
+                "an IDX label file of another length|$TMP/two-labels.idx|$TMP/two-labels.idx" \
+                "--labels set on IDX images (no labels of their own)|the set carries no labels|set"; do
+        IFS='|' read -r label pat arg <<<"$spec"
+        "${BPD[@]}" --labels "$arg" >"$TMP/f.log" 2>&1
+        rc=$?
+        if [ $rc -ne 0 ] && grep -q -- "$pat" "$TMP/f.log"; then
+            ok "$label (exit $rc: $(grep -m1 -- "$pat" "$TMP/f.log" | cut -c1-150))"
+        else
+            fail "$label: exit $rc; got: $(tail -2 "$TMP/f.log")"
+        fi
+    done
+    build/ddpm-eval bpd "$CC" --data "$TMP/first3.npz" --labels "$TMP/two-labels.idx" -q >"$TMP/f.log" 2>&1
+    rc=$?
+    if [ $rc -ne 0 ] && grep -q "two-labels.idx: holds 2 labels, $TMP/first3.npz holds 3 images" "$TMP/f.log"; then
+        ok "a .npz with a label file of another length is refused ($(grep -m1 holds "$TMP/f.log" | cut -c1-150))"
+    else
+        fail "npz label count mismatch: exit $rc: $(tail -2 "$TMP/f.log")"
+    fi
+    build/ddpm-eval bpd "$CKPT" --images 3 --labels "$LBL" -q >"$TMP/f.log" 2>&1
+    rc=$?
+    if [ $rc -ne 0 ] && grep -q "is unconditional (model.num_classes 0): --labels needs a class-conditional checkpoint" "$TMP/f.log"; then
+        ok "--labels on an unconditional checkpoint is refused"
+    else
+        fail "--labels on an unconditional checkpoint: exit $rc: $(tail -2 "$TMP/f.log")"
+    fi
+else
+    fail "class-conditional training: $(tail -3 "$TMP/cond.log")"
 fi
 
 # the exact bound (all 1000 terms) of one image, and the trapezoid estimate
