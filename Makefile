@@ -135,7 +135,7 @@ bench-dist: all build/bench/wire_bench
 
 # lsun256's parameter count over emulated nodes (ops/netns-cluster.sh; root), measured
 # against bench/scaling_model.py's prediction (docs/scaling.md); ~20 min
-bench-cluster: all build/tools/shard_tool
+bench-cluster: all build/tools/shard_tool build/bench/bench_step
 	bash bench/cluster_bench.sh
 
 # FID (feature network of bench/fmnist_fid.py) and wall time per image of each sampler

@@ -16,6 +16,11 @@
  *       Prints the median seconds per step over S timed steps after W warm-up
  *       steps, then one profiled step set (per-op seconds, prof.h) that is not part
  *       of the timing.
+ *       --layer-profile PATH (train): also times the training forward layer by layer
+ *       through the forward hook (unet_set_forward_hook: called before each layer
+ *       with the parameter offset it reads up to) and writes PATH as CSV rows
+ *       "ready_to,seconds": each layer's median time over 5 passes, in forward
+ *       order (bench/cluster_report.py spreads the forward's time with it).
  *
  * Output: one "key value" pair per line, read by bench/run_bench.sh. Inputs are
  * random (the data set is not needed); the model uses the config's architecture. */
@@ -108,8 +113,65 @@ static void run_step(bench_state *b) {
     prof_end(PROF_OTHER, t0);
 }
 
+/* The forward hook's trace of one pass: when each layer began and what it reads. */
+#define TRACE_CAP 4096
+typedef struct {
+    size_t ready[TRACE_CAP];
+    double at[TRACE_CAP];
+    int n;
+} layer_trace;
+
+static void trace_hook(void *ctx, size_t ready_to) {
+    layer_trace *lt = ctx;
+    if (lt->n < TRACE_CAP) {
+        lt->ready[lt->n] = ready_to;
+        lt->at[lt->n++] = now_seconds();
+    }
+}
+
+/* Per-layer seconds of the training forward (dropout on), median over passes. */
+static int layer_profile(bench_state *b, const char *path) {
+    enum { PASSES = 5 };
+    layer_trace *lt = xcalloc(1, sizeof *lt);
+    double *dt = NULL;
+    int n = -1, rc = 0;
+    unet_set_forward_hook(b->model, trace_hook, lt);
+    for (int pass = 0; pass < PASSES && rc == 0; pass++) {
+        unet_rng r = {7, b->step + 1, b->ids};
+        lt->n = 0;
+        unet_forward(b->model, b->params, b->x, b->t, NULL, b->N, &r, b->pred);
+        double end = now_seconds();
+        if (n < 0) {
+            n = lt->n;
+            dt = xcalloc((size_t)n * PASSES, sizeof *dt);
+        }
+        if (lt->n != n || n == 0 || n == TRACE_CAP) {
+            rc = -1;
+            break;
+        }
+        for (int k = 0; k < n; k++)
+            dt[(size_t)k * PASSES + pass] = (k + 1 < n ? lt->at[k + 1] : end) - lt->at[k];
+    }
+    unet_set_forward_hook(b->model, NULL, NULL);
+    FILE *f = rc == 0 ? fopen(path, "w") : NULL;
+    if (f) {
+        fprintf(f, "ready_to,seconds\n");
+        for (int k = 0; k < n; k++)
+            fprintf(f, "%zu,%.9f\n", lt->ready[k], median(dt + (size_t)k * PASSES, PASSES));
+        rc = fclose(f) == 0 ? 0 : -1;
+    }
+    if (rc != 0 || !f)
+        fprintf(stderr, "bench_step: layer profile %s: %s\n", path,
+                n == TRACE_CAP || n <= 0 ? "unexpected number of hook calls" : "cannot write");
+    else
+        printf("layer_profile %s %d layers\n", path, n);
+    free(dt);
+    free(lt);
+    return rc == 0 && f ? 0 : 1;
+}
+
 static int bench_model(const char *mode, const char *path, int N, int steps, int warmup,
-                       const unet_options *opt) {
+                       const unet_options *opt, const char *layer_csv) {
     config c;
     if (config_load_file(&c, path) != 0) {
         fprintf(stderr, "bench_step: %s\n", err_msg());
@@ -203,12 +265,13 @@ static int bench_model(const char *mode, const char *path, int N, int steps, int
     }
     printf("share_unaccounted %.4f\n", (total - known) / total);
     printf("share_outside_gemm %.4f\n", (total - prof_seconds[PROF_GEMM]) / total);
+    int rc = layer_csv && b.train ? layer_profile(&b, layer_csv) : 0;
 
     free(t);
     free(b.params); free(b.grads); free(b.m); free(b.v); free(b.x); free(b.eps);
     free(b.pred); free(b.dpred); free(b.t); free(b.ids);
     unet_free(b.model);
-    return 0;
+    return rc;
 }
 
 static int usage(void) {
@@ -216,7 +279,7 @@ static int usage(void) {
             "usage: bench_step sgemm [--threads T] [--reps R]\n"
             "       bench_step train|forward CONFIG.yaml BATCH [--threads T] [--steps S] "
             "[--warmup W] [--conv auto|shift|winograd|dnnl] [--wino-tile 0|2|4] "
-            "[--precision fp32|bf16]\n");
+            "[--precision fp32|bf16] [--layer-profile OUT.csv]\n");
     return 2;
 }
 
@@ -224,7 +287,7 @@ int main(int argc, char **argv) {
     blas_setup(argv);
     int threads = 2, steps = 7, warmup = 2, reps = 7;
     int npos = 0;
-    const char *pos[3] = {0};
+    const char *pos[3] = {0}, *layer_csv = NULL;
     unet_options opt = unet_options_default();
     if (env_unet_options(&opt) != 0) {
         fprintf(stderr, "bench_step: %s\n", err_msg());
@@ -235,6 +298,7 @@ int main(int argc, char **argv) {
         else if (i + 1 < argc && strcmp(argv[i], "--steps") == 0) steps = atoi(argv[++i]);
         else if (i + 1 < argc && strcmp(argv[i], "--warmup") == 0) warmup = atoi(argv[++i]);
         else if (i + 1 < argc && strcmp(argv[i], "--reps") == 0) reps = atoi(argv[++i]);
+        else if (i + 1 < argc && strcmp(argv[i], "--layer-profile") == 0) layer_csv = argv[++i];
         else if (i + 1 < argc && strcmp(argv[i], "--conv") == 0) {
             const char *a = argv[++i];
             if (strcmp(a, "auto") == 0) opt.conv.algo = CONV_ALGO_AUTO;
@@ -268,5 +332,5 @@ int main(int argc, char **argv) {
         return usage();
     int N = atoi(pos[2]);
     if (N < 1) return usage();
-    return bench_model(pos[0], pos[1], N, steps, warmup, &opt);
+    return bench_model(pos[0], pos[1], N, steps, warmup, &opt, layer_csv);
 }

@@ -7,7 +7,7 @@
 # share of a step matches a real cluster's (docs/scaling.md, "Measured on emulated
 # nodes"). Prints, per run, the measured split of a step next to what
 # bench/scaling_model.py predicts for the same links and the measured compute.
-#   bash bench/cluster_bench.sh [STEPS]          (needs root, make all test-build)
+#   bash bench/cluster_bench.sh [STEPS]    (needs root, make all test-build build/bench/bench_step)
 # Environment: BENCH_CLUSTER_RUNS ("W:S:RATE ...", RATE a tc rate like 2gbit),
 # BENCH_CLUSTER_BIN (default build/ddpm-train; an older build to compare),
 # BENCH_CLUSTER_TIMEOUT (seconds per run, default 900), BENCH_CLUSTER_MCA (extra
@@ -54,6 +54,11 @@ output:
   dir: $TMP/unused
 YAML
 echo "# cluster benchmark: $BIN ${MCA[*]}, $STEPS steps per run, $(nproc) cores, load $(cut -d' ' -f1-3 /proc/loadavg)"
+# how the forward's time spreads over its layers (one thread, as a worker rank runs):
+# the model's broadcast-under-forward prediction uses it (cluster_report.py)
+OMP_NUM_THREADS=1 nice -n 5 build/bench/bench_step train "$TMP/lsun32.yaml" 1 --threads 1 --steps 1 \
+    --warmup 1 --layer-profile "$TMP/layers.csv" >"$TMP/layers.log" 2>&1 ||
+    echo "# bench_step --layer-profile failed ($(tail -1 "$TMP/layers.log")): layers spread by MACs"
 for run in $RUNS; do
     IFS=: read -r W S RATE <<<"$run"
     K=$((W + S))

@@ -74,18 +74,21 @@ def unet_layers(image_size=256, ch=128, ch_mult=(1, 1, 2, 2, 4, 4), nrb=2, attn=
     return out
 
 
-def bcast_exposed(t_bcast, t_forward, layers):
+def bcast_exposed(t_bcast, t_forward, layers, arrived=0.0):
     """Seconds the forward waits for a broadcast that delivers the parameters in table
     order at a steady rate (P*4 bytes in t_bcast) while it runs each layer once the
-    chunks (DIST_CHUNK_FLOATS, 2^18 floats) holding its parameters are in: the forward
-    is posted at the same moment, and each layer takes its share of t_forward by MACs."""
+    chunks (DIST_CHUNK_FLOATS, 2^18 floats) holding its parameters are in. The forward
+    starts when the share `arrived` of the broadcast is in (0: at the same moment; on
+    a real cluster the next step's control message and work take microseconds), and
+    each layer takes its share of t_forward by its weight in layers: (parameters,
+    MACs) from unet_layers, or (parameters, measured seconds)."""
     P = sum(p for p, _ in layers)
     M = sum(m for _, m in layers)
     chunk = 1 << 18
     t, end = 0.0, 0
     for p, m in layers:
         end += p
-        ready = min(P, -(-end // chunk) * chunk) / P * t_bcast
+        ready = max(0.0, min(P, -(-end // chunk) * chunk) / P - arrived) * t_bcast
         t = max(t, ready) + t_forward * m / M
     return t - t_forward
 

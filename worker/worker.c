@@ -106,6 +106,8 @@ typedef struct {
     double t_wait;            /* seconds waited for the broadcasts in forwards (exposed) */
     double t_full;            /* seconds from posting to the last chunk, summed */
     int n_waited;             /* broadcasts waited for in a forward */
+    double arrived;           /* sum over forwards of the share of chunks in at its start */
+    int n_started;            /* forwards started with a broadcast in flight */
 } bcast_in;
 
 /* Waits for chunks 0..n-1; a late rank aborts the job, named as a rank of the
@@ -130,6 +132,19 @@ static void bcast_wait(bcast_in *b, int n) {
         b->t_full += t1 - b->t_posted;
         b->n_waited++;
     }
+}
+
+/* At a forward's start: how much of the broadcast has arrived already (the chunks
+ * in order; it moved while this rank waited for its work), for the log. */
+static void bcast_count_arrived(bcast_in *b) {
+    if (b->q.n == 0) return;
+    int flag = 1;
+    while (b->done < b->q.n && flag) {
+        MPI_Test(&b->q.reqs[b->done], &flag, MPI_STATUS_IGNORE);
+        if (flag) b->done++;
+    }
+    b->arrived += (double)b->done / b->q.n;
+    b->n_started++;
 }
 
 /* Forward hook: the next layer reads the parameters below ready_to. */
@@ -306,6 +321,7 @@ int worker_run(worker *w, dist_layout *d, uint64_t step, int *exit_code) {
         w->gw.final_hook_ctx = &ps;
         timeline_event(&ps, "compute_start", 0);
         double bw0 = bi.t_wait;
+        bcast_count_arrived(&bi);
         if (worker_compute(w, step, items, n, share_start, &st) != 0) dist_fail(d);
         bcast_wait(&bi, d->n_chunks); /* all arrived in the forward, unless it did not run */
         timeline_event(&ps, "backward_end", now_seconds() - ps.t_step);
@@ -337,8 +353,10 @@ int worker_run(worker *w, dist_layout *d, uint64_t step, int *exit_code) {
         log_info("worker rank %d, per step: compute %.3f s, encode %.3f s, sending %.3f s, "
                  "parameter broadcast (exposed: waited for in the next forward) %.3f s, "
                  "waiting for work %.3f s; per broadcast: %.3f s from posting to the last "
-                 "chunk, %.3f s of it exposed", d->rank, t_compute / n, ps.t_encode / n,
-                 t_send / n, bi.t_wait / n, t_wait_work / n, bi.t_full / nb, bi.t_wait / nb);
+                 "chunk, %.3f s of it exposed, %.1f%% of its chunks in before the forward "
+                 "began", d->rank, t_compute / n, ps.t_encode / n, t_send / n, bi.t_wait / n,
+                 t_wait_work / n, bi.t_full / nb, bi.t_wait / nb,
+                 bi.n_started ? 100 * bi.arrived / bi.n_started : 0.0);
     }
     dist_reqs_free(&bi.q);
     if (ps.timeline) fclose(ps.timeline);
