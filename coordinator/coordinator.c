@@ -301,6 +301,14 @@ static void log_metrics(coordinator *tr, const loss_stats *st, double gnorm, dou
     static const char *const qn[4] = {"q0", "q1", "q2", "q3"};
     metric_line m = {0};
     metric_add(&m, "loss", "%.9g", loss);
+    char parts[64] = "";
+    if (tr->cfg->model.learn_sigma) { /* L_hybrid's two terms, as they enter it */
+        double mse = st->n ? st->mse_sum / (double)st->n : 0;
+        double vb = st->n ? st->vb_sum / (double)st->n : 0;
+        metric_add(&m, "mse", "%.9g", mse);
+        metric_add(&m, "vb", "%.9g", vb);
+        snprintf(parts, sizeof parts, " (mse %.5f vb %.5f)", mse, vb);
+    }
     for (int i = 0; i < 4; i++) {
         if (st->q_count[i])
             metric_add(&m, qn[i], "%.9g", st->q_sum[i] / (double)st->q_count[i]);
@@ -321,9 +329,9 @@ static void log_metrics(coordinator *tr, const loss_stats *st, double gnorm, dou
     }
     metrics_write(tr, &m);
     progress_tail(tr, now_seconds() - tr->t_start, tail, sizeof tail);
-    fprintf(stderr, "step %llu/%ld  loss %.5f  grad_norm %.3f  lr %.3g  %.1f img/s  %.0f s%s%s\n",
-            (unsigned long long)tr->step, tr->cfg->training.steps, loss, gnorm, lr, ips, elapsed,
-            wire, tail);
+    fprintf(stderr, "step %llu/%ld  loss %.5f%s  grad_norm %.3f  lr %.3g  %.1f img/s  %.0f s%s%s\n",
+            (unsigned long long)tr->step, tr->cfg->training.steps, loss, parts, gnorm, lr, ips,
+            elapsed, wire, tail);
 }
 
 /* training.eval_every: bits/dim of the EMA weights on the first training.eval_images

@@ -88,7 +88,7 @@ static int check_stats(const dist_layout *d, const server *sv, const wire_push *
                        (unsigned)p->chunk, p->has_stats ? "present (only chunk 0 carries them)"
                                                          : "missing (chunk 0 carries them)");
     if (!p->has_stats) return 0;
-    int finite = isfinite(p->loss_sum);
+    int finite = isfinite(p->loss_sum) && isfinite(p->mse_sum) && isfinite(p->vb_sum);
     for (int q = 0; q < 4; q++) finite = finite && isfinite(p->q_sum[q]);
     if (p->n_samples != (uint64_t)n || !finite)
         return err_set("gradient push from rank %d, step %llu: loss statistics over %llu samples "
@@ -151,6 +151,8 @@ static int receive_pushes(server *sv, const dist_layout *d, wire_ctx *wc, uint8_
             got[w * d->n_chunks + (int)p.chunk] = 1;
             if (p.has_stats) {
                 ss->st.loss_sum += p.loss_sum;
+                ss->st.mse_sum += p.mse_sum;
+                ss->st.vb_sum += p.vb_sum;
                 for (int q = 0; q < 4; q++) {
                     ss->st.q_sum[q] += p.q_sum[q];
                     ss->st.q_count[q] += (long)p.q_count[q];

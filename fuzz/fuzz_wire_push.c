@@ -34,6 +34,8 @@ static int fuzz_push_check(const uint8_t *data, size_t size) {
                p2.bytes_raw_total == p.bytes_raw_total && p2.bytes_sent_total == p.bytes_sent_total &&
                memcmp(p2.q_count, p.q_count, sizeof p.q_count) == 0 &&
                memcmp(&p2.loss_sum, &p.loss_sum, sizeof p.loss_sum) == 0 && /* bitwise: NaN allowed */
+               memcmp(&p2.mse_sum, &p.mse_sum, sizeof p.mse_sum) == 0 &&
+               memcmp(&p2.vb_sum, &p.vb_sum, sizeof p.vb_sum) == 0 &&
                memcmp(p2.q_sum, p.q_sum, sizeof p.q_sum) == 0;
     if (!same) FUZZ_FAIL("push: round trip differs");
     free(buf);

@@ -72,6 +72,8 @@ int main(int argc, char **argv) {
         if (codec == CODEC_BF16_ZSTD) {
             p.has_stats = 1;
             p.loss_sum = 2.5;
+            p.mse_sum = 2.25;
+            p.vb_sum = 0.25;
             for (int q = 0; q < 4; q++) { p.q_sum[q] = 0.5 + q; p.q_count[q] = (uint64_t)q; }
             p.n_samples = 6;
         }

@@ -3,8 +3,8 @@
 
     python3 ops/plot_metrics.py runs/fashion_mnist_demo [--out loss.png]
 
-Four panels: the loss and the per-quartile losses (q0 = t in the first quarter of
-[1, T], ..., log scale), the learning rate, the gradient norm before clipping (log
+Four panels: the loss, its two terms mse and vb (model.learn_sigma), and the
+per-quartile losses (q0 = t in the first quarter of [1, T], ..., log scale), the learning rate, the gradient norm before clipping (log
 scale), and images/s. Needs matplotlib (Debian: python3-matplotlib) on the
 machine that draws, not on the nodes that train. Lines an interrupted run logged
 after its last checkpoint are already gone from metrics.jsonl (ddpm-train removes
@@ -55,6 +55,9 @@ def main():
     fig, ax = plt.subplots(2, 2, figsize=(12, 8), sharex=True)
     loss = ax[0][0]
     loss.plot(*series(rows, "loss"), color="black", lw=1.5, label="loss")
+    for key, what in (("mse", "mse (L_simple)"), ("vb", "vb (lambda T L_t)")):  # model.learn_sigma
+        if any(key in r for r in rows):
+            loss.plot(*series(rows, key), lw=1.2, ls="--", label=what)
     for q in range(4):
         loss.plot(*series(rows, f"q{q}"), lw=0.8, alpha=0.8, label=f"q{q} (t in quarter {q + 1})")
     loss.set_yscale("log")

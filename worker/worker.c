@@ -59,6 +59,8 @@ static void push_chunk(pusher *ps, int k) {
     if (k == 0) { /* chunk 0 is always last and owned by rank 0: it carries the stats */
         p.has_stats = 1;
         p.loss_sum = ps->st->loss_sum;
+        p.mse_sum = ps->st->mse_sum;
+        p.vb_sum = ps->st->vb_sum;
         for (int q = 0; q < 4; q++) {
             p.q_sum[q] = ps->st->q_sum[q];
             p.q_count[q] = (uint64_t)ps->st->q_count[q];

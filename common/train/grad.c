@@ -29,13 +29,18 @@ void grad_worker_init(grad_worker *w, unet *model, const diffusion *diff, const 
     w->pred = xfloats((size_t)micro * w->out_D);
     w->dpred = xfloats((size_t)micro * w->out_D);
     w->loss = xcalloc((size_t)micro, sizeof *w->loss);
+    if (w->out_D != w->D) {
+        w->mse = xcalloc((size_t)micro, sizeof *w->mse);
+        w->vb = xcalloc((size_t)micro, sizeof *w->vb);
+    }
     w->t = xcalloc((size_t)micro, sizeof *w->t);
     w->ids = xcalloc((size_t)micro, sizeof *w->ids);
 }
 
 void grad_worker_free(grad_worker *w) {
     free(w->u8); free(w->flip); free(w->x0); free(w->xt); free(w->eps); free(w->pred);
-    free(w->dpred); free(w->loss); free(w->t); free(w->ids); free(w->pf_idx); free(w->y);
+    free(w->dpred); free(w->loss); free(w->mse); free(w->vb); free(w->t); free(w->ids);
+    free(w->pf_idx); free(w->y);
     memset(w, 0, sizeof *w);
 }
 
@@ -105,10 +110,12 @@ int grad_worker_inputs(grad_worker *w, uint64_t step, const batch_item *items, i
     return 0;
 }
 
+double grad_vlb_weight(const diffusion *d) { return GRAD_VLB_LAMBDA * d->T; }
+
 void grad_hybrid_loss(const diffusion *d, const float *x0, const float *xt, const float *eps,
                       const float *out, const int *t, int N, size_t D, double scale, double *loss,
                       double *mse, double *vb, float *dout) {
-    const double w = GRAD_VLB_LAMBDA * d->T;
+    const double w = grad_vlb_weight(d);
     for (int n = 0; n < N; n++) {
         const size_t o = (size_t)n * D, oo = 2 * o;
         const float *e = out + oo, *v = out + oo + D;
@@ -135,6 +142,7 @@ static void simple_loss(grad_worker *w, int c, int total_batch) {
 int grad_worker_run(grad_worker *w, const float *params, float *grads, uint64_t step,
                     const batch_item *items, int n, int total_batch, loss_stats *st) {
     int T = w->diff->T;
+    double vlb_w = grad_vlb_weight(w->diff);
     for (int s = 0; s < n; s += w->micro) {
         int c = n - s < w->micro ? n - s : w->micro;
         if (load_chunk(w, step, items + s, c) != 0) return -1;
@@ -143,12 +151,16 @@ int grad_worker_run(grad_worker *w, const float *params, float *grads, uint64_t 
         unet_forward(w->model, params, w->xt, w->t, w->y, c, &r, w->pred);
         if (w->out_D != w->D)
             grad_hybrid_loss(w->diff, w->x0, w->xt, w->eps, w->pred, w->t, c, w->D,
-                             1.0 / total_batch, w->loss, NULL, NULL, w->dpred);
+                             1.0 / total_batch, w->loss, w->mse, w->vb, w->dpred);
         else
             simple_loss(w, c, total_batch);
         for (int i = 0; i < c; i++) {
             int q = (int)((long)w->t[i] * 4 / T);
             st->loss_sum += w->loss[i];
+            if (w->mse) {
+                st->mse_sum += w->mse[i];
+                st->vb_sum += vlb_w * w->vb[i];
+            }
             st->q_sum[q] += w->loss[i];
             st->q_count[q]++;
             st->n++;

@@ -20,6 +20,8 @@
  * sample's t as T L_t, so the term is lambda T L_t = (T / 1000) L_t with L_t in
  * bits/dim (improved-diffusion's RESCALED_MSE: vb * num_timesteps / 1000). */
 #define GRAD_VLB_LAMBDA 0.001
+/* lambda T: the weight of L_t in L_hybrid */
+double grad_vlb_weight(const diffusion *d);
 
 /* The hybrid loss of N samples of a learned-variance model (eps_theta and v_theta,
  * out: N * 2D floats, per sample [eps | v]); x0, xt and eps (the true noise): N*D.
@@ -33,6 +35,9 @@ void grad_hybrid_loss(const diffusion *d, const float *x0, const float *xt, cons
 
 typedef struct {
     double loss_sum;      /* sum over samples of their loss (L_simple, or L_hybrid) */
+    /* with learn_sigma, the sums of L_hybrid's two terms as they enter it: L_simple and
+     * lambda T L_t (loss_sum = mse_sum + vb_sum up to rounding); 0 without */
+    double mse_sum, vb_sum;
     double q_sum[4];      /* per timestep quartile (t * 4 / T) */
     long q_count[4];
     long n;
@@ -56,6 +61,7 @@ typedef struct {
     uint8_t *u8, *flip;
     float *x0, *xt, *eps, *pred, *dpred;
     double *loss;
+    double *mse, *vb;        /* learn_sigma: grad_hybrid_loss's parts, else NULL */
     int *t;
     uint64_t *ids;
     /* optional: installed on the model for the last micro-batch's backward only,

@@ -433,6 +433,8 @@ int wire_push_pack(const wire_push *p, uint8_t **buf, size_t *len) {
     if (p->has_stats) {
         m.has_stats = 1;
         m.loss_sum = p->loss_sum;
+        m.mse_sum = p->mse_sum;
+        m.vb_sum = p->vb_sum;
         memcpy(q_sum, p->q_sum, sizeof q_sum);
         memcpy(q_count, p->q_count, sizeof q_count);
         m.n_q_sum = 4;
@@ -518,6 +520,8 @@ int wire_push_unpack(const uint8_t *buf, size_t len, uint64_t expect_step, int n
     out->has_stats = m->has_stats ? 1 : 0;
     if (m->has_stats) {
         out->loss_sum = m->loss_sum;
+        out->mse_sum = m->mse_sum;
+        out->vb_sum = m->vb_sum;
         memcpy(out->q_sum, m->q_sum, sizeof out->q_sum);
         memcpy(out->q_count, m->q_count, sizeof out->q_count);
         out->n_samples = m->n_samples;

@@ -124,6 +124,7 @@ typedef struct {
     uint64_t raw_bytes;
     int has_stats;
     double loss_sum, q_sum[4];
+    double mse_sum, vb_sum; /* learn_sigma: loss_sum's two terms (loss_stats), else 0 */
     uint64_t q_count[4], n_samples;
     uint64_t bytes_raw_total, bytes_sent_total; /* the sender's running totals (any chunk) */
     void *msg_; /* private: the unpacked message */

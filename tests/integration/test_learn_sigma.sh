@@ -57,15 +57,44 @@ else
     fail "learn_sigma change refused for another reason: $(tail -2 "$TMP/d.log")"
 fi
 
+# --- metrics.jsonl: L_hybrid's two terms, mse and vb, beside the loss ---
+# every line with a loss has finite mse > 0 and vb >= 0 (a KL, or the decoder's NLL)
+# summing to it; a run without learn_sigma logs neither. Prints the lines checked.
+# vb is lambda T L_t, which is L_t itself at T = 1000: a run at T = 250 tells them apart.
+terms() { $PY -c "
+import json, math, sys
+lines = [json.loads(l) for l in open(sys.argv[1]) if '\"loss\"' in l]
+assert lines, 'no loss lines'
+for r in lines:
+    if sys.argv[2] == 'absent':
+        assert 'mse' not in r and 'vb' not in r, r
+        continue
+    m, v, l = r['mse'], r['vb'], r['loss']
+    assert all(math.isfinite(x) for x in (m, v, l)) and m > 0 and v >= 0, r
+    assert abs(m + v - l) <= 1e-6 * abs(l), ('mse + vb != loss', r)
+print(len(lines))" "$1/metrics.jsonl" "$2"; }
+train training.steps=2 model.learn_sigma=false training.eval_every=0 output.dir="$TMP/plain" \
+    >"$TMP/plain.log" 2>&1 || fail "learn_sigma=false run: $(tail -2 "$TMP/plain.log")"
+train training.steps=2 diffusion.timesteps=250 training.eval_every=0 output.dir="$TMP/t250" \
+    >"$TMP/t250.log" 2>&1 || fail "learn_sigma run with T = 250: $(tail -2 "$TMP/t250.log")"
+if n=$(terms "$TMP/straight" present 2>"$TMP/terms.err") && grep -q "loss [0-9.]* (mse [0-9.]* vb [0-9.]*)" "$TMP/a.log" \
+   && n2=$(terms "$TMP/t250" present 2>>"$TMP/terms.err") \
+   && n0=$(terms "$TMP/plain" absent 2>>"$TMP/terms.err") && ! grep -q "(mse " "$TMP/plain.log"; then
+    ok "learn_sigma: $n + $n2 metrics lines (T = 1000, 250) log finite mse > 0 and vb >= 0 summing to the loss (and the progress line shows them); $n0 lines without learn_sigma have neither"
+else
+    fail "learn_sigma mse/vb in metrics.jsonl: $(tail -1 "$TMP/terms.err")"
+fi
+
 # --- 2 workers + 1 shard equal the single process ---
-# (training.eval_every is single-process only: the comparison skips its line)
+# (training.eval_every is single-process only: the comparison skips its line; the
+# comparison covers mse and vb too, which both runs must log on every line)
 grep -v '"eval_bpd"' "$TMP/straight/metrics.jsonl" >"$TMP/straight.jsonl"
 if timeout 300 "${MPIRUN[@]}" -np 3 build/ddpm-train $CFG "${COMMON[@]}" training.steps=4 \
         training.eval_every=0 output.dir="$TMP/w2" >"$TMP/w2.log" 2>&1 \
    && state "$TMP/w2/ckpt-0000000004.ddpm" "$TMP/w2.tns"; then
     if $PY tests/ref/compare_runs.py "$TMP/w2.tns" "$TMP/straight.tns" "$TMP/w2/metrics.jsonl" \
             "$TMP/straight.jsonl" 1e-4 1e-5 "${ZERO[@]}" >"$TMP/w2.cmp" 2>&1; then
-        ok "learn_sigma: 2 workers equal the single process after 4 steps: params $(grep -o 'worst ||delta||/||p|| = [^ ]*' "$TMP/w2.cmp" | head -1 | cut -d' ' -f4), losses $(grep -o 'worst relative difference [^,]*' "$TMP/w2.cmp" | cut -d' ' -f4)"
+        ok "learn_sigma: 2 workers equal the single process after 4 steps: params $(grep -o 'worst ||delta||/||p|| = [^ ]*' "$TMP/w2.cmp" | head -1 | cut -d' ' -f4), losses $(grep -o 'worst relative difference [^,]*' "$TMP/w2.cmp" | cut -d' ' -f4 | paste -sd/) (loss/mse/vb)"
     else
         fail "learn_sigma: 2 workers differ from the single process: $(grep 'not ok' "$TMP/w2.cmp" | head -3)"
     fi

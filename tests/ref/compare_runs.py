@@ -4,7 +4,9 @@ usage: compare_runs.py A.tns B.tns A_metrics.jsonl B_metrics.jsonl PARAM_TOL LOS
                        [ZERO_GRAD_REGEX LR_SUM]
 A.tns/B.tns come from tests/tools/ckpt_state. Checks, for params and EMA,
 ||a - b|| / ||b|| <= PARAM_TOL per tensor, and |loss_a - loss_b| / |loss_b| <=
-LOSS_TOL per logged step. Prints one summary line per check (ok / not ok).
+LOSS_TOL per logged step, and the same for the loss's two terms "mse" and "vb"
+(model.learn_sigma) when either run logs them: then both must, on every line.
+Prints one summary line per check (ok / not ok).
 
 Tensors whose names match ZERO_GRAD_REGEX have a gradient that is zero in exact
 arithmetic (the attention key bias: softmax is shift invariant). In float32 they
@@ -51,16 +53,23 @@ def main():
             ok &= good
             print(f"{'ok' if good else 'not ok'} - {section}: {nzero} zero-gradient tensors within Adam's "
                   f"step bound: max|delta| {zworst:.2e} <= {2 * lr_sum:.2e}")
-    la = {r["step"]: r["loss"] for r in ma}
-    lb = {r["step"]: r["loss"] for r in mb}
-    steps = sorted(set(la) & set(lb))
-    if len(steps) != len(lb):
-        print(f"not ok - logged steps differ: {sorted(la)} vs {sorted(lb)}")
-        return 1
-    worst = max(abs(la[s] - lb[s]) / abs(lb[s]) for s in steps)
-    good = worst <= ltol
-    ok &= good
-    print(f"{'ok' if good else 'not ok'} - losses of {len(steps)} steps: worst relative difference {worst:.2e}, bar {ltol:g}")
+    # the loss, and with model.learn_sigma its two terms (mse, vb) on every line of both
+    for key, what in (("loss", "losses"), ("mse", "mse"), ("vb", "vb")):
+        la = {r["step"]: r[key] for r in ma if key in r}
+        lb = {r["step"]: r[key] for r in mb if key in r}
+        if key != "loss" and not la and not lb:
+            continue
+        if len(la) != len(ma) or len(lb) != len(mb):
+            print(f"not ok - {key} logged on {len(la)} of {len(ma)} and {len(lb)} of {len(mb)} lines")
+            return 1
+        steps = sorted(set(la) & set(lb))
+        if len(steps) != len(lb):
+            print(f"not ok - logged steps differ: {sorted(la)} vs {sorted(lb)}")
+            return 1
+        worst = max(abs(la[s] - lb[s]) / abs(lb[s]) for s in steps)
+        good = worst <= ltol
+        ok &= good
+        print(f"{'ok' if good else 'not ok'} - {what} of {len(steps)} steps: worst relative difference {worst:.2e}, bar {ltol:g}")
     return 0 if ok else 1
 
 

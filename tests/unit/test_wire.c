@@ -520,7 +520,7 @@ static void test_push_messages(wire_ctx *c) {
     wire_push p = {0};
     p.step = 77; p.worker = 5; p.chunk = 1; p.offset = 1000; p.count = 2000;
     p.codec = CODEC_BF16_ZSTD; p.data = out; p.data_len = olen; p.raw_bytes = 8000;
-    p.has_stats = 1; p.loss_sum = 1.25;
+    p.has_stats = 1; p.loss_sum = 1.25; p.mse_sum = 1.125; p.vb_sum = 0.125;
     for (int q = 0; q < 4; q++) { p.q_sum[q] = 0.1 * (q + 1); p.q_count[q] = (uint64_t)q + 1; }
     p.n_samples = 10; p.bytes_raw_total = 123456789012ull; p.bytes_sent_total = 9876543210ull;
     uint8_t *buf;
@@ -531,6 +531,7 @@ static void test_push_messages(wire_ctx *c) {
     int same = rc == 0 && u.step == 77 && u.worker == 5 && u.chunk == 1 && u.offset == 1000 &&
                u.count == 2000 && u.codec == CODEC_BF16_ZSTD && u.data_len == olen &&
                memcmp(u.data, out, olen) == 0 && u.raw_bytes == 8000 && u.has_stats && u.loss_sum == 1.25 &&
+               u.mse_sum == 1.125 && u.vb_sum == 0.125 &&
                u.n_samples == 10 && u.bytes_raw_total == p.bytes_raw_total && u.bytes_sent_total == p.bytes_sent_total;
     for (int q = 0; same && q < 4; q++) same = u.q_sum[q] == p.q_sum[q] && u.q_count[q] == p.q_count[q];
     test_check(same, "GradientPush round trip (%zu bytes) %s", len, rc ? err_msg() : "");
