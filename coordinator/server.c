@@ -92,9 +92,9 @@ static int check_stats(const dist_layout *d, const server *sv, const wire_push *
     for (int q = 0; q < 4; q++) finite = finite && isfinite(p->q_sum[q]);
     if (p->n_samples != (uint64_t)n || !finite)
         return err_set("gradient push from rank %d, step %llu: loss statistics over %llu samples "
-                       "(its share is %d), loss sum %g: %s", from,
+                       "(its share is %d), loss sum %g (mse %g, vb %g): %s", from,
                        (unsigned long long)sv->step + 1, (unsigned long long)p->n_samples, n,
-                       p->loss_sum, finite ? "wrong count" : "not finite");
+                       p->loss_sum, p->mse_sum, p->vb_sum, finite ? "wrong count" : "not finite");
     return 0;
 }
 
