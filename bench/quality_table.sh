@@ -23,7 +23,11 @@
 # (ema | params, ema), SEED (0), THREADS (ddpm-sample --threads, 0: all cores),
 # OUT (where the .npz, logs and times go; default build/quality/<checkpoint name>),
 # FID_WEIGHTS (the feature network, default build/fmnist_features.pt), REUSE=1 (keep a row's .npz and time from an earlier run of the same settings
-# instead of sampling again), SAMPLE_ARGS (more ddpm-sample options for every row).
+# instead of sampling again), SAMPLE_ARGS (more ddpm-sample options for every row),
+# CHUNK (0: one ddpm-sample run per row; C > 0: each row drawn in ranges of C images
+# with --first, image i depending only on the seed and i, so the merged .npz is the
+# one run's image for image; with REUSE=1 a row stopped midway goes on from the
+# ranges already drawn: ancestral:1000 on 1,000 images survives an interruption).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=/usr/bin/python3
@@ -36,7 +40,8 @@ ROWS=("$@")
 [ ${#ROWS[@]} -gt 0 ] || ROWS=(ancestral:1000 ancestral:100 ddim:50 ddim:20 sde-dpm-solver++:20 dpm-solver++:20
                                   sde-dpm-solver++:10 dpm-solver++:10)
 N="${N:-1000}" BATCH="${BATCH:-64}" WEIGHTS="${WEIGHTS:-ema}" SEED="${SEED:-0}"
-THREADS="${THREADS:-0}" REUSE="${REUSE:-0}"
+THREADS="${THREADS:-0}" REUSE="${REUSE:-0}" CHUNK="${CHUNK:-0}"
+[[ "$CHUNK" =~ ^[0-9]+$ ]] || { echo "quality_table.sh: CHUNK=$CHUNK: expected a count of images" >&2; exit 2; }
 FID_WEIGHTS="${FID_WEIGHTS:-build/fmnist_features.pt}"
 OUT="${OUT:-build/quality/$(basename "$CKPT" .ddpm)}"
 mkdir -p "$OUT"
@@ -65,6 +70,24 @@ row_args() {
 }
 for r in "${ROWS[@]}"; do row_args "$r" >/dev/null; done
 
+# draw ROW ARGS COUNT FIRST NPZ: images FIRST..FIRST+COUNT-1 into NPZ (written whole
+# or not at all), the wall seconds into NPZ.time, the grid of the first range
+draw() {
+    local grid=() t0 t1
+    [ "$4" != 0 ] || grid=(--grid "$OUT/$tag.png")
+    t0=$(date +%s.%N)
+    # shellcheck disable=SC2086  # args is a list of options
+    "$SAMPLE" "$CKPT" $2 -n "$3" --first "$4" -b "$BATCH" --seed "$SEED" --weights "$WEIGHTS" \
+        --threads "$THREADS" "${grid[@]}" --npz "$5.partial.npz" -q ${SAMPLE_ARGS:-} \
+        2>"$5.log" || {
+        grep "ddpm-sample:" "$5.log" | tail -2 >&2
+        echo "quality_table.sh: row $1: ddpm-sample failed (log: $5.log)" >&2
+        exit 1; }
+    t1=$(date +%s.%N)
+    mv "$5.partial.npz" "$5"
+    echo "$t0 $t1" | awk '{ printf "%.1f\n", $2 - $1 }' >"$5.time"
+}
+
 echo "# $CKPT, $WEIGHTS weights, $N images per row, seed $SEED, batch $BATCH; load $(cut -d' ' -f1-3 /proc/loadavg)" >&2
 TABLE="$OUT/table.md"
 {
@@ -80,18 +103,29 @@ for r in "${ROWS[@]}"; do
         echo "-" >"$OUT/$tag.time"
     elif [ "$REUSE" = 1 ] && [ -f "$npz" ] && [ -f "$OUT/$tag.time" ]; then
         echo "# $r: reusing $npz" >&2
+    elif [ "$CHUNK" -gt 0 ] && [ "$CHUNK" -lt "$N" ]; then
+        parts=()
+        for ((first = 0; first < N; first += CHUNK)); do
+            n=$((N - first < CHUNK ? N - first : CHUNK))
+            part="$OUT/$tag.from$first.npz"
+            parts+=("$part")
+            if [ "$REUSE" = 1 ] && [ -f "$part" ] && [ -f "$part.time" ]; then
+                echo "# $r: reusing images $first..$((first + n - 1)) ($part)" >&2
+                continue
+            fi
+            echo "# $r: images $first..$((first + n - 1)): ddpm-sample $args (load $(cut -d' ' -f1 /proc/loadavg))" >&2
+            draw "$r" "$args" "$n" "$first" "$part"
+        done
+        "$PY" - "$npz" "${parts[@]}" <<'PY'
+import sys, numpy as np
+out, parts = sys.argv[1], sys.argv[2:]
+np.savez(out, arr_0=np.concatenate([np.load(p)["arr_0"] for p in parts]))
+PY
+        cat "${parts[@]/%/.time}" | awk '{ s += $1 } END { printf "%.1f\n", s }' >"$OUT/$tag.time"
     else
         echo "# $r: ddpm-sample $args (load $(cut -d' ' -f1 /proc/loadavg))" >&2
-        t0=$(date +%s.%N)
-        # shellcheck disable=SC2086  # args is a list of options
-        "$SAMPLE" "$CKPT" $args -n "$N" -b "$BATCH" --seed "$SEED" --weights "$WEIGHTS" \
-            --threads "$THREADS" --grid "$OUT/$tag.png" --npz "$npz" -q ${SAMPLE_ARGS:-} \
-            2>"$OUT/$tag.log" || {
-            grep "ddpm-sample:" "$OUT/$tag.log" | tail -2 >&2
-            echo "quality_table.sh: row $r: ddpm-sample failed (log: $OUT/$tag.log)" >&2
-            exit 1; }
-        t1=$(date +%s.%N)
-        echo "$t0 $t1" | awk '{ printf "%.1f\n", $2 - $1 }' >"$OUT/$tag.time"
+        draw "$r" "$args" "$N" 0 "$npz"
+        mv "$npz.time" "$OUT/$tag.time"
     fi
     secs="$(cat "$OUT/$tag.time")"
     per="-"
