@@ -16,6 +16,9 @@ fail() { echo "not ok - $*"; }
 export OMPI_MCA_btl_vader_single_copy_mechanism=none   # containers without CMA
 
 if [ "$(id -u)" -ne 0 ]; then fail "the Slurm test needs root (slurmd, munged)"; exit 0; fi
+for b in build/ddpm-train build/tools/ckpt_state; do   # built by make test-build
+    [ -x "$b" ] || { fail "$b is missing: run make test-build first"; exit 0; }
+done
 for b in munged slurmctld slurmd sbatch scontrol scancel; do
     command -v $b >/dev/null || { fail "$b is not installed (bash ops/install-deps.sh)"; exit 0; }
 done
