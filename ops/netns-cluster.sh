@@ -87,6 +87,13 @@ nc_up() {
         return 4
     fi
     nc_rate_bps "$NC_RATE" >/dev/null || return 2
+    # both capabilities up front: with CAP_SYS_ADMIN alone `ip netns add` works and
+    # the bridge fails later, which would read as a harness bug, not a missing right
+    local cap; cap=$(awk '$1 == "CapEff:" { print $2 }' /proc/self/status 2>/dev/null)
+    if [ -n "$cap" ] && { [ $(( 0x$cap >> 12 & 1 )) -eq 0 ] || [ $(( 0x$cap >> 21 & 1 )) -eq 0 ]; }; then
+        nc_err "cannot make a network namespace (needs CAP_NET_ADMIN and CAP_SYS_ADMIN; effective capabilities 0x$cap)"
+        return 3
+    fi
     mkdir -p "$NC_STATE" || return 1
     echo 0 >"$NC_STATE/k"
     if ! ip netns add "$(nc_sw)" 2>"$NC_STATE/err"; then
