@@ -353,7 +353,12 @@ static int set_up(train_proc *p, const train_args *a) {
 static int run_distributed(train_proc *p) {
     dist_layout *d = &p->d;
     int64_t step0 = p->is_coord ? (int64_t)p->coord.step : 0;
-    MPI_Bcast(&step0, 1, MPI_INT64_T, 0, MPI_COMM_WORLD);
+    /* within distributed.timeout_s, naming a rank that is gone, like every later wait */
+    dist_reqs q;
+    memset(&q, 0, sizeof q);
+    MPI_Ibcast(&step0, 1, MPI_INT64_T, 0, MPI_COMM_WORLD, dist_reqs_add(&q, DIST_ALL_RANKS, -1));
+    if (dist_reqs_wait(d, &q, "start step") != 0) dist_fail(d);
+    dist_reqs_free(&q);
     float *params = p->is_server ? p->sh.params : p->wk.params;
     if (dist_bcast_params(d, params, 1) != 0) dist_fail(d);
     int code = EXIT_OK;
