@@ -153,21 +153,20 @@ static int layer_profile(bench_state *b, const char *path) {
             dt[(size_t)k * PASSES + pass] = (k + 1 < n ? lt->at[k + 1] : end) - lt->at[k];
     }
     unet_set_forward_hook(b->model, NULL, NULL);
-    FILE *f = rc == 0 ? fopen(path, "w") : NULL;
-    if (f) {
-        fprintf(f, "ready_to,seconds\n");
-        for (int k = 0; k < n; k++)
-            fprintf(f, "%zu,%.9f\n", lt->ready[k], median(dt + (size_t)k * PASSES, PASSES));
-        rc = fclose(f) == 0 ? 0 : -1;
-    }
-    if (rc != 0 || !f)
-        fprintf(stderr, "bench_step: layer profile %s: %s\n", path,
-                n == TRACE_CAP || n <= 0 ? "unexpected number of hook calls" : "cannot write");
+    const char *why = rc != 0 ? "unexpected number of hook calls" : NULL;
+    FILE *f = why ? NULL : fopen(path, "w");
+    if (!why && !f) why = "cannot create";
+    for (int k = 0; f && k < n; k++)
+        fprintf(f, "%s%zu,%.9f\n", k ? "" : "ready_to,seconds\n", lt->ready[k],
+                median(dt + (size_t)k * PASSES, PASSES));
+    if (f && fclose(f) != 0) why = "write failed";
+    if (why)
+        fprintf(stderr, "bench_step: layer profile %s: %s\n", path, why);
     else
         printf("layer_profile %s %d layers\n", path, n);
     free(dt);
     free(lt);
-    return rc == 0 && f ? 0 : 1;
+    return why ? 1 : 0;
 }
 
 static int bench_model(const char *mode, const char *path, int N, int steps, int warmup,

@@ -74,6 +74,17 @@ static int npz_labels(const char *path, long total, int K, const char *npz, uint
     return 0;
 }
 
+/* Room for this rank's share of n images (every world-th): uint8 CHW, ids and,
+ * when asked, labels. */
+static void share_alloc(long n, int rank, int world, size_t D, int with_labels, uint8_t **out,
+                        uint64_t **ids, int **labels) {
+    long mine = (n - rank + world - 1) / world;
+    size_t cap = (size_t)(mine > 0 ? mine : 1);
+    *out = xmalloc(cap * D);
+    *ids = xcalloc(cap, sizeof **ids);
+    if (with_labels) *labels = xcalloc(cap, sizeof **labels);
+}
+
 /* Loads this rank's share of images [first, first+n) (every world-th) as uint8 CHW,
  * and with labels_src (an IDX label file, or "set": the set's own) their labels
  * (*labels, else NULL). */
@@ -120,10 +131,7 @@ static int load_images(const char *path, const char *labels_src, const config *c
             npz_reader_close(r);
             return -1;
         }
-        int mine = (int)((*n - rank + world - 1) / world);
-        *out = xmalloc((size_t)(mine > 0 ? mine : 1) * D);
-        *ids = xcalloc((size_t)(mine > 0 ? mine : 1), sizeof **ids);
-        if (lab) *labels = xcalloc((size_t)(mine > 0 ? mine : 1), sizeof **labels);
+        share_alloc(*n, rank, world, D, lab != NULL, out, ids, labels);
         uint8_t *img = xmalloc(D);
         int k = 0, rc = 0;
         for (long i = 0; i < first + *n && rc == 0; i++) {
@@ -166,10 +174,7 @@ static int load_images(const char *path, const char *labels_src, const config *c
             return -1;
         }
     }
-    int mine = (int)((*n - rank + world - 1) / world);
-    *out = xmalloc((size_t)(mine > 0 ? mine : 1) * D);
-    *ids = xcalloc((size_t)(mine > 0 ? mine : 1), sizeof **ids);
-    if (labels_src) *labels = xcalloc((size_t)(mine > 0 ? mine : 1), sizeof **labels);
+    share_alloc(*n, rank, world, D, labels_src != NULL, out, ids, labels);
     int k = 0;
     int rc = 0;
     for (long i = first + rank; i < first + *n && rc == 0; i += world) {
