@@ -51,13 +51,7 @@ ops_bf16_level ops_bf16_support(const char **how) {
     return l;
 }
 
-uint16_t ops_to_bf16(float x) {
-    uint32_t u;
-    memcpy(&u, &x, sizeof u);
-    if ((u & 0x7f800000u) == 0x7f800000u && (u & 0x007fffffu)) return (uint16_t)((u >> 16) | 0x40);
-    u += 0x7fffu + ((u >> 16) & 1u); /* round to nearest, ties to even */
-    return (uint16_t)(u >> 16);
-}
+uint16_t ops_to_bf16(float x) { return ops_bf16_rne(x); }
 
 float ops_from_bf16(uint16_t h) {
     const uint32_t u = (uint32_t)h << 16;
@@ -69,13 +63,7 @@ float ops_from_bf16(uint16_t h) {
 DDPM_CLONES
 static void to_bf16_run(uint16_t *restrict d, const float *restrict s, size_t n) {
 #pragma omp simd
-    for (size_t i = 0; i < n; i++) {
-        uint32_t u;
-        memcpy(&u, &s[i], sizeof u);
-        const uint32_t r = u + 0x7fffu + ((u >> 16) & 1u);
-        const int nan = (u & 0x7f800000u) == 0x7f800000u && (u & 0x007fffffu);
-        d[i] = nan ? (uint16_t)((u >> 16) | 0x40) : (uint16_t)(r >> 16);
-    }
+    for (size_t i = 0; i < n; i++) d[i] = ops_bf16_rne(s[i]);
 }
 
 void ops_to_bf16_n(uint16_t *d, const float *s, size_t n) {

@@ -70,6 +70,10 @@ static const dnnl_query_t dk_query[DK_COUNT][T_COUNT] = {
 typedef struct {
     dnnl_primitive_t prim;          /* NULL: not made yet */
     dnnl_primitive_t reo[T_COUNT];  /* plain <-> the primitive's layout; NULL: the same */
+    /* an input activation (NCHW) whose inner layout conv_pack_block writes
+     * (with the fused activation) in place of the reorder: its block width B,
+     * 16 (nChw16c) or 1 (plain bf16); 0: reo[t] (or none) */
+    int pack[T_COUNT];
     dnnl_memory_t plain[T_COUNT], inner[T_COUNT], bias, scratch;
     void *scratch_buf;
 } dnnl_op;
@@ -214,7 +218,18 @@ static void op_make(dnnl_op *o, int dk, const conv_shape *s, ops_precision prec,
         dnnl_ok(dnnl_memory_create(&o->plain[t], &pm, eng, DNNL_MEMORY_NONE), "memory", s);
         dnnl_ok(dnnl_memory_create(&o->inner[t], im, eng, DNNL_MEMORY_NONE), "memory", s);
         o->reo[t] = NULL;
-        if (!dnnl_memory_desc_equal(&pm, im)) {
+        o->pack[t] = 0;
+        const int role = dk_role[dk][t];
+        if (t != T_OUT && role != R_WEI && !dnnl_memory_desc_equal(&pm, im)) {
+            dnnl_memory_desc_t b16, b1;
+            const dnnl_data_type_t dt = inner_dt(prec, dk, role);
+            plain_md(&b16, s, role, 0, dt);
+            b1 = b16;
+            dnnl_memory_desc_init_by_tag(&b16, 4, b1.dims, dt, dnnl_nChw16c);
+            o->pack[t] = dnnl_memory_desc_equal(&b16, im) ? 16
+                         : dnnl_memory_desc_equal(&b1, im) ? 1 : 0;
+        }
+        if (!o->pack[t] && !dnnl_memory_desc_equal(&pm, im)) {
             dnnl_primitive_desc_t rpd;
             const int in = t != T_OUT;
             dnnl_ok(dnnl_reorder_primitive_desc_create(&rpd, in ? &pm : im, eng, in ? im : &pm,
@@ -308,10 +323,34 @@ static dnnl_op *state_op(conv_state *st, const conv_shape *s, int dk) {
     return &e->op[dk];
 }
 
+/* The plain NCHW activation x (N x C planes of HW) through the fused
+ * activation act (NULL or off: as it is) into d in the block layout B of
+ * conv_pack_block, fp32 or bf16: one task per image and block of channels. */
+static void pack_input(void *d, int bf16, int B, const float *x, const conv_act *act, int N,
+                       int C, size_t HW) {
+    const int CB = (C + B - 1) / B, tasks = N * CB, silu = act && act->silu;
+    const size_t esz = bf16 ? sizeof(uint16_t) : sizeof(float);
+#pragma omp parallel for schedule(static) if ((size_t)tasks * B * HW >= OPS_PAR_MIN)
+    for (int task = 0; task < tasks; task++) {
+        const int n = task / CB, c0 = task % CB * B, nc = C - c0 < B ? C - c0 : B;
+        conv_plane_norm nm[16];
+        for (int c = 0; c < nc; c++) nm[c] = conv_act_norm(silu ? act : NULL, n, c0 + c, C);
+        const size_t off = ((size_t)n * C + c0) * HW;
+        conv_pack_block((char *)d + (size_t)task * B * HW * esz, bf16, B, x + off,
+                        silu && act->mask ? act->mask + off : NULL, silu, nm, nc, HW);
+    }
+}
+
+static const float *act_input(const float *inp, const conv_act *act, const conv_shape *s,
+                              float *ws);
+
 /* Runs primitive kind dk: the inputs in0, in1 and the output out in the plain
- * layouts; the reorders go through the workspace's inner regions. */
+ * layouts, act the fused activation of the input in the source's role (NULL:
+ * none); the reorders (or conv_pack_block) go through the workspace's inner
+ * regions. */
 static void op_run(conv_state *st, const conv_shape *s, int dk, const float *in0,
-                   const float *in1, float *out, const float *bias, float *ws) {
+                   const conv_act *act, const float *in1, float *out, const float *bias,
+                   float *ws) {
     dnnl_op *o = state_op(st, s, dk);
     const dnnl_ws w = ws_layout(s);
     float *inner = ws + w.act + w.tmp + w.bias;
@@ -319,6 +358,19 @@ static void op_run(conv_state *st, const conv_shape *s, int dk, const float *in0
     dnnl_exec_arg_t args[5];
     int na = 0;
     for (int t = 0; t < T_COUNT; t++) {
+        const int role = dk_role[dk][t];
+        const conv_act *a = role == R_SRC && act && act->silu ? act : NULL;
+        if (o->pack[t]) {
+            void *d = inner + (size_t)t * w.inner;
+            const int src = role == R_SRC;
+            pack_input(d, inner_dt(st->prec, dk, role) == dnnl_bf16, o->pack[t], ptr[t], a, s->N,
+                       src ? s->Cin : s->Cout,
+                       src ? (size_t)s->H * s->W : (size_t)s->Ho * s->Wo);
+            dnnl_memory_set_data_handle(o->inner[t], d);
+            args[na++] = (dnnl_exec_arg_t){dk_arg[dk][t], o->inner[t]};
+            continue;
+        }
+        if (a) ptr[t] = act_input(ptr[t], a, s, ws);
         dnnl_memory_set_data_handle(o->plain[t], (void *)ptr[t]);
         dnnl_memory_t use = o->plain[t];
         if (o->reo[t]) {
@@ -380,7 +432,7 @@ static void cd_forward(float *out, const float *inp, const conv_act *act, const 
         memset(zb, 0, sizeof(float) * (size_t)s->Cout);
         bias = zb;
     }
-    op_run(st, s, DK_FWD, act_input(inp, act, s, ws), weight, out, bias, ws);
+    op_run(st, s, DK_FWD, inp, act, weight, out, bias, ws);
     state_free(tmp);
 }
 
@@ -392,12 +444,12 @@ static void cd_backward(float *dinp, float *dweight, const float *dout, const fl
     float *t = ws + w.act;
     if (dweight) {
         const size_t nw = (size_t)s->Cout * s->Cin * s->k * s->k;
-        op_run(st, s, DK_BWD_WEIGHTS, act_input(inp, act, s, ws), dout, t, NULL, ws);
+        op_run(st, s, DK_BWD_WEIGHTS, inp, act, dout, t, NULL, ws);
 #pragma omp parallel for schedule(static) if (nw >= OPS_PAR_MIN)
         for (size_t i = 0; i < nw; i++) dweight[i] += t[i];
     }
     if (dinp) {
-        op_run(st, s, DK_BWD_DATA, dout, weight, t, NULL, ws);
+        op_run(st, s, DK_BWD_DATA, dout, NULL, weight, t, NULL, ws);
         const int C = s->Cin, tasks = s->N * C, silu = act && act->silu;
         const size_t HW = (size_t)s->H * s->W;
 #pragma omp parallel for schedule(static) if ((size_t)tasks * HW >= OPS_PAR_MIN)

@@ -43,12 +43,22 @@ typedef struct {
  * kernels that use it. */
 static inline void ops_silu_mask(float *restrict out, const float *restrict x,
                                  const float *restrict mk, size_t n, conv_plane_norm nm) {
-    if (nm.on) {
+    /* no "mk ? mk[i] : 1" inside a loop: gcc vectorises it as a masked load
+     * from mk, and AMD's CPUs take a microcode assist on each masked load whose
+     * masked-off lanes point at an unmapped page (mk NULL): 10x slower */
+    if (nm.on && mk) {
         const float mu = nm.mu, a = nm.a, b = nm.b;
 #pragma omp simd
         for (size_t i = 0; i < n; i++) {
             const float v = (x[i] - mu) * a + b;
-            out[i] = v / (1.0f + ops_expf(-v)) * (mk ? mk[i] : 1.0f);
+            out[i] = v / (1.0f + ops_expf(-v)) * mk[i];
+        }
+    } else if (nm.on) {
+        const float mu = nm.mu, a = nm.a, b = nm.b;
+#pragma omp simd
+        for (size_t i = 0; i < n; i++) {
+            const float v = (x[i] - mu) * a + b;
+            out[i] = v / (1.0f + ops_expf(-v)) * 1.0f;
         }
     } else if (mk) {
 #pragma omp simd
@@ -98,6 +108,16 @@ void conv_unpad_plane(float *restrict o, const float *restrict r0, float b, int 
  * first under nm. conv_plane.c. */
 void conv_pad_plane(float *restrict d, const float *restrict x, const float *restrict mk,
                     int silu, conv_plane_norm nm, int H, int W, int Wp);
+/* Image n's channels c0 .. c0 + nc - 1 (nc <= B) of a plain fp32 tensor, x at
+ * channel c0 (planes of HW values), through the fused activation when silu is
+ * set (nm[c], the mask mk at channel c0 or NULL), into one block d of a
+ * channel-blocked layout: d[p][B] for pixel p, B = 16 (oneDNN's nChw16c) or 1
+ * (one plain plane), fp32 or bf16 (rounded to nearest even); channels past nc
+ * are zero. The one pass that replaces the activation's copy plus oneDNN's
+ * reorder in conv_dnnl.c. conv_plane.c. */
+void conv_pack_block(void *restrict d, int bf16, int B, const float *restrict x,
+                     const float *restrict mk, int silu, const conv_plane_norm *nm, int nc,
+                     size_t HW);
 /* dbias[co] += the sum of dout's channel co over every image. conv_plane.c. */
 void conv_bias_grad(float *dbias, const float *dout, const conv_shape *s);
 

@@ -105,6 +105,44 @@ void conv_unpad_plane(float *restrict o, const float *restrict r0, float b, int 
     }
 }
 
+/* Pixels per pass of conv_pack_block: 16 channels x PACK_PIX floats in L1. */
+#define PACK_PIX 128
+
+DDPM_CLONES
+void conv_pack_block(void *restrict d, int bf16, int B, const float *restrict x,
+                     const float *restrict mk, int silu, const conv_plane_norm *nm, int nc,
+                     size_t HW) {
+    float t[16][PACK_PIX];
+    for (int c = nc; c < B; c++) memset(t[c], 0, sizeof t[c]);
+    for (size_t p0 = 0; p0 < HW; p0 += PACK_PIX) {
+        const size_t np = HW - p0 < PACK_PIX ? HW - p0 : PACK_PIX;
+        for (int c = 0; c < nc; c++) {
+            const float *src = x + (size_t)c * HW + p0;
+            if (silu)
+                ops_silu_mask(t[c], src, mk ? mk + (size_t)c * HW + p0 : NULL, np, nm[c]);
+            else
+                memcpy(t[c], src, sizeof(float) * np);
+        }
+        if (B == 16 && bf16) {
+            uint16_t *restrict o = (uint16_t *)d + p0 * 16;
+            for (size_t j = 0; j < np; j++)
+#pragma omp simd
+                for (int c = 0; c < 16; c++) o[j * 16 + c] = ops_bf16_rne(t[c][j]);
+        } else if (B == 16) {
+            float *restrict o = (float *)d + p0 * 16;
+            for (size_t j = 0; j < np; j++)
+#pragma omp simd
+                for (int c = 0; c < 16; c++) o[j * 16 + c] = t[c][j];
+        } else if (bf16) {
+            uint16_t *restrict o = (uint16_t *)d + p0;
+#pragma omp simd
+            for (size_t j = 0; j < np; j++) o[j] = ops_bf16_rne(t[0][j]);
+        } else {
+            memcpy((float *)d + p0, t[0], sizeof(float) * np);
+        }
+    }
+}
+
 /* dbias[co] += sum of dout's channel co over every image: per channel, images in
  * order (the same sums as a serial loop). */
 void conv_bias_grad(float *dbias, const float *dout, const conv_shape *s) {

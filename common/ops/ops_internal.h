@@ -116,6 +116,17 @@ static inline float ops_expf(float x) {
     return e;
 }
 
+/* fp32 -> bf16 bits, rounded to nearest even; NaN stays a (quiet) NaN: the
+ * rounding of ops_to_bf16 and of oneDNN's reorders, inlined for the loops that
+ * write bf16 operands (bf16.c, conv_plane.c). */
+static inline uint16_t ops_bf16_rne(float x) {
+    uint32_t u;
+    memcpy(&u, &x, sizeof u);
+    const uint32_t r = u + 0x7fffu + ((u >> 16) & 1u);
+    const int nan = (u & 0x7f800000u) == 0x7f800000u && (u & 0x007fffffu);
+    return nan ? (uint16_t)((u >> 16) | 0x40) : (uint16_t)(r >> 16);
+}
+
 #define OPS_LANES 16
 #define OPS_BLOCK 1024 /* multiple of OPS_LANES */
 

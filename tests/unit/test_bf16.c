@@ -234,6 +234,63 @@ static void check_conv(int N, int Cin, int H, int W, int Cout, int k, int stride
     free(x); free(w); free(g); free(ws); free(y); free(dx); free(dw); free(y2); free(dw2);
 }
 
+/* The fused GroupNorm + SiLU + dropout input of a bf16 convolution, packed
+ * straight into oneDNN's blocked bf16 layout (conv_pack_block), against the
+ * unfused chain groupnorm_forward -> silu -> dropout -> conv2d (whose input is
+ * packed without an activation): both round the same fp32 values to bf16, so
+ * forward and every gradient are bit-identical. C = 24 leaves a block of 16
+ * half filled (its channels past 24 must be zeros). */
+static void check_fused(int N, int C, int H, int W, int Cout, int with_mask) {
+    const int G = C / 2;
+    const conv_shape s = conv_shape_make(N, C, H, W, Cout, 3, 1);
+    const conv_algo_opts o = {.precision = OPS_BF16};
+    conv_plan p = conv_plan_make(&s, &o);
+    p.state = conv_state_create(&s, &p);
+    const size_t nx = (size_t)N * C * H * W, nw = (size_t)Cout * C * 9,
+                 ny = (size_t)N * Cout * H * W;
+    float *x = rnd(nx, 21), *w = rnd(nw, 22), *b = rnd((size_t)Cout, 23), *R = rnd(ny, 24);
+    for (size_t i = 0; i < nx; i++) x[i] = 3.0f * x[i] + (float)((i / ((size_t)H * W)) % 5);
+    float *gamma = rnd((size_t)C, 25), *beta = rnd((size_t)C, 26), *mask = NULL;
+    if (with_mask) {
+        mask = rnd(nx, 27);
+        for (size_t i = 0; i < nx; i++) mask[i] = mask[i] < -0.4f ? 0.0f : 1.0f / 0.7f;
+    }
+    float *mean = xfloats((size_t)N * G), *rstd = xfloats((size_t)N * G);
+    float *g = xfloats(nx), *a = xfloats(nx), *d = xfloats(nx);
+    groupnorm_forward(g, mean, rstd, x, gamma, beta, N, C, H * W, G, 1e-6f);
+    silu_forward(a, g, nx);
+    const float *cin = a;
+    if (mask) {
+        dropout_forward(d, a, mask, nx);
+        cin = d;
+    }
+    float *ws = xfloats(conv_workspace_floats(&s, &p));
+    float *ref = xfloats(ny), *out = xfloats(ny);
+    conv2d_forward(ref, cin, w, b, &s, &p, ws);
+    const gn_apply gn = {mean, rstd, gamma, beta, G};
+    gn_silu_conv2d_forward(out, x, &gn, mask, w, b, &s, &p, ws);
+    float *dcin = xfloats(nx), *dd = xfloats(nx), *rdg = xfloats(nx), *rdw = xfloats(nw);
+    float *rdb = xfloats((size_t)Cout);
+    conv2d_backward(dcin, rdw, rdb, R, cin, w, &s, &p, ws);
+    const float *da = dcin;
+    if (mask) {
+        dropout_backward(dd, dcin, mask, nx);
+        da = dd;
+    }
+    silu_backward(rdg, da, g, nx);
+    float *dg = xfloats(nx), *dw = xfloats(nw), *db = xfloats((size_t)Cout);
+    gn_silu_conv2d_backward(dg, dw, db, R, x, &gn, mask, w, &s, &p, ws);
+    test_check(!memcmp(out, ref, ny * sizeof *out) && !memcmp(dg, rdg, nx * sizeof *dg) &&
+                   !memcmp(dw, rdw, nw * sizeof *dw) && !memcmp(db, rdb, Cout * sizeof *db),
+               "conv bf16 %d->%d %dx%d, GroupNorm + SiLU%s fused into the packed input: "
+               "output and gradients bit-identical to the unfused ops",
+               C, Cout, H, W, mask ? " + dropout" : "");
+    conv_state_free(&p);
+    free(x); free(w); free(b); free(R); free(gamma); free(beta); free(mask); free(mean);
+    free(rstd); free(g); free(a); free(d); free(ws); free(ref); free(out); free(dcin);
+    free(dd); free(rdg); free(rdw); free(rdb); free(dg); free(dw); free(db);
+}
+
 int main(void) {
     const char *how;
     const ops_bf16_level lvl = ops_bf16_support(&how);
@@ -249,5 +306,8 @@ int main(void) {
     check_conv(2, 16, 10, 9, 24, 3, 2);
     check_conv(2, 48, 7, 7, 16, 1, 1);
     check_conv(2, 1, 8, 8, 32, 3, 1); /* conv_in: one input channel */
+    check_conv(2, 24, 6, 7, 20, 3, 1); /* a block of 16 channels half filled */
+    check_fused(2, 24, 6, 7, 20, 1);
+    check_fused(3, 32, 9, 9, 16, 0);
     return test_done();
 }

@@ -652,6 +652,7 @@ static void test_silu_conv(void) {
     conv_opts.algo = CONV_ALGO_DNNL;
     check_gn_silu_conv("dnnl 7x7 64->32", 2, 64, 7, 7, 32, 0);
     check_gn_silu_conv("dnnl 6x5 8->4, mask", 3, 8, 6, 5, 4, 1);
+    check_gn_silu_conv("dnnl 6x5 24->20, mask", 2, 24, 6, 5, 20, 1);
     check_silu_conv("dnnl 5x6 3->4", 2, 3, 5, 6, 4, 0, 1);
     check_silu_conv("dnnl 7x7 3->4 with dropout mask", 2, 3, 7, 7, 4, 1, 1);
     check_silu_conv("dnnl 14x14 32->32, mask", 3, 32, 14, 14, 32, 1, 0);
