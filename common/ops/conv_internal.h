@@ -118,6 +118,11 @@ void conv_pad_plane(float *restrict d, const float *restrict x, const float *res
 void conv_pack_block(void *restrict d, int bf16, int B, const float *restrict x,
                      const float *restrict mk, int silu, const conv_plane_norm *nm, int nc,
                      size_t HW);
+/* The same in plain C, element by element (conv_pack_block runs it where the
+ * CPU lacks AVX-512; the tests compare the two bit for bit). */
+void conv_pack_block_portable(void *restrict d, int bf16, int B, const float *restrict x,
+                              const float *restrict mk, int silu, const conv_plane_norm *nm,
+                              int nc, size_t HW);
 /* dbias[co] += the sum of dout's channel co over every image. conv_plane.c. */
 void conv_bias_grad(float *dbias, const float *dout, const conv_shape *s);
 

@@ -2,6 +2,7 @@
  * conv layers, common/ops/conv_internal.h): the bordered copy of an input plane
  * through the fused activation, the unpadding of a computed plane back through
  * it, and the bias gradient. */
+#include <stdint.h>
 #include <string.h>
 
 #include "common/ops/conv_internal.h"
@@ -108,39 +109,137 @@ void conv_unpad_plane(float *restrict o, const float *restrict r0, float b, int 
 /* Pixels per pass of conv_pack_block: 16 channels x PACK_PIX floats in L1. */
 #define PACK_PIX 128
 
+/* The rows of one pass: channel c's PACK_PIX values (or fewer) at row[c],
+ * through the fused activation into t when silu is set; channels past nc read
+ * zeros. */
+static void pack_rows(const float *row[16], float t[16][PACK_PIX], const float *restrict x,
+                      const float *restrict mk, int silu, const conv_plane_norm *nm, int nc,
+                      int B, size_t HW, size_t p0, size_t np) {
+    static const float zero[PACK_PIX];
+    for (int c = 0; c < B; c++) {
+        if (c >= nc) {
+            row[c] = zero;
+        } else if (silu) {
+            ops_silu_mask(t[c], x + (size_t)c * HW + p0, mk ? mk + (size_t)c * HW + p0 : NULL,
+                          np, nm[c]);
+            row[c] = t[c];
+        } else {
+            row[c] = x + (size_t)c * HW + p0;
+        }
+    }
+}
+
 DDPM_CLONES
+void conv_pack_block_portable(void *restrict d, int bf16, int B, const float *restrict x,
+                              const float *restrict mk, int silu, const conv_plane_norm *nm,
+                              int nc, size_t HW) {
+    float t[16][PACK_PIX];
+    const float *row[16];
+    for (size_t p0 = 0; p0 < HW; p0 += PACK_PIX) {
+        const size_t np = HW - p0 < PACK_PIX ? HW - p0 : PACK_PIX;
+        pack_rows(row, t, x, mk, silu, nm, nc, B, HW, p0, np);
+        for (size_t j = 0; j < np; j++)
+            for (int c = 0; c < B; c++) {
+                const size_t i = (p0 + j) * (size_t)B + (size_t)c;
+                if (bf16)
+                    ((uint16_t *)d)[i] = ops_bf16_rne(row[c][j]);
+                else
+                    ((float *)d)[i] = row[c][j];
+            }
+    }
+}
+
+#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && !defined(DDPM_NO_CLONES)
+#define PACK_AVX512 1
+#include <immintrin.h>
+
+/* r[0..15] (16 rows of 16 floats) transposed in place: r[j] = column j. */
+__attribute__((target("avx512f"))) static inline void tr16x16(__m512 r[16]) {
+    __m512 t[16];
+    for (int i = 0; i < 16; i += 2) {
+        t[i] = _mm512_unpacklo_ps(r[i], r[i + 1]);
+        t[i + 1] = _mm512_unpackhi_ps(r[i], r[i + 1]);
+    }
+    /* u[g][k]: columns k, k + 4, k + 8, k + 12 (one per 128-bit lane) of rows
+     * 4g .. 4g + 3 */
+    __m512 u[4][4];
+    for (int g = 0; g < 4; g++) {
+        const __m512d a = _mm512_castps_pd(t[4 * g]), b = _mm512_castps_pd(t[4 * g + 1]),
+                      c = _mm512_castps_pd(t[4 * g + 2]), e = _mm512_castps_pd(t[4 * g + 3]);
+        u[g][0] = _mm512_castpd_ps(_mm512_unpacklo_pd(a, c));
+        u[g][1] = _mm512_castpd_ps(_mm512_unpackhi_pd(a, c));
+        u[g][2] = _mm512_castpd_ps(_mm512_unpacklo_pd(b, e));
+        u[g][3] = _mm512_castpd_ps(_mm512_unpackhi_pd(b, e));
+    }
+    for (int k = 0; k < 4; k++) {
+        const __m512 l01 = _mm512_shuffle_f32x4(u[0][k], u[1][k], 0x44),
+                     h01 = _mm512_shuffle_f32x4(u[0][k], u[1][k], 0xEE),
+                     l23 = _mm512_shuffle_f32x4(u[2][k], u[3][k], 0x44),
+                     h23 = _mm512_shuffle_f32x4(u[2][k], u[3][k], 0xEE);
+        r[k] = _mm512_shuffle_f32x4(l01, l23, 0x88);
+        r[k + 4] = _mm512_shuffle_f32x4(l01, l23, 0xDD);
+        r[k + 8] = _mm512_shuffle_f32x4(h01, h23, 0x88);
+        r[k + 12] = _mm512_shuffle_f32x4(h01, h23, 0xDD);
+    }
+}
+
+/* 16 floats to bf16, ops_bf16_rne's rounding lane by lane. */
+__attribute__((target("avx512f"))) static inline __m256i bf16x16(__m512 v) {
+    const __m512i u = _mm512_castps_si512(v), hi = _mm512_srli_epi32(u, 16);
+    const __m512i r = _mm512_srli_epi32(
+        _mm512_add_epi32(_mm512_add_epi32(u, _mm512_set1_epi32(0x7fff)),
+                         _mm512_and_si512(hi, _mm512_set1_epi32(1))),
+        16);
+    const __mmask16 nan = _mm512_cmpgt_epu32_mask(
+        _mm512_and_si512(u, _mm512_set1_epi32(0x7fffffff)), _mm512_set1_epi32(0x7f800000));
+    return _mm512_cvtepi32_epi16(
+        _mm512_mask_mov_epi32(r, nan, _mm512_or_si512(hi, _mm512_set1_epi32(0x40))));
+}
+
+/* conv_pack_block for B = 16 on AVX-512: 16 x 16 tiles transposed in registers. */
+__attribute__((target("avx512f"))) static void pack16_avx512(
+    void *restrict d, int bf16, const float *restrict x, const float *restrict mk, int silu,
+    const conv_plane_norm *nm, int nc, size_t HW) {
+    float t[16][PACK_PIX] __attribute__((aligned(64)));
+    const float *row[16];
+    for (size_t p0 = 0; p0 < HW; p0 += PACK_PIX) {
+        const size_t np = HW - p0 < PACK_PIX ? HW - p0 : PACK_PIX;
+        pack_rows(row, t, x, mk, silu, nm, nc, 16, HW, p0, np);
+        size_t j = 0;
+        for (; j + 16 <= np; j += 16) {
+            __m512 r[16];
+            for (int c = 0; c < 16; c++) r[c] = _mm512_loadu_ps(row[c] + j);
+            tr16x16(r);
+            if (bf16) {
+                __m256i *o = (__m256i *)((uint16_t *)d + (p0 + j) * 16);
+                for (int q = 0; q < 16; q++) _mm256_storeu_si256(o + q, bf16x16(r[q]));
+            } else {
+                float *o = (float *)d + (p0 + j) * 16;
+                for (int q = 0; q < 16; q++) _mm512_storeu_ps(o + q * 16, r[q]);
+            }
+        }
+        for (; j < np; j++)
+            for (int c = 0; c < 16; c++) {
+                const size_t i = (p0 + j) * 16 + (size_t)c;
+                if (bf16)
+                    ((uint16_t *)d)[i] = ops_bf16_rne(row[c][j]);
+                else
+                    ((float *)d)[i] = row[c][j];
+            }
+    }
+}
+#endif
+
 void conv_pack_block(void *restrict d, int bf16, int B, const float *restrict x,
                      const float *restrict mk, int silu, const conv_plane_norm *nm, int nc,
                      size_t HW) {
-    float t[16][PACK_PIX];
-    for (int c = nc; c < B; c++) memset(t[c], 0, sizeof t[c]);
-    for (size_t p0 = 0; p0 < HW; p0 += PACK_PIX) {
-        const size_t np = HW - p0 < PACK_PIX ? HW - p0 : PACK_PIX;
-        for (int c = 0; c < nc; c++) {
-            const float *src = x + (size_t)c * HW + p0;
-            if (silu)
-                ops_silu_mask(t[c], src, mk ? mk + (size_t)c * HW + p0 : NULL, np, nm[c]);
-            else
-                memcpy(t[c], src, sizeof(float) * np);
-        }
-        if (B == 16 && bf16) {
-            uint16_t *restrict o = (uint16_t *)d + p0 * 16;
-            for (size_t j = 0; j < np; j++)
-#pragma omp simd
-                for (int c = 0; c < 16; c++) o[j * 16 + c] = ops_bf16_rne(t[c][j]);
-        } else if (B == 16) {
-            float *restrict o = (float *)d + p0 * 16;
-            for (size_t j = 0; j < np; j++)
-#pragma omp simd
-                for (int c = 0; c < 16; c++) o[j * 16 + c] = t[c][j];
-        } else if (bf16) {
-            uint16_t *restrict o = (uint16_t *)d + p0;
-#pragma omp simd
-            for (size_t j = 0; j < np; j++) o[j] = ops_bf16_rne(t[0][j]);
-        } else {
-            memcpy((float *)d + p0, t[0], sizeof(float) * np);
-        }
+#ifdef PACK_AVX512
+    if (B == 16 && __builtin_cpu_supports("avx512f")) {
+        pack16_avx512(d, bf16, x, mk, silu, nm, nc, HW);
+        return;
     }
+#endif
+    conv_pack_block_portable(d, bf16, B, x, mk, silu, nm, nc, HW);
 }
 
 /* dbias[co] += sum of dout's channel co over every image: per channel, images in

@@ -28,6 +28,7 @@
 #include <string.h>
 
 #include "common/core/util.h"
+#include "common/ops/conv_internal.h"
 #include "common/ops/ops.h"
 #include "common/rng/rng.h"
 #include "tests/unit/test.h"
@@ -234,6 +235,62 @@ static void check_conv(int N, int Cin, int H, int W, int Cout, int k, int stride
     free(x); free(w); free(g); free(ws); free(y); free(dx); free(dw); free(y2); free(dw2);
 }
 
+/* conv_pack_block (AVX-512 tiles where the CPU has them) against its portable
+ * form bit for bit, and that against the definition: block d[p][16] holds
+ * channel c's pixel p (rounded to bf16 when asked), zeros past nc. The input
+ * carries NaN, infinities, a denormal and exact ties of the rounding; sizes
+ * leave tails of 16-pixel tiles and of PACK_PIX passes. */
+static void check_pack(void) {
+    const size_t sizes[] = {5, 16, 49, 130, 300};
+    int bad_def = 0, bad_same = 0, cases = 0;
+    for (size_t si = 0; si < sizeof sizes / sizeof *sizes; si++) {
+        const size_t HW = sizes[si];
+        float *x = rnd(16 * HW, 31 + si), *mk = rnd(16 * HW, 41 + si);
+        const uint32_t special[] = {0x7fc00001u, 0x7f800001u, 0x7f800000u, 0xff800000u,
+                                    0x00000123u, 0x3f808000u, 0x3f818000u, 0xbf808000u};
+        for (size_t i = 0; i < sizeof special / sizeof *special && i < 16 * HW; i++)
+            memcpy(&x[(i * 37) % (16 * HW)], &special[i], sizeof(float));
+        for (size_t i = 0; i < 16 * HW; i++) mk[i] = mk[i] < 0 ? 0.0f : 2.0f;
+        conv_plane_norm nm[16];
+        for (int c = 0; c < 16; c++) nm[c] = (conv_plane_norm){c % 2, 0.1f * c, 1.5f, -0.25f};
+        for (int nc = 7; nc <= 16; nc += 9)
+            for (int silu = 0; silu < 2; silu++)
+                for (int bf = 0; bf < 2; bf++) {
+                    const float *m = silu && nc == 16 ? mk : NULL;
+                    const size_t bytes = 16 * HW * (bf ? 2 : 4);
+                    unsigned char *a = xmalloc(bytes), *b = xmalloc(bytes);
+                    memset(a, 0xab, bytes);
+                    memset(b, 0xcd, bytes);
+                    conv_pack_block(a, bf, 16, x, m, silu, nm, nc, HW);
+                    conv_pack_block_portable(b, bf, 16, x, m, silu, nm, nc, HW);
+                    bad_same += memcmp(a, b, bytes) != 0;
+                    float *act = xfloats(HW);
+                    for (int c = 0; c < 16; c++) {
+                        if (c < nc && silu)
+                            ops_silu_mask(act, x + c * HW, m ? m + c * HW : NULL, HW, nm[c]);
+                        for (size_t p = 0; p < HW; p++) {
+                            const float v = c >= nc ? 0.0f : silu ? act[p] : x[c * HW + p];
+                            const size_t i = p * 16 + (size_t)c;
+                            if (bf) {
+                                uint16_t h;
+                                memcpy(&h, b + 2 * i, 2);
+                                bad_def += h != ops_to_bf16(v);
+                            } else {
+                                bad_def += memcmp(b + 4 * i, &v, 4) != 0;
+                            }
+                        }
+                    }
+                    cases++;
+                    free(act); free(a); free(b);
+                }
+        free(x); free(mk);
+    }
+    test_check(bad_same == 0, "conv_pack_block: the AVX-512 tiles equal the portable form bit "
+               "for bit (%d of %d cases differ)", bad_same, cases);
+    test_check(bad_def == 0, "conv_pack_block: every element as defined (channel-blocked, "
+               "rounded to nearest even, zeros past the channels; %d differ)", bad_def);
+}
+
 /* The fused GroupNorm + SiLU + dropout input of a bf16 convolution, packed
  * straight into oneDNN's blocked bf16 layout (conv_pack_block), against the
  * unfused chain groupnorm_forward -> silu -> dropout -> conv2d (whose input is
@@ -296,6 +353,7 @@ int main(void) {
     const ops_bf16_level lvl = ops_bf16_support(&how);
     printf("# bf16 on this CPU: %s\n", how);
     check_rounding();
+    check_pack();
     if (lvl == OPS_BF16_NONE) {
         printf("skip - bf16 arithmetic: %s\n", how);
         return test_done();
