@@ -72,7 +72,9 @@ typedef struct {
     dnnl_primitive_t reo[T_COUNT];  /* plain <-> the primitive's layout; NULL: the same */
     /* an input activation (NCHW) whose inner layout conv_pack_block writes
      * (with the fused activation) in place of the reorder: its block width B,
-     * 16 (nChw16c) or 1 (plain bf16); 0: reo[t] (or none) */
+     * 16 (nChw16c) or 1 (plain bf16); 0: reo[t] (or none). For the output, 16:
+     * an activation (or its gradient) in nChw16c fp32 that the caller reads
+     * back with conv_unpack_block */
     int pack[T_COUNT];
     dnnl_memory_t plain[T_COUNT], inner[T_COUNT], bias, scratch;
     void *scratch_buf;
@@ -220,14 +222,15 @@ static void op_make(dnnl_op *o, int dk, const conv_shape *s, ops_precision prec,
         o->reo[t] = NULL;
         o->pack[t] = 0;
         const int role = dk_role[dk][t];
-        if (t != T_OUT && role != R_WEI && !dnnl_memory_desc_equal(&pm, im)) {
+        if (role != R_WEI && !dnnl_memory_desc_equal(&pm, im)) {
             dnnl_memory_desc_t b16, b1;
             const dnnl_data_type_t dt = inner_dt(prec, dk, role);
             plain_md(&b16, s, role, 0, dt);
             b1 = b16;
             dnnl_memory_desc_init_by_tag(&b16, 4, b1.dims, dt, dnnl_nChw16c);
-            o->pack[t] = dnnl_memory_desc_equal(&b16, im) ? 16
-                         : dnnl_memory_desc_equal(&b1, im) ? 1 : 0;
+            o->pack[t] = dnnl_memory_desc_equal(&b16, im)               ? 16
+                         : t != T_OUT && dnnl_memory_desc_equal(&b1, im) ? 1
+                                                                         : 0;
         }
         if (!o->pack[t] && !dnnl_memory_desc_equal(&pm, im)) {
             dnnl_primitive_desc_t rpd;
@@ -347,8 +350,9 @@ static const float *act_input(const float *inp, const conv_act *act, const conv_
 /* Runs primitive kind dk: the inputs in0, in1 and the output out in the plain
  * layouts, act the fused activation of the input in the source's role (NULL:
  * none); the reorders (or conv_pack_block) go through the workspace's inner
- * regions. */
-static void op_run(conv_state *st, const conv_shape *s, int dk, const float *in0,
+ * regions. Returns NULL when the result is in out, or the output in nChw16c
+ * fp32 (in the workspace) for the caller's conv_unpack_block. */
+static const float *op_run(conv_state *st, const conv_shape *s, int dk, const float *in0,
                    const conv_act *act, const float *in1, float *out, const float *bias,
                    float *ws) {
     dnnl_op *o = state_op(st, s, dk);
@@ -389,11 +393,34 @@ static void op_run(conv_state *st, const conv_shape *s, int dk, const float *in0
     }
     args[na++] = (dnnl_exec_arg_t){DNNL_ARG_SCRATCHPAD, o->scratch};
     dnnl_ok(dnnl_primitive_execute(o->prim, st->strm, na, args), "convolution", s);
+    if (o->pack[T_OUT]) {
+        dnnl_ok(dnnl_stream_wait(st->strm), "stream wait", s);
+        return inner + (size_t)T_OUT * w.inner;
+    }
     if (o->reo[T_OUT]) {
         dnnl_exec_arg_t ra[2] = {{DNNL_ARG_FROM, o->inner[T_OUT]}, {DNNL_ARG_TO, o->plain[T_OUT]}};
         dnnl_ok(dnnl_primitive_execute(o->reo[T_OUT], st->strm, 2, ra), "reorder", s);
     }
     dnnl_ok(dnnl_stream_wait(st->strm), "stream wait", s);
+    return NULL;
+}
+
+/* The blocked output blk (nChw16c fp32, N x C planes of HW) into the plain o:
+ * stored (accumulate 0) or added through the fused activation act (NULL: none;
+ * o's values are then the activation's input gradient). */
+static void unpack_output(float *o, const float *blk, int accumulate, const conv_act *act,
+                          int N, int C, size_t HW) {
+    const int CB = (C + 15) / 16, tasks = N * CB, silu = act && act->silu;
+#pragma omp parallel for schedule(static) if ((size_t)tasks * 16 * HW >= OPS_PAR_MIN)
+    for (int task = 0; task < tasks; task++) {
+        const int n = task / CB, c0 = task % CB * 16, nc = C - c0 < 16 ? C - c0 : 16;
+        conv_plane_norm nm[16];
+        for (int c = 0; c < nc; c++) nm[c] = conv_act_norm(silu ? act : NULL, n, c0 + c, C);
+        const size_t off = ((size_t)n * C + c0) * HW;
+        conv_unpack_block(o + off, blk + (size_t)task * 16 * HW, accumulate,
+                          silu ? act->g + off : NULL, silu && act->mask ? act->mask + off : NULL,
+                          nm, nc, HW);
+    }
 }
 
 /* The plan's state, or a temporary one (*tmp, freed by the caller) for a plan
@@ -432,7 +459,8 @@ static void cd_forward(float *out, const float *inp, const conv_act *act, const 
         memset(zb, 0, sizeof(float) * (size_t)s->Cout);
         bias = zb;
     }
-    op_run(st, s, DK_FWD, inp, act, weight, out, bias, ws);
+    const float *blk = op_run(st, s, DK_FWD, inp, act, weight, out, bias, ws);
+    if (blk) unpack_output(out, blk, 0, NULL, s->N, s->Cout, (size_t)s->Ho * s->Wo);
     state_free(tmp);
 }
 
@@ -449,9 +477,14 @@ static void cd_backward(float *dinp, float *dweight, const float *dout, const fl
         for (size_t i = 0; i < nw; i++) dweight[i] += t[i];
     }
     if (dinp) {
-        op_run(st, s, DK_BWD_DATA, dout, NULL, weight, t, NULL, ws);
+        const float *blk = op_run(st, s, DK_BWD_DATA, dout, NULL, weight, t, NULL, ws);
         const int C = s->Cin, tasks = s->N * C, silu = act && act->silu;
         const size_t HW = (size_t)s->H * s->W;
+        if (blk) {
+            unpack_output(dinp, blk, 1, act, s->N, C, HW);
+            state_free(tmp);
+            return;
+        }
 #pragma omp parallel for schedule(static) if ((size_t)tasks * HW >= OPS_PAR_MIN)
         for (int task = 0; task < tasks; task++) {
             const size_t plane = (size_t)task * HW;

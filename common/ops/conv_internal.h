@@ -123,6 +123,17 @@ void conv_pack_block(void *restrict d, int bf16, int B, const float *restrict x,
 void conv_pack_block_portable(void *restrict d, int bf16, int B, const float *restrict x,
                               const float *restrict mk, int silu, const conv_plane_norm *nm,
                               int nc, size_t HW);
+/* The reverse for an fp32 output in nChw16c: one block s (s[p][16], image n's
+ * channels c0 .. c0 + nc - 1) into the plain planes o (at channel c0): stored
+ * (accumulate 0), or added as conv_unpad_plane adds (o += s, or through the
+ * fused activation's derivative when g is given: g, mk at channel c0, nm[c]).
+ * In place of oneDNN's reorder plus the pass that adds. conv_plane.c. */
+void conv_unpack_block(float *restrict o, const float *restrict s, int accumulate,
+                       const float *restrict g, const float *restrict mk,
+                       const conv_plane_norm *nm, int nc, size_t HW);
+void conv_unpack_block_portable(float *restrict o, const float *restrict s, int accumulate,
+                                const float *restrict g, const float *restrict mk,
+                                const conv_plane_norm *nm, int nc, size_t HW);
 /* dbias[co] += the sum of dout's channel co over every image. conv_plane.c. */
 void conv_bias_grad(float *dbias, const float *dout, const conv_shape *s);
 

@@ -230,6 +230,67 @@ __attribute__((target("avx512f"))) static void pack16_avx512(
 }
 #endif
 
+/* The channels of one pass of conv_unpack_block, t[c] (np pixels), into the
+ * plain planes o: stored, or added through the fused activation's derivative. */
+static void unpack_rows(float *restrict o, float t[16][PACK_PIX], int accumulate,
+                        const float *restrict g, const float *restrict mk,
+                        const conv_plane_norm *nm, int nc, size_t HW, size_t p0, size_t np) {
+    for (int c = 0; c < nc; c++) {
+        const size_t off = (size_t)c * HW + p0;
+        if (!accumulate)
+            memcpy(o + off, t[c], sizeof(float) * np);
+        else
+            conv_unpad_plane(o + off, t[c], 0.0f, 1, g ? g + off : NULL, mk ? mk + off : NULL,
+                             nm[c], 1, (int)np, (int)np);
+    }
+}
+
+DDPM_CLONES
+void conv_unpack_block_portable(float *restrict o, const float *restrict s, int accumulate,
+                                const float *restrict g, const float *restrict mk,
+                                const conv_plane_norm *nm, int nc, size_t HW) {
+    float t[16][PACK_PIX];
+    for (size_t p0 = 0; p0 < HW; p0 += PACK_PIX) {
+        const size_t np = HW - p0 < PACK_PIX ? HW - p0 : PACK_PIX;
+        for (size_t j = 0; j < np; j++)
+            for (int c = 0; c < nc; c++) t[c][j] = s[(p0 + j) * 16 + (size_t)c];
+        unpack_rows(o, t, accumulate, g, mk, nm, nc, HW, p0, np);
+    }
+}
+
+#ifdef PACK_AVX512
+__attribute__((target("avx512f"))) static void unpack16_avx512(
+    float *restrict o, const float *restrict s, int accumulate, const float *restrict g,
+    const float *restrict mk, const conv_plane_norm *nm, int nc, size_t HW) {
+    float t[16][PACK_PIX] __attribute__((aligned(64)));
+    for (size_t p0 = 0; p0 < HW; p0 += PACK_PIX) {
+        const size_t np = HW - p0 < PACK_PIX ? HW - p0 : PACK_PIX;
+        size_t j = 0;
+        for (; j + 16 <= np; j += 16) {
+            __m512 r[16];
+            for (int q = 0; q < 16; q++) r[q] = _mm512_loadu_ps(s + (p0 + j + (size_t)q) * 16);
+            tr16x16(r);
+            for (int c = 0; c < 16; c++) _mm512_store_ps(&t[c][j], r[c]);
+        }
+        for (; j < np; j++)
+            for (int c = 0; c < nc; c++) t[c][j] = s[(p0 + j) * 16 + (size_t)c];
+        unpack_rows(o, t, accumulate, g, mk, nm, nc, HW, p0, np);
+    }
+}
+#endif
+
+void conv_unpack_block(float *restrict o, const float *restrict s, int accumulate,
+                       const float *restrict g, const float *restrict mk,
+                       const conv_plane_norm *nm, int nc, size_t HW) {
+#ifdef PACK_AVX512
+    if (__builtin_cpu_supports("avx512f")) {
+        unpack16_avx512(o, s, accumulate, g, mk, nm, nc, HW);
+        return;
+    }
+#endif
+    conv_unpack_block_portable(o, s, accumulate, g, mk, nm, nc, HW);
+}
+
 void conv_pack_block(void *restrict d, int bf16, int B, const float *restrict x,
                      const float *restrict mk, int silu, const conv_plane_norm *nm, int nc,
                      size_t HW) {

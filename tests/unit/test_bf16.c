@@ -235,6 +235,12 @@ static void check_conv(int N, int Cin, int H, int W, int Cout, int k, int stride
     free(x); free(w); free(g); free(ws); free(y); free(dx); free(dw); free(y2); free(dw2);
 }
 
+static float *copy_f(const float *x, size_t n) {
+    float *p = xfloats(n);
+    memcpy(p, x, n * sizeof *p);
+    return p;
+}
+
 /* conv_pack_block (AVX-512 tiles where the CPU has them) against its portable
  * form bit for bit, and that against the definition: block d[p][16] holds
  * channel c's pixel p (rounded to bf16 when asked), zeros past nc. The input
@@ -285,6 +291,40 @@ static void check_pack(void) {
                 }
         free(x); free(mk);
     }
+    /* the way back: conv_unpack_block, stored, added, and added through the
+     * activation's derivative */
+    int ubad_same = 0, ubad_def = 0, ucases = 0;
+    for (size_t si = 0; si < sizeof sizes / sizeof *sizes; si++) {
+        const size_t HW = sizes[si];
+        float *blk = rnd(16 * HW, 51 + si), *o0 = rnd(16 * HW, 61 + si);
+        float *g = rnd(16 * HW, 71 + si), *mk = rnd(16 * HW, 81 + si);
+        for (size_t i = 0; i < 16 * HW; i++) mk[i] = mk[i] < 0 ? 0.0f : 2.0f;
+        conv_plane_norm nm[16];
+        for (int c = 0; c < 16; c++) nm[c] = (conv_plane_norm){c % 2, 0.1f * c, 1.5f, -0.25f};
+        for (int nc = 7; nc <= 16; nc += 9)
+            for (int mode = 0; mode < 3; mode++) {
+                float *a = copy_f(o0, 16 * HW), *b = copy_f(o0, 16 * HW);
+                const float *gg = mode == 2 ? g : NULL, *mm = mode == 2 && nc == 16 ? mk : NULL;
+                conv_unpack_block(a, blk, mode > 0, gg, mm, nm, nc, HW);
+                conv_unpack_block_portable(b, blk, mode > 0, gg, mm, nm, nc, HW);
+                ubad_same += memcmp(a, b, sizeof(float) * 16 * HW) != 0;
+                for (int c = 0; c < 16; c++)
+                    for (size_t p = 0; p < HW; p++) {
+                        const size_t i = (size_t)c * HW + p;
+                        const float v = blk[p * 16 + (size_t)c];
+                        if (c >= nc) ubad_def += memcmp(&b[i], &o0[i], 4) != 0;
+                        else if (mode == 0) ubad_def += b[i] != v;
+                        else if (mode == 1) ubad_def += b[i] != o0[i] + v;
+                    }
+                ucases++;
+                free(a); free(b);
+            }
+        free(blk); free(o0); free(g); free(mk);
+    }
+    test_check(ubad_same == 0, "conv_unpack_block: the AVX-512 tiles equal the portable form "
+               "bit for bit (%d of %d cases differ)", ubad_same, ucases);
+    test_check(ubad_def == 0, "conv_unpack_block: every element stored or added as defined, "
+               "planes past the channels untouched (%d differ)", ubad_def);
     test_check(bad_same == 0, "conv_pack_block: the AVX-512 tiles equal the portable form bit "
                "for bit (%d of %d cases differ)", bad_same, cases);
     test_check(bad_def == 0, "conv_pack_block: every element as defined (channel-blocked, "
