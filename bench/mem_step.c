@@ -1,7 +1,7 @@
 /* One training step of a config's U-Net at one micro-batch, in a fresh process, for
  * bench/memory_bench.sh: peak resident memory and seconds per image.
  *
- *   mem_step CONFIG.yaml MICRO [--threads T] [--limit-mib L]
+ *   mem_step CONFIG.yaml MICRO [--threads T] [--limit-mib L] [--precision fp32|bf16]
  *
  * Builds the training model for MICRO images, the caller-side buffers a worker holds
  * (parameters, gradients, Adam m and v: 4 x unet_num_params floats), runs one
@@ -35,16 +35,24 @@ int main(int argc, char **argv) {
     blas_setup(argv);
     int threads = 2, npos = 0;
     double limit_mib = 20480;
+    ops_precision prec = OPS_FP32;
     const char *pos[2] = {0};
     for (int i = 1; i < argc; i++) {
         if (i + 1 < argc && strcmp(argv[i], "--threads") == 0) threads = atoi(argv[++i]);
         else if (i + 1 < argc && strcmp(argv[i], "--limit-mib") == 0) limit_mib = atof(argv[++i]);
+        else if (i + 1 < argc && strcmp(argv[i], "--precision") == 0) {
+            const char *a = argv[++i];
+            if (strcmp(a, "fp32") == 0) prec = OPS_FP32;
+            else if (strcmp(a, "bf16") == 0) prec = OPS_BF16;
+            else npos = 99;
+        }
         else if (argv[i][0] != '-' && npos < 2) pos[npos++] = argv[i];
         else npos = 99;
     }
     int N = npos == 2 ? atoi(pos[1]) : 0;
     if (npos != 2 || N < 1 || threads < 1) {
-        fprintf(stderr, "usage: mem_step CONFIG.yaml MICRO [--threads T] [--limit-mib L]\n");
+        fprintf(stderr, "usage: mem_step CONFIG.yaml MICRO [--threads T] [--limit-mib L] "
+                        "[--precision fp32|bf16]\n");
         return 2;
     }
     blas_set_threads(threads, 1);
@@ -54,6 +62,7 @@ int main(int argc, char **argv) {
         return 1;
     }
     unet_options opt = unet_options_default();
+    opt.precision = prec;
     unet *model = env_unet_options(&opt) == 0 ? unet_create(&c.model, N, 1, &opt) : NULL;
     if (!model) {
         fprintf(stderr, "mem_step: %s: %s\n", pos[0], err_msg());
@@ -65,8 +74,9 @@ int main(int argc, char **argv) {
     size_t out_D = (size_t)unet_out_channels(model) * c.model.image_size * c.model.image_size;
     double act_mib = (double)unet_activation_bytes(model) / 1048576.0;
     double est_mib = act_mib + 4.0 * (double)P * sizeof(float) / 1048576.0;
-    printf("kernel %s\nmicro %d\nthreads %d\nactivation_mib %.1f\nestimate_mib %.1f\n",
-           blas_kernel_name(), N, threads, act_mib, est_mib);
+    printf("kernel %s\nmicro %d\nthreads %d\nprecision %s\nactivation_mib %.1f\n"
+           "estimate_mib %.1f\n",
+           blas_kernel_name(), N, threads, ops_precision_names[prec], act_mib, est_mib);
     fflush(stdout);
     if (est_mib > limit_mib) {
         printf("skip estimate %.0f MiB exceeds the limit %.0f MiB\n", est_mib, limit_mib);

@@ -77,7 +77,8 @@ typedef struct {
      * back with conv_unpack_block */
     int pack[T_COUNT];
     dnnl_memory_t plain[T_COUNT], inner[T_COUNT], bias, scratch;
-    void *scratch_buf;
+    size_t bytes[T_COUNT]; /* of the inner tensors */
+    size_t scratch_bytes;  /* the primitive's scratchpad */
 } dnnl_op;
 
 typedef struct {
@@ -85,6 +86,47 @@ typedef struct {
     dnnl_primitive_desc_t fwd_pd; /* the forward's, the hint of the backward ones */
     dnnl_op op[DK_COUNT];
 } dnnl_entry;
+
+static size_t round16(size_t n) { return (n + 15) / 16 * 16; }
+
+/* The workspace, in floats, as regions in this order: act[N][Cin][H][W] (the
+ * fused activation's values where the input is not packed), tmp (backward's
+ * plain diff_weights, and diff_src where it is not unpacked, before they are
+ * added in), the zero bias, three inner regions for the tensors in the
+ * primitive's layouts (its two inputs and its output), and the primitives'
+ * scratchpad. */
+enum { WS_ACT, WS_TMP, WS_BIAS, WS_IN0, WS_IN1, WS_OUT, WS_SCRATCH, WS_COUNT };
+typedef struct {
+    size_t f[WS_COUNT];
+} dnnl_ws;
+
+/* The regions without a state's plan (ws_plan): act and tmp the size of the
+ * input, each inner region large enough for any tensor with channels padded
+ * to 16 (AVX-512's blocks; a layout that needs more is refused and the plain
+ * one used), no scratchpad (the state's spill buffer holds it). */
+static dnnl_ws ws_default(const conv_shape *s) {
+    const size_t N = (size_t)s->N, HW = (size_t)s->H * s->W, P = (size_t)s->Ho * s->Wo;
+    const size_t ci = round16((size_t)s->Cin), co = round16((size_t)s->Cout);
+    const size_t kk = (size_t)s->k * s->k;
+    dnnl_ws w = {{0}};
+    w.f[WS_ACT] = round16(N * s->Cin * HW);
+    const size_t tmp = N * s->Cin * HW > (size_t)s->Cout * s->Cin * kk
+                           ? N * s->Cin * HW
+                           : (size_t)s->Cout * s->Cin * kk;
+    w.f[WS_TMP] = round16(tmp);
+    w.f[WS_BIAS] = round16((size_t)s->Cout);
+    size_t in = N * ci * HW, out = N * co * P, wei = co * ci * kk;
+    size_t inner = in > out ? in : out;
+    if (wei > inner) inner = wei;
+    w.f[WS_IN0] = w.f[WS_IN1] = w.f[WS_OUT] = round16(inner);
+    return w;
+}
+
+static size_t ws_total(const dnnl_ws *w) {
+    size_t t = 0;
+    for (int r = 0; r < WS_COUNT; r++) t += w->f[r];
+    return t;
+}
 
 #define DNNL_ENTRIES 4
 
@@ -95,6 +137,16 @@ struct conv_state {
     ops_precision prec;
     dnnl_entry e[DNNL_ENTRIES];
     unsigned next; /* the slot to reuse when all are taken */
+    /* sized: the caller sized its workspace with this state (cd_workspace_floats),
+     * whose regions w then are, for up to s.N images: just what the primitives
+     * made for s need, the scratchpad shared by all of them; otherwise
+     * ws_default's. A region too small for what a call needs (another batch
+     * size or thread count than planned) is replaced by spill[r], the state's
+     * own buffer of spill_bytes[r]. */
+    int sized;
+    dnnl_ws w;
+    void *spill[WS_COUNT];
+    size_t spill_bytes[WS_COUNT];
 };
 
 static void dnnl_ok(dnnl_status_t st, const char *what, const conv_shape *s) {
@@ -102,40 +154,6 @@ static void dnnl_ok(dnnl_status_t st, const char *what, const conv_shape *s) {
     log_warn("conv_dnnl: %s failed (status %d) for N %d, %d->%d channels, %dx%d, k %d, stride %d",
              what, (int)st, s->N, s->Cin, s->Cout, s->H, s->W, s->k, s->stride);
     abort();
-}
-
-static size_t round16(size_t n) { return (n + 15) / 16 * 16; }
-
-/* The workspace, in floats: act[N][Cin][H][W] (the fused activation's values),
- * tmp (backward's plain diff_src or diff_weights before they are added in),
- * the zero bias, and three inner regions for the reordered tensors, each large
- * enough for any of them with channels padded to 16 (AVX-512's blocks; a
- * layout that needs more is refused and the plain one used). */
-typedef struct {
-    size_t act, tmp, bias, inner;
-} dnnl_ws;
-
-static dnnl_ws ws_layout(const conv_shape *s) {
-    const size_t N = (size_t)s->N, HW = (size_t)s->H * s->W, P = (size_t)s->Ho * s->Wo;
-    const size_t ci = round16((size_t)s->Cin), co = round16((size_t)s->Cout);
-    const size_t kk = (size_t)s->k * s->k;
-    dnnl_ws w;
-    w.act = round16(N * s->Cin * HW);
-    w.tmp = N * s->Cin * HW > (size_t)s->Cout * s->Cin * kk ? N * s->Cin * HW
-                                                            : (size_t)s->Cout * s->Cin * kk;
-    w.tmp = round16(w.tmp);
-    w.bias = round16((size_t)s->Cout);
-    size_t in = N * ci * HW, out = N * co * P, wei = co * ci * kk;
-    w.inner = in > out ? in : out;
-    if (wei > w.inner) w.inner = wei;
-    w.inner = round16(w.inner);
-    return w;
-}
-
-static size_t cd_workspace_floats(const conv_shape *s, const conv_plan *p) {
-    (void)p;
-    const dnnl_ws w = ws_layout(s);
-    return w.act + w.tmp + w.bias + 3 * w.inner;
 }
 
 /* The descriptor of one tensor: plain layout (any 0) or oneDNN's choice, data
@@ -191,7 +209,7 @@ static dnnl_primitive_desc_t op_pd(int dk, const conv_shape *s, ops_precision pr
     dnnl_primitive_attr_t attr;
     dnnl_ok(dnnl_primitive_attr_create(&attr), "attr", s);
     dnnl_ok(dnnl_primitive_attr_set_scratchpad_mode(attr, dnnl_scratchpad_mode_user), "attr", s);
-    const size_t inner_bytes = ws_layout(s).inner * sizeof(float);
+    const size_t inner_bytes = ws_default(s).f[WS_IN0] * sizeof(float);
     dnnl_primitive_desc_t pd = NULL;
     for (int any = 1; any >= 0 && !pd; any--) {
         dnnl_convolution_desc_t cd;
@@ -209,6 +227,87 @@ static dnnl_primitive_desc_t op_pd(int dk, const conv_shape *s, ops_precision pr
     return pd;
 }
 
+/* Whether conv_pack_block writes tensor t of primitive kind dk in the layout im
+ * (an input activation: its block width 16 or 1) or conv_unpack_block reads it
+ * (the output activation in nChw16c fp32: 16); 0: a reorder, or none where im
+ * is the plain layout. */
+static int pack_kind(const dnnl_memory_desc_t *im, const conv_shape *s, int dk, int t,
+                     ops_precision prec) {
+    const int role = dk_role[dk][t];
+    dnnl_memory_desc_t pm;
+    plain_md(&pm, s, role, 0, dnnl_f32);
+    if (role == R_WEI || dnnl_memory_desc_equal(&pm, im)) return 0;
+    const dnnl_data_type_t dt = inner_dt(prec, dk, role);
+    dnnl_memory_desc_t b1, b16;
+    plain_md(&b1, s, role, 0, dt);
+    dnnl_memory_desc_init_by_tag(&b16, 4, b1.dims, dt, dnnl_nChw16c);
+    if (dnnl_memory_desc_equal(&b16, im)) return 16;
+    return t != T_OUT && dnnl_memory_desc_equal(&b1, im) ? 1 : 0;
+}
+
+/* The regions the primitives for s need, from their descriptors made for one
+ * thread (the lanes) and for all of them (oneDNN sizes its scratchpad by the
+ * threads it splits the work over): act only where an input with the fused
+ * activation is not packed, tmp for the plain diff_weights (and diff_src where
+ * it is not unpacked), each inner region the largest tensor it holds, one
+ * scratchpad. */
+static dnnl_ws ws_plan(conv_state *st, const conv_shape *s) {
+    const size_t N = (size_t)s->N, HW = (size_t)s->H * s->W;
+    dnnl_ws w = {{0}};
+    size_t b[WS_COUNT] = {0}; /* bytes */
+    b[WS_TMP] = (size_t)s->Cout * s->Cin * s->k * s->k * sizeof(float);
+    b[WS_BIAS] = (size_t)s->Cout * sizeof(float);
+    const int was = omp_get_max_threads();
+    for (int one = 1; one >= 0; one--) {
+        if (!one && was == 1) break;
+        omp_set_num_threads(one ? 1 : was);
+        dnnl_primitive_desc_t fwd = op_pd(DK_FWD, s, st->prec, st->eng, NULL);
+        for (int dk = 0; dk < DK_COUNT; dk++) {
+            dnnl_primitive_desc_t pd = dk == DK_FWD ? fwd : op_pd(dk, s, st->prec, st->eng, fwd);
+            for (int t = 0; t < T_COUNT; t++) {
+                const dnnl_memory_desc_t *im = dnnl_primitive_desc_query_md(pd, dk_query[dk][t], 0);
+                dnnl_memory_desc_t pm;
+                plain_md(&pm, s, dk_role[dk][t], 0, dnnl_f32);
+                const int plain = dnnl_memory_desc_equal(&pm, im),
+                          pk = pack_kind(im, s, dk, t, st->prec);
+                const size_t sz = dnnl_memory_desc_get_size(im);
+                if (!plain && sz > b[WS_IN0 + t]) b[WS_IN0 + t] = sz;
+                if (dk_role[dk][t] == R_SRC && t != T_OUT && !pk)
+                    b[WS_ACT] = N * s->Cin * HW * sizeof(float);
+                if (dk == DK_BWD_DATA && t == T_OUT && pk != 16 &&
+                    N * s->Cin * HW * sizeof(float) > b[WS_TMP])
+                    b[WS_TMP] = N * s->Cin * HW * sizeof(float);
+            }
+            const size_t sb = dnnl_memory_desc_get_size(
+                dnnl_primitive_desc_query_md(pd, dnnl_query_scratchpad_md, 0));
+            if (sb > b[WS_SCRATCH]) b[WS_SCRATCH] = sb;
+            if (dk != DK_FWD) dnnl_primitive_desc_destroy(pd);
+        }
+        dnnl_primitive_desc_destroy(fwd);
+    }
+    omp_set_num_threads(was);
+    for (int r = 0; r < WS_COUNT; r++) w.f[r] = round16((b[r] + sizeof(float) - 1) / sizeof(float));
+    return w;
+}
+
+/* With the plan's state, the workspace holds just the regions its primitives
+ * need (ws_plan: at lsun256 in bf16, 448 -> ~150 MiB per lane), and one
+ * scratchpad that they share instead of each holding its own (1.5 GiB in all
+ * there); the state remembers it. Without a state, ws_default's. */
+static size_t cd_workspace_floats(const conv_shape *s, const conv_plan *p) {
+    if (!p || !p->state) {
+        const dnnl_ws w = ws_default(s);
+        return ws_total(&w);
+    }
+    conv_state *st = p->state;
+    if (!st->sized || s->N > st->s.N) {
+        st->w = ws_plan(st, s);
+        st->s = *s;
+        st->sized = 1;
+    }
+    return ws_total(&st->w);
+}
+
 static void op_make(dnnl_op *o, int dk, const conv_shape *s, ops_precision prec,
                     dnnl_engine_t eng, const_dnnl_primitive_desc_t fwd_pd) {
     dnnl_primitive_desc_t pd = dk == DK_FWD ? (dnnl_primitive_desc_t)fwd_pd
@@ -220,18 +319,8 @@ static void op_make(dnnl_op *o, int dk, const conv_shape *s, ops_precision prec,
         dnnl_ok(dnnl_memory_create(&o->plain[t], &pm, eng, DNNL_MEMORY_NONE), "memory", s);
         dnnl_ok(dnnl_memory_create(&o->inner[t], im, eng, DNNL_MEMORY_NONE), "memory", s);
         o->reo[t] = NULL;
-        o->pack[t] = 0;
-        const int role = dk_role[dk][t];
-        if (role != R_WEI && !dnnl_memory_desc_equal(&pm, im)) {
-            dnnl_memory_desc_t b16, b1;
-            const dnnl_data_type_t dt = inner_dt(prec, dk, role);
-            plain_md(&b16, s, role, 0, dt);
-            b1 = b16;
-            dnnl_memory_desc_init_by_tag(&b16, 4, b1.dims, dt, dnnl_nChw16c);
-            o->pack[t] = dnnl_memory_desc_equal(&b16, im)               ? 16
-                         : t != T_OUT && dnnl_memory_desc_equal(&b1, im) ? 1
-                                                                         : 0;
-        }
+        o->pack[t] = pack_kind(im, s, dk, t, prec);
+        o->bytes[t] = dnnl_memory_desc_get_size(im);
         if (!o->pack[t] && !dnnl_memory_desc_equal(&pm, im)) {
             dnnl_primitive_desc_t rpd;
             const int in = t != T_OUT;
@@ -249,10 +338,8 @@ static void op_make(dnnl_op *o, int dk, const conv_shape *s, ops_precision prec,
     }
     const dnnl_memory_desc_t *sm = dnnl_primitive_desc_query_md(pd, dnnl_query_scratchpad_md, 0);
     const size_t sb = dnnl_memory_desc_get_size(sm);
-    o->scratch_buf = sb ? xmalloc(sb) : NULL;
-    dnnl_ok(dnnl_memory_create(&o->scratch, sm, eng, o->scratch_buf ? o->scratch_buf
-                                                                    : DNNL_MEMORY_NONE),
-            "memory", s);
+    o->scratch_bytes = sb;
+    dnnl_ok(dnnl_memory_create(&o->scratch, sm, eng, DNNL_MEMORY_NONE), "memory", s);
     dnnl_ok(dnnl_primitive_create(&o->prim, pd), "primitive", s);
     if (dk != DK_FWD) dnnl_primitive_desc_destroy(pd);
 }
@@ -267,7 +354,6 @@ static void op_free(dnnl_op *o) {
     }
     if (o->bias) dnnl_memory_destroy(o->bias);
     dnnl_memory_destroy(o->scratch);
-    free(o->scratch_buf);
     memset(o, 0, sizeof *o);
 }
 
@@ -289,9 +375,31 @@ static conv_state *state_new(const conv_shape *s, ops_precision prec) {
 static void state_free(conv_state *st) {
     if (!st) return;
     for (int i = 0; i < DNNL_ENTRIES; i++) entry_free(&st->e[i]);
+    for (int r = 0; r < WS_COUNT; r++) free(st->spill[r]);
     dnnl_stream_destroy(st->strm);
     dnnl_engine_destroy(st->eng);
     free(st);
+}
+
+/* The workspace's regions for a call on s. */
+static dnnl_ws ws_layout(const conv_state *st, const conv_shape *s) {
+    return st->sized && s->N <= st->s.N ? st->w : ws_default(s);
+}
+
+/* Region r of the workspace ws (regions w) for a tensor of bytes, or the
+ * state's spill buffer where the region is smaller. */
+static void *ws_region(conv_state *st, float *ws, const dnnl_ws *w, int r, size_t bytes) {
+    if (bytes <= w->f[r] * sizeof(float)) {
+        size_t off = 0;
+        for (int q = 0; q < r; q++) off += w->f[q];
+        return ws + off;
+    }
+    if (bytes > st->spill_bytes[r]) {
+        free(st->spill[r]);
+        st->spill[r] = xmalloc(bytes);
+        st->spill_bytes[r] = bytes;
+    }
+    return st->spill[r];
 }
 
 static conv_state *cd_state_create(const conv_shape *s, const conv_plan *p) {
@@ -356,8 +464,7 @@ static const float *op_run(conv_state *st, const conv_shape *s, int dk, const fl
                    const conv_act *act, const float *in1, float *out, const float *bias,
                    float *ws) {
     dnnl_op *o = state_op(st, s, dk);
-    const dnnl_ws w = ws_layout(s);
-    float *inner = ws + w.act + w.tmp + w.bias;
+    const dnnl_ws w = ws_layout(st, s);
     const void *ptr[T_COUNT] = {in0, in1, out};
     dnnl_exec_arg_t args[5];
     int na = 0;
@@ -365,20 +472,25 @@ static const float *op_run(conv_state *st, const conv_shape *s, int dk, const fl
         const int role = dk_role[dk][t];
         const conv_act *a = role == R_SRC && act && act->silu ? act : NULL;
         if (o->pack[t]) {
-            void *d = inner + (size_t)t * w.inner;
+            void *d = ws_region(st, ws, &w, WS_IN0 + t, o->bytes[t]);
             const int src = role == R_SRC;
-            pack_input(d, inner_dt(st->prec, dk, role) == dnnl_bf16, o->pack[t], ptr[t], a, s->N,
-                       src ? s->Cin : s->Cout,
-                       src ? (size_t)s->H * s->W : (size_t)s->Ho * s->Wo);
+            if (t != T_OUT) /* the output is read back by the caller */
+                pack_input(d, inner_dt(st->prec, dk, role) == dnnl_bf16, o->pack[t], ptr[t], a,
+                           s->N, src ? s->Cin : s->Cout,
+                           src ? (size_t)s->H * s->W : (size_t)s->Ho * s->Wo);
             dnnl_memory_set_data_handle(o->inner[t], d);
             args[na++] = (dnnl_exec_arg_t){dk_arg[dk][t], o->inner[t]};
             continue;
         }
-        if (a) ptr[t] = act_input(ptr[t], a, s, ws);
+        if (a)
+            ptr[t] = act_input(ptr[t], a, s,
+                               ws_region(st, ws, &w, WS_ACT,
+                                         (size_t)s->N * s->Cin * s->H * s->W * sizeof(float)));
         dnnl_memory_set_data_handle(o->plain[t], (void *)ptr[t]);
         dnnl_memory_t use = o->plain[t];
         if (o->reo[t]) {
-            dnnl_memory_set_data_handle(o->inner[t], inner + (size_t)t * w.inner);
+            dnnl_memory_set_data_handle(o->inner[t],
+                                        ws_region(st, ws, &w, WS_IN0 + t, o->bytes[t]));
             use = o->inner[t];
             if (t != T_OUT) {
                 dnnl_exec_arg_t ra[2] = {{DNNL_ARG_FROM, o->plain[t]}, {DNNL_ARG_TO, use}};
@@ -391,11 +503,14 @@ static const float *op_run(conv_state *st, const conv_shape *s, int dk, const fl
         dnnl_memory_set_data_handle(o->bias, (void *)bias);
         args[na++] = (dnnl_exec_arg_t){DNNL_ARG_BIAS, o->bias};
     }
+    if (o->scratch_bytes)
+        dnnl_memory_set_data_handle(o->scratch,
+                                    ws_region(st, ws, &w, WS_SCRATCH, o->scratch_bytes));
     args[na++] = (dnnl_exec_arg_t){DNNL_ARG_SCRATCHPAD, o->scratch};
     dnnl_ok(dnnl_primitive_execute(o->prim, st->strm, na, args), "convolution", s);
     if (o->pack[T_OUT]) {
         dnnl_ok(dnnl_stream_wait(st->strm), "stream wait", s);
-        return inner + (size_t)T_OUT * w.inner;
+        return ws_region(st, ws, &w, WS_OUT, o->bytes[T_OUT]);
     }
     if (o->reo[T_OUT]) {
         dnnl_exec_arg_t ra[2] = {{DNNL_ARG_FROM, o->inner[T_OUT]}, {DNNL_ARG_TO, o->plain[T_OUT]}};
@@ -431,7 +546,8 @@ static conv_state *use_state(const conv_shape *s, const conv_plan *p, conv_state
     return *tmp = state_new(s, p ? p->precision : OPS_FP32);
 }
 
-/* The conv's input: inp itself, or its fused activation in ws's act region. */
+/* The conv's input: inp itself, or its fused activation in ws (the act
+ * region). */
 static const float *act_input(const float *inp, const conv_act *act, const conv_shape *s,
                               float *ws) {
     if (!act || !act->silu) return inp;
@@ -453,8 +569,8 @@ static int cd_fits(const conv_shape *s) {
 static void cd_forward(float *out, const float *inp, const conv_act *act, const float *weight,
                          const float *bias, const conv_shape *s, const conv_plan *p, float *ws) {
     conv_state *tmp, *st = use_state(s, p, &tmp);
-    const dnnl_ws w = ws_layout(s);
-    float *zb = ws + w.act + w.tmp;
+    const dnnl_ws w = ws_layout(st, s);
+    float *zb = ws_region(st, ws, &w, WS_BIAS, sizeof(float) * (size_t)s->Cout);
     if (!bias) {
         memset(zb, 0, sizeof(float) * (size_t)s->Cout);
         bias = zb;
@@ -468,18 +584,19 @@ static void cd_backward(float *dinp, float *dweight, const float *dout, const fl
                           const conv_act *act, const float *weight, const conv_shape *s,
                           const conv_plan *p, float *ws) {
     conv_state *tmp, *st = use_state(s, p, &tmp);
-    const dnnl_ws w = ws_layout(s);
-    float *t = ws + w.act;
+    const dnnl_ws w = ws_layout(st, s);
     if (dweight) {
         const size_t nw = (size_t)s->Cout * s->Cin * s->k * s->k;
+        float *t = ws_region(st, ws, &w, WS_TMP, nw * sizeof(float));
         op_run(st, s, DK_BWD_WEIGHTS, inp, act, dout, t, NULL, ws);
 #pragma omp parallel for schedule(static) if (nw >= OPS_PAR_MIN)
         for (size_t i = 0; i < nw; i++) dweight[i] += t[i];
     }
     if (dinp) {
-        const float *blk = op_run(st, s, DK_BWD_DATA, dout, NULL, weight, t, NULL, ws);
         const int C = s->Cin, tasks = s->N * C, silu = act && act->silu;
         const size_t HW = (size_t)s->H * s->W;
+        float *t = ws_region(st, ws, &w, WS_TMP, (size_t)tasks * HW * sizeof(float));
+        const float *blk = op_run(st, s, DK_BWD_DATA, dout, NULL, weight, t, NULL, ws);
         if (blk) {
             unpack_output(dinp, blk, 1, act, s->N, C, HW);
             state_free(tmp);

@@ -467,6 +467,27 @@ static void check_dnnl_state(const char *name, int N, int Cin, int H, int W, int
                    "(%.2e, %.2e)", name, with_state ? ", with the state" : "",
                    test_rel_err(dx2, dx1, nx), test_rel_err(dw2, dw1, nw));
     }
+    /* a workspace sized with the state (its planned regions and the shared
+     * scratchpad; exact, so ASan sees an overrun): no larger than the default,
+     * the same results, at the planned batch and below */
+    const size_t wd = conv_workspace_floats(&s, &p), wp = conv_workspace_floats(&s, &ps);
+    float *ws2 = exact_ws(wp);
+    int same2 = 1;
+    for (int r = 0; r < (int)(sizeof ns / sizeof ns[0]); r++) {
+        conv_shape sn = conv_shape_make(ns[r], Cin, H, W, Cout, k, st);
+        memset(o2, 0, no * sizeof(float));
+        memset(dx2, 0, nx * sizeof(float));
+        memset(dw2, 0, nw * sizeof(float));
+        conv2d_forward(o2, x, w, b, &sn, &ps, ws2);
+        conv2d_backward(dx2, dw2, NULL, R, x, w, &sn, &ps, ws2);
+        if (ns[r] == N)
+            same2 &= memcmp(o1, o2, no * sizeof(float)) == 0 &&
+                     memcmp(dx1, dx2, nx * sizeof(float)) == 0 &&
+                     memcmp(dw1, dw2, nw * sizeof(float)) == 0;
+    }
+    test_check(wp <= wd && same2, "dnnl %s: the workspace planned with the state (%zu floats, "
+               "default %zu) gives bit-identical results", name, wp, wd);
+    free(ws2);
     conv_state_free(&ps);
     test_check(ps.state == NULL, "dnnl %s: conv_state_free clears the plan's state", name);
     free(x); free(w); free(b); free(R); free(ws); free(o1); free(o2); free(o3); free(ref);
