@@ -92,12 +92,14 @@ static size_t round16(size_t n) { return (n + 15) / 16 * 16; }
 /* The workspace, in floats, as regions in this order: act[N][Cin][H][W] (the
  * fused activation's values where the input is not packed), tmp (backward's
  * plain diff_weights, and diff_src where it is not unpacked, before they are
- * added in), the zero bias, three inner regions for the tensors in the
- * primitive's layouts (its two inputs and its output), and the primitives'
- * scratchpad. */
+ * added in), the zero bias, then, for the primitive running, three inner
+ * regions for its tensors in its layouts (two inputs and the output) and its
+ * scratchpad. The three primitive kinds never run at once, so their inner
+ * regions and scratchpads overlap: f[dk] is kind dk's layout, whose first
+ * three regions are the same in all. */
 enum { WS_ACT, WS_TMP, WS_BIAS, WS_IN0, WS_IN1, WS_OUT, WS_SCRATCH, WS_COUNT };
 typedef struct {
-    size_t f[WS_COUNT];
+    size_t f[DK_COUNT][WS_COUNT];
 } dnnl_ws;
 
 /* The regions without a state's plan (ws_plan): act and tmp the size of the
@@ -108,24 +110,31 @@ static dnnl_ws ws_default(const conv_shape *s) {
     const size_t N = (size_t)s->N, HW = (size_t)s->H * s->W, P = (size_t)s->Ho * s->Wo;
     const size_t ci = round16((size_t)s->Cin), co = round16((size_t)s->Cout);
     const size_t kk = (size_t)s->k * s->k;
-    dnnl_ws w = {{0}};
-    w.f[WS_ACT] = round16(N * s->Cin * HW);
+    dnnl_ws w = {{{0}}};
     const size_t tmp = N * s->Cin * HW > (size_t)s->Cout * s->Cin * kk
                            ? N * s->Cin * HW
                            : (size_t)s->Cout * s->Cin * kk;
-    w.f[WS_TMP] = round16(tmp);
-    w.f[WS_BIAS] = round16((size_t)s->Cout);
     size_t in = N * ci * HW, out = N * co * P, wei = co * ci * kk;
     size_t inner = in > out ? in : out;
     if (wei > inner) inner = wei;
-    w.f[WS_IN0] = w.f[WS_IN1] = w.f[WS_OUT] = round16(inner);
+    for (int dk = 0; dk < DK_COUNT; dk++) {
+        w.f[dk][WS_ACT] = round16(N * s->Cin * HW);
+        w.f[dk][WS_TMP] = round16(tmp);
+        w.f[dk][WS_BIAS] = round16((size_t)s->Cout);
+        w.f[dk][WS_IN0] = w.f[dk][WS_IN1] = w.f[dk][WS_OUT] = round16(inner);
+    }
     return w;
 }
 
+/* The floats the workspace needs: the largest of the kinds' layouts. */
 static size_t ws_total(const dnnl_ws *w) {
-    size_t t = 0;
-    for (int r = 0; r < WS_COUNT; r++) t += w->f[r];
-    return t;
+    size_t most = 0;
+    for (int dk = 0; dk < DK_COUNT; dk++) {
+        size_t t = 0;
+        for (int r = 0; r < WS_COUNT; r++) t += w->f[dk][r];
+        if (t > most) most = t;
+    }
+    return most;
 }
 
 #define DNNL_ENTRIES 4
@@ -209,7 +218,7 @@ static dnnl_primitive_desc_t op_pd(int dk, const conv_shape *s, ops_precision pr
     dnnl_primitive_attr_t attr;
     dnnl_ok(dnnl_primitive_attr_create(&attr), "attr", s);
     dnnl_ok(dnnl_primitive_attr_set_scratchpad_mode(attr, dnnl_scratchpad_mode_user), "attr", s);
-    const size_t inner_bytes = ws_default(s).f[WS_IN0] * sizeof(float);
+    const size_t inner_bytes = ws_default(s).f[DK_FWD][WS_IN0] * sizeof(float);
     dnnl_primitive_desc_t pd = NULL;
     for (int any = 1; any >= 0 && !pd; any--) {
         dnnl_convolution_desc_t cd;
@@ -253,10 +262,11 @@ static int pack_kind(const dnnl_memory_desc_t *im, const conv_shape *s, int dk, 
  * scratchpad. */
 static dnnl_ws ws_plan(conv_state *st, const conv_shape *s) {
     const size_t N = (size_t)s->N, HW = (size_t)s->H * s->W;
-    dnnl_ws w = {{0}};
-    size_t b[WS_COUNT] = {0}; /* bytes */
-    b[WS_TMP] = (size_t)s->Cout * s->Cin * s->k * s->k * sizeof(float);
-    b[WS_BIAS] = (size_t)s->Cout * sizeof(float);
+    dnnl_ws w = {{{0}}};
+    size_t b[DK_COUNT][WS_COUNT] = {{0}}; /* bytes */
+    size_t fixed[WS_IN0] = {0};
+    fixed[WS_TMP] = (size_t)s->Cout * s->Cin * s->k * s->k * sizeof(float);
+    fixed[WS_BIAS] = (size_t)s->Cout * sizeof(float);
     const int was = omp_get_max_threads();
     for (int one = 1; one >= 0; one--) {
         if (!one && was == 1) break;
@@ -271,22 +281,25 @@ static dnnl_ws ws_plan(conv_state *st, const conv_shape *s) {
                 const int plain = dnnl_memory_desc_equal(&pm, im),
                           pk = pack_kind(im, s, dk, t, st->prec);
                 const size_t sz = dnnl_memory_desc_get_size(im);
-                if (!plain && sz > b[WS_IN0 + t]) b[WS_IN0 + t] = sz;
+                if (!plain && sz > b[dk][WS_IN0 + t]) b[dk][WS_IN0 + t] = sz;
                 if (dk_role[dk][t] == R_SRC && t != T_OUT && !pk)
-                    b[WS_ACT] = N * s->Cin * HW * sizeof(float);
+                    fixed[WS_ACT] = N * s->Cin * HW * sizeof(float);
                 if (dk == DK_BWD_DATA && t == T_OUT && pk != 16 &&
-                    N * s->Cin * HW * sizeof(float) > b[WS_TMP])
-                    b[WS_TMP] = N * s->Cin * HW * sizeof(float);
+                    N * s->Cin * HW * sizeof(float) > fixed[WS_TMP])
+                    fixed[WS_TMP] = N * s->Cin * HW * sizeof(float);
             }
             const size_t sb = dnnl_memory_desc_get_size(
                 dnnl_primitive_desc_query_md(pd, dnnl_query_scratchpad_md, 0));
-            if (sb > b[WS_SCRATCH]) b[WS_SCRATCH] = sb;
+            if (sb > b[dk][WS_SCRATCH]) b[dk][WS_SCRATCH] = sb;
             if (dk != DK_FWD) dnnl_primitive_desc_destroy(pd);
         }
         dnnl_primitive_desc_destroy(fwd);
     }
     omp_set_num_threads(was);
-    for (int r = 0; r < WS_COUNT; r++) w.f[r] = round16((b[r] + sizeof(float) - 1) / sizeof(float));
+    for (int dk = 0; dk < DK_COUNT; dk++)
+        for (int r = 0; r < WS_COUNT; r++)
+            w.f[dk][r] = round16(((r < WS_IN0 ? fixed[r] : b[dk][r]) + sizeof(float) - 1) /
+                                 sizeof(float));
     return w;
 }
 
@@ -386,12 +399,13 @@ static dnnl_ws ws_layout(const conv_state *st, const conv_shape *s) {
     return st->sized && s->N <= st->s.N ? st->w : ws_default(s);
 }
 
-/* Region r of the workspace ws (regions w) for a tensor of bytes, or the
- * state's spill buffer where the region is smaller. */
-static void *ws_region(conv_state *st, float *ws, const dnnl_ws *w, int r, size_t bytes) {
-    if (bytes <= w->f[r] * sizeof(float)) {
+/* Region r of the workspace ws (regions w) in primitive kind dk's layout for a
+ * tensor of bytes, or the state's spill buffer where the region is smaller. */
+static void *ws_region(conv_state *st, float *ws, const dnnl_ws *w, int dk, int r,
+                       size_t bytes) {
+    if (bytes <= w->f[dk][r] * sizeof(float)) {
         size_t off = 0;
-        for (int q = 0; q < r; q++) off += w->f[q];
+        for (int q = 0; q < r; q++) off += w->f[dk][q];
         return ws + off;
     }
     if (bytes > st->spill_bytes[r]) {
@@ -472,7 +486,7 @@ static const float *op_run(conv_state *st, const conv_shape *s, int dk, const fl
         const int role = dk_role[dk][t];
         const conv_act *a = role == R_SRC && act && act->silu ? act : NULL;
         if (o->pack[t]) {
-            void *d = ws_region(st, ws, &w, WS_IN0 + t, o->bytes[t]);
+            void *d = ws_region(st, ws, &w, dk, WS_IN0 + t, o->bytes[t]);
             const int src = role == R_SRC;
             if (t != T_OUT) /* the output is read back by the caller */
                 pack_input(d, inner_dt(st->prec, dk, role) == dnnl_bf16, o->pack[t], ptr[t], a,
@@ -484,13 +498,13 @@ static const float *op_run(conv_state *st, const conv_shape *s, int dk, const fl
         }
         if (a)
             ptr[t] = act_input(ptr[t], a, s,
-                               ws_region(st, ws, &w, WS_ACT,
+                               ws_region(st, ws, &w, dk, WS_ACT,
                                          (size_t)s->N * s->Cin * s->H * s->W * sizeof(float)));
         dnnl_memory_set_data_handle(o->plain[t], (void *)ptr[t]);
         dnnl_memory_t use = o->plain[t];
         if (o->reo[t]) {
             dnnl_memory_set_data_handle(o->inner[t],
-                                        ws_region(st, ws, &w, WS_IN0 + t, o->bytes[t]));
+                                        ws_region(st, ws, &w, dk, WS_IN0 + t, o->bytes[t]));
             use = o->inner[t];
             if (t != T_OUT) {
                 dnnl_exec_arg_t ra[2] = {{DNNL_ARG_FROM, o->plain[t]}, {DNNL_ARG_TO, use}};
@@ -505,12 +519,12 @@ static const float *op_run(conv_state *st, const conv_shape *s, int dk, const fl
     }
     if (o->scratch_bytes)
         dnnl_memory_set_data_handle(o->scratch,
-                                    ws_region(st, ws, &w, WS_SCRATCH, o->scratch_bytes));
+                                    ws_region(st, ws, &w, dk, WS_SCRATCH, o->scratch_bytes));
     args[na++] = (dnnl_exec_arg_t){DNNL_ARG_SCRATCHPAD, o->scratch};
     dnnl_ok(dnnl_primitive_execute(o->prim, st->strm, na, args), "convolution", s);
     if (o->pack[T_OUT]) {
         dnnl_ok(dnnl_stream_wait(st->strm), "stream wait", s);
-        return ws_region(st, ws, &w, WS_OUT, o->bytes[T_OUT]);
+        return ws_region(st, ws, &w, dk, WS_OUT, o->bytes[T_OUT]);
     }
     if (o->reo[T_OUT]) {
         dnnl_exec_arg_t ra[2] = {{DNNL_ARG_FROM, o->inner[T_OUT]}, {DNNL_ARG_TO, o->plain[T_OUT]}};
@@ -570,7 +584,7 @@ static void cd_forward(float *out, const float *inp, const conv_act *act, const 
                          const float *bias, const conv_shape *s, const conv_plan *p, float *ws) {
     conv_state *tmp, *st = use_state(s, p, &tmp);
     const dnnl_ws w = ws_layout(st, s);
-    float *zb = ws_region(st, ws, &w, WS_BIAS, sizeof(float) * (size_t)s->Cout);
+    float *zb = ws_region(st, ws, &w, DK_FWD, WS_BIAS, sizeof(float) * (size_t)s->Cout);
     if (!bias) {
         memset(zb, 0, sizeof(float) * (size_t)s->Cout);
         bias = zb;
@@ -587,7 +601,7 @@ static void cd_backward(float *dinp, float *dweight, const float *dout, const fl
     const dnnl_ws w = ws_layout(st, s);
     if (dweight) {
         const size_t nw = (size_t)s->Cout * s->Cin * s->k * s->k;
-        float *t = ws_region(st, ws, &w, WS_TMP, nw * sizeof(float));
+        float *t = ws_region(st, ws, &w, DK_BWD_WEIGHTS, WS_TMP, nw * sizeof(float));
         op_run(st, s, DK_BWD_WEIGHTS, inp, act, dout, t, NULL, ws);
 #pragma omp parallel for schedule(static) if (nw >= OPS_PAR_MIN)
         for (size_t i = 0; i < nw; i++) dweight[i] += t[i];
@@ -595,7 +609,7 @@ static void cd_backward(float *dinp, float *dweight, const float *dout, const fl
     if (dinp) {
         const int C = s->Cin, tasks = s->N * C, silu = act && act->silu;
         const size_t HW = (size_t)s->H * s->W;
-        float *t = ws_region(st, ws, &w, WS_TMP, (size_t)tasks * HW * sizeof(float));
+        float *t = ws_region(st, ws, &w, DK_BWD_DATA, WS_TMP, (size_t)tasks * HW * sizeof(float));
         const float *blk = op_run(st, s, DK_BWD_DATA, dout, NULL, weight, t, NULL, ws);
         if (blk) {
             unpack_output(dinp, blk, 1, act, s->N, C, HW);
