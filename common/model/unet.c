@@ -834,9 +834,11 @@ void unet_describe_plans(const unet *m, char *buf, size_t cap) {
         const layer *L = &r->layers[i];
         for (int k = 0; k < layer_n_convs(L); k++) {
             const conv_shape cs = layer_conv_shape(L, k, 1);
-            char e[96];
-            snprintf(e, sizeof e, "%d->%d %dx%d k%d s%d: %s", cs.Cin, cs.Cout, cs.H, cs.W, cs.k,
-                     cs.stride, conv_plan_name(&L->plan[k]));
+            char e[128], rows[40] = "";
+            const int cr = conv_plan_chunk_rows(&L->plan[k]);
+            if (cr) snprintf(rows, sizeof rows, " in chunks of %d rows", cr);
+            snprintf(e, sizeof e, "%d->%d %dx%d k%d s%d: %s%s", cs.Cin, cs.Cout, cs.H, cs.W, cs.k,
+                     cs.stride, conv_plan_name(&L->plan[k]), rows);
             if (strstr(buf + n0, e)) continue; /* listed already */
             const int n = snprintf(buf + len, cap - len, "%s%s", len > (size_t)n0 ? "; " : "",
                                    e);

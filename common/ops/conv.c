@@ -72,6 +72,7 @@ conv_plan conv_plan_make(const conv_shape *s, const conv_algo_opts *o) {
     if (wants_dnnl(s, o)) {
         p.form = CONV_FORM_DNNL;
         p.precision = o->precision;
+        p.dnnl_chunk_bytes = o->dnnl_chunk_bytes;
         return p;
     }
     if (!conv_shift_formulation.fits(s)) return p;
@@ -81,6 +82,11 @@ conv_plan conv_plan_make(const conv_shape *s, const conv_algo_opts *o) {
         p.wino_tile = conv_winograd_forward_tile(s, o->wino_tile);
     }
     return p;
+}
+
+int conv_plan_chunk_rows(const conv_plan *p) {
+    const conv_formulation *f = p ? conv_forms[p->form] : NULL;
+    return f && f->chunk_rows ? f->chunk_rows(p) : 0;
 }
 
 const char *conv_plan_name(const conv_plan *p) {

@@ -154,6 +154,10 @@ struct conv_state {
      * own buffer of spill_bytes[r]. */
     int sized;
     dnnl_ws w;
+    /* a large image runs in chunks of rows (chunk_rows): the state of the
+     * primitives for one chunk of one image (its s: N 1, the chunk's rows), or
+     * NULL */
+    struct conv_state *chunk;
     void *spill[WS_COUNT];
     size_t spill_bytes[WS_COUNT];
 };
@@ -313,6 +317,13 @@ static size_t cd_workspace_floats(const conv_shape *s, const conv_plan *p) {
         return ws_total(&w);
     }
     conv_state *st = p->state;
+    if (st->chunk) { /* the chunk's regions, for one chunk of one image */
+        if (!st->chunk->sized) {
+            st->chunk->w = ws_plan(st->chunk, &st->chunk->s);
+            st->chunk->sized = 1;
+        }
+        return ws_total(&st->chunk->w);
+    }
     if (!st->sized || s->N > st->s.N) {
         st->w = ws_plan(st, s);
         st->s = *s;
@@ -376,7 +387,64 @@ static void entry_free(dnnl_entry *e) {
     memset(e, 0, sizeof *e);
 }
 
-static conv_state *state_new(const conv_shape *s, ops_precision prec) {
+/* An image (the larger of input and output, fp32) above this runs in chunks of
+ * rows, each about this size. */
+#define DNNL_CHUNK_BYTES ((size_t)16 << 20)
+
+/* Output rows per chunk for s, or 0 for the whole image: a stride-1
+ * convolution keeping the image size, whose image exceeds limit (0:
+ * DNNL_CHUNK_BYTES),
+ * runs image by image in chunks of rows (the last one padded with zero rows),
+ * each with the k - 1 rows of input around it, so that the workspace's regions
+ * and oneDNN's scratchpad grow with the chunk, not the image (lsun256's 256x256
+ * layers: 4 chunks of 64 rows at 256 channels). A function of the shape alone,
+ * not of the batch: the same image gives the same result in any batch. */
+static int chunk_rows(const conv_shape *s, size_t limit) {
+    if (s->stride != 1 || s->Ho != s->H || s->Wo != s->W) return 0;
+    const size_t c = (size_t)(s->Cin > s->Cout ? s->Cin : s->Cout);
+    const size_t img = c * (size_t)s->H * s->W * sizeof(float);
+    if (!limit) limit = DNNL_CHUNK_BYTES;
+    if (img <= limit) return 0;
+    const size_t parts = (img + limit - 1) / limit;
+    const int h = (int)(((size_t)s->Ho + parts - 1) / parts);
+    return h + s->k - 1 <= s->H && h < s->Ho ? h : 0;
+}
+
+static conv_state *state_alloc(const conv_shape *s, ops_precision prec);
+static void state_free(conv_state *st);
+
+/* The state for one chunk of s's rows (h output rows), or NULL where oneDNN
+ * does not take the chunk's activations in the layouts conv_pack_block and
+ * conv_unpack_block write and read (the chunked path has no other). */
+static conv_state *chunk_state(const conv_shape *s, ops_precision prec, int h) {
+    conv_shape c = *s;
+    c.N = 1;
+    c.H = h + s->k - 1;
+    c.Ho = h;
+    c.pad_top = 0;
+    conv_state *st = state_alloc(&c, prec);
+    int ok = 1;
+    dnnl_primitive_desc_t fwd = op_pd(DK_FWD, &c, prec, st->eng, NULL);
+    for (int dk = 0; dk < DK_COUNT && ok; dk++) {
+        dnnl_primitive_desc_t pd = dk == DK_FWD ? fwd : op_pd(dk, &c, prec, st->eng, fwd);
+        for (int t = 0; t < T_COUNT; t++) {
+            if (dk_role[dk][t] == R_WEI) continue;
+            const int pk = pack_kind(dnnl_primitive_desc_query_md(pd, dk_query[dk][t], 0), &c,
+                                     dk, t, prec);
+            ok &= t == T_OUT ? pk == 16 : pk != 0;
+        }
+        if (dk != DK_FWD) dnnl_primitive_desc_destroy(pd);
+    }
+    dnnl_primitive_desc_destroy(fwd);
+    if (!ok) {
+        state_free(st);
+        return NULL;
+    }
+    return st;
+}
+
+/* A state for s, never chunked. */
+static conv_state *state_alloc(const conv_shape *s, ops_precision prec) {
     conv_state *st = xcalloc(1, sizeof *st);
     st->s = *s;
     st->prec = prec;
@@ -385,10 +453,19 @@ static conv_state *state_new(const conv_shape *s, ops_precision prec) {
     return st;
 }
 
+/* A state for s, with its chunk's state where chunk_rows says so. */
+static conv_state *state_new(const conv_shape *s, ops_precision prec, size_t chunk_bytes) {
+    conv_state *st = state_alloc(s, prec);
+    const int h = chunk_rows(s, chunk_bytes);
+    if (h) st->chunk = chunk_state(s, prec, h);
+    return st;
+}
+
 static void state_free(conv_state *st) {
     if (!st) return;
     for (int i = 0; i < DNNL_ENTRIES; i++) entry_free(&st->e[i]);
     for (int r = 0; r < WS_COUNT; r++) free(st->spill[r]);
+    state_free(st->chunk);
     dnnl_stream_destroy(st->strm);
     dnnl_engine_destroy(st->eng);
     free(st);
@@ -417,7 +494,7 @@ static void *ws_region(conv_state *st, float *ws, const dnnl_ws *w, int dk, int 
 }
 
 static conv_state *cd_state_create(const conv_shape *s, const conv_plan *p) {
-    return state_new(s, p->precision);
+    return state_new(s, p->precision, p->dnnl_chunk_bytes);
 }
 
 /* The entry for s->N on this many threads, with primitive kind dk made. */
@@ -448,21 +525,47 @@ static dnnl_op *state_op(conv_state *st, const conv_shape *s, int dk) {
     return &e->op[dk];
 }
 
-/* The plain NCHW activation x (N x C planes of HW) through the fused
+/* Which part of the plain tensors a primitive works on: images n0 .. n0 + N - 1,
+ * and of each the rows row0 .. row0 + nrows - 1 of an H x W plane (rows
+ * outside 0 .. H - 1 are zeros going in and dropped coming out): the whole
+ * tensor, or one chunk of rows (cd_rows). */
+typedef struct {
+    int n0, N, H, W, row0, nrows;
+} dnnl_part;
+
+static dnnl_part part_whole(int N, int H, int W) { return (dnnl_part){0, N, H, W, 0, H}; }
+
+/* The rows of part q inside the plane: a .. b - 1. */
+static void part_rows(const dnnl_part *q, int *a, int *b) {
+    *a = q->row0 < 0 ? 0 : q->row0;
+    *b = q->row0 + q->nrows > q->H ? q->H : q->row0 + q->nrows;
+    if (*b < *a) *b = *a;
+}
+
+/* Part q of the plain NCHW activation x (C channels) through the fused
  * activation act (NULL or off: as it is) into d in the block layout B of
- * conv_pack_block, fp32 or bf16: one task per image and block of channels. */
-static void pack_input(void *d, int bf16, int B, const float *x, const conv_act *act, int N,
-                       int C, size_t HW) {
-    const int CB = (C + B - 1) / B, tasks = N * CB, silu = act && act->silu;
-    const size_t esz = bf16 ? sizeof(uint16_t) : sizeof(float);
-#pragma omp parallel for schedule(static) if ((size_t)tasks * B * HW >= OPS_PAR_MIN)
+ * conv_pack_block, fp32 or bf16, rows outside the plane zero: one task per
+ * image and block of channels. */
+static void pack_input(void *d, int bf16, int B, const float *x, const conv_act *act,
+                       const dnnl_part *q, int C) {
+    const int CB = (C + B - 1) / B, tasks = q->N * CB, silu = act && act->silu;
+    const size_t esz = bf16 ? sizeof(uint16_t) : sizeof(float), W = (size_t)q->W;
+    const size_t HW = (size_t)q->H * W, blk = (size_t)B * q->nrows * W * esz;
+    int a, b;
+    part_rows(q, &a, &b);
+#pragma omp parallel for schedule(static) if ((size_t)tasks * B * q->nrows * W >= OPS_PAR_MIN)
     for (int task = 0; task < tasks; task++) {
-        const int n = task / CB, c0 = task % CB * B, nc = C - c0 < B ? C - c0 : B;
+        const int n = q->n0 + task / CB, c0 = task % CB * B, nc = C - c0 < B ? C - c0 : B;
         conv_plane_norm nm[16];
         for (int c = 0; c < nc; c++) nm[c] = conv_act_norm(silu ? act : NULL, n, c0 + c, C);
-        const size_t off = ((size_t)n * C + c0) * HW;
-        conv_pack_block((char *)d + (size_t)task * B * HW * esz, bf16, B, x + off,
-                        silu && act->mask ? act->mask + off : NULL, silu, nm, nc, HW);
+        const size_t off = ((size_t)n * C + c0) * HW + (size_t)a * W;
+        char *db = (char *)d + (size_t)task * blk;
+        const size_t head = (size_t)(a - q->row0) * W * B * esz,
+                     body = (size_t)(b - a) * W * B * esz;
+        memset(db, 0, head);
+        conv_pack_block(db + head, bf16, B, x + off, silu && act->mask ? act->mask + off : NULL,
+                        silu, nm, nc, (size_t)(b - a) * W, HW);
+        memset(db + head + body, 0, blk - head - body);
     }
 }
 
@@ -475,8 +578,9 @@ static const float *act_input(const float *inp, const conv_act *act, const conv_
  * regions. Returns NULL when the result is in out, or the output in nChw16c
  * fp32 (in the workspace) for the caller's conv_unpack_block. */
 static const float *op_run(conv_state *st, const conv_shape *s, int dk, const float *in0,
-                   const conv_act *act, const float *in1, float *out, const float *bias,
-                   float *ws) {
+                           const conv_act *act, const float *in1, float *out,
+                           const float *bias, float *ws, const dnnl_part *src_part,
+                           const dnnl_part *dst_part) {
     dnnl_op *o = state_op(st, s, dk);
     const dnnl_ws w = ws_layout(st, s);
     const void *ptr[T_COUNT] = {in0, in1, out};
@@ -490,8 +594,7 @@ static const float *op_run(conv_state *st, const conv_shape *s, int dk, const fl
             const int src = role == R_SRC;
             if (t != T_OUT) /* the output is read back by the caller */
                 pack_input(d, inner_dt(st->prec, dk, role) == dnnl_bf16, o->pack[t], ptr[t], a,
-                           s->N, src ? s->Cin : s->Cout,
-                           src ? (size_t)s->H * s->W : (size_t)s->Ho * s->Wo);
+                           src ? src_part : dst_part, src ? s->Cin : s->Cout);
             dnnl_memory_set_data_handle(o->inner[t], d);
             args[na++] = (dnnl_exec_arg_t){dk_arg[dk][t], o->inner[t]};
             continue;
@@ -534,21 +637,26 @@ static const float *op_run(conv_state *st, const conv_shape *s, int dk, const fl
     return NULL;
 }
 
-/* The blocked output blk (nChw16c fp32, N x C planes of HW) into the plain o:
- * stored (accumulate 0) or added through the fused activation act (NULL: none;
- * o's values are then the activation's input gradient). */
+/* The blocked output blk (nChw16c fp32, C channels, part q of the plain o)
+ * into o: stored (accumulate 0) or added through the fused activation act
+ * (NULL: none; o's values are then the activation's input gradient); rows
+ * outside the plane dropped. */
 static void unpack_output(float *o, const float *blk, int accumulate, const conv_act *act,
-                          int N, int C, size_t HW) {
-    const int CB = (C + 15) / 16, tasks = N * CB, silu = act && act->silu;
-#pragma omp parallel for schedule(static) if ((size_t)tasks * 16 * HW >= OPS_PAR_MIN)
+                          const dnnl_part *q, int C) {
+    const int CB = (C + 15) / 16, tasks = q->N * CB, silu = act && act->silu;
+    const size_t W = (size_t)q->W, HW = (size_t)q->H * W, bsz = (size_t)16 * q->nrows * W;
+    int a, b;
+    part_rows(q, &a, &b);
+#pragma omp parallel for schedule(static) if ((size_t)tasks * bsz >= OPS_PAR_MIN)
     for (int task = 0; task < tasks; task++) {
-        const int n = task / CB, c0 = task % CB * 16, nc = C - c0 < 16 ? C - c0 : 16;
+        const int n = q->n0 + task / CB, c0 = task % CB * 16, nc = C - c0 < 16 ? C - c0 : 16;
         conv_plane_norm nm[16];
         for (int c = 0; c < nc; c++) nm[c] = conv_act_norm(silu ? act : NULL, n, c0 + c, C);
-        const size_t off = ((size_t)n * C + c0) * HW;
-        conv_unpack_block(o + off, blk + (size_t)task * 16 * HW, accumulate,
-                          silu ? act->g + off : NULL, silu && act->mask ? act->mask + off : NULL,
-                          nm, nc, HW);
+        const size_t off = ((size_t)n * C + c0) * HW + (size_t)a * W;
+        conv_unpack_block(o + off, blk + (size_t)task * bsz + (size_t)(a - q->row0) * W * 16,
+                          accumulate, silu ? act->g + off : NULL,
+                          silu && act->mask ? act->mask + off : NULL, nm, nc,
+                          (size_t)(b - a) * W, HW);
     }
 }
 
@@ -557,7 +665,7 @@ static void unpack_output(float *o, const float *blk, int accumulate, const conv
 static conv_state *use_state(const conv_shape *s, const conv_plan *p, conv_state **tmp) {
     *tmp = NULL;
     if (p && p->state) return p->state;
-    return *tmp = state_new(s, p ? p->precision : OPS_FP32);
+    return *tmp = state_new(s, p ? p->precision : OPS_FP32, p ? p->dnnl_chunk_bytes : 0);
 }
 
 /* The conv's input: inp itself, or its fused activation in ws (the act
@@ -581,51 +689,83 @@ static int cd_fits(const conv_shape *s) {
 }
 
 static void cd_forward(float *out, const float *inp, const conv_act *act, const float *weight,
-                         const float *bias, const conv_shape *s, const conv_plan *p, float *ws) {
+                       const float *bias, const conv_shape *s, const conv_plan *p, float *ws) {
     conv_state *tmp, *st = use_state(s, p, &tmp);
-    const dnnl_ws w = ws_layout(st, s);
-    float *zb = ws_region(st, ws, &w, DK_FWD, WS_BIAS, sizeof(float) * (size_t)s->Cout);
+    conv_state *run = st->chunk ? st->chunk : st;
+    const conv_shape *rs = st->chunk ? &st->chunk->s : s;
+    const dnnl_ws w = ws_layout(run, rs);
+    float *zb = ws_region(run, ws, &w, DK_FWD, WS_BIAS, sizeof(float) * (size_t)s->Cout);
     if (!bias) {
         memset(zb, 0, sizeof(float) * (size_t)s->Cout);
         bias = zb;
     }
-    const float *blk = op_run(st, s, DK_FWD, inp, act, weight, out, bias, ws);
-    if (blk) unpack_output(out, blk, 0, NULL, s->N, s->Cout, (size_t)s->Ho * s->Wo);
+    if (!st->chunk) {
+        const dnnl_part in = part_whole(s->N, s->H, s->W), o = part_whole(s->N, s->Ho, s->Wo);
+        const float *blk = op_run(st, s, DK_FWD, inp, act, weight, out, bias, ws, &in, &o);
+        if (blk) unpack_output(out, blk, 0, NULL, &o, s->Cout);
+    } else {
+        for (int n = 0; n < s->N; n++)
+            for (int r0 = 0; r0 < s->Ho; r0 += rs->Ho) {
+                const dnnl_part in = {n, 1, s->H, s->W, r0 - s->pad_top, rs->H},
+                                o = {n, 1, s->Ho, s->Wo, r0, rs->Ho};
+                const float *blk = op_run(run, rs, DK_FWD, inp, act, weight, out, bias, ws, &in, &o);
+                unpack_output(out, blk, 0, NULL, &o, s->Cout);
+            }
+    }
     state_free(tmp);
 }
 
 static void cd_backward(float *dinp, float *dweight, const float *dout, const float *inp,
-                          const conv_act *act, const float *weight, const conv_shape *s,
-                          const conv_plan *p, float *ws) {
+                        const conv_act *act, const float *weight, const conv_shape *s,
+                        const conv_plan *p, float *ws) {
     conv_state *tmp, *st = use_state(s, p, &tmp);
-    const dnnl_ws w = ws_layout(st, s);
-    if (dweight) {
-        const size_t nw = (size_t)s->Cout * s->Cin * s->k * s->k;
-        float *t = ws_region(st, ws, &w, DK_BWD_WEIGHTS, WS_TMP, nw * sizeof(float));
-        op_run(st, s, DK_BWD_WEIGHTS, inp, act, dout, t, NULL, ws);
-#pragma omp parallel for schedule(static) if (nw >= OPS_PAR_MIN)
-        for (size_t i = 0; i < nw; i++) dweight[i] += t[i];
-    }
-    if (dinp) {
-        const int C = s->Cin, tasks = s->N * C, silu = act && act->silu;
-        const size_t HW = (size_t)s->H * s->W;
-        float *t = ws_region(st, ws, &w, DK_BWD_DATA, WS_TMP, (size_t)tasks * HW * sizeof(float));
-        const float *blk = op_run(st, s, DK_BWD_DATA, dout, NULL, weight, t, NULL, ws);
-        if (blk) {
-            unpack_output(dinp, blk, 1, act, s->N, C, HW);
-            state_free(tmp);
-            return;
+    conv_state *run = st->chunk ? st->chunk : st;
+    const conv_shape *rs = st->chunk ? &st->chunk->s : s;
+    const dnnl_ws w = ws_layout(run, rs);
+    const size_t nw = (size_t)s->Cout * s->Cin * s->k * s->k;
+    const int C = s->Cin, tasks = s->N * C, silu = act && act->silu;
+    const size_t HW = (size_t)s->H * s->W;
+    /* the whole batch at once, or (chunked) image by image, chunk by chunk of
+     * output rows, each with the input rows it reaches */
+    const int nparts = st->chunk ? s->N * ((s->Ho + rs->Ho - 1) / rs->Ho) : 1;
+    const int per_image = st->chunk ? (s->Ho + rs->Ho - 1) / rs->Ho : 1;
+    for (int part = 0; part < nparts; part++) {
+        dnnl_part in = part_whole(s->N, s->H, s->W), o = part_whole(s->N, s->Ho, s->Wo);
+        if (st->chunk) {
+            const int n = part / per_image, r0 = part % per_image * rs->Ho;
+            in = (dnnl_part){n, 1, s->H, s->W, r0 - s->pad_top, rs->H};
+            o = (dnnl_part){n, 1, s->Ho, s->Wo, r0, rs->Ho};
         }
+        if (dweight) {
+            float *t = ws_region(run, ws, &w, DK_BWD_WEIGHTS, WS_TMP, nw * sizeof(float));
+            op_run(run, rs, DK_BWD_WEIGHTS, inp, act, dout, t, NULL, ws, &in, &o);
+#pragma omp parallel for schedule(static) if (nw >= OPS_PAR_MIN)
+            for (size_t i = 0; i < nw; i++) dweight[i] += t[i];
+        }
+        if (dinp) {
+            float *t = ws_region(run, ws, &w, DK_BWD_DATA, WS_TMP,
+                                 (size_t)tasks * HW * sizeof(float));
+            const float *blk = op_run(run, rs, DK_BWD_DATA, dout, NULL, weight, t, NULL, ws,
+                                      &in, &o);
+            if (blk) {
+                unpack_output(dinp, blk, 1, act, &in, C);
+                continue;
+            }
 #pragma omp parallel for schedule(static) if ((size_t)tasks * HW >= OPS_PAR_MIN)
-        for (int task = 0; task < tasks; task++) {
-            const size_t plane = (size_t)task * HW;
-            conv_unpad_plane(dinp + plane, t + plane, 0.0f, 1, silu ? act->g + plane : NULL,
-                             silu && act->mask ? act->mask + plane : NULL,
-                             conv_act_norm(silu ? act : NULL, task / C, task % C, C), s->H,
-                             s->W, s->W);
+            for (int task = 0; task < tasks; task++) {
+                const size_t plane = (size_t)task * HW;
+                conv_unpad_plane(dinp + plane, t + plane, 0.0f, 1, silu ? act->g + plane : NULL,
+                                 silu && act->mask ? act->mask + plane : NULL,
+                                 conv_act_norm(silu ? act : NULL, task / C, task % C, C), s->H,
+                                 s->W, s->W);
+            }
         }
     }
     state_free(tmp);
+}
+
+static int cd_chunk_rows(const conv_plan *p) {
+    return p && p->state && p->state->chunk ? p->state->chunk->s.Ho : 0;
 }
 
 const conv_formulation conv_dnnl_formulation = {
@@ -634,6 +774,7 @@ const conv_formulation conv_dnnl_formulation = {
     .workspace_floats = cd_workspace_floats,
     .state_create = cd_state_create,
     .state_free = state_free,
+    .chunk_rows = cd_chunk_rows,
     .forward = cd_forward,
     .backward = cd_backward,
 };

@@ -109,7 +109,8 @@ void conv_unpad_plane(float *restrict o, const float *restrict r0, float b, int 
 void conv_pad_plane(float *restrict d, const float *restrict x, const float *restrict mk,
                     int silu, conv_plane_norm nm, int H, int W, int Wp);
 /* Image n's channels c0 .. c0 + nc - 1 (nc <= B) of a plain fp32 tensor, x at
- * channel c0 (planes of HW values), through the fused activation when silu is
+ * channel c0 (HW values of each plane, the planes pitch floats apart: a plane,
+ * or a run of its rows), through the fused activation when silu is
  * set (nm[c], the mask mk at channel c0 or NULL), into one block d of a
  * channel-blocked layout: d[p][B] for pixel p, B = 16 (oneDNN's nChw16c) or 1
  * (one plain plane), fp32 or bf16 (rounded to nearest even); channels past nc
@@ -117,23 +118,24 @@ void conv_pad_plane(float *restrict d, const float *restrict x, const float *res
  * reorder in conv_dnnl.c. conv_plane.c. */
 void conv_pack_block(void *restrict d, int bf16, int B, const float *restrict x,
                      const float *restrict mk, int silu, const conv_plane_norm *nm, int nc,
-                     size_t HW);
+                     size_t HW, size_t pitch);
 /* The same in plain C, element by element (conv_pack_block runs it where the
  * CPU lacks AVX-512; the tests compare the two bit for bit). */
 void conv_pack_block_portable(void *restrict d, int bf16, int B, const float *restrict x,
                               const float *restrict mk, int silu, const conv_plane_norm *nm,
-                              int nc, size_t HW);
+                              int nc, size_t HW, size_t pitch);
 /* The reverse for an fp32 output in nChw16c: one block s (s[p][16], image n's
- * channels c0 .. c0 + nc - 1) into the plain planes o (at channel c0): stored
+ * channels c0 .. c0 + nc - 1, HW pixels) into the plain planes o (at channel
+ * c0, pitch floats apart): stored
  * (accumulate 0), or added as conv_unpad_plane adds (o += s, or through the
  * fused activation's derivative when g is given: g, mk at channel c0, nm[c]).
  * In place of oneDNN's reorder plus the pass that adds. conv_plane.c. */
 void conv_unpack_block(float *restrict o, const float *restrict s, int accumulate,
                        const float *restrict g, const float *restrict mk,
-                       const conv_plane_norm *nm, int nc, size_t HW);
+                       const conv_plane_norm *nm, int nc, size_t HW, size_t pitch);
 void conv_unpack_block_portable(float *restrict o, const float *restrict s, int accumulate,
                                 const float *restrict g, const float *restrict mk,
-                                const conv_plane_norm *nm, int nc, size_t HW);
+                                const conv_plane_norm *nm, int nc, size_t HW, size_t pitch);
 /* dbias[co] += the sum of dout's channel co over every image. conv_plane.c. */
 void conv_bias_grad(float *dbias, const float *dout, const conv_shape *s);
 
@@ -150,6 +152,8 @@ typedef struct {
     void (*prepare)(float *prep, const float *weight, const conv_shape *s, const conv_plan *p);
     conv_state *(*state_create)(const conv_shape *s, const conv_plan *p);
     void (*state_free)(conv_state *st);
+    /* NULL or the output rows per chunk the plan's state runs (0: whole images) */
+    int (*chunk_rows)(const conv_plan *p);
     void (*forward)(float *out, const float *inp, const conv_act *act, const float *weight,
                     const float *bias, const conv_shape *s, const conv_plan *p, float *ws);
     void (*backward)(float *dinp, float *dweight, const float *dout, const float *inp,

@@ -114,17 +114,17 @@ void conv_unpad_plane(float *restrict o, const float *restrict r0, float b, int 
  * zeros. */
 static void pack_rows(const float *row[16], float t[16][PACK_PIX], const float *restrict x,
                       const float *restrict mk, int silu, const conv_plane_norm *nm, int nc,
-                      int B, size_t HW, size_t p0, size_t np) {
+                      int B, size_t pitch, size_t p0, size_t np) {
     static const float zero[PACK_PIX];
     for (int c = 0; c < B; c++) {
         if (c >= nc) {
             row[c] = zero;
         } else if (silu) {
-            ops_silu_mask(t[c], x + (size_t)c * HW + p0, mk ? mk + (size_t)c * HW + p0 : NULL,
-                          np, nm[c]);
+            ops_silu_mask(t[c], x + (size_t)c * pitch + p0,
+                          mk ? mk + (size_t)c * pitch + p0 : NULL, np, nm[c]);
             row[c] = t[c];
         } else {
-            row[c] = x + (size_t)c * HW + p0;
+            row[c] = x + (size_t)c * pitch + p0;
         }
     }
 }
@@ -132,12 +132,12 @@ static void pack_rows(const float *row[16], float t[16][PACK_PIX], const float *
 DDPM_CLONES
 void conv_pack_block_portable(void *restrict d, int bf16, int B, const float *restrict x,
                               const float *restrict mk, int silu, const conv_plane_norm *nm,
-                              int nc, size_t HW) {
+                              int nc, size_t HW, size_t pitch) {
     float t[16][PACK_PIX];
     const float *row[16];
     for (size_t p0 = 0; p0 < HW; p0 += PACK_PIX) {
         const size_t np = HW - p0 < PACK_PIX ? HW - p0 : PACK_PIX;
-        pack_rows(row, t, x, mk, silu, nm, nc, B, HW, p0, np);
+        pack_rows(row, t, x, mk, silu, nm, nc, B, pitch, p0, np);
         for (size_t j = 0; j < np; j++)
             for (int c = 0; c < B; c++) {
                 const size_t i = (p0 + j) * (size_t)B + (size_t)c;
@@ -199,12 +199,12 @@ __attribute__((target("avx512f"))) static inline __m256i bf16x16(__m512 v) {
 /* conv_pack_block for B = 16 on AVX-512: 16 x 16 tiles transposed in registers. */
 __attribute__((target("avx512f"))) static void pack16_avx512(
     void *restrict d, int bf16, const float *restrict x, const float *restrict mk, int silu,
-    const conv_plane_norm *nm, int nc, size_t HW) {
+    const conv_plane_norm *nm, int nc, size_t HW, size_t pitch) {
     float t[16][PACK_PIX] __attribute__((aligned(64)));
     const float *row[16];
     for (size_t p0 = 0; p0 < HW; p0 += PACK_PIX) {
         const size_t np = HW - p0 < PACK_PIX ? HW - p0 : PACK_PIX;
-        pack_rows(row, t, x, mk, silu, nm, nc, 16, HW, p0, np);
+        pack_rows(row, t, x, mk, silu, nm, nc, 16, pitch, p0, np);
         size_t j = 0;
         for (; j + 16 <= np; j += 16) {
             __m512 r[16];
@@ -234,9 +234,9 @@ __attribute__((target("avx512f"))) static void pack16_avx512(
  * plain planes o: stored, or added through the fused activation's derivative. */
 static void unpack_rows(float *restrict o, float t[16][PACK_PIX], int accumulate,
                         const float *restrict g, const float *restrict mk,
-                        const conv_plane_norm *nm, int nc, size_t HW, size_t p0, size_t np) {
+                        const conv_plane_norm *nm, int nc, size_t pitch, size_t p0, size_t np) {
     for (int c = 0; c < nc; c++) {
-        const size_t off = (size_t)c * HW + p0;
+        const size_t off = (size_t)c * pitch + p0;
         if (!accumulate)
             memcpy(o + off, t[c], sizeof(float) * np);
         else
@@ -248,20 +248,20 @@ static void unpack_rows(float *restrict o, float t[16][PACK_PIX], int accumulate
 DDPM_CLONES
 void conv_unpack_block_portable(float *restrict o, const float *restrict s, int accumulate,
                                 const float *restrict g, const float *restrict mk,
-                                const conv_plane_norm *nm, int nc, size_t HW) {
+                                const conv_plane_norm *nm, int nc, size_t HW, size_t pitch) {
     float t[16][PACK_PIX];
     for (size_t p0 = 0; p0 < HW; p0 += PACK_PIX) {
         const size_t np = HW - p0 < PACK_PIX ? HW - p0 : PACK_PIX;
         for (size_t j = 0; j < np; j++)
             for (int c = 0; c < nc; c++) t[c][j] = s[(p0 + j) * 16 + (size_t)c];
-        unpack_rows(o, t, accumulate, g, mk, nm, nc, HW, p0, np);
+        unpack_rows(o, t, accumulate, g, mk, nm, nc, pitch, p0, np);
     }
 }
 
 #ifdef PACK_AVX512
 __attribute__((target("avx512f"))) static void unpack16_avx512(
     float *restrict o, const float *restrict s, int accumulate, const float *restrict g,
-    const float *restrict mk, const conv_plane_norm *nm, int nc, size_t HW) {
+    const float *restrict mk, const conv_plane_norm *nm, int nc, size_t HW, size_t pitch) {
     float t[16][PACK_PIX] __attribute__((aligned(64)));
     for (size_t p0 = 0; p0 < HW; p0 += PACK_PIX) {
         const size_t np = HW - p0 < PACK_PIX ? HW - p0 : PACK_PIX;
@@ -274,33 +274,33 @@ __attribute__((target("avx512f"))) static void unpack16_avx512(
         }
         for (; j < np; j++)
             for (int c = 0; c < nc; c++) t[c][j] = s[(p0 + j) * 16 + (size_t)c];
-        unpack_rows(o, t, accumulate, g, mk, nm, nc, HW, p0, np);
+        unpack_rows(o, t, accumulate, g, mk, nm, nc, pitch, p0, np);
     }
 }
 #endif
 
 void conv_unpack_block(float *restrict o, const float *restrict s, int accumulate,
                        const float *restrict g, const float *restrict mk,
-                       const conv_plane_norm *nm, int nc, size_t HW) {
+                       const conv_plane_norm *nm, int nc, size_t HW, size_t pitch) {
 #ifdef PACK_AVX512
     if (__builtin_cpu_supports("avx512f")) {
-        unpack16_avx512(o, s, accumulate, g, mk, nm, nc, HW);
+        unpack16_avx512(o, s, accumulate, g, mk, nm, nc, HW, pitch);
         return;
     }
 #endif
-    conv_unpack_block_portable(o, s, accumulate, g, mk, nm, nc, HW);
+    conv_unpack_block_portable(o, s, accumulate, g, mk, nm, nc, HW, pitch);
 }
 
 void conv_pack_block(void *restrict d, int bf16, int B, const float *restrict x,
                      const float *restrict mk, int silu, const conv_plane_norm *nm, int nc,
-                     size_t HW) {
+                     size_t HW, size_t pitch) {
 #ifdef PACK_AVX512
     if (B == 16 && __builtin_cpu_supports("avx512f")) {
-        pack16_avx512(d, bf16, x, mk, silu, nm, nc, HW);
+        pack16_avx512(d, bf16, x, mk, silu, nm, nc, HW, pitch);
         return;
     }
 #endif
-    conv_pack_block_portable(d, bf16, B, x, mk, silu, nm, nc, HW);
+    conv_pack_block_portable(d, bf16, B, x, mk, silu, nm, nc, HW, pitch);
 }
 
 /* dbias[co] += sum of dout's channel co over every image: per channel, images in

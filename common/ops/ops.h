@@ -100,6 +100,10 @@ typedef struct {
     /* OPS_BF16: every convolution by oneDNN in bf16 (conv.c, wants_dnnl),
      * whatever algo says */
     ops_precision precision;
+    /* oneDNN: an image above this many bytes (fp32, the larger of input and
+     * output) runs in chunks of rows of about this size (conv_dnnl.c); 0: the
+     * default, 16 MiB. Tests make it small to exercise the chunks. */
+    size_t dnnl_chunk_bytes;
 } conv_algo_opts;
 
 /* A plan's long-lived state (conv_state_create): what a formulation builds once
@@ -121,6 +125,7 @@ typedef struct {
     conv_state *state;        /* NULL: none (a DNNL plan then builds its primitives at
                                  each call: correct, slow) */
     ops_precision precision;  /* OPS_BF16 only with DNNL */
+    size_t dnnl_chunk_bytes;  /* as in conv_algo_opts (0: the default) */
 } conv_plan;
 
 /* The plan's formulation for logs: "im2col", "shifted GEMMs", "Winograd F(4x4)",
@@ -129,6 +134,9 @@ const char *conv_plan_name(const conv_plan *p);
 
 /* o NULL: all defaults. */
 conv_plan conv_plan_make(const conv_shape *s, const conv_algo_opts *o);
+/* The output rows per chunk that the plan's state runs an image in (oneDNN
+ * beyond conv_algo_opts.dnnl_chunk_bytes), 0 for whole images. */
+int conv_plan_chunk_rows(const conv_plan *p);
 /* Prepared kernels, for many forward passes over weights that do not change (a
  * sampling run). conv_prepared_floats(s, p) is the size of the forward's
  * transformed kernels (0 when plan p has nothing to prepare: not Winograd).

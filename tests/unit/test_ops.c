@@ -518,6 +518,21 @@ static void test_conv_dnnl(void) {
     check_dnnl_state("k3 s1 9x9 32->32", 5, 32, 9, 9, 32, 3, 1);
     check_dnnl_state("k3 s2 6x8 3->4", 4, 3, 6, 8, 4, 3, 2);
     check_dnnl_state("k3 s1 14x14 64->64", 6, 64, 14, 14, 64, 3, 1);
+    /* images above 2 KiB in chunks of rows (lsun256's 256x256 layers at the
+     * default 16 MiB): 13 rows in chunks of 3 (the last padded), 11 in 3s */
+    conv_opts.dnnl_chunk_bytes = 2048;
+    {
+        const conv_shape cs = conv_shape_make(2, 24, 13, 9, 20, 3, 1);
+        conv_plan cp = conv_plan_make(&cs, &conv_opts);
+        cp.state = conv_state_create(&cs, &cp);
+        test_check(conv_plan_chunk_rows(&cp) == 3, "dnnl chunked 13x9 24->20: the state runs "
+                   "chunks of 3 rows (%d)", conv_plan_chunk_rows(&cp));
+        conv_state_free(&cp);
+    }
+    check_conv("dnnl chunked k3 s1 13x9 24->20", 2, 24, 13, 9, 20, 3, 1, 1);
+    check_conv("dnnl chunked k1 s1 11x7 20->24", 2, 20, 11, 7, 24, 1, 1, 0);
+    check_dnnl_state("chunked k3 s1 13x9 24->20", 3, 24, 13, 9, 20, 3, 1);
+    conv_opts.dnnl_chunk_bytes = 0;
     conv_opts.algo = CONV_ALGO_AUTO;
 }
 
@@ -674,6 +689,9 @@ static void test_silu_conv(void) {
     check_gn_silu_conv("dnnl 7x7 64->32", 2, 64, 7, 7, 32, 0);
     check_gn_silu_conv("dnnl 6x5 8->4, mask", 3, 8, 6, 5, 4, 1);
     check_gn_silu_conv("dnnl 6x5 24->20, mask", 2, 24, 6, 5, 20, 1);
+    conv_opts.dnnl_chunk_bytes = 2048;
+    check_gn_silu_conv("dnnl chunked 13x9 24->20, mask", 2, 24, 13, 9, 20, 1);
+    conv_opts.dnnl_chunk_bytes = 0;
     check_silu_conv("dnnl 5x6 3->4", 2, 3, 5, 6, 4, 0, 1);
     check_silu_conv("dnnl 7x7 3->4 with dropout mask", 2, 3, 7, 7, 4, 1, 1);
     check_silu_conv("dnnl 14x14 32->32, mask", 3, 32, 14, 14, 32, 1, 0);
