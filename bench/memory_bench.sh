@@ -13,7 +13,8 @@
 #
 # Environment: MEM_BENCH_CONFIG (configs/lsun256.yaml), MEM_BENCH_MICRO ("1 2 4";
 # "1 2" is the fast mode), MEM_BENCH_THREADS (2), MEM_BENCH_LIMIT_MIB (20480),
-# MEM_BENCH_BIN (build/bench/mem_step; another build of it, e.g. to measure "before").
+# MEM_BENCH_BIN (build/bench/mem_step; another build of it, e.g. to measure "before"),
+# MEM_BENCH_PRECISION (fp32; bf16: the C step in bf16 mixed precision, PyTorch stays fp32).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BIN="${MEM_BENCH_BIN:-build/bench/mem_step}"
@@ -22,6 +23,8 @@ CONFIG="${MEM_BENCH_CONFIG:-configs/lsun256.yaml}"
 MICROS="${MEM_BENCH_MICRO:-1 2 4}"
 THREADS="${MEM_BENCH_THREADS:-2}"
 LIMIT="${MEM_BENCH_LIMIT_MIB:-20480}"
+PREC="${MEM_BENCH_PRECISION:-fp32}"
+case "$PREC" in fp32|bf16) ;; *) echo "memory_bench.sh: MEM_BENCH_PRECISION='$PREC': expected fp32 or bf16" >&2; exit 1 ;; esac
 [ -x "$BIN" ] || make "$BIN" >/dev/null
 OUT="$(mktemp -d)"
 trap 'rm -rf "$OUT"' EXIT
@@ -38,7 +41,7 @@ for m in $MICROS; do
     echo "# $CONFIG micro $m: C (limit $lim MiB)" >&2
     c_rss="skipped" c_spi="-" c_act="-"
     set +e
-    "$BIN" "$CONFIG" "$m" --threads "$THREADS" --limit-mib "$lim" >"$OUT/c_$m"
+    "$BIN" "$CONFIG" "$m" --threads "$THREADS" --limit-mib "$lim" --precision "$PREC" >"$OUT/c_$m"
     rc=$?
     set -e
     if [ $rc -eq 0 ]; then
@@ -77,7 +80,7 @@ for m in $MICROS; do
     rows+=("| $m | $c_act | $c_rss | $c_spi | $t_rss | $t_spi | $ratio |")
 done
 
-echo "$CONFIG, one training step (forward + backward + Adam), $THREADS threads, OpenBLAS ${KERNEL:-?}, load $(cut -d' ' -f1-3 /proc/loadavg)"
+echo "$CONFIG, one training step (forward + backward + Adam), $THREADS threads, C in $PREC, OpenBLAS ${KERNEL:-?}, load $(cut -d' ' -f1-3 /proc/loadavg)"
 echo
 echo "| micro-batch | C activations MiB | C peak RSS MiB | C s/image | PyTorch peak RSS MiB | PyTorch s/image | C/PyTorch RSS |"
 echo "| --- | --- | --- | --- | --- | --- | --- |"
