@@ -240,6 +240,19 @@ static dnnl_primitive_desc_t op_pd(int dk, const conv_shape *s, ops_precision pr
     return pd;
 }
 
+/* The three primitive descriptors for s (the backward ones hinted by the
+ * forward's), for the calling thread's OpenMP setting; pds_free frees them. */
+static void pds_make(dnnl_primitive_desc_t pd[DK_COUNT], const conv_shape *s,
+                     ops_precision prec, dnnl_engine_t eng) {
+    pd[DK_FWD] = op_pd(DK_FWD, s, prec, eng, NULL);
+    for (int dk = 0; dk < DK_COUNT; dk++)
+        if (dk != DK_FWD) pd[dk] = op_pd(dk, s, prec, eng, pd[DK_FWD]);
+}
+
+static void pds_free(dnnl_primitive_desc_t pd[DK_COUNT]) {
+    for (int dk = DK_COUNT - 1; dk >= 0; dk--) dnnl_primitive_desc_destroy(pd[dk]);
+}
+
 /* Whether conv_pack_block writes tensor t of primitive kind dk in the layout im
  * (an input activation: its block width 16 or 1) or conv_unpack_block reads it
  * (the output activation in nChw16c fp32: 16); 0: a reorder, or none where im
@@ -275,11 +288,12 @@ static dnnl_ws ws_plan(conv_state *st, const conv_shape *s) {
     for (int one = 1; one >= 0; one--) {
         if (!one && was == 1) break;
         omp_set_num_threads(one ? 1 : was);
-        dnnl_primitive_desc_t fwd = op_pd(DK_FWD, s, st->prec, st->eng, NULL);
+        dnnl_primitive_desc_t pds[DK_COUNT];
+        pds_make(pds, s, st->prec, st->eng);
         for (int dk = 0; dk < DK_COUNT; dk++) {
-            dnnl_primitive_desc_t pd = dk == DK_FWD ? fwd : op_pd(dk, s, st->prec, st->eng, fwd);
             for (int t = 0; t < T_COUNT; t++) {
-                const dnnl_memory_desc_t *im = dnnl_primitive_desc_query_md(pd, dk_query[dk][t], 0);
+                const dnnl_memory_desc_t *im =
+                    dnnl_primitive_desc_query_md(pds[dk], dk_query[dk][t], 0);
                 dnnl_memory_desc_t pm;
                 plain_md(&pm, s, dk_role[dk][t], 0, dnnl_f32);
                 const int plain = dnnl_memory_desc_equal(&pm, im),
@@ -293,11 +307,10 @@ static dnnl_ws ws_plan(conv_state *st, const conv_shape *s) {
                     fixed[WS_TMP] = N * s->Cin * HW * sizeof(float);
             }
             const size_t sb = dnnl_memory_desc_get_size(
-                dnnl_primitive_desc_query_md(pd, dnnl_query_scratchpad_md, 0));
+                dnnl_primitive_desc_query_md(pds[dk], dnnl_query_scratchpad_md, 0));
             if (sb > b[dk][WS_SCRATCH]) b[dk][WS_SCRATCH] = sb;
-            if (dk != DK_FWD) dnnl_primitive_desc_destroy(pd);
         }
-        dnnl_primitive_desc_destroy(fwd);
+        pds_free(pds);
     }
     omp_set_num_threads(was);
     for (int dk = 0; dk < DK_COUNT; dk++)
@@ -308,9 +321,9 @@ static dnnl_ws ws_plan(conv_state *st, const conv_shape *s) {
 }
 
 /* With the plan's state, the workspace holds just the regions its primitives
- * need (ws_plan: at lsun256 in bf16, 448 -> ~150 MiB per lane), and one
- * scratchpad that they share instead of each holding its own (1.5 GiB in all
- * there); the state remembers it. Without a state, ws_default's. */
+ * need (ws_plan), and one scratchpad that they share instead of each holding
+ * its own (1.5 GiB in all at lsun256 in bf16; docs/performance.md, seventh
+ * round); the state remembers it. Without a state, ws_default's. */
 static size_t cd_workspace_floats(const conv_shape *s, const conv_plan *p) {
     if (!p || !p->state) {
         const dnnl_ws w = ws_default(s);
@@ -424,18 +437,16 @@ static conv_state *chunk_state(const conv_shape *s, ops_precision prec, int h) {
     c.pad_top = 0;
     conv_state *st = state_alloc(&c, prec);
     int ok = 1;
-    dnnl_primitive_desc_t fwd = op_pd(DK_FWD, &c, prec, st->eng, NULL);
-    for (int dk = 0; dk < DK_COUNT && ok; dk++) {
-        dnnl_primitive_desc_t pd = dk == DK_FWD ? fwd : op_pd(dk, &c, prec, st->eng, fwd);
+    dnnl_primitive_desc_t pds[DK_COUNT];
+    pds_make(pds, &c, prec, st->eng);
+    for (int dk = 0; dk < DK_COUNT; dk++)
         for (int t = 0; t < T_COUNT; t++) {
             if (dk_role[dk][t] == R_WEI) continue;
-            const int pk = pack_kind(dnnl_primitive_desc_query_md(pd, dk_query[dk][t], 0), &c,
-                                     dk, t, prec);
+            const int pk = pack_kind(dnnl_primitive_desc_query_md(pds[dk], dk_query[dk][t], 0),
+                                     &c, dk, t, prec);
             ok &= t == T_OUT ? pk == 16 : pk != 0;
         }
-        if (dk != DK_FWD) dnnl_primitive_desc_destroy(pd);
-    }
-    dnnl_primitive_desc_destroy(fwd);
+    pds_free(pds);
     if (!ok) {
         state_free(st);
         return NULL;
@@ -688,6 +699,26 @@ static int cd_fits(const conv_shape *s) {
     return s->k >= 1 && s->stride >= 1;
 }
 
+/* The parts a call on s runs in: the whole batch at once, or (chunked) image by
+ * image, chunk by chunk of output rows. */
+static int parts_of(const conv_state *st, const conv_shape *s) {
+    return st->chunk ? s->N * ((s->Ho + st->chunk->s.Ho - 1) / st->chunk->s.Ho) : 1;
+}
+
+/* Part i: the input rows it reads (*in: a chunk's with the rows around it) and
+ * the output rows it writes (*o). */
+static void part_at(const conv_state *st, const conv_shape *s, int i, dnnl_part *in,
+                    dnnl_part *o) {
+    if (!st->chunk) {
+        *in = part_whole(s->N, s->H, s->W);
+        *o = part_whole(s->N, s->Ho, s->Wo);
+        return;
+    }
+    const int h = st->chunk->s.Ho, per = (s->Ho + h - 1) / h, n = i / per, r0 = i % per * h;
+    *in = (dnnl_part){n, 1, s->H, s->W, r0 - s->pad_top, st->chunk->s.H};
+    *o = (dnnl_part){n, 1, s->Ho, s->Wo, r0, h};
+}
+
 static void cd_forward(float *out, const float *inp, const conv_act *act, const float *weight,
                        const float *bias, const conv_shape *s, const conv_plan *p, float *ws) {
     conv_state *tmp, *st = use_state(s, p, &tmp);
@@ -699,18 +730,11 @@ static void cd_forward(float *out, const float *inp, const conv_act *act, const 
         memset(zb, 0, sizeof(float) * (size_t)s->Cout);
         bias = zb;
     }
-    if (!st->chunk) {
-        const dnnl_part in = part_whole(s->N, s->H, s->W), o = part_whole(s->N, s->Ho, s->Wo);
-        const float *blk = op_run(st, s, DK_FWD, inp, act, weight, out, bias, ws, &in, &o);
+    for (int i = 0; i < parts_of(st, s); i++) {
+        dnnl_part in, o;
+        part_at(st, s, i, &in, &o);
+        const float *blk = op_run(run, rs, DK_FWD, inp, act, weight, out, bias, ws, &in, &o);
         if (blk) unpack_output(out, blk, 0, NULL, &o, s->Cout);
-    } else {
-        for (int n = 0; n < s->N; n++)
-            for (int r0 = 0; r0 < s->Ho; r0 += rs->Ho) {
-                const dnnl_part in = {n, 1, s->H, s->W, r0 - s->pad_top, rs->H},
-                                o = {n, 1, s->Ho, s->Wo, r0, rs->Ho};
-                const float *blk = op_run(run, rs, DK_FWD, inp, act, weight, out, bias, ws, &in, &o);
-                unpack_output(out, blk, 0, NULL, &o, s->Cout);
-            }
     }
     state_free(tmp);
 }
@@ -725,17 +749,9 @@ static void cd_backward(float *dinp, float *dweight, const float *dout, const fl
     const size_t nw = (size_t)s->Cout * s->Cin * s->k * s->k;
     const int C = s->Cin, tasks = s->N * C, silu = act && act->silu;
     const size_t HW = (size_t)s->H * s->W;
-    /* the whole batch at once, or (chunked) image by image, chunk by chunk of
-     * output rows, each with the input rows it reaches */
-    const int nparts = st->chunk ? s->N * ((s->Ho + rs->Ho - 1) / rs->Ho) : 1;
-    const int per_image = st->chunk ? (s->Ho + rs->Ho - 1) / rs->Ho : 1;
-    for (int part = 0; part < nparts; part++) {
-        dnnl_part in = part_whole(s->N, s->H, s->W), o = part_whole(s->N, s->Ho, s->Wo);
-        if (st->chunk) {
-            const int n = part / per_image, r0 = part % per_image * rs->Ho;
-            in = (dnnl_part){n, 1, s->H, s->W, r0 - s->pad_top, rs->H};
-            o = (dnnl_part){n, 1, s->Ho, s->Wo, r0, rs->Ho};
-        }
+    for (int part = 0; part < parts_of(st, s); part++) {
+        dnnl_part in, o;
+        part_at(st, s, part, &in, &o);
         if (dweight) {
             float *t = ws_region(run, ws, &w, DK_BWD_WEIGHTS, WS_TMP, nw * sizeof(float));
             op_run(run, rs, DK_BWD_WEIGHTS, inp, act, dout, t, NULL, ws, &in, &o);

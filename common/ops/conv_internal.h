@@ -58,7 +58,7 @@ static inline void ops_silu_mask(float *restrict out, const float *restrict x,
 #pragma omp simd
         for (size_t i = 0; i < n; i++) {
             const float v = (x[i] - mu) * a + b;
-            out[i] = v / (1.0f + ops_expf(-v)) * 1.0f;
+            out[i] = v / (1.0f + ops_expf(-v));
         }
     } else if (mk) {
 #pragma omp simd

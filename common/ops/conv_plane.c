@@ -129,6 +129,27 @@ static void pack_rows(const float *row[16], float t[16][PACK_PIX], const float *
     }
 }
 
+/* Pixels j0 .. np - 1 of one pass (rows as pack_rows left them) into the
+ * block d, element by element. */
+static inline void pack_cols(void *restrict d, int bf16, int B, const float *const row[16],
+                             size_t p0, size_t j0, size_t np) {
+    for (size_t j = j0; j < np; j++)
+        for (int c = 0; c < B; c++) {
+            const size_t i = (p0 + j) * (size_t)B + (size_t)c;
+            if (bf16)
+                ((uint16_t *)d)[i] = ops_bf16_rne(row[c][j]);
+            else
+                ((float *)d)[i] = row[c][j];
+        }
+}
+
+/* Pixels j0 .. np - 1 of one pass of the block s into the channels' rows t. */
+static inline void unpack_cols(float t[16][PACK_PIX], const float *restrict s, int nc,
+                               size_t p0, size_t j0, size_t np) {
+    for (size_t j = j0; j < np; j++)
+        for (int c = 0; c < nc; c++) t[c][j] = s[(p0 + j) * 16 + (size_t)c];
+}
+
 DDPM_CLONES
 void conv_pack_block_portable(void *restrict d, int bf16, int B, const float *restrict x,
                               const float *restrict mk, int silu, const conv_plane_norm *nm,
@@ -138,14 +159,7 @@ void conv_pack_block_portable(void *restrict d, int bf16, int B, const float *re
     for (size_t p0 = 0; p0 < HW; p0 += PACK_PIX) {
         const size_t np = HW - p0 < PACK_PIX ? HW - p0 : PACK_PIX;
         pack_rows(row, t, x, mk, silu, nm, nc, B, pitch, p0, np);
-        for (size_t j = 0; j < np; j++)
-            for (int c = 0; c < B; c++) {
-                const size_t i = (p0 + j) * (size_t)B + (size_t)c;
-                if (bf16)
-                    ((uint16_t *)d)[i] = ops_bf16_rne(row[c][j]);
-                else
-                    ((float *)d)[i] = row[c][j];
-            }
+        pack_cols(d, bf16, B, row, p0, 0, np);
     }
 }
 
@@ -218,14 +232,7 @@ __attribute__((target("avx512f"))) static void pack16_avx512(
                 for (int q = 0; q < 16; q++) _mm512_storeu_ps(o + q * 16, r[q]);
             }
         }
-        for (; j < np; j++)
-            for (int c = 0; c < 16; c++) {
-                const size_t i = (p0 + j) * 16 + (size_t)c;
-                if (bf16)
-                    ((uint16_t *)d)[i] = ops_bf16_rne(row[c][j]);
-                else
-                    ((float *)d)[i] = row[c][j];
-            }
+        pack_cols(d, bf16, 16, row, p0, j, np); /* the pixels past the last tile */
     }
 }
 #endif
@@ -252,8 +259,7 @@ void conv_unpack_block_portable(float *restrict o, const float *restrict s, int 
     float t[16][PACK_PIX];
     for (size_t p0 = 0; p0 < HW; p0 += PACK_PIX) {
         const size_t np = HW - p0 < PACK_PIX ? HW - p0 : PACK_PIX;
-        for (size_t j = 0; j < np; j++)
-            for (int c = 0; c < nc; c++) t[c][j] = s[(p0 + j) * 16 + (size_t)c];
+        unpack_cols(t, s, nc, p0, 0, np);
         unpack_rows(o, t, accumulate, g, mk, nm, nc, pitch, p0, np);
     }
 }
@@ -272,8 +278,7 @@ __attribute__((target("avx512f"))) static void unpack16_avx512(
             tr16x16(r);
             for (int c = 0; c < 16; c++) _mm512_store_ps(&t[c][j], r[c]);
         }
-        for (; j < np; j++)
-            for (int c = 0; c < nc; c++) t[c][j] = s[(p0 + j) * 16 + (size_t)c];
+        unpack_cols(t, s, nc, p0, j, np); /* the pixels past the last tile */
         unpack_rows(o, t, accumulate, g, mk, nm, nc, pitch, p0, np);
     }
 }

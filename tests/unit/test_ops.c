@@ -409,6 +409,38 @@ static void test_conv_winograd(void) {
  * very bits a plan without one gives, call after call and across batch sizes
  * beyond its entries; and inside a parallel region (the model's lanes) it runs
  * on one thread and agrees with the reference too. */
+/* One convolution's tensors and its plain plan's results (o1, dx1, dw1), for
+ * check_dnnl_state. */
+typedef struct {
+    conv_shape s;
+    int N, Cin, H, W, Cout, k, st;
+    size_t nx, nw, no;
+    const float *x, *w, *b, *R, *o1, *dx1, *dw1;
+    float *o2, *dx2, *dw2;
+} dnnl_case;
+
+/* Plan ps over workspace ws at batch sizes N, 1, N-1, 2, N, 3, N (more keys
+ * than the state's entries): whether each run at N is bit-identical to the
+ * plain plan's results. */
+static int same_over_batches(const dnnl_case *c, const conv_plan *ps, float *ws) {
+    const int N = c->N;
+    const int ns[] = {N, 1, N > 1 ? N - 1 : 1, 2 < N ? 2 : 1, N, 3 < N ? 3 : 1, N};
+    int same = 1;
+    for (int r = 0; r < (int)(sizeof ns / sizeof ns[0]); r++) {
+        conv_shape sn = conv_shape_make(ns[r], c->Cin, c->H, c->W, c->Cout, c->k, c->st);
+        memset(c->o2, 0, c->no * sizeof(float));
+        memset(c->dx2, 0, c->nx * sizeof(float));
+        memset(c->dw2, 0, c->nw * sizeof(float));
+        conv2d_forward(c->o2, c->x, c->w, c->b, &sn, ps, ws);
+        conv2d_backward(c->dx2, c->dw2, NULL, c->R, c->x, c->w, &sn, ps, ws);
+        if (ns[r] == N)
+            same &= memcmp(c->o1, c->o2, c->no * sizeof(float)) == 0 &&
+                    memcmp(c->dx1, c->dx2, c->nx * sizeof(float)) == 0 &&
+                    memcmp(c->dw1, c->dw2, c->nw * sizeof(float)) == 0;
+    }
+    return same;
+}
+
 static void check_dnnl_state(const char *name, int N, int Cin, int H, int W, int Cout, int k,
                              int st) {
     conv_shape s = conv_shape_make(N, Cin, H, W, Cout, k, st);
@@ -425,22 +457,9 @@ static void check_dnnl_state(const char *name, int N, int Cin, int H, int W, int
     float *dw1 = zeros(nw), *dw2 = zeros(nw);
     conv2d_forward(o1, x, w, b, &s, &p, ws);
     conv2d_backward(dx1, dw1, NULL, R, x, w, &s, &p, ws);
-    int same = 1;
-    /* batch sizes N, 1, N-1, 2, N, 3, N: more keys than the state's entries */
-    const int ns[] = {N, 1, N > 1 ? N - 1 : 1, 2 < N ? 2 : 1, N, 3 < N ? 3 : 1, N};
-    for (int r = 0; r < (int)(sizeof ns / sizeof ns[0]); r++) {
-        conv_shape sn = conv_shape_make(ns[r], Cin, H, W, Cout, k, st);
-        memset(o2, 0, no * sizeof(float));
-        memset(dx2, 0, nx * sizeof(float));
-        memset(dw2, 0, nw * sizeof(float));
-        conv2d_forward(o2, x, w, b, &sn, &ps, ws);
-        conv2d_backward(dx2, dw2, NULL, R, x, w, &sn, &ps, ws);
-        if (ns[r] == N)
-            same &= memcmp(o1, o2, no * sizeof(float)) == 0 &&
-                    memcmp(dx1, dx2, nx * sizeof(float)) == 0 &&
-                    memcmp(dw1, dw2, nw * sizeof(float)) == 0;
-    }
-    test_check(same, "dnnl %s: with the plan's state, bit-identical to the stateless plan, "
+    const dnnl_case dc = {s, N, Cin, H, W, Cout, k, st, nx, nw, no, x, w, b, R, o1, dx1, dw1,
+                          o2, dx2, dw2};
+    test_check(same_over_batches(&dc, &ps, ws), "dnnl %s: with the plan's state, bit-identical to the stateless plan, "
                "repeatedly and after other batch sizes", name);
     /* one thread inside a parallel region, as a lane runs it (the state and a
      * stateless plan): forward and backward (whose kernels, created for two
@@ -472,20 +491,7 @@ static void check_dnnl_state(const char *name, int N, int Cin, int H, int W, int
      * the same results, at the planned batch and below */
     const size_t wd = conv_workspace_floats(&s, &p), wp = conv_workspace_floats(&s, &ps);
     float *ws2 = exact_ws(wp);
-    int same2 = 1;
-    for (int r = 0; r < (int)(sizeof ns / sizeof ns[0]); r++) {
-        conv_shape sn = conv_shape_make(ns[r], Cin, H, W, Cout, k, st);
-        memset(o2, 0, no * sizeof(float));
-        memset(dx2, 0, nx * sizeof(float));
-        memset(dw2, 0, nw * sizeof(float));
-        conv2d_forward(o2, x, w, b, &sn, &ps, ws2);
-        conv2d_backward(dx2, dw2, NULL, R, x, w, &sn, &ps, ws2);
-        if (ns[r] == N)
-            same2 &= memcmp(o1, o2, no * sizeof(float)) == 0 &&
-                     memcmp(dx1, dx2, nx * sizeof(float)) == 0 &&
-                     memcmp(dw1, dw2, nw * sizeof(float)) == 0;
-    }
-    test_check(wp <= wd && same2, "dnnl %s: the workspace planned with the state (%zu floats, "
+    test_check(wp <= wd && same_over_batches(&dc, &ps, ws2), "dnnl %s: the workspace planned with the state (%zu floats, "
                "default %zu) gives bit-identical results", name, wp, wd);
     free(ws2);
     conv_state_free(&ps);
